@@ -1,0 +1,11 @@
+/* cliptrain.h: the whole public API in one include. */
+#ifndef CLIPTRAIN_H
+#define CLIPTRAIN_H
+
+#include <cliptrain/ct-common.h>
+#include <cliptrain/safetensors.h>
+#include <cliptrain/model.h>
+#include <cliptrain/loss.h>
+#include <cliptrain/optim.h>
+
+#endif

@@ -1,0 +1,42 @@
+/* ct-common.h: export macro, error domain and small shared types.
+ *
+ * Every public cliptrain symbol carries the ct_/Ct/CT_ prefix.  Functions
+ * that can fail return gboolean (or a pointer, NULL on failure) and take a
+ * trailing GError **error whose message names the file, the tensor or the
+ * plugin concerned. */
+#ifndef CLIPTRAIN_CT_COMMON_H
+#define CLIPTRAIN_CT_COMMON_H
+
+#include <glib.h>
+#include <stddef.h>
+#include <stdint.h>
+
+G_BEGIN_DECLS
+
+#if defined(CT_COMPILATION)
+#define CT_API __attribute__((visibility("default")))
+#else
+#define CT_API
+#endif
+
+#define CT_ERROR (ct_error_quark())
+
+typedef enum {
+  CT_ERROR_FAILED,  /* anything not listed below */
+  CT_ERROR_IO,      /* open, read, write, fsync or rename failed */
+  CT_ERROR_FORMAT,  /* a file is malformed: truncated, lying header, bad JSON */
+  CT_ERROR_DTYPE,   /* a tensor's dtype is not one we read */
+  CT_ERROR_MISSING, /* a tensor, key or file that must exist does not */
+  CT_ERROR_SHAPE,   /* a tensor's shape is not the expected one */
+  CT_ERROR_CONFIG,  /* a model config is invalid or does not match weights */
+  CT_ERROR_INVALID, /* an argument is out of range */
+} CtError;
+
+CT_API GQuark ct_error_quark(void);
+
+/* The library's version string, e.g. "0.1.0".  (transfer none) */
+CT_API const char *ct_version(void);
+
+G_END_DECLS
+
+#endif
