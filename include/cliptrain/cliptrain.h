@@ -7,5 +7,6 @@
 #include <cliptrain/model.h>
 #include <cliptrain/loss.h>
 #include <cliptrain/optim.h>
+#include <cliptrain/rng.h>
 
 #endif

@@ -1,0 +1,248 @@
+/* bench.c: `cliptrain bench`, the yardstick for performance work.
+ *
+ * Times whole training steps (forward, CLIP loss, backward, AdamW) on
+ * seeded synthetic data after one warm-up step, and prints one JSON line.
+ * With --sgemm N it instead measures cblas_sgemm on N x N x N products, the
+ * machine's ceiling for the model's GFLOP/s. */
+#include "config.h"
+
+#include "cli.h"
+#include <cliptrain/rng.h>
+
+#include <cliptrain/cliptrain.h>
+
+#include <cblas.h>
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static double
+peak_rss_mib(void)
+{
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *) a, y = *(const double *) b;
+  return (x > y) - (x < y);
+}
+
+static double
+median(double *v, int n)
+{
+  qsort(v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void
+print_json(JsonBuilder *b)
+{
+  JsonNode *root = json_builder_get_root(b);
+  JsonGenerator *gen = json_generator_new();
+  json_generator_set_root(gen, root);
+  g_autofree char *s = json_generator_to_data(gen, NULL);
+  printf("%s\n", s);
+  fflush(stdout);
+  g_object_unref(gen);
+  json_node_unref(root);
+}
+
+static int
+bench_sgemm(int n, int reps, int threads)
+{
+  size_t nn = (size_t) n * n;
+  float *a = g_new(float, nn), *b = g_new(float, nn), *c = g_new(float, nn);
+  CtRng rng;
+  ct_rng_init(&rng, 1);
+  ct_rng_uniform_fill(&rng, a, nn, -1, 1);
+  ct_rng_uniform_fill(&rng, b, nn, -1, 1);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+  double *t = g_new(double, reps);
+  for (int i = 0; i < reps; i++) {
+    gint64 t0 = g_get_monotonic_time();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    t[i] = (g_get_monotonic_time() - t0) / 1e6;
+  }
+  double s = median(t, reps);
+  JsonBuilder *jb = json_builder_new();
+  json_builder_begin_object(jb);
+  json_builder_set_member_name(jb, "sgemm_n");
+  json_builder_add_int_value(jb, n);
+  json_builder_set_member_name(jb, "threads");
+  json_builder_add_int_value(jb, threads);
+  json_builder_set_member_name(jb, "sgemm_gflop_per_s");
+  json_builder_add_double_value(jb, round(2.0 * n * n * (double) n / s / 1e9 * 10) / 10);
+  json_builder_end_object(jb);
+  print_json(jb);
+  g_object_unref(jb);
+  g_free(a);
+  g_free(b);
+  g_free(c);
+  g_free(t);
+  return CT_EXIT_OK;
+}
+
+/* Synthetic captions: start token, random ids, end token at position
+ * len - 1, zero padding.  tokens: (B, T) */
+static void
+fill_tokens(int32_t *tokens, CtRng *rng, int B, int T, int V, int len)
+{
+  for (int b = 0; b < B; b++) {
+    int32_t *row = tokens + (size_t) b * T;
+    memset(row, 0, sizeof(int32_t) * T);
+    row[0] = V - 2;
+    for (int t = 1; t < len - 1; t++)
+      row[t] = 1 + (int32_t) ct_rng_below(rng, V - 3);
+    row[len - 1] = V - 1;
+  }
+}
+
+int
+ct_cli_bench(int argc, char **argv)
+{
+  g_autofree char *preset = g_strdup("vitb32");
+  int batch = 16, steps = 3, threads = 2, caption_tokens = 0, sgemm = 0;
+  gint64 seed = 0;
+  GOptionEntry entries[] = {
+    { "preset", 'p', 0, G_OPTION_ARG_STRING, &preset, "Model preset (vitb32, vitl14, small, tiny)", "NAME" },
+    { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Samples per step (16)", "N" },
+    { "steps", 's', 0, G_OPTION_ARG_INT, &steps, "Timed steps after one warm-up step (3)", "N" },
+    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (2)", "N" },
+    { "caption-tokens", 0, 0, G_OPTION_ARG_INT, &caption_tokens, "Caption length with start and end tokens (default: fill the context)", "N" },
+    { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of weights and data (0)", "N" },
+    { "sgemm", 0, 0, G_OPTION_ARG_INT, &sgemm, "Instead, time cblas_sgemm on N x N x N products", "N" },
+    { NULL },
+  };
+  GOptionContext *ctx = g_option_context_new("- time CLIP training steps");
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  GError *error = NULL;
+  gboolean ok = g_option_context_parse(ctx, &argc, &argv, &error);
+  g_option_context_free(ctx);
+  if (!ok) {
+    ct_cli_error("bench: %s", error->message);
+    g_error_free(error);
+    return CT_EXIT_USAGE;
+  }
+  if (argc > 1) {
+    ct_cli_error("bench: unexpected argument '%s'", argv[1]);
+    return CT_EXIT_USAGE;
+  }
+  if (threads < 1 || steps < 1 || batch < 1 || sgemm < 0) {
+    ct_cli_error("bench: --threads, --steps and --batch must be at least 1");
+    return CT_EXIT_USAGE;
+  }
+  openblas_set_num_threads(threads);
+  if (sgemm > 0)
+    return bench_sgemm(sgemm, MAX(steps, 5), threads);
+
+  CtConfig cfg;
+  if (!ct_config_preset(preset, &cfg, &error)) {
+    ct_cli_error("bench: %s", error->message);
+    g_error_free(error);
+    return CT_EXIT_USAGE;
+  }
+  int T = cfg.context_length, V = cfg.vocab_size, E = cfg.embed_dim;
+  int R = cfg.image_resolution;
+  if (caption_tokens == 0)
+    caption_tokens = T;
+  if (caption_tokens < 2 || caption_tokens > T) {
+    ct_cli_error("bench: --caption-tokens %d must be between 2 and the context length %d",
+                 caption_tokens, T);
+    return CT_EXIT_USAGE;
+  }
+  CtModel *m = ct_model_new(&cfg, batch, &error);
+  if (!m) {
+    ct_cli_error("bench: %s", error->message);
+    g_error_free(error);
+    return CT_EXIT_FAILURE;
+  }
+  ct_model_init_weights(m, (uint64_t) seed);
+  CtAdamWParams hp = { .lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.98f, .eps = 1e-6f,
+                       .weight_decay = 0.2f };
+  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
+
+  /* everything a step touches is allocated here, before the first step */
+  size_t nimg = (size_t) batch * 3 * R * R;
+  float *images = g_new(float, nimg);           /* (B, 3, R, R) */
+  int32_t *tokens = g_new(int32_t, (size_t) batch * T); /* (B, T) */
+  float *logits = g_new(float, (size_t) batch * batch); /* (B, B) */
+  float *scratch = g_new(float, (size_t) batch * batch);
+  float *d_img = g_new(float, (size_t) batch * E); /* (B, E) */
+  float *d_txt = g_new(float, (size_t) batch * E);
+  double *times = g_new(double, steps);
+  CtRng rng;
+  ct_rng_init_stream(&rng, (uint64_t) seed, 0xda7a);
+  ct_rng_normal_fill(&rng, images, nimg, 1.0);
+  fill_tokens(tokens, &rng, batch, T, V, caption_tokens);
+
+  double loss_first = 0, loss_last = 0;
+  float *ls = ct_model_logit_scale(m);
+  float *dls = ct_model_grads(m) + ct_model_find(m, "logit_scale")->offset;
+  for (int s = -1; s < steps; s++) {
+    gint64 t0 = g_get_monotonic_time();
+    if (!ct_model_forward(m, images, tokens, batch, &error)) {
+      ct_cli_error("bench: %s", error->message);
+      g_error_free(error);
+      return CT_EXIT_FAILURE;
+    }
+    float d_scale;
+    double loss = ct_clip_loss(logits, d_img, d_txt, &d_scale, scratch,
+                               ct_model_image_features(m), ct_model_text_features(m), *ls,
+                               batch, E);
+    ct_model_zero_grad(m);
+    ct_model_backward(m, d_img, d_txt);
+    *dls += d_scale;
+    ct_adamw_step(opt, m);
+    *ls = CLAMP(*ls, 0.0f, logf(100.0f));
+    if (s >= 0)
+      times[s] = (g_get_monotonic_time() - t0) / 1e6;
+    if (s == -1)
+      loss_first = loss;
+    loss_last = loss;
+  }
+  double sec = median(times, steps);
+  double flops = ct_config_step_flops(&cfg, batch, T);
+
+  JsonBuilder *jb = json_builder_new();
+  json_builder_begin_object(jb);
+#define MEMBER(name, kind, value)                \
+  do {                                           \
+    json_builder_set_member_name(jb, name);      \
+    json_builder_add_##kind##_value(jb, value);  \
+  } while (0)
+  MEMBER("impl", string, "cliptrain");
+  MEMBER("version", string, ct_version());
+  MEMBER("preset", string, preset);
+  MEMBER("batch", int, batch);
+  MEMBER("threads", int, threads);
+  MEMBER("steps", int, steps);
+  MEMBER("caption_tokens", int, caption_tokens);
+  MEMBER("params", int, (gint64) ct_model_n_params(m));
+  MEMBER("samples_per_s", double, round(batch / sec * 1000) / 1000);
+  MEMBER("step_ms", double, round(sec * 1e4) / 10);
+  MEMBER("gflop_per_s", double, round(flops / sec / 1e9 * 10) / 10);
+  MEMBER("peak_rss_mib", double, round(peak_rss_mib()));
+  MEMBER("loss_first", double, loss_first);
+  MEMBER("loss_last", double, loss_last);
+#undef MEMBER
+  json_builder_end_object(jb);
+  print_json(jb);
+  g_object_unref(jb);
+
+  g_free(images);
+  g_free(tokens);
+  g_free(logits);
+  g_free(scratch);
+  g_free(d_img);
+  g_free(d_txt);
+  g_free(times);
+  ct_adamw_free(opt);
+  ct_model_free(m);
+  return CT_EXIT_OK;
+}

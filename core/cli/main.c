@@ -1,0 +1,61 @@
+/* main.c: the cliptrain program: dispatch to subcommands. */
+#include "config.h"
+
+#include "cli.h"
+
+#include <cliptrain/cliptrain.h>
+
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+  "Usage: cliptrain COMMAND [OPTIONS]\n"
+  "\n"
+  "Train CLIP models in C.\n"
+  "\n"
+  "Commands:\n"
+  "  bench      time whole training steps (forward, loss, backward, AdamW)\n"
+  "             on synthetic data and print one JSON line\n"
+  "\n"
+  "Options:\n"
+  "  --help     show this help\n"
+  "  --version  show the version\n"
+  "\n"
+  "Run 'cliptrain COMMAND --help' for a command's options.\n"
+  "Exit status: 0 success, 1 failure while running, 2 bad usage.\n";
+
+void
+ct_cli_error(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  /* one line: newlines inside a message become spaces */
+  for (char *p = msg; *p; p++)
+    if (*p == '\n')
+      *p = ' ';
+  fprintf(stderr, "cliptrain: %s\n", msg);
+}
+
+int
+main(int argc, char **argv)
+{
+  if (argc < 2) {
+    fputs(usage, stderr);
+    return CT_EXIT_USAGE;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    fputs(usage, stdout);
+    return CT_EXIT_OK;
+  }
+  if (strcmp(cmd, "--version") == 0) {
+    printf("cliptrain %s\n", ct_version());
+    return CT_EXIT_OK;
+  }
+  if (strcmp(cmd, "bench") == 0)
+    return ct_cli_bench(argc - 1, argv + 1);
+  ct_cli_error("unknown command '%s'; run 'cliptrain --help'", cmd);
+  return CT_EXIT_USAGE;
+}

@@ -1,0 +1,69 @@
+/* loss.c: the CLIP contrastive loss and its gradients. */
+#include "config.h"
+
+#include <cliptrain/loss.h>
+
+#include <cblas.h>
+#include <math.h>
+
+double
+ct_clip_loss(float *logits, float *d_img, float *d_txt, float *d_logit_scale,
+             float *scratch, const float *img, const float *txt,
+             float logit_scale, int B, int E)
+{
+  float s = expf(logit_scale);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, B, E, s, img, E, txt, E, 0.0f,
+              logits, B);
+  int want_grad = d_img || d_txt || d_logit_scale;
+  float *dl = scratch; /* (B, B) d loss / d logits */
+  double loss = 0.0;
+  float w = 0.5f / (float) B;
+
+  /* rows: image -> text */
+  for (int i = 0; i < B; i++) {
+    const float *row = logits + (size_t) i * B;
+    double mx = row[0];
+    for (int j = 1; j < B; j++)
+      mx = row[j] > mx ? row[j] : mx;
+    double sum = 0.0;
+    for (int j = 0; j < B; j++)
+      sum += exp(row[j] - mx);
+    double lse = mx + log(sum);
+    loss += lse - row[i];
+    if (want_grad)
+      for (int j = 0; j < B; j++)
+        dl[(size_t) i * B + j] = w * ((float) exp(row[j] - lse) - (i == j));
+  }
+  /* columns: text -> image */
+  for (int j = 0; j < B; j++) {
+    double mx = logits[j];
+    for (int i = 1; i < B; i++)
+      mx = logits[(size_t) i * B + j] > mx ? logits[(size_t) i * B + j] : mx;
+    double sum = 0.0;
+    for (int i = 0; i < B; i++)
+      sum += exp(logits[(size_t) i * B + j] - mx);
+    double lse = mx + log(sum);
+    loss += lse - logits[(size_t) j * B + j];
+    if (want_grad)
+      for (int i = 0; i < B; i++)
+        dl[(size_t) i * B + j] += w * ((float) exp(logits[(size_t) i * B + j] - lse) - (i == j));
+  }
+  loss /= 2.0 * B;
+  if (!want_grad)
+    return loss;
+
+  if (d_logit_scale) {
+    /* logits = e^s G, so d logits / d s = logits */
+    double g = 0.0;
+    for (size_t k = 0; k < (size_t) B * B; k++)
+      g += (double) dl[k] * logits[k];
+    *d_logit_scale = (float) g;
+  }
+  if (d_img)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, E, B, s, dl, B, txt, E, 0.0f,
+                d_img, E);
+  if (d_txt)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B, E, B, s, dl, B, img, E, 0.0f,
+                d_txt, E);
+  return loss;
+}

@@ -1,0 +1,465 @@
+/* model.c: building a CtModel: the parameter layout under OpenAI's names,
+ * the activation arena, initialisation, and the forward/backward API. */
+#include "config.h"
+
+#include "model-private.h"
+#include <cliptrain/rng.h>
+
+#include <math.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- layout */
+
+typedef struct {
+  float **p, **g; /* where to store the parameter and gradient views */
+} Slot;
+
+typedef struct {
+  CtModel *m;
+  GArray *slots; /* of Slot, parallel to m->infos */
+} Layout;
+
+static void
+add_tensor(Layout *lo, float **p, float **g, CtInitSpec init, gboolean decay,
+           const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+{
+  CtParamInfo info = { 0 };
+  int64_t dims[4] = { d0, d1, d2, d3 };
+  info.name = g_strdup(name);
+  info.offset = lo->m->n_params;
+  info.ndim = ndim;
+  info.numel = 1;
+  for (int i = 0; i < ndim; i++) {
+    info.shape[i] = dims[i];
+    info.numel *= (size_t) dims[i];
+  }
+  info.decay = decay;
+  lo->m->n_params += info.numel;
+  g_array_append_val(lo->m->infos, info);
+  g_array_append_val(lo->m->inits, init);
+  Slot s = { p, g };
+  g_array_append_val(lo->slots, s);
+}
+
+#define NORMAL(std) ((CtInitSpec) { CT_INIT_NORMAL, (std) })
+#define UNIFORM(b) ((CtInitSpec) { CT_INIT_UNIFORM, (b) })
+#define ZERO ((CtInitSpec) { CT_INIT_ZERO, 0 })
+#define ONE ((CtInitSpec) { CT_INIT_ONE, 0 })
+
+/* Inits for a block: OpenAI's initialize_parameters() for the text tower
+ * (OPENAI), PyTorch's module defaults for the vision tower, which OpenAI's
+ * code leaves at those defaults. */
+static void
+add_block(Layout *lo, const char *prefix, int i, CtBlock *p, CtBlock *g, int C, int L,
+          gboolean openai)
+{
+  char name[256];
+  double c = C;
+  CtInitSpec in_w = openai ? NORMAL(pow(c, -0.5)) : UNIFORM(sqrt(6.0 / (c + 3 * c)));
+  CtInitSpec out_w = openai ? NORMAL(pow(c, -0.5) * pow(2.0 * L, -0.5)) : UNIFORM(1 / sqrt(c));
+  CtInitSpec fc_w = openai ? NORMAL(pow(2.0 * c, -0.5)) : UNIFORM(1 / sqrt(c));
+  CtInitSpec proj_w = openai ? NORMAL(pow(c, -0.5) * pow(2.0 * L, -0.5))
+                             : UNIFORM(1 / sqrt(4 * c));
+#define T(field, init, decay, suffix, ...)                                          \
+  do {                                                                               \
+    g_snprintf(name, sizeof name, "%sresblocks.%d.%s", prefix, i, suffix);          \
+    add_tensor(lo, &p->field, &g->field, init, decay, name, __VA_ARGS__);           \
+  } while (0)
+  T(in_w, in_w, TRUE, "attn.in_proj_weight", 2, 3 * C, C, 0, 0);
+  T(in_b, ZERO, FALSE, "attn.in_proj_bias", 1, 3 * C, 0, 0, 0);
+  T(out_w, out_w, TRUE, "attn.out_proj.weight", 2, C, C, 0, 0);
+  T(out_b, ZERO, FALSE, "attn.out_proj.bias", 1, C, 0, 0, 0);
+  T(ln1_w, ONE, FALSE, "ln_1.weight", 1, C, 0, 0, 0);
+  T(ln1_b, ZERO, FALSE, "ln_1.bias", 1, C, 0, 0, 0);
+  T(fc_w, fc_w, TRUE, "mlp.c_fc.weight", 2, 4 * C, C, 0, 0);
+  T(fc_b, UNIFORM(1 / sqrt(c)), FALSE, "mlp.c_fc.bias", 1, 4 * C, 0, 0, 0);
+  T(proj_w, proj_w, TRUE, "mlp.c_proj.weight", 2, C, 4 * C, 0, 0);
+  T(proj_b, UNIFORM(1 / sqrt(4 * c)), FALSE, "mlp.c_proj.bias", 1, C, 0, 0, 0);
+  T(ln2_w, ONE, FALSE, "ln_2.weight", 1, C, 0, 0, 0);
+  T(ln2_b, ZERO, FALSE, "ln_2.bias", 1, C, 0, 0, 0);
+#undef T
+}
+
+/* Registers every tensor in OpenAI's state-dict order. */
+static void
+build_layout(Layout *lo)
+{
+  CtModel *m = lo->m;
+  const CtConfig *c = &m->cfg;
+  int W = c->vision_width, P = c->vision_patch_size, E = c->embed_dim;
+  int G = c->image_resolution / P, GG = G * G;
+  int C = c->transformer_width;
+  double w = W, tw = C;
+  m->vp.blocks = g_new0(CtBlock, c->vision_layers);
+  m->vg.blocks = g_new0(CtBlock, c->vision_layers);
+  m->tp.blocks = g_new0(CtBlock, c->transformer_layers);
+  m->tg.blocks = g_new0(CtBlock, c->transformer_layers);
+
+  add_tensor(lo, &m->tp.wpe, &m->tg.wpe, NORMAL(0.01), FALSE, "positional_embedding", 2,
+             c->context_length, C, 0, 0);
+  add_tensor(lo, &m->tp.proj, &m->tg.proj, NORMAL(pow(tw, -0.5)), TRUE, "text_projection", 2, C,
+             E, 0, 0);
+  add_tensor(lo, &m->logit_scale, &m->dlogit_scale,
+             (CtInitSpec) { CT_INIT_CONST, log(1.0 / 0.07) }, FALSE, "logit_scale", 0, 0, 0, 0,
+             0);
+  add_tensor(lo, &m->vp.cls, &m->vg.cls, NORMAL(pow(w, -0.5)), FALSE, "visual.class_embedding",
+             1, W, 0, 0, 0);
+  add_tensor(lo, &m->vp.pos, &m->vg.pos, NORMAL(pow(w, -0.5)), FALSE,
+             "visual.positional_embedding", 2, GG + 1, W, 0, 0);
+  add_tensor(lo, &m->vp.proj, &m->vg.proj, NORMAL(pow(w, -0.5)), TRUE, "visual.proj", 2, W, E,
+             0, 0);
+  add_tensor(lo, &m->vp.conv1_w, &m->vg.conv1_w, UNIFORM(1 / sqrt(3.0 * P * P)), TRUE,
+             "visual.conv1.weight", 4, W, 3, P, P);
+  add_tensor(lo, &m->vp.ln_pre_w, &m->vg.ln_pre_w, ONE, FALSE, "visual.ln_pre.weight", 1, W, 0,
+             0, 0);
+  add_tensor(lo, &m->vp.ln_pre_b, &m->vg.ln_pre_b, ZERO, FALSE, "visual.ln_pre.bias", 1, W, 0,
+             0, 0);
+  for (int i = 0; i < c->vision_layers; i++)
+    add_block(lo, "visual.transformer.", i, &m->vp.blocks[i], &m->vg.blocks[i], W,
+              c->vision_layers, FALSE);
+  add_tensor(lo, &m->vp.ln_post_w, &m->vg.ln_post_w, ONE, FALSE, "visual.ln_post.weight", 1, W,
+             0, 0, 0);
+  add_tensor(lo, &m->vp.ln_post_b, &m->vg.ln_post_b, ZERO, FALSE, "visual.ln_post.bias", 1, W,
+             0, 0, 0);
+  for (int i = 0; i < c->transformer_layers; i++)
+    add_block(lo, "transformer.", i, &m->tp.blocks[i], &m->tg.blocks[i], C,
+              c->transformer_layers, TRUE);
+  add_tensor(lo, &m->tp.wte, &m->tg.wte, NORMAL(0.02), FALSE, "token_embedding.weight", 2,
+             c->vocab_size, C, 0, 0);
+  add_tensor(lo, &m->tp.ln_f_w, &m->tg.ln_f_w, ONE, FALSE, "ln_final.weight", 1, C, 0, 0, 0);
+  add_tensor(lo, &m->tp.ln_f_b, &m->tg.ln_f_b, ZERO, FALSE, "ln_final.bias", 1, C, 0, 0, 0);
+}
+
+/* ---------------------------------------------------------------- arena */
+
+typedef struct {
+  float *base; /* NULL while sizing */
+  size_t used;
+} Arena;
+
+static float *
+take(Arena *a, size_t n)
+{
+  float *p = a->base ? a->base + a->used : NULL;
+  a->used += (n + 15) & ~(size_t) 15; /* 64-byte aligned slices */
+  return p;
+}
+
+static void
+carve_stack(Arena *a, CtStack *s)
+{
+  size_t L = s->L, BT = (size_t) s->max_B * s->T, C = s->C;
+  s->x = take(a, (L + 1) * BT * C);
+  s->ln1 = take(a, L * BT * C);
+  s->ln1_mean = take(a, L * BT);
+  s->ln1_rstd = take(a, L * BT);
+  s->qkv = take(a, L * BT * 3 * C);
+  s->att = take(a, L * (size_t) s->max_B * s->H * s->T * s->T);
+  s->atty = take(a, L * BT * C);
+  s->xmid = take(a, L * BT * C);
+  s->ln2 = take(a, L * BT * C);
+  s->ln2_mean = take(a, L * BT);
+  s->ln2_rstd = take(a, L * BT);
+  s->fc = take(a, L * BT * 4 * C);
+  s->gelu = take(a, L * BT * 4 * C);
+}
+
+static void
+carve(Arena *a, CtModel *m)
+{
+  const CtConfig *c = &m->cfg;
+  size_t B = m->max_batch, E = c->embed_dim;
+  size_t W = c->vision_width, P = c->vision_patch_size;
+  size_t G = c->image_resolution / P, GG = G * G, Tv = GG + 1;
+  size_t C = c->transformer_width, Tt = c->context_length;
+  CtVisionActs *va = &m->va;
+  CtTextActs *ta = &m->ta;
+
+  va->patches = take(a, B * GG * 3 * P * P);
+  va->patch_out = take(a, B * GG * W);
+  va->x0 = take(a, B * Tv * W);
+  va->ln_pre_mean = take(a, B * Tv);
+  va->ln_pre_rstd = take(a, B * Tv);
+  carve_stack(a, &va->stack);
+  va->rows = take(a, B * W);
+  va->ln_post = take(a, B * W);
+  va->ln_post_mean = take(a, B);
+  va->ln_post_rstd = take(a, B);
+  va->feat = take(a, B * E);
+  va->featn = take(a, B * E);
+  va->norm = take(a, B);
+
+  carve_stack(a, &ta->stack);
+  ta->rows = take(a, B * C);
+  ta->ln_f = take(a, B * C);
+  ta->ln_f_mean = take(a, B);
+  ta->ln_f_rstd = take(a, B);
+  ta->feat = take(a, B * E);
+  ta->featn = take(a, B * E);
+  ta->norm = take(a, B);
+
+  size_t Cm = MAX(W, C), BTm = B * MAX(Tv, Tt), Tm = MAX(Tv, Tt);
+  m->sc.dx = take(a, BTm * Cm);
+  m->sc.dA = take(a, BTm * Cm);
+  m->sc.dqkv = take(a, BTm * 3 * Cm);
+  m->sc.dfc = take(a, BTm * 4 * Cm);
+  m->sc.datt = take(a, Tm * Tm);
+  m->sc.dfeat = take(a, B * E);
+  m->sc.drow = take(a, B * Cm);
+  m->sc.dln = take(a, B * Cm);
+}
+
+/* ---------------------------------------------------------------- new/free */
+
+CtModel *
+ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
+{
+  g_return_val_if_fail(cfg != NULL, NULL);
+  CtConfig c = *cfg;
+  if (!ct_config_validate(&c, error))
+    return NULL;
+  if (max_batch < 1 || max_batch > (1 << 20)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "batch size %d is out of range", max_batch);
+    return NULL;
+  }
+  CtModel *m = g_new0(CtModel, 1);
+  m->cfg = c;
+  m->max_batch = max_batch;
+  m->infos = g_array_new(FALSE, TRUE, sizeof(CtParamInfo));
+  m->inits = g_array_new(FALSE, TRUE, sizeof(CtInitSpec));
+  m->by_name = g_hash_table_new(g_str_hash, g_str_equal);
+
+  Layout lo = { m, g_array_new(FALSE, TRUE, sizeof(Slot)) };
+  build_layout(&lo);
+  m->params = g_try_new0(float, m->n_params);
+  m->grads = g_try_new0(float, m->n_params);
+  if (!m->params || !m->grads) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FAILED,
+                "out of memory for %zu parameters and their gradients", m->n_params);
+    g_array_free(lo.slots, TRUE);
+    ct_model_free(m);
+    return NULL;
+  }
+  for (guint i = 0; i < m->infos->len; i++) {
+    CtParamInfo *info = &g_array_index(m->infos, CtParamInfo, i);
+    Slot *s = &g_array_index(lo.slots, Slot, i);
+    *s->p = m->params + info->offset;
+    *s->g = m->grads + info->offset;
+    g_hash_table_insert(m->by_name, (gpointer) info->name, GUINT_TO_POINTER(i + 1));
+  }
+  g_array_free(lo.slots, TRUE);
+
+  int G = c.image_resolution / c.vision_patch_size;
+  m->va.stack = (CtStack) { .L = c.vision_layers, .T = G * G + 1, .C = c.vision_width,
+                            .H = c.vision_heads, .causal = 0, .max_B = max_batch,
+                            .p = m->vp.blocks, .g = m->vg.blocks };
+  m->ta.stack = (CtStack) { .L = c.transformer_layers, .T = c.context_length,
+                            .C = c.transformer_width, .H = c.transformer_heads, .causal = 1,
+                            .max_B = max_batch, .p = m->tp.blocks, .g = m->tg.blocks };
+  Arena a = { NULL, 0 };
+  carve(&a, m);
+  m->arena_floats = a.used;
+  m->arena = g_try_new0(float, a.used);
+  if (!m->arena) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FAILED,
+                "out of memory for %zu MiB of activations at batch %d",
+                a.used * sizeof(float) >> 20, max_batch);
+    ct_model_free(m);
+    return NULL;
+  }
+  a = (Arena) { m->arena, 0 };
+  carve(&a, m);
+  m->va.cls_idx = g_new0(int, max_batch);
+  m->ta.eot = g_new0(int, max_batch);
+  m->ta.tokens = g_new0(int32_t, (size_t) max_batch * c.context_length);
+  return m;
+}
+
+void
+ct_model_free(CtModel *m)
+{
+  if (!m)
+    return;
+  if (m->infos)
+    for (guint i = 0; i < m->infos->len; i++)
+      g_free((char *) g_array_index(m->infos, CtParamInfo, i).name);
+  g_array_free(m->infos, TRUE);
+  g_array_free(m->inits, TRUE);
+  g_hash_table_destroy(m->by_name);
+  g_free(m->vp.blocks);
+  g_free(m->vg.blocks);
+  g_free(m->tp.blocks);
+  g_free(m->tg.blocks);
+  g_free(m->params);
+  g_free(m->grads);
+  g_free(m->arena);
+  g_free(m->va.cls_idx);
+  g_free(m->ta.eot);
+  g_free(m->ta.tokens);
+  g_free(m);
+}
+
+/* ---------------------------------------------------------------- access */
+
+const CtConfig *
+ct_model_config(const CtModel *m)
+{
+  return &m->cfg;
+}
+
+int
+ct_model_max_batch(const CtModel *m)
+{
+  return m->max_batch;
+}
+
+size_t
+ct_model_n_params(const CtModel *m)
+{
+  return m->n_params;
+}
+
+float *
+ct_model_params(CtModel *m)
+{
+  return m->params;
+}
+
+float *
+ct_model_grads(CtModel *m)
+{
+  return m->grads;
+}
+
+void
+ct_model_zero_grad(CtModel *m)
+{
+  memset(m->grads, 0, sizeof(float) * m->n_params);
+}
+
+size_t
+ct_model_n_tensors(const CtModel *m)
+{
+  return m->infos->len;
+}
+
+const CtParamInfo *
+ct_model_tensor(const CtModel *m, size_t i)
+{
+  g_return_val_if_fail(i < m->infos->len, NULL);
+  return &g_array_index(m->infos, CtParamInfo, i);
+}
+
+const CtParamInfo *
+ct_model_find(const CtModel *m, const char *name)
+{
+  guint i = GPOINTER_TO_UINT(g_hash_table_lookup(m->by_name, name));
+  return i ? &g_array_index(m->infos, CtParamInfo, i - 1) : NULL;
+}
+
+float *
+ct_model_logit_scale(CtModel *m)
+{
+  return m->logit_scale;
+}
+
+const float *
+ct_model_image_features(const CtModel *m)
+{
+  return m->va.featn;
+}
+
+const float *
+ct_model_text_features(const CtModel *m)
+{
+  return m->ta.featn;
+}
+
+/* ---------------------------------------------------------------- init */
+
+void
+ct_model_init_weights(CtModel *m, uint64_t seed)
+{
+  for (guint i = 0; i < m->infos->len; i++) {
+    const CtParamInfo *info = &g_array_index(m->infos, CtParamInfo, i);
+    const CtInitSpec *init = &g_array_index(m->inits, CtInitSpec, i);
+    float *p = m->params + info->offset;
+    CtRng rng;
+    ct_rng_init_stream(&rng, seed, i);
+    switch (init->kind) {
+    case CT_INIT_ZERO:
+      memset(p, 0, sizeof(float) * info->numel);
+      break;
+    case CT_INIT_ONE:
+    case CT_INIT_CONST:
+      for (size_t k = 0; k < info->numel; k++)
+        p[k] = init->kind == CT_INIT_ONE ? 1.0f : (float) init->a;
+      break;
+    case CT_INIT_NORMAL:
+      ct_rng_normal_fill(&rng, p, info->numel, init->a);
+      break;
+    case CT_INIT_UNIFORM:
+      ct_rng_uniform_fill(&rng, p, info->numel, -init->a, init->a);
+      break;
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- passes */
+
+static gboolean
+check_batch(const CtModel *m, int batch, GError **error)
+{
+  if (batch < 1 || batch > m->max_batch) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "batch of %d samples is out of range: this model holds 1 to %d", batch,
+                m->max_batch);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+ct_model_encode_image(CtModel *m, const float *images, int batch, GError **error)
+{
+  g_return_val_if_fail(m != NULL && images != NULL, FALSE);
+  if (!check_batch(m, batch, error))
+    return FALSE;
+  ct_vision_forward(m, images, batch);
+  return TRUE;
+}
+
+gboolean
+ct_model_encode_text(CtModel *m, const int32_t *tokens, int batch, GError **error)
+{
+  g_return_val_if_fail(m != NULL && tokens != NULL, FALSE);
+  if (!check_batch(m, batch, error))
+    return FALSE;
+  int T = m->cfg.context_length, V = m->cfg.vocab_size;
+  for (size_t i = 0; i < (size_t) batch * T; i++)
+    if (tokens[i] < 0 || tokens[i] >= V) {
+      g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                  "token id %d at row %zu, position %zu is outside the vocabulary [0, %d)",
+                  tokens[i], i / T, i % T, V);
+      return FALSE;
+    }
+  ct_text_forward(m, tokens, batch);
+  return TRUE;
+}
+
+gboolean
+ct_model_forward(CtModel *m, const float *images, const int32_t *tokens, int batch,
+                 GError **error)
+{
+  return ct_model_encode_text(m, tokens, batch, error) &&
+         ct_model_encode_image(m, images, batch, error);
+}
+
+void
+ct_model_backward(CtModel *m, const float *d_image_features, const float *d_text_features)
+{
+  if (d_image_features)
+    ct_vision_backward(m, d_image_features);
+  if (d_text_features)
+    ct_text_backward(m, d_text_features);
+}

@@ -1,0 +1,117 @@
+/* towers.c: the image tower (ViT) and the text tower, forward and backward.
+ *
+ * Image: conv1 -> [class ; patches] + pos -> ln_pre -> blocks ->
+ *        ln_post(class token) @ proj -> L2 normalise.
+ * Text:  token_embedding + pos -> causal blocks -> ln_final(end-of-text
+ *        row) @ text_projection -> L2 normalise.
+ * ln_final is applied to the end-of-text rows only: layer norm acts on each
+ * row alone, so this equals OpenAI's ln_final over every row followed by
+ * the row selection, values and gradients alike. */
+#include "config.h"
+
+#include "model-private.h"
+#include "ops.h"
+
+#include <string.h>
+
+void
+ct_vision_forward(CtModel *m, const float *images, int B)
+{
+  const CtConfig *c = &m->cfg;
+  CtVisionActs *a = &m->va;
+  const CtVisionParams *p = &m->vp;
+  int P = c->vision_patch_size, R = c->image_resolution, W = c->vision_width;
+  int E = c->embed_dim;
+  int G = R / P, GG = G * G, T = GG + 1;
+  a->B = B;
+
+  ct_patchify(a->patches, images, B, R, P);
+  ct_linear_forward(a->patch_out, a->patches, p->conv1_w, NULL, B * GG, 3 * P * P, W);
+  ct_patch_assemble_forward(a->x0, a->patch_out, p->cls, p->pos, B, GG, W);
+  ct_layernorm_forward(a->stack.x, a->ln_pre_mean, a->ln_pre_rstd, a->x0, p->ln_pre_w,
+                       p->ln_pre_b, B * T, W);
+  ct_stack_forward(&a->stack, B);
+  const float *xl = a->stack.x + (size_t) a->stack.L * a->stack.max_B * T * W;
+  ct_rows_gather(a->rows, xl, a->cls_idx, B, T, W);
+  ct_layernorm_forward(a->ln_post, a->ln_post_mean, a->ln_post_rstd, a->rows, p->ln_post_w,
+                       p->ln_post_b, B, W);
+  ct_matmul_forward(a->feat, a->ln_post, p->proj, B, W, E);
+  ct_l2norm_forward(a->featn, a->norm, a->feat, B, E);
+}
+
+void
+ct_vision_backward(CtModel *m, const float *dfeat)
+{
+  const CtConfig *c = &m->cfg;
+  CtVisionActs *a = &m->va;
+  const CtVisionParams *p = &m->vp;
+  CtVisionParams *g = &m->vg;
+  CtScratch *sc = &m->sc;
+  int B = a->B;
+  int P = c->vision_patch_size, R = c->image_resolution, W = c->vision_width;
+  int E = c->embed_dim;
+  int G = R / P, GG = G * G, T = GG + 1;
+
+  memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E);
+  ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E);
+  memset(sc->dln, 0, sizeof(float) * (size_t) B * W);
+  ct_matmul_backward(sc->dln, g->proj, sc->dfeat, a->ln_post, p->proj, B, W, E);
+  memset(sc->drow, 0, sizeof(float) * (size_t) B * W);
+  ct_layernorm_backward(sc->drow, g->ln_post_w, g->ln_post_b, sc->dln, a->rows, a->ln_post_mean,
+                        a->ln_post_rstd, p->ln_post_w, B, W);
+  memset(sc->dx, 0, sizeof(float) * (size_t) B * T * W);
+  ct_rows_scatter_add(sc->dx, sc->drow, a->cls_idx, B, T, W);
+  ct_stack_backward(&a->stack, sc, B);
+  /* dx now holds d ln_pre output; dA receives d x0 */
+  memset(sc->dA, 0, sizeof(float) * (size_t) B * T * W);
+  ct_layernorm_backward(sc->dA, g->ln_pre_w, g->ln_pre_b, sc->dx, a->x0, a->ln_pre_mean,
+                        a->ln_pre_rstd, p->ln_pre_w, B * T, W);
+  float *dpatch = sc->dqkv; /* (B*GG, W), free at this point */
+  ct_patch_assemble_backward(dpatch, g->cls, g->pos, sc->dA, B, GG, W);
+  ct_linear_backward(NULL, g->conv1_w, NULL, dpatch, a->patches, p->conv1_w, B * GG,
+                     3 * P * P, W);
+}
+
+void
+ct_text_forward(CtModel *m, const int32_t *tokens, int B)
+{
+  const CtConfig *c = &m->cfg;
+  CtTextActs *a = &m->ta;
+  const CtTextParams *p = &m->tp;
+  int T = c->context_length, C = c->transformer_width, E = c->embed_dim;
+  a->B = B;
+
+  memcpy(a->tokens, tokens, sizeof(int32_t) * (size_t) B * T);
+  ct_tokens_argmax(a->eot, a->tokens, B, T);
+  ct_token_embed_forward(a->stack.x, a->tokens, p->wte, p->wpe, B, T, C);
+  ct_stack_forward(&a->stack, B);
+  const float *xl = a->stack.x + (size_t) a->stack.L * a->stack.max_B * T * C;
+  ct_rows_gather(a->rows, xl, a->eot, B, T, C);
+  ct_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->rows, p->ln_f_w, p->ln_f_b, B, C);
+  ct_matmul_forward(a->feat, a->ln_f, p->proj, B, C, E);
+  ct_l2norm_forward(a->featn, a->norm, a->feat, B, E);
+}
+
+void
+ct_text_backward(CtModel *m, const float *dfeat)
+{
+  const CtConfig *c = &m->cfg;
+  CtTextActs *a = &m->ta;
+  const CtTextParams *p = &m->tp;
+  CtTextParams *g = &m->tg;
+  CtScratch *sc = &m->sc;
+  int B = a->B;
+  int T = c->context_length, C = c->transformer_width, E = c->embed_dim;
+
+  memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E);
+  ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E);
+  memset(sc->dln, 0, sizeof(float) * (size_t) B * C);
+  ct_matmul_backward(sc->dln, g->proj, sc->dfeat, a->ln_f, p->proj, B, C, E);
+  memset(sc->drow, 0, sizeof(float) * (size_t) B * C);
+  ct_layernorm_backward(sc->drow, g->ln_f_w, g->ln_f_b, sc->dln, a->rows, a->ln_f_mean,
+                        a->ln_f_rstd, p->ln_f_w, B, C);
+  memset(sc->dx, 0, sizeof(float) * (size_t) B * T * C);
+  ct_rows_scatter_add(sc->dx, sc->drow, a->eot, B, T, C);
+  ct_stack_backward(&a->stack, sc, B);
+  ct_token_embed_backward(g->wte, g->wpe, sc->dx, a->tokens, B, T, C);
+}

@@ -1,0 +1,132 @@
+/* model.h: OpenAI's CLIP (ViT image tower, causal text transformer).
+ *
+ * A CtModel owns one flat float32 allocation for the parameters, one of the
+ * same layout for the gradients, and one arena for the activations of up to
+ * max_batch samples.  Nothing is allocated after ct_model_new(). */
+#ifndef CLIPTRAIN_MODEL_H
+#define CLIPTRAIN_MODEL_H
+
+#include <cliptrain/ct-common.h>
+#include <cliptrain/safetensors.h>
+
+G_BEGIN_DECLS
+
+/* The seed's config keys, with OpenAI's meanings. */
+typedef struct {
+  int embed_dim;          /* joint embedding width */
+  int image_resolution;   /* R: images are (3, R, R) */
+  int vision_layers;
+  int vision_width;
+  int vision_patch_size;  /* P: R must be a multiple of P */
+  int vision_heads;       /* 0 means vision_width / 64 */
+  int context_length;
+  int vocab_size;
+  int transformer_width;
+  int transformer_heads;
+  int transformer_layers;
+} CtConfig;
+
+/* NULL-terminated names of the presets.  (transfer none) */
+CT_API const char *const *ct_config_preset_names(void);
+/* Fill CFG with preset NAME ("vitb32", "vitl14", "small", "tiny"). */
+CT_API gboolean ct_config_preset(const char *name, CtConfig *cfg, GError **error);
+/* Check that every field is positive and the shapes divide (R % P, width %
+ * heads).  Fills vision_heads when it is 0. */
+CT_API gboolean ct_config_validate(CtConfig *cfg, GError **error);
+/* Set one config field by its key name. */
+CT_API gboolean ct_config_set(CtConfig *cfg, const char *key, long value, GError **error);
+/* Field by key name; -1 for an unknown key. */
+CT_API long ct_config_get(const CtConfig *cfg, const char *key);
+/* NULL-terminated list of the config keys.  (transfer none) */
+CT_API const char *const *ct_config_keys(void);
+/* Model FLOPs of one training step (forward + backward = 3 x forward
+ * matmul FLOPs) at BATCH with TEXT_TOKENS text positions per caption. */
+CT_API double ct_config_step_flops(const CtConfig *cfg, int batch, int text_tokens);
+/* Number of parameters of the config. */
+CT_API size_t ct_config_n_params(const CtConfig *cfg);
+
+/* One parameter tensor, named as in OpenAI's state dict. */
+typedef struct {
+  const char *name;
+  size_t offset;        /* into ct_model_params() / ct_model_grads() */
+  size_t numel;
+  int ndim;
+  int64_t shape[4];
+  gboolean decay;       /* weight decay applies (weights of linear layers,
+                         * conv1 and projections; not gains, biases,
+                         * embeddings, class token or logit_scale) */
+  void *reserved[2];
+} CtParamInfo;
+
+typedef struct CtModel CtModel;
+
+/* Allocate a model for CFG (validated first) for batches of up to MAX_BATCH.
+ * Parameters are zero until ct_model_init_weights() or ct_model_load().
+ * (transfer full): free with ct_model_free(). */
+CT_API CtModel *ct_model_new(const CtConfig *cfg, int max_batch, GError **error);
+CT_API void ct_model_free(CtModel *model);
+
+/* (transfer none) */
+CT_API const CtConfig *ct_model_config(const CtModel *model);
+CT_API int ct_model_max_batch(const CtModel *model);
+
+/* OpenAI's initialisation, deterministic in SEED: each tensor draws from
+ * its own stream, so its values depend on (seed, tensor) only. */
+CT_API void ct_model_init_weights(CtModel *model, uint64_t seed);
+
+/* The flat parameter and gradient buffers, (n_params) each.  (transfer none) */
+CT_API size_t ct_model_n_params(const CtModel *model);
+CT_API float *ct_model_params(CtModel *model);
+CT_API float *ct_model_grads(CtModel *model);
+CT_API void ct_model_zero_grad(CtModel *model);
+
+/* Parameter tensors in OpenAI's state-dict order.  (transfer none) */
+CT_API size_t ct_model_n_tensors(const CtModel *model);
+CT_API const CtParamInfo *ct_model_tensor(const CtModel *model, size_t i);
+CT_API const CtParamInfo *ct_model_find(const CtModel *model, const char *name);
+/* Pointer to the (log) logit scale parameter.  (transfer none) */
+CT_API float *ct_model_logit_scale(CtModel *model);
+
+/* Forward pass of both towers over BATCH samples.
+ *   images: (batch, 3, R, R) normalised pixels
+ *   tokens: (batch, context_length) ids in [0, vocab_size); the end-of-text
+ *           position of a row is that of its largest id.
+ * Fails (CT_ERROR_INVALID) when batch is out of range or a token id is. */
+CT_API gboolean ct_model_forward(CtModel *model, const float *images, const int32_t *tokens,
+                                 int batch, GError **error);
+CT_API gboolean ct_model_encode_image(CtModel *model, const float *images, int batch,
+                                      GError **error);
+CT_API gboolean ct_model_encode_text(CtModel *model, const int32_t *tokens, int batch,
+                                     GError **error);
+/* L2-normalised features of the last forward pass, (batch, embed_dim).
+ * (transfer none): valid until the next forward. */
+CT_API const float *ct_model_image_features(const CtModel *model);
+CT_API const float *ct_model_text_features(const CtModel *model);
+
+/* Backward pass from d loss / d features, (batch, embed_dim) each, of the
+ * last forward.  ADDS into the gradients; either may be NULL to skip that
+ * tower. */
+CT_API void ct_model_backward(CtModel *model, const float *d_image_features,
+                              const float *d_text_features);
+
+/* Copy every parameter from ST, where tensor "<prefix><name>" holds
+ * parameter <name> (prefix may be NULL).  F32, F16, BF16 and F64 are read.
+ * Fails, naming the file and the tensor, on a missing or mis-shaped tensor
+ * or an unreadable dtype; with STRICT, also on tensors the model lacks. */
+CT_API gboolean ct_model_load_from(CtModel *model, const CtSafetensors *st,
+                                   const char *prefix, gboolean strict, GError **error);
+/* Open PATH and load it strictly, without a prefix. */
+CT_API gboolean ct_model_load(CtModel *model, const char *path, GError **error);
+/* Write every parameter as F32 under OpenAI's names, atomically.
+ * METADATA (string to string, may be NULL) goes into __metadata__, with the
+ * config keys added. */
+CT_API gboolean ct_model_save(CtModel *model, const char *path, GHashTable *metadata,
+                              GError **error);
+/* Read a config from a checkpoint's metadata (as written by
+ * ct_model_save()).  Fails when the metadata lacks a key. */
+CT_API gboolean ct_config_from_metadata(CtConfig *cfg, const CtSafetensors *st,
+                                        GError **error);
+
+G_END_DECLS
+
+#endif

@@ -1,0 +1,575 @@
+/* test-ops: every kernel's backward against central finite differences.
+ *
+ * For an op y = f(x, w, ...) we take the scalar L = sum(y * R) with a fixed
+ * random R, run the backward kernel with dout = R, and compare each
+ * gradient element with (L(x + h) - L(x - h)) / 2h.  The error allowed is
+ * per op: |analytic - numeric| <= atol + rtol * max|numeric|. */
+#include "config.h"
+
+#include "ops.h"
+
+#include <cliptrain/cliptrain.h>
+
+#include <math.h>
+#include <string.h>
+
+typedef double (*LossFn)(void *ctx);
+
+static CtRng rng;
+
+static float *
+randn(size_t n, double std)
+{
+  float *p = g_new(float, n);
+  ct_rng_normal_fill(&rng, p, n, std);
+  return p;
+}
+
+static double
+dot(const float *a, const float *b, size_t n)
+{
+  double s = 0;
+  for (size_t i = 0; i < n; i++)
+    s += (double) a[i] * b[i];
+  return s;
+}
+
+/* Compare ANALYTIC (n) with finite differences of LOSS over X (n). */
+static void
+check_grad(const char *what, float *x, const float *analytic, size_t n, LossFn loss, void *ctx,
+           double h, double atol, double rtol)
+{
+  double *num = g_new(double, n);
+  double maxnum = 0;
+  for (size_t i = 0; i < n; i++) {
+    float keep = x[i];
+    x[i] = keep + (float) h;
+    double lp = loss(ctx);
+    x[i] = keep - (float) h;
+    double lm = loss(ctx);
+    x[i] = keep;
+    num[i] = (lp - lm) / (2 * h);
+    maxnum = fmax(maxnum, fabs(num[i]));
+  }
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    double e = fabs(analytic[i] - num[i]);
+    if (!(e <= worst)) {
+      worst = e;
+      at = i;
+    }
+  }
+  double tol = atol + rtol * maxnum;
+  g_test_message("%s: max |analytic - numeric| = %.3g (tolerance %.3g, max |grad| %.3g)", what,
+                 worst, tol, maxnum);
+  if (!(worst <= tol))
+    g_test_fail_printf("%s: element %zu: analytic %.6g, numeric %.6g", what, at,
+                       (double) analytic[at], num[at]);
+  g_assert_true(maxnum > 0 || n == 0); /* a check over all-zero gradients proves nothing */
+  g_free(num);
+}
+
+/* ------------------------------------------------------------ linear */
+
+typedef struct {
+  int N, C, OC;
+  float *x, *w, *b, *y, *r;
+} LinearCtx;
+
+static double
+linear_loss(void *p)
+{
+  LinearCtx *c = p;
+  ct_linear_forward(c->y, c->x, c->w, c->b, c->N, c->C, c->OC);
+  return dot(c->y, c->r, (size_t) c->N * c->OC);
+}
+
+static void
+test_linear(void)
+{
+  LinearCtx c = { .N = 5, .C = 7, .OC = 6 };
+  c.x = randn(35, 1);
+  c.w = randn(42, 0.5);
+  c.b = randn(6, 0.5);
+  c.y = g_new(float, 30);
+  c.r = randn(30, 1);
+  float *dx = g_new0(float, 35), *dw = g_new0(float, 42), *db = g_new0(float, 6);
+  ct_linear_backward(dx, dw, db, c.r, c.x, c.w, c.N, c.C, c.OC);
+  check_grad("linear dx", c.x, dx, 35, linear_loss, &c, 1e-2, 1e-4, 1e-3);
+  check_grad("linear dw", c.w, dw, 42, linear_loss, &c, 1e-2, 1e-4, 1e-3);
+  check_grad("linear db", c.b, db, 6, linear_loss, &c, 1e-2, 1e-4, 1e-3);
+  /* backward accumulates: a second call doubles the gradients */
+  float dw0 = dw[3];
+  ct_linear_backward(NULL, dw, NULL, c.r, c.x, c.w, c.N, c.C, c.OC);
+  g_assert_cmpfloat_with_epsilon(dw[3], 2 * dw0, 1e-5);
+  g_free(c.x), g_free(c.w), g_free(c.b), g_free(c.y), g_free(c.r);
+  g_free(dx), g_free(dw), g_free(db);
+}
+
+/* ------------------------------------------------------------ matmul */
+
+typedef struct {
+  int N, C, E;
+  float *x, *w, *y, *r;
+} MatmulCtx;
+
+static double
+matmul_loss(void *p)
+{
+  MatmulCtx *c = p;
+  ct_matmul_forward(c->y, c->x, c->w, c->N, c->C, c->E);
+  return dot(c->y, c->r, (size_t) c->N * c->E);
+}
+
+static void
+test_matmul(void)
+{
+  MatmulCtx c = { .N = 4, .C = 6, .E = 5 };
+  c.x = randn(24, 1);
+  c.w = randn(30, 0.5);
+  c.y = g_new(float, 20);
+  c.r = randn(20, 1);
+  float *dx = g_new0(float, 24), *dw = g_new0(float, 30);
+  ct_matmul_backward(dx, dw, c.r, c.x, c.w, c.N, c.C, c.E);
+  check_grad("matmul dx", c.x, dx, 24, matmul_loss, &c, 1e-2, 1e-4, 1e-3);
+  check_grad("matmul dw", c.w, dw, 30, matmul_loss, &c, 1e-2, 1e-4, 1e-3);
+  g_free(c.x), g_free(c.w), g_free(c.y), g_free(c.r), g_free(dx), g_free(dw);
+}
+
+/* ------------------------------------------------------------ layer norm */
+
+typedef struct {
+  int N, C;
+  float *x, *w, *b, *y, *mean, *rstd, *r;
+} LnCtx;
+
+static double
+ln_loss(void *p)
+{
+  LnCtx *c = p;
+  ct_layernorm_forward(c->y, c->mean, c->rstd, c->x, c->w, c->b, c->N, c->C);
+  return dot(c->y, c->r, (size_t) c->N * c->C);
+}
+
+static void
+test_layernorm(void)
+{
+  LnCtx c = { .N = 4, .C = 9 };
+  c.x = randn(36, 2);
+  c.w = randn(9, 1);
+  c.b = randn(9, 1);
+  c.y = g_new(float, 36);
+  c.mean = g_new(float, 4);
+  c.rstd = g_new(float, 4);
+  c.r = randn(36, 1);
+  ln_loss(&c);
+  /* the output rows have zero mean and unit variance before the affine */
+  float *dx = g_new0(float, 36), *dw = g_new0(float, 9), *db = g_new0(float, 9);
+  ct_layernorm_backward(dx, dw, db, c.r, c.x, c.mean, c.rstd, c.w, c.N, c.C);
+  check_grad("layernorm dx", c.x, dx, 36, ln_loss, &c, 1e-3, 1e-3, 5e-3);
+  check_grad("layernorm dw", c.w, dw, 9, ln_loss, &c, 1e-2, 1e-4, 1e-3);
+  check_grad("layernorm db", c.b, db, 9, ln_loss, &c, 1e-2, 1e-4, 1e-3);
+  g_free(c.x), g_free(c.w), g_free(c.b), g_free(c.y), g_free(c.mean), g_free(c.rstd);
+  g_free(c.r), g_free(dx), g_free(dw), g_free(db);
+}
+
+/* ------------------------------------------------------------ QuickGELU */
+
+typedef struct {
+  size_t n;
+  float *x, *y, *r;
+} GeluCtx;
+
+static double
+gelu_loss(void *p)
+{
+  GeluCtx *c = p;
+  ct_quickgelu_forward(c->y, c->x, c->n);
+  return dot(c->y, c->r, c->n);
+}
+
+static void
+test_quickgelu(void)
+{
+  GeluCtx c = { .n = 40 };
+  c.x = randn(40, 3);
+  c.y = g_new(float, 40);
+  c.r = randn(40, 1);
+  float *dx = g_new(float, 40);
+  ct_quickgelu_backward(dx, c.r, c.x, c.n);
+  check_grad("quickgelu dx", c.x, dx, 40, gelu_loss, &c, 1e-3, 1e-3, 1e-3);
+  /* QuickGELU(1) = 1 * sigmoid(1.702) */
+  float one = 1, y;
+  ct_quickgelu_forward(&y, &one, 1);
+  g_assert_cmpfloat_with_epsilon(y, 1.0 / (1.0 + exp(-1.702)), 1e-6);
+  g_free(c.x), g_free(c.y), g_free(c.r), g_free(dx);
+}
+
+/* ------------------------------------------------------------ attention */
+
+typedef struct {
+  int B, T, C, H, causal;
+  float *qkv, *y, *att, *r;
+} AttCtx;
+
+static double
+att_loss(void *p)
+{
+  AttCtx *c = p;
+  ct_attention_forward(c->y, c->att, c->qkv, c->B, c->T, c->C, c->H, c->causal);
+  return dot(c->y, c->r, (size_t) c->B * c->T * c->C);
+}
+
+static void
+check_attention(int causal)
+{
+  AttCtx c = { .B = 2, .T = 5, .C = 8, .H = 2, .causal = causal };
+  size_t nq = (size_t) c.B * c.T * 3 * c.C, ny = (size_t) c.B * c.T * c.C;
+  c.qkv = randn(nq, 1);
+  c.y = g_new(float, ny);
+  c.att = g_new(float, (size_t) c.B * c.H * c.T * c.T);
+  c.r = randn(ny, 1);
+  att_loss(&c);
+  /* rows of the probabilities sum to 1; with the mask, the future is 0 */
+  for (int i = 0; i < c.T; i++) {
+    double s = 0;
+    for (int j = 0; j < c.T; j++) {
+      s += c.att[i * c.T + j];
+      if (causal && j > i)
+        g_assert_cmpfloat(c.att[i * c.T + j], ==, 0.0f);
+    }
+    g_assert_cmpfloat_with_epsilon(s, 1.0, 1e-5);
+  }
+  float *dqkv = g_new0(float, nq), *scratch = g_new(float, (size_t) c.T * c.T);
+  ct_attention_backward(dqkv, scratch, c.r, c.qkv, c.att, c.B, c.T, c.C, c.H);
+  check_grad(causal ? "causal attention dqkv" : "attention dqkv", c.qkv, dqkv, nq, att_loss, &c,
+             1e-3, 1e-3, 5e-3);
+  g_free(c.qkv), g_free(c.y), g_free(c.att), g_free(c.r), g_free(dqkv), g_free(scratch);
+}
+
+static void
+test_attention(void)
+{
+  check_attention(0);
+}
+
+static void
+test_attention_causal(void)
+{
+  check_attention(1);
+}
+
+/* ------------------------------------------------------------ embeddings */
+
+typedef struct {
+  int B, T, C, V;
+  int32_t *tok;
+  float *wte, *wpe, *y, *r;
+} EmbCtx;
+
+static double
+emb_loss(void *p)
+{
+  EmbCtx *c = p;
+  ct_token_embed_forward(c->y, c->tok, c->wte, c->wpe, c->B, c->T, c->C);
+  return dot(c->y, c->r, (size_t) c->B * c->T * c->C);
+}
+
+static void
+test_token_embed(void)
+{
+  EmbCtx c = { .B = 2, .T = 4, .C = 3, .V = 6 };
+  int32_t tok[8] = { 5, 1, 1, 0, 2, 5, 3, 1 }; /* repeated ids accumulate */
+  c.tok = tok;
+  c.wte = randn(18, 1);
+  c.wpe = randn(12, 1);
+  c.y = g_new(float, 24);
+  c.r = randn(24, 1);
+  float *dwte = g_new0(float, 18), *dwpe = g_new0(float, 12);
+  ct_token_embed_backward(dwte, dwpe, c.r, c.tok, c.B, c.T, c.C);
+  check_grad("token embedding dwte", c.wte, dwte, 18, emb_loss, &c, 1e-2, 1e-4, 1e-3);
+  check_grad("positional embedding dwpe", c.wpe, dwpe, 12, emb_loss, &c, 1e-2, 1e-4, 1e-3);
+  g_free(c.wte), g_free(c.wpe), g_free(c.y), g_free(c.r), g_free(dwte), g_free(dwpe);
+}
+
+/* Patch embedding: patchify + conv1 as a linear + class token + pos. */
+typedef struct {
+  int B, R, P, W;
+  float *img, *patches, *conv, *pout, *cls, *pos, *y, *r;
+} PatchCtx;
+
+static double
+patch_loss(void *p)
+{
+  PatchCtx *c = p;
+  int G = c->R / c->P, GG = G * G;
+  ct_patchify(c->patches, c->img, c->B, c->R, c->P);
+  ct_linear_forward(c->pout, c->patches, c->conv, NULL, c->B * GG, 3 * c->P * c->P, c->W);
+  ct_patch_assemble_forward(c->y, c->pout, c->cls, c->pos, c->B, GG, c->W);
+  return dot(c->y, c->r, (size_t) c->B * (GG + 1) * c->W);
+}
+
+static void
+test_patch_embed(void)
+{
+  PatchCtx c = { .B = 2, .R = 6, .P = 3, .W = 4 };
+  int G = 2, GG = 4, K = 27;
+  c.img = randn(2 * 3 * 36, 1);
+  c.patches = g_new(float, 2 * GG * K);
+  c.conv = randn(4 * K, 0.3);
+  c.pout = g_new(float, 2 * GG * 4);
+  c.cls = randn(4, 1);
+  c.pos = randn((GG + 1) * 4, 1);
+  c.y = g_new(float, 2 * (GG + 1) * 4);
+  c.r = randn(2 * (GG + 1) * 4, 1);
+  patch_loss(&c);
+  /* patch (b=1, gy=1, gx=0), channel 2, ky=1, kx=2 is pixel (1, 2, 4, 2) */
+  g_assert_cmpfloat(c.patches[((1 * G + 1) * G + 0) * K + (2 * 3 + 1) * 3 + 2], ==,
+                    c.img[((1 * 3 + 2) * 6 + 4) * 6 + 2]);
+  float *dconv = g_new0(float, 4 * K), *dcls = g_new0(float, 4);
+  float *dpos = g_new0(float, (GG + 1) * 4), *dpout = g_new(float, 2 * GG * 4);
+  ct_patch_assemble_backward(dpout, dcls, dpos, c.r, c.B, GG, c.W);
+  ct_linear_backward(NULL, dconv, NULL, dpout, c.patches, c.conv, c.B * GG, K, c.W);
+  check_grad("patch conv1 dw", c.conv, dconv, 4 * K, patch_loss, &c, 1e-2, 1e-4, 1e-3);
+  check_grad("class embedding", c.cls, dcls, 4, patch_loss, &c, 1e-2, 1e-4, 1e-3);
+  check_grad("vision positional embedding", c.pos, dpos, (GG + 1) * 4, patch_loss, &c, 1e-2,
+             1e-4, 1e-3);
+  g_free(c.img), g_free(c.patches), g_free(c.conv), g_free(c.pout), g_free(c.cls);
+  g_free(c.pos), g_free(c.y), g_free(c.r), g_free(dconv), g_free(dcls), g_free(dpos);
+  g_free(dpout);
+}
+
+/* ------------------------------------------------------------ rows, L2 norm */
+
+typedef struct {
+  int B, T, C;
+  int *idx;
+  float *x, *y, *r;
+} RowsCtx;
+
+static double
+rows_loss(void *p)
+{
+  RowsCtx *c = p;
+  ct_rows_gather(c->y, c->x, c->idx, c->B, c->T, c->C);
+  return dot(c->y, c->r, (size_t) c->B * c->C);
+}
+
+static void
+test_rows(void)
+{
+  int32_t tok[12] = { 7, 3, 9, 0, 7, 9, 9, 1, 2, 3, 4, 5 };
+  int idx[3];
+  ct_tokens_argmax(idx, tok, 3, 4);
+  g_assert_cmpint(idx[0], ==, 2);
+  g_assert_cmpint(idx[1], ==, 1); /* the first of equal maxima, as torch.argmax */
+  g_assert_cmpint(idx[2], ==, 3);
+  RowsCtx c = { .B = 3, .T = 4, .C = 5, .idx = idx };
+  c.x = randn(60, 1);
+  c.y = g_new(float, 15);
+  c.r = randn(15, 1);
+  float *dx = g_new0(float, 60);
+  ct_rows_scatter_add(dx, c.r, idx, 3, 4, 5);
+  check_grad("row gather dx", c.x, dx, 60, rows_loss, &c, 1e-2, 1e-4, 1e-3);
+  g_free(c.x), g_free(c.y), g_free(c.r), g_free(dx);
+}
+
+typedef struct {
+  int N, E;
+  float *x, *y, *norm, *r;
+} NormCtx;
+
+static double
+norm_loss(void *p)
+{
+  NormCtx *c = p;
+  ct_l2norm_forward(c->y, c->norm, c->x, c->N, c->E);
+  return dot(c->y, c->r, (size_t) c->N * c->E);
+}
+
+static void
+test_l2norm(void)
+{
+  NormCtx c = { .N = 3, .E = 7 };
+  c.x = randn(21, 1);
+  c.y = g_new(float, 21);
+  c.norm = g_new(float, 3);
+  c.r = randn(21, 1);
+  norm_loss(&c);
+  g_assert_cmpfloat_with_epsilon(dot(c.y, c.y, 7), 1.0, 1e-6);
+  float *dx = g_new0(float, 21);
+  ct_l2norm_backward(dx, c.r, c.y, c.norm, c.N, c.E);
+  check_grad("l2 normalisation dx", c.x, dx, 21, norm_loss, &c, 1e-3, 1e-3, 2e-3);
+  g_free(c.x), g_free(c.y), g_free(c.norm), g_free(c.r), g_free(dx);
+}
+
+/* ------------------------------------------------------------ CLIP loss */
+
+typedef struct {
+  int B, E;
+  float *img, *txt, scale, *logits;
+} LossCtx;
+
+static double
+clip_loss_only(void *p)
+{
+  LossCtx *c = p;
+  return ct_clip_loss(c->logits, NULL, NULL, NULL, NULL, c->img, c->txt, c->scale, c->B, c->E);
+}
+
+static void
+test_clip_loss(void)
+{
+  LossCtx c = { .B = 5, .E = 6 };
+  c.img = randn(30, 0.4);
+  c.txt = randn(30, 0.4);
+  c.scale = 1.3f;
+  c.logits = g_new(float, 25);
+  float *dimg = g_new(float, 30), *dtxt = g_new(float, 30), *scratch = g_new(float, 25);
+  float dscale;
+  double loss = ct_clip_loss(c.logits, dimg, dtxt, &dscale, scratch, c.img, c.txt, c.scale,
+                             c.B, c.E);
+  /* loss by hand, in double, from the definition */
+  double s = exp(c.scale), ref = 0;
+  for (int i = 0; i < c.B; i++) {
+    double row[5], col[5];
+    for (int j = 0; j < c.B; j++) {
+      row[j] = s * dot(c.img + i * c.E, c.txt + j * c.E, c.E);
+      col[j] = s * dot(c.img + j * c.E, c.txt + i * c.E, c.E);
+    }
+    double sr = 0, scol = 0;
+    for (int j = 0; j < c.B; j++)
+      sr += exp(row[j]), scol += exp(col[j]);
+    ref += (log(sr) - row[i]) + (log(scol) - col[i]);
+  }
+  ref /= 2.0 * c.B;
+  g_assert_cmpfloat_with_epsilon(loss, ref, 1e-6);
+  check_grad("clip loss d_img", c.img, dimg, 30, clip_loss_only, &c, 1e-3, 1e-4, 2e-3);
+  check_grad("clip loss d_txt", c.txt, dtxt, 30, clip_loss_only, &c, 1e-3, 1e-4, 2e-3);
+  check_grad("clip loss d_logit_scale", &c.scale, &dscale, 1, clip_loss_only, &c, 1e-3, 1e-4,
+             2e-3);
+  g_free(c.img), g_free(c.txt), g_free(c.logits), g_free(dimg), g_free(dtxt), g_free(scratch);
+}
+
+/* ------------------------------------------------------------ whole model */
+
+typedef struct {
+  CtModel *m;
+  float *images;
+  int32_t *tokens;
+  int B;
+  float *logits;
+} ModelCtx;
+
+static double
+model_loss(void *p)
+{
+  ModelCtx *c = p;
+  g_assert_true(ct_model_forward(c->m, c->images, c->tokens, c->B, NULL));
+  const CtConfig *cfg = ct_model_config(c->m);
+  return ct_clip_loss(c->logits, NULL, NULL, NULL, NULL, ct_model_image_features(c->m),
+                      ct_model_text_features(c->m), *ct_model_logit_scale(c->m), c->B,
+                      cfg->embed_dim);
+}
+
+/* End to end: a few elements of every parameter tensor of a tiny model. */
+static void
+test_model_fd(void)
+{
+  CtConfig cfg = { .embed_dim = 6, .image_resolution = 8, .vision_layers = 1,
+                   .vision_width = 8, .vision_patch_size = 4, .vision_heads = 2,
+                   .context_length = 5, .vocab_size = 11, .transformer_width = 8,
+                   .transformer_heads = 2, .transformer_layers = 1 };
+  int B = 3;
+  GError *error = NULL;
+  CtModel *m = ct_model_new(&cfg, B, &error);
+  g_assert_no_error(error);
+  ct_model_init_weights(m, 7);
+  /* perturb gains and biases so no layer is an identity */
+  float *p = ct_model_params(m);
+  for (size_t i = 0; i < ct_model_n_params(m); i++)
+    p[i] += 0.1f * (float) (ct_rng_uniform(&rng) - 0.5);
+  ModelCtx c = { m, randn((size_t) B * 3 * 64, 1), NULL, B, g_new(float, B * B) };
+  int32_t tok[15] = { 9, 3, 10, 0, 0, 9, 1, 2, 4, 10, 9, 10, 0, 0, 0 };
+  c.tokens = tok;
+  model_loss(&c);
+  float *dimg = g_new(float, B * 6), *dtxt = g_new(float, B * 6), *scr = g_new(float, B * B);
+  float ds;
+  ct_clip_loss(c.logits, dimg, dtxt, &ds, scr, ct_model_image_features(m),
+               ct_model_text_features(m), *ct_model_logit_scale(m), B, 6);
+  ct_model_zero_grad(m);
+  ct_model_backward(m, dimg, dtxt);
+  ct_model_grads(m)[ct_model_find(m, "logit_scale")->offset] += ds;
+  for (size_t t = 0; t < ct_model_n_tensors(m); t++) {
+    const CtParamInfo *info = ct_model_tensor(m, t);
+    /* check up to 6 elements per tensor; token rows never used have zero
+     * gradient, so take rows that tokens reference */
+    size_t n = MIN(info->numel, 6);
+    size_t start = g_str_equal(info->name, "token_embedding.weight") ? 9 * 8 : 0;
+    char what[160];
+    g_snprintf(what, sizeof what, "model %s", info->name);
+    float an[6];
+    memcpy(an, ct_model_grads(m) + info->offset + start, n * sizeof(float));
+    check_grad(what, p + info->offset + start, an, n, model_loss, &c, 1e-3, 2e-4, 2e-2);
+  }
+  g_free(c.images), g_free(c.logits), g_free(dimg), g_free(dtxt), g_free(scr);
+  ct_model_free(m);
+}
+
+/* ------------------------------------------------------------ AdamW */
+
+static void
+test_adamw(void)
+{
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("tiny", &cfg, NULL));
+  CtModel *m = ct_model_new(&cfg, 1, NULL);
+  ct_model_init_weights(m, 1);
+  const CtParamInfo *w = ct_model_find(m, "visual.proj");       /* decays */
+  const CtParamInfo *b = ct_model_find(m, "visual.ln_post.bias"); /* does not */
+  float *p = ct_model_params(m), *g = ct_model_grads(m);
+  ct_model_zero_grad(m);
+  p[w->offset] = 0.5f;
+  g[w->offset] = 0.2f;
+  p[b->offset] = 0.5f;
+  g[b->offset] = -0.1f;
+  CtAdamWParams hp = { 0.01f, 0.9f, 0.98f, 1e-6f, 0.2f };
+  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
+  double pw = 0.5, pb = 0.5, mw = 0, vw = 0, mb = 0, vb = 0;
+  for (int t = 1; t <= 3; t++) {
+    ct_adamw_step(opt, m);
+    /* by hand, as torch.optim.AdamW */
+    pw *= 1 - 0.01 * 0.2;
+    mw = 0.9 * mw + 0.1 * 0.2, vw = 0.98 * vw + 0.02 * 0.04;
+    pw -= 0.01 * (mw / (1 - pow(0.9, t))) / (sqrt(vw / (1 - pow(0.98, t))) + 1e-6);
+    mb = 0.9 * mb + 0.1 * -0.1, vb = 0.98 * vb + 0.02 * 0.01;
+    pb -= 0.01 * (mb / (1 - pow(0.9, t))) / (sqrt(vb / (1 - pow(0.98, t))) + 1e-6);
+    g_assert_cmpfloat_with_epsilon(p[w->offset], pw, 1e-6);
+    g_assert_cmpfloat_with_epsilon(p[b->offset], pb, 1e-6);
+  }
+  g_assert_cmpint(ct_adamw_step_count(opt), ==, 3);
+  ct_adamw_free(opt);
+  ct_model_free(m);
+}
+
+int
+main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  ct_rng_init(&rng, 1234);
+  g_test_add_func("/ops/linear", test_linear);
+  g_test_add_func("/ops/matmul", test_matmul);
+  g_test_add_func("/ops/layernorm", test_layernorm);
+  g_test_add_func("/ops/quickgelu", test_quickgelu);
+  g_test_add_func("/ops/attention", test_attention);
+  g_test_add_func("/ops/attention-causal", test_attention_causal);
+  g_test_add_func("/ops/token-embedding", test_token_embed);
+  g_test_add_func("/ops/patch-embedding", test_patch_embed);
+  g_test_add_func("/ops/rows", test_rows);
+  g_test_add_func("/ops/l2norm", test_l2norm);
+  g_test_add_func("/ops/clip-loss", test_clip_loss);
+  g_test_add_func("/ops/model-finite-differences", test_model_fd);
+  g_test_add_func("/ops/adamw", test_adamw);
+  return g_test_run();
+}
