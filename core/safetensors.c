@@ -138,71 +138,13 @@ struct CtSafetensors {
   GHashTable *metadata;  /* key -> value, both owned */
 };
 
-/* Decodes the JSON string literal S[0..len) (without quotes) into UTF-8.
- * Returns NULL on an escape json-glib would also reject.  (transfer full) */
-static char *
-decode_json_string(const char *s, size_t len)
-{
-  GString *out = g_string_sized_new(len);
-  for (size_t i = 0; i < len; i++) {
-    if (s[i] != '\\') {
-      g_string_append_c(out, s[i]);
-      continue;
-    }
-    if (++i >= len)
-      goto bad;
-    switch (s[i]) {
-    case '"': case '\\': case '/': g_string_append_c(out, s[i]); break;
-    case 'b': g_string_append_c(out, '\b'); break;
-    case 'f': g_string_append_c(out, '\f'); break;
-    case 'n': g_string_append_c(out, '\n'); break;
-    case 'r': g_string_append_c(out, '\r'); break;
-    case 't': g_string_append_c(out, '\t'); break;
-    case 'u': {
-      gunichar c = 0;
-      for (int k = 0; k < 2; k++) {
-        guint v = 0;
-        if (i + 4 >= len)
-          goto bad;
-        for (int j = 1; j <= 4; j++) {
-          int d = g_ascii_xdigit_value(s[i + j]);
-          if (d < 0)
-            goto bad;
-          v = v * 16 + (guint)d;
-        }
-        i += 4;
-        if (k == 0 && v >= 0xD800 && v < 0xDC00 && i + 2 < len &&
-            s[i + 1] == '\\' && s[i + 2] == 'u') {
-          c = v;        /* high surrogate: read the low one */
-          i += 2;
-          continue;
-        }
-        if (k == 1) {
-          if (v < 0xDC00 || v >= 0xE000)
-            goto bad;
-          v = 0x10000 + ((c - 0xD800) << 10) + (v - 0xDC00);
-        }
-        c = v;
-        break;
-      }
-      g_string_append_unichar(out, c);
-      break;
-    }
-    default:
-      goto bad;
-    }
-  }
-  return g_string_free(out, FALSE);
-bad:
-  g_string_free(out, TRUE);
-  return NULL;
-}
-
 /* Walks the header text without recursion: rejects nesting deeper than
- * MAX_HEADER_DEPTH and collects the decoded top-level keys, in order, into
- * KEYS (owned strings).  Syntax errors are left to json-glib. */
+ * MAX_HEADER_DEPTH and collects the top-level keys, in order, into KEYS
+ * (owned strings), each decoded by PARSER so that escapes are read exactly
+ * as json-glib reads them.  Syntax errors are left to json-glib. */
 static gboolean
-scan_header(const char *path, const char *s, size_t len, GPtrArray *keys, GError **error)
+scan_header(const char *path, const char *s, size_t len, JsonParser *parser, GPtrArray *keys,
+            GError **error)
 {
   int depth = 0;
   gboolean expect_key = FALSE;
@@ -226,10 +168,10 @@ scan_header(const char *path, const char *s, size_t len, GPtrArray *keys, GError
       if (i >= len)
         return TRUE;    /* unterminated: json-glib will say so */
       if (depth == 1 && expect_key) {
-        char *key = decode_json_string(s + start, i - start);
-        if (!key)
+        /* the literal with its quotes, s[start - 1 .. i] */
+        if (!json_parser_load_from_data(parser, s + start - 1, (gssize)(i - start + 2), NULL))
           return TRUE;  /* bad escape: json-glib will say so */
-        g_ptr_array_add(keys, key);
+        g_ptr_array_add(keys, g_strdup(json_node_get_string(json_parser_get_root(parser))));
         expect_key = FALSE;
       }
     }
@@ -409,9 +351,9 @@ parse_header(CtSafetensors *st, const char *hdr, size_t hlen, GError **error)
     set_error(error, CT_ERROR_FORMAT, st->path, NULL, "header is not valid UTF-8");
     goto out;
   }
-  if (!scan_header(st->path, hdr, hlen, keys, error))
-    goto out;
   parser = json_parser_new_immutable();
+  if (!scan_header(st->path, hdr, hlen, parser, keys, error))
+    goto out;
   if (!json_parser_load_from_data(parser, hdr, (gssize)hlen, &jerr)) {
     set_error(error, CT_ERROR_FORMAT, st->path, NULL, "header is not valid JSON: %s",
               jerr->message);
@@ -429,8 +371,10 @@ parse_header(CtSafetensors *st, const char *hdr, size_t hlen, GError **error)
   for (guint i = 0; i < keys->len; i++) {
     const char *k = keys->pdata[i];
     if (!g_hash_table_add(seen, (gpointer)k)) {
-      set_error(error, CT_ERROR_FORMAT, st->path, strcmp(k, METADATA_KEY) ? k : NULL,
-                "name '%s' appears more than once in the header", k);
+      if (strcmp(k, METADATA_KEY) == 0)
+        set_error(error, CT_ERROR_FORMAT, st->path, NULL, "__metadata__ appears twice");
+      else
+        set_error(error, CT_ERROR_FORMAT, st->path, k, "name appears more than once");
       g_hash_table_destroy(seen);
       goto out;
     }
@@ -757,8 +701,8 @@ ct_safetensors_writer_add(CtSafetensorsWriter *w, const char *name, CtDtype dtyp
 {
   WriterEntry e = { .dtype = dtype, .ndim = ndim, .data = data };
   size_t numel;
-  if (!name || strcmp(name, METADATA_KEY) == 0) {
-    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "tensor name '%s' is reserved",
+  if (!name || !g_utf8_validate(name, -1, NULL) || strcmp(name, METADATA_KEY) == 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "tensor name '%s' is reserved or not UTF-8",
                 name ? name : "(null)");
     return FALSE;
   }
@@ -771,8 +715,8 @@ ct_safetensors_writer_add(CtSafetensorsWriter *w, const char *name, CtDtype dtyp
     return FALSE;
   }
   if (ndim < 0 || ndim > CT_SAFETENSORS_MAX_DIMS || (ndim > 0 && !shape)) {
-    g_set_error(error, CT_ERROR, CT_ERROR_SHAPE, "tensor '%s': %d dims, at most %d allowed",
-                name, ndim, CT_SAFETENSORS_MAX_DIMS);
+    g_set_error(error, CT_ERROR, CT_ERROR_SHAPE, "tensor '%s': %d dims (0 to %d allowed)%s",
+                name, ndim, CT_SAFETENSORS_MAX_DIMS, shape ? "" : " and no shape");
     return FALSE;
   }
   if (ndim > 0)
@@ -795,6 +739,7 @@ ct_safetensors_writer_add(CtSafetensorsWriter *w, const char *name, CtDtype dtyp
 void
 ct_safetensors_writer_set_metadata(CtSafetensorsWriter *w, const char *key, const char *value)
 {
+  g_return_if_fail(g_utf8_validate(key, -1, NULL) && g_utf8_validate(value, -1, NULL));
   json_object_set_string_member(w->metadata, key, value);
 }
 

@@ -16,6 +16,7 @@ static const char usage[] =
   "Commands:\n"
   "  bench      time whole training steps (forward, loss, backward, AdamW)\n"
   "             on synthetic data and print one JSON line\n"
+  "  init       write OpenAI-initialised weights for a preset (safetensors)\n"
   "\n"
   "Options:\n"
   "  --help     show this help\n"
@@ -56,6 +57,8 @@ main(int argc, char **argv)
   }
   if (strcmp(cmd, "bench") == 0)
     return ct_cli_bench(argc - 1, argv + 1);
+  if (strcmp(cmd, "init") == 0)
+    return ct_cli_init(argc - 1, argv + 1);
   ct_cli_error("unknown command '%s'; run 'cliptrain --help'", cmd);
   return CT_EXIT_USAGE;
 }

@@ -1,0 +1,469 @@
+/* test-model: the model's layout, initialisation, checkpoints and the
+ * errors for bad weights and bad input. */
+#include "config.h"
+
+#include <cliptrain/cliptrain.h>
+
+#include <glib/gstdio.h>
+#include <math.h>
+#include <string.h>
+
+static char *tmpdir;
+
+static CtModel *
+tiny_model(int batch, uint64_t seed)
+{
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("tiny", &cfg, NULL));
+  GError *error = NULL;
+  CtModel *m = ct_model_new(&cfg, batch, &error);
+  g_assert_no_error(error);
+  ct_model_init_weights(m, seed);
+  return m;
+}
+
+static void
+test_presets(void)
+{
+  for (const char *const *p = ct_config_preset_names(); *p; p++) {
+    CtConfig cfg;
+    g_assert_true(ct_config_preset(*p, &cfg, NULL));
+    g_assert_true(ct_config_validate(&cfg, NULL));
+  }
+  /* OpenAI's ViT-B/32 has 151,277,313 parameters */
+  CtConfig b32;
+  g_assert_true(ct_config_preset("vitb32", &b32, NULL));
+  g_assert_cmpuint(ct_config_n_params(&b32), ==, 151277313);
+  GError *error = NULL;
+  CtConfig bad;
+  g_assert_false(ct_config_preset("vitb33", &bad, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
+  g_assert_nonnull(strstr(error->message, "vitb33"));
+  g_clear_error(&error);
+  /* shapes that do not divide are refused with the key named */
+  bad = b32;
+  bad.image_resolution = 225;
+  g_assert_null(ct_model_new(&bad, 1, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_CONFIG);
+  g_assert_nonnull(strstr(error->message, "image_resolution"));
+  g_clear_error(&error);
+  bad = b32;
+  bad.transformer_heads = 7;
+  g_assert_null(ct_model_new(&bad, 1, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_CONFIG);
+  g_assert_nonnull(strstr(error->message, "transformer_heads"));
+  g_clear_error(&error);
+  /* vision_heads 0 means width / 64 */
+  bad = b32;
+  bad.vision_heads = 0;
+  g_assert_true(ct_config_validate(&bad, NULL));
+  g_assert_cmpint(bad.vision_heads, ==, 12);
+}
+
+static void
+test_layout(void)
+{
+  CtModel *m = tiny_model(1, 0);
+  const CtConfig *c = ct_model_config(m);
+  g_assert_cmpuint(ct_model_n_params(m), ==, ct_config_n_params(c));
+  /* OpenAI's state-dict order and names */
+  g_assert_cmpstr(ct_model_tensor(m, 0)->name, ==, "positional_embedding");
+  g_assert_cmpstr(ct_model_tensor(m, 1)->name, ==, "text_projection");
+  g_assert_cmpstr(ct_model_tensor(m, 2)->name, ==, "logit_scale");
+  g_assert_cmpint(ct_model_tensor(m, 2)->ndim, ==, 0);
+  size_t last = ct_model_n_tensors(m) - 1;
+  g_assert_cmpstr(ct_model_tensor(m, last)->name, ==, "ln_final.bias");
+  const CtParamInfo *w = ct_model_find(m, "visual.transformer.resblocks.1.attn.in_proj_weight");
+  g_assert_nonnull(w);
+  g_assert_cmpint(w->shape[0], ==, 3 * c->vision_width);
+  g_assert_true(w->decay);
+  g_assert_false(ct_model_find(m, "token_embedding.weight")->decay);
+  g_assert_false(ct_model_find(m, "visual.ln_pre.bias")->decay);
+  g_assert_null(ct_model_find(m, "visual.transformer.resblocks.2.ln_1.weight"));
+  /* tensors tile the flat buffer exactly */
+  size_t off = 0;
+  for (size_t i = 0; i < ct_model_n_tensors(m); i++) {
+    g_assert_cmpuint(ct_model_tensor(m, i)->offset, ==, off);
+    off += ct_model_tensor(m, i)->numel;
+  }
+  g_assert_cmpuint(off, ==, ct_model_n_params(m));
+  ct_model_free(m);
+}
+
+static double
+tensor_std(CtModel *m, const char *name)
+{
+  const CtParamInfo *t = ct_model_find(m, name);
+  const float *p = ct_model_params(m) + t->offset;
+  double s = 0, s2 = 0;
+  for (size_t i = 0; i < t->numel; i++)
+    s += p[i], s2 += (double) p[i] * p[i];
+  double mean = s / t->numel;
+  return sqrt(s2 / t->numel - mean * mean);
+}
+
+static void
+test_init(void)
+{
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("small", &cfg, NULL));
+  CtModel *a = ct_model_new(&cfg, 1, NULL), *b = ct_model_new(&cfg, 1, NULL);
+  ct_model_init_weights(a, 42);
+  ct_model_init_weights(b, 42);
+  g_assert_cmpmem(ct_model_params(a), ct_model_n_params(a) * 4, ct_model_params(b),
+                  ct_model_n_params(b) * 4);
+  ct_model_init_weights(b, 43);
+  g_assert_true(memcmp(ct_model_params(a), ct_model_params(b), ct_model_n_params(a) * 4) != 0);
+
+  double w = cfg.transformer_width, L = cfg.transformer_layers, vw = cfg.vision_width;
+  struct {
+    const char *name;
+    double std;
+  } table[] = {
+    { "token_embedding.weight", 0.02 },
+    { "positional_embedding", 0.01 },
+    { "transformer.resblocks.0.attn.in_proj_weight", pow(w, -0.5) },
+    { "transformer.resblocks.1.attn.out_proj.weight", pow(w, -0.5) * pow(2 * L, -0.5) },
+    { "transformer.resblocks.2.mlp.c_proj.weight", pow(w, -0.5) * pow(2 * L, -0.5) },
+    { "transformer.resblocks.3.mlp.c_fc.weight", pow(2 * w, -0.5) },
+    { "text_projection", pow(w, -0.5) },
+    { "visual.positional_embedding", pow(vw, -0.5) },
+    { "visual.proj", pow(vw, -0.5) },
+    /* vision blocks keep PyTorch's defaults, as OpenAI's code does:
+     * xavier_uniform for in_proj, U(+-1/sqrt(fan_in)) for linears */
+    { "visual.transformer.resblocks.0.attn.in_proj_weight", sqrt(6.0 / (4 * vw)) / sqrt(3.0) },
+    { "visual.transformer.resblocks.0.mlp.c_fc.weight", 1 / sqrt(vw) / sqrt(3.0) },
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(table); i++) {
+    double s = tensor_std(a, table[i].name);
+    if (fabs(s / table[i].std - 1) > 0.05)
+      g_test_fail_printf("%s: std %.5f, expected %.5f", table[i].name, s, table[i].std);
+  }
+  g_assert_cmpfloat_with_epsilon(*ct_model_logit_scale(a), log(1 / 0.07), 1e-6);
+  const CtParamInfo *ln = ct_model_find(a, "ln_final.weight");
+  g_assert_cmpfloat(ct_model_params(a)[ln->offset], ==, 1.0f);
+  const CtParamInfo *bias = ct_model_find(a, "transformer.resblocks.0.attn.in_proj_bias");
+  g_assert_cmpfloat(ct_model_params(a)[bias->offset], ==, 0.0f);
+  ct_model_free(a);
+  ct_model_free(b);
+}
+
+/* ------------------------------------------------------------ passes */
+
+static void
+make_batch(const CtConfig *c, int B, float **images, int32_t **tokens)
+{
+  CtRng rng;
+  ct_rng_init(&rng, 5);
+  size_t n = (size_t) B * 3 * c->image_resolution * c->image_resolution;
+  *images = g_new(float, n);
+  ct_rng_normal_fill(&rng, *images, n, 1);
+  *tokens = g_new0(int32_t, (size_t) B * c->context_length);
+  for (int b = 0; b < B; b++) {
+    int32_t *row = *tokens + (size_t) b * c->context_length;
+    int len = 3 + b % (c->context_length - 2);
+    row[0] = c->vocab_size - 2;
+    for (int t = 1; t < len - 1; t++)
+      row[t] = 1 + (int32_t) ct_rng_below(&rng, c->vocab_size - 3);
+    row[len - 1] = c->vocab_size - 1;
+  }
+}
+
+/* Three AdamW steps; returns the losses. */
+static void
+train_steps(CtModel *m, const float *images, const int32_t *tokens, int B, double *losses,
+            int steps)
+{
+  int E = ct_model_config(m)->embed_dim;
+  CtAdamWParams hp = { 1e-3f, 0.9f, 0.98f, 1e-6f, 0.2f };
+  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
+  g_autofree float *logits = g_new(float, B * B), *scr = g_new(float, B * B);
+  g_autofree float *di = g_new(float, B * E), *dt = g_new(float, B * E);
+  for (int s = 0; s < steps; s++) {
+    g_assert_true(ct_model_forward(m, images, tokens, B, NULL));
+    float ds;
+    losses[s] = ct_clip_loss(logits, di, dt, &ds, scr, ct_model_image_features(m),
+                             ct_model_text_features(m), *ct_model_logit_scale(m), B, E);
+    ct_model_zero_grad(m);
+    ct_model_backward(m, di, dt);
+    ct_model_grads(m)[ct_model_find(m, "logit_scale")->offset] += ds;
+    ct_adamw_step(opt, m);
+  }
+  ct_adamw_free(opt);
+}
+
+static void
+test_reproducible(void)
+{
+  int B = 4;
+  CtModel *a = tiny_model(B, 9), *b = tiny_model(B, 9);
+  float *images;
+  int32_t *tokens;
+  make_batch(ct_model_config(a), B, &images, &tokens);
+  double la[4], lb[4];
+  train_steps(a, images, tokens, B, la, 4);
+  train_steps(b, images, tokens, B, lb, 4);
+  g_assert_cmpmem(la, sizeof la, lb, sizeof lb);
+  g_assert_cmpmem(ct_model_params(a), ct_model_n_params(a) * 4, ct_model_params(b),
+                  ct_model_n_params(b) * 4);
+  g_assert_cmpfloat(la[3], <, la[0]); /* it learns this batch */
+  ct_model_free(a);
+  ct_model_free(b);
+  g_free(images);
+  g_free(tokens);
+}
+
+/* A sample's features do not depend on the rest of its batch. */
+static void
+test_batch_independent(void)
+{
+  int B = 3;
+  CtModel *m = tiny_model(B, 2);
+  const CtConfig *c = ct_model_config(m);
+  float *images;
+  int32_t *tokens;
+  make_batch(c, B, &images, &tokens);
+  int E = c->embed_dim;
+  g_assert_true(ct_model_forward(m, images, tokens, B, NULL));
+  g_autofree float *img3 = g_memdup2(ct_model_image_features(m), sizeof(float) * B * E);
+  g_autofree float *txt3 = g_memdup2(ct_model_text_features(m), sizeof(float) * B * E);
+  size_t img_stride = (size_t) 3 * c->image_resolution * c->image_resolution;
+  g_assert_true(ct_model_forward(m, images + 2 * img_stride, tokens + 2 * c->context_length, 1,
+                                 NULL));
+  for (int e = 0; e < E; e++) {
+    g_assert_cmpfloat_with_epsilon(ct_model_image_features(m)[e], img3[2 * E + e], 1e-6);
+    g_assert_cmpfloat_with_epsilon(ct_model_text_features(m)[e], txt3[2 * E + e], 1e-6);
+  }
+  ct_model_free(m);
+  g_free(images);
+  g_free(tokens);
+}
+
+static void
+test_bad_input(void)
+{
+  int B = 2;
+  CtModel *m = tiny_model(B, 1);
+  const CtConfig *c = ct_model_config(m);
+  float *images;
+  int32_t *tokens;
+  make_batch(c, B, &images, &tokens);
+  GError *error = NULL;
+  g_assert_false(ct_model_forward(m, images, tokens, 3, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
+  g_assert_nonnull(strstr(error->message, "batch"));
+  g_clear_error(&error);
+  tokens[c->context_length + 2] = c->vocab_size; /* row 1, position 2 */
+  g_assert_false(ct_model_forward(m, images, tokens, B, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
+  g_assert_nonnull(strstr(error->message, "row 1, position 2"));
+  g_clear_error(&error);
+  ct_model_free(m);
+  g_free(images);
+  g_free(tokens);
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+static void
+test_save_load(void)
+{
+  CtModel *a = tiny_model(1, 3), *b = tiny_model(1, 4);
+  g_autofree char *path = g_build_filename(tmpdir, "m.safetensors", NULL);
+  GError *error = NULL;
+  GHashTable *meta = g_hash_table_new(g_str_hash, g_str_equal);
+  g_hash_table_insert(meta, "step", "12");
+  g_assert_true(ct_model_save(a, path, meta, &error));
+  g_assert_no_error(error);
+  g_hash_table_unref(meta);
+  g_assert_true(ct_model_load(b, path, &error));
+  g_assert_no_error(error);
+  g_assert_cmpmem(ct_model_params(a), ct_model_n_params(a) * 4, ct_model_params(b),
+                  ct_model_n_params(b) * 4);
+  CtSafetensors *st = ct_safetensors_open(path, &error);
+  g_assert_no_error(error);
+  g_assert_cmpstr(ct_safetensors_metadata(st, "step"), ==, "12");
+  CtConfig cfg;
+  g_assert_true(ct_config_from_metadata(&cfg, st, &error));
+  g_assert_cmpmem(&cfg, sizeof cfg, ct_model_config(a), sizeof cfg);
+  /* logit_scale is written as a scalar, as in OpenAI's state dict */
+  g_assert_cmpint(ct_safetensors_find(st, "logit_scale")->ndim, ==, 0);
+  ct_safetensors_free(st);
+  ct_model_free(a);
+  ct_model_free(b);
+}
+
+static uint16_t
+to_half(float f)
+{
+  /* round to nearest even; subnormals kept, overflow not handled (weights are small) */
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000;
+  int exp = (int) ((x >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = x & 0x7fffff;
+  int shift = 13;
+  uint32_t h;
+  if (exp <= 0) { /* subnormal half: the implicit bit joins the mantissa */
+    if (exp < -10)
+      return (uint16_t) sign;
+    mant |= 0x800000;
+    shift = 14 - exp;
+    h = mant >> shift;
+  } else {
+    h = (uint32_t) exp << 10 | mant >> 13;
+  }
+  uint32_t rest = mant & ((1u << shift) - 1), half = 1u << (shift - 1);
+  if (rest > half || (rest == half && (h & 1)))
+    h++; /* a carry into the exponent is still the right rounding */
+  return (uint16_t) (sign | h);
+}
+
+/* OpenAI releases F16 weights; they load, converted to float32. */
+static void
+test_load_f16(void)
+{
+  CtModel *a = tiny_model(1, 3), *b = tiny_model(1, 4);
+  g_autofree char *path = g_build_filename(tmpdir, "f16.safetensors", NULL);
+  CtSafetensorsWriter *w = ct_safetensors_writer_new();
+  size_t n = ct_model_n_params(a);
+  uint16_t *half = g_new(uint16_t, n);
+  for (size_t i = 0; i < n; i++)
+    half[i] = to_half(ct_model_params(a)[i]);
+  for (size_t i = 0; i < ct_model_n_tensors(a); i++) {
+    const CtParamInfo *t = ct_model_tensor(a, i);
+    g_assert_true(ct_safetensors_writer_add(w, t->name, CT_DTYPE_F16, t->ndim, t->shape,
+                                            half + t->offset, NULL));
+  }
+  GError *error = NULL;
+  g_assert_true(ct_safetensors_writer_write(w, path, &error));
+  g_assert_no_error(error);
+  ct_safetensors_writer_free(w);
+  g_assert_true(ct_model_load(b, path, &error));
+  g_assert_no_error(error);
+  for (size_t i = 0; i < n; i++) {
+    float x = ct_model_params(a)[i], y = ct_model_params(b)[i];
+    if (fabsf(x - y) > 1e-3f * fabsf(x) + 6e-8f)
+      g_test_fail_printf("parameter %zu: %g read back as %g", i, x, y);
+  }
+  g_free(half);
+  ct_model_free(a);
+  ct_model_free(b);
+}
+
+/* Bad weights, one row each: how the file is spoiled, and the error. */
+typedef enum { DROP, RESHAPE, AS_I64, EXTRA, OTHER_CONFIG, TRUNCATE } Spoil;
+
+static const struct {
+  const char *what;
+  Spoil spoil;
+  const char *tensor;
+  int code;
+  const char *expect;
+} bad_weights[] = {
+  { "missing tensor", DROP, "visual.ln_post.bias", CT_ERROR_MISSING, "'visual.ln_post.bias' is missing" },
+  { "mis-shaped tensor", RESHAPE, "text_projection", CT_ERROR_SHAPE, "'text_projection' has shape [64, 63]" },
+  { "integer weights", AS_I64, "visual.proj", CT_ERROR_DTYPE, "'visual.proj' has dtype I64" },
+  { "unknown tensor", EXTRA, "visual.attnpool.q_proj.weight", CT_ERROR_CONFIG, "'visual.attnpool.q_proj.weight' is not a parameter" },
+  { "config mismatch", OTHER_CONFIG, "positional_embedding", CT_ERROR_SHAPE, "the config does not match the weights" },
+  { "truncated file", TRUNCATE, NULL, CT_ERROR_FORMAT, "" },
+};
+
+static void
+test_bad_weights(void)
+{
+  for (size_t k = 0; k < G_N_ELEMENTS(bad_weights); k++) {
+    CtModel *a = tiny_model(1, 3);
+    g_autofree char *path = g_strdup_printf("%s/bad%zu.safetensors", tmpdir, k);
+    CtSafetensorsWriter *w = ct_safetensors_writer_new();
+    int64_t odd[2] = { 64, 63 };
+    static int64_t ints[64 * 64];
+    for (size_t i = 0; i < ct_model_n_tensors(a); i++) {
+      const CtParamInfo *t = ct_model_tensor(a, i);
+      gboolean hit = bad_weights[k].tensor && g_str_equal(t->name, bad_weights[k].tensor);
+      const float *data = ct_model_params(a) + t->offset;
+      if (hit && bad_weights[k].spoil == DROP)
+        continue;
+      if (hit && bad_weights[k].spoil == RESHAPE)
+        g_assert_true(ct_safetensors_writer_add(w, t->name, CT_DTYPE_F32, 2, odd, data, NULL));
+      else if (hit && bad_weights[k].spoil == AS_I64)
+        g_assert_true(ct_safetensors_writer_add(w, t->name, CT_DTYPE_I64, t->ndim, t->shape,
+                                                ints, NULL));
+      else
+        g_assert_true(ct_safetensors_writer_add(w, t->name, CT_DTYPE_F32, t->ndim, t->shape,
+                                                data, NULL));
+    }
+    if (bad_weights[k].spoil == EXTRA) {
+      int64_t shape[1] = { 4 };
+      g_assert_true(ct_safetensors_writer_add(w, bad_weights[k].tensor, CT_DTYPE_F32, 1, shape,
+                                              ct_model_params(a), NULL));
+    }
+    g_assert_true(ct_safetensors_writer_write(w, path, NULL));
+    ct_safetensors_writer_free(w);
+    if (bad_weights[k].spoil == TRUNCATE) {
+      g_autofree char *data = NULL;
+      gsize len;
+      g_assert_true(g_file_get_contents(path, &data, &len, NULL));
+      g_assert_true(g_file_set_contents(path, data, len / 2, NULL));
+    }
+    CtModel *b = a;
+    if (bad_weights[k].spoil == OTHER_CONFIG) {
+      CtConfig cfg = *ct_model_config(a);
+      cfg.context_length = 20;
+      b = ct_model_new(&cfg, 1, NULL);
+    }
+    GError *error = NULL;
+    g_assert_false(ct_model_load(b, path, &error));
+    g_test_message("%s: %s", bad_weights[k].what, error ? error->message : "(no error)");
+    g_assert_error(error, CT_ERROR, bad_weights[k].code);
+    g_assert_true(g_str_has_prefix(error->message, path)); /* names the file */
+    g_assert_nonnull(strstr(error->message, bad_weights[k].expect));
+    g_clear_error(&error);
+    if (b != a)
+      ct_model_free(b);
+    ct_model_free(a);
+  }
+}
+
+/* A failed load leaves the model as it was. */
+static void
+test_failed_load_changes_nothing(void)
+{
+  CtModel *a = tiny_model(1, 3);
+  g_autofree char *path = g_build_filename(tmpdir, "bad0.safetensors", NULL);
+  g_autofree float *before = g_memdup2(ct_model_params(a), ct_model_n_params(a) * 4);
+  g_assert_false(ct_model_load(a, path, NULL));
+  g_assert_cmpmem(before, ct_model_n_params(a) * 4, ct_model_params(a),
+                  ct_model_n_params(a) * 4);
+  ct_model_free(a);
+}
+
+int
+main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  tmpdir = g_dir_make_tmp("ct-test-model-XXXXXX", NULL);
+  g_test_add_func("/model/presets", test_presets);
+  g_test_add_func("/model/layout", test_layout);
+  g_test_add_func("/model/init", test_init);
+  g_test_add_func("/model/reproducible", test_reproducible);
+  g_test_add_func("/model/batch-independent", test_batch_independent);
+  g_test_add_func("/model/bad-input", test_bad_input);
+  g_test_add_func("/model/save-load", test_save_load);
+  g_test_add_func("/model/load-f16", test_load_f16);
+  g_test_add_func("/model/bad-weights", test_bad_weights);
+  g_test_add_func("/model/failed-load-changes-nothing", test_failed_load_changes_nothing);
+  int rc = g_test_run();
+  g_autofree char *cmd = NULL;
+  GDir *d = g_dir_open(tmpdir, 0, NULL);
+  const char *name;
+  while (d && (name = g_dir_read_name(d))) {
+    g_autofree char *p = g_build_filename(tmpdir, name, NULL);
+    g_unlink(p);
+  }
+  if (d)
+    g_dir_close(d);
+  g_rmdir(tmpdir);
+  g_free(tmpdir);
+  return rc;
+}
