@@ -345,8 +345,13 @@ _DTYPES = {"F32": np.dtype("<f4"), "I64": np.dtype("<i8"),
            "F64": np.dtype("<f8"), "I32": np.dtype("<i4")}
 
 
-def read_safetensors(path):
-    """Return an OrderedDict name -> numpy array, in file order."""
+def read_safetensors(path, with_metadata=False):
+    """Return an OrderedDict name -> numpy array, in file order.
+
+    Shapes are taken as stored, so a 0-d tensor (shape []) comes back as a
+    0-d array.  With ``with_metadata=True`` return ``(tensors, metadata)``,
+    metadata being the ``__metadata__`` dict of strings ({} when absent).
+    """
     with open(path, "rb") as f:
         blob = f.read()
     (n,) = struct.unpack("<Q", blob[:8])
@@ -361,18 +366,24 @@ def read_safetensors(path):
         b, e = info["data_offsets"]
         arr = np.frombuffer(data[b:e], dtype=dt).reshape(info["shape"])
         out[name] = arr.copy()
+    if with_metadata:
+        return out, OrderedDict(header.get("__metadata__") or {})
     return out
 
 
-def write_safetensors(path, tensors):
+def write_safetensors(path, tensors, metadata=None):
     """Write an ordered mapping name -> array (float32 / int64 only).
 
     Layout: 8-byte little-endian header length N, N bytes of JSON
     {name: {dtype, shape, data_offsets}} (offsets relative to the data
     section), padded with spaces so that 8 + N is a multiple of 8, then the
-    raw little-endian data in the same order.
+    raw little-endian data in the same order.  ``metadata`` (a mapping of
+    strings to strings), when given, is stored first as ``__metadata__``.
     """
     header = OrderedDict()
+    if metadata is not None:
+        header["__metadata__"] = OrderedDict(
+            (str(k), str(v)) for k, v in metadata.items())
     chunks = []
     off = 0
     for name, arr in tensors.items():

@@ -115,19 +115,35 @@ def generate(cfg, batch, seed):
     perturb(model, gen)
     round_to_f32(model)
 
+    images, tokens = make_inputs(cfg, batch, seed)
+    return case_tensors(model, cfg, images, tokens)
+
+
+def make_inputs(cfg, batch, seed):
+    """Seeded (images float32 [B,3,R,R] N(0,1), tokens int64 [B,L])."""
     rng = np.random.default_rng(seed)
     R = cfg["image_resolution"]
     images = rng.standard_normal((batch, 3, R, R)).astype(np.float32)
     tokens = make_tokens(rng, batch, cfg["context_length"], cfg["vocab_size"])
+    return images, tokens
 
-    outs, grads = compute_case(model, torch.from_numpy(images).double(),
+
+def case_tensors(model, cfg, images, tokens, param_shape=tc.case_param_shape):
+    """Run forward/backward of ``model`` (in its dtype) on the inputs and
+    return the ordered tensor dict of a case.
+
+    ``param_shape(name, param)`` gives the shape param.<name> and
+    grad.<name> are stored with (default: logit_scale as [1]).
+    """
+    dtype = next(model.parameters()).dtype
+    outs, grads = compute_case(model, torch.from_numpy(images).to(dtype),
                                torch.from_numpy(tokens))
 
     t = {}
     for k in tc.CONFIG_KEYS:
         t["config." + k] = np.array([cfg[k]], dtype=np.int64)
     for name, p in model.named_parameters():
-        shape = tc.case_param_shape(name, p)
+        shape = param_shape(name, p)
         t["param." + name] = p.detach().float().numpy().reshape(shape)
         t["grad." + name] = grads[name].float().numpy().reshape(shape)
     t["input.images"] = images

@@ -76,6 +76,8 @@ bench_sgemm(int n, int reps, int threads)
   json_builder_add_int_value(jb, n);
   json_builder_set_member_name(jb, "threads");
   json_builder_add_int_value(jb, threads);
+  json_builder_set_member_name(jb, "blas_core");
+  json_builder_add_string_value(jb, openblas_get_corename());
   json_builder_set_member_name(jb, "sgemm_gflop_per_s");
   json_builder_add_double_value(jb, round(2.0 * n * n * (double) n / s / 1e9 * 10) / 10);
   json_builder_end_object(jb);
@@ -222,6 +224,7 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("batch", int, batch);
   MEMBER("threads", int, threads);
   MEMBER("steps", int, steps);
+  MEMBER("blas_core", string, openblas_get_corename());
   MEMBER("caption_tokens", int, caption_tokens);
   MEMBER("params", int, (gint64) ct_model_n_params(m));
   MEMBER("samples_per_s", double, round(batch / sec * 1000) / 1000);

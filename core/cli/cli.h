@@ -12,6 +12,12 @@ enum { CT_EXIT_OK = 0, CT_EXIT_FAILURE = 1, CT_EXIT_USAGE = 2 };
 int ct_cli_bench(int argc, char **argv);
 int ct_cli_init(int argc, char **argv);
 
+/* blas.c: re-exec with better OpenBLAS kernels when its detection fell
+ * back to SSE ones on a CPU with AVX2 or AVX-512.  Returns if it did not. */
+void ct_cli_blas_setup(char **argv);
+/* The OPENBLAS_CORETYPE this CPU can use best, or NULL. */
+const char *ct_cli_blas_better_core(void);
+
 /* Prints "cliptrain: MESSAGE" to stderr as one line. */
 void ct_cli_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 

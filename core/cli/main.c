@@ -42,6 +42,7 @@ ct_cli_error(const char *fmt, ...)
 int
 main(int argc, char **argv)
 {
+  ct_cli_blas_setup(argv);
   if (argc < 2) {
     fputs(usage, stderr);
     return CT_EXIT_USAGE;
