@@ -41,6 +41,18 @@ ct_adamw_params(CtAdamW *opt)
   return &opt->hp;
 }
 
+float *
+ct_adamw_exp_avg(CtAdamW *opt)
+{
+  return opt->m;
+}
+
+float *
+ct_adamw_exp_avg_sq(CtAdamW *opt)
+{
+  return opt->v;
+}
+
 int64_t
 ct_adamw_step_count(const CtAdamW *opt)
 {

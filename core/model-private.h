@@ -21,6 +21,7 @@ typedef struct {
 typedef struct {
   int L, T, C, H, causal, max_B;
   CtBlock *p, *g;            /* (L) parameter and gradient views */
+  const struct CtModel *owner; /* for the backward hook */
   float *x;                  /* (L+1, max_B*T, C) residual stream; x[0] is the input */
   float *ln1;                /* (L, max_B*T, C) */
   float *ln1_mean, *ln1_rstd; /* (L, max_B*T) */
@@ -118,6 +119,8 @@ struct CtModel {
   CtVisionActs va;
   CtTextActs ta;
   CtScratch sc;
+  CtBackwardHook hook;
+  void *hook_data;
 };
 
 /* transformer.c */

@@ -252,10 +252,11 @@ ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
   int G = c.image_resolution / c.vision_patch_size;
   m->va.stack = (CtStack) { .L = c.vision_layers, .T = G * G + 1, .C = c.vision_width,
                             .H = c.vision_heads, .causal = 0, .max_B = max_batch,
-                            .p = m->vp.blocks, .g = m->vg.blocks };
+                            .p = m->vp.blocks, .g = m->vg.blocks, .owner = m };
   m->ta.stack = (CtStack) { .L = c.transformer_layers, .T = c.context_length,
                             .C = c.transformer_width, .H = c.transformer_heads, .causal = 1,
-                            .max_B = max_batch, .p = m->tp.blocks, .g = m->tg.blocks };
+                            .max_B = max_batch, .p = m->tp.blocks, .g = m->tg.blocks,
+                            .owner = m };
   Arena a = { NULL, 0 };
   carve(&a, m);
   m->arena_floats = a.used;
@@ -355,6 +356,13 @@ ct_model_find(const CtModel *m, const char *name)
 {
   guint i = GPOINTER_TO_UINT(g_hash_table_lookup(m->by_name, name));
   return i ? &g_array_index(m->infos, CtParamInfo, i - 1) : NULL;
+}
+
+void
+ct_model_set_backward_hook(CtModel *m, CtBackwardHook hook, void *data)
+{
+  m->hook = hook;
+  m->hook_data = data;
 }
 
 float *

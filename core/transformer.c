@@ -85,5 +85,11 @@ ct_stack_backward(CtStack *s, CtScratch *sc, int B)
                        3 * C);
     ct_layernorm_backward(dx, g->ln1_w, g->ln1_b, sc->dA, x, LAYER(s->ln1_mean, l, nr),
                           LAYER(s->ln1_rstd, l, nr), p->ln1_w, N, C);
+    if (s->owner->hook) {
+      /* a block's tensors are contiguous, from in_proj_weight to ln_2.bias */
+      size_t off = (size_t) (g->in_w - s->owner->grads);
+      size_t n = (size_t) (g->ln2_b + C - g->in_w);
+      s->owner->hook(s->owner->hook_data, off, n);
+    }
   }
 }

@@ -11,6 +11,8 @@ enum { CT_EXIT_OK = 0, CT_EXIT_FAILURE = 1, CT_EXIT_USAGE = 2 };
  * subcommand) and returns an exit status. */
 int ct_cli_bench(int argc, char **argv);
 int ct_cli_init(int argc, char **argv);
+int ct_cli_fit(int argc, char **argv);
+int ct_cli_plugins(int argc, char **argv);
 
 /* blas.c: re-exec with better OpenBLAS kernels when its detection fell
  * back to SSE ones on a CPU with AVX2 or AVX-512.  Returns if it did not. */

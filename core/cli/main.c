@@ -14,6 +14,8 @@ static const char usage[] =
   "Train CLIP models in C.\n"
   "\n"
   "Commands:\n"
+  "  fit        train from a YAML recipe: cliptrain fit RECIPE [--set KEY=VALUE]...\n"
+  "  plugins    list the callback plugins found, or describe one\n"
   "  bench      time whole training steps (forward, loss, backward, AdamW)\n"
   "             on synthetic data and print one JSON line\n"
   "  init       write OpenAI-initialised weights for a preset (safetensors)\n"
@@ -58,6 +60,10 @@ main(int argc, char **argv)
   }
   if (strcmp(cmd, "bench") == 0)
     return ct_cli_bench(argc - 1, argv + 1);
+  if (strcmp(cmd, "fit") == 0)
+    return ct_cli_fit(argc - 1, argv + 1);
+  if (strcmp(cmd, "plugins") == 0)
+    return ct_cli_plugins(argc - 1, argv + 1);
   if (strcmp(cmd, "init") == 0)
     return ct_cli_init(argc - 1, argv + 1);
   ct_cli_error("unknown command '%s'; run 'cliptrain --help'", cmd);

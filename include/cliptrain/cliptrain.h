@@ -8,5 +8,7 @@
 #include <cliptrain/loss.h>
 #include <cliptrain/optim.h>
 #include <cliptrain/rng.h>
+#include <cliptrain/learner.h>
+#include <cliptrain/plugin.h>
 
 #endif

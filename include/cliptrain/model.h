@@ -109,6 +109,14 @@ CT_API const float *ct_model_text_features(const CtModel *model);
 CT_API void ct_model_backward(CtModel *model, const float *d_image_features,
                               const float *d_text_features);
 
+/* Called during ct_model_backward() after each residual block, with the
+ * range of the flat gradient buffer (offset, n) that the block owns and
+ * whose gradients are now final.  The other tensors (embeddings, stems,
+ * projections, logit_scale) are final when ct_model_backward() returns.
+ * NULL removes the hook. */
+typedef void (*CtBackwardHook)(void *data, size_t offset, size_t n);
+CT_API void ct_model_set_backward_hook(CtModel *model, CtBackwardHook hook, void *data);
+
 /* Copy every parameter from ST, where tensor "<prefix><name>" holds
  * parameter <name> (prefix may be NULL).  F32, F16, BF16 and F64 are read.
  * Fails, naming the file and the tensor, on a missing or mis-shaped tensor

@@ -24,6 +24,9 @@ CT_API void ct_adamw_free(CtAdamW *opt);
 CT_API CtAdamWParams *ct_adamw_params(CtAdamW *opt);
 /* Steps taken so far. */
 CT_API int64_t ct_adamw_step_count(const CtAdamW *opt);
+/* The moments, (n) each, in the model's parameter layout.  (transfer none) */
+CT_API float *ct_adamw_exp_avg(CtAdamW *opt);
+CT_API float *ct_adamw_exp_avg_sq(CtAdamW *opt);
 /* One step on MODEL's parameters with its gradients.  N must equal the
  * model's ct_model_n_params(). */
 CT_API void ct_adamw_step(CtAdamW *opt, CtModel *model);

@@ -1,0 +1,117 @@
+/* fit.c: `cliptrain fit RECIPE`, and `cliptrain plugins [NAME]`. */
+#include "config.h"
+
+#include "cli.h"
+#include "plugin-loader.h"
+#include "run.h"
+
+#include <cliptrain/plugin.h>
+
+#include <stdio.h>
+#include <string.h>
+
+int
+ct_cli_fit(int argc, char **argv)
+{
+  g_auto(GStrv) sets = NULL;
+  g_autofree char *out = NULL;
+  int threads = 0;
+  GOptionEntry entries[] = {
+    { "set", 's', 0, G_OPTION_ARG_STRING_ARRAY, &sets, "Override a recipe key, e.g. optimizer.lr=3e-4 (repeatable)", "KEY=VALUE" },
+    { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Run folder (default: output.dir, else runs/RECIPE-TIME)", "DIR" },
+    { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (default: fit.threads)", "N" },
+    { NULL },
+  };
+  GOptionContext *ctx = g_option_context_new("RECIPE.yaml - train a CLIP model from a recipe");
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  GError *error = NULL;
+  gboolean ok = g_option_context_parse(ctx, &argc, &argv, &error);
+  g_option_context_free(ctx);
+  if (!ok || argc != 2 || threads < 0) {
+    ct_cli_error("fit: %s", error ? error->message
+                          : argc < 2 ? "a recipe file is required: cliptrain fit RECIPE.yaml"
+                          : argc > 2 ? "only one recipe file is taken"
+                                     : "--threads must be positive");
+    g_clear_error(&error);
+    return CT_EXIT_USAGE;
+  }
+  CtRunOptions o = { argv[1], (const char *const *) sets, out, threads };
+  int rc = ct_run_fit(&o, &error);
+  if (rc != 0) {
+    ct_cli_error("%s", error ? error->message : "fit failed");
+    g_clear_error(&error);
+  }
+  return rc;
+}
+
+static void
+print_params(const CtPluginDescriptor *d)
+{
+  if (!d->params || !d->params->name) {
+    printf("  (none)\n");
+    return;
+  }
+  static const char *const types[] = { "bool", "int", "double", "string" };
+  for (const CtParamSpec *p = d->params; p->name; p++) {
+    printf("  %-16s %-7s default %-12s %s", p->name, types[p->type],
+           p->default_value ? p->default_value : "(required)", p->doc ? p->doc : "");
+    if (p->min < p->max)
+      printf(" [%g, %g]", p->min, p->max);
+    if (p->choices)
+      printf(" (%s)", p->choices);
+    printf("\n");
+  }
+}
+
+int
+ct_cli_plugins(int argc, char **argv)
+{
+  if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+      printf("Usage: cliptrain plugins [NAME]\n\nList the plugins found, or describe one.\n"
+             "Search order: CLIPTRAIN_PLUGIN_PATH, %s, the build tree.\n", CT_PLUGINSDIR);
+      return CT_EXIT_OK;
+    }
+    ct_cli_error("plugins: usage: cliptrain plugins [NAME]");
+    return CT_EXIT_USAGE;
+  }
+  GPtrArray *search = ct_plugin_search_path(NULL);
+  int rc = CT_EXIT_OK;
+  if (argc == 1) {
+    GPtrArray *all = ct_plugin_list(search);
+    for (guint i = 0; i < all->len; i += 2) {
+      GError *e = NULL;
+      const CtPluginDescriptor *d = ct_plugin_open(g_ptr_array_index(all, i + 1), &e);
+      if (d)
+        printf("%-18s %s\n", d->name, d->doc ? d->doc : "");
+      else {
+        printf("%-18s (cannot load: %s)\n", (char *) g_ptr_array_index(all, i), e->message);
+        g_error_free(e);
+      }
+    }
+    g_ptr_array_free(all, TRUE);
+  } else {
+    GError *e = NULL;
+    g_autofree char *file = ct_plugin_find(argv[1], search, &e);
+    const CtPluginDescriptor *d = file ? ct_plugin_open(file, &e) : NULL;
+    if (!d) {
+      ct_cli_error("plugins: %s", e->message);
+      g_error_free(e);
+      rc = CT_EXIT_USAGE;
+    } else {
+      printf("%s %s\n  %s\n\nfile:    %s\nABI:     %u.%u\norder:   %d\nruns in: %s\nevents: ",
+             d->name, d->version ? d->version : "", d->doc ? d->doc : "", file, d->abi_major,
+             d->abi_minor, d->order,
+             d->run == CT_RUN_TRAIN   ? "training"
+             : d->run == CT_RUN_VALID ? "validation"
+                                      : "training and validation");
+      for (int ev = 0; ev < CT_N_EVENTS; ev++)
+        if (d->events & CT_EVENT_BIT(ev))
+          printf(" %s", ct_event_name(ev));
+      printf("\n\nparameters:\n");
+      print_params(d);
+    }
+  }
+  g_ptr_array_free(search, TRUE);
+  return rc;
+}

@@ -1,0 +1,66 @@
+/* dataset.c: the synthetic dataset (seeded images and token ids). */
+#include "config.h"
+
+#include "dataset.h"
+
+#include <cliptrain/rng.h>
+
+#include <string.h>
+
+struct CtDataset {
+  CtConfig cfg;
+  size_t n;
+  uint64_t seed;
+  int split;
+  int caption_tokens; /* 0: random lengths */
+};
+
+CtDataset *
+ct_dataset_new_synthetic(const CtConfig *cfg, size_t n, uint64_t seed, int split,
+                         int caption_tokens)
+{
+  CtDataset *ds = g_new0(CtDataset, 1);
+  ds->cfg = *cfg;
+  ds->n = n;
+  ds->seed = seed;
+  ds->split = split;
+  ds->caption_tokens = caption_tokens;
+  return ds;
+}
+
+void
+ct_dataset_free(CtDataset *ds)
+{
+  g_free(ds);
+}
+
+size_t
+ct_dataset_len(const CtDataset *ds)
+{
+  return ds->n;
+}
+
+gboolean
+ct_dataset_get(const CtDataset *ds, size_t index, float *image, int32_t *tokens,
+               GError **error)
+{
+  if (index >= ds->n) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "sample %zu is beyond the %zu samples",
+                index, ds->n);
+    return FALSE;
+  }
+  const CtConfig *c = &ds->cfg;
+  CtRng rng;
+  ct_rng_init_stream(&rng, ds->seed, ((uint64_t) ds->split << 48) ^ index ^ 0x5eedull << 52);
+  size_t npix = (size_t) 3 * c->image_resolution * c->image_resolution;
+  ct_rng_normal_fill(&rng, image, npix, 1.0);
+  int T = c->context_length, V = c->vocab_size;
+  int len = ds->caption_tokens ? ds->caption_tokens : 3 + (int) ct_rng_below(&rng, T - 2);
+  len = CLAMP(len, 2, T);
+  memset(tokens, 0, sizeof(int32_t) * T);
+  tokens[0] = V - 2;
+  for (int t = 1; t < len - 1; t++)
+    tokens[t] = 1 + (int32_t) ct_rng_below(&rng, V - 3);
+  tokens[len - 1] = V - 1;
+  return TRUE;
+}

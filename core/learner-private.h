@@ -1,0 +1,86 @@
+/* learner-private.h: the CtLearner struct and the core's side of
+ * callbacks.  Not installed. */
+#ifndef CT_LEARNER_PRIVATE_H
+#define CT_LEARNER_PRIVATE_H
+
+#include <cliptrain/plugin.h>
+#include <cliptrain/optim.h>
+
+#include "dataset.h"
+
+/* One callback in the loop: a loaded plugin's descriptor and its state. */
+typedef struct {
+  const CtPluginDescriptor *desc;
+  char *label;      /* "clip_trainer (/path/clip_trainer.so)" for messages */
+  char *file;       /* the plugin file, or NULL when built in */
+  CtParams *params; /* owned */
+  void *state;      /* owned through desc->destroy */
+  int order;
+  int position;     /* place in the recipe, for ties */
+} CtCallback;
+
+void ct_callback_free(CtCallback *cb);
+
+typedef struct CtRecorderData CtRecorderData;
+
+struct CtRecorder {
+  double smooth, smooth_raw; /* debiased EMA and its raw accumulator */
+  int64_t count;             /* batches in the EMA */
+  GArray *losses, *lrs;      /* of double, per training batch */
+  GPtrArray *names;          /* of char*, NULL-terminated view kept in names_v */
+  GArray *rows;              /* of GHashTable* name -> double*, per epoch */
+  int n_epochs;              /* completed */
+  double train_sum;          /* for the epoch's train loss */
+  double valid_sum, valid_n; /* batch-size weighted */
+  gint64 epoch_start;
+  char *out_dir;             /* metrics.jsonl and history.csv go here (may be NULL) */
+};
+
+struct CtLearner {
+  CtModel *model;
+  CtAdamW *opt;
+  CtDataset *train, *valid;
+  int batch_size, n_epoch;
+  gboolean drop_last, shuffle;
+  uint64_t seed;
+  char *out_dir;
+  GHashTable *recipe_values; /* dotted path -> text */
+
+  GPtrArray *cbs; /* of CtCallback*, sorted by (order, position) */
+  CtRecorder rec;
+
+  /* loop state */
+  int epoch, iter, n_iter, n_train_batches;
+  int64_t train_iter;
+  gboolean training;
+  int B;                  /* current batch's size */
+  size_t *perm;           /* (len(train)) sample order of this epoch */
+  float *images;          /* (batch_size, 3, R, R) */
+  int32_t *tokens;        /* (batch_size, context) */
+  float *d_img, *d_txt;   /* (batch_size, E) */
+  float d_logit_scale;
+  float *scratch[2];      /* (batch_size, batch_size) each */
+  double loss;
+  gboolean has_loss;
+  size_t ready_off, ready_n;
+  CtStatus layer_status;  /* first non-OK status from after_layer_backward */
+  GError *error;          /* set with CT_STATUS_ERROR */
+};
+
+/* Takes ownership of MODEL, OPT, TRAIN and VALID (VALID may be NULL). */
+CtLearner *ct_learner_new(CtModel *model, CtAdamW *opt, CtDataset *train, CtDataset *valid,
+                          int batch_size, int n_epoch, uint64_t seed, const char *out_dir,
+                          GError **error);
+void ct_learner_free(CtLearner *learner);
+/* Takes ownership of CB.  Callbacks are sorted when fit starts. */
+void ct_learner_add_callback(CtLearner *learner, CtCallback *cb);
+void ct_learner_set_recipe_value(CtLearner *learner, const char *path, const char *value);
+gboolean ct_learner_fit(CtLearner *learner, GError **error);
+
+/* recorder.c */
+void ct_recorder_init(CtRecorder *rec, const char *out_dir);
+void ct_recorder_clear(CtRecorder *rec);
+/* The recorder as a built-in callback (order 50, as fastai's Recorder). */
+CtCallback *ct_recorder_callback_new(void);
+
+#endif

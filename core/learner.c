@@ -1,0 +1,539 @@
+/* learner.c: fastai's training loop, with callbacks.
+ *
+ * The structure follows fastai's Learner: each scope (fit, epoch, train,
+ * validate, batch, backward, step) runs as
+ *
+ *   status = before_<scope>; if ok: status = body
+ *   if status is this scope's cancel: status = after_cancel_<scope>
+ *   else if status is not ok: return it (an outer scope handles it)
+ *   if ok: status = after_<scope>
+ *
+ * which is fastai's _with_events with exceptions turned into statuses. */
+#include "config.h"
+
+#include "learner-private.h"
+#include "model-private.h"
+#include "plugin-loader.h"
+
+#include <cliptrain/rng.h>
+
+#include <math.h>
+#include <string.h>
+
+static const char *const event_names[CT_N_EVENTS] = {
+  "before_fit", "before_epoch", "before_train", "before_batch", "after_pred", "after_loss",
+  "before_backward", "after_backward", "before_step", "after_step", "after_batch",
+  "after_train", "before_validate", "after_validate", "after_epoch", "after_fit",
+  "after_cancel_batch", "after_cancel_backward", "after_cancel_step", "after_cancel_train",
+  "after_cancel_validate", "after_cancel_epoch", "after_cancel_fit", "after_layer_backward",
+};
+
+static const char *const status_names[] = {
+  "ok", "cancel_batch", "cancel_backward", "cancel_step", "cancel_train",
+  "cancel_valid", "cancel_epoch", "cancel_fit", "error",
+};
+
+const char *
+ct_event_name(CtEvent event)
+{
+  return (unsigned) event < CT_N_EVENTS ? event_names[event] : NULL;
+}
+
+int
+ct_event_from_name(const char *name)
+{
+  for (int i = 0; i < CT_N_EVENTS; i++)
+    if (strcmp(event_names[i], name) == 0)
+      return i;
+  return -1;
+}
+
+const char *
+ct_status_name(CtStatus status)
+{
+  return (unsigned) status <= CT_STATUS_ERROR ? status_names[status] : "invalid";
+}
+
+/* ---------------------------------------------------------------- setup */
+
+void
+ct_callback_free(CtCallback *cb)
+{
+  if (!cb)
+    return;
+  if (cb->state && cb->desc->destroy)
+    cb->desc->destroy(cb->state);
+  ct_params_free(cb->params);
+  g_free(cb->label);
+  g_free(cb->file);
+  g_free(cb);
+}
+
+CtLearner *
+ct_learner_new(CtModel *model, CtAdamW *opt, CtDataset *train, CtDataset *valid,
+               int batch_size, int n_epoch, uint64_t seed, const char *out_dir, GError **error)
+{
+  const CtConfig *c = ct_model_config(model);
+  if (batch_size > ct_model_max_batch(model)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "batch size %d exceeds the model's %d",
+                batch_size, ct_model_max_batch(model));
+    return NULL;
+  }
+  CtLearner *L = g_new0(CtLearner, 1);
+  L->model = model;
+  L->opt = opt;
+  L->train = train;
+  L->valid = valid;
+  L->batch_size = batch_size;
+  L->n_epoch = n_epoch;
+  L->seed = seed;
+  L->drop_last = TRUE;
+  L->shuffle = TRUE;
+  L->out_dir = g_strdup(out_dir);
+  L->recipe_values = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  L->cbs = g_ptr_array_new_with_free_func((GDestroyNotify) ct_callback_free);
+  size_t R = c->image_resolution, E = c->embed_dim, B = batch_size;
+  L->perm = g_new(size_t, MAX(ct_dataset_len(train), 1));
+  L->images = g_new0(float, B * 3 * R * R);
+  L->tokens = g_new0(int32_t, B * c->context_length);
+  L->d_img = g_new0(float, B * E);
+  L->d_txt = g_new0(float, B * E);
+  L->scratch[0] = g_new0(float, B * B);
+  L->scratch[1] = g_new0(float, B * B);
+  ct_recorder_init(&L->rec, out_dir);
+  ct_learner_add_callback(L, ct_recorder_callback_new());
+  return L;
+}
+
+void
+ct_learner_free(CtLearner *L)
+{
+  if (!L)
+    return;
+  g_ptr_array_free(L->cbs, TRUE); /* destroys plugin states first */
+  ct_model_free(L->model);
+  ct_adamw_free(L->opt);
+  ct_dataset_free(L->train);
+  ct_dataset_free(L->valid);
+  g_hash_table_destroy(L->recipe_values);
+  ct_recorder_clear(&L->rec);
+  g_free(L->out_dir);
+  g_free(L->perm);
+  g_free(L->images);
+  g_free(L->tokens);
+  g_free(L->d_img);
+  g_free(L->d_txt);
+  g_free(L->scratch[0]);
+  g_free(L->scratch[1]);
+  g_clear_error(&L->error);
+  g_free(L);
+}
+
+void
+ct_learner_add_callback(CtLearner *L, CtCallback *cb)
+{
+  cb->position = (int) L->cbs->len;
+  g_ptr_array_add(L->cbs, cb);
+}
+
+void
+ct_learner_set_recipe_value(CtLearner *L, const char *path, const char *value)
+{
+  g_hash_table_replace(L->recipe_values, g_strdup(path), g_strdup(value));
+}
+
+static int
+cmp_callbacks(gconstpointer a, gconstpointer b)
+{
+  const CtCallback *x = *(CtCallback *const *) a, *y = *(CtCallback *const *) b;
+  if (x->order != y->order)
+    return x->order < y->order ? -1 : 1;
+  return x->position - y->position;
+}
+
+/* ---------------------------------------------------------------- events */
+
+static CtStatus
+run_event(CtLearner *L, CtEvent ev)
+{
+  uint64_t bit = CT_EVENT_BIT(ev);
+  for (guint i = 0; i < L->cbs->len; i++) {
+    CtCallback *cb = g_ptr_array_index(L->cbs, i);
+    const CtPluginDescriptor *d = cb->desc;
+    if (!(d->events & bit) || !d->on_event)
+      continue;
+    if ((bit & CT_EVENTS_INNER) && d->run) {
+      if (L->training && !(d->run & CT_RUN_TRAIN))
+        continue;
+      if (!L->training && !(d->run & CT_RUN_VALID))
+        continue;
+    }
+    GError *e = NULL;
+    CtStatus st = d->on_event(cb->state, L, ev, &e);
+    if (st == CT_STATUS_OK) {
+      g_clear_error(&e);
+      continue;
+    }
+    if (st == CT_STATUS_ERROR || (unsigned) st > CT_STATUS_ERROR) {
+      g_clear_error(&L->error);
+      g_set_error(&L->error, CT_ERROR, CT_ERROR_FAILED, "plugin %s failed in %s: %s",
+                  cb->label, ct_event_name(ev),
+                  e ? e->message
+                    : (unsigned) st > CT_STATUS_ERROR ? "it returned an invalid status"
+                                                      : "it gave no reason");
+      g_clear_error(&e);
+      return CT_STATUS_ERROR;
+    }
+    g_clear_error(&e);
+    return st;
+  }
+  return CT_STATUS_OK;
+}
+
+static CtStatus
+fail(CtLearner *L, GError *e)
+{
+  g_clear_error(&L->error);
+  L->error = e;
+  return CT_STATUS_ERROR;
+}
+
+typedef CtStatus (*Body)(CtLearner *L);
+
+static CtStatus
+with_events(CtLearner *L, Body body, CtEvent before, CtEvent after, CtEvent after_cancel,
+            CtStatus cancel)
+{
+  CtStatus st = run_event(L, before);
+  if (st == CT_STATUS_OK)
+    st = body(L);
+  if (st == cancel)
+    st = run_event(L, after_cancel);
+  if (st != CT_STATUS_OK)
+    return st;
+  return run_event(L, after);
+}
+
+/* ---------------------------------------------------------------- one batch */
+
+static void
+layer_hook(void *data, size_t offset, size_t n)
+{
+  CtLearner *L = data;
+  if (L->layer_status != CT_STATUS_OK)
+    return;
+  L->ready_off = offset;
+  L->ready_n = n;
+  L->layer_status = run_event(L, CT_EVENT_AFTER_LAYER_BACKWARD);
+}
+
+static CtStatus
+do_backward(CtLearner *L)
+{
+  L->layer_status = CT_STATUS_OK;
+  ct_model_backward(L->model, L->d_img, L->d_txt);
+  ct_model_grads(L->model)[ct_model_find(L->model, "logit_scale")->offset] += L->d_logit_scale;
+  return L->layer_status;
+}
+
+static CtStatus
+do_step(CtLearner *L)
+{
+  ct_adamw_step(L->opt, L->model);
+  return CT_STATUS_OK;
+}
+
+static CtStatus
+do_one_batch(CtLearner *L)
+{
+  const CtConfig *c = ct_model_config(L->model);
+  GError *e = NULL;
+  if (!ct_model_forward(L->model, L->images, L->tokens, L->B, &e))
+    return fail(L, e);
+  L->has_loss = FALSE;
+  L->loss = NAN;
+  memset(L->d_img, 0, sizeof(float) * L->B * c->embed_dim);
+  memset(L->d_txt, 0, sizeof(float) * L->B * c->embed_dim);
+  L->d_logit_scale = 0;
+  CtStatus st = run_event(L, CT_EVENT_AFTER_PRED);
+  if (st != CT_STATUS_OK)
+    return st;
+  if (!L->has_loss) {
+    g_set_error(&e, CT_ERROR, CT_ERROR_CONFIG,
+                "no callback computed the loss; add clip_trainer (or another loss callback) "
+                "to the recipe's callbacks");
+    return fail(L, e);
+  }
+  st = run_event(L, CT_EVENT_AFTER_LOSS);
+  if (st != CT_STATUS_OK || !L->training)
+    return st;
+  st = with_events(L, do_backward, CT_EVENT_BEFORE_BACKWARD, CT_EVENT_AFTER_BACKWARD,
+                   CT_EVENT_AFTER_CANCEL_BACKWARD, CT_STATUS_CANCEL_BACKWARD);
+  if (st != CT_STATUS_OK)
+    return st;
+  st = with_events(L, do_step, CT_EVENT_BEFORE_STEP, CT_EVENT_AFTER_STEP,
+                   CT_EVENT_AFTER_CANCEL_STEP, CT_STATUS_CANCEL_STEP);
+  if (st != CT_STATUS_OK)
+    return st;
+  ct_model_zero_grad(L->model);
+  return CT_STATUS_OK;
+}
+
+/* ---------------------------------------------------------------- batches */
+
+static gboolean
+load_batch(CtLearner *L, CtDataset *ds, const size_t *order, int i, int B, GError **error)
+{
+  const CtConfig *c = ct_model_config(L->model);
+  size_t npix = (size_t) 3 * c->image_resolution * c->image_resolution;
+  for (int s = 0; s < B; s++) {
+    size_t idx = order ? order[(size_t) i * L->batch_size + s] : (size_t) i * L->batch_size + s;
+    if (!ct_dataset_get(ds, idx, L->images + s * npix, L->tokens + (size_t) s * c->context_length,
+                        error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static CtStatus
+all_batches(CtLearner *L)
+{
+  CtDataset *ds = L->training ? L->train : L->valid;
+  size_t N = ct_dataset_len(ds);
+  for (L->iter = 0; L->iter < L->n_iter; L->iter++) {
+    int B = (int) MIN((size_t) L->batch_size, N - (size_t) L->iter * L->batch_size);
+    GError *e = NULL;
+    if (!load_batch(L, ds, L->training ? L->perm : NULL, L->iter, B, &e))
+      return fail(L, e);
+    L->B = B;
+    CtStatus st = with_events(L, do_one_batch, CT_EVENT_BEFORE_BATCH, CT_EVENT_AFTER_BATCH,
+                              CT_EVENT_AFTER_CANCEL_BATCH, CT_STATUS_CANCEL_BATCH);
+    if (L->training)
+      L->train_iter++;
+    if (st != CT_STATUS_OK)
+      return st;
+  }
+  return CT_STATUS_OK;
+}
+
+static CtStatus
+do_train(CtLearner *L)
+{
+  L->training = TRUE;
+  size_t N = ct_dataset_len(L->train);
+  for (size_t i = 0; i < N; i++)
+    L->perm[i] = i;
+  if (L->shuffle) {
+    CtRng rng;
+    ct_rng_init_stream(&rng, L->seed, 0x5f1e5eedull + (uint64_t) L->epoch);
+    for (size_t i = N - 1; i > 0 && N > 1; i--) {
+      size_t j = ct_rng_below(&rng, i + 1);
+      size_t t = L->perm[i];
+      L->perm[i] = L->perm[j];
+      L->perm[j] = t;
+    }
+  }
+  L->n_iter = L->n_train_batches;
+  return with_events(L, all_batches, CT_EVENT_BEFORE_TRAIN, CT_EVENT_AFTER_TRAIN,
+                     CT_EVENT_AFTER_CANCEL_TRAIN, CT_STATUS_CANCEL_TRAIN);
+}
+
+static CtStatus
+do_validate(CtLearner *L)
+{
+  if (!L->valid || ct_dataset_len(L->valid) == 0)
+    return CT_STATUS_OK;
+  L->training = FALSE;
+  size_t N = ct_dataset_len(L->valid);
+  L->n_iter = (int) ((N + L->batch_size - 1) / L->batch_size);
+  return with_events(L, all_batches, CT_EVENT_BEFORE_VALIDATE, CT_EVENT_AFTER_VALIDATE,
+                     CT_EVENT_AFTER_CANCEL_VALIDATE, CT_STATUS_CANCEL_VALID);
+}
+
+static CtStatus
+epoch_body(CtLearner *L)
+{
+  CtStatus st = do_train(L);
+  if (st != CT_STATUS_OK)
+    return st;
+  return do_validate(L);
+}
+
+static CtStatus
+fit_body(CtLearner *L)
+{
+  for (L->epoch = 0; L->epoch < L->n_epoch; L->epoch++) {
+    CtStatus st = with_events(L, epoch_body, CT_EVENT_BEFORE_EPOCH, CT_EVENT_AFTER_EPOCH,
+                              CT_EVENT_AFTER_CANCEL_EPOCH, CT_STATUS_CANCEL_EPOCH);
+    if (st != CT_STATUS_OK)
+      return st;
+  }
+  return CT_STATUS_OK;
+}
+
+gboolean
+ct_learner_fit(CtLearner *L, GError **error)
+{
+  size_t N = ct_dataset_len(L->train);
+  L->n_train_batches = (int) (L->drop_last ? N / L->batch_size
+                                           : (N + L->batch_size - 1) / L->batch_size);
+  if (L->n_train_batches == 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "the training set has %zu samples, fewer than one batch of %d", N,
+                L->batch_size);
+    return FALSE;
+  }
+  g_ptr_array_sort(L->cbs, cmp_callbacks);
+  ct_model_set_backward_hook(L->model, layer_hook, L);
+  ct_model_zero_grad(L->model);
+  L->epoch = 0;
+  L->train_iter = 0;
+  L->training = FALSE;
+  CtStatus st = with_events(L, fit_body, CT_EVENT_BEFORE_FIT, CT_EVENT_AFTER_FIT,
+                            CT_EVENT_AFTER_CANCEL_FIT, CT_STATUS_CANCEL_FIT);
+  ct_model_set_backward_hook(L->model, NULL, NULL);
+  if (st == CT_STATUS_ERROR) {
+    g_propagate_error(error, L->error);
+    L->error = NULL;
+    return FALSE;
+  }
+  if (st != CT_STATUS_OK) {
+    /* a cancel that no scope handles: fastai lets it escape fit too */
+    g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "%s escaped the loop", ct_status_name(st));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* ---------------------------------------------------------------- accessors */
+
+CtModel *
+ct_learner_model(CtLearner *L)
+{
+  return L->model;
+}
+
+static float *
+hparam_slot(const CtLearner *L, const char *name)
+{
+  CtAdamWParams *hp = ct_adamw_params(L->opt);
+  if (strcmp(name, "lr") == 0)
+    return &hp->lr;
+  if (strcmp(name, "beta1") == 0)
+    return &hp->beta1;
+  if (strcmp(name, "beta2") == 0)
+    return &hp->beta2;
+  if (strcmp(name, "eps") == 0)
+    return &hp->eps;
+  if (strcmp(name, "weight_decay") == 0)
+    return &hp->weight_decay;
+  return NULL;
+}
+
+gboolean
+ct_learner_get_hparam(const CtLearner *L, const char *name, double *value)
+{
+  float *p = hparam_slot(L, name);
+  if (p)
+    *value = *p;
+  return p != NULL;
+}
+
+gboolean
+ct_learner_set_hparam(CtLearner *L, const char *name, double value)
+{
+  float *p = hparam_slot(L, name);
+  if (p)
+    *p = (float) value;
+  return p != NULL;
+}
+
+int64_t
+ct_learner_step_count(const CtLearner *L)
+{
+  return ct_adamw_step_count(L->opt);
+}
+
+gboolean
+ct_learner_save_optimizer(CtLearner *L, const char *path, GError **error)
+{
+  CtSafetensorsWriter *w = ct_safetensors_writer_new();
+  float *m = ct_adamw_exp_avg(L->opt), *v = ct_adamw_exp_avg_sq(L->opt);
+  gboolean ok = TRUE;
+  for (size_t i = 0; ok && i < ct_model_n_tensors(L->model); i++) {
+    const CtParamInfo *t = ct_model_tensor(L->model, i);
+    g_autofree char *a = g_strconcat("exp_avg.", t->name, NULL);
+    g_autofree char *b = g_strconcat("exp_avg_sq.", t->name, NULL);
+    ok = ct_safetensors_writer_add(w, a, CT_DTYPE_F32, t->ndim, t->shape, m + t->offset, error) &&
+         ct_safetensors_writer_add(w, b, CT_DTYPE_F32, t->ndim, t->shape, v + t->offset, error);
+  }
+  g_autofree char *step = g_strdup_printf("%" G_GINT64_FORMAT, ct_adamw_step_count(L->opt));
+  ct_safetensors_writer_set_metadata(w, "step", step);
+  ct_safetensors_writer_set_metadata(w, "optimizer", "adamw");
+  ok = ok && ct_safetensors_writer_write(w, path, error);
+  ct_safetensors_writer_free(w);
+  return ok;
+}
+
+int ct_learner_epoch(const CtLearner *L) { return L->epoch; }
+int ct_learner_n_epoch(const CtLearner *L) { return L->n_epoch; }
+int ct_learner_iter(const CtLearner *L) { return L->iter; }
+int ct_learner_n_iter(const CtLearner *L) { return L->n_iter; }
+int64_t ct_learner_train_iter(const CtLearner *L) { return L->train_iter; }
+gboolean ct_learner_training(const CtLearner *L) { return L->training; }
+uint64_t ct_learner_seed(const CtLearner *L) { return L->seed; }
+const char *ct_learner_out_dir(const CtLearner *L) { return L->out_dir; }
+int ct_learner_batch_size(const CtLearner *L) { return L->B; }
+float *ct_learner_images(CtLearner *L) { return L->images; }
+int32_t *ct_learner_tokens(CtLearner *L) { return L->tokens; }
+double ct_learner_loss(const CtLearner *L) { return L->loss; }
+gboolean ct_learner_has_loss(const CtLearner *L) { return L->has_loss; }
+float *ct_learner_d_image_features(CtLearner *L) { return L->d_img; }
+float *ct_learner_d_text_features(CtLearner *L) { return L->d_txt; }
+float *ct_learner_d_logit_scale(CtLearner *L) { return &L->d_logit_scale; }
+CtRecorder *ct_learner_recorder(CtLearner *L) { return &L->rec; }
+
+double
+ct_learner_pct_train(const CtLearner *L)
+{
+  double total = (double) L->n_epoch * L->n_train_batches;
+  return total > 0 ? L->train_iter / total : 0.0;
+}
+
+const char *
+ct_learner_recipe_value(const CtLearner *L, const char *path)
+{
+  return g_hash_table_lookup(L->recipe_values, path);
+}
+
+const float *
+ct_learner_image_features(const CtLearner *L)
+{
+  return ct_model_image_features(L->model);
+}
+
+const float *
+ct_learner_text_features(const CtLearner *L)
+{
+  return ct_model_text_features(L->model);
+}
+
+void
+ct_learner_set_loss(CtLearner *L, double loss)
+{
+  L->loss = loss;
+  L->has_loss = TRUE;
+}
+
+float *
+ct_learner_scratch_bb(CtLearner *L, int which)
+{
+  return L->scratch[which ? 1 : 0];
+}
+
+void
+ct_learner_ready_params(const CtLearner *L, size_t *offset, size_t *n)
+{
+  *offset = L->ready_off;
+  *n = L->ready_n;
+}

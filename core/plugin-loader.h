@@ -1,0 +1,37 @@
+/* plugin-loader.h: finding, loading and checking callback plugins, and
+ * their validated parameters. */
+#ifndef CT_PLUGIN_LOADER_H
+#define CT_PLUGIN_LOADER_H
+
+#include <cliptrain/plugin.h>
+
+/* The folders searched for NAME.so, in order: EXTRA (from the recipe; may
+ * be NULL), then each folder of $CLIPTRAIN_PLUGIN_PATH (':'-separated),
+ * then the installed plugins folder, then the build tree's plugins/.libs.
+ * Never the current directory.  (transfer full) */
+CT_API GPtrArray *ct_plugin_search_path(const char *const *extra);
+
+/* The first NAME.so on SEARCH, or NULL with an error listing the folders
+ * searched (and a did-you-mean among the plugins found).
+ * (transfer full) */
+CT_API char *ct_plugin_find(const char *name, GPtrArray *search, GError **error);
+
+/* dlopen FILE and check its descriptor: the entry symbol exists, the ABI
+ * major equals ours and its minor is not newer, struct_size is large
+ * enough, name and callbacks are present, the parameter schema is sane.
+ * The module stays loaded.  Errors name the file, the symbol and both
+ * versions. */
+CT_API const CtPluginDescriptor *ct_plugin_open(const char *file, GError **error);
+
+/* Every NAME -> file found on SEARCH (first one wins), sorted by name.
+ * (transfer full): a GPtrArray of char*, name and file alternating. */
+CT_API GPtrArray *ct_plugin_list(GPtrArray *search);
+
+/* Parameters from a checked mapping of scalars (every schema key present).
+ * (transfer full) */
+typedef struct CtRNode CtRNode;
+CtParams *ct_params_new(const CtParamSpec *schema);
+void ct_params_set(CtParams *params, const char *name, const char *value, gboolean from_recipe);
+void ct_params_free(CtParams *params);
+
+#endif

@@ -1,0 +1,264 @@
+/* recorder.c: fastai's Recorder as a built-in callback (order 50): the
+ * smoothed loss, losses and learning rates per batch, and one row per
+ * epoch (train_loss, valid_loss, metrics, time), written to
+ * OUT/metrics.jsonl (appended) and OUT/history.csv (rewritten) when the
+ * epoch ends. */
+#include "config.h"
+
+#include "learner-private.h"
+
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CT_SMOOTH_BETA 0.98
+
+void
+ct_recorder_init(CtRecorder *rec, const char *out_dir)
+{
+  memset(rec, 0, sizeof *rec);
+  rec->losses = g_array_new(FALSE, FALSE, sizeof(double));
+  rec->lrs = g_array_new(FALSE, FALSE, sizeof(double));
+  rec->names = g_ptr_array_new_with_free_func(g_free);
+  g_ptr_array_add(rec->names, NULL); /* keeps the array NULL-terminated */
+  rec->rows = g_array_new(FALSE, TRUE, sizeof(GHashTable *));
+  rec->out_dir = g_strdup(out_dir);
+  rec->smooth = NAN;
+}
+
+void
+ct_recorder_clear(CtRecorder *rec)
+{
+  g_array_free(rec->losses, TRUE);
+  g_array_free(rec->lrs, TRUE);
+  g_ptr_array_free(rec->names, TRUE);
+  for (guint i = 0; i < rec->rows->len; i++)
+    g_hash_table_destroy(g_array_index(rec->rows, GHashTable *, i));
+  g_array_free(rec->rows, TRUE);
+  g_free(rec->out_dir);
+}
+
+double
+ct_recorder_smooth_loss(const CtRecorder *rec)
+{
+  return rec->smooth;
+}
+
+const double *
+ct_recorder_losses(const CtRecorder *rec, size_t *n)
+{
+  *n = rec->losses->len;
+  return (const double *) rec->losses->data;
+}
+
+const double *
+ct_recorder_lrs(const CtRecorder *rec, size_t *n)
+{
+  *n = rec->lrs->len;
+  return (const double *) rec->lrs->data;
+}
+
+int
+ct_recorder_n_epochs(const CtRecorder *rec)
+{
+  return rec->n_epochs;
+}
+
+const char *const *
+ct_recorder_names(const CtRecorder *rec)
+{
+  return (const char *const *) rec->names->pdata;
+}
+
+static GHashTable *
+row(CtRecorder *rec, int epoch)
+{
+  while ((int) rec->rows->len <= epoch) {
+    GHashTable *h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_array_append_val(rec->rows, h);
+  }
+  return g_array_index(rec->rows, GHashTable *, epoch);
+}
+
+static int current_epoch(const CtRecorder *rec);
+
+void
+ct_recorder_log(CtRecorder *rec, const char *name, double value)
+{
+  gboolean known = FALSE;
+  for (guint i = 0; i + 1 < rec->names->len; i++)
+    if (strcmp(g_ptr_array_index(rec->names, i), name) == 0)
+      known = TRUE;
+  if (!known) {
+    g_ptr_array_index(rec->names, rec->names->len - 1) = g_strdup(name);
+    g_ptr_array_add(rec->names, NULL);
+  }
+  double *v = g_new(double, 1);
+  *v = value;
+  g_hash_table_replace(row(rec, current_epoch(rec)), g_strdup(name), v);
+}
+
+gboolean
+ct_recorder_get(const CtRecorder *rec, int epoch, const char *name, double *value)
+{
+  if (epoch < 0 || epoch >= (int) rec->rows->len)
+    return FALSE;
+  double *v = g_hash_table_lookup(g_array_index(rec->rows, GHashTable *, epoch), name);
+  if (v)
+    *value = *v;
+  return v != NULL;
+}
+
+/* The epoch being recorded: set by the callback at before_epoch. */
+static int
+current_epoch(const CtRecorder *rec)
+{
+  return rec->rows->len ? (int) rec->rows->len - 1 : 0;
+}
+
+/* ---------------------------------------------------------------- files */
+
+static gboolean
+append_jsonl(CtRecorder *rec, int epoch, GError **error)
+{
+  JsonBuilder *b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "epoch");
+  json_builder_add_int_value(b, epoch);
+  for (guint i = 0; i + 1 < rec->names->len; i++) {
+    const char *name = g_ptr_array_index(rec->names, i);
+    double v;
+    if (!ct_recorder_get(rec, epoch, name, &v))
+      continue;
+    json_builder_set_member_name(b, name);
+    if (isfinite(v))
+      json_builder_add_double_value(b, v);
+    else
+      json_builder_add_null_value(b);
+  }
+  json_builder_end_object(b);
+  JsonGenerator *gen = json_generator_new();
+  JsonNode *root = json_builder_get_root(b);
+  json_generator_set_root(gen, root);
+  g_autofree char *line = json_generator_to_data(gen, NULL);
+  json_node_unref(root);
+  g_object_unref(gen);
+  g_object_unref(b);
+
+  g_autofree char *path = g_build_filename(rec->out_dir, "metrics.jsonl", NULL);
+  FILE *f = fopen(path, "a");
+  if (!f || fprintf(f, "%s\n", line) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+    int err = errno;
+    if (f)
+      fclose(f);
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(err));
+    return FALSE;
+  }
+  if (fclose(f) != 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(errno));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+write_history(CtRecorder *rec, GError **error)
+{
+  GString *s = g_string_new("epoch");
+  for (guint i = 0; i + 1 < rec->names->len; i++)
+    g_string_append_printf(s, ",%s", (char *) g_ptr_array_index(rec->names, i));
+  g_string_append_c(s, '\n');
+  for (int e = 0; e <= current_epoch(rec) && e < (int) rec->rows->len; e++) {
+    g_string_append_printf(s, "%d", e);
+    for (guint i = 0; i + 1 < rec->names->len; i++) {
+      double v;
+      char buf[G_ASCII_DTOSTR_BUF_SIZE] = "";
+      if (ct_recorder_get(rec, e, g_ptr_array_index(rec->names, i), &v))
+        g_ascii_formatd(buf, sizeof buf, "%.6g", v);
+      g_string_append_printf(s, ",%s", buf);
+    }
+    g_string_append_c(s, '\n');
+  }
+  g_autofree char *path = g_build_filename(rec->out_dir, "history.csv", NULL);
+  gboolean ok = g_file_set_contents_full(path, s->str, (gssize) s->len,
+                                         G_FILE_SET_CONTENTS_CONSISTENT |
+                                           G_FILE_SET_CONTENTS_DURABLE,
+                                         0644, error);
+  g_string_free(s, TRUE);
+  if (!ok)
+    g_prefix_error(error, "history.csv: ");
+  return ok;
+}
+
+/* ---------------------------------------------------------------- callback */
+
+static CtStatus
+recorder_event(void *state, CtLearner *L, CtEvent ev, GError **error)
+{
+  CtRecorder *rec = ct_learner_recorder(L);
+  switch (ev) {
+  case CT_EVENT_BEFORE_EPOCH:
+    row(rec, ct_learner_epoch(L));
+    rec->epoch_start = g_get_monotonic_time();
+    rec->valid_sum = rec->valid_n = 0;
+    break;
+  case CT_EVENT_AFTER_BATCH:
+    if (!ct_learner_has_loss(L))
+      break;
+    if (ct_learner_training(L)) {
+      double loss = ct_learner_loss(L), lr = 0;
+      rec->smooth_raw = CT_SMOOTH_BETA * rec->smooth_raw + (1 - CT_SMOOTH_BETA) * loss;
+      rec->count++;
+      rec->smooth = rec->smooth_raw / (1 - pow(CT_SMOOTH_BETA, (double) rec->count));
+      ct_learner_get_hparam(L, "lr", &lr);
+      g_array_append_val(rec->losses, loss);
+      g_array_append_val(rec->lrs, lr);
+    } else {
+      rec->valid_sum += ct_learner_loss(L) * ct_learner_batch_size(L);
+      rec->valid_n += ct_learner_batch_size(L);
+    }
+    break;
+  case CT_EVENT_AFTER_EPOCH: {
+    int epoch = ct_learner_epoch(L);
+    ct_recorder_log(rec, "train_loss", rec->smooth);
+    if (rec->valid_n > 0)
+      ct_recorder_log(rec, "valid_loss", rec->valid_sum / rec->valid_n);
+    ct_recorder_log(rec, "time", (g_get_monotonic_time() - rec->epoch_start) / 1e6);
+    rec->n_epochs = epoch + 1;
+    if (rec->out_dir && (!append_jsonl(rec, epoch, error) || !write_history(rec, error)))
+      return CT_STATUS_ERROR;
+    break;
+  }
+  default:
+    break;
+  }
+  return CT_STATUS_OK;
+}
+
+static const CtPluginDescriptor recorder_descriptor = {
+  .abi_major = CT_PLUGIN_ABI_MAJOR,
+  .abi_minor = CT_PLUGIN_ABI_MINOR,
+  .struct_size = sizeof(CtPluginDescriptor),
+  .name = "recorder",
+  .version = PACKAGE_VERSION,
+  .doc = "Records losses, learning rates and per-epoch values (built in)",
+  .order = 50,
+  .events = CT_EVENT_BIT(CT_EVENT_BEFORE_EPOCH) | CT_EVENT_BIT(CT_EVENT_AFTER_BATCH) |
+            CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH),
+  .run = CT_RUN_TRAIN | CT_RUN_VALID,
+  .on_event = recorder_event,
+};
+
+CtCallback *
+ct_recorder_callback_new(void)
+{
+  CtCallback *cb = g_new0(CtCallback, 1);
+  cb->desc = &recorder_descriptor;
+  cb->label = g_strdup("recorder (built in)");
+  cb->order = recorder_descriptor.order;
+  return cb;
+}

@@ -1,0 +1,491 @@
+/* run.c: from a recipe to a finished run.
+ *
+ * Everything is validated before any work starts: unknown keys, types,
+ * ranges, plugin names, plugin ABIs and plugin parameters.  The run folder
+ * then gets recipe.yaml (the resolved recipe: every default filled, every
+ * override applied), manifest.json, and, as epochs end, metrics.jsonl and
+ * history.csv. */
+#include "config.h"
+
+#include "run.h"
+
+#include "learner-private.h"
+#include "plugin-loader.h"
+#include "recipe.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <string.h>
+
+static const char *const sections[] = { "seed", "data", "model", "optimizer", "schedule", "fit",
+                                        "callbacks", "metrics", "output", "plugin_path", NULL };
+
+static const CtParamSpec data_schema[] = {
+  CT_PARAM("dataset", CT_PARAM_STRING, "synthetic", "where samples come from", 0, 0, "synthetic"),
+  CT_PARAM("n_train", CT_PARAM_INT, "256", "synthetic: training samples", 1, 1e9, NULL),
+  CT_PARAM("n_valid", CT_PARAM_INT, "64", "synthetic: validation samples (0: no validation)", 0, 1e9, NULL),
+  CT_PARAM("caption_tokens", CT_PARAM_INT, "0", "synthetic: caption length, 0 for random lengths", 0, 1e6, NULL),
+  CT_PARAM("batch_size", CT_PARAM_INT, "16", "samples per batch", 1, 1 << 20, NULL),
+  CT_PARAM("shuffle", CT_PARAM_BOOL, "true", "reshuffle the training set every epoch", 0, 0, NULL),
+  CT_PARAM("drop_last", CT_PARAM_BOOL, "true", "drop the last incomplete training batch", 0, 0, NULL),
+  CT_PARAM_END,
+};
+
+static const CtParamSpec optimizer_schema[] = {
+  CT_PARAM("name", CT_PARAM_STRING, "adamw", "optimizer", 0, 0, "adamw"),
+  CT_PARAM("lr", CT_PARAM_DOUBLE, "5e-4", "learning rate", 0, 10, NULL),
+  CT_PARAM("beta1", CT_PARAM_DOUBLE, "0.9", "first-moment decay", 0, 1, NULL),
+  CT_PARAM("beta2", CT_PARAM_DOUBLE, "0.98", "second-moment decay", 0, 1, NULL),
+  CT_PARAM("eps", CT_PARAM_DOUBLE, "1e-6", "denominator epsilon", 0, 1, NULL),
+  CT_PARAM("weight_decay", CT_PARAM_DOUBLE, "0.2", "decoupled weight decay", 0, 10, NULL),
+  CT_PARAM_END,
+};
+
+static const CtParamSpec schedule_schema[] = {
+  CT_PARAM("name", CT_PARAM_STRING, "const", "learning-rate schedule", 0, 0, "const"),
+  CT_PARAM_END,
+};
+
+static const CtParamSpec fit_schema[] = {
+  CT_PARAM("epochs", CT_PARAM_INT, "1", "epochs to train", 1, 100000, NULL),
+  CT_PARAM("threads", CT_PARAM_INT, "2", "BLAS threads", 1, 1024, NULL),
+  CT_PARAM_END,
+};
+
+static const CtParamSpec output_schema[] = {
+  CT_PARAM("dir", CT_PARAM_STRING, "", "run folder (empty: runs/<recipe>-<time>)", 0, 0, NULL),
+  CT_PARAM_END,
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+static gboolean
+config_error(GError **error, const CtRNode *node, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+static gboolean
+config_error(GError **error, const CtRNode *node, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: %s", ct_rnode_where(node), msg);
+  return FALSE;
+}
+
+static gboolean
+config_error_at(GError **error, const char *where, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+static gboolean
+config_error_at(GError **error, const char *where, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: %s", where, msg);
+  return FALSE;
+}
+
+static int64_t
+get_int(CtRecipe *r, const char *path)
+{
+  int64_t v = 0;
+  ct_rnode_to_int(ct_recipe_lookup(r, path), &v, NULL);
+  return v;
+}
+
+static double
+get_double(CtRecipe *r, const char *path)
+{
+  double v = 0;
+  ct_rnode_to_double(ct_recipe_lookup(r, path), &v, NULL);
+  return v;
+}
+
+static gboolean
+get_bool(CtRecipe *r, const char *path)
+{
+  gboolean v = FALSE;
+  ct_rnode_to_bool(ct_recipe_lookup(r, path), &v, NULL);
+  return v;
+}
+
+/* Every scalar of the tree by dotted path, for ct_learner_recipe_value. */
+static void
+collect_values(CtLearner *L, CtRNode *node, const char *prefix)
+{
+  if (ct_rnode_kind(node) == CT_RNODE_SCALAR) {
+    ct_learner_set_recipe_value(L, prefix, ct_rnode_scalar(node));
+    return;
+  }
+  for (size_t i = 0; i < ct_rnode_n_items(node); i++) {
+    g_autofree char *key = ct_rnode_kind(node) == CT_RNODE_MAPPING
+                             ? g_strdup(ct_rnode_key(node, i))
+                             : g_strdup_printf("%zu", i);
+    g_autofree char *path = *prefix ? g_strconcat(prefix, ".", key, NULL) : g_strdup(key);
+    collect_values(L, ct_rnode_item(node, i), path);
+  }
+}
+
+/* ---------------------------------------------------------------- sections */
+
+static gboolean
+check_root(CtRecipe *r, GError **error)
+{
+  CtRNode *root = ct_recipe_root(r);
+  for (size_t i = 0; i < ct_rnode_n_items(root); i++) {
+    const char *key = ct_rnode_key(root, i);
+    if (g_strv_contains(sections, key))
+      continue;
+    const char *guess = ct_did_you_mean(key, sections);
+    g_autofree char *known = g_strjoinv(", ", (char **) sections);
+    return config_error(error, ct_rnode_item(root, i),
+                        "unknown section '%s'%s%s%s (known: %s)", key,
+                        guess ? "; did you mean '" : "", guess ? guess : "",
+                        guess ? "'?" : "", known);
+  }
+  CtRNode *seed = ct_rnode_get(root, "seed");
+  if (!seed)
+    ct_rnode_set_scalar(r, root, "seed", "0", "default");
+  else {
+    int64_t v;
+    if (ct_rnode_kind(seed) != CT_RNODE_SCALAR || !ct_rnode_to_int(seed, &v, NULL) || v < 0)
+      return config_error(error, seed, "seed: expected a non-negative integer");
+  }
+  return TRUE;
+}
+
+static gboolean
+check_section(CtRecipe *r, const char *name, const CtParamSpec *schema, GError **error)
+{
+  CtRNode *node = ct_rnode_ensure_mapping(r, ct_recipe_root(r), name, "default");
+  return ct_recipe_check(r, node, name, schema, error);
+}
+
+/* model: a preset, then any config key over it; the resolved recipe holds
+ * the whole config. */
+static gboolean
+check_model(CtRecipe *r, CtConfig *cfg, GError **error)
+{
+  CtRNode *node = ct_rnode_ensure_mapping(r, ct_recipe_root(r), "model", "default");
+  if (ct_rnode_kind(node) != CT_RNODE_MAPPING)
+    return config_error(error, node, "model: expected a mapping");
+  CtRNode *preset = ct_rnode_get(node, "preset");
+  const char *name = preset && ct_rnode_kind(preset) == CT_RNODE_SCALAR
+                       ? ct_rnode_scalar(preset) : "tiny";
+  GError *e = NULL;
+  if (!ct_config_preset(name, cfg, &e)) {
+    config_error(error, preset ? preset : node, "model.preset: %s", e->message);
+    g_error_free(e);
+    return FALSE;
+  }
+  const char *const *keys = ct_config_keys();
+  guint n = g_strv_length((char **) keys);
+  g_autofree CtParamSpec *schema = g_new0(CtParamSpec, n + 2);
+  GPtrArray *defaults = g_ptr_array_new_with_free_func(g_free);
+  schema[0] = (CtParamSpec) CT_PARAM("preset", CT_PARAM_STRING, "tiny", "model preset", 0, 0,
+                                     "vitb32|vitl14|small|tiny");
+  for (guint i = 0; i < n; i++) {
+    char *def = g_strdup_printf("%ld", ct_config_get(cfg, keys[i]));
+    g_ptr_array_add(defaults, def);
+    schema[i + 1] = (CtParamSpec) CT_PARAM(keys[i], CT_PARAM_INT, def, "model config", 1, 1 << 24,
+                                           NULL);
+  }
+  gboolean ok = ct_recipe_check(r, node, "model", schema, error);
+  for (guint i = 0; ok && i < n; i++) {
+    g_autofree char *path = g_strconcat("model.", keys[i], NULL);
+    ct_config_set(cfg, keys[i], (long) get_int(r, path), NULL);
+  }
+  g_ptr_array_free(defaults, TRUE);
+  if (ok && !ct_config_validate(cfg, &e)) {
+    config_error(error, node, "model: %s", e->message);
+    g_error_free(e);
+    return FALSE;
+  }
+  return ok;
+}
+
+/* callbacks and metrics: each item is NAME or {NAME: {params}} */
+static gboolean
+load_plugins(CtRecipe *r, const char *section, GPtrArray *search, GPtrArray *out,
+             GError **error)
+{
+  CtRNode *list = ct_rnode_get(ct_recipe_root(r), section);
+  if (!list)
+    return TRUE;
+  if (ct_rnode_kind(list) != CT_RNODE_SEQUENCE)
+    return config_error(error, list, "%s: expected a list of plugins", section);
+  for (size_t i = 0; i < ct_rnode_n_items(list); i++) {
+    CtRNode *item = ct_rnode_item(list, i);
+    g_autofree char *name = NULL;
+    /* where the user wrote it, before normalising NAME to {NAME: {}} */
+    g_autofree char *where = g_strdup(ct_rnode_where(item));
+    if (ct_rnode_kind(item) == CT_RNODE_SCALAR) {
+      name = g_strdup(ct_rnode_scalar(item));
+      g_autofree char *set = g_strdup_printf("%s.%zu={%s: {}}", section, i, name);
+      if (!ct_recipe_override(r, set, error))
+        return FALSE;
+    } else if (ct_rnode_kind(item) == CT_RNODE_MAPPING && ct_rnode_n_items(item) == 1) {
+      name = g_strdup(ct_rnode_key(item, 0));
+      CtRNode *params = ct_rnode_item(item, 0);
+      if (ct_rnode_kind(params) == CT_RNODE_SCALAR) {
+        const char *v = ct_rnode_scalar(params);
+        if (*v && strcmp(v, "~") && strcmp(v, "null"))
+          return config_error(error, params, "%s.%zu (%s): expected a mapping of parameters",
+                              section, i, name);
+        g_autofree char *set = g_strdup_printf("%s.%zu.%s={}", section, i, name);
+        if (!ct_recipe_override(r, set, error))
+          return FALSE;
+      }
+    } else {
+      return config_error(error, item, "%s.%zu: expected a plugin name or {name: {params}}",
+                          section, i);
+    }
+    item = ct_rnode_item(list, i);
+    GError *e = NULL;
+    char *file = ct_plugin_find(name, search, &e);
+    const CtPluginDescriptor *d = file ? ct_plugin_open(file, &e) : NULL;
+    if (!d) {
+      config_error_at(error, where, "%s.%zu: %s", section, i, e->message);
+      g_error_free(e);
+      g_free(file);
+      return FALSE;
+    }
+    if (strcmp(d->name, name) != 0) {
+      config_error_at(error, where, "%s.%zu: %s declares the name '%s', not '%s'", section, i,
+                      file, d->name, name);
+      g_free(file);
+      return FALSE;
+    }
+    CtRNode *pnode = ct_rnode_item(item, 0);
+    g_autofree char *ctx = g_strdup_printf("%s.%zu (%s)", section, i, name);
+    if (!ct_recipe_check(r, pnode, ctx, d->params, error)) {
+      g_free(file);
+      return FALSE;
+    }
+    CtCallback *cb = g_new0(CtCallback, 1);
+    cb->desc = d;
+    cb->file = file;
+    cb->label = g_strdup_printf("%s (%s)", name, file);
+    cb->order = d->order;
+    cb->params = ct_params_new(d->params);
+    for (size_t k = 0; k < ct_rnode_n_items(pnode); k++) {
+      CtRNode *v = ct_rnode_item(pnode, k);
+      ct_params_set(cb->params, ct_rnode_key(pnode, k), ct_rnode_scalar(v),
+                    strcmp(ct_rnode_where(v), "default") != 0);
+    }
+    g_ptr_array_add(out, cb);
+  }
+  return TRUE;
+}
+
+/* ---------------------------------------------------------------- outputs */
+
+static char *
+sha256_file(const char *path)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  if (!g_file_get_contents(path, &data, &len, NULL))
+    return g_strdup("");
+  return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *) data, len);
+}
+
+static gboolean
+write_manifest(const char *out, const char *recipe_yaml, GPtrArray *cbs, uint64_t seed,
+               int threads, GError **error)
+{
+  JsonBuilder *b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "cliptrain_version");
+  json_builder_add_string_value(b, ct_version());
+  json_builder_set_member_name(b, "recipe_sha256");
+  g_autofree char *rsha = g_compute_checksum_for_string(G_CHECKSUM_SHA256, recipe_yaml, -1);
+  json_builder_add_string_value(b, rsha);
+  json_builder_set_member_name(b, "seed");
+  json_builder_add_int_value(b, (gint64) seed);
+  json_builder_set_member_name(b, "threads");
+  json_builder_add_int_value(b, threads);
+  json_builder_set_member_name(b, "blas_core");
+  json_builder_add_string_value(b, openblas_get_corename());
+  json_builder_set_member_name(b, "plugins");
+  json_builder_begin_array(b);
+  for (guint i = 0; i < cbs->len; i++) {
+    CtCallback *cb = g_ptr_array_index(cbs, i);
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "name");
+    json_builder_add_string_value(b, cb->desc->name);
+    json_builder_set_member_name(b, "version");
+    json_builder_add_string_value(b, cb->desc->version ? cb->desc->version : "");
+    json_builder_set_member_name(b, "file");
+    json_builder_add_string_value(b, cb->file);
+    json_builder_set_member_name(b, "sha256");
+    g_autofree char *sha = sha256_file(cb->file);
+    json_builder_add_string_value(b, sha);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+  json_builder_end_object(b);
+  JsonGenerator *gen = json_generator_new();
+  json_generator_set_pretty(gen, TRUE);
+  JsonNode *root = json_builder_get_root(b);
+  json_generator_set_root(gen, root);
+  g_autofree char *text = json_generator_to_data(gen, NULL);
+  json_node_unref(root);
+  g_object_unref(gen);
+  g_object_unref(b);
+  g_autofree char *path = g_build_filename(out, "manifest.json", NULL);
+  if (!g_file_set_contents_full(path, text, -1,
+                                G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
+                                0644, error)) {
+    g_prefix_error(error, "%s: ", path);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static char *
+default_out_dir(const char *recipe)
+{
+  g_autofree char *base = g_path_get_basename(recipe);
+  char *dot = strrchr(base, '.');
+  if (dot)
+    *dot = 0;
+  g_autoptr(GDateTime) now = g_date_time_new_now_local();
+  g_autofree char *stamp = g_date_time_format(now, "%Y%m%d-%H%M%S");
+  g_autofree char *leaf = g_strdup_printf("%s-%s", base, stamp);
+  return g_build_filename("runs", leaf, NULL);
+}
+
+/* ---------------------------------------------------------------- the run */
+
+int
+ct_run_fit(const CtRunOptions *o, GError **error)
+{
+  int rc = 2;
+  CtLearner *L = NULL;
+  GPtrArray *cbs = g_ptr_array_new_with_free_func((GDestroyNotify) ct_callback_free);
+  GPtrArray *search = NULL;
+  g_autofree char *out = NULL, *yaml = NULL, *recipe_dir = NULL, *recipe_out = NULL;
+  CtConfig cfg;
+
+  CtRecipe *r = ct_recipe_load(o->recipe, error);
+  if (!r)
+    goto out;
+  for (const char *const *s = o->sets; s && *s; s++)
+    if (!ct_recipe_override(r, *s, error))
+      goto out;
+  if (!check_root(r, error) || !check_section(r, "data", data_schema, error) ||
+      !check_model(r, &cfg, error) || !check_section(r, "optimizer", optimizer_schema, error) ||
+      !check_section(r, "schedule", schedule_schema, error) ||
+      !check_section(r, "fit", fit_schema, error) ||
+      !check_section(r, "output", output_schema, error))
+    goto out;
+
+  /* plugin_path: folders, relative to the recipe's folder */
+  GPtrArray *extra = g_ptr_array_new_with_free_func(g_free);
+  CtRNode *pp = ct_rnode_get(ct_recipe_root(r), "plugin_path");
+  if (pp && ct_rnode_kind(pp) != CT_RNODE_SEQUENCE) {
+    g_ptr_array_free(extra, TRUE);
+    config_error(error, pp, "plugin_path: expected a list of folders");
+    goto out;
+  }
+  recipe_dir = g_path_get_dirname(o->recipe);
+  for (size_t i = 0; pp && i < ct_rnode_n_items(pp); i++) {
+    const char *dir = ct_rnode_scalar(ct_rnode_item(pp, i));
+    g_ptr_array_add(extra, g_path_is_absolute(dir) ? g_strdup(dir)
+                                                   : g_build_filename(recipe_dir, dir, NULL));
+  }
+  g_ptr_array_add(extra, NULL);
+  search = ct_plugin_search_path((const char *const *) extra->pdata);
+  g_ptr_array_free(extra, TRUE);
+  if (!load_plugins(r, "callbacks", search, cbs, error) ||
+      !load_plugins(r, "metrics", search, cbs, error))
+    goto out;
+
+  /* everything is valid: from here on, failures are run failures */
+  rc = 1;
+  uint64_t seed = (uint64_t) get_int(r, "seed");
+  int threads = o->threads > 0 ? o->threads : (int) get_int(r, "fit.threads");
+  if (o->threads > 0) {
+    g_autofree char *t = g_strdup_printf("%d", o->threads);
+    ct_rnode_set_scalar(r, ct_rnode_get(ct_recipe_root(r), "fit"), "threads", t, "--threads");
+  }
+  openblas_set_num_threads(threads);
+  const char *odir = ct_rnode_scalar(ct_recipe_lookup(r, "output.dir"));
+  out = o->out_dir ? g_strdup(o->out_dir) : *odir ? g_strdup(odir) : default_out_dir(o->recipe);
+  recipe_out = g_build_filename(out, "recipe.yaml", NULL);
+  if (g_file_test(recipe_out, G_FILE_TEST_EXISTS)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s already holds a run; choose another --out",
+                out);
+    goto out;
+  }
+  if (g_mkdir_with_parents(out, 0755) != 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", out, g_strerror(errno));
+    goto out;
+  }
+  yaml = ct_recipe_to_yaml(r);
+  if (!ct_recipe_write(r, recipe_out, error) ||
+      !write_manifest(out, yaml, cbs, seed, threads, error))
+    goto out;
+
+  int batch = (int) get_int(r, "data.batch_size");
+  CtModel *m = ct_model_new(&cfg, batch, error);
+  if (!m)
+    goto out;
+  ct_model_init_weights(m, seed);
+  CtAdamWParams hp = { (float) get_double(r, "optimizer.lr"),
+                       (float) get_double(r, "optimizer.beta1"),
+                       (float) get_double(r, "optimizer.beta2"),
+                       (float) get_double(r, "optimizer.eps"),
+                       (float) get_double(r, "optimizer.weight_decay") };
+  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
+  int ct = (int) get_int(r, "data.caption_tokens");
+  if (ct > cfg.context_length) {
+    ct_model_free(m);
+    ct_adamw_free(opt);
+    config_error(error, ct_recipe_lookup(r, "data.caption_tokens"),
+                 "data.caption_tokens: %d exceeds the context length %d", ct,
+                 cfg.context_length);
+    rc = 2;
+    goto out;
+  }
+  CtDataset *train = ct_dataset_new_synthetic(&cfg, (size_t) get_int(r, "data.n_train"), seed,
+                                              0, ct);
+  size_t nv = (size_t) get_int(r, "data.n_valid");
+  CtDataset *valid = nv ? ct_dataset_new_synthetic(&cfg, nv, seed, 1, ct) : NULL;
+  L = ct_learner_new(m, opt, train, valid, batch, (int) get_int(r, "fit.epochs"), seed, out,
+                     error);
+  if (!L)
+    goto out;
+  L->drop_last = get_bool(r, "data.drop_last");
+  L->shuffle = get_bool(r, "data.shuffle");
+  collect_values(L, ct_recipe_root(r), "");
+  for (guint i = 0; i < cbs->len; i++) {
+    CtCallback *cb = g_ptr_array_index(cbs, i);
+    GError *e = NULL;
+    cb->state = cb->desc->create ? cb->desc->create(cb->params, &e) : NULL;
+    if (cb->desc->create && !cb->state) {
+      g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "plugin %s failed to start: %s", cb->label,
+                  e ? e->message : "it gave no reason");
+      g_clear_error(&e);
+      goto out;
+    }
+  }
+  while (cbs->len) /* hand them over, in recipe order */
+    ct_learner_add_callback(L, g_ptr_array_steal_index(cbs, 0));
+  if (!ct_learner_fit(L, error))
+    goto out;
+  rc = 0;
+out:
+  ct_learner_free(L);
+  g_ptr_array_free(cbs, TRUE);
+  if (search)
+    g_ptr_array_free(search, TRUE);
+  if (r)
+    ct_recipe_free(r);
+  return rc;
+}

@@ -1,0 +1,19 @@
+/* run.h: a training run from a recipe: validate everything, build the
+ * model, data, optimizer and callbacks, write the run folder, fit. */
+#ifndef CT_RUN_H
+#define CT_RUN_H
+
+#include <cliptrain/ct-common.h>
+
+typedef struct {
+  const char *recipe;       /* path */
+  const char *const *sets;  /* "a.b=value" overrides, NULL-terminated; may be NULL */
+  const char *out_dir;      /* NULL: output.dir, else runs/<name>-<time> */
+  int threads;              /* 0: the recipe's fit.threads */
+} CtRunOptions;
+
+/* Returns 0 on success, 2 when the recipe (or a plugin it names) is bad,
+ * 1 when the run fails; ERROR says why. */
+CT_API int ct_run_fit(const CtRunOptions *options, GError **error);
+
+#endif

@@ -1,0 +1,166 @@
+/* learner.h: the training loop's state, as callbacks see it.
+ *
+ * A CtLearner runs fastai's Learner loop:
+ *
+ *   fit:      before_fit, epochs..., after_fit
+ *   epoch:    before_epoch, train, validate, after_epoch
+ *   train:    before_train, batches..., after_train
+ *   validate: before_validate, batches..., after_validate
+ *   batch:    before_batch, forward, after_pred, after_loss,
+ *             [training only:] before_backward, backward, after_backward,
+ *             before_step, optimizer step, after_step, zero grad;
+ *             after_batch
+ *
+ * A callback returns a CtStatus.  A cancel status skips the rest of its
+ * scope, then runs after_cancel_<scope> and after_<scope>, as fastai's
+ * Cancel*Exception does; CT_STATUS_ERROR stops the run with the callback's
+ * GError, naming the callback.  Every pointer returned here is owned by the
+ * learner (transfer none) and valid for the whole fit unless stated. */
+#ifndef CLIPTRAIN_LEARNER_H
+#define CLIPTRAIN_LEARNER_H
+
+#include <cliptrain/ct-common.h>
+#include <cliptrain/model.h>
+
+G_BEGIN_DECLS
+
+typedef enum {
+  CT_STATUS_OK = 0,
+  CT_STATUS_CANCEL_BATCH,    /* skip the rest of the batch, step and zero-grad included */
+  CT_STATUS_CANCEL_BACKWARD, /* skip the backward pass; the step still runs */
+  CT_STATUS_CANCEL_STEP,     /* skip the optimizer step */
+  CT_STATUS_CANCEL_TRAIN,    /* skip the rest of training; validation runs */
+  CT_STATUS_CANCEL_VALID,    /* skip the rest of validation */
+  CT_STATUS_CANCEL_EPOCH,    /* skip the rest of the epoch */
+  CT_STATUS_CANCEL_FIT,      /* stop */
+  CT_STATUS_ERROR,           /* a real error: the GError says what */
+} CtStatus;
+
+typedef enum {
+  CT_EVENT_BEFORE_FIT,
+  CT_EVENT_BEFORE_EPOCH,
+  CT_EVENT_BEFORE_TRAIN,
+  CT_EVENT_BEFORE_BATCH,
+  CT_EVENT_AFTER_PRED,
+  CT_EVENT_AFTER_LOSS,
+  CT_EVENT_BEFORE_BACKWARD,
+  CT_EVENT_AFTER_BACKWARD,
+  CT_EVENT_BEFORE_STEP,
+  CT_EVENT_AFTER_STEP,
+  CT_EVENT_AFTER_BATCH,
+  CT_EVENT_AFTER_TRAIN,
+  CT_EVENT_BEFORE_VALIDATE,
+  CT_EVENT_AFTER_VALIDATE,
+  CT_EVENT_AFTER_EPOCH,
+  CT_EVENT_AFTER_FIT,
+  CT_EVENT_AFTER_CANCEL_BATCH,
+  CT_EVENT_AFTER_CANCEL_BACKWARD,
+  CT_EVENT_AFTER_CANCEL_STEP,
+  CT_EVENT_AFTER_CANCEL_TRAIN,
+  CT_EVENT_AFTER_CANCEL_VALIDATE,
+  CT_EVENT_AFTER_CANCEL_EPOCH,
+  CT_EVENT_AFTER_CANCEL_FIT,
+  /* During backward, after each residual block and each tower's stem:
+   * the gradients of ct_learner_ready_params() are final.  For plugins
+   * that overlap communication with backward (ddp). */
+  CT_EVENT_AFTER_LAYER_BACKWARD,
+  CT_N_EVENTS
+} CtEvent;
+
+#define CT_EVENT_BIT(e) ((uint64_t) 1 << (e))
+/* Events that run in training or validation only for callbacks restricted
+ * to one of them (fastai's inner loop). */
+#define CT_EVENTS_INNER                                                                   \
+  (CT_EVENT_BIT(CT_EVENT_BEFORE_BATCH) | CT_EVENT_BIT(CT_EVENT_AFTER_PRED) |              \
+   CT_EVENT_BIT(CT_EVENT_AFTER_LOSS) | CT_EVENT_BIT(CT_EVENT_AFTER_BACKWARD) |            \
+   CT_EVENT_BIT(CT_EVENT_AFTER_STEP) | CT_EVENT_BIT(CT_EVENT_AFTER_CANCEL_BATCH) |        \
+   CT_EVENT_BIT(CT_EVENT_AFTER_BATCH))
+
+/* "before_fit", ... (transfer none); NULL for an invalid event. */
+CT_API const char *ct_event_name(CtEvent event);
+/* The event called NAME, or -1. */
+CT_API int ct_event_from_name(const char *name);
+/* "ok", "cancel_batch", ... (transfer none) */
+CT_API const char *ct_status_name(CtStatus status);
+
+typedef struct CtLearner CtLearner;
+typedef struct CtRecorder CtRecorder;
+
+/* ---- the model and the optimizer ---- */
+CT_API CtModel *ct_learner_model(CtLearner *learner);
+/* Optimizer hyper-parameters by name ("lr", "beta1", "beta2", "eps",
+ * "weight_decay"); set takes effect at the next step.  FALSE for an
+ * unknown name. */
+CT_API gboolean ct_learner_get_hparam(const CtLearner *learner, const char *name, double *value);
+CT_API gboolean ct_learner_set_hparam(CtLearner *learner, const char *name, double value);
+/* Write the optimizer's state (moments and step count, as
+ * "exp_avg.<param>", "exp_avg_sq.<param>" tensors plus "step" metadata)
+ * to PATH as safetensors, atomically. */
+CT_API gboolean ct_learner_save_optimizer(CtLearner *learner, const char *path, GError **error);
+/* Optimizer steps taken so far. */
+CT_API int64_t ct_learner_step_count(const CtLearner *learner);
+
+/* ---- where we are ---- */
+CT_API int ct_learner_epoch(const CtLearner *learner);     /* 0-based */
+CT_API int ct_learner_n_epoch(const CtLearner *learner);
+CT_API int ct_learner_iter(const CtLearner *learner);      /* batch in this phase, 0-based */
+CT_API int ct_learner_n_iter(const CtLearner *learner);    /* batches in this phase */
+CT_API int64_t ct_learner_train_iter(const CtLearner *learner); /* training batches so far */
+/* Fraction of training done: train_iter / (n_epoch * training batches). */
+CT_API double ct_learner_pct_train(const CtLearner *learner);
+CT_API gboolean ct_learner_training(const CtLearner *learner);
+CT_API uint64_t ct_learner_seed(const CtLearner *learner);
+/* The run's output folder.  (transfer none) */
+CT_API const char *ct_learner_out_dir(const CtLearner *learner);
+/* A value of the resolved recipe by dotted path ("fit.epochs"), as text,
+ * or NULL.  (transfer none) */
+CT_API const char *ct_learner_recipe_value(const CtLearner *learner, const char *path);
+
+/* ---- the current batch ---- */
+CT_API int ct_learner_batch_size(const CtLearner *learner);
+/* (batch, 3, R, R) normalised pixels; callbacks may change them in
+ * before_batch. */
+CT_API float *ct_learner_images(CtLearner *learner);
+/* (batch, context_length) token ids. */
+CT_API int32_t *ct_learner_tokens(CtLearner *learner);
+
+/* ---- predictions and loss ---- */
+/* (batch, embed_dim) L2-normalised features, after after_pred's forward. */
+CT_API const float *ct_learner_image_features(const CtLearner *learner);
+CT_API const float *ct_learner_text_features(const CtLearner *learner);
+/* The loss callback (clip_trainer) sets the loss and fills the gradient
+ * buffers in after_pred.  The buffers are (batch, embed_dim), zeroed
+ * before after_pred; d_logit_scale is (1).  Backward uses them. */
+CT_API void ct_learner_set_loss(CtLearner *learner, double loss);
+CT_API double ct_learner_loss(const CtLearner *learner);
+CT_API gboolean ct_learner_has_loss(const CtLearner *learner);
+CT_API float *ct_learner_d_image_features(CtLearner *learner);
+CT_API float *ct_learner_d_text_features(CtLearner *learner);
+CT_API float *ct_learner_d_logit_scale(CtLearner *learner);
+/* (batch, batch) scratch space for a loss callback. */
+CT_API float *ct_learner_scratch_bb(CtLearner *learner, int which /* 0 or 1 */);
+
+/* During CT_EVENT_AFTER_LAYER_BACKWARD: the range of the flat gradient
+ * buffer that is now final. */
+CT_API void ct_learner_ready_params(const CtLearner *learner, size_t *offset, size_t *n);
+
+/* ---- the recorder ---- */
+CT_API CtRecorder *ct_learner_recorder(CtLearner *learner);
+/* fastai's smoothed training loss: exponential moving average with beta
+ * 0.98, debiased.  NAN before the first batch. */
+CT_API double ct_recorder_smooth_loss(const CtRecorder *rec);
+/* Training losses and learning rates, one per training batch so far. */
+CT_API const double *ct_recorder_losses(const CtRecorder *rec, size_t *n);
+CT_API const double *ct_recorder_lrs(const CtRecorder *rec, size_t *n);
+/* Record NAME = VALUE for the current epoch (a metric, valid_loss, ...).
+ * Names keep the order of their first use. */
+CT_API void ct_recorder_log(CtRecorder *rec, const char *name, double value);
+/* Completed epochs (those whose after_epoch has run), and the names logged. */
+CT_API int ct_recorder_n_epochs(const CtRecorder *rec);
+CT_API const char *const *ct_recorder_names(const CtRecorder *rec); /* NULL-terminated */
+/* VALUE of NAME at EPOCH (the current one included); FALSE if not logged. */
+CT_API gboolean ct_recorder_get(const CtRecorder *rec, int epoch, const char *name, double *value);
+
+G_END_DECLS
+
+#endif

@@ -1,0 +1,352 @@
+/* test-loop: the training loop keeps fastai's semantics: event order,
+ * what each cancel status skips and what still runs, callback order and
+ * ties, training/validation restriction, errors naming the callback. */
+#include "config.h"
+
+#include "learner-private.h"
+#include "plugin-loader.h"
+
+#include <cliptrain/cliptrain.h>
+
+#include <math.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- a spy */
+
+typedef struct {
+  GString *log;      /* shared event log */
+  const char *tag;   /* prefix in the log, NULL: no logging */
+  CtEvent cancel_at; /* return STATUS at this event ... */
+  CtStatus status;
+  int when_iter;     /* ... when iter == when_iter (-1: any) */
+  gboolean when_training;
+  int fired;
+  gboolean loss;     /* compute the CLIP loss (as clip_trainer) */
+} Spy;
+
+static CtStatus
+spy_event(void *state, CtLearner *L, CtEvent ev, GError **error)
+{
+  Spy *s = state;
+  if (s->loss && ev == CT_EVENT_AFTER_PRED) {
+    int B = ct_learner_batch_size(L), E = ct_model_config(ct_learner_model(L))->embed_dim;
+    ct_learner_set_loss(L, ct_clip_loss(ct_learner_scratch_bb(L, 0),
+                                        ct_learner_d_image_features(L),
+                                        ct_learner_d_text_features(L),
+                                        ct_learner_d_logit_scale(L), ct_learner_scratch_bb(L, 1),
+                                        ct_learner_image_features(L),
+                                        ct_learner_text_features(L),
+                                        *ct_model_logit_scale(ct_learner_model(L)), B, E));
+  }
+  if (s->tag)
+    g_string_append_printf(s->log, "%s%s%s ", s->tag, *s->tag ? ":" : "", ct_event_name(ev));
+  if (ev == s->cancel_at && !s->fired &&
+      (s->when_iter < 0 || (ct_learner_iter(L) == s->when_iter &&
+                            ct_learner_training(L) == s->when_training))) {
+    s->fired = 1;
+    if (s->status == CT_STATUS_ERROR) {
+      g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "spy gave up");
+    }
+    return s->status;
+  }
+  return CT_STATUS_OK;
+}
+
+static CtPluginDescriptor spy_desc = {
+  .abi_major = CT_PLUGIN_ABI_MAJOR, .abi_minor = CT_PLUGIN_ABI_MINOR,
+  .struct_size = sizeof(CtPluginDescriptor), .name = "spy", .version = "1", .doc = "test",
+  .order = 0, .events = ~(uint64_t) 0 & ~CT_EVENT_BIT(CT_EVENT_AFTER_LAYER_BACKWARD),
+  .run = 0, .on_event = spy_event,
+};
+
+static CtCallback *
+spy_callback(Spy *s, const CtPluginDescriptor *d, int order)
+{
+  CtCallback *cb = g_new0(CtCallback, 1);
+  cb->desc = d;
+  cb->label = g_strdup_printf("%s (test)", d->name);
+  cb->order = order;
+  cb->state = s; /* no destroy: owned by the test */
+  return cb;
+}
+
+/* tiny model, 4 training samples in batches of 2, 2 validation samples */
+static CtLearner *
+make_learner(int n_epoch, int n_valid)
+{
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("tiny", &cfg, NULL));
+  CtModel *m = ct_model_new(&cfg, 2, NULL);
+  ct_model_init_weights(m, 1);
+  CtAdamWParams hp = { 1e-3f, 0.9f, 0.98f, 1e-6f, 0.1f };
+  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
+  CtDataset *tr = ct_dataset_new_synthetic(&cfg, 4, 7, 0, 0);
+  CtDataset *va = n_valid ? ct_dataset_new_synthetic(&cfg, n_valid, 7, 1, 0) : NULL;
+  GError *error = NULL;
+  CtLearner *L = ct_learner_new(m, opt, tr, va, 2, n_epoch, 7, NULL, &error);
+  g_assert_no_error(error);
+  return L;
+}
+
+/* Runs one epoch with a logging spy (which also computes the loss) and a
+ * canceller; returns the log with the spy's tag stripped. */
+static char *
+run_with(CtEvent at, CtStatus status, int when_iter, gboolean training, gboolean *ok,
+         char **message)
+{
+  CtLearner *L = make_learner(1, 2);
+  GString *log = g_string_new(NULL);
+  Spy spy = { log, "", CT_N_EVENTS, CT_STATUS_OK, -1, TRUE, 0, TRUE };
+  Spy canceller = { log, NULL, at, status, when_iter, training, 0, FALSE };
+  static CtPluginDescriptor cdesc;
+  cdesc = spy_desc;
+  cdesc.name = "canceller";
+  ct_learner_add_callback(L, spy_callback(&spy, &spy_desc, 0));
+  ct_learner_add_callback(L, spy_callback(&canceller, &cdesc, 1));
+  GError *error = NULL;
+  *ok = ct_learner_fit(L, &error);
+  if (message)
+    *message = error ? g_strdup(error->message) : NULL;
+  g_clear_error(&error);
+  ct_learner_free(L);
+  return g_strchomp(g_string_free(log, FALSE));
+}
+
+#define TRAIN_BATCH                                                                        \
+  "before_batch after_pred after_loss before_backward after_backward before_step "         \
+  "after_step after_batch"
+#define VALID_BATCH "before_batch after_pred after_loss after_batch"
+
+static void
+test_event_order(void)
+{
+  gboolean ok;
+  g_autofree char *log = run_with(CT_N_EVENTS, CT_STATUS_OK, -1, TRUE, &ok, NULL);
+  g_assert_true(ok);
+  g_assert_cmpstr(log, ==,
+                  "before_fit before_epoch before_train " TRAIN_BATCH " " TRAIN_BATCH
+                  " after_train before_validate " VALID_BATCH
+                  " after_validate after_epoch after_fit");
+}
+
+static const struct {
+  const char *what;
+  CtEvent at;
+  CtStatus status;
+  int iter;
+  gboolean training;
+  const char *expect;
+} cancels[] = {
+  { "CancelBatch in after_pred skips the rest of the batch and the step",
+    CT_EVENT_AFTER_PRED, CT_STATUS_CANCEL_BATCH, 0, TRUE,
+    "before_fit before_epoch before_train before_batch after_pred after_cancel_batch "
+    "after_batch " TRAIN_BATCH " after_train before_validate " VALID_BATCH
+    " after_validate after_epoch after_fit" },
+  { "CancelBackward skips backward; after_backward and the step still run",
+    CT_EVENT_BEFORE_BACKWARD, CT_STATUS_CANCEL_BACKWARD, 0, TRUE,
+    "before_fit before_epoch before_train before_batch after_pred after_loss "
+    "before_backward after_cancel_backward after_backward before_step after_step "
+    "after_batch " TRAIN_BATCH " after_train before_validate " VALID_BATCH
+    " after_validate after_epoch after_fit" },
+  { "CancelStep skips the step; after_step still runs",
+    CT_EVENT_BEFORE_STEP, CT_STATUS_CANCEL_STEP, 1, TRUE,
+    "before_fit before_epoch before_train " TRAIN_BATCH " before_batch after_pred "
+    "after_loss before_backward after_backward before_step after_cancel_step after_step "
+    "after_batch after_train before_validate " VALID_BATCH
+    " after_validate after_epoch after_fit" },
+  { "CancelTrain ends training; validation still runs",
+    CT_EVENT_AFTER_BATCH, CT_STATUS_CANCEL_TRAIN, 0, TRUE,
+    "before_fit before_epoch before_train " TRAIN_BATCH
+    " after_cancel_train after_train before_validate " VALID_BATCH
+    " after_validate after_epoch after_fit" },
+  { "CancelValid ends validation",
+    CT_EVENT_BEFORE_BATCH, CT_STATUS_CANCEL_VALID, 0, FALSE,
+    "before_fit before_epoch before_train " TRAIN_BATCH " " TRAIN_BATCH
+    " after_train before_validate before_batch after_cancel_validate after_validate "
+    "after_epoch after_fit" },
+  { "CancelEpoch ends the epoch; after_epoch runs",
+    CT_EVENT_AFTER_STEP, CT_STATUS_CANCEL_EPOCH, 0, TRUE,
+    "before_fit before_epoch before_train before_batch after_pred after_loss "
+    "before_backward after_backward before_step after_step after_cancel_epoch after_epoch "
+    "after_fit" },
+  { "CancelFit ends everything; after_fit runs",
+    CT_EVENT_AFTER_LOSS, CT_STATUS_CANCEL_FIT, 0, FALSE,
+    "before_fit before_epoch before_train " TRAIN_BATCH " " TRAIN_BATCH
+    " after_train before_validate before_batch after_pred after_loss after_cancel_fit "
+    "after_fit" },
+};
+
+static void
+test_cancels(void)
+{
+  for (size_t i = 0; i < G_N_ELEMENTS(cancels); i++) {
+    gboolean ok;
+    g_autofree char *log = run_with(cancels[i].at, cancels[i].status, cancels[i].iter,
+                                    cancels[i].training, &ok, NULL);
+    g_test_message("%s", cancels[i].what);
+    g_assert_true(ok);
+    g_assert_cmpstr(log, ==, cancels[i].expect);
+  }
+}
+
+static void
+test_error_names_callback(void)
+{
+  gboolean ok;
+  char *msg = NULL;
+  g_autofree char *log = run_with(CT_EVENT_AFTER_LOSS, CT_STATUS_ERROR, 1, TRUE, &ok, &msg);
+  g_assert_false(ok);
+  g_assert_nonnull(strstr(msg, "canceller (test)"));
+  g_assert_nonnull(strstr(msg, "after_loss"));
+  g_assert_nonnull(strstr(msg, "spy gave up"));
+  /* a real error stops at once: no after_batch, no after_fit */
+  g_assert_true(g_str_has_suffix(log, "after_pred after_loss"));
+  g_free(msg);
+}
+
+static void
+test_no_loss(void)
+{
+  CtLearner *L = make_learner(1, 0);
+  GString *log = g_string_new(NULL);
+  Spy spy = { log, "", CT_N_EVENTS, CT_STATUS_OK, -1, TRUE, 0, FALSE };
+  ct_learner_add_callback(L, spy_callback(&spy, &spy_desc, 0));
+  GError *error = NULL;
+  g_assert_false(ct_learner_fit(L, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_CONFIG);
+  g_assert_nonnull(strstr(error->message, "clip_trainer"));
+  g_error_free(error);
+  g_string_free(log, TRUE);
+  ct_learner_free(L);
+}
+
+/* ascending order; ties keep the order in which callbacks were added */
+static void
+test_callback_order(void)
+{
+  CtLearner *L = make_learner(1, 0);
+  GString *log = g_string_new(NULL);
+  static CtPluginDescriptor d[4];
+  Spy s[4];
+  const char *tags[] = { "a", "b", "c", "d" };
+  int orders[] = { 10, -5, 10, 0 };
+  for (int i = 0; i < 4; i++) {
+    d[i] = spy_desc;
+    d[i].events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT);
+    s[i] = (Spy) { log, tags[i], CT_N_EVENTS, CT_STATUS_OK, -1, TRUE, 0, FALSE };
+    ct_learner_add_callback(L, spy_callback(&s[i], &d[i], orders[i]));
+  }
+  static CtPluginDescriptor lossd;
+  lossd = spy_desc;
+  lossd.events = CT_EVENT_BIT(CT_EVENT_AFTER_PRED);
+  Spy loss = { log, NULL, CT_N_EVENTS, CT_STATUS_OK, -1, TRUE, 0, TRUE };
+  ct_learner_add_callback(L, spy_callback(&loss, &lossd, 0));
+  g_assert_true(ct_learner_fit(L, NULL));
+  g_assert_cmpstr(log->str, ==, "b:before_fit d:before_fit a:before_fit c:before_fit ");
+  g_string_free(log, TRUE);
+  ct_learner_free(L);
+}
+
+/* a callback restricted to training skips validation's inner events */
+static void
+test_run_in(void)
+{
+  CtLearner *L = make_learner(1, 2);
+  GString *log = g_string_new(NULL);
+  static CtPluginDescriptor d;
+  d = spy_desc;
+  d.events = CT_EVENT_BIT(CT_EVENT_AFTER_BATCH) | CT_EVENT_BIT(CT_EVENT_AFTER_VALIDATE);
+  d.run = CT_RUN_TRAIN;
+  Spy s = { log, "t", CT_N_EVENTS, CT_STATUS_OK, -1, TRUE, 0, TRUE };
+  /* the loss spy must run in validation too: use a second one */
+  static CtPluginDescriptor lossd;
+  lossd = spy_desc;
+  lossd.events = CT_EVENT_BIT(CT_EVENT_AFTER_PRED);
+  Spy loss = { log, NULL, CT_N_EVENTS, CT_STATUS_OK, -1, TRUE, 0, TRUE };
+  s.loss = FALSE;
+  ct_learner_add_callback(L, spy_callback(&loss, &lossd, 0));
+  ct_learner_add_callback(L, spy_callback(&s, &d, 0));
+  g_assert_true(ct_learner_fit(L, NULL));
+  /* two training batches; validation's after_batch skipped; after_validate
+   * is not an inner event, so it runs */
+  g_assert_cmpstr(log->str, ==, "t:after_batch t:after_batch t:after_validate ");
+  g_string_free(log, TRUE);
+  ct_learner_free(L);
+}
+
+/* the recorder: smoothed loss debiased with beta 0.98, per-epoch rows */
+static void
+test_recorder(void)
+{
+  CtLearner *L = make_learner(2, 2);
+  GString *log = g_string_new(NULL);
+  Spy loss = { log, NULL, CT_N_EVENTS, CT_STATUS_OK, -1, TRUE, 0, TRUE };
+  ct_learner_add_callback(L, spy_callback(&loss, &spy_desc, 0));
+  g_assert_true(ct_learner_fit(L, NULL));
+  CtRecorder *rec = ct_learner_recorder(L);
+  size_t n;
+  const double *losses = ct_recorder_losses(rec, &n);
+  g_assert_cmpuint(n, ==, 4);
+  double raw = 0;
+  for (size_t i = 0; i < n; i++)
+    raw = 0.98 * raw + 0.02 * losses[i];
+  g_assert_cmpfloat_with_epsilon(ct_recorder_smooth_loss(rec), raw / (1 - pow(0.98, 4)), 1e-12);
+  g_assert_cmpint(ct_recorder_n_epochs(rec), ==, 2);
+  double v;
+  g_assert_true(ct_recorder_get(rec, 1, "train_loss", &v));
+  g_assert_true(ct_recorder_get(rec, 1, "valid_loss", &v));
+  g_assert_true(v > 0);
+  g_assert_true(ct_recorder_get(rec, 0, "time", &v));
+  g_assert_cmpint(ct_learner_step_count(L), ==, 4);
+  g_string_free(log, TRUE);
+  ct_learner_free(L);
+}
+
+/* ---------------------------------------------------------------- loading */
+
+static void
+test_plugin_abi(void)
+{
+  const char *dir = g_getenv("CT_TEST_PLUGINS");
+  if (!dir) {
+    g_test_skip("CT_TEST_PLUGINS is not set");
+    return;
+  }
+  struct {
+    const char *file;
+    const char *expect;
+  } rows[] = {
+    { "abi_future.so", "plugin ABI 1.99 does not match cliptrain's 1.0" },
+    { "abi_old_major.so", "plugin ABI 0.3 does not match cliptrain's 1.0" },
+    { "no_symbol.so", "no symbol ct_plugin_descriptor" },
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(rows); i++) {
+    g_autofree char *path = g_build_filename(dir, rows[i].file, NULL);
+    GError *error = NULL;
+    g_assert_null(ct_plugin_open(path, &error));
+    g_assert_nonnull(error);
+    g_test_message("%s", error->message);
+    g_assert_true(g_str_has_prefix(error->message, path));
+    g_assert_nonnull(strstr(error->message, rows[i].expect));
+    g_error_free(error);
+  }
+  GError *error = NULL;
+  g_assert_null(ct_plugin_open("/nonexistent/x.so", &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_IO);
+  g_error_free(error);
+}
+
+int
+main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/loop/event-order", test_event_order);
+  g_test_add_func("/loop/cancels", test_cancels);
+  g_test_add_func("/loop/error-names-callback", test_error_names_callback);
+  g_test_add_func("/loop/no-loss", test_no_loss);
+  g_test_add_func("/loop/callback-order", test_callback_order);
+  g_test_add_func("/loop/run-in", test_run_in);
+  g_test_add_func("/loop/recorder", test_recorder);
+  g_test_add_func("/loop/plugin-abi", test_plugin_abi);
+  return g_test_run();
+}
