@@ -1,4 +1,4 @@
-/* dataset.c: the synthetic dataset (seeded images and token ids). */
+/* dataset.c: the dataset table, and synthetic samples. */
 #include "config.h"
 
 #include "dataset.h"
@@ -7,19 +7,14 @@
 
 #include <string.h>
 
-struct CtDataset {
-  CtConfig cfg;
-  size_t n;
-  uint64_t seed;
-  int split;
-  int caption_tokens; /* 0: random lengths */
-};
+
 
 CtDataset *
 ct_dataset_new_synthetic(const CtConfig *cfg, size_t n, uint64_t seed, int split,
                          int caption_tokens)
 {
   CtDataset *ds = g_new0(CtDataset, 1);
+  ds->synthetic = TRUE;
   ds->cfg = *cfg;
   ds->n = n;
   ds->seed = seed;
@@ -31,6 +26,12 @@ ct_dataset_new_synthetic(const CtConfig *cfg, size_t n, uint64_t seed, int split
 void
 ct_dataset_free(CtDataset *ds)
 {
+  if (!ds)
+    return;
+  if (ds->src)
+    ct_source_free(ds->src);
+  g_strfreev(ds->o.templates);
+  g_strfreev(ds->o.class_captions);
   g_free(ds);
 }
 
@@ -40,15 +41,15 @@ ct_dataset_len(const CtDataset *ds)
   return ds->n;
 }
 
-gboolean
-ct_dataset_get(const CtDataset *ds, size_t index, float *image, int32_t *tokens,
-               GError **error)
+int
+ct_dataset_take_skipped(CtDataset *ds)
 {
-  if (index >= ds->n) {
-    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "sample %zu is beyond the %zu samples",
-                index, ds->n);
-    return FALSE;
-  }
+  return g_atomic_int_and(&ds->skipped, 0);
+}
+
+static gboolean
+synthetic_get(CtDataset *ds, size_t index, float *image, int32_t *tokens)
+{
   const CtConfig *c = &ds->cfg;
   CtRng rng;
   ct_rng_init_stream(&rng, ds->seed, ((uint64_t) ds->split << 48) ^ index ^ 0x5eedull << 52);
@@ -63,4 +64,18 @@ ct_dataset_get(const CtDataset *ds, size_t index, float *image, int32_t *tokens,
     tokens[t] = 1 + (int32_t) ct_rng_below(&rng, V - 3);
   tokens[len - 1] = V - 1;
   return TRUE;
+}
+
+gboolean
+ct_dataset_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens,
+               GError **error)
+{
+  if (index >= ds->n) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "sample %zu is beyond the %zu samples",
+                index, ds->n);
+    return FALSE;
+  }
+  if (ds->synthetic)
+    return synthetic_get(ds, index, image, tokens);
+  return ds->get(ds, index, epoch, image, tokens, error);
 }

@@ -6,7 +6,7 @@
 #include <cliptrain/plugin.h>
 #include <cliptrain/optim.h>
 
-#include "dataset.h"
+#include "loader.h"
 
 /* One callback in the loop: a loaded plugin's descriptor and its state. */
 typedef struct {
@@ -39,9 +39,8 @@ struct CtRecorder {
 struct CtLearner {
   CtModel *model;
   CtAdamW *opt;
-  CtDataset *train, *valid;
+  CtLoader *train, *valid; /* owned, with their datasets */
   int batch_size, n_epoch;
-  gboolean drop_last, shuffle;
   uint64_t seed;
   char *out_dir;
   GHashTable *recipe_values; /* dotted path -> text */
@@ -54,7 +53,6 @@ struct CtLearner {
   int64_t train_iter;
   gboolean training;
   int B;                  /* current batch's size */
-  size_t *perm;           /* (len(train)) sample order of this epoch */
   float *images;          /* (batch_size, 3, R, R) */
   int32_t *tokens;        /* (batch_size, context) */
   float *d_img, *d_txt;   /* (batch_size, E) */
@@ -67,8 +65,9 @@ struct CtLearner {
   GError *error;          /* set with CT_STATUS_ERROR */
 };
 
-/* Takes ownership of MODEL, OPT, TRAIN and VALID (VALID may be NULL). */
-CtLearner *ct_learner_new(CtModel *model, CtAdamW *opt, CtDataset *train, CtDataset *valid,
+/* Takes ownership of MODEL, OPT, TRAIN and VALID and of the loaders'
+ * datasets (VALID may be NULL). */
+CtLearner *ct_learner_new(CtModel *model, CtAdamW *opt, CtLoader *train, CtLoader *valid,
                           int batch_size, int n_epoch, uint64_t seed, const char *out_dir,
                           GError **error);
 void ct_learner_free(CtLearner *learner);

@@ -70,7 +70,7 @@ ct_callback_free(CtCallback *cb)
 }
 
 CtLearner *
-ct_learner_new(CtModel *model, CtAdamW *opt, CtDataset *train, CtDataset *valid,
+ct_learner_new(CtModel *model, CtAdamW *opt, CtLoader *train, CtLoader *valid,
                int batch_size, int n_epoch, uint64_t seed, const char *out_dir, GError **error)
 {
   const CtConfig *c = ct_model_config(model);
@@ -87,13 +87,10 @@ ct_learner_new(CtModel *model, CtAdamW *opt, CtDataset *train, CtDataset *valid,
   L->batch_size = batch_size;
   L->n_epoch = n_epoch;
   L->seed = seed;
-  L->drop_last = TRUE;
-  L->shuffle = TRUE;
   L->out_dir = g_strdup(out_dir);
   L->recipe_values = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   L->cbs = g_ptr_array_new_with_free_func((GDestroyNotify) ct_callback_free);
   size_t R = c->image_resolution, E = c->embed_dim, B = batch_size;
-  L->perm = g_new(size_t, MAX(ct_dataset_len(train), 1));
   L->images = g_new0(float, B * 3 * R * R);
   L->tokens = g_new0(int32_t, B * c->context_length);
   L->d_img = g_new0(float, B * E);
@@ -113,12 +110,17 @@ ct_learner_free(CtLearner *L)
   g_ptr_array_free(L->cbs, TRUE); /* destroys plugin states first */
   ct_model_free(L->model);
   ct_adamw_free(L->opt);
-  ct_dataset_free(L->train);
-  ct_dataset_free(L->valid);
+  for (int i = 0; i < 2; i++) {
+    CtLoader *ld = i ? L->valid : L->train;
+    if (!ld)
+      continue;
+    CtDataset *ds = ct_loader_dataset(ld);
+    ct_loader_free(ld);
+    ct_dataset_free(ds);
+  }
   g_hash_table_destroy(L->recipe_values);
   ct_recorder_clear(&L->rec);
   g_free(L->out_dir);
-  g_free(L->perm);
   g_free(L->images);
   g_free(L->tokens);
   g_free(L->d_img);
@@ -281,58 +283,37 @@ do_one_batch(CtLearner *L)
 
 /* ---------------------------------------------------------------- batches */
 
-static gboolean
-load_batch(CtLearner *L, CtDataset *ds, const size_t *order, int i, int B, GError **error)
-{
-  const CtConfig *c = ct_model_config(L->model);
-  size_t npix = (size_t) 3 * c->image_resolution * c->image_resolution;
-  for (int s = 0; s < B; s++) {
-    size_t idx = order ? order[(size_t) i * L->batch_size + s] : (size_t) i * L->batch_size + s;
-    if (!ct_dataset_get(ds, idx, L->images + s * npix, L->tokens + (size_t) s * c->context_length,
-                        error))
-      return FALSE;
-  }
-  return TRUE;
-}
-
 static CtStatus
 all_batches(CtLearner *L)
 {
-  CtDataset *ds = L->training ? L->train : L->valid;
-  size_t N = ct_dataset_len(ds);
+  CtLoader *ld = L->training ? L->train : L->valid;
+  ct_loader_start(ld, L->epoch);
+  CtStatus st = CT_STATUS_OK;
   for (L->iter = 0; L->iter < L->n_iter; L->iter++) {
-    int B = (int) MIN((size_t) L->batch_size, N - (size_t) L->iter * L->batch_size);
     GError *e = NULL;
-    if (!load_batch(L, ds, L->training ? L->perm : NULL, L->iter, B, &e))
-      return fail(L, e);
-    L->B = B;
-    CtStatus st = with_events(L, do_one_batch, CT_EVENT_BEFORE_BATCH, CT_EVENT_AFTER_BATCH,
-                              CT_EVENT_AFTER_CANCEL_BATCH, CT_STATUS_CANCEL_BATCH);
+    if (!ct_loader_next(ld, L->images, L->tokens, &L->B, &e)) {
+      st = fail(L, e);
+      break;
+    }
+    st = with_events(L, do_one_batch, CT_EVENT_BEFORE_BATCH, CT_EVENT_AFTER_BATCH,
+                     CT_EVENT_AFTER_CANCEL_BATCH, CT_STATUS_CANCEL_BATCH);
     if (L->training)
       L->train_iter++;
     if (st != CT_STATUS_OK)
-      return st;
+      break;
   }
-  return CT_STATUS_OK;
+  ct_loader_stop(ld); /* drop what was prepared for batches not taken */
+  int skipped = ct_dataset_take_skipped(ct_loader_dataset(ld));
+  if (skipped > 0)
+    g_printerr("cliptrain: epoch %d: %s: skipped %d unreadable image%s\n", L->epoch,
+               L->training ? "training" : "validation", skipped, skipped == 1 ? "" : "s");
+  return st;
 }
 
 static CtStatus
 do_train(CtLearner *L)
 {
   L->training = TRUE;
-  size_t N = ct_dataset_len(L->train);
-  for (size_t i = 0; i < N; i++)
-    L->perm[i] = i;
-  if (L->shuffle) {
-    CtRng rng;
-    ct_rng_init_stream(&rng, L->seed, 0x5f1e5eedull + (uint64_t) L->epoch);
-    for (size_t i = N - 1; i > 0 && N > 1; i--) {
-      size_t j = ct_rng_below(&rng, i + 1);
-      size_t t = L->perm[i];
-      L->perm[i] = L->perm[j];
-      L->perm[j] = t;
-    }
-  }
   L->n_iter = L->n_train_batches;
   return with_events(L, all_batches, CT_EVENT_BEFORE_TRAIN, CT_EVENT_AFTER_TRAIN,
                      CT_EVENT_AFTER_CANCEL_TRAIN, CT_STATUS_CANCEL_TRAIN);
@@ -341,11 +322,10 @@ do_train(CtLearner *L)
 static CtStatus
 do_validate(CtLearner *L)
 {
-  if (!L->valid || ct_dataset_len(L->valid) == 0)
+  if (!L->valid || ct_loader_n_batches(L->valid) == 0)
     return CT_STATUS_OK;
   L->training = FALSE;
-  size_t N = ct_dataset_len(L->valid);
-  L->n_iter = (int) ((N + L->batch_size - 1) / L->batch_size);
+  L->n_iter = ct_loader_n_batches(L->valid);
   return with_events(L, all_batches, CT_EVENT_BEFORE_VALIDATE, CT_EVENT_AFTER_VALIDATE,
                      CT_EVENT_AFTER_CANCEL_VALIDATE, CT_STATUS_CANCEL_VALID);
 }
@@ -374,9 +354,8 @@ fit_body(CtLearner *L)
 gboolean
 ct_learner_fit(CtLearner *L, GError **error)
 {
-  size_t N = ct_dataset_len(L->train);
-  L->n_train_batches = (int) (L->drop_last ? N / L->batch_size
-                                           : (N + L->batch_size - 1) / L->batch_size);
+  size_t N = ct_dataset_len(ct_loader_dataset(L->train));
+  L->n_train_batches = ct_loader_n_batches(L->train);
   if (L->n_train_batches == 0) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
                 "the training set has %zu samples, fewer than one batch of %d", N,

@@ -30,6 +30,8 @@ static const CtParamSpec data_schema[] = {
   CT_PARAM("batch_size", CT_PARAM_INT, "16", "samples per batch", 1, 1 << 20, NULL),
   CT_PARAM("shuffle", CT_PARAM_BOOL, "true", "reshuffle the training set every epoch", 0, 0, NULL),
   CT_PARAM("drop_last", CT_PARAM_BOOL, "true", "drop the last incomplete training batch", 0, 0, NULL),
+  CT_PARAM("workers", CT_PARAM_INT, "2", "loader threads (0: load in the training thread)", 0, 256, NULL),
+  CT_PARAM("prefetch", CT_PARAM_INT, "2", "batches prepared ahead", 1, 64, NULL),
   CT_PARAM_END,
 };
 
@@ -457,12 +459,14 @@ ct_run_fit(const CtRunOptions *o, GError **error)
                                               0, ct);
   size_t nv = (size_t) get_int(r, "data.n_valid");
   CtDataset *valid = nv ? ct_dataset_new_synthetic(&cfg, nv, seed, 1, ct) : NULL;
-  L = ct_learner_new(m, opt, train, valid, batch, (int) get_int(r, "fit.epochs"), seed, out,
-                     error);
+  int workers = (int) get_int(r, "data.workers"), prefetch = (int) get_int(r, "data.prefetch");
+  CtLoader *tl = ct_loader_new(train, &cfg, batch, get_bool(r, "data.shuffle"),
+                               get_bool(r, "data.drop_last"), workers, prefetch, seed);
+  CtLoader *vl = valid ? ct_loader_new(valid, &cfg, batch, FALSE, FALSE, workers, prefetch, seed)
+                       : NULL;
+  L = ct_learner_new(m, opt, tl, vl, batch, (int) get_int(r, "fit.epochs"), seed, out, error);
   if (!L)
     goto out;
-  L->drop_last = get_bool(r, "data.drop_last");
-  L->shuffle = get_bool(r, "data.shuffle");
   collect_values(L, ct_recipe_root(r), "");
   for (guint i = 0; i < cbs->len; i++) {
     CtCallback *cb = g_ptr_array_index(cbs, i);

@@ -82,8 +82,10 @@ make_learner(int n_epoch, int n_valid)
   CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
   CtDataset *tr = ct_dataset_new_synthetic(&cfg, 4, 7, 0, 0);
   CtDataset *va = n_valid ? ct_dataset_new_synthetic(&cfg, n_valid, 7, 1, 0) : NULL;
+  CtLoader *tl = ct_loader_new(tr, &cfg, 2, TRUE, TRUE, 1, 2, 7);
+  CtLoader *vl = va ? ct_loader_new(va, &cfg, 2, FALSE, FALSE, 0, 1, 7) : NULL;
   GError *error = NULL;
-  CtLearner *L = ct_learner_new(m, opt, tr, va, 2, n_epoch, 7, NULL, &error);
+  CtLearner *L = ct_learner_new(m, opt, tl, vl, 2, n_epoch, 7, NULL, &error);
   g_assert_no_error(error);
   return L;
 }

@@ -1,0 +1,221 @@
+/* loader.c: a ring of PREFETCH batch slots filled sample by sample by a
+ * GThreadPool; the consumer takes slots in order. */
+#include "config.h"
+
+#include "loader.h"
+
+#include <cliptrain/rng.h>
+
+#include <string.h>
+
+typedef struct Slot Slot;
+
+typedef struct {
+  CtLoader *L;
+  Slot *slot;
+  int pos;
+} Task;
+
+struct Slot {
+  int batch;       /* batch index in the epoch; -1 when free */
+  int B, done;
+  GError *error;   /* the first error of this batch */
+  float *images;   /* (batch_size, 3, R, R) */
+  int32_t *tokens; /* (batch_size, context) */
+  Task *tasks;     /* (batch_size), reused */
+};
+
+struct CtLoader {
+  CtDataset *ds;
+  int bs, ctx, workers, prefetch;
+  size_t npix;
+  gboolean shuffle, drop_last;
+  uint64_t seed;
+  size_t *order;   /* (len) sample order of this epoch */
+  int n_batches, epoch, next_take, next_queue;
+  Slot *slots;     /* (prefetch) */
+  GThreadPool *pool;
+  GMutex mu;
+  GCond cond;
+  int pending;     /* samples queued and not done */
+};
+
+static size_t
+sample_index(CtLoader *L, int batch, int pos)
+{
+  size_t k = (size_t) batch * L->bs + pos;
+  return L->order ? L->order[k] : k;
+}
+
+static void
+load_sample(CtLoader *L, Slot *s, int pos)
+{
+  GError *e = NULL;
+  ct_dataset_get(L->ds, sample_index(L, s->batch, pos), L->epoch, s->images + pos * L->npix,
+                 s->tokens + (size_t) pos * L->ctx, &e);
+  g_mutex_lock(&L->mu);
+  if (e && !s->error)
+    s->error = e;
+  else if (e)
+    g_error_free(e);
+  s->done++;
+  L->pending--;
+  g_cond_broadcast(&L->cond);
+  g_mutex_unlock(&L->mu);
+}
+
+static void
+worker(gpointer data, gpointer user)
+{
+  Task *t = data;
+  load_sample(t->L, t->slot, t->pos);
+}
+
+CtLoader *
+ct_loader_new(CtDataset *ds, const CtConfig *cfg, int batch_size, gboolean shuffle,
+              gboolean drop_last, int workers, int prefetch, uint64_t seed)
+{
+  CtLoader *L = g_new0(CtLoader, 1);
+  L->ds = ds;
+  L->bs = batch_size;
+  L->ctx = cfg->context_length;
+  L->npix = (size_t) 3 * cfg->image_resolution * cfg->image_resolution;
+  L->shuffle = shuffle;
+  L->drop_last = drop_last;
+  L->workers = MAX(workers, 0);
+  L->prefetch = MAX(prefetch, 1);
+  L->seed = seed;
+  size_t N = ct_dataset_len(ds);
+  L->n_batches = (int) (drop_last ? N / batch_size : (N + batch_size - 1) / batch_size);
+  L->order = shuffle ? g_new(size_t, MAX(N, 1)) : NULL;
+  L->slots = g_new0(Slot, L->prefetch);
+  for (int i = 0; i < L->prefetch; i++) {
+    Slot *s = &L->slots[i];
+    s->batch = -1;
+    s->images = g_new0(float, (size_t) batch_size * L->npix);
+    s->tokens = g_new0(int32_t, (size_t) batch_size * L->ctx);
+    s->tasks = g_new0(Task, batch_size);
+    for (int p = 0; p < batch_size; p++)
+      s->tasks[p] = (Task) { L, s, p };
+  }
+  g_mutex_init(&L->mu);
+  g_cond_init(&L->cond);
+  if (L->workers > 0)
+    L->pool = g_thread_pool_new(worker, NULL, L->workers, TRUE, NULL);
+  return L;
+}
+
+void
+ct_loader_stop(CtLoader *L)
+{
+  g_mutex_lock(&L->mu);
+  while (L->pending > 0)
+    g_cond_wait(&L->cond, &L->mu);
+  g_mutex_unlock(&L->mu);
+  for (int i = 0; i < L->prefetch; i++) {
+    L->slots[i].batch = -1;
+    g_clear_error(&L->slots[i].error);
+  }
+}
+
+void
+ct_loader_free(CtLoader *L)
+{
+  if (!L)
+    return;
+  ct_loader_stop(L);
+  if (L->pool)
+    g_thread_pool_free(L->pool, FALSE, TRUE);
+  for (int i = 0; i < L->prefetch; i++) {
+    g_free(L->slots[i].images);
+    g_free(L->slots[i].tokens);
+    g_free(L->slots[i].tasks);
+  }
+  g_free(L->slots);
+  g_free(L->order);
+  g_mutex_clear(&L->mu);
+  g_cond_clear(&L->cond);
+  g_free(L);
+}
+
+CtDataset *
+ct_loader_dataset(CtLoader *L)
+{
+  return L->ds;
+}
+
+int
+ct_loader_n_batches(const CtLoader *L)
+{
+  return L->n_batches;
+}
+
+/* Put batch B into slot S and hand its samples to the workers. */
+static void
+queue_batch(CtLoader *L, Slot *s, int b)
+{
+  size_t N = ct_dataset_len(L->ds);
+  s->batch = b;
+  s->B = (int) MIN((size_t) L->bs, N - (size_t) b * L->bs);
+  s->done = 0;
+  if (!L->pool)
+    return; /* loaded when taken */
+  g_mutex_lock(&L->mu);
+  L->pending += s->B;
+  g_mutex_unlock(&L->mu);
+  for (int p = 0; p < s->B; p++)
+    g_thread_pool_push(L->pool, &s->tasks[p], NULL);
+}
+
+void
+ct_loader_start(CtLoader *L, int epoch)
+{
+  ct_loader_stop(L);
+  L->epoch = epoch;
+  size_t N = ct_dataset_len(L->ds);
+  if (L->order) {
+    for (size_t i = 0; i < N; i++)
+      L->order[i] = i;
+    CtRng rng;
+    ct_rng_init_stream(&rng, L->seed, 0x5f1e5eedull + (uint64_t) epoch);
+    for (size_t i = N - 1; N > 1 && i > 0; i--) {
+      size_t j = ct_rng_below(&rng, i + 1);
+      size_t t = L->order[i];
+      L->order[i] = L->order[j];
+      L->order[j] = t;
+    }
+  }
+  L->next_take = 0;
+  for (L->next_queue = 0; L->next_queue < MIN(L->prefetch, L->n_batches); L->next_queue++)
+    queue_batch(L, &L->slots[L->next_queue], L->next_queue);
+}
+
+gboolean
+ct_loader_next(CtLoader *L, float *images, int32_t *tokens, int *B, GError **error)
+{
+  g_return_val_if_fail(L->next_take < L->n_batches, FALSE);
+  Slot *s = &L->slots[L->next_take % L->prefetch];
+  if (!L->pool)
+    for (int p = 0; p < s->B; p++) {
+      L->pending++;
+      load_sample(L, s, p);
+    }
+  g_mutex_lock(&L->mu);
+  while (s->done < s->B)
+    g_cond_wait(&L->cond, &L->mu);
+  g_mutex_unlock(&L->mu);
+  if (s->error) {
+    g_propagate_error(error, s->error);
+    s->error = NULL;
+    return FALSE;
+  }
+  *B = s->B;
+  memcpy(images, s->images, sizeof(float) * (size_t) s->B * L->npix);
+  memcpy(tokens, s->tokens, sizeof(int32_t) * (size_t) s->B * L->ctx);
+  L->next_take++;
+  if (L->next_queue < L->n_batches)
+    queue_batch(L, s, L->next_queue++);
+  else
+    s->batch = -1;
+  return TRUE;
+}
