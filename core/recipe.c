@@ -134,20 +134,30 @@ fail(GError **error, int code, const char *where, const char *fmt, ...)
   return FALSE;
 }
 
-/* User text for a one-line message, in BUF: control characters escaped,
- * long text cut. */
+/* Appends S to G with control characters escaped, cut after about LIMIT
+ * bytes (at a character boundary). */
+static void
+append_escaped(GString *g, const char *s, size_t limit)
+{
+  const unsigned char *p = (const unsigned char *)s;
+  for (size_t start = g->len; *p && (g->len - start < limit || (*p & 0xC0) == 0x80); p++) {
+    if (*p < 0x20 || *p == 0x7f)
+      g_string_append_printf(g, "\\x%02x", *p);
+    else
+      g_string_append_c(g, (char)*p);
+  }
+  if (*p)
+    g_string_append(g, "...");
+}
+
+/* User text for a one-line message, in BUF. */
 static const char *
 show(char *buf, const char *s)
 {
-  const unsigned char *p = (const unsigned char *)s;
-  size_t n = 0;
-  for (; *p && n < 200 && (n < 80 || (*p & 0xC0) == 0x80); p++) {
-    if (*p < 0x20 || *p == 0x7f)
-      n += (size_t)g_snprintf(buf + n, 5, "\\x%02x", *p);
-    else
-      buf[n++] = (char)*p;
-  }
-  strcpy(buf + n, *p ? "..." : "");
+  GString *g = g_string_new(NULL);
+  append_escaped(g, s, 80);
+  g_strlcpy(buf, g->str, 256);
+  g_string_free(g, TRUE);
   return buf;
 }
 #define SHOW(s) show((char[256]){ 0 }, (s))
@@ -473,7 +483,9 @@ gboolean
 ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error)
 {
   g_return_val_if_fail(recipe != NULL && assignment != NULL, FALSE);
-  char *where = g_strdup_printf("--set %s", assignment);
+  GString *w = g_string_new("--set ");
+  append_escaped(w, assignment, SIZE_MAX);
+  char *where = g_string_free(w, FALSE);
   const char *eq = strchr(assignment, '=');
   char *path = g_strstrip(g_strndup(assignment, eq ? (gsize)(eq - assignment) : 0));
   char **seg = g_strsplit(path, ".", -1);
@@ -566,42 +578,49 @@ ct_recipe_lookup(CtRecipe *recipe, const char *path)
 CtRNodeKind
 ct_rnode_kind(const CtRNode *node)
 {
+  g_return_val_if_fail(node != NULL, CT_RNODE_SCALAR);
   return node->kind;
 }
 
 const char *
 ct_rnode_where(const CtRNode *node)
 {
+  g_return_val_if_fail(node != NULL, NULL);
   return node->where;
 }
 
 const char *
 ct_rnode_scalar(const CtRNode *node)
 {
+  g_return_val_if_fail(node != NULL, NULL);
   return node->text;
 }
 
 size_t
 ct_rnode_n_items(const CtRNode *node)
 {
+  g_return_val_if_fail(node != NULL, 0);
   return node->items ? node->items->len : 0;
 }
 
 CtRNode *
 ct_rnode_item(const CtRNode *node, size_t i)
 {
+  g_return_val_if_fail(node != NULL, NULL);
   return node->items && i < node->items->len ? node->items->pdata[i] : NULL;
 }
 
 const char *
 ct_rnode_key(const CtRNode *node, size_t i)
 {
+  g_return_val_if_fail(node != NULL, NULL);
   return node->keys && i < node->keys->len ? node->keys->pdata[i] : NULL;
 }
 
 CtRNode *
 ct_rnode_get(const CtRNode *map, const char *key)
 {
+  g_return_val_if_fail(key != NULL, NULL);
   int j = map && map->keys ? map_index(map, key) : -1;
   return j >= 0 ? map->items->pdata[j] : NULL;
 }
@@ -686,18 +705,21 @@ read_bool(const CtRNode *node, const char *label, gboolean *out, GError **error)
 gboolean
 ct_rnode_to_int(const CtRNode *node, int64_t *out, GError **error)
 {
+  g_return_val_if_fail(node != NULL && out != NULL, FALSE);
   return read_int(node, "", out, error);
 }
 
 gboolean
 ct_rnode_to_double(const CtRNode *node, double *out, GError **error)
 {
+  g_return_val_if_fail(node != NULL && out != NULL, FALSE);
   return read_double(node, "", out, error);
 }
 
 gboolean
 ct_rnode_to_bool(const CtRNode *node, gboolean *out, GError **error)
 {
+  g_return_val_if_fail(node != NULL && out != NULL, FALSE);
   return read_bool(node, "", out, error);
 }
 
