@@ -29,6 +29,8 @@ struct CtRNode {
   CtRNodeKind kind;
   char *where;
   char *text;        /* scalar */
+  gboolean quoted;   /* scalar written quoted: written back quoted, so that
+                      * '007' or 'true' stay strings for any YAML reader */
   GPtrArray *items;  /* CtRNode *: sequence items or mapping values */
   GPtrArray *keys;   /* char *: mapping keys */
   GPtrArray *kwhere; /* char *: positions of the mapping keys */
@@ -221,8 +223,10 @@ convert(Doc *D, int id, int depth, GError **error)
     char *text = g_strndup((const char *)y->data.scalar.value, y->data.scalar.length);
     if (strlen(text) != y->data.scalar.length)
       fail(error, CT_ERROR_CONFIG, where, "NUL characters are not allowed");
-    else
+    else {
       node = node_new(CT_RNODE_SCALAR, where, text);
+      node->quoted = y->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+    }
     g_free(text);
   } else if (y->type == YAML_SEQUENCE_NODE) {
     node = node_new(CT_RNODE_SEQUENCE, where, NULL);
@@ -886,11 +890,12 @@ emit_to_string(void *data, unsigned char *buffer, size_t size)
 }
 
 static gboolean
-emit_scalar(yaml_emitter_t *em, const char *text)
+emit_scalar(yaml_emitter_t *em, const char *text, gboolean quoted)
 {
   yaml_event_t ev;
   return yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)text, (int)strlen(text), 1,
-                                      1, YAML_ANY_SCALAR_STYLE) &&
+                                      1, quoted ? YAML_SINGLE_QUOTED_SCALAR_STYLE
+                                                : YAML_ANY_SCALAR_STYLE) &&
          yaml_emitter_emit(em, &ev);
 }
 
@@ -902,14 +907,14 @@ emit_node(yaml_emitter_t *em, const CtRNode *n, const CtRNode **bad)
   gboolean seq = n->kind == CT_RNODE_SEQUENCE;
   *bad = n;
   if (n->kind == CT_RNODE_SCALAR)
-    return emit_scalar(em, n->text);
+    return emit_scalar(em, n->text, n->quoted);
   if (!(seq ? yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1, YAML_BLOCK_SEQUENCE_STYLE)
             : yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1, YAML_BLOCK_MAPPING_STYLE)) ||
       !yaml_emitter_emit(em, &ev))
     return FALSE;
   for (guint i = 0; i < n->items->len; i++) {
     *bad = n;
-    if ((n->keys && !emit_scalar(em, n->keys->pdata[i])) || !emit_node(em, n->items->pdata[i], bad))
+    if ((n->keys && !emit_scalar(em, n->keys->pdata[i], FALSE)) || !emit_node(em, n->items->pdata[i], bad))
       return FALSE;
   }
   *bad = n;
