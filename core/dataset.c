@@ -30,6 +30,7 @@ ct_dataset_free(CtDataset *ds)
     return;
   if (ds->src)
     ct_source_free(ds->src);
+  g_free(ds->indices);
   g_strfreev(ds->o.templates);
   g_strfreev(ds->o.class_captions);
   g_free(ds);
@@ -39,6 +40,14 @@ size_t
 ct_dataset_len(const CtDataset *ds)
 {
   return ds->n;
+}
+
+void
+ct_dataset_set_indices(CtDataset *ds, size_t *indices, size_t n)
+{
+  g_free(ds->indices);
+  ds->indices = indices;
+  ds->n = n;
 }
 
 int
@@ -77,5 +86,5 @@ ct_dataset_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *to
   }
   if (ds->synthetic)
     return synthetic_get(ds, index, image, tokens);
-  return ds->get(ds, index, epoch, image, tokens, error);
+  return ds->get(ds, ds->indices ? ds->indices[index] : index, epoch, image, tokens, error);
 }

@@ -11,7 +11,7 @@
 
 #include "source.h"
 
-typedef struct CtTokenizer CtTokenizer;
+#include <cliptrain/tokenizer.h>
 typedef struct CtDataset CtDataset;
 
 /* Seeded random images, N(0, 1) pixels, and random captions: start token,
@@ -50,6 +50,7 @@ struct CtDataset {
   CtDatasetOptions o; /* with owned copies of the arrays */
   gint skipped;       /* atomic */
   uint64_t seed;
+  size_t *indices; /* (n) sample i is source sample indices[i]; NULL: identity */
   gboolean (*get)(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens,
                   GError **error);
 };
@@ -62,6 +63,8 @@ size_t ct_dataset_len(const CtDataset *ds);
 /* image: (3, R, R); tokens: (context_length) */
 gboolean ct_dataset_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens,
                         GError **error);
+/* Use only source samples INDICES (n of them; transfer full). */
+void ct_dataset_set_indices(CtDataset *ds, size_t *indices, size_t n);
 /* Images skipped as unreadable so far (skip_corrupt), and reset. */
 int ct_dataset_take_skipped(CtDataset *ds);
 

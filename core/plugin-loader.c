@@ -109,7 +109,7 @@ check_descriptor(const char *file, const CtPluginDescriptor *d, GError **error)
     return FALSE;
   }
   for (const CtParamSpec *p = d->params; p && p->name; p++) {
-    if ((unsigned) p->type > CT_PARAM_STRING) {
+    if ((unsigned) p->type > CT_PARAM_MAP) {
       g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: parameter '%s' has an unknown type %d",
                   file, p->name, p->type);
       return FALSE;
@@ -152,6 +152,7 @@ ct_plugin_open(const char *file, GError **error)
 
 typedef struct {
   char *value;
+  char **list; /* LIST items, or MAP keys and values alternating */
   gboolean set;
   CtParamType type;
 } Param;
@@ -164,6 +165,7 @@ static void
 param_free(Param *p)
 {
   g_free(p->value);
+  g_strfreev(p->list);
   g_free(p);
 }
 
@@ -175,7 +177,10 @@ ct_params_new(const CtParamSpec *schema)
   for (const CtParamSpec *s = schema; s && s->name; s++) {
     Param *p = g_new0(Param, 1);
     p->type = s->type;
-    p->value = g_strdup(s->default_value);
+    if (s->type == CT_PARAM_LIST || s->type == CT_PARAM_MAP)
+      p->list = g_new0(char *, 1); /* filled from the checked recipe node */
+    else
+      p->value = g_strdup(s->default_value);
     g_hash_table_insert(ps->values, g_strdup(s->name), p);
   }
   return ps;
@@ -189,6 +194,40 @@ ct_params_set(CtParams *ps, const char *name, const char *value, gboolean from_r
   g_free(p->value);
   p->value = g_strdup(value);
   p->set = from_recipe;
+}
+
+void
+ct_params_set_list(CtParams *ps, const char *name, const char *const *items,
+                   gboolean from_recipe)
+{
+  Param *p = g_hash_table_lookup(ps->values, name);
+  g_return_if_fail(p != NULL);
+  g_strfreev(p->list);
+  p->list = g_strdupv((char **) items);
+  p->set = from_recipe;
+}
+
+void
+ct_params_fill(CtParams *ps, CtRNode *node)
+{
+  for (size_t k = 0; node && k < ct_rnode_n_items(node); k++) {
+    CtRNode *v = ct_rnode_item(node, k);
+    const char *name = ct_rnode_key(node, k);
+    gboolean set = strcmp(ct_rnode_where(v), "default") != 0;
+    if (ct_rnode_kind(v) == CT_RNODE_SCALAR) {
+      ct_params_set(ps, name, ct_rnode_scalar(v), set);
+      continue;
+    }
+    GPtrArray *items = g_ptr_array_new();
+    for (size_t i = 0; i < ct_rnode_n_items(v); i++) {
+      if (ct_rnode_kind(v) == CT_RNODE_MAPPING)
+        g_ptr_array_add(items, (gpointer) ct_rnode_key(v, i));
+      g_ptr_array_add(items, (gpointer) ct_rnode_scalar(ct_rnode_item(v, i)));
+    }
+    g_ptr_array_add(items, NULL);
+    ct_params_set_list(ps, name, (const char *const *) items->pdata, set);
+    g_ptr_array_free(items, TRUE);
+  }
 }
 
 void
@@ -241,6 +280,20 @@ ct_params_get_string(const CtParams *ps, const char *name)
 {
   const Param *p = lookup(ps, name, CT_PARAM_STRING);
   return p ? p->value : NULL;
+}
+
+const char *const *
+ct_params_get_list(const CtParams *ps, const char *name)
+{
+  const Param *p = lookup(ps, name, CT_PARAM_LIST);
+  return p ? (const char *const *) p->list : NULL;
+}
+
+const char *const *
+ct_params_get_map(const CtParams *ps, const char *name)
+{
+  const Param *p = lookup(ps, name, CT_PARAM_MAP);
+  return p ? (const char *const *) p->list : NULL;
 }
 
 gboolean

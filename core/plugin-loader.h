@@ -32,6 +32,12 @@ CT_API GPtrArray *ct_plugin_list(GPtrArray *search);
 typedef struct CtRNode CtRNode;
 CtParams *ct_params_new(const CtParamSpec *schema);
 void ct_params_set(CtParams *params, const char *name, const char *value, gboolean from_recipe);
+/* Set a LIST (items) or MAP (keys and values alternating) parameter;
+ * ITEMS is NULL-terminated and copied. */
+void ct_params_set_list(CtParams *params, const char *name, const char *const *items,
+                        gboolean from_recipe);
+/* Fill every parameter from NODE, a checked mapping (see ct_recipe_check). */
+void ct_params_fill(CtParams *params, CtRNode *node);
 void ct_params_free(CtParams *params);
 
 #endif

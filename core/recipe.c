@@ -807,6 +807,18 @@ check_value(const CtParamSpec *spec, const CtRNode *v, const char *label, GError
       return found;
     }
     return TRUE;
+  case CT_PARAM_LIST:
+  case CT_PARAM_MAP: {
+    gboolean list = spec->type == CT_PARAM_LIST;
+    if (v->kind != (list ? CT_RNODE_SEQUENCE : CT_RNODE_MAPPING))
+      return type_error(error, v, label, list ? "a list" : "a mapping");
+    for (guint k = 0; k < v->items->len; k++) {
+      const CtRNode *item = v->items->pdata[k];
+      if (item->kind != CT_RNODE_SCALAR)
+        return type_error(error, item, label, list ? "a list of strings" : "string values");
+    }
+    return TRUE;
+  }
   }
   return fail(error, CT_ERROR_CONFIG, v->where, "%sunknown parameter type %d", label,
               (int)spec->type);
@@ -867,10 +879,21 @@ ct_recipe_check(CtRecipe *recipe, CtRNode *node, const char *context, const CtPa
            "%smissing required key '%s'", prefix, names[k]);
       goto out;
     }
-    if (node && !check_key(&schema[k],
-                           ct_rnode_set_scalar(recipe, node, names[k], schema[k].default_value,
-                                               "default"),
-                           ctx, error))
+    CtRNode *def;
+    if (schema[k].type == CT_PARAM_LIST || schema[k].type == CT_PARAM_MAP) {
+      const char *text = schema[k].default_value;
+      if (!(def = parse_yaml(NULL, "default", text, strlen(text), error)))
+        goto out;
+      if (node)
+        map_put(recipe->dead, node, names[k], "default", def);
+      else
+        node_free(def);
+    } else {
+      def = node ? ct_rnode_set_scalar(recipe, node, names[k], schema[k].default_value,
+                                       "default")
+                 : NULL;
+    }
+    if (node && !check_key(&schema[k], def, ctx, error))
       goto out;
   }
   ok = TRUE;

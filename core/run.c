@@ -9,11 +9,13 @@
 
 #include "run.h"
 
+#include "data-setup.h"
 #include "learner-private.h"
 #include "plugin-loader.h"
 #include "recipe.h"
 
 #include <cblas.h>
+#include <cliptrain/tokenizer.h>
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
@@ -21,19 +23,6 @@
 
 static const char *const sections[] = { "seed", "data", "model", "optimizer", "schedule", "fit",
                                         "callbacks", "metrics", "output", "plugin_path", NULL };
-
-static const CtParamSpec data_schema[] = {
-  CT_PARAM("dataset", CT_PARAM_STRING, "synthetic", "where samples come from", 0, 0, "synthetic"),
-  CT_PARAM("n_train", CT_PARAM_INT, "256", "synthetic: training samples", 1, 1e9, NULL),
-  CT_PARAM("n_valid", CT_PARAM_INT, "64", "synthetic: validation samples (0: no validation)", 0, 1e9, NULL),
-  CT_PARAM("caption_tokens", CT_PARAM_INT, "0", "synthetic: caption length, 0 for random lengths", 0, 1e6, NULL),
-  CT_PARAM("batch_size", CT_PARAM_INT, "16", "samples per batch", 1, 1 << 20, NULL),
-  CT_PARAM("shuffle", CT_PARAM_BOOL, "true", "reshuffle the training set every epoch", 0, 0, NULL),
-  CT_PARAM("drop_last", CT_PARAM_BOOL, "true", "drop the last incomplete training batch", 0, 0, NULL),
-  CT_PARAM("workers", CT_PARAM_INT, "2", "loader threads (0: load in the training thread)", 0, 256, NULL),
-  CT_PARAM("prefetch", CT_PARAM_INT, "2", "batches prepared ahead", 1, 64, NULL),
-  CT_PARAM_END,
-};
 
 static const CtParamSpec optimizer_schema[] = {
   CT_PARAM("name", CT_PARAM_STRING, "adamw", "optimizer", 0, 0, "adamw"),
@@ -274,11 +263,7 @@ load_plugins(CtRecipe *r, const char *section, GPtrArray *search, GPtrArray *out
     cb->label = g_strdup_printf("%s (%s)", name, file);
     cb->order = d->order;
     cb->params = ct_params_new(d->params);
-    for (size_t k = 0; k < ct_rnode_n_items(pnode); k++) {
-      CtRNode *v = ct_rnode_item(pnode, k);
-      ct_params_set(cb->params, ct_rnode_key(pnode, k), ct_rnode_scalar(v),
-                    strcmp(ct_rnode_where(v), "default") != 0);
-    }
+    ct_params_fill(cb->params, pnode);
     g_ptr_array_add(out, cb);
   }
   return TRUE;
@@ -373,6 +358,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   GPtrArray *search = NULL;
   g_autofree char *out = NULL, *yaml = NULL, *recipe_dir = NULL, *recipe_out = NULL;
   CtConfig cfg;
+  CtData data = { 0 };
 
   CtRecipe *r = ct_recipe_load(o->recipe, error);
   if (!r)
@@ -380,7 +366,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   for (const char *const *s = o->sets; s && *s; s++)
     if (!ct_recipe_override(r, *s, error))
       goto out;
-  if (!check_root(r, error) || !check_section(r, "data", data_schema, error) ||
+  if (!check_root(r, error) || !ct_data_check(r, error) ||
       !check_model(r, &cfg, error) || !check_section(r, "optimizer", optimizer_schema, error) ||
       !check_section(r, "schedule", schedule_schema, error) ||
       !check_section(r, "fit", fit_schema, error) ||
@@ -408,9 +394,16 @@ ct_run_fit(const CtRunOptions *o, GError **error)
       !load_plugins(r, "metrics", search, cbs, error))
     goto out;
 
+  /* the data: errors in the recipe's data section are still exit 2 */
+  uint64_t seed = (uint64_t) get_int(r, "seed");
+  if (!ct_data_open(r, recipe_dir, &cfg, seed, &data, error)) {
+    if (error && *error && (*error)->code != CT_ERROR_CONFIG)
+      rc = 1;
+    goto out;
+  }
+
   /* everything is valid: from here on, failures are run failures */
   rc = 1;
-  uint64_t seed = (uint64_t) get_int(r, "seed");
   int threads = o->threads > 0 ? o->threads : (int) get_int(r, "fit.threads");
   if (o->threads > 0) {
     g_autofree char *t = g_strdup_printf("%d", o->threads);
@@ -433,6 +426,11 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   if (!ct_recipe_write(r, recipe_out, error) ||
       !write_manifest(out, yaml, cbs, seed, threads, error))
     goto out;
+  if (data.learned) {
+    g_autofree char *vpath = g_build_filename(out, "vocab.txt", NULL);
+    if (!ct_tokenizer_save(data.tok, vpath, error))
+      goto out;
+  }
 
   int batch = (int) get_int(r, "data.batch_size");
   CtModel *m = ct_model_new(&cfg, batch, error);
@@ -445,20 +443,8 @@ ct_run_fit(const CtRunOptions *o, GError **error)
                        (float) get_double(r, "optimizer.eps"),
                        (float) get_double(r, "optimizer.weight_decay") };
   CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
-  int ct = (int) get_int(r, "data.caption_tokens");
-  if (ct > cfg.context_length) {
-    ct_model_free(m);
-    ct_adamw_free(opt);
-    config_error(error, ct_recipe_lookup(r, "data.caption_tokens"),
-                 "data.caption_tokens: %d exceeds the context length %d", ct,
-                 cfg.context_length);
-    rc = 2;
-    goto out;
-  }
-  CtDataset *train = ct_dataset_new_synthetic(&cfg, (size_t) get_int(r, "data.n_train"), seed,
-                                              0, ct);
-  size_t nv = (size_t) get_int(r, "data.n_valid");
-  CtDataset *valid = nv ? ct_dataset_new_synthetic(&cfg, nv, seed, 1, ct) : NULL;
+  CtDataset *train = data.train, *valid = data.valid;
+  data.train = data.valid = NULL; /* the loaders' now */
   int workers = (int) get_int(r, "data.workers"), prefetch = (int) get_int(r, "data.prefetch");
   CtLoader *tl = ct_loader_new(train, &cfg, batch, get_bool(r, "data.shuffle"),
                                get_bool(r, "data.drop_last"), workers, prefetch, seed);
@@ -486,6 +472,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   rc = 0;
 out:
   ct_learner_free(L);
+  ct_data_clear(&data); /* the tokenizer outlives the datasets */
   g_ptr_array_free(cbs, TRUE);
   if (search)
     g_ptr_array_free(search, TRUE);

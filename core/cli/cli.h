@@ -11,6 +11,7 @@ enum { CT_EXIT_OK = 0, CT_EXIT_FAILURE = 1, CT_EXIT_USAGE = 2 };
  * subcommand) and returns an exit status. */
 int ct_cli_bench(int argc, char **argv);
 int ct_cli_init(int argc, char **argv);
+int ct_cli_tokenize(int argc, char **argv);
 int ct_cli_fit(int argc, char **argv);
 int ct_cli_plugins(int argc, char **argv);
 

@@ -51,7 +51,7 @@ print_params(const CtPluginDescriptor *d)
     printf("  (none)\n");
     return;
   }
-  static const char *const types[] = { "bool", "int", "double", "string" };
+  static const char *const types[] = { "bool", "int", "double", "string", "list", "map" };
   for (const CtParamSpec *p = d->params; p->name; p++) {
     printf("  %-16s %-7s default %-12s %s", p->name, types[p->type],
            p->default_value ? p->default_value : "(required)", p->doc ? p->doc : "");

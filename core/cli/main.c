@@ -19,6 +19,7 @@ static const char usage[] =
   "  bench      time whole training steps (forward, loss, backward, AdamW)\n"
   "             on synthetic data and print one JSON line\n"
   "  init       write OpenAI-initialised weights for a preset (safetensors)\n"
+  "  tokenize   print CLIP token ids of captions on stdin, one line each\n"
   "\n"
   "Options:\n"
   "  --help     show this help\n"
@@ -66,6 +67,8 @@ main(int argc, char **argv)
     return ct_cli_plugins(argc - 1, argv + 1);
   if (strcmp(cmd, "init") == 0)
     return ct_cli_init(argc - 1, argv + 1);
+  if (strcmp(cmd, "tokenize") == 0)
+    return ct_cli_tokenize(argc - 1, argv + 1);
   ct_cli_error("unknown command '%s'; run 'cliptrain --help'", cmd);
   return CT_EXIT_USAGE;
 }

@@ -10,5 +10,7 @@
 #include <cliptrain/rng.h>
 #include <cliptrain/learner.h>
 #include <cliptrain/plugin.h>
+#include <cliptrain/tokenizer.h>
+#include <cliptrain/image.h>
 
 #endif

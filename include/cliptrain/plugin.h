@@ -53,6 +53,8 @@ typedef enum {
   CT_PARAM_INT,
   CT_PARAM_DOUBLE,
   CT_PARAM_STRING,
+  CT_PARAM_LIST, /* a sequence of strings; default_value in YAML flow style: "[a, b]" */
+  CT_PARAM_MAP,  /* a mapping of strings to strings; default "{}" or "{k: v}" */
 } CtParamType;
 
 /* One parameter of a plugin's schema.  default_value is text as a recipe
@@ -88,6 +90,10 @@ CT_API gboolean ct_params_get_bool(const CtParams *params, const char *name);
 CT_API int64_t ct_params_get_int(const CtParams *params, const char *name);
 CT_API double ct_params_get_double(const CtParams *params, const char *name);
 CT_API const char *ct_params_get_string(const CtParams *params, const char *name);
+/* A LIST parameter's items (NULL-terminated), or a MAP parameter's keys
+ * and values alternating (NULL-terminated).  (transfer none) */
+CT_API const char *const *ct_params_get_list(const CtParams *params, const char *name);
+CT_API const char *const *ct_params_get_map(const CtParams *params, const char *name);
 /* TRUE if the recipe set NAME (rather than the default). */
 CT_API gboolean ct_params_is_set(const CtParams *params, const char *name);
 

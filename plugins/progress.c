@@ -1,0 +1,159 @@
+/* progress: fastai's ProgressCallback, on stderr.  On a terminal, a live
+ * bar (epoch e/n, phase, batch i/n, elapsed<remaining, smoothed loss),
+ * redrawn in place at most ten times a second; on a terminal or not, one
+ * line per epoch with the recorder's values (train_loss, valid_loss, the
+ * metrics, time) under a header printed once (again if new names appear).
+ * Runs after the recorder (order 50) and before the trackers (60) that may
+ * cancel the fit, so the last epoch's line is printed too.  Nothing is
+ * allocated per batch. */
+#include <cliptrain/plugin.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define BAR_WIDTH 24
+#define REDRAW_US 100000 /* at most ten redraws a second */
+
+typedef struct {
+  gboolean tty;
+  gboolean drawn;     /* a bar is on the current line */
+  gint64 phase_start; /* microseconds, monotonic */
+  gint64 last_draw;
+  int header_n;       /* names in the header printed, 0 before */
+} Progress;
+
+/* [h:]mm:ss */
+static const char *
+fmt_time(char *buf, size_t size, double secs)
+{
+  long t = isfinite(secs) && secs > 0 ? (long) (secs + 0.5) : 0;
+  if (t >= 3600)
+    snprintf(buf, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else
+    snprintf(buf, size, "%02ld:%02ld", t / 60, t % 60);
+  return buf;
+}
+
+static void
+clear_bar(Progress *s)
+{
+  if (s->drawn)
+    fputs("\r\033[K", stderr);
+  s->drawn = FALSE;
+}
+
+static void
+draw_bar(Progress *s, CtLearner *L)
+{
+  gint64 now = g_get_monotonic_time();
+  int i = ct_learner_iter(L) + 1, n = ct_learner_n_iter(L);
+  if (now - s->last_draw < REDRAW_US && i < n)
+    return;
+  s->last_draw = now;
+  double elapsed = (now - s->phase_start) / 1e6;
+  double left = n > 0 && i > 0 ? elapsed * (n - i) / i : 0;
+  int fill = n > 0 ? (int) ((long) BAR_WIDTH * i / n) : 0;
+  char bar[BAR_WIDTH + 1], t0[16], t1[16], line[200];
+  memset(bar, '#', (size_t) fill);
+  memset(bar + fill, '-', (size_t) (BAR_WIDTH - fill));
+  bar[BAR_WIDTH] = 0;
+  snprintf(line, sizeof line, "\repoch %d/%d %s [%s] %d/%d %s<%s loss %.4f\033[K",
+           ct_learner_epoch(L) + 1, ct_learner_n_epoch(L),
+           ct_learner_training(L) ? "train" : "valid", bar, i, n,
+           fmt_time(t0, sizeof t0, elapsed), fmt_time(t1, sizeof t1, left),
+           ct_recorder_smooth_loss(ct_learner_recorder(L)));
+  fputs(line, stderr);
+  s->drawn = TRUE;
+}
+
+static int
+col_width(const char *name)
+{
+  return MAX((int) strlen(name), 10);
+}
+
+static void
+print_epoch(Progress *s, CtLearner *L)
+{
+  CtRecorder *rec = ct_learner_recorder(L);
+  const char *const *names = ct_recorder_names(rec);
+  int n = (int) g_strv_length((char **) names);
+  int epoch = ct_learner_epoch(L);
+  clear_bar(s);
+  if (n != s->header_n) {
+    fprintf(stderr, "%-6s", "epoch");
+    for (int k = 0; k < n; k++)
+      fprintf(stderr, "  %-*s", k + 1 < n ? col_width(names[k]) : 0, names[k]);
+    fputc('\n', stderr);
+    s->header_n = n;
+  }
+  fprintf(stderr, "%-6d", epoch);
+  for (int k = 0; k < n; k++) {
+    char buf[32] = "";
+    double v;
+    if (ct_recorder_get(rec, epoch, names[k], &v)) {
+      if (strcmp(names[k], "time") == 0)
+        fmt_time(buf, sizeof buf, v);
+      else
+        snprintf(buf, sizeof buf, "%.6f", v);
+    }
+    fprintf(stderr, "  %-*s", k + 1 < n ? col_width(names[k]) : 0, buf);
+  }
+  fputc('\n', stderr);
+}
+
+static CtStatus
+on_event(void *state, CtLearner *L, CtEvent event, GError **error)
+{
+  Progress *s = state;
+  switch (event) {
+  case CT_EVENT_BEFORE_FIT:
+    s->tty = isatty(fileno(stderr));
+    s->header_n = 0;
+    break;
+  case CT_EVENT_BEFORE_TRAIN:
+  case CT_EVENT_BEFORE_VALIDATE:
+    s->phase_start = g_get_monotonic_time();
+    s->last_draw = 0;
+    break;
+  case CT_EVENT_AFTER_BATCH:
+    if (s->tty)
+      draw_bar(s, L);
+    break;
+  case CT_EVENT_AFTER_EPOCH:
+    print_epoch(s, L);
+    break;
+  case CT_EVENT_AFTER_FIT:
+    clear_bar(s);
+    break;
+  default:
+    break;
+  }
+  return CT_STATUS_OK;
+}
+
+static void *
+create(const CtParams *params, GError **error)
+{
+  return g_new0(Progress, 1);
+}
+
+/* a run that fails leaves no half-drawn bar before the error line */
+static void
+destroy(void *state)
+{
+  clear_bar(state);
+  g_free(state);
+}
+
+CT_PLUGIN_DEFINE(.name = "progress", .version = "1.0",
+                 .doc = "Progress bar on a terminal and one line per epoch on stderr (fastai ProgressCallback)",
+                 .order = 55,
+                 .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) | CT_EVENT_BIT(CT_EVENT_BEFORE_TRAIN) |
+                           CT_EVENT_BIT(CT_EVENT_BEFORE_VALIDATE) |
+                           CT_EVENT_BIT(CT_EVENT_AFTER_BATCH) | CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH) |
+                           CT_EVENT_BIT(CT_EVENT_AFTER_FIT),
+                 .run = CT_RUN_TRAIN | CT_RUN_VALID, .params = NULL, .create = create,
+                 .destroy = destroy, .on_event = on_event)

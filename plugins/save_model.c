@@ -1,0 +1,177 @@
+/* save_model: fastai's SaveModelCallback.  After each epoch, reads MONITOR
+ * from the recorder and, when it improved on the best value (by more than
+ * min_delta, in the direction COMP), writes OUT/FNAME.safetensors (and
+ * with with_opt, the optimizer state to OUT/FNAME.opt.safetensors).  With
+ * every_epoch it writes OUT/FNAME_<epoch>.safetensors every epoch instead;
+ * with at_end, OUT/FNAME.safetensors once, after the fit.  The weights'
+ * metadata holds the epoch and the monitored value. */
+#include <cliptrain/plugin.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+  char *monitor, *fname;
+  gboolean less, every_epoch, at_end, with_opt;
+  double min_delta;
+  double best;
+  int last_epoch; /* last epoch whose after_epoch we saw, -1 before */
+} SaveModel;
+
+/* fastai: "auto" is less for losses and errors, greater for anything else */
+static gboolean
+comp_is_less(const char *comp, const char *monitor)
+{
+  if (strcmp(comp, "auto") == 0)
+    return strstr(monitor, "loss") || strstr(monitor, "error");
+  return strcmp(comp, "less") == 0;
+}
+
+static gboolean
+read_monitor(CtLearner *L, int epoch, const char *monitor, double *value, GError **error)
+{
+  CtRecorder *rec = ct_learner_recorder(L);
+  if (ct_recorder_get(rec, epoch, monitor, value))
+    return TRUE;
+  g_autofree char *names = g_strjoinv(", ", (char **) ct_recorder_names(rec));
+  g_set_error(error, CT_ERROR, CT_ERROR_MISSING,
+              "monitor '%s' was not logged in epoch %d (logged: %s)", monitor, epoch,
+              *names ? names : "nothing");
+  return FALSE;
+}
+
+/* Write OUT/NAME.safetensors (and OUT/NAME.opt.safetensors); EPOCH < 0
+ * leaves the epoch out of the metadata, and so does a missing monitor. */
+static gboolean
+save(SaveModel *s, CtLearner *L, const char *name, int epoch, GError **error)
+{
+  const char *out = ct_learner_out_dir(L) ? ct_learner_out_dir(L) : ".";
+  g_autofree char *leaf = g_strconcat(name, ".safetensors", NULL);
+  g_autofree char *opt_leaf = g_strconcat(name, ".opt.safetensors", NULL);
+  g_autofree char *path = g_build_filename(out, leaf, NULL);
+  g_autofree char *opt_path = g_build_filename(out, opt_leaf, NULL);
+  GHashTable *meta = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, g_free);
+  double v;
+  if (epoch >= 0) {
+    g_hash_table_insert(meta, "epoch", g_strdup_printf("%d", epoch));
+    if (ct_recorder_get(ct_learner_recorder(L), epoch, s->monitor, &v)) {
+      char buf[G_ASCII_DTOSTR_BUF_SIZE];
+      g_hash_table_insert(meta, "monitor", g_strdup(s->monitor));
+      g_hash_table_insert(meta, s->monitor, g_strdup(g_ascii_dtostr(buf, sizeof buf, v)));
+    }
+  }
+  gboolean ok = ct_model_save(ct_learner_model(L), path, meta, error) &&
+                (!s->with_opt || ct_learner_save_optimizer(L, opt_path, error));
+  g_hash_table_destroy(meta);
+  return ok;
+}
+
+static CtStatus
+on_event(void *state, CtLearner *L, CtEvent event, GError **error)
+{
+  SaveModel *s = state;
+  if (event == CT_EVENT_AFTER_FIT)
+    return s->at_end && !save(s, L, s->fname, s->last_epoch, error) ? CT_STATUS_ERROR
+                                                                     : CT_STATUS_OK;
+  int epoch = s->last_epoch = ct_learner_epoch(L);
+  if (s->every_epoch) {
+    g_autofree char *name = g_strdup_printf("%s_%d", s->fname, epoch);
+    return save(s, L, name, epoch, error) ? CT_STATUS_OK : CT_STATUS_ERROR;
+  }
+  if (s->at_end)
+    return CT_STATUS_OK;
+  double v;
+  if (!read_monitor(L, epoch, s->monitor, &v, error))
+    return CT_STATUS_ERROR;
+  if (s->less ? !(v + s->min_delta < s->best) : !(v - s->min_delta > s->best))
+    return CT_STATUS_OK;
+  s->best = v;
+  fprintf(stderr, "Better model found at epoch %d with %s value: %g.\n", epoch, s->monitor, v);
+  return save(s, L, s->fname, epoch, error) ? CT_STATUS_OK : CT_STATUS_ERROR;
+}
+
+static void *
+create(const CtParams *params, GError **error)
+{
+  SaveModel *s = g_new0(SaveModel, 1);
+  s->monitor = g_strdup(ct_params_get_string(params, "monitor"));
+  s->fname = g_strdup(ct_params_get_string(params, "fname"));
+  s->less = comp_is_less(ct_params_get_string(params, "comp"), s->monitor);
+  s->min_delta = ct_params_get_double(params, "min_delta");
+  s->every_epoch = ct_params_get_bool(params, "every_epoch");
+  s->at_end = ct_params_get_bool(params, "at_end");
+  s->with_opt = ct_params_get_bool(params, "with_opt");
+  s->best = s->less ? INFINITY : -INFINITY;
+  s->last_epoch = -1;
+  if (!*s->fname || strchr(s->fname, '/')) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "fname '%s' must be a plain file name (it is written into the run folder)",
+                s->fname);
+    g_free(s->monitor);
+    g_free(s->fname);
+    g_free(s);
+    return NULL;
+  }
+  return s;
+}
+
+static void
+destroy(void *state)
+{
+  SaveModel *s = state;
+  g_free(s->monitor);
+  g_free(s->fname);
+  g_free(s);
+}
+
+/* the best value, as C-locale text that round-trips */
+static GBytes *
+state_save(void *state)
+{
+  SaveModel *s = state;
+  char buf[G_ASCII_DTOSTR_BUF_SIZE];
+  char *text = g_strdup(g_ascii_dtostr(buf, sizeof buf, s->best));
+  return g_bytes_new_take(text, strlen(text) + 1);
+}
+
+static gboolean
+state_load(void *state, GBytes *bytes, GError **error)
+{
+  SaveModel *s = state;
+  gsize len;
+  const char *data = g_bytes_get_data(bytes, &len);
+  g_autofree char *text = g_strndup(data, len);
+  char *end;
+  double best = g_ascii_strtod(text, &end);
+  if (end == text || *end) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "save_model: bad saved state '%s'", text);
+    return FALSE;
+  }
+  s->best = best;
+  return TRUE;
+}
+
+static const CtParamSpec schema[] = {
+  CT_PARAM("monitor", CT_PARAM_STRING, "valid_loss", "recorded value to watch", 0, 0, NULL),
+  CT_PARAM("comp", CT_PARAM_STRING, "auto",
+           "better is less or greater; auto: less for names with loss or error", 0, 0,
+           "auto|less|greater"),
+  CT_PARAM("min_delta", CT_PARAM_DOUBLE, "0", "smallest change that counts as improvement", 0,
+           1e30, NULL),
+  CT_PARAM("fname", CT_PARAM_STRING, "model", "file name in the run folder, without extension",
+           0, 0, NULL),
+  CT_PARAM("every_epoch", CT_PARAM_BOOL, "false", "save FNAME_<epoch> after every epoch", 0, 0,
+           NULL),
+  CT_PARAM("at_end", CT_PARAM_BOOL, "false", "save once after the fit, not the best", 0, 0, NULL),
+  CT_PARAM("with_opt", CT_PARAM_BOOL, "false", "also save the optimizer state (FNAME.opt)", 0, 0,
+           NULL),
+  CT_PARAM_END,
+};
+
+CT_PLUGIN_DEFINE(.name = "save_model", .version = "1.0",
+                 .doc = "Saves the model when a monitored value improves (fastai SaveModelCallback)",
+                 .order = 60,
+                 .events = CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH) | CT_EVENT_BIT(CT_EVENT_AFTER_FIT),
+                 .params = schema, .create = create, .destroy = destroy, .on_event = on_event,
+                 .state_save = state_save, .state_load = state_load)
