@@ -79,6 +79,8 @@ gboolean ct_learner_fit(CtLearner *learner, GError **error);
 /* recorder.c */
 void ct_recorder_init(CtRecorder *rec, const char *out_dir);
 void ct_recorder_clear(CtRecorder *rec);
+/* Write epoch EPOCH's row to metrics.jsonl and history.csv. */
+gboolean ct_recorder_flush(CtRecorder *rec, int epoch, GError **error);
 /* The recorder as a built-in callback (order 50, as fastai's Recorder). */
 CtCallback *ct_recorder_callback_new(void);
 

@@ -345,6 +345,10 @@ fit_body(CtLearner *L)
   for (L->epoch = 0; L->epoch < L->n_epoch; L->epoch++) {
     CtStatus st = with_events(L, epoch_body, CT_EVENT_BEFORE_EPOCH, CT_EVENT_AFTER_EPOCH,
                               CT_EVENT_AFTER_CANCEL_EPOCH, CT_STATUS_CANCEL_EPOCH);
+    GError *e = NULL;
+    if (st != CT_STATUS_ERROR && ct_recorder_n_epochs(&L->rec) == L->epoch + 1 &&
+        !ct_recorder_flush(&L->rec, L->epoch, &e))
+      return fail(L, e);
     if (st != CT_STATUS_OK)
       return st;
   }

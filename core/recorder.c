@@ -1,8 +1,9 @@
 /* recorder.c: fastai's Recorder as a built-in callback (order 50): the
  * smoothed loss, losses and learning rates per batch, and one row per
  * epoch (train_loss, valid_loss, metrics, time), written to
- * OUT/metrics.jsonl (appended) and OUT/history.csv (rewritten) when the
- * epoch ends. */
+ * OUT/metrics.jsonl (appended) and OUT/history.csv (rewritten) by the loop
+ * once every after_epoch callback has run, so values logged by callbacks
+ * of any order reach the files. */
 #include "config.h"
 
 #include "learner-private.h"
@@ -194,6 +195,14 @@ write_history(CtRecorder *rec, GError **error)
   return ok;
 }
 
+gboolean
+ct_recorder_flush(CtRecorder *rec, int epoch, GError **error)
+{
+  if (!rec->out_dir || epoch >= (int) rec->rows->len)
+    return TRUE;
+  return append_jsonl(rec, epoch, error) && write_history(rec, error);
+}
+
 /* ---------------------------------------------------------------- callback */
 
 static CtStatus
@@ -229,9 +238,7 @@ recorder_event(void *state, CtLearner *L, CtEvent ev, GError **error)
       ct_recorder_log(rec, "valid_loss", rec->valid_sum / rec->valid_n);
     ct_recorder_log(rec, "time", (g_get_monotonic_time() - rec->epoch_start) / 1e6);
     rec->n_epochs = epoch + 1;
-    if (rec->out_dir && (!append_jsonl(rec, epoch, error) || !write_history(rec, error)))
-      return CT_STATUS_ERROR;
-    break;
+    break; /* the files are written when every after_epoch callback has run */
   }
   default:
     break;
