@@ -352,7 +352,7 @@ ct_data_open(CtRecipe *r, const char *dir, const CtConfig *cfg, uint64_t seed, C
     .ratio_lo = 3.0 / 4.0, .ratio_hi = 4.0 / 3.0, .hflip = flag(r, "hflip"),
     .mean = CT_CLIP_MEAN, .std = CT_CLIP_STD, .context_length = cfg->context_length,
     .truncate = flag(r, "truncate"), .skip_corrupt = strcmp(str(r, "corrupt"), "skip") == 0,
-    .templates = tmpls, .class_captions = caps, .seed = seed,
+    .templates = tmpls, .random_template = TRUE, .class_captions = caps, .seed = seed,
   };
   ct_rnode_to_double(ct_recipe_lookup(r, "data.min_scale"), &o.min_scale, NULL);
   size_t n;
@@ -363,6 +363,7 @@ ct_data_open(CtRecipe *r, const char *dir, const CtConfig *cfg, uint64_t seed, C
   if (vsrc && nvalid > 0) {
     o.augment = FALSE;
     o.hflip = FALSE;
+    o.random_template = FALSE; /* validation captions use the first template */
     size_t *vi = subset(vidx, nvalid, nv, seed, 0x7a12, &n);
     d->valid = ct_dataset_new_source(vsrc, d->tok, &o);
     vsrc = NULL;

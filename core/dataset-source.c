@@ -49,7 +49,7 @@ source_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens
     const char *name = names && label >= 0 && label < (int) g_strv_length(names)
                          ? names[label] : "?";
     guint nt = o->templates ? g_strv_length(o->templates) : 0;
-    const char *tmpl = nt ? o->templates[o->augment ? ct_rng_below(&rng, nt) : 0] : "{label}";
+    const char *tmpl = nt ? o->templates[o->random_template ? ct_rng_below(&rng, nt) : 0] : "{label}";
     caption = fill_template(tmpl, name);
   }
   gboolean ok = ct_tokenizer_tokenize(ds->tok, caption, o->context_length, o->truncate, tokens,

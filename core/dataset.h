@@ -33,6 +33,7 @@ typedef struct {
   gboolean truncate;        /* cut long captions instead of failing */
   gboolean skip_corrupt;    /* replace unreadable images by the next good one, and count */
   char **templates;         /* for labelled sources: "a photo of a {label}."; NULL-terminated */
+  gboolean random_template; /* draw a template per sample and epoch (training); else the first */
   char **class_captions;    /* label -> text put into templates; NULL: the class names */
   uint64_t seed;
 } CtDatasetOptions;

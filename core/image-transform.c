@@ -18,8 +18,9 @@
  * columns (and the horizontal pass only visits the input rows the
  * vertical pass will read).  A grey crop (R = G = B, as every decoded
  * grey image is) is resampled as one channel and copied to three.  The
- * 32-bit sums cannot overflow: |weights| sum to less than 1.3, so a sum
- * stays below 2^21 + 255 * 1.3 * 2^22 < 2^31.
+ * 32-bit sums cannot overflow: the positive weights of a sample sum to
+ * less than 1.2 (the negative ones to more than -0.2), so a sum stays
+ * within 2^21 + 255 * 1.2 * 2^22 < 2^31.
  *
  * Because decoding already made the image RGB, the result equals CLIP's
  * preprocess(Image.open(f).convert("RGB")), which is CLIP's

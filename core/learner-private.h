@@ -43,6 +43,7 @@ struct CtLearner {
   int batch_size, n_epoch;
   uint64_t seed;
   char *out_dir;
+  CtTokenizer *tok;          /* borrowed from the run */
   GHashTable *recipe_values; /* dotted path -> text */
 
   GPtrArray *cbs; /* of CtCallback*, sorted by (order, position) */

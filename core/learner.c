@@ -475,6 +475,7 @@ float *ct_learner_d_image_features(CtLearner *L) { return L->d_img; }
 float *ct_learner_d_text_features(CtLearner *L) { return L->d_txt; }
 float *ct_learner_d_logit_scale(CtLearner *L) { return &L->d_logit_scale; }
 CtRecorder *ct_learner_recorder(CtLearner *L) { return &L->rec; }
+CtTokenizer *ct_learner_tokenizer(CtLearner *L) { return L->tok; }
 
 double
 ct_learner_pct_train(const CtLearner *L)

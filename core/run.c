@@ -454,6 +454,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   if (!L)
     goto out;
   collect_values(L, ct_recipe_root(r), "");
+  L->tok = data.tok;
   for (guint i = 0; i < cbs->len; i++) {
     CtCallback *cb = g_ptr_array_index(cbs, i);
     GError *e = NULL;
@@ -478,5 +479,59 @@ out:
     g_ptr_array_free(search, TRUE);
   if (r)
     ct_recipe_free(r);
+  return rc;
+}
+
+int
+ct_run_loader_bench(const CtRunOptions *o, int max_batches, CtLoaderBench *res, GError **error)
+{
+  int rc = 2;
+  CtConfig cfg;
+  CtData data = { 0 };
+  CtLoader *ld = NULL;
+  float *images = NULL;
+  int32_t *tokens = NULL;
+  g_autofree char *dir = g_path_get_dirname(o->recipe);
+  CtRecipe *r = ct_recipe_load(o->recipe, error);
+  if (!r)
+    return 2;
+  for (const char *const *s = o->sets; s && *s; s++)
+    if (!ct_recipe_override(r, *s, error))
+      goto out;
+  if (!check_root(r, error) || !ct_data_check(r, error) || !check_model(r, &cfg, error))
+    goto out;
+  if (!ct_data_open(r, dir, &cfg, (uint64_t) get_int(r, "seed"), &data, error)) {
+    rc = (*error)->code == CT_ERROR_CONFIG ? 2 : 1;
+    goto out;
+  }
+  rc = 1;
+  int bs = (int) get_int(r, "data.batch_size");
+  res->workers = (int) get_int(r, "data.workers");
+  res->batch_size = bs;
+  ld = ct_loader_new(data.train, &cfg, bs, get_bool(r, "data.shuffle"),
+                     get_bool(r, "data.drop_last"), res->workers,
+                     (int) get_int(r, "data.prefetch"), (uint64_t) get_int(r, "seed"));
+  images = g_new(float, (size_t) bs * 3 * cfg.image_resolution * cfg.image_resolution);
+  tokens = g_new(int32_t, (size_t) bs * cfg.context_length);
+  int n = ct_loader_n_batches(ld);
+  if (max_batches > 0)
+    n = MIN(n, max_batches);
+  gint64 t0 = g_get_monotonic_time();
+  ct_loader_start(ld, 0);
+  res->images = 0;
+  for (res->batches = 0; res->batches < n; res->batches++) {
+    int B;
+    if (!ct_loader_next(ld, images, tokens, &B, error))
+      goto out;
+    res->images += B;
+  }
+  res->seconds = (g_get_monotonic_time() - t0) / 1e6;
+  rc = 0;
+out:
+  ct_loader_free(ld);
+  g_free(images);
+  g_free(tokens);
+  ct_data_clear(&data);
+  ct_recipe_free(r);
   return rc;
 }

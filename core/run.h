@@ -12,6 +12,16 @@ typedef struct {
   int threads;              /* 0: the recipe's fit.threads */
 } CtRunOptions;
 
+/* `cliptrain bench --loader`: run the recipe's training loader alone for
+ * up to MAX_BATCHES batches (0: one epoch) and report the rate.  Returns
+ * an exit status as ct_run_fit(). */
+typedef struct {
+  int batches, images, workers, batch_size;
+  double seconds;
+} CtLoaderBench;
+CT_API int ct_run_loader_bench(const CtRunOptions *options, int max_batches, CtLoaderBench *out,
+                               GError **error);
+
 /* Returns 0 on success, 2 when the recipe (or a plugin it names) is bad,
  * 1 when the run fails; ERROR says why. */
 CT_API int ct_run_fit(const CtRunOptions *options, GError **error);

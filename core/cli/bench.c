@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "cli.h"
+#include "run.h"
 #include <cliptrain/rng.h>
 
 #include <cliptrain/cliptrain.h>
@@ -90,6 +91,40 @@ bench_sgemm(int n, int reps, int threads)
   return CT_EXIT_OK;
 }
 
+static int
+bench_loader(const char *recipe, int batches)
+{
+  CtRunOptions o = { recipe, NULL, NULL, 0 };
+  CtLoaderBench res = { 0 };
+  GError *error = NULL;
+  int rc = ct_run_loader_bench(&o, batches, &res, &error);
+  if (rc != 0) {
+    ct_cli_error("bench: %s", error ? error->message : "the loader failed");
+    g_clear_error(&error);
+    return rc;
+  }
+  JsonBuilder *jb = json_builder_new();
+  json_builder_begin_object(jb);
+  json_builder_set_member_name(jb, "loader");
+  json_builder_add_string_value(jb, recipe);
+  json_builder_set_member_name(jb, "workers");
+  json_builder_add_int_value(jb, res.workers);
+  json_builder_set_member_name(jb, "batch");
+  json_builder_add_int_value(jb, res.batch_size);
+  json_builder_set_member_name(jb, "batches");
+  json_builder_add_int_value(jb, res.batches);
+  json_builder_set_member_name(jb, "images");
+  json_builder_add_int_value(jb, res.images);
+  json_builder_set_member_name(jb, "images_per_s");
+  json_builder_add_double_value(jb, round(res.images / MAX(res.seconds, 1e-9)));
+  json_builder_set_member_name(jb, "peak_rss_mib");
+  json_builder_add_double_value(jb, round(peak_rss_mib()));
+  json_builder_end_object(jb);
+  print_json(jb);
+  g_object_unref(jb);
+  return CT_EXIT_OK;
+}
+
 /* Synthetic captions: start token, random ids, end token at position
  * len - 1, zero padding.  tokens: (B, T) */
 static void
@@ -111,7 +146,11 @@ ct_cli_bench(int argc, char **argv)
   g_autofree char *preset = g_strdup("vitb32");
   int batch = 16, steps = 3, threads = 2, caption_tokens = 0, sgemm = 0;
   gint64 seed = 0;
+  g_autofree char *loader = NULL;
+  int loader_batches = 0;
   GOptionEntry entries[] = {
+    { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
+    { "loader-batches", 0, 0, G_OPTION_ARG_INT, &loader_batches, "With --loader: batches to time (default: one epoch)", "N" },
     { "preset", 'p', 0, G_OPTION_ARG_STRING, &preset, "Model preset (vitb32, vitl14, small, tiny)", "NAME" },
     { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Samples per step (16)", "N" },
     { "steps", 's', 0, G_OPTION_ARG_INT, &steps, "Timed steps after one warm-up step (3)", "N" },
@@ -142,6 +181,8 @@ ct_cli_bench(int argc, char **argv)
   openblas_set_num_threads(threads);
   if (sgemm > 0)
     return bench_sgemm(sgemm, MAX(steps, 5), threads);
+  if (loader)
+    return bench_loader(loader, loader_batches);
 
   CtConfig cfg;
   if (!ct_config_preset(preset, &cfg, &error)) {

@@ -116,6 +116,11 @@ CT_API const char *ct_learner_out_dir(const CtLearner *learner);
  * or NULL.  (transfer none) */
 CT_API const char *ct_learner_recipe_value(const CtLearner *learner, const char *path);
 
+/* The tokenizer of the run's captions (for metrics that encode prompts),
+ * or NULL with synthetic data.  (transfer none) */
+typedef struct _CtTokenizer CtTokenizer;
+CT_API CtTokenizer *ct_learner_tokenizer(CtLearner *learner);
+
 /* ---- the current batch ---- */
 CT_API int ct_learner_batch_size(const CtLearner *learner);
 /* (batch, 3, R, R) normalised pixels; callbacks may change them in
