@@ -1,0 +1,121 @@
+#!/bin/sh
+# data-fit.sh: training from real data sources end to end: image folders
+# (grandparent and random splits), CSV, webdataset shards, the corrupt
+# image policy, clear errors for bad data, and batches that do not depend
+# on the number of loader threads.  Prints TAP.
+builddir=${CT_BUILDDIR:-.}
+srcdir=$(cd "$(dirname "$0")/.." && pwd)
+ct="$builddir/cliptrain"
+src="$srcdir/tests/data/sources"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+n=0
+fail=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+no() {
+  n=$((n + 1))
+  echo "not ok $n - $1"
+  [ -f "$tmp/err" ] && sed 's/^/# /' "$tmp/err"
+  fail=1
+}
+check() { if eval "$2"; then ok "$1"; else no "$1"; fi; }
+run() {
+  want=$1
+  shift
+  "$ct" "$@" >"$tmp/out" 2>"$tmp/err"
+  got=$?
+  [ "$got" -eq "$want" ] || { echo "# exit $got, expected $want" >>"$tmp/err"; return 1; }
+}
+losses() { sed 's/,"time":[^,}]*//' "$1/metrics.jsonl"; }
+
+# an image folder: train/ and valid/ with two classes of tiny PNGs
+for split in train valid; do
+  for cls in cat dog; do
+    mkdir -p "$tmp/folder/$split/$cls"
+    for k in 0 1 2 3; do cp "$src/rgb$k.png" "$tmp/folder/$split/$cls/$k.png"; done
+    cp "$src/gray.png" "$tmp/folder/$split/$cls/g.png"
+    cp "$src/photo.jpg" "$tmp/folder/$split/$cls/p.jpg"
+  done
+done
+cat >"$tmp/base.yaml" <<'YAML'
+seed: 5
+model: {preset: tiny, image_resolution: 16, vision_patch_size: 8, vocab_size: 600, context_length: 12}
+optimizer: {lr: 1.0e-3}
+fit: {epochs: 2, threads: 1}
+callbacks: [clip_trainer]
+YAML
+cat >"$tmp/folder.yaml" <<'YAML'
+extends: base.yaml
+data:
+  dataset: image_folder
+  path: folder
+  templates: ['a photo of a {label}.', 'a {label}.']
+  random_resized_crop: true
+  hflip: true
+  batch_size: 4
+YAML
+
+echo "1..17"
+check "an image folder trains" 'run 0 fit "$tmp/folder.yaml" --out "$tmp/a"'
+check "the learned vocabulary is saved with the run" '[ -s "$tmp/a/vocab.txt" ] && head -1 "$tmp/a/vocab.txt" | grep -q "^#version"'
+check "loader threads do not change the batches" \
+  'run 0 fit "$tmp/folder.yaml" --set data.workers=0 --out "$tmp/b" && run 0 fit "$tmp/folder.yaml" --set data.workers=3 --set data.prefetch=4 --out "$tmp/c" && losses "$tmp/a" >"$tmp/la" && losses "$tmp/b" >"$tmp/lb" && losses "$tmp/c" >"$tmp/lc" && cmp -s "$tmp/la" "$tmp/lb" && cmp -s "$tmp/la" "$tmp/lc"'
+check "a random split trains" 'run 0 fit "$tmp/folder.yaml" --set data.path=folder/train --set data.split=random --set data.valid_pct=0.25 --out "$tmp/d"'
+
+cp "$src/corrupt.png" "$tmp/folder/train/cat/bad.png"
+check "a corrupt image fails the run by default" 'run 1 fit "$tmp/folder.yaml" --out "$tmp/e"'
+check "and the error names the file" 'grep -q "folder/train/cat/bad.png" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]'
+check "with corrupt: skip it trains" 'run 0 fit "$tmp/folder.yaml" --set data.corrupt=skip --set data.shuffle=false --out "$tmp/f"'
+check "and counts what it skipped" 'grep -q "skipped 1 unreadable image" "$tmp/err"'
+rm "$tmp/folder/train/cat/bad.png"
+
+check "a missing folder is an error naming it" 'run 1 fit "$tmp/folder.yaml" --set data.path=nowhere --out "$tmp/g" && grep -q "nowhere" "$tmp/err"'
+
+# CSV with quoting, paths relative to the file
+mkdir -p "$tmp/csv/img"
+for k in 0 1 2 3; do cp "$src/rgb$k.png" "$tmp/csv/img/$k.png"; done
+{
+  echo 'filepath,title'
+  for r in 0 1 2 3 0 1 2 3; do echo "img/$r.png,\"a photo, number $r\""; done
+} >"$tmp/csv/train.csv"
+cat >"$tmp/csv.yaml" <<'YAML'
+extends: base.yaml
+data: {dataset: csv, path: csv/train.csv, valid_path: csv/train.csv, batch_size: 4}
+YAML
+check "a CSV of paths and captions trains" 'run 0 fit "$tmp/csv.yaml" --out "$tmp/h" && [ "$(wc -l <"$tmp/h/metrics.jsonl")" -eq 2 ]'
+echo 'img/0.png,too,many' >>"$tmp/csv/train.csv"
+check "a CSV row with the wrong number of columns names the file and row" \
+  'run 1 fit "$tmp/csv.yaml" --out "$tmp/i" && grep -q "train.csv:10:" "$tmp/err"'
+sed -i '$d' "$tmp/csv/train.csv" # drop the bad row again
+
+# webdataset shards made with tar(1)
+mkdir -p "$tmp/wds"
+for s in 0 1; do
+  (cd "$tmp/wds" && for k in 0 1 2 3; do
+    cp "$src/rgb$k.png" "s$s-$k.png"
+    echo "shard $s sample $k" >"s$s-$k.txt"
+  done && tar -cf "shard-00$s.tar" s$s-*.png s$s-*.txt && rm -f s$s-*.png s$s-*.txt)
+done
+cat >"$tmp/wds.yaml" <<'YAML'
+extends: base.yaml
+data: {dataset: webdataset, path: 'wds/shard-{000..001}.tar', valid_path: wds/shard-000.tar, batch_size: 4}
+YAML
+check "webdataset shards with a brace pattern train" 'run 0 fit "$tmp/wds.yaml" --out "$tmp/j"'
+head -c 3000 "$tmp/wds/shard-001.tar" >"$tmp/wds/cut.tar"
+check "a truncated shard is an error, not a crash" 'run 1 fit "$tmp/wds.yaml" --set data.path=wds/cut.tar --out "$tmp/k" && grep -q "cut.tar" "$tmp/err"'
+
+check "a caption longer than the context is an error naming it" \
+  'run 1 fit "$tmp/csv.yaml" --set model.context_length=4 --out "$tmp/l" && grep -q "a photo, number" "$tmp/err"'
+check "with truncate: true it trains" 'run 0 fit "$tmp/csv.yaml" --set model.context_length=4 --set data.truncate=true --out "$tmp/m"'
+
+fm=/usr/share/datasets/fashion-mnist
+if [ -f "$fm/t10k-images-idx3-ubyte.gz" ]; then
+  check "Fashion-MNIST (IDX) trains from the default recipe" \
+    'run 0 fit "$srcdir/recipes/fashion_mnist.yaml" --set data.n_train=256 --set data.n_valid=128 --set fit.epochs=1 --out "$tmp/n"'
+  check "its loader reports images per second" \
+    'run 0 bench --loader "$srcdir/recipes/fashion_mnist.yaml" --loader-batches 20 && grep -q "\"images_per_s\"" "$tmp/out"'
+else
+  n=$((n + 1)); echo "ok $n # SKIP Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"
+  n=$((n + 1)); echo "ok $n # SKIP Fashion-MNIST is not installed"
+fi
+exit $fail
