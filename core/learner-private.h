@@ -44,6 +44,7 @@ struct CtLearner {
   uint64_t seed;
   char *out_dir;
   CtTokenizer *tok;          /* borrowed from the run */
+  GHashTable *ckpt_meta;     /* checkpoint metadata from the run: key -> value */
   GHashTable *recipe_values; /* dotted path -> text */
 
   GPtrArray *cbs; /* of CtCallback*, sorted by (order, position) */

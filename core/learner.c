@@ -89,6 +89,7 @@ ct_learner_new(CtModel *model, CtAdamW *opt, CtLoader *train, CtLoader *valid,
   L->seed = seed;
   L->out_dir = g_strdup(out_dir);
   L->recipe_values = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  L->ckpt_meta = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   L->cbs = g_ptr_array_new_with_free_func((GDestroyNotify) ct_callback_free);
   size_t R = c->image_resolution, E = c->embed_dim, B = batch_size;
   L->images = g_new0(float, B * 3 * R * R);
@@ -119,6 +120,7 @@ ct_learner_free(CtLearner *L)
     ct_dataset_free(ds);
   }
   g_hash_table_destroy(L->recipe_values);
+  g_hash_table_destroy(L->ckpt_meta);
   ct_recorder_clear(&L->rec);
   g_free(L->out_dir);
   g_free(L->images);
@@ -456,6 +458,21 @@ ct_learner_save_optimizer(CtLearner *L, const char *path, GError **error)
   ok = ok && ct_safetensors_writer_write(w, path, error);
   ct_safetensors_writer_free(w);
   return ok;
+}
+
+GHashTable *
+ct_learner_checkpoint_metadata(CtLearner *L)
+{
+  GHashTable *h = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init(&it, L->ckpt_meta);
+  while (g_hash_table_iter_next(&it, &k, &v))
+    g_hash_table_insert(h, g_strdup(k), g_strdup(v));
+  g_hash_table_insert(h, g_strdup("step"),
+                      g_strdup_printf("%" G_GINT64_FORMAT, ct_adamw_step_count(L->opt)));
+  g_hash_table_insert(h, g_strdup("epoch"), g_strdup_printf("%d", L->epoch));
+  return h;
 }
 
 int ct_learner_epoch(const CtLearner *L) { return L->epoch; }

@@ -455,6 +455,23 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     goto out;
   collect_values(L, ct_recipe_root(r), "");
   L->tok = data.tok;
+  g_hash_table_insert(L->ckpt_meta, g_strdup("recipe"), g_strdup(yaml));
+  if (data.tok && data.learned) {
+    g_autofree char *vpath = g_build_filename(out, "vocab.txt", NULL);
+    char *text = NULL;
+    if (g_file_get_contents(vpath, &text, NULL, NULL))
+      g_hash_table_insert(L->ckpt_meta, g_strdup("vocab"), text);
+  } else if (data.tok) {
+    g_autofree char *vp = g_build_filename(recipe_dir, ct_rnode_scalar(ct_recipe_lookup(r, "data.vocab")), NULL);
+    const char *v = ct_rnode_scalar(ct_recipe_lookup(r, "data.vocab"));
+    g_autofree char *abs = g_path_is_absolute(v) ? g_strdup(v) : g_strdup(vp);
+    g_hash_table_insert(L->ckpt_meta, g_strdup("vocab_file"), g_strdup(v));
+    g_autofree char *text = NULL;
+    gsize len = 0;
+    if (g_file_get_contents(abs, &text, &len, NULL))
+      g_hash_table_insert(L->ckpt_meta, g_strdup("vocab_sha256"),
+                          g_compute_checksum_for_data(G_CHECKSUM_SHA256, (guchar *) text, len));
+  }
   for (guint i = 0; i < cbs->len; i++) {
     CtCallback *cb = g_ptr_array_index(cbs, i);
     GError *e = NULL;

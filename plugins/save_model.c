@@ -51,14 +51,16 @@ save(SaveModel *s, CtLearner *L, const char *name, int epoch, GError **error)
   g_autofree char *opt_leaf = g_strconcat(name, ".opt.safetensors", NULL);
   g_autofree char *path = g_build_filename(out, leaf, NULL);
   g_autofree char *opt_path = g_build_filename(out, opt_leaf, NULL);
-  GHashTable *meta = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, g_free);
+  /* the run's recipe, step and tokenizer, then ours */
+  GHashTable *meta = ct_learner_checkpoint_metadata(L);
   double v;
+  g_hash_table_remove(meta, "epoch");
   if (epoch >= 0) {
-    g_hash_table_insert(meta, "epoch", g_strdup_printf("%d", epoch));
+    g_hash_table_insert(meta, g_strdup("epoch"), g_strdup_printf("%d", epoch));
     if (ct_recorder_get(ct_learner_recorder(L), epoch, s->monitor, &v)) {
       char buf[G_ASCII_DTOSTR_BUF_SIZE];
-      g_hash_table_insert(meta, "monitor", g_strdup(s->monitor));
-      g_hash_table_insert(meta, s->monitor, g_strdup(g_ascii_dtostr(buf, sizeof buf, v)));
+      g_hash_table_insert(meta, g_strdup("monitor"), g_strdup(s->monitor));
+      g_hash_table_insert(meta, g_strdup(s->monitor), g_strdup(g_ascii_dtostr(buf, sizeof buf, v)));
     }
   }
   gboolean ok = ct_model_save(ct_learner_model(L), path, meta, error) &&

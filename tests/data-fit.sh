@@ -42,7 +42,7 @@ seed: 5
 model: {preset: tiny, image_resolution: 16, vision_patch_size: 8, vocab_size: 600, context_length: 12}
 optimizer: {lr: 1.0e-3}
 fit: {epochs: 2, threads: 1}
-callbacks: [clip_trainer]
+callbacks: [clip_trainer, {save_model: {at_end: true}}]
 YAML
 cat >"$tmp/folder.yaml" <<'YAML'
 extends: base.yaml
@@ -55,9 +55,11 @@ data:
   batch_size: 4
 YAML
 
-echo "1..17"
+echo "1..18"
 check "an image folder trains" 'run 0 fit "$tmp/folder.yaml" --out "$tmp/a"'
 check "the learned vocabulary is saved with the run" '[ -s "$tmp/a/vocab.txt" ] && head -1 "$tmp/a/vocab.txt" | grep -q "^#version"'
+check "the checkpoint carries the learned vocabulary and the recipe" \
+  'head -c 65536 "$tmp/a/model.safetensors" | grep -aq "\"vocab\":\"#version: 0.2" && head -c 65536 "$tmp/a/model.safetensors" | grep -aq "\"recipe\":\"seed: 5"'
 check "loader threads do not change the batches" \
   'run 0 fit "$tmp/folder.yaml" --set data.workers=0 --out "$tmp/b" && run 0 fit "$tmp/folder.yaml" --set data.workers=3 --set data.prefetch=4 --out "$tmp/c" && losses "$tmp/a" >"$tmp/la" && losses "$tmp/b" >"$tmp/lb" && losses "$tmp/c" >"$tmp/lc" && cmp -s "$tmp/la" "$tmp/lb" && cmp -s "$tmp/la" "$tmp/lc"'
 check "a random split trains" 'run 0 fit "$tmp/folder.yaml" --set data.path=folder/train --set data.split=random --set data.valid_pct=0.25 --out "$tmp/d"'

@@ -97,6 +97,12 @@ CT_API gboolean ct_learner_set_hparam(CtLearner *learner, const char *name, doub
  * "exp_avg.<param>", "exp_avg_sq.<param>" tensors plus "step" metadata)
  * to PATH as safetensors, atomically. */
 CT_API gboolean ct_learner_save_optimizer(CtLearner *learner, const char *path, GError **error);
+/* What a checkpoint of this run should carry in its metadata: "recipe"
+ * (the resolved recipe), "step", "epoch", and the tokenizer: "vocab" (the
+ * learned merges, in OpenAI's format) or "vocab_file" and "vocab_sha256".
+ * Callbacks add their own entries (g_strdup'd keys and values) and pass it
+ * to ct_model_save().  (transfer full: g_hash_table_unref) */
+CT_API GHashTable *ct_learner_checkpoint_metadata(CtLearner *learner);
 /* Optimizer steps taken so far. */
 CT_API int64_t ct_learner_step_count(const CtLearner *learner);
 

@@ -1,0 +1,206 @@
+/* retrieval_at_k: the seed's RetrievalAtK, over the whole validation set.
+ *
+ * Collects the validation image and text features (after_pred), then in
+ * after_validate ranks, for each image i, its own caption among all the
+ * captions by similarity s_ij = img_i . txt_j (text_to_image: each caption's
+ * own image among all the images).  The 0-based rank is i's position in a
+ * stable descending sort of row i, as the seed's argsort:
+ *
+ *   r_i = #{j : s_ij > s_ii} + #{j < i : s_ij == s_ii}
+ *
+ * so a caption tied with the true one counts as ahead only when it comes
+ * first in the validation set.  Rows are scored CHUNK at a time into a
+ * (chunk, N) buffer; no N x N matrix is ever held.
+ *
+ *   k = K (>= 1): R@K = mean(r < K)            retrieval_at_K
+ *   k = mean:     mean(r) + 1                   mean_retrieval_ranking
+ *   k = median:   floor(median(r)) + 1          median_retrieval_ranking
+ *
+ * With a direction, open_clip's names: image_to_text_R@K,
+ * image_to_text_mean_rank, image_to_text_median_rank (text_to_image_...).
+ * Non-finite features give NaN (null in metrics.jsonl). */
+#include <cliptrain/plugin.h>
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RANK_K_MEAN 0
+#define RANK_K_MEDIAN (-1)
+#define RANK_CHUNK 256
+#define RANK_BUF_FLOATS ((size_t) 1 << 24) /* 64 MiB of scores at most */
+
+typedef struct {
+  int k; /* >= 1, RANK_K_MEAN or RANK_K_MEDIAN */
+  gboolean t2i;
+  char *name;       /* what the recorder logs */
+  float *img, *txt; /* (cap, E) each; n rows used */
+  size_t n, cap;
+  int E;
+} Retrieval;
+
+/* Rows of (CHUNK, N) scores that fit the buffer budget. */
+static size_t
+rank_chunk(size_t n)
+{
+  return MAX((size_t) 1, MIN((size_t) RANK_CHUNK, RANK_BUF_FLOATS / MAX(n, (size_t) 1)));
+}
+
+/* ranks[i] = position of key i in the stable descending sort of
+ * q_i . k_j over j.  Q and K are (n, e); BUF holds chunk * n floats. */
+static void
+compute_ranks(const float *q, const float *k, size_t n, int e, size_t chunk, float *buf,
+              int64_t *ranks)
+{
+  for (size_t r0 = 0; r0 < n; r0 += chunk) {
+    size_t m = MIN(chunk, n - r0);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) m, (int) n, e, 1.0f,
+                q + r0 * (size_t) e, e, k, e, 0.0f, buf, (int) n);
+    for (size_t a = 0; a < m; a++) {
+      const float *s = buf + a * n;
+      size_t i = r0 + a;
+      float d = s[i];
+      int64_t r = 0;
+      for (size_t j = 0; j < i; j++)
+        r += s[j] >= d;
+      for (size_t j = i + 1; j < n; j++)
+        r += s[j] > d;
+      ranks[i] = r;
+    }
+  }
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+  int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+  return (x > y) - (x < y);
+}
+
+/* The statistic for K over N ranks (sorted in place for the median). */
+static double
+rank_stat(int64_t *ranks, size_t n, int k)
+{
+  if (n == 0)
+    return NAN;
+  if (k == RANK_K_MEDIAN) {
+    qsort(ranks, n, sizeof *ranks, cmp_i64);
+    double med = n % 2 ? (double) ranks[n / 2] : 0.5 * ((double) ranks[n / 2 - 1] + ranks[n / 2]);
+    return floor(med) + 1;
+  }
+  double sum = 0;
+  for (size_t i = 0; i < n; i++)
+    sum += k == RANK_K_MEAN ? (double) ranks[i] : (double) (ranks[i] < k);
+  return sum / n + (k == RANK_K_MEAN);
+}
+
+static gboolean
+all_finite(const float *x, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(x[i]))
+      return FALSE;
+  return TRUE;
+}
+
+static void
+append(Retrieval *s, const float *img, const float *txt, size_t B, int E)
+{
+  if (s->E != E) { /* first batch */
+    s->E = E;
+    s->cap = 0;
+  }
+  if (s->n + B > s->cap) {
+    s->cap = MAX(2 * s->cap, MAX(s->n + B, (size_t) 256));
+    s->img = g_renew(float, s->img, s->cap * E);
+    s->txt = g_renew(float, s->txt, s->cap * E);
+  }
+  memcpy(s->img + s->n * E, img, sizeof(float) * B * E);
+  memcpy(s->txt + s->n * E, txt, sizeof(float) * B * E);
+  s->n += B;
+}
+
+static CtStatus
+on_event(void *state, CtLearner *L, CtEvent event, GError **error)
+{
+  Retrieval *s = state;
+  if (event == CT_EVENT_BEFORE_VALIDATE) {
+    s->n = 0;
+  } else if (event == CT_EVENT_AFTER_PRED) {
+    if (!ct_learner_training(L))
+      append(s, ct_learner_image_features(L), ct_learner_text_features(L),
+             (size_t) ct_learner_batch_size(L), ct_model_config(ct_learner_model(L))->embed_dim);
+  } else if (event == CT_EVENT_AFTER_VALIDATE && s->n > 0) {
+    double v = NAN;
+    if (all_finite(s->img, s->n * s->E) && all_finite(s->txt, s->n * s->E)) {
+      size_t chunk = rank_chunk(s->n);
+      float *buf = g_new(float, chunk * s->n);
+      int64_t *ranks = g_new(int64_t, s->n);
+      compute_ranks(s->t2i ? s->txt : s->img, s->t2i ? s->img : s->txt, s->n, s->E, chunk,
+                    buf, ranks);
+      v = rank_stat(ranks, s->n, s->k);
+      g_free(buf);
+      g_free(ranks);
+    }
+    ct_recorder_log(ct_learner_recorder(L), s->name, v);
+  }
+  return CT_STATUS_OK;
+}
+
+static void *
+create(const CtParams *params, GError **error)
+{
+  const char *k = ct_params_get_string(params, "k");
+  const char *dir = ct_params_get_string(params, "direction");
+  int64_t kv = 0;
+  if (strcmp(k, "mean") == 0)
+    kv = RANK_K_MEAN;
+  else if (strcmp(k, "median") == 0)
+    kv = RANK_K_MEDIAN;
+  else if (!g_ascii_string_to_signed(k, 10, 1, G_MAXINT, &kv, NULL)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "k: '%s' is not an integer >= 1, 'mean' or 'median'", k);
+    return NULL;
+  }
+  Retrieval *s = g_new0(Retrieval, 1);
+  s->k = (int) kv;
+  s->t2i = strcmp(dir, "text_to_image") == 0;
+  if (!*dir) /* the seed's names */
+    s->name = kv == RANK_K_MEAN     ? g_strdup("mean_retrieval_ranking")
+              : kv == RANK_K_MEDIAN ? g_strdup("median_retrieval_ranking")
+                                    : g_strdup_printf("retrieval_at_%d", s->k);
+  else /* open_clip's */
+    s->name = kv == RANK_K_MEAN     ? g_strdup_printf("%s_mean_rank", dir)
+              : kv == RANK_K_MEDIAN ? g_strdup_printf("%s_median_rank", dir)
+                                    : g_strdup_printf("%s_R@%d", dir, s->k);
+  return s;
+}
+
+static void
+destroy(void *state)
+{
+  Retrieval *s = state;
+  g_free(s->img);
+  g_free(s->txt);
+  g_free(s->name);
+  g_free(s);
+}
+
+static const CtParamSpec schema[] = {
+  CT_PARAM("k", CT_PARAM_STRING, "5", "an integer >= 1 (recall at k), mean or median (rank)", 0,
+           0, NULL),
+  CT_PARAM("direction", CT_PARAM_STRING, "",
+           "empty: image to text, the seed's names; else open_clip's names", 0, 0,
+           "|image_to_text|text_to_image"),
+  CT_PARAM_END,
+};
+
+CT_PLUGIN_DEFINE(.name = "retrieval_at_k", .version = "1.0",
+                 .doc = "Recall at k or mean/median rank of the true caption over the validation set",
+                 .order = 0,
+                 .events = CT_EVENT_BIT(CT_EVENT_BEFORE_VALIDATE) |
+                           CT_EVENT_BIT(CT_EVENT_AFTER_PRED) |
+                           CT_EVENT_BIT(CT_EVENT_AFTER_VALIDATE),
+                 .run = CT_RUN_VALID, .params = schema, .create = create, .destroy = destroy,
+                 .on_event = on_event)
