@@ -13,6 +13,7 @@ typedef struct {
   const CtPluginDescriptor *desc;
   char *label;      /* "clip_trainer (/path/clip_trainer.so)" for messages */
   char *file;       /* the plugin file, or NULL when built in */
+  char *where;      /* its position in the recipe, or NULL */
   CtParams *params; /* owned */
   void *state;      /* owned through desc->destroy */
   int order;

@@ -66,6 +66,7 @@ ct_callback_free(CtCallback *cb)
   ct_params_free(cb->params);
   g_free(cb->label);
   g_free(cb->file);
+  g_free(cb->where);
   g_free(cb);
 }
 

@@ -261,6 +261,7 @@ load_plugins(CtRecipe *r, const char *section, GPtrArray *search, GPtrArray *out
     cb->desc = d;
     cb->file = file;
     cb->label = g_strdup_printf("%s (%s)", name, file);
+    cb->where = g_strdup(where);
     cb->order = d->order;
     cb->params = ct_params_new(d->params);
     ct_params_fill(cb->params, pnode);
@@ -394,6 +395,20 @@ ct_run_fit(const CtRunOptions *o, GError **error)
       !load_plugins(r, "metrics", search, cbs, error))
     goto out;
 
+  /* plugins check their parameters as they start: a refusal is a bad
+   * recipe too, reported before anything is written */
+  for (guint i = 0; i < cbs->len; i++) {
+    CtCallback *cb = g_ptr_array_index(cbs, i);
+    GError *e = NULL;
+    cb->state = cb->desc->create ? cb->desc->create(cb->params, &e) : NULL;
+    if (cb->desc->create && !cb->state) {
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: %s: %s", cb->where, cb->label,
+                  e ? e->message : "it refused its parameters without a reason");
+      g_clear_error(&e);
+      goto out;
+    }
+  }
+
   /* the data: errors in the recipe's data section are still exit 2 */
   uint64_t seed = (uint64_t) get_int(r, "seed");
   if (!ct_data_open(r, recipe_dir, &cfg, seed, &data, error)) {
@@ -471,17 +486,6 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     if (g_file_get_contents(abs, &text, &len, NULL))
       g_hash_table_insert(L->ckpt_meta, g_strdup("vocab_sha256"),
                           g_compute_checksum_for_data(G_CHECKSUM_SHA256, (guchar *) text, len));
-  }
-  for (guint i = 0; i < cbs->len; i++) {
-    CtCallback *cb = g_ptr_array_index(cbs, i);
-    GError *e = NULL;
-    cb->state = cb->desc->create ? cb->desc->create(cb->params, &e) : NULL;
-    if (cb->desc->create && !cb->state) {
-      g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "plugin %s failed to start: %s", cb->label,
-                  e ? e->message : "it gave no reason");
-      g_clear_error(&e);
-      goto out;
-    }
   }
   while (cbs->len) /* hand them over, in recipe order */
     ct_learner_add_callback(L, g_ptr_array_steal_index(cbs, 0));

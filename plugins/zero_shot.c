@@ -14,6 +14,8 @@
  * A class's label is its entry in class_names, mapped through the recipe's
  * data.captions when that has the name as a key (as the data does).
  *
+ * Synthetic data has no tokenizer: the run then fails in before_fit.
+ *
  * Per batch, logits = 100 image . class^T; a sample counts for top-k when
  * its class's 0-based position in a stable descending sort of its logits
  * is below k.  Logs zero_shot_top1 and zero_shot_top<top_k>. */
@@ -70,12 +72,6 @@ build_classes(ZeroShot *s, CtLearner *L, GError **error)
 {
   CtTokenizer *tok = ct_learner_tokenizer(L);
   CtModel *m = ct_learner_model(L);
-  if (!tok) {
-    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                "zero_shot needs labelled data with a tokenizer (dataset idx or image_folder), "
-                "not synthetic data");
-    return FALSE;
-  }
   const char *tr = ct_learner_recipe_value(L, "data.truncate");
   gboolean truncate = tr && strcmp(tr, "true") == 0;
   const char *lt = *s->label_template ? s->label_template
@@ -171,7 +167,12 @@ static CtStatus
 on_event(void *state, CtLearner *L, CtEvent event, GError **error)
 {
   ZeroShot *s = state;
-  if (event == CT_EVENT_BEFORE_VALIDATE) {
+  if (event == CT_EVENT_BEFORE_FIT && !ct_learner_tokenizer(L)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "zero_shot needs labelled data with a tokenizer (dataset idx or image_folder), "
+                "not synthetic data");
+    return CT_STATUS_ERROR;
+  } else if (event == CT_EVENT_BEFORE_VALIDATE) {
     s->n = s->top1 = s->topk = 0;
     if (!build_classes(s, L, error))
       return CT_STATUS_ERROR;
@@ -244,7 +245,8 @@ static const CtParamSpec schema[] = {
 CT_PLUGIN_DEFINE(.name = "zero_shot", .version = "1.0",
                  .doc = "Zero-shot top-1 and top-k accuracy of the validation images from class prompts",
                  .order = 0,
-                 .events = CT_EVENT_BIT(CT_EVENT_BEFORE_VALIDATE) |
+                 .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) |
+                           CT_EVENT_BIT(CT_EVENT_BEFORE_VALIDATE) |
                            CT_EVENT_BIT(CT_EVENT_AFTER_PRED) |
                            CT_EVENT_BIT(CT_EVENT_AFTER_VALIDATE),
                  .run = CT_RUN_VALID, .params = schema, .create = create, .destroy = destroy,

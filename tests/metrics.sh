@@ -89,7 +89,7 @@ fit() { check "$1" "$2" "$ct" fit "$tmp/$3.yaml" --out "$tmp/$3.out"; }
 
 classes="['t-shirt/top', trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot]"
 
-echo "1..32"
+echo "1..33"
 
 # ---- retrieval_at_k, the seed's names
 synthetic seed "{retrieval_at_k: {k: 5}}, {retrieval_at_k: {k: mean}}, {retrieval_at_k: {k: median}}"
@@ -134,6 +134,8 @@ expect "the error names class_names" "$tmp/err" "missing required key 'class_nam
 synthetic synth "{zero_shot: {class_names: [a, b]}}"
 fit "zero_shot on synthetic data fails" 1 synth
 expect "the error asks for labelled data" "$tmp/err" "zero_shot needs labelled data"
+if [ ! -s "$tmp/synth.out/metrics.jsonl" ]; then ok "zero_shot fails before training"
+else not_ok "zero_shot on synthetic data trained first" "$tmp/synth.out/metrics.jsonl"; fi
 
 # ---- zero_shot on Fashion-MNIST
 if [ -f "$fm/t10k-labels-idx1-ubyte.gz" ]; then
