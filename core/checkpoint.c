@@ -11,16 +11,6 @@
 static const char *const ignored_keys[] = { "input_resolution", "context_length", "vocab_size",
                                             NULL };
 
-static char *
-shape_str(int ndim, const int64_t *shape)
-{
-  GString *s = g_string_new("[");
-  for (int i = 0; i < ndim; i++)
-    g_string_append_printf(s, "%s%" G_GINT64_FORMAT, i ? ", " : "", shape[i]);
-  g_string_append_c(s, ']');
-  return g_string_free(s, FALSE);
-}
-
 static gboolean
 same_shape(const CtParamInfo *want, const CtTensorInfo *got)
 {
@@ -65,8 +55,8 @@ ct_model_load_from(CtModel *m, const CtSafetensors *st, const char *prefix, gboo
       return FALSE;
     }
     if (!same_shape(info, t)) {
-      g_autofree char *got = shape_str(t->ndim, t->shape);
-      g_autofree char *want = shape_str(info->ndim, info->shape);
+      g_autofree char *got = ct_shape_string(t->ndim, t->shape);
+      g_autofree char *want = ct_shape_string(info->ndim, info->shape);
       g_set_error(error, CT_ERROR, CT_ERROR_SHAPE,
                   "%s: tensor '%s' has shape %s but the model config expects %s: the config "
                   "does not match the weights",

@@ -43,16 +43,7 @@
 #include <math.h>
 #include <string.h>
 
-/* Internal, not part of the installed API: the steps of the transforms,
- * for tests/test-image.c, which declares them again. */
-CtImage *ct_image_resized_crop_u8(const CtImage *image, int top, int left, int height, int width,
-                                  int out_width, int out_height);
-CtImage *ct_image_resize_center_crop_u8(const CtImage *image, int size);
-void ct_image_random_resized_crop_box(const CtImage *image, double min_scale, double ratio_lo,
-                                      double ratio_hi, CtRng *rng, int *top, int *left,
-                                      int *height, int *width);
-void ct_image_normalize(const CtImage *image, gboolean hflip, const float mean[3],
-                        const float std[3], float *out);
+#include "image-private.h"
 
 #define PRECISION_BITS (32 - 8 - 2)
 

@@ -121,6 +121,27 @@ current_epoch(const CtRecorder *rec)
   return rec->rows->len ? (int) rec->rows->len - 1 : 0;
 }
 
+gboolean
+ct_recorder_monitor(CtLearner *L, const char *monitor, double *value, GError **error)
+{
+  CtRecorder *rec = ct_learner_recorder(L);
+  if (ct_recorder_get(rec, ct_learner_epoch(L), monitor, value))
+    return TRUE;
+  g_autofree char *names = g_strjoinv(", ", (char **) ct_recorder_names(rec));
+  g_set_error(error, CT_ERROR, CT_ERROR_MISSING,
+              "monitor '%s' was not logged in epoch %d (logged: %s)", monitor,
+              ct_learner_epoch(L), *names ? names : "nothing");
+  return FALSE;
+}
+
+gboolean
+ct_monitor_less_is_better(const char *comp, const char *monitor)
+{
+  if (strcmp(comp, "auto") == 0)
+    return strstr(monitor, "loss") || strstr(monitor, "error");
+  return strcmp(comp, "less") == 0;
+}
+
 /* ---------------------------------------------------------------- files */
 
 static gboolean

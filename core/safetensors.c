@@ -88,9 +88,8 @@ shape_sizes(int ndim, const int64_t *shape, size_t dsize, size_t *numel, size_t 
   return TRUE;
 }
 
-/* "[64, 32]" (transfer full) */
-static char *
-shape_string(int ndim, const int64_t *shape)
+char *
+ct_shape_string(int ndim, const int64_t *shape)
 {
   GString *s = g_string_new("[");
   for (int i = 0; i < ndim; i++)
@@ -258,7 +257,7 @@ parse_entry(CtSafetensors *st, Entry *e, JsonNode *node, GError **error)
   e->info.shape = e->shape;
   size_t dsize = ct_dtype_size(e->info.dtype);
   if (!shape_sizes(e->info.ndim, e->shape, dsize, &e->info.numel, &e->info.nbytes)) {
-    char *ss = shape_string(e->info.ndim, e->shape);
+    char *ss = ct_shape_string(e->info.ndim, e->shape);
     set_error(error, CT_ERROR_FORMAT, path, name, "shape %s of %s overflows the address space",
               ss, ct_dtype_name(e->info.dtype));
     g_free(ss);
@@ -290,7 +289,7 @@ parse_entry(CtSafetensors *st, Entry *e, JsonNode *node, GError **error)
   e->begin = (size_t)b;
   e->end = (size_t)en;
   if (e->end - e->begin != e->info.nbytes) {
-    char *ss = shape_string(e->info.ndim, e->shape);
+    char *ss = ct_shape_string(e->info.ndim, e->shape);
     set_error(error, CT_ERROR_FORMAT, path, name,
               "data_offsets [%zu, %zu] hold %zu bytes but shape %s of %s needs %zu",
               e->begin, e->end, e->end - e->begin, ss, ct_dtype_name(e->info.dtype),
@@ -582,7 +581,7 @@ lookup_for_read(const CtSafetensors *st, const char *name, size_t n,
     return NULL;
   }
   if (e->info.numel != n) {
-    char *ss = shape_string(e->info.ndim, e->shape);
+    char *ss = ct_shape_string(e->info.ndim, e->shape);
     set_error(error, CT_ERROR_SHAPE, st->path, name,
               "shape %s holds %zu elements but the destination holds %zu", ss, e->info.numel, n);
     g_free(ss);

@@ -165,22 +165,10 @@ csv_get(CtSource *src, size_t index, CtImage **image, char **caption, int *label
         GError **error)
 {
   CsvSource *s = (CsvSource *)src;
-  if (index >= s->n) {
-    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "%s: index %zu is out of range (%zu rows)",
-                s->path, index, s->n);
+  if (!ct_source_check_index(s->path, index, s->n, error))
     return FALSE;
-  }
-  if (image) {
-    GError *ierr = NULL;
-    CtImage *im = ct_image_load(s->images[index], &ierr);
-    if (!im) {
-      if (!strstr(ierr->message, s->images[index]))
-        g_prefix_error(&ierr, "%s: ", s->images[index]);
-      g_propagate_error(error, ierr);
-      return FALSE;
-    }
-    *image = im;
-  }
+  if (image && !(*image = ct_source_load_image(s->images[index], error)))
+    return FALSE;
   if (caption)
     *caption = g_strdup(s->captions[index]);
   if (label)

@@ -91,23 +91,10 @@ folder_get(CtSource *src, size_t index, CtImage **image, char **caption, int *la
            GError **error)
 {
   FolderSource *s = (FolderSource *)src;
-  if (index >= s->n) {
-    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "%s: index %zu is out of range (%zu samples)",
-                s->dir, index, s->n);
+  if (!ct_source_check_index(s->dir, index, s->n, error))
     return FALSE;
-  }
-  if (image) {
-    GError *ierr = NULL;
-    CtImage *im = ct_image_load(s->paths[index], &ierr);
-    if (!im) {
-      /* ct_image_load names the path; make sure of it. */
-      if (!strstr(ierr->message, s->paths[index]))
-        g_prefix_error(&ierr, "%s: ", s->paths[index]);
-      g_propagate_error(error, ierr);
-      return FALSE;
-    }
-    *image = im;
-  }
+  if (image && !(*image = ct_source_load_image(s->paths[index], error)))
+    return FALSE;
   if (caption)
     *caption = NULL;
   if (label)

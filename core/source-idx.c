@@ -147,11 +147,8 @@ idx_get(CtSource *src, size_t index, CtImage **image, char **caption, int *label
         GError **error)
 {
   IdxSource *s = (IdxSource *)src;
-  if (index >= s->n) {
-    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "%s: index %zu is out of range (%zu samples)",
-                s->images_path, index, s->n);
+  if (!ct_source_check_index(s->images_path, index, s->n, error))
     return FALSE;
-  }
   size_t plane = (size_t)s->height * (size_t)s->width;
   if (image)
     *image = ct_image_new_from_gray(s->images + 16 + index * plane, s->width, s->height);

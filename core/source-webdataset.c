@@ -507,11 +507,8 @@ wds_get(CtSource *src, size_t index, CtImage **image, char **caption, int *label
         GError **error)
 {
   WdsSource *s = (WdsSource *)src;
-  if (index >= s->n) {
-    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "%s: index %zu is out of range (%zu samples)",
-                s->pattern, index, s->n);
+  if (!ct_source_check_index(s->pattern, index, s->n, error))
     return FALSE;
-  }
   const Sample *sm = &s->samples[index];
   char *text = NULL;
   if (caption) {

@@ -44,6 +44,11 @@ ct_source_free(CtSource *s)
     s->vt->free(s);
 }
 
+/* source.c: FALSE with CT_ERROR_INVALID naming NAME when INDEX >= N. */
+gboolean ct_source_check_index(const char *name, size_t index, size_t n, GError **error);
+/* Decode the image file PATH; the error names PATH.  (transfer full) */
+CtImage *ct_source_load_image(const char *path, GError **error);
+
 /* MNIST-format IDX files (gzipped or not): images (N, H, W) u8 and labels
  * (N) u8.  Class names are given (Fashion-MNIST's, or digits).
  * (transfer full) */

@@ -18,34 +18,12 @@ typedef struct {
   int wait;          /* epochs since the last improvement */
 } EarlyStopping;
 
-/* fastai: "auto" is less for losses and errors, greater for anything else */
-static gboolean
-comp_is_less(const char *comp, const char *monitor)
-{
-  if (strcmp(comp, "auto") == 0)
-    return strstr(monitor, "loss") || strstr(monitor, "error");
-  return strcmp(comp, "less") == 0;
-}
-
-static gboolean
-read_monitor(CtLearner *L, const char *monitor, double *value, GError **error)
-{
-  CtRecorder *rec = ct_learner_recorder(L);
-  if (ct_recorder_get(rec, ct_learner_epoch(L), monitor, value))
-    return TRUE;
-  g_autofree char *names = g_strjoinv(", ", (char **) ct_recorder_names(rec));
-  g_set_error(error, CT_ERROR, CT_ERROR_MISSING,
-              "monitor '%s' was not logged in epoch %d (logged: %s)", monitor,
-              ct_learner_epoch(L), *names ? names : "nothing");
-  return FALSE;
-}
-
 static CtStatus
 on_event(void *state, CtLearner *L, CtEvent event, GError **error)
 {
   EarlyStopping *s = state;
   double v;
-  if (!read_monitor(L, s->monitor, &v, error))
+  if (!ct_recorder_monitor(L, s->monitor, &v, error))
     return CT_STATUS_ERROR;
   gboolean better = s->less ? v + s->min_delta < s->best : v - s->min_delta > s->best;
   if (better) {
@@ -65,7 +43,7 @@ create(const CtParams *params, GError **error)
 {
   EarlyStopping *s = g_new0(EarlyStopping, 1);
   s->monitor = g_strdup(ct_params_get_string(params, "monitor"));
-  s->less = comp_is_less(ct_params_get_string(params, "comp"), s->monitor);
+  s->less = ct_monitor_less_is_better(ct_params_get_string(params, "comp"), s->monitor);
   s->min_delta = ct_params_get_double(params, "min_delta");
   s->patience = (int) ct_params_get_int(params, "patience");
   s->best = s->less ? INFINITY : -INFINITY;

@@ -19,28 +19,6 @@ typedef struct {
   int last_epoch; /* last epoch whose after_epoch we saw, -1 before */
 } SaveModel;
 
-/* fastai: "auto" is less for losses and errors, greater for anything else */
-static gboolean
-comp_is_less(const char *comp, const char *monitor)
-{
-  if (strcmp(comp, "auto") == 0)
-    return strstr(monitor, "loss") || strstr(monitor, "error");
-  return strcmp(comp, "less") == 0;
-}
-
-static gboolean
-read_monitor(CtLearner *L, int epoch, const char *monitor, double *value, GError **error)
-{
-  CtRecorder *rec = ct_learner_recorder(L);
-  if (ct_recorder_get(rec, epoch, monitor, value))
-    return TRUE;
-  g_autofree char *names = g_strjoinv(", ", (char **) ct_recorder_names(rec));
-  g_set_error(error, CT_ERROR, CT_ERROR_MISSING,
-              "monitor '%s' was not logged in epoch %d (logged: %s)", monitor, epoch,
-              *names ? names : "nothing");
-  return FALSE;
-}
-
 /* Write OUT/NAME.safetensors (and OUT/NAME.opt.safetensors); EPOCH < 0
  * leaves the epoch out of the metadata, and so does a missing monitor. */
 static gboolean
@@ -84,7 +62,7 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   if (s->at_end)
     return CT_STATUS_OK;
   double v;
-  if (!read_monitor(L, epoch, s->monitor, &v, error))
+  if (!ct_recorder_monitor(L, s->monitor, &v, error))
     return CT_STATUS_ERROR;
   if (s->less ? !(v + s->min_delta < s->best) : !(v - s->min_delta > s->best))
     return CT_STATUS_OK;
@@ -99,7 +77,7 @@ create(const CtParams *params, GError **error)
   SaveModel *s = g_new0(SaveModel, 1);
   s->monitor = g_strdup(ct_params_get_string(params, "monitor"));
   s->fname = g_strdup(ct_params_get_string(params, "fname"));
-  s->less = comp_is_less(ct_params_get_string(params, "comp"), s->monitor);
+  s->less = ct_monitor_less_is_better(ct_params_get_string(params, "comp"), s->monitor);
   s->min_delta = ct_params_get_double(params, "min_delta");
   s->every_epoch = ct_params_get_bool(params, "every_epoch");
   s->at_end = ct_params_get_bool(params, "at_end");

@@ -3,29 +3,8 @@
 # (grandparent and random splits), CSV, webdataset shards, the corrupt
 # image policy, clear errors for bad data, and batches that do not depend
 # on the number of loader threads.  Prints TAP.
-builddir=${CT_BUILDDIR:-.}
-srcdir=$(cd "$(dirname "$0")/.." && pwd)
-ct="$builddir/cliptrain"
+. "$(dirname "$0")/tap.sh"
 src="$srcdir/tests/data/sources"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-no() {
-  n=$((n + 1))
-  echo "not ok $n - $1"
-  [ -f "$tmp/err" ] && sed 's/^/# /' "$tmp/err"
-  fail=1
-}
-check() { if eval "$2"; then ok "$1"; else no "$1"; fi; }
-run() {
-  want=$1
-  shift
-  "$ct" "$@" >"$tmp/out" 2>"$tmp/err"
-  got=$?
-  [ "$got" -eq "$want" ] || { echo "# exit $got, expected $want" >>"$tmp/err"; return 1; }
-}
 losses() { sed 's/,"time":[^,}]*//' "$1/metrics.jsonl"; }
 
 # an image folder: train/ and valid/ with two classes of tiny PNGs
@@ -56,22 +35,22 @@ data:
 YAML
 
 echo "1..18"
-check "an image folder trains" 'run 0 fit "$tmp/folder.yaml" --out "$tmp/a"'
-check "the learned vocabulary is saved with the run" '[ -s "$tmp/a/vocab.txt" ] && head -1 "$tmp/a/vocab.txt" | grep -q "^#version"'
-check "the checkpoint carries the learned vocabulary and the recipe" \
+that "an image folder trains" 'run 0 fit "$tmp/folder.yaml" --out "$tmp/a"'
+that "the learned vocabulary is saved with the run" '[ -s "$tmp/a/vocab.txt" ] && head -1 "$tmp/a/vocab.txt" | grep -q "^#version"'
+that "the checkpoint carries the learned vocabulary and the recipe" \
   'head -c 65536 "$tmp/a/model.safetensors" | grep -aq "\"vocab\":\"#version: 0.2" && head -c 65536 "$tmp/a/model.safetensors" | grep -aq "\"recipe\":\"seed: 5"'
-check "loader threads do not change the batches" \
+that "loader threads do not change the batches" \
   'run 0 fit "$tmp/folder.yaml" --set data.workers=0 --out "$tmp/b" && run 0 fit "$tmp/folder.yaml" --set data.workers=3 --set data.prefetch=4 --out "$tmp/c" && losses "$tmp/a" >"$tmp/la" && losses "$tmp/b" >"$tmp/lb" && losses "$tmp/c" >"$tmp/lc" && cmp -s "$tmp/la" "$tmp/lb" && cmp -s "$tmp/la" "$tmp/lc"'
-check "a random split trains" 'run 0 fit "$tmp/folder.yaml" --set data.path=folder/train --set data.split=random --set data.valid_pct=0.25 --out "$tmp/d"'
+that "a random split trains" 'run 0 fit "$tmp/folder.yaml" --set data.path=folder/train --set data.split=random --set data.valid_pct=0.25 --out "$tmp/d"'
 
 cp "$src/corrupt.png" "$tmp/folder/train/cat/bad.png"
-check "a corrupt image fails the run by default" 'run 1 fit "$tmp/folder.yaml" --out "$tmp/e"'
-check "and the error names the file" 'grep -q "folder/train/cat/bad.png" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]'
-check "with corrupt: skip it trains" 'run 0 fit "$tmp/folder.yaml" --set data.corrupt=skip --set data.shuffle=false --out "$tmp/f"'
-check "and counts what it skipped" 'grep -q "skipped 1 unreadable image" "$tmp/err"'
+that "a corrupt image fails the run by default" 'run 1 fit "$tmp/folder.yaml" --out "$tmp/e"'
+that "and the error names the file" 'grep -q "folder/train/cat/bad.png" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]'
+that "with corrupt: skip it trains" 'run 0 fit "$tmp/folder.yaml" --set data.corrupt=skip --set data.shuffle=false --out "$tmp/f"'
+that "and counts what it skipped" 'grep -q "skipped 1 unreadable image" "$tmp/err"'
 rm "$tmp/folder/train/cat/bad.png"
 
-check "a missing folder is an error naming it" 'run 1 fit "$tmp/folder.yaml" --set data.path=nowhere --out "$tmp/g" && grep -q "nowhere" "$tmp/err"'
+that "a missing folder is an error naming it" 'run 1 fit "$tmp/folder.yaml" --set data.path=nowhere --out "$tmp/g" && grep -q "nowhere" "$tmp/err"'
 
 # CSV with quoting, paths relative to the file
 mkdir -p "$tmp/csv/img"
@@ -84,9 +63,9 @@ cat >"$tmp/csv.yaml" <<'YAML'
 extends: base.yaml
 data: {dataset: csv, path: csv/train.csv, valid_path: csv/train.csv, batch_size: 4}
 YAML
-check "a CSV of paths and captions trains" 'run 0 fit "$tmp/csv.yaml" --out "$tmp/h" && [ "$(wc -l <"$tmp/h/metrics.jsonl")" -eq 2 ]'
+that "a CSV of paths and captions trains" 'run 0 fit "$tmp/csv.yaml" --out "$tmp/h" && [ "$(wc -l <"$tmp/h/metrics.jsonl")" -eq 2 ]'
 echo 'img/0.png,too,many' >>"$tmp/csv/train.csv"
-check "a CSV row with the wrong number of columns names the file and row" \
+that "a CSV row with the wrong number of columns names the file and row" \
   'run 1 fit "$tmp/csv.yaml" --out "$tmp/i" && grep -q "train.csv:10:" "$tmp/err"'
 sed -i '$d' "$tmp/csv/train.csv" # drop the bad row again
 
@@ -102,22 +81,22 @@ cat >"$tmp/wds.yaml" <<'YAML'
 extends: base.yaml
 data: {dataset: webdataset, path: 'wds/shard-{000..001}.tar', valid_path: wds/shard-000.tar, batch_size: 4}
 YAML
-check "webdataset shards with a brace pattern train" 'run 0 fit "$tmp/wds.yaml" --out "$tmp/j"'
+that "webdataset shards with a brace pattern train" 'run 0 fit "$tmp/wds.yaml" --out "$tmp/j"'
 head -c 3000 "$tmp/wds/shard-001.tar" >"$tmp/wds/cut.tar"
-check "a truncated shard is an error, not a crash" 'run 1 fit "$tmp/wds.yaml" --set data.path=wds/cut.tar --out "$tmp/k" && grep -q "cut.tar" "$tmp/err"'
+that "a truncated shard is an error, not a crash" 'run 1 fit "$tmp/wds.yaml" --set data.path=wds/cut.tar --out "$tmp/k" && grep -q "cut.tar" "$tmp/err"'
 
-check "a caption longer than the context is an error naming it" \
+that "a caption longer than the context is an error naming it" \
   'run 1 fit "$tmp/csv.yaml" --set model.context_length=4 --out "$tmp/l" && grep -q "a photo, number" "$tmp/err"'
-check "with truncate: true it trains" 'run 0 fit "$tmp/csv.yaml" --set model.context_length=4 --set data.truncate=true --out "$tmp/m"'
+that "with truncate: true it trains" 'run 0 fit "$tmp/csv.yaml" --set model.context_length=4 --set data.truncate=true --out "$tmp/m"'
 
 fm=/usr/share/datasets/fashion-mnist
 if [ -f "$fm/t10k-images-idx3-ubyte.gz" ]; then
-  check "Fashion-MNIST (IDX) trains from the default recipe" \
+  that "Fashion-MNIST (IDX) trains from the default recipe" \
     'run 0 fit "$srcdir/recipes/fashion_mnist.yaml" --set data.n_train=256 --set data.n_valid=128 --set fit.epochs=1 --out "$tmp/n"'
-  check "its loader reports images per second" \
+  that "its loader reports images per second" \
     'run 0 bench --loader "$srcdir/recipes/fashion_mnist.yaml" --loader-batches 20 && grep -q "\"images_per_s\"" "$tmp/out"'
 else
-  n=$((n + 1)); echo "ok $n # SKIP Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"
-  n=$((n + 1)); echo "ok $n # SKIP Fashion-MNIST is not installed"
+  skip "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"
+  skip "Fashion-MNIST is not installed"
 fi
 exit $fail

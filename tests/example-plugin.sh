@@ -9,24 +9,8 @@
 # make: installing the plugins makes libtool relink them, which moves the
 # build tree's plugins/.libs/*.so aside for a moment and breaks the tests
 # running alongside this one.  clip_trainer is copied in instead.
-builddir=${CT_BUILDDIR:-.}
-srcdir=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-fail=0
+. "$(dirname "$0")/tap.sh"
 
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-  n=$((n + 1))
-  echo "not ok $n - $1"
-  shift
-  for f in "$@"; do [ -f "$f" ] && tail -n 30 "$f" | sed 's/^/# /'; done
-  fail=1
-}
-expect() {
-  if grep -Eq -- "$3" "$2"; then ok "$1"; else not_ok "$1: no /$3/ in $2" "$2"; fi
-}
 # the rest needs what came before: stop at the first failure of a step
 need() { [ "$fail" -eq 0 ] || { echo "Bail out! $1"; exit 1; }; }
 

@@ -3,28 +3,7 @@
 # (same recipe and seed give bit-identical losses and weights; the resolved
 # recipe.yaml repeats the run), extends and --set, and one-line errors
 # with file:line:column and exit status 2 for bad recipes.  Prints TAP.
-builddir=${CT_BUILDDIR:-.}
-ct="$builddir/cliptrain"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-no() {
-  n=$((n + 1))
-  echo "not ok $n - $1"
-  [ -f "$tmp/err" ] && sed 's/^/# /' "$tmp/err"
-  fail=1
-}
-check() { if eval "$2"; then ok "$1"; else no "$1"; fi; }
-# run STATUS ARGS...: cliptrain with output kept; compares the exit status
-run() {
-  want=$1
-  shift
-  "$ct" "$@" >"$tmp/out" 2>"$tmp/err"
-  got=$?
-  [ "$got" -eq "$want" ] || { echo "# exit $got, expected $want" >>"$tmp/err"; return 1; }
-}
+. "$(dirname "$0")/tap.sh"
 losses() { sed 's/,"time":[^,}]*//' "$1/metrics.jsonl"; }
 
 cat >"$tmp/base.yaml" <<'YAML'
@@ -44,39 +23,39 @@ fit: {epochs: 3}
 YAML
 
 echo "1..23"
-check "a run succeeds" 'run 0 fit "$tmp/base.yaml" --out "$tmp/a"'
+that "a run succeeds" 'run 0 fit "$tmp/base.yaml" --out "$tmp/a"'
 for f in recipe.yaml manifest.json metrics.jsonl history.csv final.safetensors; do
-  check "the run folder holds $f" '[ -s "$tmp/a/$f" ]'
+  that "the run folder holds $f" '[ -s "$tmp/a/$f" ]'
 done
-check "metrics.jsonl has one line per epoch" '[ "$(wc -l <"$tmp/a/metrics.jsonl")" -eq 2 ]'
-check "manifest.json names the plugins with their sha256" \
+that "metrics.jsonl has one line per epoch" '[ "$(wc -l <"$tmp/a/metrics.jsonl")" -eq 2 ]'
+that "manifest.json names the plugins with their sha256" \
   'grep -q "\"name\" : \"clip_trainer\"" "$tmp/a/manifest.json" && grep -q "\"sha256\" : \"[0-9a-f]\{64\}\"" "$tmp/a/manifest.json"'
-check "a second run of the same recipe" 'run 0 fit "$tmp/base.yaml" --out "$tmp/b"'
-check "gives bit-identical losses" 'losses "$tmp/a" >"$tmp/la"; losses "$tmp/b" >"$tmp/lb"; cmp -s "$tmp/la" "$tmp/lb"'
-check "and bit-identical weights" 'cmp -s "$tmp/a/final.safetensors" "$tmp/b/final.safetensors"'
-check "the resolved recipe repeats the run" 'run 0 fit "$tmp/a/recipe.yaml" --out "$tmp/c" && losses "$tmp/c" >"$tmp/lc" && cmp -s "$tmp/la" "$tmp/lc" && cmp -s "$tmp/a/final.safetensors" "$tmp/c/final.safetensors"'
-check "the resolved recipe fills defaults" 'grep -q "weight_decay: 0.2" "$tmp/a/recipe.yaml" && grep -q "vision_width: 64" "$tmp/a/recipe.yaml"'
-check "another seed gives other losses" 'run 0 fit "$tmp/base.yaml" --set seed=4 --out "$tmp/d" && losses "$tmp/d" >"$tmp/ld" && ! cmp -s "$tmp/la" "$tmp/ld"'
-check "extends composes recipes" 'run 0 fit "$tmp/child.yaml" --out "$tmp/e" && [ "$(wc -l <"$tmp/e/metrics.jsonl")" -eq 3 ] && grep -q "weight_decay: 0.05" "$tmp/e/recipe.yaml" && grep -q "n_train: 48" "$tmp/e/recipe.yaml"'
-check "--set overrides any key" 'run 0 fit "$tmp/base.yaml" --set fit.epochs=1 --set optimizer.lr=3e-4 --out "$tmp/f" && [ "$(wc -l <"$tmp/f/metrics.jsonl")" -eq 1 ] && grep -q "lr: 3e-4" "$tmp/f/recipe.yaml"'
-check "a used run folder is refused" 'run 1 fit "$tmp/base.yaml" --out "$tmp/a" && grep -q "already holds a run" "$tmp/err"'
+that "a second run of the same recipe" 'run 0 fit "$tmp/base.yaml" --out "$tmp/b"'
+that "gives bit-identical losses" 'losses "$tmp/a" >"$tmp/la"; losses "$tmp/b" >"$tmp/lb"; cmp -s "$tmp/la" "$tmp/lb"'
+that "and bit-identical weights" 'cmp -s "$tmp/a/final.safetensors" "$tmp/b/final.safetensors"'
+that "the resolved recipe repeats the run" 'run 0 fit "$tmp/a/recipe.yaml" --out "$tmp/c" && losses "$tmp/c" >"$tmp/lc" && cmp -s "$tmp/la" "$tmp/lc" && cmp -s "$tmp/a/final.safetensors" "$tmp/c/final.safetensors"'
+that "the resolved recipe fills defaults" 'grep -q "weight_decay: 0.2" "$tmp/a/recipe.yaml" && grep -q "vision_width: 64" "$tmp/a/recipe.yaml"'
+that "another seed gives other losses" 'run 0 fit "$tmp/base.yaml" --set seed=4 --out "$tmp/d" && losses "$tmp/d" >"$tmp/ld" && ! cmp -s "$tmp/la" "$tmp/ld"'
+that "extends composes recipes" 'run 0 fit "$tmp/child.yaml" --out "$tmp/e" && [ "$(wc -l <"$tmp/e/metrics.jsonl")" -eq 3 ] && grep -q "weight_decay: 0.05" "$tmp/e/recipe.yaml" && grep -q "n_train: 48" "$tmp/e/recipe.yaml"'
+that "--set overrides any key" 'run 0 fit "$tmp/base.yaml" --set fit.epochs=1 --set optimizer.lr=3e-4 --out "$tmp/f" && [ "$(wc -l <"$tmp/f/metrics.jsonl")" -eq 1 ] && grep -q "lr: 3e-4" "$tmp/f/recipe.yaml"'
+that "a used run folder is refused" 'run 1 fit "$tmp/base.yaml" --out "$tmp/a" && grep -q "already holds a run" "$tmp/err"'
 
 printf 'seed: 1\nfit: {epoch: 2}\n' >"$tmp/bad1.yaml"
-check "an unknown key: exit 2, file:line:col, did-you-mean" \
+that "an unknown key: exit 2, file:line:col, did-you-mean" \
   'run 2 fit "$tmp/bad1.yaml" && grep -q "bad1.yaml:2:7: fit: unknown key .epoch.; did you mean .epochs." "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]'
 printf 'seed: 1\noptimizer:\n  lr: fast\n' >"$tmp/bad2.yaml"
-check "a wrong type: exit 2 with the position" 'run 2 fit "$tmp/bad2.yaml" && grep -q "bad2.yaml:3:7: optimizer.lr" "$tmp/err"'
+that "a wrong type: exit 2 with the position" 'run 2 fit "$tmp/bad2.yaml" && grep -q "bad2.yaml:3:7: optimizer.lr" "$tmp/err"'
 printf 'seed: 1\nfit:\n  epochs: 0\n' >"$tmp/bad3.yaml"
-check "a value out of range: exit 2" 'run 2 fit "$tmp/bad3.yaml" && grep -q "bad3.yaml:3:11: fit.epochs" "$tmp/err"'
+that "a value out of range: exit 2" 'run 2 fit "$tmp/bad3.yaml" && grep -q "bad3.yaml:3:11: fit.epochs" "$tmp/err"'
 printf 'callbacks: [clip_trainer, nosuchplugin]\n' >"$tmp/bad4.yaml"
-check "a missing plugin: exit 2 naming it" 'run 2 fit "$tmp/bad4.yaml" && grep -q "bad4.yaml:1:27: callbacks.1: no plugin .nosuchplugin." "$tmp/err"'
+that "a missing plugin: exit 2 naming it" 'run 2 fit "$tmp/bad4.yaml" && grep -q "bad4.yaml:1:27: callbacks.1: no plugin .nosuchplugin." "$tmp/err"'
 if [ -n "$CT_TEST_PLUGINS" ] && [ -f "$CT_TEST_PLUGINS/abi_future.so" ]; then
   printf 'plugin_path: [%s]\ncallbacks: [clip_trainer, abi_future]\n' "$CT_TEST_PLUGINS" >"$tmp/abi.yaml"
-  check "a plugin built for another ABI: exit 2 naming both versions" \
+  that "a plugin built for another ABI: exit 2 naming both versions" \
     'run 2 fit "$tmp/abi.yaml" --out "$tmp/h" && grep -q "abi.yaml:2:27: callbacks.1: .*abi_future.so: plugin ABI 1.99 does not match cliptrain.s 1.0" "$tmp/err"'
 else
-  n=$((n + 1)); echo "ok $n # SKIP the test plugins are not built (CT_TEST_PLUGINS)"
+  skip "the test plugins are not built (CT_TEST_PLUGINS)"
 fi
 printf 'seed: 1\ndata: {n_train: 16, batch_size: 8}\n' >"$tmp/noloss.yaml"
-check "no loss callback: exit 1 naming clip_trainer" 'run 1 fit "$tmp/noloss.yaml" --out "$tmp/g" && grep -q "clip_trainer" "$tmp/err"'
+that "no loss callback: exit 1 naming clip_trainer" 'run 1 fit "$tmp/noloss.yaml" --out "$tmp/g" && grep -q "clip_trainer" "$tmp/err"'
 exit $fail

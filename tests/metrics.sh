@@ -3,46 +3,14 @@
 # their values reach metrics.jsonl and history.csv, in range; bad
 # parameters are refused with a one-line error.  zero_shot runs on Debian's
 # Fashion-MNIST (skipped when it is not installed).  Prints TAP.
-builddir=${CT_BUILDDIR:-.}
-ct="$builddir/cliptrain"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/tap.sh"
 CLIPTRAIN_PLUGIN_PATH="$builddir/plugins/.libs"
 export CLIPTRAIN_PLUGIN_PATH
 fm=${CT_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-n=0
-fail=0
 
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-  n=$((n + 1))
-  echo "not ok $n - $1"
-  shift
-  for f in "$@"; do [ -f "$f" ] && sed 's/^/# /' "$f"; done
-  fail=1
-}
-skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
 
-# check DESCRIPTION EXPECTED_STATUS(ES, "1|2") COMMAND...
-check() {
-  desc=$1 want=$2
-  shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  got=$?
-  case "|$want|" in
-  *"|$got|"*) ok "$desc" ;;
-  *) not_ok "$desc (exit $got, expected $want)" "$tmp/out" "$tmp/err" ;;
-  esac
-}
 
-expect() {
-  if grep -Eq -- "$3" "$2"; then ok "$1"; else not_ok "$1: no /$3/ in $2" "$2"; fi
-}
 
-lines() {
-  got=$(wc -l <"$2" 2>/dev/null || echo missing)
-  if [ "$got" = "$3" ]; then ok "$1"; else not_ok "$1: $2 has $got lines, not $3" "$2"; fi
-}
 
 # values RUN NAME: NAME's value on each line of RUN's metrics.jsonl
 values() { sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" "$tmp/$1.out/metrics.jsonl"; }

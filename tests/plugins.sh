@@ -2,45 +2,14 @@
 # plugins.sh: each shipped callback plugin, run in a real fit, does its job;
 # `cliptrain plugins` describes them; bad parameters are refused with the
 # recipe position.  Prints TAP.
-builddir=${CT_BUILDDIR:-.}
-ct="$builddir/cliptrain"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/tap.sh"
 # the build tree's plugins, not any installed ones
 CLIPTRAIN_PLUGIN_PATH="$builddir/plugins/.libs"
 export CLIPTRAIN_PLUGIN_PATH
-n=0
-fail=0
 
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-  n=$((n + 1))
-  echo "not ok $n - $1"
-  shift
-  for f in "$@"; do [ -f "$f" ] && sed 's/^/# /' "$f"; done
-  fail=1
-}
 
-# check DESCRIPTION EXPECTED_STATUS COMMAND...: run, compare the status
-check() {
-  desc=$1 want=$2
-  shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  got=$?
-  if [ "$got" -eq "$want" ]; then ok "$desc"; else
-    not_ok "$desc (exit $got, expected $want)" "$tmp/out" "$tmp/err"; fi
-}
 
-# expect DESCRIPTION FILE PATTERN: grep -E PATTERN in FILE
-expect() {
-  if grep -Eq -- "$3" "$2"; then ok "$1"; else not_ok "$1: no /$3/ in $2" "$2"; fi
-}
 
-# lines DESCRIPTION FILE N: FILE has N lines
-lines() {
-  got=$(wc -l <"$2" 2>/dev/null || echo missing)
-  if [ "$got" = "$3" ]; then ok "$1"; else not_ok "$1: $2 has $got lines, not $3" "$2"; fi
-}
 
 # recipe NAME EPOCHS CALLBACK...: write $tmp/NAME.yaml
 recipe() {

@@ -25,15 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Internal steps of the transforms (core/image-transform.c). */
-CtImage *ct_image_resized_crop_u8(const CtImage *image, int top, int left, int height, int width,
-                                  int out_width, int out_height);
-CtImage *ct_image_resize_center_crop_u8(const CtImage *image, int size);
-void ct_image_random_resized_crop_box(const CtImage *image, double min_scale, double ratio_lo,
-                                      double ratio_hi, CtRng *rng, int *top, int *left,
-                                      int *height, int *width);
-void ct_image_normalize(const CtImage *image, gboolean hflip, const float mean[3],
-                        const float std[3], float *out);
+#include "image-private.h"
 
 static const float clip_mean[3] = CT_CLIP_MEAN;
 static const float clip_std[3] = CT_CLIP_STD;

@@ -172,6 +172,15 @@ CT_API const char *const *ct_recorder_names(const CtRecorder *rec); /* NULL-term
 /* VALUE of NAME at EPOCH (the current one included); FALSE if not logged. */
 CT_API gboolean ct_recorder_get(const CtRecorder *rec, int epoch, const char *name, double *value);
 
+/* For trackers (save_model, early_stopping: fastai's TrackerCallback):
+ * MONITOR's value in the current epoch's row, or FALSE with an error
+ * naming it and listing what was logged. */
+CT_API gboolean ct_recorder_monitor(CtLearner *learner, const char *monitor, double *value,
+                                    GError **error);
+/* Whether smaller is better for COMP ("less", "greater", or "auto": less
+ * for monitors whose name contains "loss" or "error", as fastai). */
+CT_API gboolean ct_monitor_less_is_better(const char *comp, const char *monitor);
+
 G_END_DECLS
 
 #endif

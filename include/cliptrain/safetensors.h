@@ -37,6 +37,8 @@ typedef enum {
 
 /* Name of a dtype as written in a header ("F32", ...).  (transfer none) */
 CT_API const char *ct_dtype_name(CtDtype dtype);
+/* A shape as text, "[64, 32]".  (transfer full) */
+CT_API char *ct_shape_string(int ndim, const int64_t *shape);
 /* Bytes per element, 0 for CT_DTYPE_UNKNOWN. */
 CT_API size_t ct_dtype_size(CtDtype dtype);
 
