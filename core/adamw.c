@@ -60,6 +60,12 @@ ct_adamw_step_count(const CtAdamW *opt)
 }
 
 void
+ct_adamw_set_step_count(CtAdamW *opt, int64_t steps)
+{
+  opt->t = steps;
+}
+
+void
 ct_adamw_step(CtAdamW *opt, CtModel *model)
 {
   g_return_if_fail(opt->n == ct_model_n_params(model));

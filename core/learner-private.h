@@ -66,7 +66,27 @@ struct CtLearner {
   size_t ready_off, ready_n;
   CtStatus layer_status;  /* first non-OK status from after_layer_backward */
   GError *error;          /* set with CT_STATUS_ERROR */
+
+  /* stopping and resuming (state.c) */
+  char *recipe_sha256;    /* of the resolved recipe; a resume must match it */
+  gboolean resuming;      /* the next training phase starts at resume_batch */
+  int resume_epoch, resume_batch;
+  int64_t stop_after;     /* stop after this many training batches in all (0: never) */
+  gint64 deadline;        /* stop at this monotonic time in microseconds (0: never) */
+  volatile int *stop_flag; /* set asynchronously (a signal): stop after this batch */
+  gboolean stopped;       /* the fit stopped early, leaving a training state */
+  gboolean resumed;       /* this fit continues a saved state */
+  GHashTable *pending_states; /* "plugin.POS.NAME" -> GBytes, applied after before_fit */
 };
+
+/* Internal status: stop after this batch and save the training state.  It
+ * unwinds the loop without running after_* events. */
+#define CT_STATUS_STOP ((CtStatus) 100)
+
+/* state.c: save the training state at the current batch, and load one
+ * before ct_learner_fit() to resume where it was saved. */
+gboolean ct_learner_save_state(CtLearner *learner, const char *path, GError **error);
+gboolean ct_learner_load_state(CtLearner *learner, const char *path, GError **error);
 
 /* Takes ownership of MODEL, OPT, TRAIN and VALID and of the loaders'
  * datasets (VALID may be NULL). */
@@ -82,6 +102,8 @@ gboolean ct_learner_fit(CtLearner *learner, GError **error);
 /* recorder.c */
 void ct_recorder_init(CtRecorder *rec, const char *out_dir);
 void ct_recorder_clear(CtRecorder *rec);
+/* Set NAME in epoch EPOCH's row (for restoring a saved recorder). */
+void ct_recorder_log_at(CtRecorder *rec, int epoch, const char *name, double value);
 /* Write epoch EPOCH's row to metrics.jsonl and history.csv. */
 gboolean ct_recorder_flush(CtRecorder *rec, int epoch, GError **error);
 /* The recorder as a built-in callback (order 50, as fastai's Recorder). */

@@ -124,6 +124,9 @@ ct_learner_free(CtLearner *L)
   g_hash_table_destroy(L->ckpt_meta);
   ct_recorder_clear(&L->rec);
   g_free(L->out_dir);
+  g_free(L->recipe_sha256);
+  if (L->pending_states)
+    g_hash_table_destroy(L->pending_states);
   g_free(L->images);
   g_free(L->tokens);
   g_free(L->d_img);
@@ -286,13 +289,37 @@ do_one_batch(CtLearner *L)
 
 /* ---------------------------------------------------------------- batches */
 
+/* After a training batch: was a stop asked for (a step count, a time
+ * limit, a signal)?  Then the training state is saved here. */
+static CtStatus
+maybe_stop(CtLearner *L)
+{
+  gboolean stop = (L->stop_after > 0 && L->train_iter >= L->stop_after) ||
+                  (L->deadline > 0 && g_get_monotonic_time() >= L->deadline) ||
+                  (L->stop_flag && *L->stop_flag);
+  if (!stop)
+    return CT_STATUS_OK;
+  GError *e = NULL;
+  g_autofree char *path = g_build_filename(L->out_dir ? L->out_dir : ".", "state.safetensors",
+                                           NULL);
+  if (!ct_learner_save_state(L, path, &e))
+    return fail(L, e);
+  L->stopped = TRUE;
+  return CT_STATUS_STOP;
+}
+
 static CtStatus
 all_batches(CtLearner *L)
 {
   CtLoader *ld = L->training ? L->train : L->valid;
-  ct_loader_start(ld, L->epoch);
+  int first = 0;
+  if (L->training && L->resuming) { /* continue the saved epoch where it stopped */
+    first = L->resume_batch;
+    L->resuming = FALSE;
+  }
+  ct_loader_start_at(ld, L->epoch, first);
   CtStatus st = CT_STATUS_OK;
-  for (L->iter = 0; L->iter < L->n_iter; L->iter++) {
+  for (L->iter = first; L->iter < L->n_iter; L->iter++) {
     GError *e = NULL;
     if (!ct_loader_next(ld, L->images, L->tokens, &L->B, &e)) {
       st = fail(L, e);
@@ -302,6 +329,8 @@ all_batches(CtLearner *L)
                      CT_EVENT_AFTER_CANCEL_BATCH, CT_STATUS_CANCEL_BATCH);
     if (L->training)
       L->train_iter++;
+    if (st == CT_STATUS_OK && L->training)
+      st = maybe_stop(L);
     if (st != CT_STATUS_OK)
       break;
   }
@@ -342,10 +371,43 @@ epoch_body(CtLearner *L)
   return do_validate(L);
 }
 
+/* Saved callback states go back after before_fit, which may reset them. */
+static CtStatus
+restore_states(CtLearner *L)
+{
+  if (!L->pending_states)
+    return CT_STATUS_OK;
+  for (guint i = 0; i < L->cbs->len; i++) {
+    CtCallback *cb = g_ptr_array_index(L->cbs, i);
+    if (!cb->desc->state_load)
+      continue;
+    g_autofree char *key = g_strdup_printf("plugin.%d.%s", cb->position, cb->desc->name);
+    GBytes *bytes = g_hash_table_lookup(L->pending_states, key);
+    GError *e = NULL;
+    if (!bytes) {
+      g_set_error(&e, CT_ERROR, CT_ERROR_FORMAT, "the training state has nothing for plugin %s",
+                  cb->label);
+      return fail(L, e);
+    }
+    if (!cb->desc->state_load(cb->state, bytes, &e)) {
+      GError *f = NULL;
+      g_set_error(&f, CT_ERROR, CT_ERROR_FORMAT, "plugin %s refused its saved state: %s",
+                  cb->label, e ? e->message : "no reason given");
+      g_clear_error(&e);
+      return fail(L, f);
+    }
+  }
+  g_clear_pointer(&L->pending_states, g_hash_table_destroy);
+  return CT_STATUS_OK;
+}
+
 static CtStatus
 fit_body(CtLearner *L)
 {
-  for (L->epoch = 0; L->epoch < L->n_epoch; L->epoch++) {
+  CtStatus rs = restore_states(L);
+  if (rs != CT_STATUS_OK)
+    return rs;
+  for (L->epoch = L->resuming ? L->resume_epoch : 0; L->epoch < L->n_epoch; L->epoch++) {
     CtStatus st = with_events(L, epoch_body, CT_EVENT_BEFORE_EPOCH, CT_EVENT_AFTER_EPOCH,
                               CT_EVENT_AFTER_CANCEL_EPOCH, CT_STATUS_CANCEL_EPOCH);
     GError *e = NULL;
@@ -373,8 +435,10 @@ ct_learner_fit(CtLearner *L, GError **error)
   ct_model_set_backward_hook(L->model, layer_hook, L);
   ct_model_zero_grad(L->model);
   L->epoch = 0;
-  L->train_iter = 0;
+  if (!L->resuming)
+    L->train_iter = 0;
   L->training = FALSE;
+  L->stopped = FALSE;
   CtStatus st = with_events(L, fit_body, CT_EVENT_BEFORE_FIT, CT_EVENT_AFTER_FIT,
                             CT_EVENT_AFTER_CANCEL_FIT, CT_STATUS_CANCEL_FIT);
   ct_model_set_backward_hook(L->model, NULL, NULL);
@@ -383,6 +447,8 @@ ct_learner_fit(CtLearner *L, GError **error)
     L->error = NULL;
     return FALSE;
   }
+  if (st == CT_STATUS_STOP)
+    return TRUE; /* L->stopped says so */
   if (st != CT_STATUS_OK) {
     /* a cancel that no scope handles: fastai lets it escape fit too */
     g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "%s escaped the loop", ct_status_name(st));
@@ -482,6 +548,7 @@ int ct_learner_iter(const CtLearner *L) { return L->iter; }
 int ct_learner_n_iter(const CtLearner *L) { return L->n_iter; }
 int64_t ct_learner_train_iter(const CtLearner *L) { return L->train_iter; }
 gboolean ct_learner_training(const CtLearner *L) { return L->training; }
+gboolean ct_learner_resumed(const CtLearner *L) { return L->resumed; }
 uint64_t ct_learner_seed(const CtLearner *L) { return L->seed; }
 const char *ct_learner_out_dir(const CtLearner *L) { return L->out_dir; }
 int ct_learner_batch_size(const CtLearner *L) { return L->B; }

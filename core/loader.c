@@ -170,6 +170,12 @@ queue_batch(CtLoader *L, Slot *s, int b)
 void
 ct_loader_start(CtLoader *L, int epoch)
 {
+  ct_loader_start_at(L, epoch, 0);
+}
+
+void
+ct_loader_start_at(CtLoader *L, int epoch, int first)
+{
   ct_loader_stop(L);
   L->epoch = epoch;
   size_t N = ct_dataset_len(L->ds);
@@ -185,9 +191,10 @@ ct_loader_start(CtLoader *L, int epoch)
       L->order[j] = t;
     }
   }
-  L->next_take = 0;
-  for (L->next_queue = 0; L->next_queue < MIN(L->prefetch, L->n_batches); L->next_queue++)
-    queue_batch(L, &L->slots[L->next_queue], L->next_queue);
+  L->next_take = first;
+  for (L->next_queue = first; L->next_queue < MIN(first + L->prefetch, L->n_batches);
+       L->next_queue++)
+    queue_batch(L, &L->slots[L->next_queue % L->prefetch], L->next_queue);
 }
 
 gboolean

@@ -20,6 +20,8 @@ CtDataset *ct_loader_dataset(CtLoader *loader);
 int ct_loader_n_batches(const CtLoader *loader);
 /* Begin EPOCH: fix the sample order and start preparing batches. */
 void ct_loader_start(CtLoader *loader, int epoch);
+/* The same, starting at batch FIRST of the epoch (a resume). */
+void ct_loader_start_at(CtLoader *loader, int epoch, int first);
 /* The next batch of this epoch, copied into IMAGES (batch_size, 3, R, R)
  * and TOKENS (batch_size, context); *B is its size.  Waits for it. */
 gboolean ct_loader_next(CtLoader *loader, float *images, int32_t *tokens, int *B,

@@ -90,6 +90,12 @@ static int current_epoch(const CtRecorder *rec);
 void
 ct_recorder_log(CtRecorder *rec, const char *name, double value)
 {
+  ct_recorder_log_at(rec, current_epoch(rec), name, value);
+}
+
+void
+ct_recorder_log_at(CtRecorder *rec, int epoch, const char *name, double value)
+{
   gboolean known = FALSE;
   for (guint i = 0; i + 1 < rec->names->len; i++)
     if (strcmp(g_ptr_array_index(rec->names, i), name) == 0)
@@ -100,7 +106,7 @@ ct_recorder_log(CtRecorder *rec, const char *name, double value)
   }
   double *v = g_new(double, 1);
   *v = value;
-  g_hash_table_replace(row(rec, current_epoch(rec)), g_strdup(name), v);
+  g_hash_table_replace(row(rec, epoch), g_strdup(name), v);
 }
 
 gboolean

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <signal.h>
 #include <string.h>
 
 static const char *const sections[] = { "seed", "data", "model", "optimizer", "schedule", "fit",
@@ -199,6 +200,25 @@ check_model(CtRecipe *r, CtConfig *cfg, GError **error)
   return ok;
 }
 
+/* Relative paths of the data section become absolute, so that the
+ * resolved recipe.yaml (and --resume, which reads it from the run folder)
+ * finds the same files from anywhere. */
+static void
+absolute_paths(CtRecipe *r, const char *dir)
+{
+  static const char *const keys[] = { "path", "valid_path", "vocab", NULL };
+  CtRNode *data = ct_rnode_get(ct_recipe_root(r), "data");
+  for (const char *const *k = keys; data && *k; k++) {
+    CtRNode *v = ct_rnode_get(data, *k);
+    const char *text = v && ct_rnode_kind(v) == CT_RNODE_SCALAR ? ct_rnode_scalar(v) : "";
+    if (!*text || g_path_is_absolute(text))
+      continue;
+    g_autofree char *abs = g_canonicalize_filename(text, dir);
+    g_autofree char *where = g_strdup(ct_rnode_where(v));
+    ct_rnode_set_scalar(r, data, *k, abs, where);
+  }
+}
+
 /* callbacks and metrics: each item is NAME or {NAME: {params}} */
 static gboolean
 load_plugins(CtRecipe *r, const char *section, GPtrArray *search, GPtrArray *out,
@@ -348,6 +368,31 @@ default_out_dir(const char *recipe)
   return g_build_filename("runs", leaf, NULL);
 }
 
+/* ---------------------------------------------------------------- signals */
+
+/* The first SIGINT or SIGTERM asks the loop to stop after the current
+ * step and save a training state; the handler is then reset, so that a
+ * second signal ends the process at once. */
+static volatile int stop_requested;
+
+static void
+on_signal(int sig)
+{
+  stop_requested = 1;
+}
+
+static void
+install_signals(void)
+{
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
 /* ---------------------------------------------------------------- the run */
 
 int
@@ -360,8 +405,17 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   g_autofree char *out = NULL, *yaml = NULL, *recipe_dir = NULL, *recipe_out = NULL;
   CtConfig cfg;
   CtData data = { 0 };
+  CtRecipe *r = NULL;
 
-  CtRecipe *r = ct_recipe_load(o->recipe, error);
+  g_autofree char *resume_recipe =
+    o->resume ? g_build_filename(o->resume, "recipe.yaml", NULL) : NULL;
+  const char *recipe_path = o->resume ? resume_recipe : o->recipe;
+  if (o->resume && o->sets && *o->sets) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "--resume continues %s as recorded; --set would change it", recipe_path);
+    goto out;
+  }
+  r = ct_recipe_load(recipe_path, error);
   if (!r)
     goto out;
   for (const char *const *s = o->sets; s && *s; s++)
@@ -382,7 +436,8 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     config_error(error, pp, "plugin_path: expected a list of folders");
     goto out;
   }
-  recipe_dir = g_path_get_dirname(o->recipe);
+  recipe_dir = g_path_get_dirname(recipe_path);
+  absolute_paths(r, recipe_dir);
   for (size_t i = 0; pp && i < ct_rnode_n_items(pp); i++) {
     const char *dir = ct_rnode_scalar(ct_rnode_item(pp, i));
     g_ptr_array_add(extra, g_path_is_absolute(dir) ? g_strdup(dir)
@@ -426,22 +481,27 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   }
   openblas_set_num_threads(threads);
   const char *odir = ct_rnode_scalar(ct_recipe_lookup(r, "output.dir"));
-  out = o->out_dir ? g_strdup(o->out_dir) : *odir ? g_strdup(odir) : default_out_dir(o->recipe);
+  out = o->resume    ? g_strdup(o->resume)
+        : o->out_dir ? g_strdup(o->out_dir)
+        : *odir      ? g_strdup(odir)
+                     : default_out_dir(recipe_path);
   recipe_out = g_build_filename(out, "recipe.yaml", NULL);
-  if (g_file_test(recipe_out, G_FILE_TEST_EXISTS)) {
+  yaml = ct_recipe_to_yaml(r);
+  /* a resume continues the run folder's resolved recipe.yaml, whose sha256
+   * the training state records; a RECIPE argument is not read again */
+  if (!o->resume && g_file_test(recipe_out, G_FILE_TEST_EXISTS)) {
     g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s already holds a run; choose another --out",
                 out);
     goto out;
   }
-  if (g_mkdir_with_parents(out, 0755) != 0) {
+  if (!o->resume && g_mkdir_with_parents(out, 0755) != 0) {
     g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", out, g_strerror(errno));
     goto out;
   }
-  yaml = ct_recipe_to_yaml(r);
-  if (!ct_recipe_write(r, recipe_out, error) ||
-      !write_manifest(out, yaml, cbs, seed, threads, error))
+  if (!o->resume && (!ct_recipe_write(r, recipe_out, error) ||
+                     !write_manifest(out, yaml, cbs, seed, threads, error)))
     goto out;
-  if (data.learned) {
+  if (data.learned && !o->resume) {
     g_autofree char *vpath = g_build_filename(out, "vocab.txt", NULL);
     if (!ct_tokenizer_save(data.tok, vpath, error))
       goto out;
@@ -489,8 +549,29 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   }
   while (cbs->len) /* hand them over, in recipe order */
     ct_learner_add_callback(L, g_ptr_array_steal_index(cbs, 0));
+  L->recipe_sha256 = g_compute_checksum_for_string(G_CHECKSUM_SHA256, yaml, -1);
+  if (o->resume) {
+    g_autofree char *state = g_build_filename(out, "state.safetensors", NULL);
+    if (!ct_learner_load_state(L, state, error)) {
+      if ((*error)->code == CT_ERROR_CONFIG)
+        rc = 2; /* a state that is not this recipe's: bad usage */
+      goto out;
+    }
+  }
+  L->stop_after = o->stop_after;
+  if (o->time_limit > 0)
+    L->deadline = g_get_monotonic_time() + (gint64) (o->time_limit * 1e6);
+  if (o->handle_signals) {
+    stop_requested = 0;
+    L->stop_flag = &stop_requested;
+    install_signals();
+  }
   if (!ct_learner_fit(L, error))
     goto out;
+  if (L->stopped)
+    g_printerr("cliptrain: stopped after %" G_GINT64_FORMAT " training steps; the training "
+               "state is in %s/state.safetensors; continue with: cliptrain fit --resume %s\n",
+               L->train_iter, out, out);
   rc = 0;
 out:
   ct_learner_free(L);

@@ -10,6 +10,10 @@ typedef struct {
   const char *const *sets;  /* "a.b=value" overrides, NULL-terminated; may be NULL */
   const char *out_dir;      /* NULL: output.dir, else runs/<name>-<time> */
   int threads;              /* 0: the recipe's fit.threads */
+  const char *resume;       /* a run folder to continue from its state.safetensors, or NULL */
+  int64_t stop_after;       /* stop after this many training steps in all, resumable (0: no) */
+  double time_limit;        /* stop after this many seconds, resumable (0: no) */
+  gboolean handle_signals;  /* SIGINT/SIGTERM: stop after the current step, resumable */
 } CtRunOptions;
 
 /* `cliptrain bench --loader`: run the recipe's training loader alone for

@@ -520,6 +520,12 @@ ct_safetensors_data(const CtSafetensors *st, const CtTensorInfo *info)
   return st->data + e->begin;
 }
 
+const char **
+ct_safetensors_metadata_keys(const CtSafetensors *st)
+{
+  return (const char **) g_hash_table_get_keys_as_array(st->metadata, NULL);
+}
+
 const char *
 ct_safetensors_metadata(const CtSafetensors *st, const char *key)
 {

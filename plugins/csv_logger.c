@@ -38,7 +38,8 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
     if (s->file)
       fclose(s->file);
     g_clear_pointer(&s->columns, g_strfreev);
-    s->file = fopen(s->path, s->append ? "a" : "w");
+    /* a resumed fit continues the file it wrote before */
+    s->file = fopen(s->path, s->append || ct_learner_resumed(L) ? "a" : "w");
     return s->file ? CT_STATUS_OK : io_error(s, error);
   }
   if (event == CT_EVENT_AFTER_FIT) {

@@ -94,7 +94,7 @@ bench_sgemm(int n, int reps, int threads)
 static int
 bench_loader(const char *recipe, int batches)
 {
-  CtRunOptions o = { recipe, NULL, NULL, 0 };
+  CtRunOptions o = { .recipe = recipe };
   CtLoaderBench res = { 0 };
   GError *error = NULL;
   int rc = ct_run_loader_bench(&o, batches, &res, &error);

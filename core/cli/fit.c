@@ -10,13 +10,32 @@
 #include <stdio.h>
 #include <string.h>
 
+/* "90s", "30m", "2h", "1d" or plain seconds */
+static gboolean
+parse_duration(const char *text, double *seconds)
+{
+  char *end = NULL;
+  double v = g_ascii_strtod(text, &end);
+  if (end == text || !(v > 0))
+    return FALSE;
+  double unit = !*end || !strcmp(end, "s") ? 1 : !strcmp(end, "m") ? 60
+                : !strcmp(end, "h") ? 3600 : !strcmp(end, "d") ? 86400 : 0;
+  *seconds = v * unit;
+  return unit > 0;
+}
+
 int
 ct_cli_fit(int argc, char **argv)
 {
   g_auto(GStrv) sets = NULL;
   g_autofree char *out = NULL;
   int threads = 0;
+  g_autofree char *resume = NULL, *time_limit = NULL;
+  gint64 stop_after = 0;
   GOptionEntry entries[] = {
+    { "resume", 'r', 0, G_OPTION_ARG_FILENAME, &resume, "Continue the run in DIR from its training state (its recipe.yaml is used)", "DIR" },
+    { "stop-after", 0, 0, G_OPTION_ARG_INT64, &stop_after, "Stop after N training steps in all, leaving a resumable state", "N" },
+    { "time-limit", 0, 0, G_OPTION_ARG_STRING, &time_limit, "Stop after this wall-clock time (90s, 30m, 2h, 1d), leaving a resumable state", "DURATION" },
     { "set", 's', 0, G_OPTION_ARG_STRING_ARRAY, &sets, "Override a recipe key, e.g. optimizer.lr=3e-4 (repeatable)", "KEY=VALUE" },
     { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Run folder (default: output.dir, else runs/RECIPE-TIME)", "DIR" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (default: fit.threads)", "N" },
@@ -27,15 +46,26 @@ ct_cli_fit(int argc, char **argv)
   GError *error = NULL;
   gboolean ok = g_option_context_parse(ctx, &argc, &argv, &error);
   g_option_context_free(ctx);
-  if (!ok || argc != 2 || threads < 0) {
+  double limit = 0;
+  if (ok && time_limit && !parse_duration(time_limit, &limit)) {
+    ct_cli_error("fit: --time-limit '%s' is not a duration such as 90s, 30m, 2h or 1d",
+                 time_limit);
+    return CT_EXIT_USAGE;
+  }
+  if (!ok || argc > 2 || (argc < 2 && !resume) || threads < 0 || stop_after < 0) {
     ct_cli_error("fit: %s", error ? error->message
                           : argc < 2 ? "a recipe file is required: cliptrain fit RECIPE.yaml"
                           : argc > 2 ? "only one recipe file is taken"
-                                     : "--threads must be positive");
+                                     : "--threads and --stop-after must be positive");
     g_clear_error(&error);
     return CT_EXIT_USAGE;
   }
-  CtRunOptions o = { argv[1], (const char *const *) sets, out, threads };
+  if (resume && out) {
+    ct_cli_error("fit: --resume continues in its own folder; drop --out");
+    return CT_EXIT_USAGE;
+  }
+  CtRunOptions o = { argc == 2 ? argv[1] : NULL, (const char *const *) sets, out, threads,
+                     resume, stop_after, limit, TRUE };
   int rc = ct_run_fit(&o, &error);
   if (rc != 0) {
     ct_cli_error("%s", error ? error->message : "fit failed");

@@ -115,6 +115,10 @@ CT_API int64_t ct_learner_train_iter(const CtLearner *learner); /* training batc
 /* Fraction of training done: train_iter / (n_epoch * training batches). */
 CT_API double ct_learner_pct_train(const CtLearner *learner);
 CT_API gboolean ct_learner_training(const CtLearner *learner);
+/* TRUE when this fit continues a saved training state (--resume): files
+ * a callback writes should then be appended to, not started again.
+ * Saved callback states are restored right after before_fit. */
+CT_API gboolean ct_learner_resumed(const CtLearner *learner);
 CT_API uint64_t ct_learner_seed(const CtLearner *learner);
 /* The run's output folder.  (transfer none) */
 CT_API const char *ct_learner_out_dir(const CtLearner *learner);

@@ -24,6 +24,8 @@ CT_API void ct_adamw_free(CtAdamW *opt);
 CT_API CtAdamWParams *ct_adamw_params(CtAdamW *opt);
 /* Steps taken so far. */
 CT_API int64_t ct_adamw_step_count(const CtAdamW *opt);
+/* For restoring a saved state. */
+CT_API void ct_adamw_set_step_count(CtAdamW *opt, int64_t steps);
 /* The moments, (n) each, in the model's parameter layout.  (transfer none) */
 CT_API float *ct_adamw_exp_avg(CtAdamW *opt);
 CT_API float *ct_adamw_exp_avg_sq(CtAdamW *opt);

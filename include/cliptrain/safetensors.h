@@ -91,6 +91,9 @@ CT_API gboolean ct_safetensors_read_i64(const CtSafetensors *st, const char *nam
 
 /* Value of KEY in the header's __metadata__, or NULL.  (transfer none) */
 CT_API const char *ct_safetensors_metadata(const CtSafetensors *st, const char *key);
+/* Every __metadata__ key, NULL-terminated, in no particular order.
+ * (transfer container): g_free() the array, not the strings. */
+CT_API const char **ct_safetensors_metadata_keys(const CtSafetensors *st);
 
 /* ---- writing ---- */
 

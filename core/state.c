@@ -1,0 +1,239 @@
+/* state.c: the training state, for an exact resume.
+ *
+ * One safetensors file, written atomically: the parameters ("model.NAME"),
+ * the optimizer's moments ("opt.exp_avg.NAME", "opt.exp_avg_sq.NAME"), the
+ * recorder's per-batch losses and learning rates (F64), and in the
+ * metadata the loop's position (epoch, next training batch, training
+ * iterations, optimizer steps), the recorder's smoothing state and rows,
+ * each plugin's saved state (base64), and the sha256 of the resolved
+ * recipe, which a resume must match.  Everything else a batch depends on
+ * (data order, augmentation) is a function of (seed, epoch, index). */
+#include "config.h"
+
+#include "learner-private.h"
+
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <string.h>
+
+static char *
+dtostr(double v)
+{
+  char buf[G_ASCII_DTOSTR_BUF_SIZE];
+  return g_strdup(g_ascii_dtostr(buf, sizeof buf, v)); /* round-trips exactly */
+}
+
+static char *
+rows_json(const CtRecorder *rec)
+{
+  JsonBuilder *b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "names");
+  json_builder_begin_array(b);
+  for (const char *const *n = ct_recorder_names(rec); *n; n++)
+    json_builder_add_string_value(b, *n);
+  json_builder_end_array(b);
+  json_builder_set_member_name(b, "rows");
+  json_builder_begin_array(b);
+  for (guint e = 0; e < rec->rows->len && (int) e < rec->n_epochs; e++) {
+    json_builder_begin_object(b);
+    for (const char *const *n = ct_recorder_names(rec); *n; n++) {
+      double v;
+      if (!ct_recorder_get(rec, (int) e, *n, &v))
+        continue;
+      json_builder_set_member_name(b, *n);
+      g_autofree char *text = dtostr(v);
+      json_builder_add_string_value(b, text);
+    }
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+  json_builder_end_object(b);
+  JsonGenerator *gen = json_generator_new();
+  JsonNode *root = json_builder_get_root(b);
+  json_generator_set_root(gen, root);
+  char *text = json_generator_to_data(gen, NULL);
+  json_node_unref(root);
+  g_object_unref(gen);
+  g_object_unref(b);
+  return text;
+}
+
+gboolean
+ct_learner_save_state(CtLearner *L, const char *path, GError **error)
+{
+  CtSafetensorsWriter *w = ct_safetensors_writer_new();
+  CtModel *m = L->model;
+  float *p = ct_model_params(m), *ea = ct_adamw_exp_avg(L->opt), *es = ct_adamw_exp_avg_sq(L->opt);
+  gboolean ok = TRUE;
+  for (size_t i = 0; ok && i < ct_model_n_tensors(m); i++) {
+    const CtParamInfo *t = ct_model_tensor(m, i);
+    g_autofree char *a = g_strconcat("model.", t->name, NULL);
+    g_autofree char *b = g_strconcat("opt.exp_avg.", t->name, NULL);
+    g_autofree char *c = g_strconcat("opt.exp_avg_sq.", t->name, NULL);
+    ok = ct_safetensors_writer_add(w, a, CT_DTYPE_F32, t->ndim, t->shape, p + t->offset, error) &&
+         ct_safetensors_writer_add(w, b, CT_DTYPE_F32, t->ndim, t->shape, ea + t->offset, error) &&
+         ct_safetensors_writer_add(w, c, CT_DTYPE_F32, t->ndim, t->shape, es + t->offset, error);
+  }
+  int64_t nl = L->rec.losses->len;
+  ok = ok &&
+       ct_safetensors_writer_add(w, "recorder.losses", CT_DTYPE_F64, 1, &nl, L->rec.losses->data,
+                                 error) &&
+       ct_safetensors_writer_add(w, "recorder.lrs", CT_DTYPE_F64, 1, &nl, L->rec.lrs->data, error);
+  struct {
+    const char *key;
+    char *value;
+  } meta[] = {
+    { "format", g_strdup("cliptrain training state 1") },
+    { "recipe_sha256", g_strdup(L->recipe_sha256 ? L->recipe_sha256 : "") },
+    { "epoch", g_strdup_printf("%d", L->epoch) },
+    { "next_batch", g_strdup_printf("%d", L->iter + 1) },
+    { "train_iter", g_strdup_printf("%" G_GINT64_FORMAT, L->train_iter) },
+    { "opt_step", g_strdup_printf("%" G_GINT64_FORMAT, ct_adamw_step_count(L->opt)) },
+    { "smooth_raw", dtostr(L->rec.smooth_raw) },
+    { "smooth_count", g_strdup_printf("%" G_GINT64_FORMAT, L->rec.count) },
+    { "n_epochs", g_strdup_printf("%d", L->rec.n_epochs) },
+    { "recorder", rows_json(&L->rec) },
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(meta); i++)
+    ct_safetensors_writer_set_metadata(w, meta[i].key, meta[i].value);
+  for (guint i = 0; i < L->cbs->len; i++) {
+    CtCallback *cb = g_ptr_array_index(L->cbs, i);
+    if (!cb->desc->state_save)
+      continue;
+    GBytes *bytes = cb->desc->state_save(cb->state);
+    gsize len;
+    const guchar *data = bytes ? g_bytes_get_data(bytes, &len) : NULL;
+    g_autofree char *key = g_strdup_printf("plugin.%d.%s", cb->position, cb->desc->name);
+    g_autofree char *val = g_base64_encode(data, data ? len : 0);
+    ct_safetensors_writer_set_metadata(w, key, val);
+    if (bytes)
+      g_bytes_unref(bytes);
+  }
+  ok = ok && ct_safetensors_writer_write(w, path, error);
+  ct_safetensors_writer_free(w);
+  for (size_t i = 0; i < G_N_ELEMENTS(meta); i++)
+    g_free(meta[i].value);
+  return ok;
+}
+
+static gboolean
+meta_int(const CtSafetensors *st, const char *key, int64_t *out, GError **error)
+{
+  const char *v = ct_safetensors_metadata(st, key);
+  char *end = NULL;
+  if (v)
+    *out = g_ascii_strtoll(v, &end, 10);
+  if (!v || !end || *end || end == v) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: training state lacks a valid '%s'",
+                ct_safetensors_path(st), key);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+load_recorder(CtRecorder *rec, const CtSafetensors *st, GError **error)
+{
+  const CtTensorInfo *t = ct_safetensors_find(st, "recorder.losses");
+  size_t n = t ? t->numel : 0;
+  g_array_set_size(rec->losses, n);
+  g_array_set_size(rec->lrs, n);
+  /* F64 copied as stored: read_f32 would round */
+  const CtTensorInfo *tl = ct_safetensors_find(st, "recorder.lrs");
+  if (!t || !tl || t->dtype != CT_DTYPE_F64 || tl->numel != n) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: training state lacks the recorder",
+                ct_safetensors_path(st));
+    return FALSE;
+  }
+  memcpy(rec->losses->data, ct_safetensors_data(st, t), n * sizeof(double));
+  memcpy(rec->lrs->data, ct_safetensors_data(st, tl), n * sizeof(double));
+  rec->smooth_raw = g_ascii_strtod(ct_safetensors_metadata(st, "smooth_raw"), NULL);
+  int64_t count = 0, ne = 0;
+  if (!meta_int(st, "smooth_count", &count, error) || !meta_int(st, "n_epochs", &ne, error))
+    return FALSE;
+  rec->count = count;
+  rec->smooth = count ? rec->smooth_raw / (1 - pow(0.98, (double) count)) : NAN;
+  JsonParser *parser = json_parser_new();
+  const char *text = ct_safetensors_metadata(st, "recorder");
+  if (!text || !json_parser_load_from_data(parser, text, -1, NULL)) {
+    g_object_unref(parser);
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: training state's recorder is not JSON",
+                ct_safetensors_path(st));
+    return FALSE;
+  }
+  JsonObject *root = json_node_get_object(json_parser_get_root(parser));
+  JsonArray *names = json_object_get_array_member(root, "names");
+  JsonArray *rows = json_object_get_array_member(root, "rows");
+  /* names first, in their order, so that columns keep it */
+  for (guint e = 0; e < json_array_get_length(rows); e++) {
+    JsonObject *row = json_array_get_object_element(rows, e);
+    for (guint k = 0; k < json_array_get_length(names); k++) {
+      const char *name = json_array_get_string_element(names, k);
+      if (!json_object_has_member(row, name))
+        continue;
+      ct_recorder_log_at(rec, (int) e, name,
+                         g_ascii_strtod(json_object_get_string_member(row, name), NULL));
+    }
+  }
+  rec->n_epochs = (int) ne;
+  g_object_unref(parser);
+  return TRUE;
+}
+
+gboolean
+ct_learner_load_state(CtLearner *L, const char *path, GError **error)
+{
+  CtSafetensors *st = ct_safetensors_open(path, error);
+  if (!st)
+    return FALSE;
+  gboolean ok = FALSE;
+  const char *sha = ct_safetensors_metadata(st, "recipe_sha256");
+  if (!sha || !L->recipe_sha256 || strcmp(sha, L->recipe_sha256) != 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: the training state belongs to another recipe (sha256 %s, this one %s)",
+                path, sha ? sha : "none", L->recipe_sha256 ? L->recipe_sha256 : "none");
+    goto out;
+  }
+  int64_t epoch, next, titer, step;
+  if (!meta_int(st, "epoch", &epoch, error) || !meta_int(st, "next_batch", &next, error) ||
+      !meta_int(st, "train_iter", &titer, error) || !meta_int(st, "opt_step", &step, error))
+    goto out;
+  CtModel *m = L->model;
+  if (!ct_model_load_from(m, st, "model.", FALSE, error))
+    goto out;
+  float *ea = ct_adamw_exp_avg(L->opt), *es = ct_adamw_exp_avg_sq(L->opt);
+  for (size_t i = 0; i < ct_model_n_tensors(m); i++) {
+    const CtParamInfo *t = ct_model_tensor(m, i);
+    g_autofree char *b = g_strconcat("opt.exp_avg.", t->name, NULL);
+    g_autofree char *c = g_strconcat("opt.exp_avg_sq.", t->name, NULL);
+    if (!ct_safetensors_read_f32(st, b, ea + t->offset, t->numel, error) ||
+        !ct_safetensors_read_f32(st, c, es + t->offset, t->numel, error))
+      goto out;
+  }
+  ct_adamw_set_step_count(L->opt, step);
+  if (!load_recorder(&L->rec, st, error))
+    goto out;
+  /* callback states: restored after before_fit (see learner.c) */
+  L->pending_states = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                            (GDestroyNotify) g_bytes_unref);
+  const char **keys = ct_safetensors_metadata_keys(st);
+  for (const char **k = keys; *k; k++) {
+    const char *key = *k;
+    if (!g_str_has_prefix(key, "plugin."))
+      continue;
+    gsize len;
+    guchar *data = g_base64_decode(ct_safetensors_metadata(st, key), &len);
+    g_hash_table_insert(L->pending_states, g_strdup(key), g_bytes_new_take(data, len));
+  }
+  g_free(keys);
+  L->resume_epoch = (int) epoch;
+  L->resume_batch = (int) next;
+  L->train_iter = titer;
+  L->resuming = TRUE;
+  L->resumed = TRUE;
+  ok = TRUE;
+out:
+  ct_safetensors_free(st);
+  return ok;
+}
