@@ -60,7 +60,7 @@ static CtPluginDescriptor spy_desc = {
 };
 
 static CtCallback *
-spy_callback(Spy *s, const CtPluginDescriptor *d, int order)
+spy_callback(void *s, const CtPluginDescriptor *d, int order)
 {
   CtCallback *cb = g_new0(CtCallback, 1);
   cb->desc = d;
@@ -338,6 +338,100 @@ test_plugin_abi(void)
   g_error_free(error);
 }
 
+/* ---------------------------------------------------------------- accumulation */
+
+typedef struct {
+  float *grads; /* copy of the gradients at the (last) step */
+  int steps;
+} GradSpy;
+
+static CtStatus
+grad_spy_event(void *state, CtLearner *L, CtEvent ev, GError **error)
+{
+  GradSpy *g = state;
+  CtModel *m = ct_learner_model(L);
+  memcpy(g->grads, ct_model_grads(m), sizeof(float) * ct_model_n_params(m));
+  g->steps++;
+  return CT_STATUS_OK;
+}
+
+static CtPluginDescriptor grad_spy_desc = {
+  .abi_major = CT_PLUGIN_ABI_MAJOR, .abi_minor = CT_PLUGIN_ABI_MINOR,
+  .struct_size = sizeof(CtPluginDescriptor), .name = "grad_spy", .version = "1", .doc = "test",
+  .order = 100, .events = CT_EVENT_BIT(CT_EVENT_BEFORE_STEP), .on_event = grad_spy_event,
+};
+
+/* One step over 32 samples: as one batch, or as 4 micro-batches of 8 with
+ * grad_accumulation.  Returns the gradients at the step. */
+static float *
+accumulated_grads(int batch, const CtPluginDescriptor *accum, int *steps)
+{
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("tiny", &cfg, NULL));
+  CtModel *m = ct_model_new(&cfg, batch, NULL);
+  ct_model_init_weights(m, 3);
+  CtAdamWParams hp = { 1e-3f, 0.9f, 0.98f, 1e-6f, 0.1f };
+  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
+  CtDataset *tr = ct_dataset_new_synthetic(&cfg, 32, 7, 0, 0);
+  CtLoader *tl = ct_loader_new(tr, &cfg, batch, TRUE, TRUE, 0, 1, 7);
+  CtLearner *L = ct_learner_new(m, opt, tl, NULL, batch, 1, 7, NULL, NULL);
+  static CtPluginDescriptor lossd;
+  lossd = spy_desc;
+  lossd.events = CT_EVENT_BIT(CT_EVENT_AFTER_PRED);
+  Spy loss = { NULL, NULL, CT_N_EVENTS, CT_STATUS_OK, -1, TRUE, 0, TRUE };
+  ct_learner_add_callback(L, spy_callback(&loss, &lossd, 0));
+  GradSpy g = { g_new0(float, ct_model_n_params(m)), 0 };
+  ct_learner_add_callback(L, spy_callback(&g, &grad_spy_desc, 100));
+  if (accum) {
+    CtParams *p = ct_params_new(accum->params);
+    ct_params_set(p, "n", "4", TRUE);
+    CtCallback *cb = g_new0(CtCallback, 1);
+    cb->desc = accum;
+    cb->label = g_strdup("grad_accumulation (test)");
+    cb->order = accum->order;
+    cb->params = p;
+    cb->state = accum->create(p, NULL);
+    ct_learner_add_callback(L, cb);
+  }
+  GError *error = NULL;
+  g_assert_true(ct_learner_fit(L, &error));
+  g_assert_no_error(error);
+  *steps = g.steps;
+  ct_learner_free(L);
+  return g.grads;
+}
+
+static void
+test_grad_accumulation(void)
+{
+  const char *dir = g_getenv("CT_BUILDDIR");
+  if (!dir) {
+    g_test_skip("CT_BUILDDIR is not set");
+    return;
+  }
+  g_autofree char *path = g_build_filename(dir, "plugins", ".libs", "grad_accumulation.so", NULL);
+  GError *error = NULL;
+  const CtPluginDescriptor *accum = ct_plugin_open(path, &error);
+  g_assert_no_error(error);
+  int s1, s4;
+  g_autofree float *full = accumulated_grads(32, NULL, &s1);
+  g_autofree float *acc = accumulated_grads(8, accum, &s4);
+  g_assert_cmpint(s1, ==, 1);
+  g_assert_cmpint(s4, ==, 1); /* one step for four micro-batches */
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("tiny", &cfg, NULL));
+  size_t n = ct_config_n_params(&cfg);
+  double maxg = 0, maxd = 0;
+  for (size_t i = 0; i < n; i++) {
+    maxg = fmax(maxg, fabs(full[i]));
+    maxd = fmax(maxd, fabs((double) full[i] - acc[i]));
+  }
+  g_test_message("4 x 8 accumulated vs 32: max |difference| %.3g, max |gradient| %.3g", maxd,
+                 maxg);
+  g_assert_cmpfloat(maxg, >, 0);
+  g_assert_cmpfloat(maxd, <=, 1e-5 * maxg);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -350,5 +444,6 @@ main(int argc, char **argv)
   g_test_add_func("/loop/run-in", test_run_in);
   g_test_add_func("/loop/recorder", test_recorder);
   g_test_add_func("/loop/plugin-abi", test_plugin_abi);
+  g_test_add_func("/loop/grad-accumulation", test_grad_accumulation);
   return g_test_run();
 }
