@@ -157,3 +157,155 @@ ct_config_from_metadata(CtConfig *cfg, const CtSafetensors *st, GError **error)
   *cfg = c;
   return TRUE;
 }
+
+/* ------------------------------------------------- config from the shapes */
+
+/* Tensor PRE+NAME with NDIM dimensions, or NULL with an error. */
+static const CtTensorInfo *
+shape_of(const CtSafetensors *st, const char *pre, const char *name, int ndim, const char *want,
+         GError **error)
+{
+  g_autofree char *key = g_strconcat(pre, name, NULL);
+  const CtTensorInfo *t = ct_safetensors_find(st, key);
+  if (!t) {
+    g_set_error(error, CT_ERROR, CT_ERROR_MISSING,
+                "%s: tensor '%s' is missing: not a CLIP state dict, and the file has no "
+                "config.* metadata", ct_safetensors_path(st), key);
+    return NULL;
+  }
+  if (t->ndim != ndim) {
+    g_autofree char *got = ct_shape_string(t->ndim, t->shape);
+    g_set_error(error, CT_ERROR, CT_ERROR_SHAPE, "%s: tensor '%s' has shape %s, not %s",
+                ct_safetensors_path(st), key, got, want);
+    return NULL;
+  }
+  return t;
+}
+
+/* Number of tensors PRE+STACK+"<N>.attn.in_proj_weight". */
+static long
+count_blocks(const CtSafetensors *st, const char *pre, const char *stack)
+{
+  g_autofree char *head = g_strconcat(pre, stack, NULL);
+  size_t hl = strlen(head);
+  long n = 0;
+  for (size_t i = 0; i < ct_safetensors_n_tensors(st); i++) {
+    const char *name = ct_safetensors_tensor(st, i)->name;
+    if (strncmp(name, head, hl) != 0 || !g_ascii_isdigit(name[hl]))
+      continue;
+    const char *p = name + hl;
+    while (g_ascii_isdigit(*p))
+      p++;
+    if (strcmp(p, ".attn.in_proj_weight") == 0)
+      n++;
+  }
+  return n;
+}
+
+static gboolean
+has_prefix_tensor(const CtSafetensors *st, const char *pre, const char *what)
+{
+  g_autofree char *head = g_strconcat(pre, what, NULL);
+  for (size_t i = 0; i < ct_safetensors_n_tensors(st); i++)
+    if (g_str_has_prefix(ct_safetensors_tensor(st, i)->name, head))
+      return TRUE;
+  return FALSE;
+}
+
+gboolean
+ct_config_from_weights(CtConfig *cfg, const CtSafetensors *st, const char *prefix,
+                       int vision_heads, int transformer_heads, GError **error)
+{
+  g_return_val_if_fail(cfg != NULL && st != NULL, FALSE);
+  const char *path = ct_safetensors_path(st), *pre = prefix ? prefix : "";
+  if (has_prefix_tensor(st, pre, "visual.layer1.") || has_prefix_tensor(st, pre, "visual.attnpool.")) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: the weights hold a ResNet image tower (%svisual.layer1...): ResNet image "
+                "towers are not supported yet", path, pre);
+    return FALSE;
+  }
+  const CtTensorInfo *conv, *vpos, *proj, *pos, *wte, *lnf;
+  if (!(conv = shape_of(st, pre, "visual.conv1.weight", 4, "(width, 3, patch, patch)", error)) ||
+      !(vpos = shape_of(st, pre, "visual.positional_embedding", 2, "(grid * grid + 1, width)", error)) ||
+      !(proj = shape_of(st, pre, "text_projection", 2, "(width, embed_dim)", error)) ||
+      !(pos = shape_of(st, pre, "positional_embedding", 2, "(context_length, width)", error)) ||
+      !(wte = shape_of(st, pre, "token_embedding.weight", 2, "(vocab_size, width)", error)) ||
+      !(lnf = shape_of(st, pre, "ln_final.weight", 1, "(width)", error)))
+    return FALSE;
+  int64_t P = conv->shape[3], n = vpos->shape[0] - 1, G = 0;
+  const char *bad = NULL;
+  if (conv->shape[1] != 3 || conv->shape[2] != P)
+    bad = "visual.conv1.weight";
+  while (!bad && G < (1 << 13) && (G + 1) * (G + 1) <= n)
+    G++;
+  if (!bad && (G * G != n || n < 1))
+    bad = "visual.positional_embedding";
+  if (bad) {
+    g_autofree char *key = g_strconcat(pre, bad, NULL);
+    const CtTensorInfo *t = ct_safetensors_find(st, key);
+    g_autofree char *got = ct_shape_string(t->ndim, t->shape);
+    g_set_error(error, CT_ERROR, CT_ERROR_SHAPE, "%s: tensor '%s' has shape %s, not %s", path,
+                key, got, t == conv ? "(width, 3, patch, patch)" : "(grid * grid + 1, width)");
+    return FALSE;
+  }
+  int64_t VW = conv->shape[0], TW = lnf->shape[0];
+  const struct {
+    const char *key;
+    int64_t v;
+  } fields[] = {
+    { "embed_dim", proj->shape[1] },
+    { "image_resolution", P * G },
+    { "vision_layers", count_blocks(st, pre, "visual.transformer.resblocks.") },
+    { "vision_width", VW },
+    { "vision_patch_size", P },
+    { "vision_heads", vision_heads > 0 ? vision_heads : MAX(VW / 64, 1) },
+    { "context_length", pos->shape[0] },
+    { "vocab_size", wte->shape[0] },
+    { "transformer_width", TW },
+    { "transformer_heads", transformer_heads > 0 ? transformer_heads : MAX(TW / 64, 1) },
+    { "transformer_layers", count_blocks(st, pre, "transformer.resblocks.") },
+  };
+  CtConfig c = { 0 };
+  for (size_t i = 0; i < G_N_ELEMENTS(fields); i++) {
+    if (fields[i].v < 1 || fields[i].v > (1 << 24)) {
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                  "%s: %s = %" G_GINT64_FORMAT " read from the weights' shapes is out of range%s",
+                  path, fields[i].key, fields[i].v,
+                  g_str_has_suffix(fields[i].key, "_layers")
+                    ? " (no resblocks.N.attn.in_proj_weight tensors)" : "");
+      return FALSE;
+    }
+    ct_config_set(&c, fields[i].key, (long) fields[i].v, NULL);
+  }
+  if (!ct_config_validate(&c, error)) {
+    g_prefix_error(error, "%s: ", path);
+    return FALSE;
+  }
+  *cfg = c;
+  return TRUE;
+}
+
+CtModel *
+ct_model_new_from_file(const char *path, int max_batch, GError **error)
+{
+  g_return_val_if_fail(path != NULL, NULL);
+  CtSafetensors *st = ct_safetensors_open(path, error);
+  if (!st)
+    return NULL;
+  gboolean has_config = FALSE;
+  for (const char *const *key = ct_config_keys(); *key && !has_config; key++) {
+    g_autofree char *mk = g_strconcat("config.", *key, NULL);
+    has_config = ct_safetensors_metadata(st, mk) != NULL;
+  }
+  CtConfig cfg;
+  CtModel *m = NULL;
+  if (has_config ? ct_config_from_metadata(&cfg, st, error)
+                 : ct_config_from_weights(&cfg, st, NULL, 0, 0, error)) {
+    if (!(m = ct_model_new(&cfg, max_batch, error)))
+      g_prefix_error(error, "%s: ", path);
+    else if (!ct_model_load_from(m, st, NULL, TRUE, error))
+      g_clear_pointer(&m, ct_model_free);
+  }
+  ct_safetensors_free(st);
+  return m;
+}

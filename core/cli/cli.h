@@ -14,6 +14,33 @@ int ct_cli_init(int argc, char **argv);
 int ct_cli_tokenize(int argc, char **argv);
 int ct_cli_fit(int argc, char **argv);
 int ct_cli_plugins(int argc, char **argv);
+int ct_cli_embed(int argc, char **argv);
+int ct_cli_zeroshot(int argc, char **argv);
+int ct_cli_retrieve(int argc, char **argv);
+
+/* embed.c: what embed, zeroshot and retrieve share. */
+typedef struct CtModel CtModel;
+typedef struct _CtTokenizer CtTokenizer;
+/* VOCAB when given, else the learned "vocab" metadata of the checkpoint
+ * MODEL_PATH; fails when it has more ids than M's vocab_size. */
+CtTokenizer *ct_cli_tokenizer(const char *model_path, const char *vocab, const CtModel *m,
+                              GError **error);
+/* Each arg a file, or a folder searched for .png/.jpg/.jpeg files (sorted
+ * by path).  (transfer full: strings) */
+GPtrArray *ct_cli_image_paths(char **args, GError **error);
+/* The lines of PATH ("-": stdin), without their newlines.  (transfer full) */
+GPtrArray *ct_cli_read_lines(const char *path, GError **error);
+/* L2-normalised features, (n, embed_dim), in batches of the model's
+ * max_batch; errors name the image, or WHERE:LINE for a text.
+ * (transfer full: g_free) */
+float *ct_cli_encode_images(CtModel *m, const char *const *paths, size_t n, GError **error);
+float *ct_cli_encode_texts(CtModel *m, const CtTokenizer *tok, const char *const *texts,
+                           size_t n, int context_length, gboolean truncate, const char *where,
+                           GError **error);
+/* Hex SHA-256 of a file's bytes.  (transfer full) */
+char *ct_cli_file_sha256(const char *path, GError **error);
+/* strcmp of two char * pointed to, for sorting. */
+int ct_cli_strcmp_p(const void *a, const void *b);
 
 /* blas.c: re-exec with better OpenBLAS kernels when its detection fell
  * back to SSE ones on a CPU with AVX2 or AVX-512.  Returns if it did not. */

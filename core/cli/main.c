@@ -20,6 +20,10 @@ static const char usage[] =
   "             on synthetic data and print one JSON line\n"
   "  init       write OpenAI-initialised weights for a preset (safetensors)\n"
   "  tokenize   print CLIP token ids of captions on stdin, one line each\n"
+  "  embed      write L2-normalised features of images or texts\n"
+  "             (.safetensors or .npy)\n"
+  "  zeroshot   classify images by labels and prompt templates\n"
+  "  retrieve   the images of an embedded index nearest to a text query\n"
   "\n"
   "Options:\n"
   "  --help     show this help\n"
@@ -69,6 +73,12 @@ main(int argc, char **argv)
     return ct_cli_init(argc - 1, argv + 1);
   if (strcmp(cmd, "tokenize") == 0)
     return ct_cli_tokenize(argc - 1, argv + 1);
+  if (strcmp(cmd, "embed") == 0)
+    return ct_cli_embed(argc - 1, argv + 1);
+  if (strcmp(cmd, "zeroshot") == 0)
+    return ct_cli_zeroshot(argc - 1, argv + 1);
+  if (strcmp(cmd, "retrieve") == 0)
+    return ct_cli_retrieve(argc - 1, argv + 1);
   ct_cli_error("unknown command '%s'; run 'cliptrain --help'", cmd);
   return CT_EXIT_USAGE;
 }

@@ -7,6 +7,8 @@
 #include <cliptrain/model.h>
 #include <cliptrain/loss.h>
 #include <cliptrain/optim.h>
+#include <cliptrain/optimizer.h>
+#include <cliptrain/schedule.h>
 #include <cliptrain/rng.h>
 #include <cliptrain/learner.h>
 #include <cliptrain/plugin.h>

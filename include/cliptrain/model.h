@@ -134,6 +134,24 @@ CT_API gboolean ct_model_save(CtModel *model, const char *path, GHashTable *meta
  * ct_model_save()).  Fails when the metadata lacks a key. */
 CT_API gboolean ct_config_from_metadata(CtConfig *cfg, const CtSafetensors *st,
                                         GError **error);
+/* Read a config from the shapes of a state dict's tensors, as OpenAI's
+ * build_model does, for weights without config metadata: widths from
+ * visual.conv1.weight, ln_final.weight and text_projection; layers by
+ * counting the blocks' attn.in_proj_weight; the patch from conv1; the
+ * resolution from visual.positional_embedding; context and vocabulary from
+ * positional_embedding and token_embedding.weight.  Tensor names are
+ * "<prefix><name>" (prefix may be NULL).  VISION_HEADS and
+ * TRANSFORMER_HEADS override the head counts; 0 means width / 64 (at least
+ * 1).  Fails, naming the file and the tensor, on a missing or mis-shaped
+ * tensor, and on a ResNet image tower (not supported yet). */
+CT_API gboolean ct_config_from_weights(CtConfig *cfg, const CtSafetensors *st,
+                                       const char *prefix, int vision_heads,
+                                       int transformer_heads, GError **error);
+/* A model for the weights in PATH, loaded (F32, F16, BF16 or F64): its
+ * config from the "config.*" metadata when the file has any, else from the
+ * tensors' shapes (ct_config_from_weights, heads from the widths).  Errors
+ * name PATH.  (transfer full): free with ct_model_free(). */
+CT_API CtModel *ct_model_new_from_file(const char *path, int max_batch, GError **error);
 
 G_END_DECLS
 
