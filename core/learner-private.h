@@ -4,7 +4,8 @@
 #define CT_LEARNER_PRIVATE_H
 
 #include <cliptrain/plugin.h>
-#include <cliptrain/optim.h>
+#include <cliptrain/optimizer.h>
+#include <cliptrain/schedule.h>
 
 #include "loader.h"
 
@@ -39,7 +40,8 @@ struct CtRecorder {
 
 struct CtLearner {
   CtModel *model;
-  CtAdamW *opt;
+  CtOptimizer *opt;
+  CtSchedule *sched;        /* NULL: the optimizer's lr stays as set */
   CtLoader *train, *valid; /* owned, with their datasets */
   int batch_size, n_epoch;
   uint64_t seed;
@@ -89,13 +91,16 @@ gboolean ct_learner_save_state(CtLearner *learner, const char *path, GError **er
 gboolean ct_learner_load_state(CtLearner *learner, const char *path, GError **error);
 
 /* Takes ownership of MODEL, OPT, TRAIN and VALID and of the loaders'
- * datasets (VALID may be NULL). */
-CtLearner *ct_learner_new(CtModel *model, CtAdamW *opt, CtLoader *train, CtLoader *valid,
+ * datasets (VALID may be NULL).  OPT must be MODEL's. */
+CtLearner *ct_learner_new(CtModel *model, CtOptimizer *opt, CtLoader *train, CtLoader *valid,
                           int batch_size, int n_epoch, uint64_t seed, const char *out_dir,
                           GError **error);
 void ct_learner_free(CtLearner *learner);
 /* Takes ownership of CB.  Callbacks are sorted when fit starts. */
 void ct_learner_add_callback(CtLearner *learner, CtCallback *cb);
+/* Takes ownership of SCHED: it sets lr (and mom) before every training
+ * batch, from the training step and the fit's total steps. */
+void ct_learner_set_schedule(CtLearner *learner, CtSchedule *sched);
 void ct_learner_set_recipe_value(CtLearner *learner, const char *path, const char *value);
 gboolean ct_learner_fit(CtLearner *learner, GError **error);
 

@@ -71,7 +71,7 @@ ct_callback_free(CtCallback *cb)
 }
 
 CtLearner *
-ct_learner_new(CtModel *model, CtAdamW *opt, CtLoader *train, CtLoader *valid,
+ct_learner_new(CtModel *model, CtOptimizer *opt, CtLoader *train, CtLoader *valid,
                int batch_size, int n_epoch, uint64_t seed, const char *out_dir, GError **error)
 {
   const CtConfig *c = ct_model_config(model);
@@ -111,7 +111,9 @@ ct_learner_free(CtLearner *L)
     return;
   g_ptr_array_free(L->cbs, TRUE); /* destroys plugin states first */
   ct_model_free(L->model);
-  ct_adamw_free(L->opt);
+  ct_optimizer_free(L->opt);
+  if (L->sched)
+    ct_schedule_free(L->sched);
   for (int i = 0; i < 2; i++) {
     CtLoader *ld = i ? L->valid : L->train;
     if (!ld)
@@ -247,7 +249,7 @@ do_backward(CtLearner *L)
 static CtStatus
 do_step(CtLearner *L)
 {
-  ct_adamw_step(L->opt, L->model);
+  ct_optimizer_step(L->opt);
   return CT_STATUS_OK;
 }
 
@@ -322,6 +324,14 @@ all_batches(CtLearner *L)
   for (L->iter = first; L->iter < L->n_iter; L->iter++) {
     GError *e = NULL;
     if (!ct_loader_next(ld, L->images, L->tokens, &L->B, &e)) {
+      st = fail(L, e);
+      break;
+    }
+    /* the schedule sets lr (and mom) before the batch's callbacks run, as
+     * fastai's ParamScheduler does in before_batch */
+    if (L->training && L->sched &&
+        !ct_schedule_apply(L->sched, L->opt, L->train_iter,
+                           (int64_t) L->n_epoch * L->n_train_batches, &e)) {
       st = fail(L, e);
       break;
     }
@@ -465,66 +475,40 @@ ct_learner_model(CtLearner *L)
   return L->model;
 }
 
-static float *
-hparam_slot(const CtLearner *L, const char *name)
-{
-  CtAdamWParams *hp = ct_adamw_params(L->opt);
-  if (strcmp(name, "lr") == 0)
-    return &hp->lr;
-  if (strcmp(name, "beta1") == 0)
-    return &hp->beta1;
-  if (strcmp(name, "beta2") == 0)
-    return &hp->beta2;
-  if (strcmp(name, "eps") == 0)
-    return &hp->eps;
-  if (strcmp(name, "weight_decay") == 0)
-    return &hp->weight_decay;
-  return NULL;
-}
-
 gboolean
 ct_learner_get_hparam(const CtLearner *L, const char *name, double *value)
 {
-  float *p = hparam_slot(L, name);
-  if (p)
-    *value = *p;
-  return p != NULL;
+  double v = ct_optimizer_get(L->opt, name); /* NAN: not a hyper-parameter of this kind */
+  if (isnan(v))
+    return FALSE;
+  *value = v;
+  return TRUE;
 }
 
 gboolean
 ct_learner_set_hparam(CtLearner *L, const char *name, double value)
 {
-  float *p = hparam_slot(L, name);
-  if (p)
-    *p = (float) value;
-  return p != NULL;
+  return ct_optimizer_set(L->opt, name, value, NULL);
 }
 
 int64_t
 ct_learner_step_count(const CtLearner *L)
 {
-  return ct_adamw_step_count(L->opt);
+  return ct_optimizer_step_count(L->opt);
 }
 
 gboolean
 ct_learner_save_optimizer(CtLearner *L, const char *path, GError **error)
 {
-  CtSafetensorsWriter *w = ct_safetensors_writer_new();
-  float *m = ct_adamw_exp_avg(L->opt), *v = ct_adamw_exp_avg_sq(L->opt);
-  gboolean ok = TRUE;
-  for (size_t i = 0; ok && i < ct_model_n_tensors(L->model); i++) {
-    const CtParamInfo *t = ct_model_tensor(L->model, i);
-    g_autofree char *a = g_strconcat("exp_avg.", t->name, NULL);
-    g_autofree char *b = g_strconcat("exp_avg_sq.", t->name, NULL);
-    ok = ct_safetensors_writer_add(w, a, CT_DTYPE_F32, t->ndim, t->shape, m + t->offset, error) &&
-         ct_safetensors_writer_add(w, b, CT_DTYPE_F32, t->ndim, t->shape, v + t->offset, error);
-  }
-  g_autofree char *step = g_strdup_printf("%" G_GINT64_FORMAT, ct_adamw_step_count(L->opt));
-  ct_safetensors_writer_set_metadata(w, "step", step);
-  ct_safetensors_writer_set_metadata(w, "optimizer", "adamw");
-  ok = ok && ct_safetensors_writer_write(w, path, error);
-  ct_safetensors_writer_free(w);
-  return ok;
+  return ct_optimizer_save(L->opt, path, error);
+}
+
+void
+ct_learner_set_schedule(CtLearner *L, CtSchedule *sched)
+{
+  if (L->sched)
+    ct_schedule_free(L->sched);
+  L->sched = sched;
 }
 
 GHashTable *
@@ -537,7 +521,7 @@ ct_learner_checkpoint_metadata(CtLearner *L)
   while (g_hash_table_iter_next(&it, &k, &v))
     g_hash_table_insert(h, g_strdup(k), g_strdup(v));
   g_hash_table_insert(h, g_strdup("step"),
-                      g_strdup_printf("%" G_GINT64_FORMAT, ct_adamw_step_count(L->opt)));
+                      g_strdup_printf("%" G_GINT64_FORMAT, ct_optimizer_step_count(L->opt)));
   g_hash_table_insert(h, g_strdup("epoch"), g_strdup_printf("%d", L->epoch));
   return h;
 }

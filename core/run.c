@@ -11,6 +11,7 @@
 
 #include "data-setup.h"
 #include "learner-private.h"
+#include "optim-setup.h"
 #include "plugin-loader.h"
 #include "recipe.h"
 
@@ -24,21 +25,6 @@
 
 static const char *const sections[] = { "seed", "data", "model", "optimizer", "schedule", "fit",
                                         "callbacks", "metrics", "output", "plugin_path", NULL };
-
-static const CtParamSpec optimizer_schema[] = {
-  CT_PARAM("name", CT_PARAM_STRING, "adamw", "optimizer", 0, 0, "adamw"),
-  CT_PARAM("lr", CT_PARAM_DOUBLE, "5e-4", "learning rate", 0, 10, NULL),
-  CT_PARAM("beta1", CT_PARAM_DOUBLE, "0.9", "first-moment decay", 0, 1, NULL),
-  CT_PARAM("beta2", CT_PARAM_DOUBLE, "0.98", "second-moment decay", 0, 1, NULL),
-  CT_PARAM("eps", CT_PARAM_DOUBLE, "1e-6", "denominator epsilon", 0, 1, NULL),
-  CT_PARAM("weight_decay", CT_PARAM_DOUBLE, "0.2", "decoupled weight decay", 0, 10, NULL),
-  CT_PARAM_END,
-};
-
-static const CtParamSpec schedule_schema[] = {
-  CT_PARAM("name", CT_PARAM_STRING, "const", "learning-rate schedule", 0, 0, "const"),
-  CT_PARAM_END,
-};
 
 static const CtParamSpec fit_schema[] = {
   CT_PARAM("epochs", CT_PARAM_INT, "1", "epochs to train", 1, 100000, NULL),
@@ -86,14 +72,6 @@ get_int(CtRecipe *r, const char *path)
 {
   int64_t v = 0;
   ct_rnode_to_int(ct_recipe_lookup(r, path), &v, NULL);
-  return v;
-}
-
-static double
-get_double(CtRecipe *r, const char *path)
-{
-  double v = 0;
-  ct_rnode_to_double(ct_recipe_lookup(r, path), &v, NULL);
   return v;
 }
 
@@ -406,6 +384,9 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   CtConfig cfg;
   CtData data = { 0 };
   CtRecipe *r = NULL;
+  CtModel *m = NULL;
+  CtOptimizer *opt = NULL;
+  CtSchedule *sched = NULL;
 
   g_autofree char *resume_recipe =
     o->resume ? g_build_filename(o->resume, "recipe.yaml", NULL) : NULL;
@@ -422,8 +403,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     if (!ct_recipe_override(r, *s, error))
       goto out;
   if (!check_root(r, error) || !ct_data_check(r, error) ||
-      !check_model(r, &cfg, error) || !check_section(r, "optimizer", optimizer_schema, error) ||
-      !check_section(r, "schedule", schedule_schema, error) ||
+      !check_model(r, &cfg, error) || !ct_optim_check(r, error) ||
       !check_section(r, "fit", fit_schema, error) ||
       !check_section(r, "output", output_schema, error))
     goto out;
@@ -472,6 +452,18 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     goto out;
   }
 
+  /* the model and its optimizer: a glob that matches no tensor is still a
+   * bad recipe */
+  int batch = (int) get_int(r, "data.batch_size");
+  m = ct_model_new(&cfg, batch, error);
+  if (!m) {
+    rc = 1;
+    goto out;
+  }
+  ct_model_init_weights(m, seed);
+  if (!(opt = ct_optim_build(r, m, error)) || !(sched = ct_schedule_build(r, error)))
+    goto out;
+
   /* everything is valid: from here on, failures are run failures */
   rc = 1;
   int threads = o->threads > 0 ? o->threads : (int) get_int(r, "fit.threads");
@@ -507,17 +499,6 @@ ct_run_fit(const CtRunOptions *o, GError **error)
       goto out;
   }
 
-  int batch = (int) get_int(r, "data.batch_size");
-  CtModel *m = ct_model_new(&cfg, batch, error);
-  if (!m)
-    goto out;
-  ct_model_init_weights(m, seed);
-  CtAdamWParams hp = { (float) get_double(r, "optimizer.lr"),
-                       (float) get_double(r, "optimizer.beta1"),
-                       (float) get_double(r, "optimizer.beta2"),
-                       (float) get_double(r, "optimizer.eps"),
-                       (float) get_double(r, "optimizer.weight_decay") };
-  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
   CtDataset *train = data.train, *valid = data.valid;
   data.train = data.valid = NULL; /* the loaders' now */
   int workers = (int) get_int(r, "data.workers"), prefetch = (int) get_int(r, "data.prefetch");
@@ -528,6 +509,10 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   L = ct_learner_new(m, opt, tl, vl, batch, (int) get_int(r, "fit.epochs"), seed, out, error);
   if (!L)
     goto out;
+  m = NULL; /* the learner's now */
+  opt = NULL;
+  ct_learner_set_schedule(L, sched);
+  sched = NULL;
   collect_values(L, ct_recipe_root(r), "");
   L->tok = data.tok;
   g_hash_table_insert(L->ckpt_meta, g_strdup("recipe"), g_strdup(yaml));
@@ -575,6 +560,11 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   rc = 0;
 out:
   ct_learner_free(L);
+  if (opt)
+    ct_optimizer_free(opt);
+  if (sched)
+    ct_schedule_free(sched);
+  ct_model_free(m);
   ct_data_clear(&data); /* the tokenizer outlives the datasets */
   g_ptr_array_free(cbs, TRUE);
   if (search)

@@ -1,20 +1,49 @@
 /* state.c: the training state, for an exact resume.
  *
  * One safetensors file, written atomically: the parameters ("model.NAME"),
- * the optimizer's moments ("opt.exp_avg.NAME", "opt.exp_avg_sq.NAME"), the
- * recorder's per-batch losses and learning rates (F64), and in the
+ * the recorder's per-batch losses and learning rates (F64), and in the
  * metadata the loop's position (epoch, next training batch, training
  * iterations, optimizer steps), the recorder's smoothing state and rows,
  * each plugin's saved state (base64), and the sha256 of the resolved
- * recipe, which a resume must match.  Everything else a batch depends on
- * (data order, augmentation) is a function of (seed, epoch, index). */
+ * recipe, which a resume must match.  The optimizer's state goes into
+ * state-opt-STEP.safetensors beside it (ct_optimizer_save), written first
+ * and named with its sha256 in the state, so that a crash between the two
+ * writes leaves the previous pair intact; older optimizer files are then
+ * removed.  Everything else a batch depends on (data order, augmentation)
+ * is a function of (seed, epoch, index). */
 #include "config.h"
 
 #include "learner-private.h"
 
+#include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <string.h>
+
+static char *
+sha256_file(const char *path)
+{
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  if (!g_file_get_contents(path, &data, &len, NULL))
+    return g_strdup("");
+  return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *) data, len);
+}
+
+static void
+remove_other_opt_files(const char *dir, const char *keep)
+{
+  GDir *d = g_dir_open(dir, 0, NULL);
+  const char *name;
+  while (d && (name = g_dir_read_name(d)))
+    if (g_str_has_prefix(name, "state-opt-") && g_str_has_suffix(name, ".safetensors") &&
+        strcmp(name, keep) != 0) {
+      g_autofree char *p = g_build_filename(dir, name, NULL);
+      g_unlink(p);
+    }
+  if (d)
+    g_dir_close(d);
+}
 
 static char *
 dtostr(double v)
@@ -62,18 +91,21 @@ rows_json(const CtRecorder *rec)
 gboolean
 ct_learner_save_state(CtLearner *L, const char *path, GError **error)
 {
+  g_autofree char *dir = g_path_get_dirname(path);
+  g_autofree char *opt_leaf =
+    g_strdup_printf("state-opt-%" G_GINT64_FORMAT ".safetensors", L->train_iter);
+  g_autofree char *opt_path = g_build_filename(dir, opt_leaf, NULL);
+  if (!ct_optimizer_save(L->opt, opt_path, error))
+    return FALSE;
+  g_autofree char *opt_sha = sha256_file(opt_path);
   CtSafetensorsWriter *w = ct_safetensors_writer_new();
   CtModel *m = L->model;
-  float *p = ct_model_params(m), *ea = ct_adamw_exp_avg(L->opt), *es = ct_adamw_exp_avg_sq(L->opt);
+  float *p = ct_model_params(m);
   gboolean ok = TRUE;
   for (size_t i = 0; ok && i < ct_model_n_tensors(m); i++) {
     const CtParamInfo *t = ct_model_tensor(m, i);
     g_autofree char *a = g_strconcat("model.", t->name, NULL);
-    g_autofree char *b = g_strconcat("opt.exp_avg.", t->name, NULL);
-    g_autofree char *c = g_strconcat("opt.exp_avg_sq.", t->name, NULL);
-    ok = ct_safetensors_writer_add(w, a, CT_DTYPE_F32, t->ndim, t->shape, p + t->offset, error) &&
-         ct_safetensors_writer_add(w, b, CT_DTYPE_F32, t->ndim, t->shape, ea + t->offset, error) &&
-         ct_safetensors_writer_add(w, c, CT_DTYPE_F32, t->ndim, t->shape, es + t->offset, error);
+    ok = ct_safetensors_writer_add(w, a, CT_DTYPE_F32, t->ndim, t->shape, p + t->offset, error);
   }
   int64_t nl = L->rec.losses->len;
   ok = ok &&
@@ -89,7 +121,8 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
     { "epoch", g_strdup_printf("%d", L->epoch) },
     { "next_batch", g_strdup_printf("%d", L->iter + 1) },
     { "train_iter", g_strdup_printf("%" G_GINT64_FORMAT, L->train_iter) },
-    { "opt_step", g_strdup_printf("%" G_GINT64_FORMAT, ct_adamw_step_count(L->opt)) },
+    { "optimizer_file", g_strdup(opt_leaf) },
+    { "optimizer_sha256", g_strdup(opt_sha) },
     { "smooth_raw", dtostr(L->rec.smooth_raw) },
     { "smooth_count", g_strdup_printf("%" G_GINT64_FORMAT, L->rec.count) },
     { "n_epochs", g_strdup_printf("%d", L->rec.n_epochs) },
@@ -114,6 +147,8 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
   ct_safetensors_writer_free(w);
   for (size_t i = 0; i < G_N_ELEMENTS(meta); i++)
     g_free(meta[i].value);
+  if (ok) /* the new pair is in place: older optimizer files go */
+    remove_other_opt_files(dir, opt_leaf);
   return ok;
 }
 
@@ -188,6 +223,8 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
   if (!st)
     return FALSE;
   gboolean ok = FALSE;
+  g_autofree char *dir = g_path_get_dirname(path);
+  g_autofree char *opt_path = NULL, *got_sha = NULL;
   const char *sha = ct_safetensors_metadata(st, "recipe_sha256");
   if (!sha || !L->recipe_sha256 || strcmp(sha, L->recipe_sha256) != 0) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
@@ -195,23 +232,24 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
                 path, sha ? sha : "none", L->recipe_sha256 ? L->recipe_sha256 : "none");
     goto out;
   }
-  int64_t epoch, next, titer, step;
+  int64_t epoch, next, titer;
   if (!meta_int(st, "epoch", &epoch, error) || !meta_int(st, "next_batch", &next, error) ||
-      !meta_int(st, "train_iter", &titer, error) || !meta_int(st, "opt_step", &step, error))
+      !meta_int(st, "train_iter", &titer, error))
     goto out;
-  CtModel *m = L->model;
-  if (!ct_model_load_from(m, st, "model.", FALSE, error))
+  const char *opt_leaf = ct_safetensors_metadata(st, "optimizer_file");
+  const char *opt_sha = ct_safetensors_metadata(st, "optimizer_sha256");
+  opt_path = opt_leaf ? g_build_filename(dir, opt_leaf, NULL) : NULL;
+  got_sha = opt_path ? sha256_file(opt_path) : NULL;
+  if (!opt_leaf || !opt_sha || strchr(opt_leaf, '/') || strcmp(opt_sha, got_sha) != 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                "%s: its optimizer state %s is missing or does not match", path,
+                opt_leaf ? opt_leaf : "(unnamed)");
     goto out;
-  float *ea = ct_adamw_exp_avg(L->opt), *es = ct_adamw_exp_avg_sq(L->opt);
-  for (size_t i = 0; i < ct_model_n_tensors(m); i++) {
-    const CtParamInfo *t = ct_model_tensor(m, i);
-    g_autofree char *b = g_strconcat("opt.exp_avg.", t->name, NULL);
-    g_autofree char *c = g_strconcat("opt.exp_avg_sq.", t->name, NULL);
-    if (!ct_safetensors_read_f32(st, b, ea + t->offset, t->numel, error) ||
-        !ct_safetensors_read_f32(st, c, es + t->offset, t->numel, error))
-      goto out;
   }
-  ct_adamw_set_step_count(L->opt, step);
+  CtModel *m = L->model;
+  if (!ct_model_load_from(m, st, "model.", FALSE, error) ||
+      !ct_optimizer_load(L->opt, opt_path, error))
+    goto out;
   if (!load_recorder(&L->rec, st, error))
     goto out;
   /* callback states: restored after before_fit (see learner.c) */

@@ -22,7 +22,7 @@ optimizer: {weight_decay: 0.05}
 fit: {epochs: 3}
 YAML
 
-echo "1..23"
+echo "1..29"
 that "a run succeeds" 'run 0 fit "$tmp/base.yaml" --out "$tmp/a"'
 for f in recipe.yaml manifest.json metrics.jsonl history.csv final.safetensors; do
   that "the run folder holds $f" '[ -s "$tmp/a/$f" ]'
@@ -56,6 +56,17 @@ if [ -n "$CT_TEST_PLUGINS" ] && [ -f "$CT_TEST_PLUGINS/abi_future.so" ]; then
 else
   skip "the test plugins are not built (CT_TEST_PLUGINS)"
 fi
+that "adam, with fastai's defaults in the resolved recipe" \
+  'run 0 fit "$tmp/base.yaml" --set optimizer.name=adam --out "$tmp/o1" && grep -q "beta2: 0.99" "$tmp/o1/recipe.yaml" && grep -q "eps: 1e-5" "$tmp/o1/recipe.yaml"'
+that "sgd trains" 'run 0 fit "$tmp/base.yaml" --set optimizer.name=sgd --out "$tmp/o2"'
+that "one_cycle fills its parameters" \
+  'run 0 fit "$tmp/base.yaml" --set schedule.name=one_cycle --out "$tmp/o3" && grep -q "div_final: 100000" "$tmp/o3/recipe.yaml" && grep -q "pct_start: 0.25" "$tmp/o3/recipe.yaml"'
+that "flat_cos with the seed's pct_start changes the losses" \
+  'run 0 fit "$tmp/base.yaml" --set schedule.name=flat_cos --set schedule.pct_start=0.25 --out "$tmp/o4" && losses "$tmp/o4" >"$tmp/l4" && ! cmp -s "$tmp/la" "$tmp/l4"'
+that "an lr_mult glob that matches nothing: exit 2 at its position" \
+  'run 2 fit "$tmp/base.yaml" --set "optimizer.lr_mult={visul.*: 2}" && grep -q "optimizer.lr_mult: .visul.\*. matches no tensor" "$tmp/err"'
+that "lock_image leaves the image tower as initialised" \
+  'run 0 fit "$tmp/base.yaml" --set optimizer.lock_image=true --set fit.epochs=1 --out "$tmp/o5" && run 0 fit "$tmp/base.yaml" --set optimizer.lock_image=true --set optimizer.lr=0.5 --set fit.epochs=1 --out "$tmp/o6" && run 0 embed --model "$tmp/o5/final.safetensors" --images "$srcdir/tests/data/sources/rgb0.png" --out "$tmp/e5.npy" && run 0 embed --model "$tmp/o6/final.safetensors" --images "$srcdir/tests/data/sources/rgb0.png" --out "$tmp/e6.npy" && cmp -s "$tmp/e5.npy" "$tmp/e6.npy"'
 printf 'seed: 1\ndata: {n_train: 16, batch_size: 8}\n' >"$tmp/noloss.yaml"
 that "no loss callback: exit 1 naming clip_trainer" 'run 1 fit "$tmp/noloss.yaml" --out "$tmp/g" && grep -q "clip_trainer" "$tmp/err"'
 exit $fail

@@ -78,8 +78,8 @@ make_learner(int n_epoch, int n_valid)
   g_assert_true(ct_config_preset("tiny", &cfg, NULL));
   CtModel *m = ct_model_new(&cfg, 2, NULL);
   ct_model_init_weights(m, 1);
-  CtAdamWParams hp = { 1e-3f, 0.9f, 0.98f, 1e-6f, 0.1f };
-  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
+  CtOptimizer *opt = ct_optimizer_new(m, "adamw", NULL);
+  ct_optimizer_set(opt, "lr", 1e-3, NULL);
   CtDataset *tr = ct_dataset_new_synthetic(&cfg, 4, 7, 0, 0);
   CtDataset *va = n_valid ? ct_dataset_new_synthetic(&cfg, n_valid, 7, 1, 0) : NULL;
   CtLoader *tl = ct_loader_new(tr, &cfg, 2, TRUE, TRUE, 1, 2, 7);
@@ -370,8 +370,7 @@ accumulated_grads(int batch, const CtPluginDescriptor *accum, int *steps)
   g_assert_true(ct_config_preset("tiny", &cfg, NULL));
   CtModel *m = ct_model_new(&cfg, batch, NULL);
   ct_model_init_weights(m, 3);
-  CtAdamWParams hp = { 1e-3f, 0.9f, 0.98f, 1e-6f, 0.1f };
-  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
+  CtOptimizer *opt = ct_optimizer_new(m, "adamw", NULL);
   CtDataset *tr = ct_dataset_new_synthetic(&cfg, 32, 7, 0, 0);
   CtLoader *tl = ct_loader_new(tr, &cfg, batch, TRUE, TRUE, 0, 1, 7);
   CtLearner *L = ct_learner_new(m, opt, tl, NULL, batch, 1, 7, NULL, NULL);

@@ -175,8 +175,8 @@ train_steps(CtModel *m, const float *images, const int32_t *tokens, int B, doubl
             int steps)
 {
   int E = ct_model_config(m)->embed_dim;
-  CtAdamWParams hp = { 1e-3f, 0.9f, 0.98f, 1e-6f, 0.2f };
-  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
+  CtOptimizer *opt = ct_optimizer_new(m, "adamw", NULL);
+  ct_optimizer_set(opt, "lr", 1e-3, NULL);
   g_autofree float *logits = g_new(float, B * B), *scr = g_new(float, B * B);
   g_autofree float *di = g_new(float, B * E), *dt = g_new(float, B * E);
   for (int s = 0; s < steps; s++) {
@@ -187,9 +187,9 @@ train_steps(CtModel *m, const float *images, const int32_t *tokens, int B, doubl
     ct_model_zero_grad(m);
     ct_model_backward(m, di, dt);
     ct_model_grads(m)[ct_model_find(m, "logit_scale")->offset] += ds;
-    ct_adamw_step(opt, m);
+    ct_optimizer_step(opt);
   }
-  ct_adamw_free(opt);
+  ct_optimizer_free(opt);
 }
 
 static void

@@ -206,9 +206,13 @@ ct_cli_bench(int argc, char **argv)
     return CT_EXIT_FAILURE;
   }
   ct_model_init_weights(m, (uint64_t) seed);
-  CtAdamWParams hp = { .lr = 1e-4f, .beta1 = 0.9f, .beta2 = 0.98f, .eps = 1e-6f,
-                       .weight_decay = 0.2f };
-  CtAdamW *opt = ct_adamw_new(ct_model_n_params(m), &hp);
+  /* open_clip's AdamW defaults (betas 0.9, 0.98, eps 1e-6, wd 0.2) */
+  CtOptimizer *opt = ct_optimizer_new(m, "adamw", &error);
+  if (!opt || !ct_optimizer_set(opt, "lr", 1e-4, &error)) {
+    ct_cli_error("bench: %s", error->message);
+    g_error_free(error);
+    return CT_EXIT_FAILURE;
+  }
 
   /* everything a step touches is allocated here, before the first step */
   size_t nimg = (size_t) batch * 3 * R * R;
@@ -241,7 +245,7 @@ ct_cli_bench(int argc, char **argv)
     ct_model_zero_grad(m);
     ct_model_backward(m, d_img, d_txt);
     *dls += d_scale;
-    ct_adamw_step(opt, m);
+    ct_optimizer_step(opt);
     *ls = CLAMP(*ls, 0.0f, logf(100.0f));
     if (s >= 0)
       times[s] = (g_get_monotonic_time() - t0) / 1e6;
@@ -286,7 +290,7 @@ ct_cli_bench(int argc, char **argv)
   g_free(d_img);
   g_free(d_txt);
   g_free(times);
-  ct_adamw_free(opt);
+  ct_optimizer_free(opt);
   ct_model_free(m);
   return CT_EXIT_OK;
 }

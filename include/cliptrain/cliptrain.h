@@ -6,7 +6,6 @@
 #include <cliptrain/safetensors.h>
 #include <cliptrain/model.h>
 #include <cliptrain/loss.h>
-#include <cliptrain/optim.h>
 #include <cliptrain/optimizer.h>
 #include <cliptrain/schedule.h>
 #include <cliptrain/rng.h>
