@@ -154,7 +154,7 @@ check_model(CtRecipe *r, CtConfig *cfg, GError **error)
   }
   const char *const *keys = ct_config_keys();
   guint n = g_strv_length((char **) keys);
-  g_autofree CtParamSpec *schema = g_new0(CtParamSpec, n + 2);
+  g_autofree CtParamSpec *schema = g_new0(CtParamSpec, n + 3);
   GPtrArray *defaults = g_ptr_array_new_with_free_func(g_free);
   schema[0] = (CtParamSpec) CT_PARAM("preset", CT_PARAM_STRING, "tiny", "model preset", 0, 0,
                                      "vitb32|vitl14|small|tiny");
@@ -164,6 +164,9 @@ check_model(CtRecipe *r, CtConfig *cfg, GError **error)
     schema[i + 1] = (CtParamSpec) CT_PARAM(keys[i], CT_PARAM_INT, def, "model config", 1, 1 << 24,
                                            NULL);
   }
+  schema[n + 1] = (CtParamSpec) CT_PARAM("init", CT_PARAM_STRING, "",
+                                         "weights to start from (fine-tuning); empty: OpenAI's init",
+                                         0, 0, NULL);
   gboolean ok = ct_recipe_check(r, node, "model", schema, error);
   for (guint i = 0; ok && i < n; i++) {
     g_autofree char *path = g_strconcat("model.", keys[i], NULL);
@@ -184,17 +187,65 @@ check_model(CtRecipe *r, CtConfig *cfg, GError **error)
 static void
 absolute_paths(CtRecipe *r, const char *dir)
 {
-  static const char *const keys[] = { "path", "valid_path", "vocab", NULL };
-  CtRNode *data = ct_rnode_get(ct_recipe_root(r), "data");
-  for (const char *const *k = keys; data && *k; k++) {
-    CtRNode *v = ct_rnode_get(data, *k);
+  static const char *const keys[] = { "data.path", "data.valid_path", "data.vocab", "model.init",
+                                      NULL };
+  for (const char *const *k = keys; *k; k++) {
+    g_autofree char *section = g_strndup(*k, strchr(*k, '.') - *k);
+    CtRNode *data = ct_rnode_get(ct_recipe_root(r), section);
+    const char *key = strchr(*k, '.') + 1;
+    CtRNode *v = data ? ct_rnode_get(data, key) : NULL;
     const char *text = v && ct_rnode_kind(v) == CT_RNODE_SCALAR ? ct_rnode_scalar(v) : "";
     if (!*text || g_path_is_absolute(text))
       continue;
     g_autofree char *abs = g_canonicalize_filename(text, dir);
     g_autofree char *where = g_strdup(ct_rnode_where(v));
-    ct_rnode_set_scalar(r, data, *k, abs, where);
+    ct_rnode_set_scalar(r, data, key, abs, where);
   }
+}
+
+/* model.init: start from released or earlier weights (F16 included).  A
+ * file whose config differs from the recipe's says which keys differ. */
+static gboolean
+load_init(CtRecipe *r, CtModel *m, const CtConfig *cfg, GError **error)
+{
+  CtRNode *node = ct_recipe_lookup(r, "model.init");
+  const char *path = node ? ct_rnode_scalar(node) : "";
+  if (!*path)
+    return TRUE;
+  CtSafetensors *st = ct_safetensors_open(path, error);
+  if (!st) {
+    g_prefix_error(error, "%s: model.init: ", ct_rnode_where(node));
+    return FALSE;
+  }
+  CtConfig wc;
+  GError *e = NULL;
+  gboolean have = ct_safetensors_metadata(st, "config.embed_dim")
+                    ? ct_config_from_metadata(&wc, st, &e)
+                    : ct_config_from_weights(&wc, st, NULL, cfg->vision_heads,
+                                             cfg->transformer_heads, &e);
+  if (have) {
+    GString *diff = g_string_new(NULL);
+    for (const char *const *k = ct_config_keys(); *k; k++)
+      if (ct_config_get(&wc, *k) != ct_config_get(cfg, *k))
+        g_string_append_printf(diff, "%s%s %ld (the recipe says %ld)", diff->len ? ", " : "",
+                               *k, ct_config_get(&wc, *k), ct_config_get(cfg, *k));
+    if (diff->len) {
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                  "%s: model.init: %s does not match the recipe's model: %s; set model.preset "
+                  "and the keys to the weights' config",
+                  ct_rnode_where(node), path, diff->str);
+      g_string_free(diff, TRUE);
+      ct_safetensors_free(st);
+      return FALSE;
+    }
+    g_string_free(diff, TRUE);
+  }
+  g_clear_error(&e);
+  gboolean ok = ct_model_load_from(m, st, NULL, TRUE, error);
+  if (!ok)
+    g_prefix_error(error, "%s: model.init: ", ct_rnode_where(node));
+  ct_safetensors_free(st);
+  return ok;
 }
 
 /* callbacks and metrics: each item is NAME or {NAME: {params}} */
@@ -461,6 +512,10 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     goto out;
   }
   ct_model_init_weights(m, seed);
+  if (!load_init(r, m, &cfg, error)) {
+    rc = (*error)->code == CT_ERROR_IO ? 1 : 2;
+    goto out;
+  }
   if (!(opt = ct_optim_build(r, m, error)) || !(sched = ct_schedule_build(r, error)))
     goto out;
 

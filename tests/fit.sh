@@ -22,7 +22,7 @@ optimizer: {weight_decay: 0.05}
 fit: {epochs: 3}
 YAML
 
-echo "1..29"
+echo "1..31"
 that "a run succeeds" 'run 0 fit "$tmp/base.yaml" --out "$tmp/a"'
 for f in recipe.yaml manifest.json metrics.jsonl history.csv final.safetensors; do
   that "the run folder holds $f" '[ -s "$tmp/a/$f" ]'
@@ -67,6 +67,10 @@ that "an lr_mult glob that matches nothing: exit 2 at its position" \
   'run 2 fit "$tmp/base.yaml" --set "optimizer.lr_mult={visul.*: 2}" && grep -q "optimizer.lr_mult: .visul.\*. matches no tensor" "$tmp/err"'
 that "lock_image leaves the image tower as initialised" \
   'run 0 fit "$tmp/base.yaml" --set optimizer.lock_image=true --set fit.epochs=1 --out "$tmp/o5" && run 0 fit "$tmp/base.yaml" --set optimizer.lock_image=true --set optimizer.lr=0.5 --set fit.epochs=1 --out "$tmp/o6" && run 0 embed --model "$tmp/o5/final.safetensors" --images "$srcdir/tests/data/sources/rgb0.png" --out "$tmp/e5.npy" && run 0 embed --model "$tmp/o6/final.safetensors" --images "$srcdir/tests/data/sources/rgb0.png" --out "$tmp/e6.npy" && cmp -s "$tmp/e5.npy" "$tmp/e6.npy"'
+that "model.init fine-tunes from earlier weights" \
+  'run 0 fit "$tmp/base.yaml" --set "model.init=$tmp/a/final.safetensors" --set fit.epochs=1 --out "$tmp/ft" && grep -q "init: $tmp/a/final.safetensors" "$tmp/ft/recipe.yaml" && [ "$(head -c 60 "$tmp/ft/metrics.jsonl")" != "$(head -c 60 "$tmp/a/metrics.jsonl")" ]'
+that "weights of another config: exit 2 naming the keys that differ" \
+  'run 2 fit "$tmp/base.yaml" --set "model.init=$tmp/a/final.safetensors" --set model.vision_width=32 --set model.vision_heads=1 && grep -q "vision_width 64 (the recipe says 32)" "$tmp/err"'
 printf 'seed: 1\ndata: {n_train: 16, batch_size: 8}\n' >"$tmp/noloss.yaml"
 that "no loss callback: exit 1 naming clip_trainer" 'run 1 fit "$tmp/noloss.yaml" --out "$tmp/g" && grep -q "clip_trainer" "$tmp/err"'
 exit $fail
