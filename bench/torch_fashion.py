@@ -1,25 +1,17 @@
 #!/usr/bin/python3
 """PyTorch twin of cliptrain's Fashion-MNIST recipe, for side-by-side runs.
 
-Trains the model of a resolved cliptrain recipe (the recipe.yaml that
-`cliptrain fit` writes into its run folder) with the same data, captions,
-tokenizer (the run's learned vocab.txt), optimizer and schedule, and
-validates each epoch on the test split as cliptrain does: the CLIP loss on
-captions built from the first template (valid_loss) and zero-shot top-1/5
-from the zero_shot metric's templates.  One JSON line per epoch:
-
-  {"impl": "pytorch", "epoch", "train_time_s" (cumulative, training only),
-   "eval_time_s" (this epoch), "epoch_time_s" (train + eval, comparable to
-   cliptrain's "time"), "samples_per_s" (this epoch's training),
-   "train_loss" (fastai's smoothed loss), "valid_loss", "zero_shot_top1",
-   "zero_shot_top5"}
-
-Not bit-identical to cliptrain (torch's RNG draws the weights, the order
-and the templates), only the same recipe.  Decoding happens once, up front,
-and its time is printed to stderr; it is not in train_time_s.
-"""
+Trains the model of a resolved recipe (RUN/recipe.yaml of `cliptrain fit`)
+with its data, captions, tokenizer (RUN/vocab.txt), optimizer and schedule,
+and validates each epoch on the test split as cliptrain does (CLIP loss on
+first-template captions, zero-shot top-1/5).  Per epoch one JSON line:
+train_time_s (cumulative), eval_time_s, epoch_time_s (like cliptrain's
+"time"), samples_per_s, losses, zero_shot_top1/top5, blas_core.  Not
+bit-identical to cliptrain (torch's RNG draws weights, order, templates).
+Images are decoded once up front (time on stderr, not in train_time_s)."""
 
 import argparse
+import ctypes
 import gzip
 import html
 import json
@@ -43,74 +35,71 @@ FASHION = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal",
            "shirt", "sneaker", "bag", "ankle boot"]
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
+IDX_FILES = (("train_images", "train-images-idx3-ubyte.gz"),
+             ("train_labels", "train-labels-idx1-ubyte.gz"),
+             ("valid_images", "t10k-images-idx3-ubyte.gz"),
+             ("valid_labels", "t10k-labels-idx1-ubyte.gz"))
 # cliptrain's defaults (README, Recipes) for keys a hand-written recipe omits
 OPT_DEFAULTS = dict(name="adamw", lr=5e-4, beta1=0.9, beta2=0.98, eps=1e-6,
                     weight_decay=0.2)
 
 
-# -------------------------------------------------------------- recipe
+def blas_core():
+    """OpenBLAS's kernels (torch's sgemm): Prescott on newer CPUs unless
+    OPENBLAS_CORETYPE is set, which cliptrain does for itself."""
+    try:
+        lib = ctypes.CDLL("libopenblas.so.0")
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return lib.openblas_get_corename().decode()
+    except (OSError, AttributeError):
+        return "unknown"
 
+
+# -------------------------------------------------------------- recipe
 def load_recipe(path):
     with open(path) as f:
         r = yaml.safe_load(f) or {}
     model = r.get("model") or {}
     cfg = dict(tc.PRESETS[model.get("preset") or "tiny"])
     cfg.update({k: int(v) for k, v in model.items() if k in tc.CONFIG_KEYS})
-    if cfg["vision_heads"] == 0:
-        cfg["vision_heads"] = cfg["vision_width"] // 64
-    opt = dict(OPT_DEFAULTS)
-    opt.update({k: v for k, v in (r.get("optimizer") or {}).items()
-                if v is not None})
+    cfg["vision_heads"] = cfg["vision_heads"] or cfg["vision_width"] // 64
+    opt = dict(OPT_DEFAULTS, **{k: v for k, v in (r.get("optimizer") or {})
+                                .items() if v is not None})
     # PyYAML (YAML 1.1) reads "1e-6" as a string: convert numbers here
     opt = {k: (v if k == "name" else float(v)) for k, v in opt.items()}
     sched = (r.get("schedule") or {}).get("name") or "const"
     if opt["name"] != "adamw" or sched != "const":
-        raise SystemExit("only optimizer adamw with schedule const is "
-                         "implemented (recipe: %s, %s)" % (opt["name"], sched))
+        raise SystemExit("only adamw with schedule const: got %s, %s"
+                         % (opt["name"], sched))
     data = r.get("data") or {}
     if data.get("dataset") != "idx" or data.get("classes") != "fashion_mnist":
         raise SystemExit("only data.dataset idx with classes fashion_mnist")
     templates = list(data.get("templates") or ["{label}"])
-    zs = None
-    for m in r.get("metrics") or []:
-        if isinstance(m, dict) and "zero_shot" in m:
-            zs = m["zero_shot"] or {}
-    zs_names = list((zs or {}).get("class_names") or FASHION)
-    zs_templates = list((zs or {}).get("templates") or templates)
-    captions = data.get("captions") or {}
+    zs = ([m["zero_shot"] or {} for m in r.get("metrics") or []
+           if isinstance(m, dict) and "zero_shot" in m] or [{}])[-1]
+    cap = data.get("captions") or {}  # class name -> label, as cliptrain
     fit = r.get("fit") or {}
     return dict(
         seed=int(r.get("seed") or 0), cfg=cfg, opt=opt,
         path=data.get("path") or "/usr/share/datasets/fashion-mnist",
-        files=[data.get(k) or d for k, d in (
-            ("train_images", "train-images-idx3-ubyte.gz"),
-            ("train_labels", "train-labels-idx1-ubyte.gz"),
-            ("valid_images", "t10k-images-idx3-ubyte.gz"),
-            ("valid_labels", "t10k-labels-idx1-ubyte.gz"))],
+        files=[data.get(k) or d for k, d in IDX_FILES],
         batch_size=int(data.get("batch_size") or 16),
         shuffle=data.get("shuffle", True) is not False,
         drop_last=data.get("drop_last", True) is not False,
-        templates=templates,
-        labels=[str(captions.get(n, n)) for n in FASHION],
-        zs_labels=[str(captions.get(n, n)) for n in zs_names],
-        zs_templates=zs_templates,
-        epochs=int(fit.get("epochs") or 1), threads=int(fit.get("threads") or 2))
+        templates=templates, labels=[str(cap.get(n, n)) for n in FASHION],
+        zs_labels=[str(cap.get(n, n))
+                   for n in zs.get("class_names") or FASHION],
+        zs_templates=list(zs.get("templates") or templates),
+        epochs=int(fit.get("epochs") or 1),
+        threads=int(fit.get("threads") or 2))
 
 
 # ----------------------------------------------------------- tokenizer
-
 def bytes_to_unicode():
-    bs = (list(range(ord("!"), ord("~") + 1)) +
-          list(range(ord("¡"), ord("¬") + 1)) +
-          list(range(ord("®"), ord("ÿ") + 1)))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
+    bs = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = [b for b in range(256) if b not in bs]
+    cs = bs + [*range(256, 256 + len(extra))]
+    return dict(zip(bs + extra, map(chr, cs)))
 
 
 class SimpleTokenizer:
@@ -124,17 +113,17 @@ class SimpleTokenizer:
         opener = gzip.open if vocab_path.endswith(".gz") else open
         with opener(vocab_path, "rt", encoding="utf-8") as f:
             lines = f.read().split("\n")
-        merges = [tuple(m.split()) for m in lines[1:] if m.strip()]
+        # OpenAI's file holds more merges than its vocab uses: cap as it does
+        merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1]
+                  if m.strip()]
         self.byte_encoder = bytes_to_unicode()
         vocab = list(self.byte_encoder.values())
-        vocab += [v + "</w>" for v in vocab]
-        vocab += ["".join(m) for m in merges]
+        vocab += [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
         vocab += ["<|startoftext|>", "<|endoftext|>"]
         self.encoder = {v: i for i, v in enumerate(vocab)}
         self.ranks = {m: i for i, m in enumerate(merges)}
         self.cache = {}
-        self.sot = self.encoder["<|startoftext|>"]
-        self.eot = self.encoder["<|endoftext|>"]
+        self.sot, self.eot = len(vocab) - 2, len(vocab) - 1
 
     def bpe(self, token):
         if token in self.cache:
@@ -147,13 +136,9 @@ class SimpleTokenizer:
                 break
             out, i = [], 0
             while i < len(word):
-                if (i < len(word) - 1 and word[i] == best[0]
-                        and word[i + 1] == best[1]):
-                    out.append(best[0] + best[1])
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
+                pair = i < len(word) - 1 and (word[i], word[i + 1]) == best
+                out.append(word[i] + word[i + 1] if pair else word[i])
+                i += 2 if pair else 1
             word = tuple(out)
         self.cache[token] = word
         return word
@@ -178,9 +163,8 @@ class SimpleTokenizer:
 
 
 # ---------------------------------------------------------------- data
-
 def read_idx(path):
-    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
         blob = f.read()
     ndim = blob[3]
     shape = struct.unpack(">" + "I" * ndim, blob[4:4 + 4 * ndim])
@@ -193,13 +177,11 @@ def preprocess(grey, res):
         grey = np.stack([np.asarray(Image.fromarray(g).convert("RGB").resize(
             (res, res), Image.BICUBIC))[..., 0] for g in grey])
     x = torch.from_numpy(grey.astype(np.float32) / 255.0)[:, None]
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (x.expand(-1, 3, -1, -1) - mean) / std
+    return ((x.expand(-1, 3, -1, -1) - torch.tensor(MEAN).view(1, 3, 1, 1))
+            / torch.tensor(STD).view(1, 3, 1, 1))
 
 
 # ------------------------------------------------------------ training
-
 def make_optimizer(model, o):
     no_decay = {"token_embedding.weight", "positional_embedding",
                 "visual.positional_embedding"}
@@ -222,7 +204,7 @@ def evaluate(model, images, labels, val_tokens, class_tokens, n_tmpl, bs):
     cls = cls / cls.norm(dim=1, keepdim=True)
     loss_sum, top1, top5 = 0.0, 0, 0
     for i in range(0, len(images), bs):
-        img, txt, logits = tc.clip_forward_features(
+        img, _, logits = tc.clip_forward_features(
             model, images[i:i + bs], val_tokens[i:i + bs])
         loss_sum += float(tc.clip_loss(logits)) * len(img)
         rank = (100.0 * img @ cls.t()).topk(5, dim=1).indices
@@ -230,14 +212,13 @@ def evaluate(model, images, labels, val_tokens, class_tokens, n_tmpl, bs):
         top1 += int(hit[:, 0].sum())
         top5 += int(hit.any(1).sum())
     model.train()
-    n = len(images)
-    return loss_sum / n, top1 / n, top5 / n
+    return loss_sum / len(images), top1 / len(images), top5 / len(images)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe-yaml", required=True,
-                    help="a resolved recipe (RUN/recipe.yaml of cliptrain fit)")
+                    help="resolved recipe: RUN/recipe.yaml of cliptrain fit")
     ap.add_argument("--vocab", required=True, help="RUN/vocab.txt")
     ap.add_argument("--epochs", type=int, help="default: fit.epochs")
     ap.add_argument("--threads", type=int, help="default: fit.threads")
@@ -249,22 +230,18 @@ def main(argv=None):
     r = load_recipe(a.recipe_yaml)
     cfg, bs = r["cfg"], r["batch_size"]
     epochs = a.epochs if a.epochs is not None else r["epochs"]
-    threads = a.threads or r["threads"]
-    torch.set_num_threads(threads)
+    torch.set_num_threads(a.threads or r["threads"])
     torch.manual_seed(r["seed"])
 
     t0 = time.perf_counter()
     tr_img, tr_lab, va_img, va_lab = (
-        read_idx(os.path.join(r["path"], f)) for f in r["files"])
-    if a.max_train:
-        tr_img, tr_lab = tr_img[:a.max_train], tr_lab[:a.max_train]
-    if a.max_valid:
-        va_img, va_lab = va_img[:a.max_valid], va_lab[:a.max_valid]
+        read_idx(os.path.join(r["path"], f))[:m or None] for f, m in
+        zip(r["files"], [a.max_train] * 2 + [a.max_valid] * 2))
     t1 = time.perf_counter()
     res = cfg["image_resolution"]
     tr_x, va_x = preprocess(tr_img, res), preprocess(va_img, res)
-    tr_y = torch.from_numpy(tr_lab.astype(np.int64))
-    va_y = torch.from_numpy(va_lab.astype(np.int64))
+    tr_y, va_y = (torch.from_numpy(y.astype(np.int64))
+                  for y in (tr_lab, va_lab))
     t2 = time.perf_counter()
 
     tok = SimpleTokenizer(a.vocab)
@@ -273,25 +250,23 @@ def main(argv=None):
     cap_tokens = tok.tokenize([t.replace("{label}", lab) for lab in r["labels"]
                                for t in r["templates"]], L)
     val_tokens = cap_tokens[va_y * T]  # validation: the first template
-    zs_T = len(r["zs_templates"])
-    zs_tokens = tok.tokenize([t.replace("{label}", lab) for lab in r["zs_labels"]
-                              for t in r["zs_templates"]], L)
-    print("decode %.2f s (read+gunzip %.2f s, transform %.2f s) for %d+%d "
-          "images; tokenizer ids %d..%d" % (t2 - t0, t1 - t0, t2 - t1,
-          len(tr_x), len(va_x), tok.sot, tok.eot), file=sys.stderr)
+    zs_tokens = tok.tokenize([t.replace("{label}", lab) for lab in
+                              r["zs_labels"] for t in r["zs_templates"]], L)
+    print("decode %.2f s (read+gunzip %.2f s, transform %.2f s), %d+%d images"
+          % (t2 - t0, t1 - t0, t2 - t1, len(tr_x), len(va_x)), file=sys.stderr)
     if tok.eot >= cfg["vocab_size"]:
         raise SystemExit("vocab.txt has more ids than model.vocab_size")
 
     model = tc.build_model(cfg).float().train()
     opt = make_optimizer(model, r["opt"])
     gen = torch.Generator().manual_seed(r["seed"])
-    max_scale = math.log(100.0)
     n = len(tr_x)
     n_batches = n // bs if r["drop_last"] else -(-n // bs)
     train_time, smooth, n_steps = 0.0, 0.0, 0
     for epoch in range(epochs):
         t0 = time.perf_counter()
-        order = torch.randperm(n, generator=gen) if r["shuffle"] else torch.arange(n)
+        order = (torch.randperm(n, generator=gen) if r["shuffle"]
+                 else torch.arange(n))
         tmpl = torch.randint(0, T, (n,), generator=gen)  # one per sample
         for b in range(n_batches):
             idx = order[b * bs:(b + 1) * bs]
@@ -301,18 +276,17 @@ def main(argv=None):
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                model.logit_scale.clamp_(0.0, max_scale)
-            n_steps += 1
-            smooth = 0.98 * smooth + 0.02 * float(loss)
+            with torch.no_grad():  # as clip_trainer: clamp to [0, ln 100]
+                model.logit_scale.clamp_(0.0, math.log(100.0))
+            n_steps, smooth = n_steps + 1, 0.98 * smooth + 0.02 * float(loss)
         dt = time.perf_counter() - t0
         train_time += dt
         t1 = time.perf_counter()
         vloss, top1, top5 = evaluate(model, va_x, va_y, val_tokens, zs_tokens,
-                                     zs_T, bs)
+                                     len(r["zs_templates"]), bs)
         et = time.perf_counter() - t1
         print(json.dumps({
-            "impl": "pytorch", "epoch": epoch,
+            "impl": "pytorch", "epoch": epoch, "blas_core": blas_core(),
             "train_time_s": round(train_time, 3), "eval_time_s": round(et, 3),
             "epoch_time_s": round(dt + et, 3),
             "samples_per_s": round(n_batches * bs / dt, 2),

@@ -11,8 +11,8 @@
 static const char *const ignored_keys[] = { "input_resolution", "context_length", "vocab_size",
                                             NULL };
 
-static gboolean
-same_shape(const CtParamInfo *want, const CtTensorInfo *got)
+gboolean
+ct_param_shape_matches(const CtParamInfo *want, const CtTensorInfo *got)
 {
   if (want->ndim == 0) /* a scalar: [] or [1] */
     return got->numel == 1 && got->ndim <= 1;
@@ -22,12 +22,6 @@ same_shape(const CtParamInfo *want, const CtTensorInfo *got)
     if (got->shape[i] != want->shape[i])
       return FALSE;
   return TRUE;
-}
-
-static gboolean
-is_float_dtype(CtDtype d)
-{
-  return d == CT_DTYPE_F32 || d == CT_DTYPE_F16 || d == CT_DTYPE_BF16 || d == CT_DTYPE_F64;
 }
 
 gboolean
@@ -48,13 +42,13 @@ ct_model_load_from(CtModel *m, const CtSafetensors *st, const char *prefix, gboo
       g_set_error(error, CT_ERROR, CT_ERROR_MISSING, "%s: tensor '%s' is missing", path, key);
       return FALSE;
     }
-    if (!is_float_dtype(t->dtype)) {
+    if (!ct_dtype_is_float(t->dtype)) {
       g_set_error(error, CT_ERROR, CT_ERROR_DTYPE,
                   "%s: tensor '%s' has dtype %s; weights must be F32, F16, BF16 or F64", path,
                   key, ct_dtype_name(t->dtype));
       return FALSE;
     }
-    if (!same_shape(info, t)) {
+    if (!ct_param_shape_matches(info, t)) {
       g_autofree char *got = ct_shape_string(t->ndim, t->shape);
       g_autofree char *want = ct_shape_string(info->ndim, info->shape);
       g_set_error(error, CT_ERROR, CT_ERROR_SHAPE,

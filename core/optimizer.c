@@ -578,23 +578,6 @@ ct_optimizer_save(CtOptimizer *opt, const char *path, GError **error)
 }
 
 static gboolean
-same_shape(const CtParamInfo *want, const CtTensorInfo *got)
-{
-  if (got->ndim != want->ndim)
-    return FALSE;
-  for (int i = 0; i < want->ndim; i++)
-    if (got->shape[i] != want->shape[i])
-      return FALSE;
-  return TRUE;
-}
-
-static gboolean
-is_float_dtype(CtDtype d)
-{
-  return d == CT_DTYPE_F32 || d == CT_DTYPE_F16 || d == CT_DTYPE_BF16 || d == CT_DTYPE_F64;
-}
-
-static gboolean
 is_int_dtype(CtDtype d)
 {
   return d == CT_DTYPE_I64 || d == CT_DTYPE_I32 || d == CT_DTYPE_I16 || d == CT_DTYPE_I8 ||
@@ -682,13 +665,13 @@ ct_optimizer_load(CtOptimizer *opt, const char *path, GError **error)
       goto out;
     }
     const CtParamInfo *info = ct_model_tensor(opt->model, (size_t) ti);
-    gboolean dtype_ok = slot == 2 ? is_int_dtype(t->dtype) : is_float_dtype(t->dtype);
+    gboolean dtype_ok = slot == 2 ? is_int_dtype(t->dtype) : ct_dtype_is_float(t->dtype);
     if (!dtype_ok) {
       g_set_error(error, CT_ERROR, CT_ERROR_DTYPE, "%s: tensor '%s' has dtype %s", path,
                   t->name, ct_dtype_name(t->dtype));
       goto out;
     }
-    gboolean shape_ok = slot == 2 ? t->numel == 1 && t->ndim <= 1 : same_shape(info, t);
+    gboolean shape_ok = slot == 2 ? t->numel == 1 && t->ndim <= 1 : ct_param_shape_matches(info, t);
     if (!shape_ok) {
       g_autofree char *got = ct_shape_string(t->ndim, t->shape);
       g_autofree char *want = slot == 2 ? g_strdup("[]")

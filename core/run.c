@@ -321,16 +321,6 @@ load_plugins(CtRecipe *r, const char *section, GPtrArray *search, GPtrArray *out
 
 /* ---------------------------------------------------------------- outputs */
 
-static char *
-sha256_file(const char *path)
-{
-  g_autofree char *data = NULL;
-  gsize len = 0;
-  if (!g_file_get_contents(path, &data, &len, NULL))
-    return g_strdup("");
-  return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *) data, len);
-}
-
 static gboolean
 write_manifest(const char *out, const char *recipe_yaml, GPtrArray *cbs, uint64_t seed,
                int threads, GError **error)
@@ -360,8 +350,8 @@ write_manifest(const char *out, const char *recipe_yaml, GPtrArray *cbs, uint64_
     json_builder_set_member_name(b, "file");
     json_builder_add_string_value(b, cb->file);
     json_builder_set_member_name(b, "sha256");
-    g_autofree char *sha = sha256_file(cb->file);
-    json_builder_add_string_value(b, sha);
+    g_autofree char *sha = ct_file_sha256(cb->file, NULL);
+    json_builder_add_string_value(b, sha ? sha : "");
     json_builder_end_object(b);
   }
   json_builder_end_array(b);

@@ -557,8 +557,8 @@ half_to_float(uint16_t h)
   return f;
 }
 
-static gboolean
-is_float_dtype(CtDtype dt)
+gboolean
+ct_dtype_is_float(CtDtype dt)
 {
   return dt == CT_DTYPE_F32 || dt == CT_DTYPE_F16 || dt == CT_DTYPE_BF16 || dt == CT_DTYPE_F64;
 }
@@ -600,7 +600,7 @@ gboolean
 ct_safetensors_read_f32(const CtSafetensors *st, const char *name, float *dst, size_t n,
                         GError **error)
 {
-  const Entry *e = lookup_for_read(st, name, n, is_float_dtype, "float32", error);
+  const Entry *e = lookup_for_read(st, name, n, ct_dtype_is_float, "float32", error);
   if (!e)
     return FALSE;
   const guint8 *src = st->data + e->begin;

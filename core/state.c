@@ -20,16 +20,6 @@
 #include <math.h>
 #include <string.h>
 
-static char *
-sha256_file(const char *path)
-{
-  g_autofree char *data = NULL;
-  gsize len = 0;
-  if (!g_file_get_contents(path, &data, &len, NULL))
-    return g_strdup("");
-  return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *) data, len);
-}
-
 static void
 remove_other_opt_files(const char *dir, const char *keep)
 {
@@ -97,7 +87,9 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
   g_autofree char *opt_path = g_build_filename(dir, opt_leaf, NULL);
   if (!ct_optimizer_save(L->opt, opt_path, error))
     return FALSE;
-  g_autofree char *opt_sha = sha256_file(opt_path);
+  g_autofree char *opt_sha = ct_file_sha256(opt_path, error);
+  if (!opt_sha)
+    return FALSE;
   CtSafetensorsWriter *w = ct_safetensors_writer_new();
   CtModel *m = L->model;
   float *p = ct_model_params(m);
@@ -239,8 +231,8 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
   const char *opt_leaf = ct_safetensors_metadata(st, "optimizer_file");
   const char *opt_sha = ct_safetensors_metadata(st, "optimizer_sha256");
   opt_path = opt_leaf ? g_build_filename(dir, opt_leaf, NULL) : NULL;
-  got_sha = opt_path ? sha256_file(opt_path) : NULL;
-  if (!opt_leaf || !opt_sha || strchr(opt_leaf, '/') || strcmp(opt_sha, got_sha) != 0) {
+  got_sha = opt_path ? ct_file_sha256(opt_path, NULL) : NULL;
+  if (!opt_leaf || !opt_sha || !got_sha || strchr(opt_leaf, '/') || strcmp(opt_sha, got_sha)) {
     g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
                 "%s: its optimizer state %s is missing or does not match", path,
                 opt_leaf ? opt_leaf : "(unnamed)");

@@ -5,6 +5,8 @@
 
 #include <cliptrain/cliptrain.h>
 
+#include "test-util.h"
+
 #include <glib/gstdio.h>
 #include <string.h>
 
@@ -238,15 +240,7 @@ main(int argc, char **argv)
   g_test_add_func("/checkpoint/new-from-file", test_new_from_file);
   g_test_add_func("/checkpoint/bad-state-dicts", test_bad);
   int rc = g_test_run();
-  GDir *d = g_dir_open(tmpdir, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name(d))) {
-    g_autofree char *p = g_build_filename(tmpdir, name, NULL);
-    g_unlink(p);
-  }
-  if (d)
-    g_dir_close(d);
-  g_rmdir(tmpdir);
+  ct_test_remove_dir(tmpdir);
   g_free(tmpdir);
   return rc;
 }

@@ -4,6 +4,8 @@
 
 #include <cliptrain/cliptrain.h>
 
+#include "test-util.h"
+
 #include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
@@ -454,16 +456,7 @@ main(int argc, char **argv)
   g_test_add_func("/model/bad-weights", test_bad_weights);
   g_test_add_func("/model/failed-load-changes-nothing", test_failed_load_changes_nothing);
   int rc = g_test_run();
-  g_autofree char *cmd = NULL;
-  GDir *d = g_dir_open(tmpdir, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name(d))) {
-    g_autofree char *p = g_build_filename(tmpdir, name, NULL);
-    g_unlink(p);
-  }
-  if (d)
-    g_dir_close(d);
-  g_rmdir(tmpdir);
+  ct_test_remove_dir(tmpdir);
   g_free(tmpdir);
   return rc;
 }

@@ -5,6 +5,8 @@
 
 #include <cliptrain/cliptrain.h>
 
+#include "test-util.h"
+
 #include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
@@ -1062,15 +1064,7 @@ main(int argc, char **argv)
   g_test_add_func("/schedule/const-cooldown", test_schedule_const_cooldown);
   g_test_add_func("/schedule/apply", test_schedule_apply);
   int rc = g_test_run();
-  GDir *d = g_dir_open(tmpdir, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name(d))) {
-    g_autofree char *p = g_build_filename(tmpdir, name, NULL);
-    g_unlink(p);
-  }
-  if (d)
-    g_dir_close(d);
-  g_rmdir(tmpdir);
+  ct_test_remove_dir(tmpdir);
   g_free(tmpdir);
   return rc;
 }

@@ -37,8 +37,7 @@ float *ct_cli_encode_images(CtModel *m, const char *const *paths, size_t n, GErr
 float *ct_cli_encode_texts(CtModel *m, const CtTokenizer *tok, const char *const *texts,
                            size_t n, int context_length, gboolean truncate, const char *where,
                            GError **error);
-/* Hex SHA-256 of a file's bytes.  (transfer full) */
-char *ct_cli_file_sha256(const char *path, GError **error);
+
 /* strcmp of two char * pointed to, for sorting. */
 int ct_cli_strcmp_p(const void *a, const void *b);
 

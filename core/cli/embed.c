@@ -184,28 +184,6 @@ fail:
 
 /* ------------------------------------------------------------ writing */
 
-char *
-ct_cli_file_sha256(const char *path, GError **error)
-{
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(errno));
-    return NULL;
-  }
-  GChecksum *sum = g_checksum_new(G_CHECKSUM_SHA256);
-  guchar *buf = g_malloc(1 << 20);
-  size_t k;
-  while ((k = fread(buf, 1, 1 << 20, f)) > 0)
-    g_checksum_update(sum, buf, k);
-  char *hex = ferror(f) ? NULL : g_strdup(g_checksum_get_string(sum));
-  if (!hex)
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: read failed", path);
-  fclose(f);
-  g_free(buf);
-  g_checksum_free(sum);
-  return hex;
-}
-
 /* PATH holds the N parts (data, len) once this returns TRUE: written to a
  * temporary file in the same folder, fsynced, renamed over PATH. */
 static gboolean
@@ -284,7 +262,7 @@ static gboolean
 write_safetensors(const char *path, const float *x, size_t n, size_t e, GPtrArray *ids,
                   const char *kind, const char *model, GError **error)
 {
-  g_autofree char *sha = ct_cli_file_sha256(model, error);
+  g_autofree char *sha = ct_file_sha256(model, error);
   if (!sha)
     return FALSE;
   JsonBuilder *b = json_builder_new();

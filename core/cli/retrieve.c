@@ -129,7 +129,7 @@ ct_cli_retrieve(int argc, char **argv)
                                        NULL, &error)
                  : NULL;
   int status = CT_EXIT_OK;
-  g_autofree char *sha = qf && ix.model_sha ? ct_cli_file_sha256(model, NULL) : NULL;
+  g_autofree char *sha = qf && ix.model_sha ? ct_file_sha256(model, NULL) : NULL;
   if (sha && strcmp(sha, ix.model_sha) != 0)
     ct_cli_error("retrieve: warning: %s was written with other weights than %s", index, model);
   if (!qf) {

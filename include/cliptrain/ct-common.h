@@ -34,6 +34,9 @@ typedef enum {
 
 CT_API GQuark ct_error_quark(void);
 
+/* The SHA-256 of a file's bytes, in hex.  (transfer full) */
+CT_API char *ct_file_sha256(const char *path, GError **error);
+
 /* The library's version string, e.g. "0.1.0".  (transfer none) */
 CT_API const char *ct_version(void);
 

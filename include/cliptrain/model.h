@@ -117,6 +117,10 @@ CT_API void ct_model_backward(CtModel *model, const float *d_image_features,
 typedef void (*CtBackwardHook)(void *data, size_t offset, size_t n);
 CT_API void ct_model_set_backward_hook(CtModel *model, CtBackwardHook hook, void *data);
 
+/* TRUE when tensor GOT has parameter WANT's shape (a scalar may be [] or
+ * [1]). */
+CT_API gboolean ct_param_shape_matches(const CtParamInfo *want, const CtTensorInfo *got);
+
 /* Copy every parameter from ST, where tensor "<prefix><name>" holds
  * parameter <name> (prefix may be NULL).  F32, F16, BF16 and F64 are read.
  * Fails, naming the file and the tensor, on a missing or mis-shaped tensor

@@ -39,6 +39,8 @@ typedef enum {
 CT_API const char *ct_dtype_name(CtDtype dtype);
 /* A shape as text, "[64, 32]".  (transfer full) */
 CT_API char *ct_shape_string(int ndim, const int64_t *shape);
+/* TRUE for F32, F16, BF16 and F64: what ct_safetensors_read_f32 reads. */
+CT_API gboolean ct_dtype_is_float(CtDtype dtype);
 /* Bytes per element, 0 for CT_DTYPE_UNKNOWN. */
 CT_API size_t ct_dtype_size(CtDtype dtype);
 
