@@ -282,6 +282,13 @@ ct_config_from_weights(CtConfig *cfg, const CtSafetensors *st, const char *prefi
 CtModel *
 ct_model_new_from_file(const char *path, int max_batch, GError **error)
 {
+  return ct_model_new_from_file_heads(path, max_batch, 0, 0, error);
+}
+
+CtModel *
+ct_model_new_from_file_heads(const char *path, int max_batch, int vision_heads,
+                             int transformer_heads, GError **error)
+{
   g_return_val_if_fail(path != NULL, NULL);
   CtSafetensors *st = ct_safetensors_open(path, error);
   if (!st)
@@ -294,7 +301,8 @@ ct_model_new_from_file(const char *path, int max_batch, GError **error)
   CtConfig cfg;
   CtModel *m = NULL;
   if (has_config ? ct_config_from_metadata(&cfg, st, error)
-                 : ct_config_from_weights(&cfg, st, NULL, 0, 0, error)) {
+                 : ct_config_from_weights(&cfg, st, NULL, vision_heads, transformer_heads,
+                                          error)) {
     if (!(m = ct_model_new(&cfg, max_batch, error)))
       g_prefix_error(error, "%s: ", path);
     else if (!ct_model_load_from(m, st, NULL, TRUE, error))

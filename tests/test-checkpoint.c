@@ -124,6 +124,18 @@ test_heads(void)
   g_assert_cmpint(got.transformer_heads, ==, 2);
   got = from_weights(path, NULL, 4, 8);
   assert_same_config(&cfg, &got);
+  /* the same through ct_model_new_from_file_heads, as the commands'
+   * --vision-heads and --text-heads do */
+  GError *error = NULL;
+  CtModel *h = ct_model_new_from_file_heads(path, 1, 4, 8, &error);
+  g_assert_no_error(error);
+  assert_same_config(&cfg, ct_model_config(h));
+  ct_model_free(h);
+  /* heads that do not divide the width are refused */
+  g_assert_null(ct_model_new_from_file_heads(path, 1, 3, 8, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_CONFIG);
+  g_assert_nonnull(strstr(error->message, "vision_heads"));
+  g_clear_error(&error);
   ct_model_free(m);
 }
 

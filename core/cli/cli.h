@@ -38,6 +38,14 @@ float *ct_cli_encode_texts(CtModel *m, const CtTokenizer *tok, const char *const
                            size_t n, int context_length, gboolean truncate, const char *where,
                            GError **error);
 
+/* --vision-heads and --text-heads for weights without config metadata
+ * (OpenAI's rule, width / 64, otherwise). */
+#define CT_CLI_HEADS_OPTIONS(vh, th)                                                           \
+  { "vision-heads", 0, 0, G_OPTION_ARG_INT, &(vh),                                             \
+    "Image tower heads, for weights without config metadata (default: width / 64)", "N" },     \
+  { "text-heads", 0, 0, G_OPTION_ARG_INT, &(th),                                               \
+    "Text tower heads, for weights without config metadata (default: width / 64)", "N" }
+
 /* strcmp of two char * pointed to, for sorting. */
 int ct_cli_strcmp_p(const void *a, const void *b);
 

@@ -340,9 +340,11 @@ ct_cli_embed(int argc, char **argv)
   g_autofree char *model = NULL, *vocab = NULL, *texts = NULL, *out = NULL;
   g_auto(GStrv) images = NULL;
   gint batch = 32, context_length = 0;
+  gint vheads = 0, theads = 0;
   gboolean truncate = FALSE;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model, "Weights (safetensors)", "FILE" },
+    CT_CLI_HEADS_OPTIONS(vheads, theads),
     { "vocab", 'v', 0, G_OPTION_ARG_FILENAME, &vocab,
       "Merges file (default: the checkpoint's learned vocabulary)", "FILE" },
     { "images", 'i', 0, G_OPTION_ARG_FILENAME_ARRAY, &images,
@@ -408,7 +410,7 @@ ct_cli_embed(int argc, char **argv)
       g_ptr_array_unref(ids);
       return fail(error);
     }
-  CtModel *m = ct_model_new_from_file(model, batch, &error);
+  CtModel *m = ct_model_new_from_file_heads(model, batch, vheads, theads, &error);
   if (!m) {
     g_ptr_array_unref(ids);
     return fail(error);

@@ -91,8 +91,10 @@ ct_cli_retrieve(int argc, char **argv)
 {
   g_autofree char *model = NULL, *vocab = NULL, *index = NULL, *query = NULL;
   gint top_k = 5;
+  gint vheads = 0, theads = 0;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model, "Weights (safetensors)", "FILE" },
+    CT_CLI_HEADS_OPTIONS(vheads, theads),
     { "vocab", 'v', 0, G_OPTION_ARG_FILENAME, &vocab,
       "Merges file (default: the checkpoint's learned vocabulary)", "FILE" },
     { "index", 'i', 0, G_OPTION_ARG_FILENAME, &index,
@@ -121,7 +123,7 @@ ct_cli_retrieve(int argc, char **argv)
     return CT_EXIT_USAGE;
   }
   Index ix = { 0 };
-  CtModel *m = ct_model_new_from_file(model, 1, &error);
+  CtModel *m = ct_model_new_from_file_heads(model, 1, vheads, theads, &error);
   CtTokenizer *tok = m ? ct_cli_tokenizer(model, vocab, m, &error) : NULL;
   ok = tok && index_load(&ix, index, ct_model_config(m)->embed_dim, &error);
   const char *const q[1] = { query };

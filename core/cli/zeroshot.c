@@ -83,8 +83,10 @@ ct_cli_zeroshot(int argc, char **argv)
 {
   g_autofree char *model = NULL, *vocab = NULL, *labels_arg = NULL, *tfile = NULL;
   gint top_k = 5, batch = 32;
+  gint vheads = 0, theads = 0;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model, "Weights (safetensors)", "FILE" },
+    CT_CLI_HEADS_OPTIONS(vheads, theads),
     { "vocab", 'v', 0, G_OPTION_ARG_FILENAME, &vocab,
       "Merges file (default: the checkpoint's learned vocabulary)", "FILE" },
     { "labels", 'l', 0, G_OPTION_ARG_STRING, &labels_arg, "Class names, comma-separated",
@@ -134,7 +136,7 @@ ct_cli_zeroshot(int argc, char **argv)
   if (templates && !templates->len)
     g_set_error(&error, CT_ERROR, CT_ERROR_FORMAT, "%s: no templates in it", tfile);
   GPtrArray *paths = error ? NULL : ct_cli_image_paths(argv + 1, &error);
-  CtModel *m = paths ? ct_model_new_from_file(model, batch, &error) : NULL;
+  CtModel *m = paths ? ct_model_new_from_file_heads(model, batch, vheads, theads, &error) : NULL;
   CtTokenizer *tok = m ? ct_cli_tokenizer(model, vocab, m, &error) : NULL;
   float *cls = tok ? class_vectors(m, tok, labels, templates, &error) : NULL;
   float *img = cls ? ct_cli_encode_images(m, (const char *const *) paths->pdata, paths->len,

@@ -156,6 +156,10 @@ CT_API gboolean ct_config_from_weights(CtConfig *cfg, const CtSafetensors *st,
  * tensors' shapes (ct_config_from_weights, heads from the widths).  Errors
  * name PATH.  (transfer full): free with ct_model_free(). */
 CT_API CtModel *ct_model_new_from_file(const char *path, int max_batch, GError **error);
+/* The same, with head counts for a file without config metadata (0: the
+ * width / 64 rule); the metadata's heads win when present. */
+CT_API CtModel *ct_model_new_from_file_heads(const char *path, int max_batch, int vision_heads,
+                                             int transformer_heads, GError **error);
 
 G_END_DECLS
 
