@@ -31,10 +31,26 @@ case_free(gpointer p)
   g_free(c);
 }
 
+/* OpenAI's merges file: $CT_TEST_VOCAB, else the copy in shared/ beside the
+ * checkout (tests/data is $CT_TEST_DATA). */
+static const char *
+vocab_path(void)
+{
+  static char *path;
+  const char *env = g_getenv("CT_TEST_VOCAB");
+  if (env && *env)
+    return env;
+  const char *data = g_getenv("CT_TEST_DATA");
+  if (!path && data)
+    path = g_build_filename(data, "..", "..", "..", "shared", "vocab",
+                            "bpe_simple_vocab_16e6.txt.gz", NULL);
+  return path;
+}
+
 static void
 load_openai(void)
 {
-  const char *path = g_getenv("CT_TEST_VOCAB");
+  const char *path = vocab_path();
   if (!path || !*path) {
     openai_skip = g_strdup("CT_TEST_VOCAB is not set: OpenAI's bpe_simple_vocab_16e6.txt.gz "
                            "is needed");
@@ -327,7 +343,7 @@ test_threads(void)
 {
   if (!need_openai())
     return;
-  CtTokenizer *tok = ct_tokenizer_new_from_file(g_getenv("CT_TEST_VOCAB"), NULL);
+  CtTokenizer *tok = ct_tokenizer_new_from_file(vocab_path(), NULL);
   g_assert_nonnull(tok);
   ThreadArg args[4];
   GThread *threads[4];
