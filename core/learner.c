@@ -242,7 +242,9 @@ do_backward(CtLearner *L)
 {
   L->layer_status = CT_STATUS_OK;
   ct_model_backward(L->model, L->d_img, L->d_txt);
-  ct_model_grads(L->model)[ct_model_find(L->model, "logit_scale")->offset] += L->d_logit_scale;
+  /* the towers scale their gradients by the loss scale (fp16); so must this */
+  ct_model_grads(L->model)[ct_model_find(L->model, "logit_scale")->offset] +=
+    L->d_logit_scale * ct_model_loss_scale(L->model);
   return L->layer_status;
 }
 

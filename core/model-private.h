@@ -15,36 +15,69 @@ typedef struct {
   float *ln2_w, *ln2_b;   /* (C)            ln_2 */
 } CtBlock;
 
-/* A stack of L blocks over sequences of T tokens of width C, with the
- * activations backward needs, each sized for max_B sequences.  Layer l's
- * slice of a per-layer buffer starts at l * (its per-layer size). */
+/* One block's activations in float32, for B sequences of T tokens
+ * (N = B*T rows): what backward needs.  Views, owned elsewhere. */
 typedef struct {
+  float *x;              /* (N, C) the block's input, the residual stream */
+  float *ln1;            /* (N, C) */
+  float *mean1, *rstd1;  /* (N) */
+  float *qkv;            /* (N, 3C) */
+  float *att;            /* (B, H, T, T) softmax probabilities */
+  float *atty;           /* (N, C) attention output before out_proj */
+  float *xmid;           /* (N, C) residual after attention */
+  float *ln2;            /* (N, C) */
+  float *mean2, *rstd2;  /* (N) */
+  float *fc;             /* (N, 4C) c_fc output, before QuickGELU */
+  float *gelu;           /* (N, 4C) */
+} CtLayerActs;
+
+struct CtStack;
+
+/* Slots for the saved activations of one segment's blocks, one slot a
+ * block.  A slot holds the statistics (float32) then the tensors of
+ * CtLayerActs, in float32 or, at half precision, as 16-bit codes.  With
+ * activation checkpointing both towers share one store. */
+typedef struct {
+  char *base;                  /* (nslots, slot_bytes) */
+  size_t slot_bytes;
+  int nslots;
+  const struct CtStack *holder; /* whose segment the slots hold now, or NULL */
+  int seg;
+  uint64_t gen;
+} CtActStore;
+
+/* A stack of L blocks over sequences of T tokens of width C, for up to
+ * max_B sequences, split into nseg segments of seglen blocks (the last
+ * may be shorter).  Without checkpointing nseg is 1 and the store holds
+ * every block; with it, only the segment inputs are kept and backward
+ * recomputes each segment into the store. */
+typedef struct CtStack {
   int L, T, C, H, causal, max_B;
-  CtBlock *p, *g;            /* (L) parameter and gradient views */
-  const struct CtModel *owner; /* for the backward hook */
-  float *x;                  /* (L+1, max_B*T, C) residual stream; x[0] is the input */
-  float *ln1;                /* (L, max_B*T, C) */
-  float *ln1_mean, *ln1_rstd; /* (L, max_B*T) */
-  float *qkv;                /* (L, max_B*T, 3C) */
-  float *att;                /* (L, max_B, H, T, T) softmax probabilities */
-  float *atty;               /* (L, max_B*T, C) attention output before out_proj */
-  float *xmid;               /* (L, max_B*T, C) residual after attention */
-  float *ln2;                /* (L, max_B*T, C) */
-  float *ln2_mean, *ln2_rstd; /* (L, max_B*T) */
-  float *fc;                 /* (L, max_B*T, 4C) c_fc output, before QuickGELU */
-  float *gelu;               /* (L, max_B*T, 4C) */
+  CtBlock *p, *g;              /* (L) parameter and gradient views */
+  const struct CtModel *owner; /* precision, hook */
+  int nseg, seglen;
+  float *seg_in;               /* (nseg, max_B*T, C) segment inputs; [0] is the stack's input */
+  float *out;                  /* (max_B*T, C) the last block's output */
+  CtActStore *store;
+  uint64_t gen;                /* forward passes so far */
 } CtStack;
 
-/* Backward work space, shared by both towers; sized for the larger. */
+/* Backward work space, shared by both towers; sized for the larger.
+ * BTC = max_B * max(T * C) over the towers. */
 typedef struct {
-  float *dx;   /* (max_B*Tmax, Cmax) gradient of the residual stream */
-  float *dA;   /* (max_B*Tmax, Cmax) */
-  float *dqkv; /* (max_B*Tmax, 3*Cmax) */
-  float *dfc;  /* (max_B*Tmax, 4*Cmax) */
+  float *dx;   /* (BTC) gradient of the residual stream */
+  float *dA;   /* (BTC) */
+  float *dqkv; /* (3 BTC) */
+  float *dfc;  /* (4 BTC) */
   float *datt; /* (Tmax, Tmax) */
   float *dfeat; /* (max_B, E) */
   float *drow;  /* (max_B, Cmax) */
   float *dln;   /* (max_B, Cmax) */
+  /* half precision only (NULL at float32): */
+  float *wr;    /* (largest weight) a weight rounded for a product */
+  float *dr;    /* (BTC) a rounded copy of the residual gradient */
+  float *xa, *xb; /* (BTC) float32 residual stream, alternating */
+  CtLayerActs work; /* one block's activations in float32 */
 } CtScratch;
 
 typedef struct {
@@ -72,7 +105,7 @@ typedef struct {
   float *patch_out;            /* (max_B*GG, W) conv1 output */
   float *x0;                   /* (max_B, T, W) before ln_pre */
   float *ln_pre_mean, *ln_pre_rstd; /* (max_B*T) */
-  CtStack stack;               /* x[0] is ln_pre's output */
+  CtStack stack;               /* seg_in[0] is ln_pre's output */
   int *cls_idx;                /* (max_B) all zero: the class token */
   float *rows;                 /* (max_B, W) class-token rows */
   float *ln_post;              /* (max_B, W) */
@@ -86,7 +119,7 @@ typedef struct {
   int B;
   int32_t *tokens;             /* (max_B, ctx) copy of the last input */
   int *eot;                    /* (max_B) end-of-text positions */
-  CtStack stack;               /* x[0] is the embedding */
+  CtStack stack;               /* seg_in[0] is the embedding */
   float *rows;                 /* (max_B, C) end-of-text rows */
   float *ln_f;                 /* (max_B, C) */
   float *ln_f_mean, *ln_f_rstd; /* (max_B) */
@@ -116,6 +149,10 @@ struct CtModel {
   float *logit_scale, *dlogit_scale; /* (1) */
   float *arena;                /* activations and scratch, one allocation */
   size_t arena_floats;
+  CtPrecision prec;            /* of products and saved activations */
+  int nchunks;                 /* activation checkpointing: 0 off */
+  float loss_scale;            /* backward scales d loss / d features by it */
+  CtActStore stores[2];        /* vision, text; one shared store when checkpointing */
   CtVisionActs va;
   CtTextActs ta;
   CtScratch sc;
@@ -124,8 +161,11 @@ struct CtModel {
 };
 
 /* transformer.c */
-void ct_stack_forward(CtStack *s, int B);
-/* dx: (B*T, C) in: gradient w.r.t. x[L]; out: gradient w.r.t. x[0]. */
+/* Bytes of one slot of S's store; HALF: 16-bit tensors. */
+size_t ct_stack_slot_bytes(const CtStack *s, int half);
+/* seg_in[0] -> out for B sequences. */
+void ct_stack_forward(CtStack *s, CtScratch *sc, int B);
+/* sc->dx: (B*T, C) in: gradient w.r.t. out; out: gradient w.r.t. seg_in[0]. */
 void ct_stack_backward(CtStack *s, CtScratch *sc, int B);
 
 /* towers.c */

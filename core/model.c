@@ -145,23 +145,23 @@ take(Arena *a, size_t n)
   return p;
 }
 
+/* Per-tower buffers of a stack: the segment inputs and the output. */
 static void
 carve_stack(Arena *a, CtStack *s)
 {
-  size_t L = s->L, BT = (size_t) s->max_B * s->T, C = s->C;
-  s->x = take(a, (L + 1) * BT * C);
-  s->ln1 = take(a, L * BT * C);
-  s->ln1_mean = take(a, L * BT);
-  s->ln1_rstd = take(a, L * BT);
-  s->qkv = take(a, L * BT * 3 * C);
-  s->att = take(a, L * (size_t) s->max_B * s->H * s->T * s->T);
-  s->atty = take(a, L * BT * C);
-  s->xmid = take(a, L * BT * C);
-  s->ln2 = take(a, L * BT * C);
-  s->ln2_mean = take(a, L * BT);
-  s->ln2_rstd = take(a, L * BT);
-  s->fc = take(a, L * BT * 4 * C);
-  s->gelu = take(a, L * BT * 4 * C);
+  size_t BTC = (size_t) s->max_B * s->T * s->C;
+  s->seg_in = take(a, (size_t) s->nseg * BTC);
+  s->out = take(a, BTC);
+}
+
+/* A store of N slots of BYTES each. */
+static void
+carve_store(Arena *a, CtActStore *st, int n, size_t bytes)
+{
+  st->nslots = n;
+  st->slot_bytes = bytes;
+  st->base = (char *) take(a, (size_t) n * bytes / sizeof(float));
+  st->holder = NULL;
 }
 
 static void
@@ -172,6 +172,7 @@ carve(Arena *a, CtModel *m)
   size_t W = c->vision_width, P = c->vision_patch_size;
   size_t G = c->image_resolution / P, GG = G * G, Tv = GG + 1;
   size_t C = c->transformer_width, Tt = c->context_length;
+  int half = m->prec != CT_PRECISION_FP32;
   CtVisionActs *va = &m->va;
   CtTextActs *ta = &m->ta;
 
@@ -198,15 +199,97 @@ carve(Arena *a, CtModel *m)
   ta->featn = take(a, B * E);
   ta->norm = take(a, B);
 
-  size_t Cm = MAX(W, C), BTm = B * MAX(Tv, Tt), Tm = MAX(Tv, Tt);
-  m->sc.dx = take(a, BTm * Cm);
-  m->sc.dA = take(a, BTm * Cm);
-  m->sc.dqkv = take(a, BTm * 3 * Cm);
-  m->sc.dfc = take(a, BTm * 4 * Cm);
-  m->sc.datt = take(a, Tm * Tm);
-  m->sc.dfeat = take(a, B * E);
-  m->sc.drow = take(a, B * Cm);
-  m->sc.dln = take(a, B * Cm);
+  /* saved activations: a store per tower, or one shared store of one
+   * segment when checkpointing */
+  CtStack *vs = &va->stack, *ts = &ta->stack;
+  size_t vb = ct_stack_slot_bytes(vs, half), tb = ct_stack_slot_bytes(ts, half);
+  if (m->nchunks == 0) {
+    carve_store(a, &m->stores[0], vs->L, vb);
+    carve_store(a, &m->stores[1], ts->L, tb);
+    vs->store = &m->stores[0];
+    ts->store = &m->stores[1];
+  } else {
+    carve_store(a, &m->stores[0], MAX(vs->seglen, ts->seglen), MAX(vb, tb));
+    m->stores[1] = (CtActStore) { 0 };
+    vs->store = ts->store = &m->stores[0];
+  }
+
+  size_t Cm = MAX(W, C), Tm = MAX(Tv, Tt);
+  size_t BTC = B * MAX(Tv * W, Tt * C);
+  CtScratch *sc = &m->sc;
+  sc->dx = take(a, BTC);
+  sc->dA = take(a, BTC);
+  sc->dqkv = take(a, 3 * BTC);
+  sc->dfc = take(a, 4 * BTC);
+  sc->datt = take(a, Tm * Tm);
+  sc->dfeat = take(a, B * E);
+  sc->drow = take(a, B * Cm);
+  sc->dln = take(a, B * Cm);
+  if (!half) {
+    sc->wr = sc->dr = sc->xa = sc->xb = NULL;
+    sc->work = (CtLayerActs) { 0 };
+    return;
+  }
+  size_t wmax = MAX(MAX(4 * W * W, 4 * C * C), MAX(W * 3 * P * P, Cm * E));
+  size_t natt = B * MAX((size_t) vs->H * Tv * Tv, (size_t) ts->H * Tt * Tt);
+  sc->wr = take(a, wmax);
+  sc->dr = take(a, BTC);
+  sc->xa = take(a, BTC);
+  sc->xb = take(a, BTC);
+  CtLayerActs *w = &sc->work;
+  w->ln1 = take(a, BTC);
+  w->qkv = take(a, 3 * BTC);
+  w->att = take(a, natt);
+  w->atty = take(a, BTC);
+  w->xmid = take(a, BTC);
+  w->ln2 = take(a, BTC);
+  w->fc = take(a, 4 * BTC);
+  w->gelu = take(a, 4 * BTC);
+}
+
+/* Stacks' shapes and segments for the current precision and chunks. */
+static void
+setup_stacks(CtModel *m)
+{
+  const CtConfig *c = &m->cfg;
+  int G = c->image_resolution / c->vision_patch_size;
+  m->va.stack = (CtStack) { .L = c->vision_layers, .T = G * G + 1, .C = c->vision_width,
+                            .H = c->vision_heads, .causal = 0, .max_B = m->max_batch,
+                            .p = m->vp.blocks, .g = m->vg.blocks, .owner = m };
+  m->ta.stack = (CtStack) { .L = c->transformer_layers, .T = c->context_length,
+                            .C = c->transformer_width, .H = c->transformer_heads, .causal = 1,
+                            .max_B = m->max_batch, .p = m->tp.blocks, .g = m->tg.blocks,
+                            .owner = m };
+  CtStack *st[2] = { &m->va.stack, &m->ta.stack };
+  for (int i = 0; i < 2; i++) {
+    CtStack *s = st[i];
+    int n = m->nchunks == 0 ? 1 : MIN(m->nchunks, s->L);
+    s->seglen = (s->L + n - 1) / n;
+    s->nseg = (s->L + s->seglen - 1) / s->seglen;
+  }
+}
+
+/* (Re)allocate the activation arena for the model's batch, precision and
+ * checkpointing. */
+static gboolean
+alloc_arena(CtModel *m, GError **error)
+{
+  g_free(m->arena);
+  m->arena = NULL;
+  setup_stacks(m);
+  Arena a = { NULL, 0 };
+  carve(&a, m);
+  m->arena_floats = a.used;
+  m->arena = g_try_new0(float, a.used);
+  if (!m->arena) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FAILED,
+                "out of memory for %zu MiB of activations at batch %d",
+                a.used * sizeof(float) >> 20, m->max_batch);
+    return FALSE;
+  }
+  a = (Arena) { m->arena, 0 };
+  carve(&a, m);
+  return TRUE;
 }
 
 /* ---------------------------------------------------------------- new/free */
@@ -249,27 +332,12 @@ ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
   }
   g_array_free(lo.slots, TRUE);
 
-  int G = c.image_resolution / c.vision_patch_size;
-  m->va.stack = (CtStack) { .L = c.vision_layers, .T = G * G + 1, .C = c.vision_width,
-                            .H = c.vision_heads, .causal = 0, .max_B = max_batch,
-                            .p = m->vp.blocks, .g = m->vg.blocks, .owner = m };
-  m->ta.stack = (CtStack) { .L = c.transformer_layers, .T = c.context_length,
-                            .C = c.transformer_width, .H = c.transformer_heads, .causal = 1,
-                            .max_B = max_batch, .p = m->tp.blocks, .g = m->tg.blocks,
-                            .owner = m };
-  Arena a = { NULL, 0 };
-  carve(&a, m);
-  m->arena_floats = a.used;
-  m->arena = g_try_new0(float, a.used);
-  if (!m->arena) {
-    g_set_error(error, CT_ERROR, CT_ERROR_FAILED,
-                "out of memory for %zu MiB of activations at batch %d",
-                a.used * sizeof(float) >> 20, max_batch);
+  m->prec = CT_PRECISION_FP32;
+  m->loss_scale = 1.0f;
+  if (!alloc_arena(m, error)) {
     ct_model_free(m);
     return NULL;
   }
-  a = (Arena) { m->arena, 0 };
-  carve(&a, m);
   m->va.cls_idx = g_new0(int, max_batch);
   m->ta.eot = g_new0(int, max_batch);
   m->ta.tokens = g_new0(int32_t, (size_t) max_batch * c.context_length);
@@ -470,4 +538,97 @@ ct_model_backward(CtModel *m, const float *d_image_features, const float *d_text
     ct_vision_backward(m, d_image_features);
   if (d_text_features)
     ct_text_backward(m, d_text_features);
+}
+
+/* ---------------------------------------------------------------- memory */
+
+static const char *const precision_names[] = { "fp32", "bf16", "fp16" };
+
+const char *
+ct_precision_name(CtPrecision p)
+{
+  return (unsigned) p < G_N_ELEMENTS(precision_names) ? precision_names[p] : NULL;
+}
+
+gboolean
+ct_precision_from_name(const char *name, CtPrecision *p, GError **error)
+{
+  for (guint i = 0; name && i < G_N_ELEMENTS(precision_names); i++)
+    if (g_str_equal(name, precision_names[i])) {
+      *p = (CtPrecision) i;
+      return TRUE;
+    }
+  g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+              "unknown precision '%s': expected fp32, bf16 or fp16", name ? name : "");
+  return FALSE;
+}
+
+gboolean
+ct_model_set_memory(CtModel *m, CtPrecision prec, int nchunks, GError **error)
+{
+  g_return_val_if_fail(m != NULL, FALSE);
+  if (!ct_precision_name(prec) || nchunks < 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "invalid memory plan: precision %d, checkpoint_nchunks %d", (int) prec, nchunks);
+    return FALSE;
+  }
+  if (m->prec == prec && m->nchunks == nchunks && m->arena)
+    return TRUE;
+  CtPrecision old_prec = m->prec;
+  int old_n = m->nchunks;
+  m->prec = prec;
+  m->nchunks = nchunks;
+  if (alloc_arena(m, error))
+    return TRUE;
+  m->prec = old_prec;
+  m->nchunks = old_n;
+  alloc_arena(m, NULL);
+  return FALSE;
+}
+
+CtPrecision
+ct_model_precision(const CtModel *m)
+{
+  return m->prec;
+}
+
+int
+ct_model_checkpoint_nchunks(const CtModel *m)
+{
+  return m->nchunks;
+}
+
+size_t
+ct_model_activation_bytes(const CtModel *m)
+{
+  return m->arena_floats * sizeof(float);
+}
+
+size_t
+ct_config_activation_bytes(const CtConfig *cfg, int batch, CtPrecision prec, int nchunks)
+{
+  /* a model without parameters, carved but not allocated */
+  CtModel m = { 0 };
+  m.cfg = *cfg;
+  if (!ct_config_validate(&m.cfg, NULL) || batch < 1)
+    return 0;
+  m.max_batch = batch;
+  m.prec = prec;
+  m.nchunks = MAX(nchunks, 0);
+  setup_stacks(&m);
+  Arena a = { NULL, 0 };
+  carve(&a, &m);
+  return a.used * sizeof(float);
+}
+
+void
+ct_model_set_loss_scale(CtModel *m, float scale)
+{
+  m->loss_scale = scale;
+}
+
+float
+ct_model_loss_scale(const CtModel *m)
+{
+  return m->loss_scale;
 }

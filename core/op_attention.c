@@ -11,7 +11,7 @@
 
 void
 ct_attention_forward(float *out, float *att, const float *qkv,
-                     int B, int T, int C, int H, int causal)
+                     int B, int T, int C, int H, int causal, CtPrecision prec)
 {
   int D = C / H;
   int ld = 3 * C;
@@ -25,6 +25,7 @@ ct_attention_forward(float *out, float *att, const float *qkv,
       float *p = att + ((size_t) b * H + h) * T * T; /* (T, T) */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q, ld, k, ld,
                   0.0f, p, T);
+      ct_round(prec, p, (size_t) T * T);
       for (int i = 0; i < T; i++) {
         float *row = p + (size_t) i * T;
         int n = causal ? i + 1 : T;
@@ -42,16 +43,19 @@ ct_attention_forward(float *out, float *att, const float *qkv,
         for (int j = n; j < T; j++)
           row[j] = 0.0f;
       }
+      ct_round(prec, p, (size_t) T * T);
       float *o = out + (size_t) b * T * C + h * D; /* (T, D) view, ld C */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, p, T, v, ld,
                   0.0f, o, C);
     }
   }
+  ct_round(prec, out, (size_t) B * T * C);
 }
 
 void
 ct_attention_backward(float *dqkv, float *scratch, const float *dout,
-                      const float *qkv, const float *att, int B, int T, int C, int H)
+                      const float *qkv, const float *att, int B, int T, int C, int H,
+                      CtPrecision prec)
 {
   int D = C / H;
   int ld = 3 * C;
@@ -74,6 +78,7 @@ ct_attention_backward(float *dqkv, float *scratch, const float *dout,
                   dv, ld);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, dO, C, v, ld, 0.0f,
                   dp, T);
+      ct_round(prec, dp, (size_t) T * T);
       /* softmax backward: dS = P * (dP - rowsum(dP * P)); masked P are 0 */
       for (int i = 0; i < T; i++) {
         const float *prow = p + (size_t) i * T;
@@ -84,6 +89,7 @@ ct_attention_backward(float *dqkv, float *scratch, const float *dout,
         for (int j = 0; j < T; j++)
           drow[j] = prow[j] * (drow[j] - dot);
       }
+      ct_round(prec, dp, (size_t) T * T);
       /* dQ += scale dS K;  dK += scale dS^T Q */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dp, T, k, ld,
                   1.0f, dq, ld);

@@ -10,6 +10,8 @@
 #ifndef CT_OPS_H
 #define CT_OPS_H
 
+#include "precision.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +29,24 @@ void ct_matmul_forward(float *out, const float *in, const float *w, int N, int C
 /* din: (N, C) += dout @ w^T;  dw: (C, E) += in^T @ dout */
 void ct_matmul_backward(float *din, float *dw, const float *dout, const float *in,
                         const float *w, int N, int C, int E);
+
+/* ---- the same products at a precision (op_lowp.c) ----
+ * At CT_PRECISION_FP32 these are the kernels above.  At bf16/fp16 they
+ * round like autocast: the input IN (in place: it is what backward will
+ * see), the weight (through WR, a scratch as large as w), the result; in
+ * backward, DOUT (in place: pass a copy when it must stay float32), DIN
+ * (which must be zero on entry, and is rounded on exit) and the weight.
+ * Weight gradients accumulate in float32. */
+/* wr: (OC, C) scratch */
+void ct_linear_forward_p(CtPrecision prec, float *wr, float *out, float *in, const float *w,
+                         const float *b, int N, int C, int OC);
+void ct_linear_backward_p(CtPrecision prec, float *wr, float *din, float *dw, float *db,
+                          float *dout, const float *in, const float *w, int N, int C, int OC);
+/* wr: (C, E) scratch */
+void ct_matmul_forward_p(CtPrecision prec, float *wr, float *out, float *in, const float *w,
+                         int N, int C, int E);
+void ct_matmul_backward_p(CtPrecision prec, float *wr, float *din, float *dw, float *dout,
+                          const float *in, const float *w, int N, int C, int E);
 
 /* ---- layer norm over the last dim, eps 1e-5 ---- */
 /* out: (N, C); mean, rstd: (N), saved for backward; in: (N, C); w, b: (C) */
@@ -51,12 +71,17 @@ void ct_add_inplace(float *acc, const float *x, size_t n);
  * qkv: (B, T, 3C) packed as nn.MultiheadAttention's in_proj: q | k | v.
  * Head h uses columns h*D .. h*D+D-1 of each, D = C / H.  Scores are
  * scaled by 1/sqrt(D); with CAUSAL, key j > query i is masked out. */
-/* out: (B, T, C); att: (B, H, T, T) softmax probabilities, saved */
+/* out: (B, T, C); att: (B, H, T, T) softmax probabilities, saved.
+ * At bf16/fp16 (PREC) the scores, the probabilities and OUT are rounded
+ * (qkv must be rounded already); the softmax itself is float32. */
 void ct_attention_forward(float *out, float *att, const float *qkv,
-                          int B, int T, int C, int H, int causal);
-/* dqkv: (B, T, 3C) +=; scratch: (T, T); dout: (B, T, C) */
+                          int B, int T, int C, int H, int causal, CtPrecision prec);
+/* dqkv: (B, T, 3C) +=; scratch: (T, T); dout: (B, T, C).  At bf16/fp16
+ * the score gradients are rounded (dout must be rounded already; round
+ * dqkv afterwards). */
 void ct_attention_backward(float *dqkv, float *scratch, const float *dout,
-                           const float *qkv, const float *att, int B, int T, int C, int H);
+                           const float *qkv, const float *att, int B, int T, int C, int H,
+                           CtPrecision prec);
 
 /* ---- token embedding plus positional embedding ---- */
 /* out: (B, T, C); tokens: (B, T) in [0, V); wte: (V, C); wpe: (T_max >= T, C) */

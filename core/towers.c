@@ -14,6 +14,15 @@
 
 #include <string.h>
 
+/* Loss scaling: the gradient entering a tower, (n) scaled in place. */
+static void
+scale_grad(const CtModel *m, float *d, size_t n)
+{
+  if (m->loss_scale != 1.0f)
+    for (size_t i = 0; i < n; i++)
+      d[i] *= m->loss_scale;
+}
+
 void
 ct_vision_forward(CtModel *m, const float *images, int B)
 {
@@ -26,16 +35,16 @@ ct_vision_forward(CtModel *m, const float *images, int B)
   a->B = B;
 
   ct_patchify(a->patches, images, B, R, P);
-  ct_linear_forward(a->patch_out, a->patches, p->conv1_w, NULL, B * GG, 3 * P * P, W);
+  ct_linear_forward_p(m->prec, m->sc.wr, a->patch_out, a->patches, p->conv1_w, NULL, B * GG,
+                      3 * P * P, W);
   ct_patch_assemble_forward(a->x0, a->patch_out, p->cls, p->pos, B, GG, W);
-  ct_layernorm_forward(a->stack.x, a->ln_pre_mean, a->ln_pre_rstd, a->x0, p->ln_pre_w,
+  ct_layernorm_forward(a->stack.seg_in, a->ln_pre_mean, a->ln_pre_rstd, a->x0, p->ln_pre_w,
                        p->ln_pre_b, B * T, W);
-  ct_stack_forward(&a->stack, B);
-  const float *xl = a->stack.x + (size_t) a->stack.L * a->stack.max_B * T * W;
-  ct_rows_gather(a->rows, xl, a->cls_idx, B, T, W);
+  ct_stack_forward(&a->stack, &m->sc, B);
+  ct_rows_gather(a->rows, a->stack.out, a->cls_idx, B, T, W);
   ct_layernorm_forward(a->ln_post, a->ln_post_mean, a->ln_post_rstd, a->rows, p->ln_post_w,
                        p->ln_post_b, B, W);
-  ct_matmul_forward(a->feat, a->ln_post, p->proj, B, W, E);
+  ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_post, p->proj, B, W, E);
   ct_l2norm_forward(a->featn, a->norm, a->feat, B, E);
 }
 
@@ -54,8 +63,10 @@ ct_vision_backward(CtModel *m, const float *dfeat)
 
   memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E);
   ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E);
+  scale_grad(m, sc->dfeat, (size_t) B * E);
   memset(sc->dln, 0, sizeof(float) * (size_t) B * W);
-  ct_matmul_backward(sc->dln, g->proj, sc->dfeat, a->ln_post, p->proj, B, W, E);
+  ct_matmul_backward_p(m->prec, sc->wr, sc->dln, g->proj, sc->dfeat, a->ln_post, p->proj, B, W,
+                       E);
   memset(sc->drow, 0, sizeof(float) * (size_t) B * W);
   ct_layernorm_backward(sc->drow, g->ln_post_w, g->ln_post_b, sc->dln, a->rows, a->ln_post_mean,
                         a->ln_post_rstd, p->ln_post_w, B, W);
@@ -68,8 +79,8 @@ ct_vision_backward(CtModel *m, const float *dfeat)
                         a->ln_pre_rstd, p->ln_pre_w, B * T, W);
   float *dpatch = sc->dqkv; /* (B*GG, W), free at this point */
   ct_patch_assemble_backward(dpatch, g->cls, g->pos, sc->dA, B, GG, W);
-  ct_linear_backward(NULL, g->conv1_w, NULL, dpatch, a->patches, p->conv1_w, B * GG,
-                     3 * P * P, W);
+  ct_linear_backward_p(m->prec, sc->wr, NULL, g->conv1_w, NULL, dpatch, a->patches, p->conv1_w,
+                       B * GG, 3 * P * P, W);
 }
 
 void
@@ -83,12 +94,11 @@ ct_text_forward(CtModel *m, const int32_t *tokens, int B)
 
   memcpy(a->tokens, tokens, sizeof(int32_t) * (size_t) B * T);
   ct_tokens_argmax(a->eot, a->tokens, B, T);
-  ct_token_embed_forward(a->stack.x, a->tokens, p->wte, p->wpe, B, T, C);
-  ct_stack_forward(&a->stack, B);
-  const float *xl = a->stack.x + (size_t) a->stack.L * a->stack.max_B * T * C;
-  ct_rows_gather(a->rows, xl, a->eot, B, T, C);
+  ct_token_embed_forward(a->stack.seg_in, a->tokens, p->wte, p->wpe, B, T, C);
+  ct_stack_forward(&a->stack, &m->sc, B);
+  ct_rows_gather(a->rows, a->stack.out, a->eot, B, T, C);
   ct_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->rows, p->ln_f_w, p->ln_f_b, B, C);
-  ct_matmul_forward(a->feat, a->ln_f, p->proj, B, C, E);
+  ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_f, p->proj, B, C, E);
   ct_l2norm_forward(a->featn, a->norm, a->feat, B, E);
 }
 
@@ -105,8 +115,9 @@ ct_text_backward(CtModel *m, const float *dfeat)
 
   memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E);
   ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E);
+  scale_grad(m, sc->dfeat, (size_t) B * E);
   memset(sc->dln, 0, sizeof(float) * (size_t) B * C);
-  ct_matmul_backward(sc->dln, g->proj, sc->dfeat, a->ln_f, p->proj, B, C, E);
+  ct_matmul_backward_p(m->prec, sc->wr, sc->dln, g->proj, sc->dfeat, a->ln_f, p->proj, B, C, E);
   memset(sc->drow, 0, sizeof(float) * (size_t) B * C);
   ct_layernorm_backward(sc->drow, g->ln_f_w, g->ln_f_b, sc->dln, a->rows, a->ln_f_mean,
                         a->ln_f_rstd, p->ln_f_w, B, C);

@@ -1,6 +1,14 @@
 /* transformer.c: forward and backward of a stack of residual attention
  * blocks: x + attn(ln_1(x)), then x + mlp(ln_2(x)), mlp = c_fc, QuickGELU,
- * c_proj. */
+ * c_proj; at a precision, with optional activation checkpointing.
+ *
+ * The blocks run segment by segment.  A segment's forward writes each
+ * block's activations into a slot of the stack's store: straight into
+ * the slot at float32, or through float32 work buffers packed to 16 bits
+ * at half precision.  Backward reads the slots back; when the store holds
+ * another segment (checkpointing) it first recomputes this one from its
+ * saved input.  Recomputation repeats the same operations on the same
+ * inputs, so its activations, and the gradients, are bit-identical. */
 #include "config.h"
 
 #include "model-private.h"
@@ -8,88 +16,270 @@
 
 #include <string.h>
 
-/* Layer l's slice of a per-layer buffer whose slices hold PER floats. */
-#define LAYER(buf, l, per) ((buf) + (size_t) (l) * (per))
+/* ---------------------------------------------------------------- slots */
+
+/* Where a block's tensors lie in a slot: statistics first (float32), then
+ * the tensors of CtLayerActs in order, ES bytes an element. */
+typedef struct {
+  float *mean1, *rstd1, *mean2, *rstd2; /* (max_B*T) */
+  char *x, *ln1, *qkv, *att, *atty, *xmid, *ln2, *fc, *gelu;
+  size_t end;                           /* bytes used */
+} SlotMap;
+
+static SlotMap
+slot_map(const CtStack *s, char *slot, int half)
+{
+  size_t BT = (size_t) s->max_B * s->T, C = s->C, es = half ? 2 : 4;
+  size_t natt = (size_t) s->max_B * s->H * s->T * s->T;
+  SlotMap m;
+  size_t off = 0;
+#define STAT(f) (m.f = (float *) (void *) (slot + off), off += sizeof(float) * BT)
+#define TENSOR(f, n) (m.f = slot + off, off += es * (n))
+  STAT(mean1);
+  STAT(rstd1);
+  STAT(mean2);
+  STAT(rstd2);
+  TENSOR(x, BT * C);
+  TENSOR(ln1, BT * C);
+  TENSOR(qkv, 3 * BT * C);
+  TENSOR(att, natt);
+  TENSOR(atty, BT * C);
+  TENSOR(xmid, BT * C);
+  TENSOR(ln2, BT * C);
+  TENSOR(fc, 4 * BT * C);
+  TENSOR(gelu, 4 * BT * C);
+#undef STAT
+#undef TENSOR
+  m.end = (off + 63) & ~(size_t) 63;
+  return m;
+}
+
+size_t
+ct_stack_slot_bytes(const CtStack *s, int half)
+{
+  return slot_map(s, NULL, half).end;
+}
+
+static CtPrecision
+prec_of(const CtStack *s)
+{
+  return s->owner->prec;
+}
+
+static char *
+slot_at(const CtStack *s, int j)
+{
+  return s->store->base + (size_t) j * s->store->slot_bytes;
+}
+
+static float *
+seg_input(const CtStack *s, int k)
+{
+  return s->seg_in + (size_t) k * s->max_B * s->T * s->C;
+}
+
+/* Block j of a segment in float32: the slot itself at float32, the work
+ * buffers at half precision (statistics always in the slot).  X is the
+ * block's input. */
+static CtLayerActs
+acts_view(const CtStack *s, CtScratch *sc, int j, float *x)
+{
+  int half = prec_of(s) != CT_PRECISION_FP32;
+  SlotMap m = slot_map(s, slot_at(s, j), half);
+  CtLayerActs a = half ? sc->work
+                       : (CtLayerActs) { .ln1 = (float *) (void *) m.ln1,
+                                         .qkv = (float *) (void *) m.qkv,
+                                         .att = (float *) (void *) m.att,
+                                         .atty = (float *) (void *) m.atty,
+                                         .xmid = (float *) (void *) m.xmid,
+                                         .ln2 = (float *) (void *) m.ln2,
+                                         .fc = (float *) (void *) m.fc,
+                                         .gelu = (float *) (void *) m.gelu };
+  a.x = x;
+  a.mean1 = m.mean1;
+  a.rstd1 = m.rstd1;
+  a.mean2 = m.mean2;
+  a.rstd2 = m.rstd2;
+  return a;
+}
+
+/* Half precision: store work block A (B sequences) into slot j, or load
+ * it back.  The input x of the segment's first block is not stored: it is
+ * the segment input, kept in float32. */
+static void
+pack_block(const CtStack *s, int j, const CtLayerActs *a, int B)
+{
+  CtPrecision p = prec_of(s);
+  SlotMap m = slot_map(s, slot_at(s, j), 1);
+  size_t N = (size_t) B * s->T, C = s->C;
+#define PACK(f, n) ct_pack16(p, (uint16_t *) (void *) m.f, a->f, (n))
+  if (j > 0)
+    PACK(x, N * C);
+  PACK(ln1, N * C);
+  PACK(qkv, 3 * N * C);
+  PACK(att, (size_t) B * s->H * s->T * s->T);
+  PACK(atty, N * C);
+  PACK(xmid, N * C);
+  PACK(ln2, N * C);
+  PACK(fc, 4 * N * C);
+  PACK(gelu, 4 * N * C);
+#undef PACK
+}
+
+static void
+unpack_block(const CtStack *s, int j, CtLayerActs *a, int B)
+{
+  CtPrecision p = prec_of(s);
+  SlotMap m = slot_map(s, slot_at(s, j), 1);
+  size_t N = (size_t) B * s->T, C = s->C;
+#define UNPACK(f, n) ct_unpack16(p, a->f, (const uint16_t *) (const void *) m.f, (n))
+  if (j > 0)
+    UNPACK(x, N * C);
+  UNPACK(ln1, N * C);
+  UNPACK(qkv, 3 * N * C);
+  UNPACK(att, (size_t) B * s->H * s->T * s->T);
+  UNPACK(atty, N * C);
+  UNPACK(xmid, N * C);
+  UNPACK(ln2, N * C);
+  UNPACK(fc, 4 * N * C);
+  UNPACK(gelu, 4 * N * C);
+#undef UNPACK
+}
+
+/* ---------------------------------------------------------------- blocks */
+
+static void
+block_forward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtLayerActs *a,
+              float *xout, int B)
+{
+  CtPrecision pr = prec_of(s);
+  int T = s->T, C = s->C, N = B * T;
+  ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w, p->ln1_b, N, C);
+  ct_linear_forward_p(pr, sc->wr, a->qkv, a->ln1, p->in_w, p->in_b, N, C, 3 * C);
+  ct_attention_forward(a->atty, a->att, a->qkv, B, T, C, s->H, s->causal, pr);
+  ct_linear_forward_p(pr, sc->wr, a->xmid, a->atty, p->out_w, p->out_b, N, C, C);
+  ct_add_inplace(a->xmid, a->x, (size_t) N * C);
+
+  ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w, p->ln2_b, N, C);
+  ct_linear_forward_p(pr, sc->wr, a->fc, a->ln2, p->fc_w, p->fc_b, N, C, 4 * C);
+  ct_quickgelu_forward(a->gelu, a->fc, (size_t) N * 4 * C);
+  ct_round(pr, a->gelu, (size_t) N * 4 * C);
+  ct_linear_forward_p(pr, sc->wr, xout, a->gelu, p->proj_w, p->proj_b, N, 4 * C, C);
+  ct_add_inplace(xout, a->xmid, (size_t) N * C);
+}
+
+/* sc->dx: (N, C) gradient w.r.t. the block's output in, w.r.t. its input
+ * out. */
+static void
+block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
+               const CtLayerActs *a, int B)
+{
+  CtPrecision pr = prec_of(s);
+  int T = s->T, C = s->C, N = B * T;
+  size_t nc = (size_t) N * C;
+  float *dx = sc->dx;
+  /* at half precision the products see a rounded copy of the residual
+   * gradient, which itself stays float32 */
+  float *dy = dx;
+  if (pr != CT_PRECISION_FP32) {
+    ct_round_copy(pr, sc->dr, dx, nc);
+    dy = sc->dr;
+  }
+
+  /* mlp branch: xout = xmid + c_proj(gelu(c_fc(ln_2(xmid)))) */
+  memset(sc->dfc, 0, sizeof(float) * 4 * nc);
+  ct_linear_backward_p(pr, sc->wr, sc->dfc, g->proj_w, g->proj_b, dy, a->gelu, p->proj_w, N,
+                       4 * C, C);
+  ct_quickgelu_backward(sc->dfc, sc->dfc, a->fc, 4 * nc);
+  memset(sc->dA, 0, sizeof(float) * nc);
+  ct_linear_backward_p(pr, sc->wr, sc->dA, g->fc_w, g->fc_b, sc->dfc, a->ln2, p->fc_w, N, C,
+                       4 * C);
+  ct_layernorm_backward(dx, g->ln2_w, g->ln2_b, sc->dA, a->xmid, a->mean2, a->rstd2, p->ln2_w,
+                        N, C);
+
+  /* attention branch: xmid = x + out_proj(attn(in_proj(ln_1(x)))) */
+  if (pr != CT_PRECISION_FP32)
+    ct_round_copy(pr, sc->dr, dx, nc);
+  memset(sc->dA, 0, sizeof(float) * nc);
+  ct_linear_backward_p(pr, sc->wr, sc->dA, g->out_w, g->out_b, dy, a->atty, p->out_w, N, C, C);
+  memset(sc->dqkv, 0, sizeof(float) * 3 * nc);
+  ct_attention_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att, B, T, C, s->H, pr);
+  memset(sc->dA, 0, sizeof(float) * nc);
+  ct_linear_backward_p(pr, sc->wr, sc->dA, g->in_w, g->in_b, sc->dqkv, a->ln1, p->in_w, N, C,
+                       3 * C);
+  ct_layernorm_backward(dx, g->ln1_w, g->ln1_b, sc->dA, a->x, a->mean1, a->rstd1, p->ln1_w, N,
+                        C);
+  const struct CtModel *m = s->owner;
+  if (m->hook) {
+    /* a block's tensors are contiguous, from in_proj_weight to ln_2.bias */
+    size_t off = (size_t) (g->in_w - m->grads);
+    size_t n = (size_t) (g->ln2_b + C - g->in_w);
+    m->hook(m->hook_data, off, n);
+  }
+}
+
+/* ---------------------------------------------------------------- segments */
+
+static int
+seg_len(const CtStack *s, int k)
+{
+  int l0 = k * s->seglen;
+  return MIN(s->seglen, s->L - l0);
+}
+
+/* Segment K's blocks from its input, saving their activations into the
+ * store; the output goes to the next segment's input or to s->out. */
+static void
+run_segment(CtStack *s, CtScratch *sc, int k, int B)
+{
+  int half = prec_of(s) != CT_PRECISION_FP32;
+  int l0 = k * s->seglen, n = seg_len(s, k);
+  float *out = k + 1 < s->nseg ? seg_input(s, k + 1) : s->out;
+  float *cur = seg_input(s, k);
+  for (int j = 0; j < n; j++) {
+    CtLayerActs a = acts_view(s, sc, j, cur);
+    float *next;
+    if (j + 1 == n)
+      next = out;
+    else if (half)
+      next = cur == sc->xa ? sc->xb : sc->xa;
+    else
+      next = (float *) (void *) slot_map(s, slot_at(s, j + 1), 0).x;
+    block_forward(s, sc, &s->p[l0 + j], &a, next, B);
+    if (half)
+      pack_block(s, j, &a, B);
+    cur = next;
+  }
+  s->store->holder = s;
+  s->store->seg = k;
+  s->store->gen = s->gen;
+}
 
 void
-ct_stack_forward(CtStack *s, int B)
+ct_stack_forward(CtStack *s, CtScratch *sc, int B)
 {
-  int T = s->T, C = s->C, H = s->H;
-  int N = B * T;
-  size_t nc = (size_t) s->max_B * T * C; /* per-layer slice of (B*T, C) buffers */
-  size_t nr = (size_t) s->max_B * T;     /* per-layer slice of (B*T) buffers */
-  size_t natt = (size_t) s->max_B * H * T * T;
-  for (int l = 0; l < s->L; l++) {
-    const CtBlock *p = &s->p[l];
-    float *x = LAYER(s->x, l, nc);
-    float *ln1 = LAYER(s->ln1, l, nc);
-    float *qkv = LAYER(s->qkv, l, 3 * nc);
-    float *att = LAYER(s->att, l, natt);
-    float *atty = LAYER(s->atty, l, nc);
-    float *xmid = LAYER(s->xmid, l, nc);
-    float *ln2 = LAYER(s->ln2, l, nc);
-    float *fc = LAYER(s->fc, l, 4 * nc);
-    float *gelu = LAYER(s->gelu, l, 4 * nc);
-    float *xout = LAYER(s->x, l + 1, nc);
-
-    ct_layernorm_forward(ln1, LAYER(s->ln1_mean, l, nr), LAYER(s->ln1_rstd, l, nr), x,
-                         p->ln1_w, p->ln1_b, N, C);
-    ct_linear_forward(qkv, ln1, p->in_w, p->in_b, N, C, 3 * C);
-    ct_attention_forward(atty, att, qkv, B, T, C, H, s->causal);
-    ct_linear_forward(xmid, atty, p->out_w, p->out_b, N, C, C);
-    ct_add_inplace(xmid, x, (size_t) N * C);
-
-    ct_layernorm_forward(ln2, LAYER(s->ln2_mean, l, nr), LAYER(s->ln2_rstd, l, nr), xmid,
-                         p->ln2_w, p->ln2_b, N, C);
-    ct_linear_forward(fc, ln2, p->fc_w, p->fc_b, N, C, 4 * C);
-    ct_quickgelu_forward(gelu, fc, (size_t) N * 4 * C);
-    ct_linear_forward(xout, gelu, p->proj_w, p->proj_b, N, 4 * C, C);
-    ct_add_inplace(xout, xmid, (size_t) N * C);
-  }
+  s->gen++;
+  for (int k = 0; k < s->nseg; k++)
+    run_segment(s, sc, k, B);
 }
 
 void
 ct_stack_backward(CtStack *s, CtScratch *sc, int B)
 {
-  int T = s->T, C = s->C, H = s->H;
-  int N = B * T;
-  size_t nc = (size_t) s->max_B * T * C;
-  size_t nr = (size_t) s->max_B * T;
-  size_t natt = (size_t) s->max_B * H * T * T;
-  float *dx = sc->dx; /* (N, C) gradient of the residual stream, updated in place */
-  for (int l = s->L - 1; l >= 0; l--) {
-    const CtBlock *p = &s->p[l];
-    CtBlock *g = &s->g[l];
-    const float *x = LAYER(s->x, l, nc);
-
-    /* mlp branch: xout = xmid + c_proj(gelu(c_fc(ln_2(xmid)))) */
-    memset(sc->dfc, 0, sizeof(float) * (size_t) N * 4 * C);
-    ct_linear_backward(sc->dfc, g->proj_w, g->proj_b, dx, LAYER(s->gelu, l, 4 * nc), p->proj_w,
-                       N, 4 * C, C);
-    ct_quickgelu_backward(sc->dfc, sc->dfc, LAYER(s->fc, l, 4 * nc), (size_t) N * 4 * C);
-    memset(sc->dA, 0, sizeof(float) * (size_t) N * C);
-    ct_linear_backward(sc->dA, g->fc_w, g->fc_b, sc->dfc, LAYER(s->ln2, l, nc), p->fc_w, N, C,
-                       4 * C);
-    ct_layernorm_backward(dx, g->ln2_w, g->ln2_b, sc->dA, LAYER(s->xmid, l, nc),
-                          LAYER(s->ln2_mean, l, nr), LAYER(s->ln2_rstd, l, nr), p->ln2_w, N, C);
-
-    /* attention branch: xmid = x + out_proj(attn(in_proj(ln_1(x)))) */
-    memset(sc->dA, 0, sizeof(float) * (size_t) N * C);
-    ct_linear_backward(sc->dA, g->out_w, g->out_b, dx, LAYER(s->atty, l, nc), p->out_w, N, C,
-                       C);
-    memset(sc->dqkv, 0, sizeof(float) * (size_t) N * 3 * C);
-    ct_attention_backward(sc->dqkv, sc->datt, sc->dA, LAYER(s->qkv, l, 3 * nc),
-                          LAYER(s->att, l, natt), B, T, C, H);
-    memset(sc->dA, 0, sizeof(float) * (size_t) N * C);
-    ct_linear_backward(sc->dA, g->in_w, g->in_b, sc->dqkv, LAYER(s->ln1, l, nc), p->in_w, N, C,
-                       3 * C);
-    ct_layernorm_backward(dx, g->ln1_w, g->ln1_b, sc->dA, x, LAYER(s->ln1_mean, l, nr),
-                          LAYER(s->ln1_rstd, l, nr), p->ln1_w, N, C);
-    if (s->owner->hook) {
-      /* a block's tensors are contiguous, from in_proj_weight to ln_2.bias */
-      size_t off = (size_t) (g->in_w - s->owner->grads);
-      size_t n = (size_t) (g->ln2_b + C - g->in_w);
-      s->owner->hook(s->owner->hook_data, off, n);
+  int half = prec_of(s) != CT_PRECISION_FP32;
+  for (int k = s->nseg - 1; k >= 0; k--) {
+    const CtActStore *st = s->store;
+    if (st->holder != s || st->seg != k || st->gen != s->gen)
+      run_segment(s, sc, k, B); /* checkpointing: recompute the segment */
+    int l0 = k * s->seglen;
+    for (int j = seg_len(s, k) - 1; j >= 0; j--) {
+      float *x = j == 0 ? seg_input(s, k)
+                 : half ? sc->xa
+                        : (float *) (void *) slot_map(s, slot_at(s, j), 0).x;
+      CtLayerActs a = acts_view(s, sc, j, x);
+      if (half)
+        unpack_block(s, j, &a, B);
+      block_backward(s, sc, &s->p[l0 + j], &s->g[l0 + j], &a, B);
     }
   }
 }

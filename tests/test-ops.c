@@ -217,7 +217,8 @@ static double
 att_loss(void *p)
 {
   AttCtx *c = p;
-  ct_attention_forward(c->y, c->att, c->qkv, c->B, c->T, c->C, c->H, c->causal);
+  ct_attention_forward(c->y, c->att, c->qkv, c->B, c->T, c->C, c->H, c->causal,
+                       CT_PRECISION_FP32);
   return dot(c->y, c->r, (size_t) c->B * c->T * c->C);
 }
 
@@ -242,7 +243,8 @@ check_attention(int causal)
     g_assert_cmpfloat_with_epsilon(s, 1.0, 1e-5);
   }
   float *dqkv = g_new0(float, nq), *scratch = g_new(float, (size_t) c.T * c.T);
-  ct_attention_backward(dqkv, scratch, c.r, c.qkv, c.att, c.B, c.T, c.C, c.H);
+  ct_attention_backward(dqkv, scratch, c.r, c.qkv, c.att, c.B, c.T, c.C, c.H,
+                        CT_PRECISION_FP32);
   check_grad(causal ? "causal attention dqkv" : "attention dqkv", c.qkv, dqkv, nq, att_loss, &c,
              1e-3, 1e-3, 5e-3);
   g_free(c.qkv), g_free(c.y), g_free(c.att), g_free(c.r), g_free(dqkv), g_free(scratch);

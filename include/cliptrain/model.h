@@ -109,6 +109,53 @@ CT_API const float *ct_model_text_features(const CtModel *model);
 CT_API void ct_model_backward(CtModel *model, const float *d_image_features,
                               const float *d_text_features);
 
+/* ---- memory: precision and activation checkpointing ---- */
+
+typedef enum {
+  CT_PRECISION_FP32 = 0,
+  CT_PRECISION_BF16,
+  CT_PRECISION_FP16, /* IEEE half */
+} CtPrecision;
+
+/* "fp32", "bf16", "fp16" (transfer none); NULL for an invalid value. */
+CT_API const char *ct_precision_name(CtPrecision precision);
+/* The precision called NAME; FALSE (CT_ERROR_INVALID) for another name. */
+CT_API gboolean ct_precision_from_name(const char *name, CtPrecision *precision,
+                                       GError **error);
+
+/* How the model computes and keeps the activations of its passes.
+ *
+ * PRECISION BF16 or FP16 is autocast on a CPU: every matrix product sees
+ * its operands (activations, weights, and in backward the incoming
+ * gradients) rounded to that precision, and its result is rounded too;
+ * layer norm, softmax, the residual stream, L2 normalisation and the loss
+ * stay float32.  The activations saved for backward are stored in 16 bits.
+ * Parameters and gradients stay float32 (master weights).
+ *
+ * CHECKPOINT_NCHUNKS 0 keeps every block's activations.  N >= 1 splits
+ * each tower's residual blocks into N segments (at most one block each),
+ * keeps only each segment's input, and recomputes the segment during
+ * backward; both towers share the recomputation space.  Gradients are
+ * bit-identical to those without checkpointing.
+ *
+ * Reallocates the activation arena (so never call it inside a step); the
+ * next backward needs a forward first. */
+CT_API gboolean ct_model_set_memory(CtModel *model, CtPrecision precision,
+                                    int checkpoint_nchunks, GError **error);
+CT_API CtPrecision ct_model_precision(const CtModel *model);
+CT_API int ct_model_checkpoint_nchunks(const CtModel *model);
+/* Bytes of the activation arena: saved activations and work space. */
+CT_API size_t ct_model_activation_bytes(const CtModel *model);
+/* The same for a model of CFG (validated) at BATCH, without building it. */
+CT_API size_t ct_config_activation_bytes(const CtConfig *cfg, int batch, CtPrecision precision,
+                                         int checkpoint_nchunks);
+
+/* Loss scaling (the fp16 plugin): backward multiplies d loss / d features
+ * by SCALE before anything else, so that every gradient comes out scaled
+ * (a power of two keeps that exact).  1 by default. */
+CT_API void ct_model_set_loss_scale(CtModel *model, float scale);
+CT_API float ct_model_loss_scale(const CtModel *model);
+
 /* Called during ct_model_backward() after each residual block, with the
  * range of the flat gradient buffer (offset, n) that the block owns and
  * whose gradients are now final.  The other tensors (embeddings, stems,
