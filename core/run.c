@@ -154,7 +154,7 @@ check_model(CtRecipe *r, CtConfig *cfg, GError **error)
   }
   const char *const *keys = ct_config_keys();
   guint n = g_strv_length((char **) keys);
-  g_autofree CtParamSpec *schema = g_new0(CtParamSpec, n + 3);
+  g_autofree CtParamSpec *schema = g_new0(CtParamSpec, n + 5);
   GPtrArray *defaults = g_ptr_array_new_with_free_func(g_free);
   schema[0] = (CtParamSpec) CT_PARAM("preset", CT_PARAM_STRING, "tiny", "model preset", 0, 0,
                                      "vitb32|vitl14|small|tiny");
@@ -167,6 +167,12 @@ check_model(CtRecipe *r, CtConfig *cfg, GError **error)
   schema[n + 1] = (CtParamSpec) CT_PARAM("init", CT_PARAM_STRING, "",
                                          "weights to start from (fine-tuning); empty: OpenAI's init",
                                          0, 0, NULL);
+  schema[n + 2] = (CtParamSpec) CT_PARAM("checkpoint", CT_PARAM_BOOL, "false",
+                                         "activation checkpointing: recompute blocks in backward",
+                                         0, 0, NULL);
+  schema[n + 3] = (CtParamSpec) CT_PARAM("checkpoint_nchunks", CT_PARAM_INT, "2",
+                                         "segments of each tower's blocks when checkpointing", 1,
+                                         4096, NULL);
   gboolean ok = ct_recipe_check(r, node, "model", schema, error);
   for (guint i = 0; ok && i < n; i++) {
     g_autofree char *path = g_strconcat("model.", keys[i], NULL);
@@ -498,6 +504,12 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   int batch = (int) get_int(r, "data.batch_size");
   m = ct_model_new(&cfg, batch, error);
   if (!m) {
+    rc = 1;
+    goto out;
+  }
+  if (get_bool(r, "model.checkpoint") &&
+      !ct_model_set_memory(m, CT_PRECISION_FP32, (int) get_int(r, "model.checkpoint_nchunks"),
+                           error)) {
     rc = 1;
     goto out;
   }

@@ -1,7 +1,8 @@
 /* grad_clip: clips the gradients' global L2 norm before each optimizer
  * step, as torch.nn.utils.clip_grad_norm_(params, max_norm) does: when the
  * norm over all gradients exceeds max_norm, every gradient is scaled by
- * max_norm / (norm + 1e-6).  The norm is accumulated in double. */
+ * max_norm / (norm + 1e-6).  The norm is accumulated in double.  Order 20:
+ * after fp16 (15) has unscaled the gradients. */
 #include <cliptrain/plugin.h>
 
 #include <math.h>
@@ -45,5 +46,5 @@ static const CtParamSpec schema[] = {
 
 CT_PLUGIN_DEFINE(.name = "grad_clip", .version = "1.0",
                  .doc = "Clips the global L2 norm of the gradients before each step (clip_grad_norm_)",
-                 .order = 0, .events = CT_EVENT_BIT(CT_EVENT_BEFORE_STEP), .run = CT_RUN_TRAIN,
+                 .order = 20, .events = CT_EVENT_BIT(CT_EVENT_BEFORE_STEP), .run = CT_RUN_TRAIN,
                  .params = schema, .create = create, .destroy = g_free, .on_event = on_event)

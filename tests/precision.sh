@@ -1,0 +1,88 @@
+#!/bin/sh
+# precision.sh: the fp16 plugin (fp16 with dynamic loss scaling, bf16) and
+# activation checkpointing in real fits: half-precision runs of the default
+# recipe stay close to float32, an injected overflow skips exactly one step
+# and halves the scale, the scale grows on schedule and survives a resume,
+# and checkpointing leaves every number unchanged.  Prints TAP.
+. "$(dirname "$0")/tap.sh"
+CLIPTRAIN_PLUGIN_PATH="$builddir/plugins/.libs:$builddir/tests/plugins/.libs"
+export CLIPTRAIN_PLUGIN_PATH
+losses() { sed 's/,"time":[^,}]*//' "$1/metrics.jsonl"; }
+# tensors FILE: the data section of a safetensors file (its header holds
+# the recipe, which may differ)
+tensors() { h=$(od -An -t u8 -N8 "$1" | tr -d ' '); tail -c +$((h + 9)) "$1"; }
+# value DIR KEY: KEY of the last metrics.jsonl row
+value() { tail -n 1 "$1/metrics.jsonl" | tr ',{}' '\n\n\n' | sed -n "s/^\"$2\"://p"; }
+
+# tiny RECIPE CALLBACKS...: 8 training batches of 8 synthetic samples
+tiny() {
+  name=$1
+  shift
+  cbs="clip_trainer"
+  for c in "$@"; do cbs="$cbs, $c"; done
+  cat >"$tmp/$name.yaml" <<YAML
+seed: 3
+model: {preset: tiny}
+data: {n_train: 64, n_valid: 16, batch_size: 8}
+fit: {epochs: 1, threads: 1}
+callbacks: [$cbs, {save_model: {at_end: true}}]
+YAML
+}
+
+echo "1..15"
+that "fp16 is a listed plugin" 'run 0 plugins fp16 && grep -q "precision" "$tmp/out"'
+
+tiny inject 'fp16: {growth_interval: 1000}' 'inject_inf: {step: 4}'
+that "an fp16 fit with an injected inf runs" 'run 0 fit "$tmp/inject.yaml" --out "$tmp/i"'
+that "it skips exactly one step" '[ "$(value "$tmp/i" skipped_steps)" = "1.0" ] && [ "$(value "$tmp/i" opt_steps)" = "7.0" ]'
+that "and halves the scale" '[ "$(value "$tmp/i" loss_scale)" = "32768.0" ]'
+tiny nan 'fp16: {growth_interval: 1000}' 'inject_inf: {step: 0, value: nan}'
+that "a NaN gradient is skipped the same way" 'run 0 fit "$tmp/nan.yaml" --out "$tmp/n" && [ "$(value "$tmp/n" skipped_steps)" = "1.0" ] && [ "$(value "$tmp/n" loss_scale)" = "32768.0" ]'
+
+tiny grow 'fp16: {growth_interval: 3}' 'inject_inf: {step: 4}'
+# steps 0-2 clean: x2; step 4 overflows: /2; steps 5-7 clean: x2
+that "the scale doubles after growth_interval clean steps" 'run 0 fit "$tmp/grow.yaml" --out "$tmp/g" && [ "$(value "$tmp/g" loss_scale)" = "131072.0" ] && [ "$(value "$tmp/g" opt_steps)" = "7.0" ]'
+
+# from scale 1 nothing overflows: it doubles every 2 steps, to 16; a
+# resume that forgot the state would end at 4
+tiny resume 'fp16: {growth_interval: 2, init_scale: 1}'
+that "an uninterrupted fp16 fit" 'run 0 fit "$tmp/resume.yaml" --out "$tmp/r1" && [ "$(value "$tmp/r1" loss_scale)" = "16.0" ]'
+that "stopped after 3 steps and resumed" 'run 0 fit "$tmp/resume.yaml" --out "$tmp/r2" --stop-after 3 && run 0 fit "$tmp/resume.yaml" --resume "$tmp/r2"'
+that "the resumed fit restored the loss scale" '[ "$(value "$tmp/r2" loss_scale)" = "16.0" ]'
+that "and ends with the same weights" 'cmp -s "$tmp/r1/model.safetensors" "$tmp/r2/model.safetensors"'
+
+tiny plain
+cat >"$tmp/ckpt.yaml" <<YAML
+extends: plain.yaml
+model: {checkpoint: true, checkpoint_nchunks: 2}
+YAML
+that "checkpointing changes no number" 'run 0 fit "$tmp/plain.yaml" --out "$tmp/p" && run 0 fit "$tmp/ckpt.yaml" --out "$tmp/c" && losses "$tmp/p" >"$tmp/lp" && losses "$tmp/c" >"$tmp/lc" && cmp -s "$tmp/lp" "$tmp/lc" && tensors "$tmp/p/model.safetensors" >"$tmp/tp" && tensors "$tmp/c/model.safetensors" >"$tmp/tc" && [ -s "$tmp/tp" ] && cmp -s "$tmp/tp" "$tmp/tc"'
+
+tiny bad 'fp16: {precision: fp8}'
+that "an unknown precision is refused naming the plugin" 'run 2 fit "$tmp/bad.yaml" --out "$tmp/b" && grep -q "fp16" "$tmp/err" && grep -q "fp8" "$tmp/err"'
+
+# the default recipe, shortened: fp32, bf16 and fp16 end within 5% of
+# each other's losses (the same data, seed and schedule)
+fm=${CT_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+if [ -f "$fm/train-images-idx3-ubyte.gz" ] || [ -f "$fm/train-images-idx3-ubyte" ]; then
+  for p in fp32 bf16 fp16; do
+    cb=""
+    [ $p != fp32 ] && cb=", {fp16: {precision: $p}}"
+    cat >"$tmp/fm-$p.yaml" <<YAML
+extends: $srcdir/recipes/fashion_mnist.yaml
+data: {path: $fm, n_train: 3072, n_valid: 1024}
+fit: {epochs: 1}
+callbacks: [clip_trainer$cb]
+YAML
+  done
+  that "the default recipe trains at fp32, bf16 and fp16" 'run 0 fit "$tmp/fm-fp32.yaml" --out "$tmp/f32" && run 0 fit "$tmp/fm-bf16.yaml" --out "$tmp/fb16" && run 0 fit "$tmp/fm-fp16.yaml" --out "$tmp/f16"'
+  close() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 0.05 * b) }'; }
+  for p in bf16 fp16; do
+    d="$tmp/f${p#fp}"
+    [ $p = bf16 ] && d="$tmp/fb16"
+    that "$p losses are within 5% of fp32's" 'close "$(value "$d" train_loss)" "$(value "$tmp/f32" train_loss)" && close "$(value "$d" valid_loss)" "$(value "$tmp/f32" valid_loss)" || { cat "$tmp/f32/metrics.jsonl" "$d/metrics.jsonl" >>"$tmp/err"; false; }'
+  done
+else
+  for k in 1 2 3; do skip "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"; done
+fi
+exit $fail
