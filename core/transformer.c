@@ -279,6 +279,12 @@ ct_stack_backward(CtStack *s, CtScratch *sc, int B)
       CtLayerActs a = acts_view(s, sc, j, x);
       if (half)
         unpack_block(s, j, &a, B);
+      if (half && j == 0 && k > 0) {
+        /* without checkpointing this block's input would have been saved
+         * in 16 bits: see the same rounded values, for identical results */
+        ct_round_copy(prec_of(s), sc->xa, x, (size_t) B * s->T * s->C);
+        a.x = sc->xa;
+      }
       block_backward(s, sc, &s->p[l0 + j], &s->g[l0 + j], &a, B);
     }
   }
