@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include "run.h"
+#include "max-batch.h"
 
 #include "data-setup.h"
 #include "learner-private.h"
@@ -252,6 +253,26 @@ load_init(CtRecipe *r, CtModel *m, const CtConfig *cfg, GError **error)
     g_prefix_error(error, "%s: model.init: ", ct_rnode_where(node));
   ct_safetensors_free(st);
   return ok;
+}
+
+/* --max-batch-size: the largest batch (up to the training set) whose
+ * predicted memory fits the budget becomes data.batch_size. */
+static gboolean
+pick_batch(CtRecipe *r, const CtConfig *cfg, const CtData *data, const char *budget_text,
+           GError **error)
+{
+  size_t budget;
+  if (!ct_parse_memory_budget(budget_text, &budget, error))
+    return FALSE;
+  int limit = (int) MIN(ct_dataset_len(data->train), (size_t) 1 << 20);
+  int batch = ct_max_batch_search(r, cfg, budget, MAX(limit, 1), error);
+  if (batch == 0)
+    return FALSE;
+  CtRNode *d = ct_rnode_get(ct_recipe_root(r), "data");
+  g_autofree char *text = g_strdup_printf("%d", batch);
+  g_autofree char *where = g_strdup_printf("--max-batch-size %s", budget_text);
+  ct_rnode_set_scalar(r, d, "batch_size", text, where);
+  return TRUE;
 }
 
 /* callbacks and metrics: each item is NAME or {NAME: {params}} */
@@ -501,6 +522,8 @@ ct_run_fit(const CtRunOptions *o, GError **error)
 
   /* the model and its optimizer: a glob that matches no tensor is still a
    * bad recipe */
+  if (o->max_batch_budget && !o->resume && !pick_batch(r, &cfg, &data, o->max_batch_budget, error))
+    goto out;
   int batch = (int) get_int(r, "data.batch_size");
   m = ct_model_new(&cfg, batch, error);
   if (!m) {
@@ -610,6 +633,9 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   }
   if (!ct_learner_fit(L, error))
     goto out;
+  if (o->max_batch_budget && !o->resume)
+    g_printerr("cliptrain: max-batch-size: the fit's peak resident memory was %.3f GiB\n",
+               (double) ct_rss_peak() / 1073741824.0);
   if (L->stopped)
     g_printerr("cliptrain: stopped after %" G_GINT64_FORMAT " training steps; the training "
                "state is in %s/state.safetensors; continue with: cliptrain fit --resume %s\n",

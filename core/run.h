@@ -14,6 +14,7 @@ typedef struct {
   int64_t stop_after;       /* stop after this many training steps in all, resumable (0: no) */
   double time_limit;        /* stop after this many seconds, resumable (0: no) */
   gboolean handle_signals;  /* SIGINT/SIGTERM: stop after the current step, resumable */
+  const char *max_batch_budget; /* "6GiB", "auto": pick the largest batch that fits, or NULL */
 } CtRunOptions;
 
 /* `cliptrain bench --loader`: run the recipe's training loader alone for

@@ -29,7 +29,7 @@ callbacks: [$cbs, {save_model: {at_end: true}}]
 YAML
 }
 
-echo "1..15"
+echo "1..19"
 that "fp16 is a listed plugin" 'run 0 plugins fp16 && grep -q "precision" "$tmp/out"'
 
 tiny inject 'fp16: {growth_interval: 1000}' 'inject_inf: {step: 4}'
@@ -60,6 +60,22 @@ that "checkpointing changes no number" 'run 0 fit "$tmp/plain.yaml" --out "$tmp/
 
 tiny bad 'fp16: {precision: fp8}'
 that "an unknown precision is refused naming the plugin" 'run 2 fit "$tmp/bad.yaml" --out "$tmp/b" && grep -q "fp16" "$tmp/err" && grep -q "fp8" "$tmp/err"'
+
+# --max-batch-size: the search is shown, the batch lands in the resolved
+# recipe, and the fit stays within the budget
+cat >"$tmp/mb.yaml" <<YAML
+seed: 1
+model: {preset: small}
+data: {n_train: 4096, n_valid: 16, batch_size: 8}
+fit: {epochs: 1, threads: 1}
+callbacks: [clip_trainer, {fp16: {precision: bf16}}]
+YAML
+that "--max-batch-size finds a batch and says how" 'run 0 fit "$tmp/mb.yaml" --out "$tmp/mb" --stop-after 1 --max-batch-size 400MiB && grep -q "max-batch-size: batch 1: .*fits" "$tmp/err" && grep -q "too big" "$tmp/err" && grep -q "using batch" "$tmp/err"'
+mb=$(sed -n 's/.*using batch \([0-9]*\).*/\1/p' "$tmp/err")
+peak=$(sed -n 's/.*peak resident memory was \([0-9.]*\) GiB.*/\1/p' "$tmp/err")
+that "the resolved recipe trains at that batch, within the budget" '[ -n "$mb" ] && [ "$mb" -gt 8 ] && grep -q "batch_size: $mb\$" "$tmp/mb/recipe.yaml" && awk -v p="$peak" "BEGIN { exit !(p > 0 && p <= 400 / 1024) }"'
+that "a budget too small for batch 1 is an error" 'run 2 fit "$tmp/mb.yaml" --out "$tmp/mb2" --max-batch-size 50MiB && grep -q "even batch 1 needs" "$tmp/err"'
+that "a budget that is not a size is refused" 'run 2 fit "$tmp/mb.yaml" --out "$tmp/mb3" --max-batch-size lots && grep -q "not a memory size" "$tmp/err"'
 
 # the default recipe, shortened: fp32, bf16 and fp16 end within 5% of
 # each other's losses (the same data, seed and schedule)

@@ -147,7 +147,8 @@ ct_cli_bench(int argc, char **argv)
   int batch = 16, steps = 3, threads = 2, caption_tokens = 0, sgemm = 0;
   gint64 seed = 0;
   g_autofree char *loader = NULL;
-  int loader_batches = 0;
+  int loader_batches = 0, checkpoint = 0;
+  g_autofree char *precision = g_strdup("fp32");
   GOptionEntry entries[] = {
     { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
     { "loader-batches", 0, 0, G_OPTION_ARG_INT, &loader_batches, "With --loader: batches to time (default: one epoch)", "N" },
@@ -157,6 +158,8 @@ ct_cli_bench(int argc, char **argv)
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (2)", "N" },
     { "caption-tokens", 0, 0, G_OPTION_ARG_INT, &caption_tokens, "Caption length with start and end tokens (default: fill the context)", "N" },
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of weights and data (0)", "N" },
+    { "precision", 0, 0, G_OPTION_ARG_STRING, &precision, "Products and saved activations in fp32, bf16 or fp16 (fp32)", "NAME" },
+    { "checkpoint", 0, 0, G_OPTION_ARG_INT, &checkpoint, "Activation checkpointing with N segments a tower (0: off)", "N" },
     { "sgemm", 0, 0, G_OPTION_ARG_INT, &sgemm, "Instead, time cblas_sgemm on N x N x N products", "N" },
     { NULL },
   };
@@ -174,8 +177,15 @@ ct_cli_bench(int argc, char **argv)
     ct_cli_error("bench: unexpected argument '%s'", argv[1]);
     return CT_EXIT_USAGE;
   }
-  if (threads < 1 || steps < 1 || batch < 1 || sgemm < 0) {
-    ct_cli_error("bench: --threads, --steps and --batch must be at least 1");
+  if (threads < 1 || steps < 1 || batch < 1 || sgemm < 0 || checkpoint < 0) {
+    ct_cli_error("bench: --threads, --steps and --batch must be at least 1, --checkpoint at "
+                 "least 0");
+    return CT_EXIT_USAGE;
+  }
+  CtPrecision prec;
+  if (!ct_precision_from_name(precision, &prec, &error)) {
+    ct_cli_error("bench: --precision: %s", error->message);
+    g_error_free(error);
     return CT_EXIT_USAGE;
   }
   openblas_set_num_threads(threads);
@@ -200,6 +210,8 @@ ct_cli_bench(int argc, char **argv)
     return CT_EXIT_USAGE;
   }
   CtModel *m = ct_model_new(&cfg, batch, &error);
+  if (m && !ct_model_set_memory(m, prec, checkpoint, &error))
+    g_clear_pointer(&m, ct_model_free);
   if (!m) {
     ct_cli_error("bench: %s", error->message);
     g_error_free(error);
@@ -271,11 +283,14 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("steps", int, steps);
   MEMBER("blas_core", string, openblas_get_corename());
   MEMBER("caption_tokens", int, caption_tokens);
+  MEMBER("precision", string, precision);
+  MEMBER("checkpoint", int, checkpoint);
   MEMBER("params", int, (gint64) ct_model_n_params(m));
   MEMBER("samples_per_s", double, round(batch / sec * 1000) / 1000);
   MEMBER("step_ms", double, round(sec * 1e4) / 10);
   MEMBER("gflop_per_s", double, round(flops / sec / 1e9 * 10) / 10);
   MEMBER("peak_rss_mib", double, round(peak_rss_mib()));
+  MEMBER("activation_mib", double, round(ct_model_activation_bytes(m) / 1048576.0));
   MEMBER("loss_first", double, loss_first);
   MEMBER("loss_last", double, loss_last);
 #undef MEMBER

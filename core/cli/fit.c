@@ -30,7 +30,7 @@ ct_cli_fit(int argc, char **argv)
   g_auto(GStrv) sets = NULL;
   g_autofree char *out = NULL;
   int threads = 0;
-  g_autofree char *resume = NULL, *time_limit = NULL;
+  g_autofree char *resume = NULL, *time_limit = NULL, *max_batch = NULL;
   gint64 stop_after = 0;
   GOptionEntry entries[] = {
     { "resume", 'r', 0, G_OPTION_ARG_FILENAME, &resume, "Continue the run in DIR from its training state (its recipe.yaml is used)", "DIR" },
@@ -39,6 +39,7 @@ ct_cli_fit(int argc, char **argv)
     { "set", 's', 0, G_OPTION_ARG_STRING_ARRAY, &sets, "Override a recipe key, e.g. optimizer.lr=3e-4 (repeatable)", "KEY=VALUE" },
     { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Run folder (default: output.dir, else runs/RECIPE-TIME)", "DIR" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (default: fit.threads)", "N" },
+    { "max-batch-size", 0, 0, G_OPTION_ARG_STRING, &max_batch, "Train with the largest batch whose predicted memory fits BUDGET (6GiB, 1500MiB, auto)", "BUDGET" },
     { NULL },
   };
   GOptionContext *ctx = g_option_context_new("RECIPE.yaml - train a CLIP model from a recipe");
@@ -65,7 +66,7 @@ ct_cli_fit(int argc, char **argv)
     return CT_EXIT_USAGE;
   }
   CtRunOptions o = { argc == 2 ? argv[1] : NULL, (const char *const *) sets, out, threads,
-                     resume, stop_after, limit, TRUE };
+                     resume, stop_after, limit, TRUE, max_batch };
   int rc = ct_run_fit(&o, &error);
   if (rc != 0) {
     ct_cli_error("%s", error ? error->message : "fit failed");
