@@ -3,13 +3,29 @@
 
 #include <cliptrain/loss.h>
 
+#include "profile-private.h"
+
 #include <cblas.h>
 #include <math.h>
+
+static double
+clip_loss(float *logits, float *d_img, float *d_txt, float *d_logit_scale, float *scratch,
+          const float *img, const float *txt, float logit_scale, int B, int E);
 
 double
 ct_clip_loss(float *logits, float *d_img, float *d_txt, float *d_logit_scale,
              float *scratch, const float *img, const float *txt,
              float logit_scale, int B, int E)
+{
+  double loss;
+  PROF(CT_PROF_LOSS, loss = clip_loss(logits, d_img, d_txt, d_logit_scale, scratch, img, txt,
+                                      logit_scale, B, E));
+  return loss;
+}
+
+static double
+clip_loss(float *logits, float *d_img, float *d_txt, float *d_logit_scale, float *scratch,
+          const float *img, const float *txt, float logit_scale, int B, int E)
 {
   float s = expf(logit_scale);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, B, E, s, img, E, txt, E, 0.0f,

@@ -69,7 +69,7 @@ typedef struct {
   float *dA;   /* (BTC) */
   float *dqkv; /* (3 BTC) */
   float *dfc;  /* (4 BTC) */
-  float *datt; /* (Tmax, Tmax) */
+  float *datt; /* (CT_MAX_THREADS, Tmax, Tmax) per pool thread */
   float *dfeat; /* (max_B, E) */
   float *drow;  /* (max_B, Cmax) */
   float *dln;   /* (max_B, Cmax) */

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "model-private.h"
+#include "parallel.h"
 #include <cliptrain/rng.h>
 
 #include <math.h>
@@ -221,7 +222,7 @@ carve(Arena *a, CtModel *m)
   sc->dA = take(a, BTC);
   sc->dqkv = take(a, 3 * BTC);
   sc->dfc = take(a, 4 * BTC);
-  sc->datt = take(a, Tm * Tm);
+  sc->datt = take(a, CT_MAX_THREADS * Tm * Tm); /* one (T, T) a pool thread */
   sc->dfeat = take(a, B * E);
   sc->drow = take(a, B * Cm);
   sc->dln = take(a, B * Cm);

@@ -4,52 +4,118 @@
 #include "config.h"
 
 #include "ops.h"
+#include "parallel.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+typedef struct {
+  float *out, *att, *dqkv, *scratch;
+  const float *qkv, *dout, *catt;
+  int T, C, H, causal;
+  CtPrecision prec;
+} AttJob;
+
+/* Sequence b, head h: scores, softmax, p·v. */
+static void
+forward_one(const AttJob *j, int b, int h)
+{
+  int T = j->T, C = j->C, D = C / j->H, ld = 3 * C;
+  float scale = 1.0f / sqrtf((float) D);
+  const float *base = j->qkv + (size_t) b * T * ld;
+  const float *q = base + h * D;
+  const float *k = base + C + h * D;
+  const float *v = base + 2 * C + h * D;
+  float *p = j->att + ((size_t) b * j->H + h) * T * T; /* (T, T) */
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q, ld, k, ld, 0.0f, p, T);
+  ct_round(j->prec, p, (size_t) T * T);
+  for (int i = 0; i < T; i++) {
+    float *row = p + (size_t) i * T;
+    int n = j->causal ? i + 1 : T;
+    float mx = row[0];
+    for (int c = 1; c < n; c++)
+      mx = row[c] > mx ? row[c] : mx;
+    float sum = 0.0f;
+    for (int c = 0; c < n; c++) {
+      row[c] = expf(row[c] - mx);
+      sum += row[c];
+    }
+    float inv = 1.0f / sum;
+    for (int c = 0; c < n; c++)
+      row[c] *= inv;
+    for (int c = n; c < T; c++)
+      row[c] = 0.0f;
+  }
+  ct_round(j->prec, p, (size_t) T * T);
+  float *o = j->out + (size_t) b * T * C + h * D; /* (T, D) view, ld C */
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, p, T, v, ld, 0.0f, o, C);
+  for (int i = 0; i < T; i++)
+    ct_round(j->prec, o + (size_t) i * C, D);
+}
+
+static void
+forward_range(void *ctx, size_t begin, size_t end, int thread)
+{
+  const AttJob *j = ctx;
+  for (size_t bh = begin; bh < end; bh++)
+    forward_one(j, (int) (bh / j->H), (int) (bh % j->H));
+}
+
 void
 ct_attention_forward(float *out, float *att, const float *qkv,
                      int B, int T, int C, int H, int causal, CtPrecision prec)
 {
-  int D = C / H;
-  int ld = 3 * C;
+  AttJob j = { .out = out, .att = att, .qkv = qkv, .T = T, .C = C, .H = H, .causal = causal,
+               .prec = prec };
+  ct_parallel_for((size_t) B * H, 1, forward_range, &j);
+}
+
+/* Sequence b, head h, with dp: (T, T) scratch of this thread. */
+static void
+backward_one(const AttJob *j, int b, int h, float *dp)
+{
+  int T = j->T, C = j->C, D = C / j->H, ld = 3 * C;
   float scale = 1.0f / sqrtf((float) D);
-  for (int b = 0; b < B; b++) {
-    const float *base = qkv + (size_t) b * T * ld;
-    for (int h = 0; h < H; h++) {
-      const float *q = base + h * D;
-      const float *k = base + C + h * D;
-      const float *v = base + 2 * C + h * D;
-      float *p = att + ((size_t) b * H + h) * T * T; /* (T, T) */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q, ld, k, ld,
-                  0.0f, p, T);
-      ct_round(prec, p, (size_t) T * T);
-      for (int i = 0; i < T; i++) {
-        float *row = p + (size_t) i * T;
-        int n = causal ? i + 1 : T;
-        float mx = row[0];
-        for (int j = 1; j < n; j++)
-          mx = row[j] > mx ? row[j] : mx;
-        float sum = 0.0f;
-        for (int j = 0; j < n; j++) {
-          row[j] = expf(row[j] - mx);
-          sum += row[j];
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < n; j++)
-          row[j] *= inv;
-        for (int j = n; j < T; j++)
-          row[j] = 0.0f;
-      }
-      ct_round(prec, p, (size_t) T * T);
-      float *o = out + (size_t) b * T * C + h * D; /* (T, D) view, ld C */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, p, T, v, ld,
-                  0.0f, o, C);
-    }
+  const float *base = j->qkv + (size_t) b * T * ld;
+  float *dbase = j->dqkv + (size_t) b * T * ld;
+  const float *q = base + h * D;
+  const float *k = base + C + h * D;
+  const float *v = base + 2 * C + h * D;
+  float *dq = dbase + h * D;
+  float *dk = dbase + C + h * D;
+  float *dv = dbase + 2 * C + h * D;
+  const float *p = j->catt + ((size_t) b * j->H + h) * T * T; /* (T, T) */
+  const float *dO = j->dout + (size_t) b * T * C + h * D;      /* (T, D), ld C */
+  /* dV += P^T dO;  dP = dO V^T */
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, p, T, dO, C, 1.0f, dv, ld);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, dO, C, v, ld, 0.0f, dp, T);
+  ct_round(j->prec, dp, (size_t) T * T);
+  /* softmax backward: dS = P * (dP - rowsum(dP * P)); masked P are 0 */
+  for (int i = 0; i < T; i++) {
+    const float *prow = p + (size_t) i * T;
+    float *drow = dp + (size_t) i * T;
+    float dot = 0.0f;
+    for (int c = 0; c < T; c++)
+      dot += prow[c] * drow[c];
+    for (int c = 0; c < T; c++)
+      drow[c] = prow[c] * (drow[c] - dot);
   }
-  ct_round(prec, out, (size_t) B * T * C);
+  ct_round(j->prec, dp, (size_t) T * T);
+  /* dQ += scale dS K;  dK += scale dS^T Q */
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dp, T, k, ld, 1.0f, dq,
+              ld);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dp, T, q, ld, 1.0f, dk,
+              ld);
+}
+
+static void
+backward_range(void *ctx, size_t begin, size_t end, int thread)
+{
+  const AttJob *j = ctx;
+  float *dp = j->scratch + (size_t) thread * j->T * j->T;
+  for (size_t bh = begin; bh < end; bh++)
+    backward_one(j, (int) (bh / j->H), (int) (bh % j->H), dp);
 }
 
 void
@@ -57,44 +123,7 @@ ct_attention_backward(float *dqkv, float *scratch, const float *dout,
                       const float *qkv, const float *att, int B, int T, int C, int H,
                       CtPrecision prec)
 {
-  int D = C / H;
-  int ld = 3 * C;
-  float scale = 1.0f / sqrtf((float) D);
-  for (int b = 0; b < B; b++) {
-    const float *base = qkv + (size_t) b * T * ld;
-    float *dbase = dqkv + (size_t) b * T * ld;
-    for (int h = 0; h < H; h++) {
-      const float *q = base + h * D;
-      const float *k = base + C + h * D;
-      const float *v = base + 2 * C + h * D;
-      float *dq = dbase + h * D;
-      float *dk = dbase + C + h * D;
-      float *dv = dbase + 2 * C + h * D;
-      const float *p = att + ((size_t) b * H + h) * T * T; /* (T, T) */
-      const float *dO = dout + (size_t) b * T * C + h * D; /* (T, D), ld C */
-      float *dp = scratch;                                 /* (T, T) */
-      /* dV += P^T dO;  dP = dO V^T */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, p, T, dO, C, 1.0f,
-                  dv, ld);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, dO, C, v, ld, 0.0f,
-                  dp, T);
-      ct_round(prec, dp, (size_t) T * T);
-      /* softmax backward: dS = P * (dP - rowsum(dP * P)); masked P are 0 */
-      for (int i = 0; i < T; i++) {
-        const float *prow = p + (size_t) i * T;
-        float *drow = dp + (size_t) i * T;
-        float dot = 0.0f;
-        for (int j = 0; j < T; j++)
-          dot += prow[j] * drow[j];
-        for (int j = 0; j < T; j++)
-          drow[j] = prow[j] * (drow[j] - dot);
-      }
-      ct_round(prec, dp, (size_t) T * T);
-      /* dQ += scale dS K;  dK += scale dS^T Q */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dp, T, k, ld,
-                  1.0f, dq, ld);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dp, T, q, ld,
-                  1.0f, dk, ld);
-    }
-  }
+  AttJob j = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .qkv = qkv, .catt = att, .T = T,
+               .C = C, .H = H, .prec = prec };
+  ct_parallel_for((size_t) B * H, 1, backward_range, &j);
 }

@@ -76,7 +76,7 @@ void ct_add_inplace(float *acc, const float *x, size_t n);
  * (qkv must be rounded already); the softmax itself is float32. */
 void ct_attention_forward(float *out, float *att, const float *qkv,
                           int B, int T, int C, int H, int causal, CtPrecision prec);
-/* dqkv: (B, T, 3C) +=; scratch: (T, T); dout: (B, T, C).  At bf16/fp16
+/* dqkv: (B, T, 3C) +=; scratch: (ct_parallel_threads(), T, T); dout: (B, T, C).  At bf16/fp16
  * the score gradients are rounded (dout must be rounded already; round
  * dqkv afterwards). */
 void ct_attention_backward(float *dqkv, float *scratch, const float *dout,

@@ -6,6 +6,8 @@
 #include <cliptrain/optimizer.h>
 #include <cliptrain/safetensors.h>
 
+#include "profile-private.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -474,8 +476,16 @@ sgd_kernel(float *restrict p, const float *restrict g, float *restrict b, size_t
   }
 }
 
+static void optimizer_step(CtOptimizer *opt);
+
 void
 ct_optimizer_step(CtOptimizer *opt)
+{
+  PROF(CT_PROF_OPTIMIZER, optimizer_step(opt));
+}
+
+static void
+optimizer_step(CtOptimizer *opt)
 {
   g_return_if_fail(opt != NULL);
   g_return_if_fail(ct_model_n_params(opt->model) == opt->n_params);

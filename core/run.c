@@ -551,7 +551,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     g_autofree char *t = g_strdup_printf("%d", o->threads);
     ct_rnode_set_scalar(r, ct_rnode_get(ct_recipe_root(r), "fit"), "threads", t, "--threads");
   }
-  openblas_set_num_threads(threads);
+  ct_set_num_threads(threads);
   const char *odir = ct_rnode_scalar(ct_recipe_lookup(r, "output.dir"));
   out = o->resume    ? g_strdup(o->resume)
         : o->out_dir ? g_strdup(o->out_dir)

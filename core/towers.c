@@ -11,6 +11,7 @@
 
 #include "model-private.h"
 #include "ops.h"
+#include "profile-private.h"
 
 #include <string.h>
 
@@ -34,18 +35,19 @@ ct_vision_forward(CtModel *m, const float *images, int B)
   int G = R / P, GG = G * G, T = GG + 1;
   a->B = B;
 
-  ct_patchify(a->patches, images, B, R, P);
-  ct_linear_forward_p(m->prec, m->sc.wr, a->patch_out, a->patches, p->conv1_w, NULL, B * GG,
-                      3 * P * P, W);
-  ct_patch_assemble_forward(a->x0, a->patch_out, p->cls, p->pos, B, GG, W);
-  ct_layernorm_forward(a->stack.seg_in, a->ln_pre_mean, a->ln_pre_rstd, a->x0, p->ln_pre_w,
-                       p->ln_pre_b, B * T, W);
+  PROF(CT_PROF_EMBED, ct_patchify(a->patches, images, B, R, P));
+  PROF(CT_PROF_GEMM, ct_linear_forward_p(m->prec, m->sc.wr, a->patch_out, a->patches, p->conv1_w,
+       NULL, B * GG, 3 * P * P, W));
+  PROF(CT_PROF_EMBED, ct_patch_assemble_forward(a->x0, a->patch_out, p->cls, p->pos, B, GG, W));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->stack.seg_in, a->ln_pre_mean, a->ln_pre_rstd,
+       a->x0, p->ln_pre_w, p->ln_pre_b, B * T, W));
   ct_stack_forward(&a->stack, &m->sc, B);
-  ct_rows_gather(a->rows, a->stack.out, a->cls_idx, B, T, W);
-  ct_layernorm_forward(a->ln_post, a->ln_post_mean, a->ln_post_rstd, a->rows, p->ln_post_w,
-                       p->ln_post_b, B, W);
-  ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_post, p->proj, B, W, E);
-  ct_l2norm_forward(a->featn, a->norm, a->feat, B, E);
+  PROF(CT_PROF_EMBED, ct_rows_gather(a->rows, a->stack.out, a->cls_idx, B, T, W));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln_post, a->ln_post_mean, a->ln_post_rstd,
+       a->rows, p->ln_post_w, p->ln_post_b, B, W));
+  PROF(CT_PROF_GEMM, ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_post, p->proj, B, W,
+       E));
+  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_forward(a->featn, a->norm, a->feat, B, E));
 }
 
 void
@@ -61,26 +63,26 @@ ct_vision_backward(CtModel *m, const float *dfeat)
   int E = c->embed_dim;
   int G = R / P, GG = G * G, T = GG + 1;
 
-  memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E);
-  ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E);
-  scale_grad(m, sc->dfeat, (size_t) B * E);
-  memset(sc->dln, 0, sizeof(float) * (size_t) B * W);
-  ct_matmul_backward_p(m->prec, sc->wr, sc->dln, g->proj, sc->dfeat, a->ln_post, p->proj, B, W,
-                       E);
-  memset(sc->drow, 0, sizeof(float) * (size_t) B * W);
-  ct_layernorm_backward(sc->drow, g->ln_post_w, g->ln_post_b, sc->dln, a->rows, a->ln_post_mean,
-                        a->ln_post_rstd, p->ln_post_w, B, W);
-  memset(sc->dx, 0, sizeof(float) * (size_t) B * T * W);
-  ct_rows_scatter_add(sc->dx, sc->drow, a->cls_idx, B, T, W);
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E));
+  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E));
+  PROF(CT_PROF_ELEMENTWISE, scale_grad(m, sc->dfeat, (size_t) B * E));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dln, 0, sizeof(float) * (size_t) B * W));
+  PROF(CT_PROF_GEMM, ct_matmul_backward_p(m->prec, sc->wr, sc->dln, g->proj, sc->dfeat, a->ln_post,
+       p->proj, B, W, E));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->drow, 0, sizeof(float) * (size_t) B * W));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->drow, g->ln_post_w, g->ln_post_b, sc->dln,
+       a->rows, a->ln_post_mean, a->ln_post_rstd, p->ln_post_w, B, W));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dx, 0, sizeof(float) * (size_t) B * T * W));
+  PROF(CT_PROF_EMBED, ct_rows_scatter_add(sc->dx, sc->drow, a->cls_idx, B, T, W));
   ct_stack_backward(&a->stack, sc, B);
   /* dx now holds d ln_pre output; dA receives d x0 */
-  memset(sc->dA, 0, sizeof(float) * (size_t) B * T * W);
-  ct_layernorm_backward(sc->dA, g->ln_pre_w, g->ln_pre_b, sc->dx, a->x0, a->ln_pre_mean,
-                        a->ln_pre_rstd, p->ln_pre_w, B * T, W);
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dA, 0, sizeof(float) * (size_t) B * T * W));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->dA, g->ln_pre_w, g->ln_pre_b, sc->dx, a->x0,
+       a->ln_pre_mean, a->ln_pre_rstd, p->ln_pre_w, B * T, W));
   float *dpatch = sc->dqkv; /* (B*GG, W), free at this point */
-  ct_patch_assemble_backward(dpatch, g->cls, g->pos, sc->dA, B, GG, W);
-  ct_linear_backward_p(m->prec, sc->wr, NULL, g->conv1_w, NULL, dpatch, a->patches, p->conv1_w,
-                       B * GG, 3 * P * P, W);
+  PROF(CT_PROF_EMBED, ct_patch_assemble_backward(dpatch, g->cls, g->pos, sc->dA, B, GG, W));
+  PROF(CT_PROF_GEMM, ct_linear_backward_p(m->prec, sc->wr, NULL, g->conv1_w, NULL, dpatch,
+       a->patches, p->conv1_w, B * GG, 3 * P * P, W));
 }
 
 void
@@ -92,14 +94,15 @@ ct_text_forward(CtModel *m, const int32_t *tokens, int B)
   int T = c->context_length, C = c->transformer_width, E = c->embed_dim;
   a->B = B;
 
-  memcpy(a->tokens, tokens, sizeof(int32_t) * (size_t) B * T);
-  ct_tokens_argmax(a->eot, a->tokens, B, T);
-  ct_token_embed_forward(a->stack.seg_in, a->tokens, p->wte, p->wpe, B, T, C);
+  PROF(CT_PROF_ELEMENTWISE, memcpy(a->tokens, tokens, sizeof(int32_t) * (size_t) B * T));
+  PROF(CT_PROF_EMBED, ct_tokens_argmax(a->eot, a->tokens, B, T));
+  PROF(CT_PROF_EMBED, ct_token_embed_forward(a->stack.seg_in, a->tokens, p->wte, p->wpe, B, T, C));
   ct_stack_forward(&a->stack, &m->sc, B);
-  ct_rows_gather(a->rows, a->stack.out, a->eot, B, T, C);
-  ct_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->rows, p->ln_f_w, p->ln_f_b, B, C);
-  ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_f, p->proj, B, C, E);
-  ct_l2norm_forward(a->featn, a->norm, a->feat, B, E);
+  PROF(CT_PROF_EMBED, ct_rows_gather(a->rows, a->stack.out, a->eot, B, T, C));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->rows,
+       p->ln_f_w, p->ln_f_b, B, C));
+  PROF(CT_PROF_GEMM, ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_f, p->proj, B, C, E));
+  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_forward(a->featn, a->norm, a->feat, B, E));
 }
 
 void
@@ -113,16 +116,17 @@ ct_text_backward(CtModel *m, const float *dfeat)
   int B = a->B;
   int T = c->context_length, C = c->transformer_width, E = c->embed_dim;
 
-  memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E);
-  ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E);
-  scale_grad(m, sc->dfeat, (size_t) B * E);
-  memset(sc->dln, 0, sizeof(float) * (size_t) B * C);
-  ct_matmul_backward_p(m->prec, sc->wr, sc->dln, g->proj, sc->dfeat, a->ln_f, p->proj, B, C, E);
-  memset(sc->drow, 0, sizeof(float) * (size_t) B * C);
-  ct_layernorm_backward(sc->drow, g->ln_f_w, g->ln_f_b, sc->dln, a->rows, a->ln_f_mean,
-                        a->ln_f_rstd, p->ln_f_w, B, C);
-  memset(sc->dx, 0, sizeof(float) * (size_t) B * T * C);
-  ct_rows_scatter_add(sc->dx, sc->drow, a->eot, B, T, C);
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E));
+  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E));
+  PROF(CT_PROF_ELEMENTWISE, scale_grad(m, sc->dfeat, (size_t) B * E));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dln, 0, sizeof(float) * (size_t) B * C));
+  PROF(CT_PROF_GEMM, ct_matmul_backward_p(m->prec, sc->wr, sc->dln, g->proj, sc->dfeat, a->ln_f,
+       p->proj, B, C, E));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->drow, 0, sizeof(float) * (size_t) B * C));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->drow, g->ln_f_w, g->ln_f_b, sc->dln, a->rows,
+       a->ln_f_mean, a->ln_f_rstd, p->ln_f_w, B, C));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dx, 0, sizeof(float) * (size_t) B * T * C));
+  PROF(CT_PROF_EMBED, ct_rows_scatter_add(sc->dx, sc->drow, a->eot, B, T, C));
   ct_stack_backward(&a->stack, sc, B);
-  ct_token_embed_backward(g->wte, g->wpe, sc->dx, a->tokens, B, T, C);
+  PROF(CT_PROF_EMBED, ct_token_embed_backward(g->wte, g->wpe, sc->dx, a->tokens, B, T, C));
 }

@@ -13,6 +13,7 @@
 
 #include "model-private.h"
 #include "ops.h"
+#include "profile-private.h"
 
 #include <string.h>
 
@@ -154,18 +155,25 @@ block_forward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtLayerAc
 {
   CtPrecision pr = prec_of(s);
   int T = s->T, C = s->C, N = B * T;
-  ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w, p->ln1_b, N, C);
-  ct_linear_forward_p(pr, sc->wr, a->qkv, a->ln1, p->in_w, p->in_b, N, C, 3 * C);
-  ct_attention_forward(a->atty, a->att, a->qkv, B, T, C, s->H, s->causal, pr);
-  ct_linear_forward_p(pr, sc->wr, a->xmid, a->atty, p->out_w, p->out_b, N, C, C);
-  ct_add_inplace(a->xmid, a->x, (size_t) N * C);
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w,
+       p->ln1_b, N, C));
+  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->qkv, a->ln1, p->in_w, p->in_b, N, C,
+       3 * C));
+  PROF(CT_PROF_ATTENTION, ct_attention_forward(a->atty, a->att, a->qkv, B, T, C, s->H, s->causal,
+       pr));
+  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->xmid, a->atty, p->out_w, p->out_b, N, C,
+       C));
+  PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(a->xmid, a->x, (size_t) N * C));
 
-  ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w, p->ln2_b, N, C);
-  ct_linear_forward_p(pr, sc->wr, a->fc, a->ln2, p->fc_w, p->fc_b, N, C, 4 * C);
-  ct_quickgelu_forward(a->gelu, a->fc, (size_t) N * 4 * C);
-  ct_round(pr, a->gelu, (size_t) N * 4 * C);
-  ct_linear_forward_p(pr, sc->wr, xout, a->gelu, p->proj_w, p->proj_b, N, 4 * C, C);
-  ct_add_inplace(xout, a->xmid, (size_t) N * C);
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w,
+       p->ln2_b, N, C));
+  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->fc, a->ln2, p->fc_w, p->fc_b, N, C,
+       4 * C));
+  PROF(CT_PROF_GELU, ct_quickgelu_forward(a->gelu, a->fc, (size_t) N * 4 * C));
+  PROF(CT_PROF_ELEMENTWISE, ct_round(pr, a->gelu, (size_t) N * 4 * C));
+  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, xout, a->gelu, p->proj_w, p->proj_b, N, 4 * C,
+       C));
+  PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(xout, a->xmid, (size_t) N * C));
 }
 
 /* sc->dx: (N, C) gradient w.r.t. the block's output in, w.r.t. its input
@@ -182,33 +190,35 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
    * gradient, which itself stays float32 */
   float *dy = dx;
   if (pr != CT_PRECISION_FP32) {
-    ct_round_copy(pr, sc->dr, dx, nc);
+    PROF(CT_PROF_ELEMENTWISE, ct_round_copy(pr, sc->dr, dx, nc));
     dy = sc->dr;
   }
 
   /* mlp branch: xout = xmid + c_proj(gelu(c_fc(ln_2(xmid)))) */
-  memset(sc->dfc, 0, sizeof(float) * 4 * nc);
-  ct_linear_backward_p(pr, sc->wr, sc->dfc, g->proj_w, g->proj_b, dy, a->gelu, p->proj_w, N,
-                       4 * C, C);
-  ct_quickgelu_backward(sc->dfc, sc->dfc, a->fc, 4 * nc);
-  memset(sc->dA, 0, sizeof(float) * nc);
-  ct_linear_backward_p(pr, sc->wr, sc->dA, g->fc_w, g->fc_b, sc->dfc, a->ln2, p->fc_w, N, C,
-                       4 * C);
-  ct_layernorm_backward(dx, g->ln2_w, g->ln2_b, sc->dA, a->xmid, a->mean2, a->rstd2, p->ln2_w,
-                        N, C);
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dfc, 0, sizeof(float) * 4 * nc));
+  PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dfc, g->proj_w, g->proj_b, dy, a->gelu,
+       p->proj_w, N, 4 * C, C));
+  PROF(CT_PROF_GELU, ct_quickgelu_backward(sc->dfc, sc->dfc, a->fc, 4 * nc));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dA, 0, sizeof(float) * nc));
+  PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->fc_w, g->fc_b, sc->dfc, a->ln2,
+       p->fc_w, N, C, 4 * C));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(dx, g->ln2_w, g->ln2_b, sc->dA, a->xmid, a->mean2,
+       a->rstd2, p->ln2_w, N, C));
 
   /* attention branch: xmid = x + out_proj(attn(in_proj(ln_1(x)))) */
   if (pr != CT_PRECISION_FP32)
-    ct_round_copy(pr, sc->dr, dx, nc);
-  memset(sc->dA, 0, sizeof(float) * nc);
-  ct_linear_backward_p(pr, sc->wr, sc->dA, g->out_w, g->out_b, dy, a->atty, p->out_w, N, C, C);
-  memset(sc->dqkv, 0, sizeof(float) * 3 * nc);
-  ct_attention_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att, B, T, C, s->H, pr);
-  memset(sc->dA, 0, sizeof(float) * nc);
-  ct_linear_backward_p(pr, sc->wr, sc->dA, g->in_w, g->in_b, sc->dqkv, a->ln1, p->in_w, N, C,
-                       3 * C);
-  ct_layernorm_backward(dx, g->ln1_w, g->ln1_b, sc->dA, a->x, a->mean1, a->rstd1, p->ln1_w, N,
-                        C);
+    PROF(CT_PROF_ELEMENTWISE, ct_round_copy(pr, sc->dr, dx, nc));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dA, 0, sizeof(float) * nc));
+  PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->out_w, g->out_b, dy, a->atty,
+       p->out_w, N, C, C));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dqkv, 0, sizeof(float) * 3 * nc));
+  PROF(CT_PROF_ATTENTION, ct_attention_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att, B, T,
+       C, s->H, pr));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dA, 0, sizeof(float) * nc));
+  PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->in_w, g->in_b, sc->dqkv, a->ln1,
+       p->in_w, N, C, 3 * C));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(dx, g->ln1_w, g->ln1_b, sc->dA, a->x, a->mean1,
+       a->rstd1, p->ln1_w, N, C));
   const struct CtModel *m = s->owner;
   if (m->hook) {
     /* a block's tensors are contiguous, from in_proj_weight to ln_2.bias */
@@ -247,7 +257,7 @@ run_segment(CtStack *s, CtScratch *sc, int k, int B)
       next = (float *) (void *) slot_map(s, slot_at(s, j + 1), 0).x;
     block_forward(s, sc, &s->p[l0 + j], &a, next, B);
     if (half)
-      pack_block(s, j, &a, B);
+      PROF(CT_PROF_ELEMENTWISE, pack_block(s, j, &a, B));
     cur = next;
   }
   s->store->holder = s;
@@ -278,11 +288,11 @@ ct_stack_backward(CtStack *s, CtScratch *sc, int B)
                         : (float *) (void *) slot_map(s, slot_at(s, j), 0).x;
       CtLayerActs a = acts_view(s, sc, j, x);
       if (half)
-        unpack_block(s, j, &a, B);
+        PROF(CT_PROF_ELEMENTWISE, unpack_block(s, j, &a, B));
       if (half && j == 0 && k > 0) {
         /* without checkpointing this block's input would have been saved
          * in 16 bits: see the same rounded values, for identical results */
-        ct_round_copy(prec_of(s), sc->xa, x, (size_t) B * s->T * s->C);
+        PROF(CT_PROF_ELEMENTWISE, ct_round_copy(prec_of(s), sc->xa, x, (size_t) B * s->T * s->C));
         a.x = sc->xa;
       }
       block_backward(s, sc, &s->p[l0 + j], &s->g[l0 + j], &a, B);

@@ -4,8 +4,10 @@
 
 #include <cliptrain/cliptrain.h>
 
+#include "parallel.h"
 #include "precision.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -331,6 +333,38 @@ test_activation_bytes(void)
   ct_model_free(m);
 }
 
+/* The pool that runs attention and the element-wise kernels splits work
+ * so that each value is computed by one thread in one order: 1, 2 and 3
+ * pool threads give the same bits.  (OpenBLAS's own thread count does
+ * change the bits of some products, so it stays at 1 here.) */
+static void
+test_threads_identical(void)
+{
+  int B = 24; /* enough rows that layer norm and GELU split too */
+  float *images;
+  int32_t *tokens;
+  g_autofree float *ref = NULL;
+  size_t n = 0;
+  for (int threads = 1; threads <= 3; threads++) {
+    ct_set_num_threads(threads);
+    openblas_set_num_threads(1);
+    g_assert_cmpint(ct_parallel_threads(), ==, threads);
+    CtModel *m = model3(B);
+    if (threads == 1)
+      make_batch(ct_model_config(m), B, &images, &tokens);
+    loss_and_grads(m, images, tokens, B);
+    n = ct_model_n_params(m);
+    if (!ref)
+      ref = g_memdup2(ct_model_grads(m), n * 4);
+    else
+      g_assert_cmpmem(ref, n * 4, ct_model_grads(m), n * 4);
+    ct_model_free(m);
+  }
+  ct_set_num_threads(1);
+  g_free(images);
+  g_free(tokens);
+}
+
 static void
 test_names(void)
 {
@@ -367,5 +401,6 @@ main(int argc, char **argv)
                        test_half_close);
   g_test_add_func("/precision/loss-scale", test_loss_scale);
   g_test_add_func("/precision/activation-bytes", test_activation_bytes);
+  g_test_add_func("/precision/threads-identical", test_threads_identical);
   return g_test_run();
 }

@@ -148,6 +148,7 @@ ct_cli_bench(int argc, char **argv)
   gint64 seed = 0;
   g_autofree char *loader = NULL;
   int loader_batches = 0, checkpoint = 0;
+  gboolean profile = FALSE;
   g_autofree char *precision = g_strdup("fp32");
   GOptionEntry entries[] = {
     { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
@@ -160,6 +161,7 @@ ct_cli_bench(int argc, char **argv)
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of weights and data (0)", "N" },
     { "precision", 0, 0, G_OPTION_ARG_STRING, &precision, "Products and saved activations in fp32, bf16 or fp16 (fp32)", "NAME" },
     { "checkpoint", 0, 0, G_OPTION_ARG_INT, &checkpoint, "Activation checkpointing with N segments a tower (0: off)", "N" },
+    { "profile", 0, 0, G_OPTION_ARG_NONE, &profile, "Also report where the time goes: ms per step and % by kind of work", NULL },
     { "sgemm", 0, 0, G_OPTION_ARG_INT, &sgemm, "Instead, time cblas_sgemm on N x N x N products", "N" },
     { NULL },
   };
@@ -188,7 +190,7 @@ ct_cli_bench(int argc, char **argv)
     g_error_free(error);
     return CT_EXIT_USAGE;
   }
-  openblas_set_num_threads(threads);
+  ct_set_num_threads(threads);
   if (sgemm > 0)
     return bench_sgemm(sgemm, MAX(steps, 5), threads);
   if (loader)
@@ -244,6 +246,10 @@ ct_cli_bench(int argc, char **argv)
   float *ls = ct_model_logit_scale(m);
   float *dls = ct_model_grads(m) + ct_model_find(m, "logit_scale")->offset;
   for (int s = -1; s < steps; s++) {
+    if (s == 0 && profile) { /* the warm-up step is not profiled */
+      ct_profile_reset();
+      ct_profile_enable(TRUE);
+    }
     gint64 t0 = g_get_monotonic_time();
     if (!ct_model_forward(m, images, tokens, batch, &error)) {
       ct_cli_error("bench: %s", error->message);
@@ -265,6 +271,10 @@ ct_cli_bench(int argc, char **argv)
       loss_first = loss;
     loss_last = loss;
   }
+  ct_profile_enable(FALSE);
+  double total = 0;
+  for (int s = 0; s < steps; s++)
+    total += times[s];
   double sec = median(times, steps);
   double flops = ct_config_step_flops(&cfg, batch, T);
 
@@ -291,6 +301,24 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("gflop_per_s", double, round(flops / sec / 1e9 * 10) / 10);
   MEMBER("peak_rss_mib", double, round(peak_rss_mib()));
   MEMBER("activation_mib", double, round(ct_model_activation_bytes(m) / 1048576.0));
+  if (profile) {
+    /* the mean step's time by kind of work; "other" is what no counter saw */
+    double seen = 0;
+    json_builder_set_member_name(jb, "profile_ms");
+    json_builder_begin_object(jb);
+    for (int k = 0; k < CT_PROF_N; k++) {
+      seen += ct_profile_seconds(k);
+      MEMBER(ct_profile_name(k), double, round(ct_profile_seconds(k) / steps * 1e4) / 10);
+    }
+    MEMBER("other", double, round((total - seen) / steps * 1e4) / 10);
+    json_builder_end_object(jb);
+    json_builder_set_member_name(jb, "profile_pct");
+    json_builder_begin_object(jb);
+    for (int k = 0; k < CT_PROF_N; k++)
+      MEMBER(ct_profile_name(k), double, round(ct_profile_seconds(k) / total * 1000) / 10);
+    MEMBER("other", double, round((total - seen) / total * 1000) / 10);
+    json_builder_end_object(jb);
+  }
   MEMBER("loss_first", double, loss_first);
   MEMBER("loss_last", double, loss_last);
 #undef MEMBER

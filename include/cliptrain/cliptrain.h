@@ -13,5 +13,6 @@
 #include <cliptrain/plugin.h>
 #include <cliptrain/tokenizer.h>
 #include <cliptrain/image.h>
+#include <cliptrain/profile.h>
 
 #endif

@@ -40,6 +40,11 @@ CT_API char *ct_file_sha256(const char *path, GError **error);
 /* The library's version string, e.g. "0.1.0".  (transfer none) */
 CT_API const char *ct_version(void);
 
+/* Threads for a process's numerics: OpenBLAS's, and the pool that runs
+ * attention and the element-wise kernels between BLAS calls.  1 until
+ * set.  Results do not depend on it, except where BLAS's own do. */
+CT_API void ct_set_num_threads(int n);
+
 G_END_DECLS
 
 #endif

@@ -1,0 +1,26 @@
+/* parallel.h: the pool of threads that the element-wise and attention
+ * kernels share.  Not installed.
+ *
+ * OpenBLAS keeps its own threads for large products; this pool runs only
+ * between BLAS calls, with as many threads as BLAS has (ct_set_num_threads),
+ * so the two never compete for a core for long.  Work is split into
+ * contiguous ranges that depend on N and the thread count only, and each
+ * item is computed by one thread: results are the same whatever the
+ * thread count, as long as items do not share accumulators. */
+#ifndef CT_PARALLEL_H
+#define CT_PARALLEL_H
+
+#include <stddef.h>
+
+/* FN(ctx, begin, end, thread) for items [begin, end); thread is 0 ..
+ * ct_parallel_threads() - 1, for per-thread scratch. */
+#define CT_MAX_THREADS 64
+
+typedef void (*CtRangeFn)(void *ctx, size_t begin, size_t end, int thread);
+
+/* Run FN over [0, n) on the pool; the calling thread takes a share.
+ * Ranges smaller than MIN_ITEMS per thread run on fewer threads. */
+void ct_parallel_for(size_t n, size_t min_items, CtRangeFn fn, void *ctx);
+int ct_parallel_threads(void);
+
+#endif
