@@ -53,6 +53,7 @@ typedef struct {
  * recomputes each segment into the store. */
 typedef struct CtStack {
   int L, T, C, H, causal, max_B;
+  int Tr;                      /* tokens of the current pass, <= T (text trimming) */
   CtBlock *p, *g;              /* (L) parameter and gradient views */
   const struct CtModel *owner; /* precision, hook */
   int nseg, seglen;
@@ -117,7 +118,7 @@ typedef struct {
 
 typedef struct {
   int B;
-  int32_t *tokens;             /* (max_B, ctx) copy of the last input */
+  int32_t *tokens;             /* (max_B, Tr) the last input, trimmed */
   int *eot;                    /* (max_B) end-of-text positions */
   CtStack stack;               /* seg_in[0] is the embedding */
   float *rows;                 /* (max_B, C) end-of-text rows */
@@ -152,6 +153,7 @@ struct CtModel {
   CtPrecision prec;            /* of products and saved activations */
   int nchunks;                 /* activation checkpointing: 0 off */
   float loss_scale;            /* backward scales d loss / d features by it */
+  gboolean trim_text;          /* run the text tower up to the longest caption */
   CtActStore stores[2];        /* vision, text; one shared store when checkpointing */
   CtVisionActs va;
   CtTextActs ta;

@@ -335,6 +335,7 @@ ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
 
   m->prec = CT_PRECISION_FP32;
   m->loss_scale = 1.0f;
+  m->trim_text = TRUE;
   if (!alloc_arena(m, error)) {
     ct_model_free(m);
     return NULL;
@@ -632,4 +633,10 @@ float
 ct_model_loss_scale(const CtModel *m)
 {
   return m->loss_scale;
+}
+
+void
+ct_model_set_trim_text(CtModel *m, gboolean on)
+{
+  m->trim_text = on;
 }

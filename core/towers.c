@@ -41,6 +41,7 @@ ct_vision_forward(CtModel *m, const float *images, int B)
   PROF(CT_PROF_EMBED, ct_patch_assemble_forward(a->x0, a->patch_out, p->cls, p->pos, B, GG, W));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->stack.seg_in, a->ln_pre_mean, a->ln_pre_rstd,
        a->x0, p->ln_pre_w, p->ln_pre_b, B * T, W));
+  a->stack.Tr = T;
   ct_stack_forward(&a->stack, &m->sc, B);
   PROF(CT_PROF_EMBED, ct_rows_gather(a->rows, a->stack.out, a->cls_idx, B, T, W));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln_post, a->ln_post_mean, a->ln_post_rstd,
@@ -94,11 +95,22 @@ ct_text_forward(CtModel *m, const int32_t *tokens, int B)
   int T = c->context_length, C = c->transformer_width, E = c->embed_dim;
   a->B = B;
 
-  PROF(CT_PROF_ELEMENTWISE, memcpy(a->tokens, tokens, sizeof(int32_t) * (size_t) B * T));
-  PROF(CT_PROF_EMBED, ct_tokens_argmax(a->eot, a->tokens, B, T));
-  PROF(CT_PROF_EMBED, ct_token_embed_forward(a->stack.seg_in, a->tokens, p->wte, p->wpe, B, T, C));
+  PROF(CT_PROF_EMBED, ct_tokens_argmax(a->eot, tokens, B, T));
+  /* exact trimming: under the causal mask the end-of-text rows depend on
+   * earlier positions only, so the tower runs up to the longest caption */
+  int Tr = T;
+  if (m->trim_text) {
+    Tr = 1;
+    for (int b = 0; b < B; b++)
+      Tr = MAX(Tr, a->eot[b] + 1);
+  }
+  for (int b = 0; b < B; b++) /* a->tokens: (B, Tr), the rows' first Tr ids */
+    memcpy(a->tokens + (size_t) b * Tr, tokens + (size_t) b * T, sizeof(int32_t) * Tr);
+  a->stack.Tr = Tr;
+  PROF(CT_PROF_EMBED, ct_token_embed_forward(a->stack.seg_in, a->tokens, p->wte, p->wpe, B, Tr,
+                                             C));
   ct_stack_forward(&a->stack, &m->sc, B);
-  PROF(CT_PROF_EMBED, ct_rows_gather(a->rows, a->stack.out, a->eot, B, T, C));
+  PROF(CT_PROF_EMBED, ct_rows_gather(a->rows, a->stack.out, a->eot, B, Tr, C));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->rows,
        p->ln_f_w, p->ln_f_b, B, C));
   PROF(CT_PROF_GEMM, ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_f, p->proj, B, C, E));
@@ -114,7 +126,7 @@ ct_text_backward(CtModel *m, const float *dfeat)
   CtTextParams *g = &m->tg;
   CtScratch *sc = &m->sc;
   int B = a->B;
-  int T = c->context_length, C = c->transformer_width, E = c->embed_dim;
+  int T = a->stack.Tr, C = c->transformer_width, E = c->embed_dim;
 
   PROF(CT_PROF_ELEMENTWISE, memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E));
   PROF(CT_PROF_ELEMENTWISE, ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E));

@@ -112,13 +112,13 @@ pack_block(const CtStack *s, int j, const CtLayerActs *a, int B)
 {
   CtPrecision p = prec_of(s);
   SlotMap m = slot_map(s, slot_at(s, j), 1);
-  size_t N = (size_t) B * s->T, C = s->C;
+  size_t N = (size_t) B * s->Tr, C = s->C;
 #define PACK(f, n) ct_pack16(p, (uint16_t *) (void *) m.f, a->f, (n))
   if (j > 0)
     PACK(x, N * C);
   PACK(ln1, N * C);
   PACK(qkv, 3 * N * C);
-  PACK(att, (size_t) B * s->H * s->T * s->T);
+  PACK(att, (size_t) B * s->H * s->Tr * s->Tr);
   PACK(atty, N * C);
   PACK(xmid, N * C);
   PACK(ln2, N * C);
@@ -132,13 +132,13 @@ unpack_block(const CtStack *s, int j, CtLayerActs *a, int B)
 {
   CtPrecision p = prec_of(s);
   SlotMap m = slot_map(s, slot_at(s, j), 1);
-  size_t N = (size_t) B * s->T, C = s->C;
+  size_t N = (size_t) B * s->Tr, C = s->C;
 #define UNPACK(f, n) ct_unpack16(p, a->f, (const uint16_t *) (const void *) m.f, (n))
   if (j > 0)
     UNPACK(x, N * C);
   UNPACK(ln1, N * C);
   UNPACK(qkv, 3 * N * C);
-  UNPACK(att, (size_t) B * s->H * s->T * s->T);
+  UNPACK(att, (size_t) B * s->H * s->Tr * s->Tr);
   UNPACK(atty, N * C);
   UNPACK(xmid, N * C);
   UNPACK(ln2, N * C);
@@ -154,7 +154,7 @@ block_forward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtLayerAc
               float *xout, int B)
 {
   CtPrecision pr = prec_of(s);
-  int T = s->T, C = s->C, N = B * T;
+  int T = s->Tr, C = s->C, N = B * T;
   PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w,
        p->ln1_b, N, C));
   PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->qkv, a->ln1, p->in_w, p->in_b, N, C,
@@ -183,7 +183,7 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
                const CtLayerActs *a, int B)
 {
   CtPrecision pr = prec_of(s);
-  int T = s->T, C = s->C, N = B * T;
+  int T = s->Tr, C = s->C, N = B * T;
   size_t nc = (size_t) N * C;
   float *dx = sc->dx;
   /* at half precision the products see a rounded copy of the residual
@@ -292,7 +292,7 @@ ct_stack_backward(CtStack *s, CtScratch *sc, int B)
       if (half && j == 0 && k > 0) {
         /* without checkpointing this block's input would have been saved
          * in 16 bits: see the same rounded values, for identical results */
-        PROF(CT_PROF_ELEMENTWISE, ct_round_copy(prec_of(s), sc->xa, x, (size_t) B * s->T * s->C));
+        PROF(CT_PROF_ELEMENTWISE, ct_round_copy(prec_of(s), sc->xa, x, (size_t) B * s->Tr * s->C));
         a.x = sc->xa;
       }
       block_backward(s, sc, &s->p[l0 + j], &s->g[l0 + j], &a, B);

@@ -241,6 +241,72 @@ test_batch_independent(void)
   g_free(tokens);
 }
 
+/* Gradients and features of one CLIP loss step, into fresh buffers. */
+static void
+step_grads(CtModel *m, const float *images, const int32_t *tokens, int B, float **grads,
+           float **feats)
+{
+  int E = ct_model_config(m)->embed_dim;
+  g_autofree float *logits = g_new(float, B * B), *scr = g_new(float, B * B);
+  g_autofree float *di = g_new(float, B * E), *dt = g_new(float, B * E);
+  g_assert_true(ct_model_forward(m, images, tokens, B, NULL));
+  float ds;
+  ct_clip_loss(logits, di, dt, &ds, scr, ct_model_image_features(m), ct_model_text_features(m),
+               *ct_model_logit_scale(m), B, E);
+  ct_model_zero_grad(m);
+  ct_model_backward(m, di, dt);
+  *grads = g_memdup2(ct_model_grads(m), ct_model_n_params(m) * 4);
+  *feats = g_memdup2(ct_model_text_features(m), sizeof(float) * B * E);
+}
+
+/* Text trimming: short captions give the untrimmed features and gradients
+ * within float rounding; captions that fill the context, the same bits. */
+static void
+test_trim_text(void)
+{
+  int B = 4;
+  CtModel *m = tiny_model(B, 4);
+  const CtConfig *c = ct_model_config(m);
+  int T = c->context_length, E = c->embed_dim;
+  size_t n = ct_model_n_params(m);
+  float *images;
+  int32_t *tokens;
+  make_batch(c, B, &images, &tokens); /* captions of 3 to 6 tokens of 16 */
+  for (int full = 0; full < 2; full++) {
+    if (full) { /* the last caption fills the context */
+      int32_t *row = tokens + (size_t) (B - 1) * T;
+      for (int t = 1; t < T - 1; t++)
+        row[t] = 1 + (t * 37) % (c->vocab_size - 3);
+      row[T - 1] = c->vocab_size - 1;
+    }
+    float *g0, *f0, *g1, *f1;
+    ct_model_set_trim_text(m, FALSE);
+    step_grads(m, images, tokens, B, &g0, &f0);
+    ct_model_set_trim_text(m, TRUE);
+    step_grads(m, images, tokens, B, &g1, &f1);
+    double gmax = 0, gdiff = 0, fdiff = 0;
+    for (size_t i = 0; i < n; i++) {
+      gmax = MAX(gmax, fabs(g0[i]));
+      gdiff = MAX(gdiff, fabs(g0[i] - g1[i]));
+    }
+    for (int i = 0; i < B * E; i++)
+      fdiff = MAX(fdiff, fabs(f0[i] - f1[i]));
+    g_test_message("%s captions: features differ by %.2e, gradients by %.2e of %.2e",
+                   full ? "full" : "short", fdiff, gdiff, gmax);
+    if (full) {
+      g_assert_cmpmem(g0, n * 4, g1, n * 4);
+      g_assert_cmpmem(f0, sizeof(float) * B * E, f1, sizeof(float) * B * E);
+    } else {
+      g_assert_cmpfloat(fdiff, <=, 1e-6);
+      g_assert_cmpfloat(gdiff, <=, 1e-5 * gmax);
+    }
+    g_free(g0), g_free(f0), g_free(g1), g_free(f1);
+  }
+  ct_model_free(m);
+  g_free(images);
+  g_free(tokens);
+}
+
 static void
 test_bad_input(void)
 {
@@ -450,6 +516,7 @@ main(int argc, char **argv)
   g_test_add_func("/model/init", test_init);
   g_test_add_func("/model/reproducible", test_reproducible);
   g_test_add_func("/model/batch-independent", test_batch_independent);
+  g_test_add_func("/model/trim-text", test_trim_text);
   g_test_add_func("/model/bad-input", test_bad_input);
   g_test_add_func("/model/save-load", test_save_load);
   g_test_add_func("/model/load-f16", test_load_f16);

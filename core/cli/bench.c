@@ -148,7 +148,7 @@ ct_cli_bench(int argc, char **argv)
   gint64 seed = 0;
   g_autofree char *loader = NULL;
   int loader_batches = 0, checkpoint = 0;
-  gboolean profile = FALSE;
+  gboolean profile = FALSE, no_trim = FALSE;
   g_autofree char *precision = g_strdup("fp32");
   GOptionEntry entries[] = {
     { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
@@ -161,6 +161,7 @@ ct_cli_bench(int argc, char **argv)
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of weights and data (0)", "N" },
     { "precision", 0, 0, G_OPTION_ARG_STRING, &precision, "Products and saved activations in fp32, bf16 or fp16 (fp32)", "NAME" },
     { "checkpoint", 0, 0, G_OPTION_ARG_INT, &checkpoint, "Activation checkpointing with N segments a tower (0: off)", "N" },
+    { "no-trim", 0, 0, G_OPTION_ARG_NONE, &no_trim, "Run the text tower over the whole context even for short captions", NULL },
     { "profile", 0, 0, G_OPTION_ARG_NONE, &profile, "Also report where the time goes: ms per step and % by kind of work", NULL },
     { "sgemm", 0, 0, G_OPTION_ARG_INT, &sgemm, "Instead, time cblas_sgemm on N x N x N products", "N" },
     { NULL },
@@ -220,6 +221,7 @@ ct_cli_bench(int argc, char **argv)
     return CT_EXIT_FAILURE;
   }
   ct_model_init_weights(m, (uint64_t) seed);
+  ct_model_set_trim_text(m, !no_trim);
   /* open_clip's AdamW defaults (betas 0.9, 0.98, eps 1e-6, wd 0.2) */
   CtOptimizer *opt = ct_optimizer_new(m, "adamw", &error);
   if (!opt || !ct_optimizer_set(opt, "lr", 1e-4, &error)) {
@@ -276,7 +278,8 @@ ct_cli_bench(int argc, char **argv)
   for (int s = 0; s < steps; s++)
     total += times[s];
   double sec = median(times, steps);
-  double flops = ct_config_step_flops(&cfg, batch, T);
+  /* the work done: trimming runs the text tower over caption_tokens only */
+  double flops = ct_config_step_flops(&cfg, batch, no_trim ? T : caption_tokens);
 
   JsonBuilder *jb = json_builder_new();
   json_builder_begin_object(jb);
@@ -293,6 +296,7 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("steps", int, steps);
   MEMBER("blas_core", string, openblas_get_corename());
   MEMBER("caption_tokens", int, caption_tokens);
+  MEMBER("trim_text", boolean, !no_trim);
   MEMBER("precision", string, precision);
   MEMBER("checkpoint", int, checkpoint);
   MEMBER("params", int, (gint64) ct_model_n_params(m));

@@ -109,6 +109,14 @@ CT_API const float *ct_model_text_features(const CtModel *model);
 CT_API void ct_model_backward(CtModel *model, const float *d_image_features,
                               const float *d_text_features);
 
+/* Text trimming, on by default: under the causal mask a caption's
+ * end-of-text feature depends only on the positions before it, so each
+ * pass runs the text tower over the first (longest end-of-text position
+ * + 1) positions only.  Features and gradients equal the untrimmed ones
+ * up to float rounding (BLAS groups the sums differently); a batch of
+ * captions that fill the context is unchanged bit for bit. */
+CT_API void ct_model_set_trim_text(CtModel *model, gboolean on);
+
 /* ---- memory: precision and activation checkpointing ---- */
 
 typedef enum {
