@@ -3,6 +3,7 @@
 
 #include "ops.h"
 #include "parallel.h"
+#include "vmath.h"
 
 #include <math.h>
 
@@ -13,14 +14,90 @@ typedef struct {
   const float *in, *dout;
 } EwJob;
 
+/* One algorithm, three widths: each element's value is the same on every
+ * path (vmath.h's exp, then the same operations in the same order). */
+static inline float
+gelu1(float x)
+{
+  float e = ct_exp_scalar(-CT_QGELU_K * x);
+  return x / (1.0f + e);
+}
+
+static inline float
+dgelu1(float dy, float x)
+{
+  float s = 1.0f / (1.0f + ct_exp_scalar(-CT_QGELU_K * x));
+  return dy * (s + CT_QGELU_K * x * s * (1.0f - s));
+}
+
+__attribute__((target("avx512f"))) static size_t
+gelu_avx512(float *out, const float *in, size_t n)
+{
+  size_t i = 0;
+  const __m512 k = _mm512_set1_ps(-CT_QGELU_K), one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    __m512 x = _mm512_loadu_ps(in + i);
+    __m512 e = ct_exp_avx512(_mm512_mul_ps(k, x));
+    _mm512_storeu_ps(out + i, _mm512_div_ps(x, _mm512_add_ps(one, e)));
+  }
+  return i;
+}
+
+__attribute__((target("avx2,fma"))) static size_t
+gelu_avx2(float *out, const float *in, size_t n)
+{
+  size_t i = 0;
+  const __m256 k = _mm256_set1_ps(-CT_QGELU_K), one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_loadu_ps(in + i);
+    __m256 e = ct_exp_avx2(_mm256_mul_ps(k, x));
+    _mm256_storeu_ps(out + i, _mm256_div_ps(x, _mm256_add_ps(one, e)));
+  }
+  return i;
+}
+
+__attribute__((target("avx512f"))) static size_t
+dgelu_avx512(float *din, const float *dout, const float *in, size_t n)
+{
+  size_t i = 0;
+  const __m512 k = _mm512_set1_ps(CT_QGELU_K), nk = _mm512_set1_ps(-CT_QGELU_K);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    __m512 x = _mm512_loadu_ps(in + i);
+    __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, ct_exp_avx512(_mm512_mul_ps(nk, x))));
+    __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(k, x), s), _mm512_sub_ps(one, s));
+    _mm512_storeu_ps(din + i, _mm512_mul_ps(_mm512_loadu_ps(dout + i), _mm512_add_ps(s, t)));
+  }
+  return i;
+}
+
+__attribute__((target("avx2,fma"))) static size_t
+dgelu_avx2(float *din, const float *dout, const float *in, size_t n)
+{
+  size_t i = 0;
+  const __m256 k = _mm256_set1_ps(CT_QGELU_K), nk = _mm256_set1_ps(-CT_QGELU_K);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_loadu_ps(in + i);
+    __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, ct_exp_avx2(_mm256_mul_ps(nk, x))));
+    __m256 t = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(k, x), s), _mm256_sub_ps(one, s));
+    _mm256_storeu_ps(din + i, _mm256_mul_ps(_mm256_loadu_ps(dout + i), _mm256_add_ps(s, t)));
+  }
+  return i;
+}
+
 static void
 gelu_forward_range(void *ctx, size_t begin, size_t end, int thread)
 {
   const EwJob *j = ctx;
-  for (size_t i = begin; i < end; i++) {
-    float x = j->in[i];
-    j->out[i] = x / (1.0f + expf(-CT_QGELU_K * x));
-  }
+  size_t n = end - begin, i = 0;
+  int level = ct_vmath_level();
+  if (level == 2)
+    i = gelu_avx512(j->out + begin, j->in + begin, n);
+  else if (level == 1)
+    i = gelu_avx2(j->out + begin, j->in + begin, n);
+  for (; i < n; i++)
+    j->out[begin + i] = gelu1(j->in[begin + i]);
 }
 
 void
@@ -34,11 +111,14 @@ static void
 gelu_backward_range(void *ctx, size_t begin, size_t end, int thread)
 {
   const EwJob *j = ctx;
-  for (size_t i = begin; i < end; i++) {
-    float x = j->in[i];
-    float s = 1.0f / (1.0f + expf(-CT_QGELU_K * x));
-    j->out[i] = j->dout[i] * (s + CT_QGELU_K * x * s * (1.0f - s));
-  }
+  size_t n = end - begin, i = 0;
+  int level = ct_vmath_level();
+  if (level == 2)
+    i = dgelu_avx512(j->out + begin, j->dout + begin, j->in + begin, n);
+  else if (level == 1)
+    i = dgelu_avx2(j->out + begin, j->dout + begin, j->in + begin, n);
+  for (; i < n; i++)
+    j->out[begin + i] = dgelu1(j->dout[begin + i], j->in[begin + i]);
 }
 
 void
@@ -61,4 +141,29 @@ ct_add_inplace(float *acc, const float *x, size_t n)
 {
   EwJob j = { .out = acc, .in = x };
   ct_parallel_for(n, 65536, add_range, &j);
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static int vmath_forced = -1;
+
+int
+ct_vmath_level(void)
+{
+  static int level = -1;
+  if (vmath_forced >= 0)
+    return vmath_forced;
+  if (level < 0) {
+    __builtin_cpu_init();
+    level = __builtin_cpu_supports("avx512f")                                   ? 2
+            : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                                                                              : 0;
+  }
+  return level;
+}
+
+void
+ct_vmath_force(int level)
+{
+  vmath_forced = level;
 }
