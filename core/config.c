@@ -17,9 +17,12 @@ static const Preset presets[] = {
   { "vitl14", { 512, 224, 24, 1024, 14, 16, 77, 49408, 512, 8, 12 } },
   { "small", { 256, 64, 4, 256, 8, 4, 32, 49408, 256, 4, 4 } },
   { "tiny", { 64, 32, 2, 64, 8, 1, 16, 1000, 64, 1, 2 } },
+  /* recipes/fashion_mnist.yaml's model, for side-by-side benchmarks */
+  { "fashion", { 128, 28, 4, 128, 7, 2, 16, 640, 128, 2, 2 } },
 };
 
-static const char *const preset_names[] = { "vitb32", "vitl14", "small", "tiny", NULL };
+static const char *const preset_names[] = { "vitb32", "vitl14", "small", "tiny", "fashion",
+                                             NULL };
 
 static const char *const keys[] = {
   "embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",

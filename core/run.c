@@ -158,7 +158,7 @@ check_model(CtRecipe *r, CtConfig *cfg, GError **error)
   g_autofree CtParamSpec *schema = g_new0(CtParamSpec, n + 5);
   GPtrArray *defaults = g_ptr_array_new_with_free_func(g_free);
   schema[0] = (CtParamSpec) CT_PARAM("preset", CT_PARAM_STRING, "tiny", "model preset", 0, 0,
-                                     "vitb32|vitl14|small|tiny");
+                                     "vitb32|vitl14|small|tiny|fashion");
   for (guint i = 0; i < n; i++) {
     char *def = g_strdup_printf("%ld", ct_config_get(cfg, keys[i]));
     g_ptr_array_add(defaults, def);

@@ -28,7 +28,7 @@ typedef struct {
 
 /* NULL-terminated names of the presets.  (transfer none) */
 CT_API const char *const *ct_config_preset_names(void);
-/* Fill CFG with preset NAME ("vitb32", "vitl14", "small", "tiny"). */
+/* Fill CFG with preset NAME ("vitb32", "vitl14", "small", "tiny", "fashion"). */
 CT_API gboolean ct_config_preset(const char *name, CtConfig *cfg, GError **error);
 /* Check that every field is positive and the shapes divide (R % P, width %
  * heads).  Fills vision_heads when it is 0. */
