@@ -28,7 +28,7 @@ typedef struct {
   float *ln2;            /* (N, C) */
   float *mean2, *rstd2;  /* (N) */
   float *fc;             /* (N, 4C) c_fc output, before QuickGELU */
-  float *gelu;           /* (N, 4C) */
+  float *gelu;           /* (N, 4C) QuickGELU output: scratch, recomputed in backward */
 } CtLayerActs;
 
 struct CtStack;
@@ -74,6 +74,7 @@ typedef struct {
   float *dfeat; /* (max_B, E) */
   float *drow;  /* (max_B, Cmax) */
   float *dln;   /* (max_B, Cmax) */
+  float *gelu;  /* (4 BTC) the current block's QuickGELU output */
   /* half precision only (NULL at float32): */
   float *wr;    /* (largest weight) a weight rounded for a product */
   float *dr;    /* (BTC) a rounded copy of the residual gradient */

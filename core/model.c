@@ -226,6 +226,7 @@ carve(Arena *a, CtModel *m)
   sc->dfeat = take(a, B * E);
   sc->drow = take(a, B * Cm);
   sc->dln = take(a, B * Cm);
+  sc->gelu = take(a, 4 * BTC);
   if (!half) {
     sc->wr = sc->dr = sc->xa = sc->xb = NULL;
     sc->work = (CtLayerActs) { 0 };
@@ -245,7 +246,6 @@ carve(Arena *a, CtModel *m)
   w->xmid = take(a, BTC);
   w->ln2 = take(a, BTC);
   w->fc = take(a, 4 * BTC);
-  w->gelu = take(a, 4 * BTC);
 }
 
 /* Stacks' shapes and segments for the current precision and chunks. */

@@ -23,7 +23,7 @@
  * the tensors of CtLayerActs in order, ES bytes an element. */
 typedef struct {
   float *mean1, *rstd1, *mean2, *rstd2; /* (max_B*T) */
-  char *x, *ln1, *qkv, *att, *atty, *xmid, *ln2, *fc, *gelu;
+  char *x, *ln1, *qkv, *att, *atty, *xmid, *ln2, *fc;
   size_t end;                           /* bytes used */
 } SlotMap;
 
@@ -48,7 +48,6 @@ slot_map(const CtStack *s, char *slot, int half)
   TENSOR(xmid, BT * C);
   TENSOR(ln2, BT * C);
   TENSOR(fc, 4 * BT * C);
-  TENSOR(gelu, 4 * BT * C);
 #undef STAT
 #undef TENSOR
   m.end = (off + 63) & ~(size_t) 63;
@@ -94,9 +93,9 @@ acts_view(const CtStack *s, CtScratch *sc, int j, float *x)
                                          .atty = (float *) (void *) m.atty,
                                          .xmid = (float *) (void *) m.xmid,
                                          .ln2 = (float *) (void *) m.ln2,
-                                         .fc = (float *) (void *) m.fc,
-                                         .gelu = (float *) (void *) m.gelu };
+                                         .fc = (float *) (void *) m.fc };
   a.x = x;
+  a.gelu = sc->gelu; /* never saved: backward recomputes it from fc */
   a.mean1 = m.mean1;
   a.rstd1 = m.rstd1;
   a.mean2 = m.mean2;
@@ -123,7 +122,6 @@ pack_block(const CtStack *s, int j, const CtLayerActs *a, int B)
   PACK(xmid, N * C);
   PACK(ln2, N * C);
   PACK(fc, 4 * N * C);
-  PACK(gelu, 4 * N * C);
 #undef PACK
 }
 
@@ -143,7 +141,6 @@ unpack_block(const CtStack *s, int j, CtLayerActs *a, int B)
   UNPACK(xmid, N * C);
   UNPACK(ln2, N * C);
   UNPACK(fc, 4 * N * C);
-  UNPACK(gelu, 4 * N * C);
 #undef UNPACK
 }
 
@@ -194,7 +191,10 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
     dy = sc->dr;
   }
 
-  /* mlp branch: xout = xmid + c_proj(gelu(c_fc(ln_2(xmid)))) */
+  /* mlp branch: xout = xmid + c_proj(gelu(c_fc(ln_2(xmid)))); the GELU
+   * output is recomputed from fc (cheap) rather than saved (4C a token) */
+  PROF(CT_PROF_GELU, ct_quickgelu_forward(a->gelu, a->fc, 4 * nc));
+  PROF(CT_PROF_ELEMENTWISE, ct_round(pr, a->gelu, 4 * nc));
   PROF(CT_PROF_ELEMENTWISE, memset(sc->dfc, 0, sizeof(float) * 4 * nc));
   PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dfc, g->proj_w, g->proj_b, dy, a->gelu,
        p->proj_w, N, 4 * C, C));
