@@ -5,6 +5,7 @@
 
 #include "ops.h"
 #include "parallel.h"
+#include "vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -36,11 +37,10 @@ forward_one(const AttJob *j, int b, int h)
     float mx = row[0];
     for (int c = 1; c < n; c++)
       mx = row[c] > mx ? row[c] : mx;
-    float sum = 0.0f;
-    for (int c = 0; c < n; c++) {
-      row[c] = expf(row[c] - mx);
+    ct_exp_shifted(row, mx, (size_t) n);
+    float sum = 0.0f; /* in order, on one thread: the same bits on every path */
+    for (int c = 0; c < n; c++)
       sum += row[c];
-    }
     float inv = 1.0f / sum;
     for (int c = 0; c < n; c++)
       row[c] *= inv;

@@ -143,6 +143,37 @@ ct_add_inplace(float *acc, const float *x, size_t n)
   ct_parallel_for(n, 65536, add_range, &j);
 }
 
+/* ---------------------------------------------------------------- exp */
+
+__attribute__((target("avx512f"))) static size_t
+exp_avx512(float *x, float shift, size_t n)
+{
+  size_t i = 0;
+  const __m512 s = _mm512_set1_ps(shift);
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(x + i, ct_exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), s)));
+  return i;
+}
+
+__attribute__((target("avx2,fma"))) static size_t
+exp_avx2(float *x, float shift, size_t n)
+{
+  size_t i = 0;
+  const __m256 s = _mm256_set1_ps(shift);
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(x + i, ct_exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), s)));
+  return i;
+}
+
+void
+ct_exp_shifted(float *x, float shift, size_t n)
+{
+  int level = ct_vmath_level();
+  size_t i = level == 2 ? exp_avx512(x, shift, n) : level == 1 ? exp_avx2(x, shift, n) : 0;
+  for (; i < n; i++)
+    x[i] = ct_exp_scalar(x[i] - shift);
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 static int vmath_forced = -1;

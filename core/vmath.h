@@ -112,6 +112,9 @@ ct_exp_avx512(__m512 x)
   return _mm512_mask_mov_ps(y, nan, x);
 }
 
+/* x: (n) = exp(x - shift), in place, on the widest path. */
+void ct_exp_shifted(float *x, float shift, size_t n);
+
 /* Which vector path this CPU takes: 2 AVX-512, 1 AVX2+FMA, 0 scalar;
  * ct_vmath_force() pins one (tests compare them). */
 int ct_vmath_level(void);
