@@ -143,23 +143,23 @@ fill_tokens(int32_t *tokens, CtRng *rng, int B, int T, int V, int len)
 int
 ct_cli_bench(int argc, char **argv)
 {
-  g_autofree char *preset = g_strdup("vitb32");
+  /* GOption does not free a string default it replaces: defaults are NULL */
+  g_autofree char *preset_arg = NULL, *precision_arg = NULL;
   int batch = 16, steps = 3, threads = 2, caption_tokens = 0, sgemm = 0;
   gint64 seed = 0;
   g_autofree char *loader = NULL;
   int loader_batches = 0, checkpoint = 0;
   gboolean profile = FALSE, no_trim = FALSE;
-  g_autofree char *precision = g_strdup("fp32");
   GOptionEntry entries[] = {
     { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
     { "loader-batches", 0, 0, G_OPTION_ARG_INT, &loader_batches, "With --loader: batches to time (default: one epoch)", "N" },
-    { "preset", 'p', 0, G_OPTION_ARG_STRING, &preset, "Model preset (vitb32, vitl14, small, tiny)", "NAME" },
+    { "preset", 'p', 0, G_OPTION_ARG_STRING, &preset_arg, "Model preset (vitb32, vitl14, small, tiny)", "NAME" },
     { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Samples per step (16)", "N" },
     { "steps", 's', 0, G_OPTION_ARG_INT, &steps, "Timed steps after one warm-up step (3)", "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (2)", "N" },
     { "caption-tokens", 0, 0, G_OPTION_ARG_INT, &caption_tokens, "Caption length with start and end tokens (default: fill the context)", "N" },
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of weights and data (0)", "N" },
-    { "precision", 0, 0, G_OPTION_ARG_STRING, &precision, "Products and saved activations in fp32, bf16 or fp16 (fp32)", "NAME" },
+    { "precision", 0, 0, G_OPTION_ARG_STRING, &precision_arg, "Products and saved activations in fp32, bf16 or fp16 (fp32)", "NAME" },
     { "checkpoint", 0, 0, G_OPTION_ARG_INT, &checkpoint, "Activation checkpointing with N segments a tower (0: off)", "N" },
     { "no-trim", 0, 0, G_OPTION_ARG_NONE, &no_trim, "Run the text tower over the whole context even for short captions", NULL },
     { "profile", 0, 0, G_OPTION_ARG_NONE, &profile, "Also report where the time goes: ms per step and % by kind of work", NULL },
@@ -185,6 +185,8 @@ ct_cli_bench(int argc, char **argv)
                  "least 0");
     return CT_EXIT_USAGE;
   }
+  const char *preset = preset_arg ? preset_arg : "vitb32";
+  const char *precision = precision_arg ? precision_arg : "fp32";
   CtPrecision prec;
   if (!ct_precision_from_name(precision, &prec, &error)) {
     ct_cli_error("bench: --precision: %s", error->message);
