@@ -808,7 +808,11 @@ ct_tokenizer_save(const CtTokenizer *tok, const char *path, GError **error)
   gsize n;
   const char *data = g_bytes_get_data(bytes, &n);
   GError *err = NULL;
-  gboolean ok = g_file_set_contents(path, data, (gssize) n, &err);
+  /* written to a temporary file, fsynced and renamed, folder included */
+  gboolean ok = g_file_set_contents_full(path, data, (gssize) n,
+                                         G_FILE_SET_CONTENTS_CONSISTENT |
+                                           G_FILE_SET_CONTENTS_DURABLE,
+                                         0666, &err);
   g_bytes_unref(bytes);
   if (!ok) {
     g_set_error(error, CT_ERROR, CT_ERROR_IO, "cannot write the vocabulary: %s", err->message);
