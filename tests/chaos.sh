@@ -33,10 +33,10 @@ echo "1..$((kills + 11))"
 t0=$(now)
 that "an uninterrupted run" 'run 0 fit "$tmp/r.yaml" --out "$tmp/ref"'
 t1=$(now)
-# kill delays: seeded, between 0.2 s and a sixth of the whole run, so that
+# kill delays: seeded, between 0.2 s and a tenth of the whole run, so that
 # every kill lands before the run could end
 delays=$(awk -v s="$seed" -v k="$kills" -v a="$t0" -v b="$t1" 'BEGIN {
-  srand(s); d = (b - a) / 6; if (d < 0.4) d = 0.4
+  srand(s); d = (b - a) / 10; if (d < 0.4) d = 0.4
   for (i = 0; i < k; i++) printf "%.2f\n", 0.2 + rand() * (d - 0.2) }')
 echo "# uninterrupted: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s; kill delays (seed $seed): $(echo $delays)"
 
