@@ -79,6 +79,12 @@ struct CtLearner {
   gboolean stopped;       /* the fit stopped early, leaving a training state */
   gboolean resumed;       /* this fit continues a saved state */
   GHashTable *pending_states; /* "plugin.POS.NAME" -> GBytes, applied after before_fit */
+  int64_t save_every;     /* also save a training state every this many training steps (0: never) */
+  char *last_state;       /* the last training state saved or resumed from, or NULL */
+  int64_t last_state_iter; /* its training step */
+
+  /* a callback (a loss scaler) handles non-finite losses: no TerminateOnNaN */
+  gboolean nonfinite_handled;
 };
 
 /* Internal status: stop after this batch and save the training state.  It
@@ -111,6 +117,10 @@ void ct_recorder_clear(CtRecorder *rec);
 void ct_recorder_log_at(CtRecorder *rec, int epoch, const char *name, double value);
 /* Write epoch EPOCH's row to metrics.jsonl and history.csv. */
 gboolean ct_recorder_flush(CtRecorder *rec, int epoch, GError **error);
+/* Rewrite metrics.jsonl and history.csv with the completed epochs' rows
+ * alone: a resume drops rows written after its training state was saved
+ * (by a run killed later), which it will write again. */
+gboolean ct_recorder_rewrite(CtRecorder *rec, GError **error);
 /* The recorder as a built-in callback (order 50, as fastai's Recorder). */
 CtCallback *ct_recorder_callback_new(void);
 

@@ -127,6 +127,7 @@ ct_learner_free(CtLearner *L)
   ct_recorder_clear(&L->rec);
   g_free(L->out_dir);
   g_free(L->recipe_sha256);
+  g_free(L->last_state);
   if (L->pending_states)
     g_hash_table_destroy(L->pending_states);
   g_free(L->images);
@@ -255,6 +256,22 @@ do_step(CtLearner *L)
   return CT_STATUS_OK;
 }
 
+/* TerminateOnNaN: the step (1-based) and the state to go back to. */
+static GError *
+nonfinite_loss_error(const CtLearner *L)
+{
+  g_autofree char *back =
+    L->last_state
+      ? g_strdup_printf("the last good training state is %s (step %" G_GINT64_FORMAT
+                        "): resume with cliptrain fit --resume %s",
+                        L->last_state, L->last_state_iter, L->out_dir ? L->out_dir : ".")
+      : g_strdup("no training state was saved before it (fit.save_state_every keeps one)");
+  return g_error_new(CT_ERROR, CT_ERROR_FAILED,
+                     "training step %" G_GINT64_FORMAT " (epoch %d, batch %d): the loss is %s; %s",
+                     L->train_iter + 1, L->epoch, L->iter, isnan(L->loss) ? "NaN" : "infinite",
+                     back);
+}
+
 static CtStatus
 do_one_batch(CtLearner *L)
 {
@@ -276,6 +293,8 @@ do_one_batch(CtLearner *L)
                 "to the recipe's callbacks");
     return fail(L, e);
   }
+  if (L->training && !L->nonfinite_handled && !isfinite(L->loss))
+    return fail(L, nonfinite_loss_error(L));
   st = run_event(L, CT_EVENT_AFTER_LOSS);
   if (st != CT_STATUS_OK || !L->training)
     return st;
@@ -294,20 +313,24 @@ do_one_batch(CtLearner *L)
 /* ---------------------------------------------------------------- batches */
 
 /* After a training batch: was a stop asked for (a step count, a time
- * limit, a signal)?  Then the training state is saved here. */
+ * limit, a signal)?  Then the training state is saved here, and also every
+ * save_every training steps, so that a killed run loses little. */
 static CtStatus
 maybe_stop(CtLearner *L)
 {
   gboolean stop = (L->stop_after > 0 && L->train_iter >= L->stop_after) ||
                   (L->deadline > 0 && g_get_monotonic_time() >= L->deadline) ||
                   (L->stop_flag && *L->stop_flag);
-  if (!stop)
+  gboolean periodic = L->save_every > 0 && L->train_iter % L->save_every == 0;
+  if (!stop && !periodic)
     return CT_STATUS_OK;
   GError *e = NULL;
   g_autofree char *path = g_build_filename(L->out_dir ? L->out_dir : ".", "state.safetensors",
                                            NULL);
   if (!ct_learner_save_state(L, path, &e))
     return fail(L, e);
+  if (!stop)
+    return CT_STATUS_OK;
   L->stopped = TRUE;
   return CT_STATUS_STOP;
 }
@@ -578,6 +601,19 @@ ct_learner_set_loss(CtLearner *L, double loss)
 {
   L->loss = loss;
   L->has_loss = TRUE;
+}
+
+void
+ct_learner_set_nonfinite_handled(CtLearner *L, gboolean handled)
+{
+  g_return_if_fail(L != NULL);
+  L->nonfinite_handled = handled;
+}
+
+gboolean
+ct_learner_nonfinite_handled(const CtLearner *L)
+{
+  return L->nonfinite_handled;
 }
 
 float *

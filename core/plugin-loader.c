@@ -6,7 +6,9 @@
 #include "recipe.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---------------------------------------------------------------- search */
 
@@ -62,6 +64,15 @@ ct_plugin_list(GPtrArray *search)
 char *
 ct_plugin_find(const char *name, GPtrArray *search, GError **error)
 {
+  /* a name, never a path: "./x" or "../x" would load from outside the
+   * search path (the current directory, say) */
+  if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "plugin '%s': a plugin is named, not given as a path; put its folder in the "
+                "recipe's plugin_path",
+                name);
+    return NULL;
+  }
   g_autofree char *fname = g_strconcat(name, ".so", NULL);
   for (guint i = 0; i < search->len; i++) {
     char *path = g_build_filename(g_ptr_array_index(search, i), fname, NULL);
@@ -118,9 +129,43 @@ check_descriptor(const char *file, const CtPluginDescriptor *d, GError **error)
   return TRUE;
 }
 
+/* Code that others could have replaced is not run: the plugin file and
+ * its folder must not be writable by group or others.  A sticky folder
+ * such as /tmp is refused too: others cannot replace a plugin there, but
+ * they can put one in first. */
+static gboolean
+check_permissions(const char *file, GError **error)
+{
+  g_autofree char *dir = g_path_get_dirname(file);
+  struct stat fs, ds;
+  if (stat(file, &fs) != 0 || stat(dir, &ds) != 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot load plugin: %s", file,
+                g_strerror(errno));
+    return FALSE;
+  }
+  if (fs.st_mode & (S_IWGRP | S_IWOTH)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: plugin file is writable by %s (mode %04o): refused; chmod go-w it",
+                file, fs.st_mode & S_IWOTH ? "others" : "its group",
+                (unsigned) (fs.st_mode & 07777));
+    return FALSE;
+  }
+  if (ds.st_mode & (S_IWGRP | S_IWOTH)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: the plugin's folder %s is writable by %s (mode %04o): refused; chmod "
+                "go-w it",
+                file, dir, ds.st_mode & S_IWOTH ? "others" : "its group",
+                (unsigned) (ds.st_mode & 07777));
+    return FALSE;
+  }
+  return TRUE;
+}
+
 const CtPluginDescriptor *
 ct_plugin_open(const char *file, GError **error)
 {
+  if (!check_permissions(file, error))
+    return NULL;
   void *h = dlopen(file, RTLD_NOW | RTLD_LOCAL);
   if (!h) {
     g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot load plugin: %s", file, dlerror());

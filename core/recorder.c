@@ -9,6 +9,8 @@
 #include "learner-private.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
@@ -150,8 +152,9 @@ ct_monitor_less_is_better(const char *comp, const char *monitor)
 
 /* ---------------------------------------------------------------- files */
 
-static gboolean
-append_jsonl(CtRecorder *rec, int epoch, GError **error)
+/* Epoch EPOCH's row as one JSON line, without the newline.  (transfer full) */
+static char *
+jsonl_line(CtRecorder *rec, int epoch)
 {
   JsonBuilder *b = json_builder_new();
   json_builder_begin_object(b);
@@ -172,25 +175,45 @@ append_jsonl(CtRecorder *rec, int epoch, GError **error)
   JsonGenerator *gen = json_generator_new();
   JsonNode *root = json_builder_get_root(b);
   json_generator_set_root(gen, root);
-  g_autofree char *line = json_generator_to_data(gen, NULL);
+  char *line = json_generator_to_data(gen, NULL);
   json_node_unref(root);
   g_object_unref(gen);
   g_object_unref(b);
+  return line;
+}
 
+static gboolean
+append_jsonl(CtRecorder *rec, int epoch, GError **error)
+{
+  g_autofree char *line = jsonl_line(rec, epoch);
   g_autofree char *path = g_build_filename(rec->out_dir, "metrics.jsonl", NULL);
-  FILE *f = fopen(path, "a");
-  if (!f || fprintf(f, "%s\n", line) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-    int err = errno;
-    if (f)
-      fclose(f);
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(err));
-    return FALSE;
+  g_autofree char *text = g_strconcat(line, "\n", NULL);
+  /* a failed append (a full disk) is cut back off, leaving no partial line */
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  struct stat sb;
+  gboolean ok = fd >= 0 && fstat(fd, &sb) == 0;
+  off_t size = ok ? sb.st_size : 0;
+  for (size_t off = 0, len = strlen(text); ok && off < len;) {
+    ssize_t k = write(fd, text + off, len - off);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k == 0)
+      errno = ENOSPC;
+    ok = k > 0;
+    off += ok ? (size_t) k : 0;
   }
-  if (fclose(f) != 0) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(errno));
-    return FALSE;
+  ok = ok && fsync(fd) == 0;
+  int err = errno;
+  if (!ok && fd >= 0 && ftruncate(fd, size) == 0)
+    fsync(fd);
+  if (fd >= 0 && close(fd) != 0 && ok) {
+    ok = FALSE;
+    err = errno;
   }
-  return TRUE;
+  if (!ok)
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot append: %s", path,
+                g_strerror(err));
+  return ok;
 }
 
 static gboolean
@@ -220,6 +243,27 @@ write_history(CtRecorder *rec, GError **error)
   if (!ok)
     g_prefix_error(error, "history.csv: ");
   return ok;
+}
+
+gboolean
+ct_recorder_rewrite(CtRecorder *rec, GError **error)
+{
+  if (!rec->out_dir)
+    return TRUE;
+  GString *s = g_string_new(NULL);
+  for (int e = 0; e < rec->n_epochs && e < (int) rec->rows->len; e++) {
+    g_autofree char *line = jsonl_line(rec, e);
+    g_string_append_printf(s, "%s\n", line);
+  }
+  g_autofree char *path = g_build_filename(rec->out_dir, "metrics.jsonl", NULL);
+  gboolean ok = g_file_set_contents_full(path, s->str, (gssize) s->len,
+                                         G_FILE_SET_CONTENTS_CONSISTENT |
+                                           G_FILE_SET_CONTENTS_DURABLE,
+                                         0644, error);
+  g_string_free(s, TRUE);
+  if (!ok)
+    g_prefix_error(error, "metrics.jsonl: ");
+  return ok && write_history(rec, error);
 }
 
 gboolean

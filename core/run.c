@@ -23,6 +23,7 @@
 #include <json-glib/json-glib.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const sections[] = { "seed", "data", "model", "optimizer", "schedule", "fit",
                                         "callbacks", "metrics", "output", "plugin_path", NULL };
@@ -30,6 +31,9 @@ static const char *const sections[] = { "seed", "data", "model", "optimizer", "s
 static const CtParamSpec fit_schema[] = {
   CT_PARAM("epochs", CT_PARAM_INT, "1", "epochs to train", 1, 100000, NULL),
   CT_PARAM("threads", CT_PARAM_INT, "2", "BLAS threads", 1, 1024, NULL),
+  CT_PARAM("save_state_every", CT_PARAM_INT, "0",
+           "also save the training state every N training steps, for --resume after a crash "
+           "(0: only when stopped)", 0, 1e12, NULL),
   CT_PARAM_END,
 };
 
@@ -417,14 +421,33 @@ default_out_dir(const char *recipe)
 /* ---------------------------------------------------------------- signals */
 
 /* The first SIGINT or SIGTERM asks the loop to stop after the current
- * step and save a training state; the handler is then reset, so that a
- * second signal ends the process at once. */
+ * step and save a training state; a second one ends the process at once,
+ * with the shell's status for a death by that signal (130, 143).  Only
+ * async-signal-safe calls here: write() and _exit(). */
 static volatile int stop_requested;
+
+static void
+say(const char *msg)
+{
+  ssize_t k = write(STDERR_FILENO, msg, strlen(msg));
+  (void) k;
+}
 
 static void
 on_signal(int sig)
 {
+  const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+  if (stop_requested) {
+    say("cliptrain: ");
+    say(name);
+    say(" again: quitting at once; the last training state saved is kept\n");
+    _exit(128 + sig);
+  }
   stop_requested = 1;
+  say("cliptrain: ");
+  say(name);
+  say(": stopping after this step to save the training state (send it again to quit at "
+      "once)\n");
 }
 
 static void
@@ -433,8 +456,9 @@ install_signals(void)
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
-  sa.sa_flags = SA_RESETHAND;
   sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
 }
@@ -624,6 +648,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     }
   }
   L->stop_after = o->stop_after;
+  L->save_every = get_int(r, "fit.save_state_every");
   if (o->time_limit > 0)
     L->deadline = g_get_monotonic_time() + (gint64) (o->time_limit * 1e6);
   if (o->handle_signals) {

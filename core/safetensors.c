@@ -835,9 +835,17 @@ ct_safetensors_writer_write(CtSafetensorsWriter *w, const char *path, GError **e
   char *dir = g_path_get_dirname(path);
   gboolean ok = FALSE;
   struct stat sb;
-  int dfd = -1;
+  int dfd = -1, fd = -1;
 
-  int fd = mkstemp(tmp);
+  /* The temporary file is renamed over PATH: a device or a FIFO there
+   * (/dev/full, say) would be replaced by a regular file. */
+  if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+    set_error(error, CT_ERROR_IO, path, NULL,
+              "not a regular file; safetensors files are written whole and renamed into "
+              "place");
+    goto out;
+  }
+  fd = mkstemp(tmp);
   if (fd < 0) {
     set_error(error, CT_ERROR_IO, path, NULL, "cannot create temporary file: %s",
               g_strerror(errno));

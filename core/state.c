@@ -35,6 +35,25 @@ remove_other_opt_files(const char *dir, const char *keep)
     g_dir_close(d);
 }
 
+/* Temporary files of atomic writes that a killed run left behind
+ * (NAME.safetensors.tmp.XXXXXX, NAME.tmp.XXXXXX): never complete, never
+ * read, removed when the run resumes. */
+static void
+remove_stale_temporaries(const char *dir)
+{
+  GDir *d = g_dir_open(dir, 0, NULL);
+  const char *name;
+  while (d && (name = g_dir_read_name(d))) {
+    const char *t = g_strrstr(name, ".tmp.");
+    if (t && t != name && strlen(t) == strlen(".tmp.XXXXXX")) {
+      g_autofree char *p = g_build_filename(dir, name, NULL);
+      g_unlink(p);
+    }
+  }
+  if (d)
+    g_dir_close(d);
+}
+
 static char *
 dtostr(double v)
 {
@@ -78,9 +97,36 @@ rows_json(const CtRecorder *rec)
   return text;
 }
 
+/* A state must be one to go back to: parameters that hold NaN or inf are
+ * refused, leaving the last good state in place. */
+static gboolean
+check_finite(CtLearner *L, GError **error)
+{
+  CtModel *m = L->model;
+  const float *p = ct_model_params(m);
+  for (size_t i = 0; i < ct_model_n_tensors(m); i++) {
+    const CtParamInfo *t = ct_model_tensor(m, i);
+    for (size_t k = 0; k < t->numel; k++)
+      if (!isfinite(p[t->offset + k])) {
+        g_autofree char *back =
+          L->last_state ? g_strdup_printf("the last good one is %s (step %" G_GINT64_FORMAT ")",
+                                          L->last_state, L->last_state_iter)
+                        : g_strdup("none was saved before");
+        g_set_error(error, CT_ERROR, CT_ERROR_FAILED,
+                    "training step %" G_GINT64_FORMAT ": tensor '%s' holds %s; the training "
+                    "state was not saved (%s)",
+                    L->train_iter, t->name, isnan(p[t->offset + k]) ? "NaN" : "inf", back);
+        return FALSE;
+      }
+  }
+  return TRUE;
+}
+
 gboolean
 ct_learner_save_state(CtLearner *L, const char *path, GError **error)
 {
+  if (!check_finite(L, error))
+    return FALSE;
   g_autofree char *dir = g_path_get_dirname(path);
   g_autofree char *opt_leaf =
     g_strdup_printf("state-opt-%" G_GINT64_FORMAT ".safetensors", L->train_iter);
@@ -139,8 +185,12 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
   ct_safetensors_writer_free(w);
   for (size_t i = 0; i < G_N_ELEMENTS(meta); i++)
     g_free(meta[i].value);
-  if (ok) /* the new pair is in place: older optimizer files go */
+  if (ok) { /* the new pair is in place: older optimizer files go */
     remove_other_opt_files(dir, opt_leaf);
+    g_free(L->last_state);
+    L->last_state = g_strdup(path);
+    L->last_state_iter = L->train_iter;
+  }
   return ok;
 }
 
@@ -257,11 +307,19 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
     g_hash_table_insert(L->pending_states, g_strdup(key), g_bytes_new_take(data, len));
   }
   g_free(keys);
+  /* files written after this state was saved (by a run killed later) are
+   * written again as the run goes on */
+  if (!ct_recorder_rewrite(&L->rec, error))
+    goto out;
+  remove_stale_temporaries(dir);
   L->resume_epoch = (int) epoch;
   L->resume_batch = (int) next;
   L->train_iter = titer;
   L->resuming = TRUE;
   L->resumed = TRUE;
+  g_free(L->last_state);
+  L->last_state = g_strdup(path);
+  L->last_state_iter = titer;
   ok = TRUE;
 out:
   ct_safetensors_free(st);

@@ -10,11 +10,11 @@
 int
 ct_cli_init(int argc, char **argv)
 {
-  g_autofree char *preset = g_strdup("vitb32");
-  g_autofree char *out = NULL;
+  /* GOption replaces a string without freeing it: no allocated default */
+  g_autofree char *preset_arg = NULL, *out = NULL;
   gint64 seed = 0;
   GOptionEntry entries[] = {
-    { "preset", 'p', 0, G_OPTION_ARG_STRING, &preset, "Model preset (vitb32, vitl14, small, tiny)", "NAME" },
+    { "preset", 'p', 0, G_OPTION_ARG_STRING, &preset_arg, "Model preset (vitb32, vitl14, small, tiny)", "NAME" },
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of the initialisation (0)", "N" },
     { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Weights file to write (safetensors)", "FILE" },
     { NULL },
@@ -30,6 +30,7 @@ ct_cli_init(int argc, char **argv)
     g_clear_error(&error);
     return CT_EXIT_USAGE;
   }
+  const char *preset = preset_arg ? preset_arg : "vitb32";
   CtConfig cfg;
   if (!ct_config_preset(preset, &cfg, &error)) {
     ct_cli_error("init: %s", error->message);

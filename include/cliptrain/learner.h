@@ -152,6 +152,14 @@ CT_API gboolean ct_learner_has_loss(const CtLearner *learner);
 CT_API float *ct_learner_d_image_features(CtLearner *learner);
 CT_API float *ct_learner_d_text_features(CtLearner *learner);
 CT_API float *ct_learner_d_logit_scale(CtLearner *learner);
+/* Non-finite losses.  By default a training batch whose loss is NaN or
+ * infinite stops the run (fastai's TerminateOnNaN) with an error giving
+ * the training step and the last good training state.  A callback that
+ * handles non-finite values itself (a dynamic loss scaler, which skips the
+ * step and lowers its scale) calls this with TRUE, at before_fit, to turn
+ * the check off; it then owns what follows a non-finite loss. */
+CT_API void ct_learner_set_nonfinite_handled(CtLearner *learner, gboolean handled);
+CT_API gboolean ct_learner_nonfinite_handled(const CtLearner *learner);
 /* (batch, batch) scratch space for a loss callback. */
 CT_API float *ct_learner_scratch_bb(CtLearner *learner, int which /* 0 or 1 */);
 
