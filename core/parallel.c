@@ -8,12 +8,14 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdlib.h>
 
 static struct {
   pthread_mutex_t lock;
   pthread_cond_t wake, done;
   int n_threads;       /* including the caller */
   int started;         /* worker threads running */
+  int quit;            /* at exit: workers return */
   uint64_t job;        /* generation of the current job */
   int pending;         /* workers still busy with it */
   int active;          /* threads taking part in it */
@@ -38,8 +40,10 @@ worker(void *arg)
   uint64_t seen = 0;
   pthread_mutex_lock(&pool.lock);
   for (;;) {
-    while (pool.job == seen)
+    while (pool.job == seen && !pool.quit)
       pthread_cond_wait(&pool.wake, &pool.lock);
+    if (pool.quit)
+      break;
     seen = pool.job;
     if (id < pool.active) {
       size_t b, e;
@@ -54,7 +58,24 @@ worker(void *arg)
         pthread_cond_signal(&pool.done);
     }
   }
+  pthread_mutex_unlock(&pool.lock);
   return NULL;
+}
+
+/* At exit: the workers return and are joined, so that nothing of theirs
+ * is left (valgrind's leak check, sanitizers). */
+static void
+shutdown_pool(void)
+{
+  pthread_mutex_lock(&pool.lock);
+  pool.quit = 1;
+  pthread_cond_broadcast(&pool.wake);
+  int n = pool.started;
+  pthread_mutex_unlock(&pool.lock);
+  for (int i = 1; i <= n; i++)
+    pthread_join(pool.tids[i], NULL);
+  pool.started = 0;
+  pool.n_threads = 1;
 }
 
 void
@@ -64,11 +85,15 @@ ct_set_num_threads(int n)
   openblas_set_num_threads(n);
   pthread_mutex_lock(&pool.lock);
   pool.n_threads = n;
-  while (pool.started < n - 1) {
+  static int registered;
+  if (!registered && n > 1) {
+    atexit(shutdown_pool);
+    registered = 1;
+  }
+  while (pool.started < n - 1 && !pool.quit) {
     int id = pool.started + 1;
     if (pthread_create(&pool.tids[id], NULL, worker, (void *) (intptr_t) id) != 0)
       break; /* fewer threads: still correct */
-    pthread_detach(pool.tids[id]);
     pool.started++;
   }
   pool.n_threads = MIN(n, pool.started + 1);
