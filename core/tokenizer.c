@@ -782,10 +782,11 @@ gboolean
 ct_tokenizer_save(const CtTokenizer *tok, const char *path, GError **error)
 {
   g_return_val_if_fail(tok != NULL && path != NULL, FALSE);
-  GString *s = g_string_new("#version: 0.2\n");
+  /* one merge per line after the header, no newline after the last line:
+   * a trailing one would read back as an empty merge */
+  GString *s = g_string_new("#version: 0.2");
   for (size_t i = 0; i < tok->n_merges; i++) {
-    if (i)
-      g_string_append_c(s, '\n');
+    g_string_append_c(s, '\n');
     g_string_append(s, tok->merges[i]);
   }
   GBytes *bytes = g_string_free_to_bytes(s);

@@ -641,6 +641,25 @@ test_train(void)
     assert_same_encodings(tok, loaded, texts);
     ct_tokenizer_free(loaded);
   }
+  /* No merges at all: the file is the header line alone.  A newline after
+   * it read back as one empty merge, vocabulary 515 instead of 514, here
+   * as in OpenAI's reader (found by tests/fuzz/fuzz_tokenizer). */
+  g_assert_cmpuint(ct_tokenizer_n_merges(bytes), ==, 0);
+  for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+    g_autofree char *path = g_build_filename(tmpdir, names[i], NULL);
+    g_assert_true(ct_tokenizer_save(bytes, path, &error));
+    g_assert_no_error(error);
+    g_autofree char *raw = NULL;
+    g_assert_true(g_file_get_contents(path, &raw, NULL, NULL));
+    if (i == 0)
+      g_assert_cmpstr(raw, ==, "#version: 0.2");
+    CtTokenizer *loaded = ct_tokenizer_new_from_file(path, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(ct_tokenizer_n_merges(loaded), ==, 0);
+    g_assert_cmpint(ct_tokenizer_vocab_size(loaded), ==, CT_TOKENIZER_MIN_VOCAB);
+    assert_same_vocab(bytes, loaded);
+    ct_tokenizer_free(loaded);
+  }
   /* too small a vocabulary */
   g_assert_null(ct_tokenizer_train(tv, texts->len, 513, &error));
   g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
