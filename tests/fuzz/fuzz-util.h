@@ -18,6 +18,24 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 static char *fuzz_dir; /* the private folder, for the process's life */
 
+/* A g_critical or g_warning (a failed g_return_if_fail, say) is a bug:
+ * abort, so that libFuzzer keeps the input (G_DEBUG=fatal-criticals would
+ * raise SIGTRAP, which libFuzzer does not catch). */
+static void
+fuzz_log_handler(const char *domain, GLogLevelFlags level, const char *message, gpointer data)
+{
+  if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING)) {
+    fprintf(stderr, "%s: %s\n", domain ? domain : "(no domain)", message);
+    abort();
+  }
+}
+
+__attribute__((constructor)) static void
+fuzz_log_setup(void)
+{
+  g_log_set_default_handler(fuzz_log_handler, NULL);
+}
+
 static void
 fuzz_dir_remove(void)
 {

@@ -1,6 +1,7 @@
 /* fuzz_recipe.c: a recipe file of any bytes through the loader and the
- * validators: ct_recipe_load (extends resolved beside it), the data,
- * optimizer and schedule checks, a schema with every parameter type,
+ * validators: ct_recipe_load (extends resolved beside it), a --set
+ * assignment (the bytes after the first NUL, if any), the data, optimizer
+ * and schedule checks, a schema with every parameter type, fixed
  * overrides, lookups, and the resolved YAML, which must load again and
  * print the same (cliptrain fit OUT/recipe.yaml must repeat a run). */
 #include "data-setup.h"
@@ -32,6 +33,14 @@ static void
 check_round_trip(CtRecipe *r)
 {
   char *yaml = ct_recipe_to_yaml(r);
+  if (!yaml) {
+    char *path = fuzz_path("resolved.yaml");
+    GError *err = NULL;
+    if (ct_recipe_write(r, path, &err) || !err)
+      abort();
+    fprintf(stderr, "recipe cannot be written: %s\n", err->message);
+    abort();
+  }
   GError *err = NULL;
   CtRecipe *again = ct_recipe_load_data("resolved.yaml", yaml, -1, &err);
   if (!again) {
@@ -51,11 +60,19 @@ check_round_trip(CtRecipe *r)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-  char *path = fuzz_write("r.yaml", data, size);
+  /* the recipe, then after a NUL byte (if any) a --set assignment */
+  const uint8_t *nul = memchr(data, 0, size);
+  size_t rlen = nul ? (size_t)(nul - data) : size;
+  char *path = fuzz_write("r.yaml", data, rlen);
   CtRecipe *r = ct_recipe_load(path, NULL);
   g_free(path);
   if (!r)
     return 0;
+  if (nul) {
+    char *assignment = g_strndup((const char *)nul + 1, size - rlen - 1);
+    ct_recipe_override(r, assignment, NULL);
+    g_free(assignment);
+  }
   check_round_trip(r);
   for (const char *const *p = lookups; *p; p++)
     ct_recipe_lookup(r, *p);

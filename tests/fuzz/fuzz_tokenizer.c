@@ -4,8 +4,9 @@
  * ../shared/vocab/bpe_simple_vocab_16e6.txt.gz beside the checkout; without
  * it, one learned here from a few captions.  The first byte picks what the
  * rest goes through: encode, clip.tokenize (with and without truncation)
- * and decode of the ids; or, as a merges file, building a tokenizer (which
- * then encodes a fixed text). */
+ * and decode of the ids; or, as captions, learning merges (which must save
+ * and load back); or, as a merges file, building a tokenizer (which then
+ * encodes a fixed text). */
 #include <cliptrain/tokenizer.h>
 
 #include "fuzz-util.h"
@@ -75,8 +76,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   if (size == 0)
     return 0;
   char *text = g_strndup((const char *)data + 1, size - 1); /* stops at a NUL */
-  if (data[0] % 4 != 3) {
+  if (data[0] % 4 < 2) {
     encode(text);
+  } else if (data[0] % 4 == 2) {
+    /* captions, one per line, to learn merges from */
+    char **lines = g_strsplit(text, "\n", 64);
+    CtTokenizer *t = ct_tokenizer_train((const char *const *)lines, g_strv_length(lines),
+                                        CT_TOKENIZER_MIN_VOCAB + 64, NULL);
+    if (t) {
+      char *saved = fuzz_path("learned.txt");
+      CtTokenizer *back = NULL;
+      if (!ct_tokenizer_save(t, saved, NULL) ||
+          !(back = ct_tokenizer_new_from_file(saved, NULL)) ||
+          ct_tokenizer_n_merges(back) != ct_tokenizer_n_merges(t))
+        abort(); /* a learned vocabulary must save and load back whole */
+      ct_tokenizer_free(back);
+      g_free(saved);
+      ct_tokenizer_free(t);
+    }
+    g_strfreev(lines);
   } else {
     /* a merges file: header line, then "left right" lines */
     char *path = fuzz_write("merges.txt", data + 1, size - 1);

