@@ -765,6 +765,17 @@ test_csv_errors(void)
                    ": no column 'filepath' (columns: path, caption)");
   expect_csv_error(csv, "path,caption\na.png,x\n", ',', "path", "title", CT_ERROR_MISSING,
                    ": no column 'title' (columns: path, caption)");
+  /* the header in the message stays one line of UTF-8 (found by
+   * tests/fuzz/fuzz_csv): line breaks and bad bytes in quoted names,
+   * long names cut, at most 20 names */
+  expect_csv_error(csv, "\"file\npath\",\"t\xffitle\",\"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH\"\n"
+                   "a.png,x,y\n", ',', NULL, NULL, CT_ERROR_MISSING,
+                   ": no column 'filepath' (columns: file\\x0apath, t\xef\xbf\xbditle, "
+                   "abcdefghijklmnopqrstuvwxyz0123456789ABCD...)");
+  expect_csv_error(csv, "c0,c1,c2,c3,c4,c5,c6,c7,c8,c9,c10,c11,c12,c13,c14,c15,c16,c17,c18,c19,c20,c21\n"
+                   "x\n", ',', NULL, NULL, CT_ERROR_MISSING,
+                   ": no column 'filepath' (columns: c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, "
+                   "c11, c12, c13, c14, c15, c16, c17, c18, c19, ... (22 in all))");
   expect_csv_error(csv, "filepath,title\n", ',', NULL, NULL, CT_ERROR_MISSING,
                    ": no rows after the header");
   expect_csv_error(csv, "", ',', NULL, NULL, CT_ERROR_FORMAT, ": empty file, no header row");
