@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -49,6 +50,25 @@ fuzz_dir_remove(void)
   if (d)
     g_dir_close(d);
   g_rmdir(fuzz_dir);
+}
+
+/* Every error is one line of UTF-8 that names what failed (NAME, when not
+ * NULL): anything else is a bug worth an abort.  Clears *ERRP. */
+static G_GNUC_UNUSED void
+fuzz_check_error(GError **errp, const char *name)
+{
+  GError *err = *errp;
+  if (!err)
+    abort(); /* failed without saying why */
+  if (strchr(err->message, '\n') || !g_utf8_validate(err->message, -1, NULL) ||
+      (name && !strstr(err->message, name))) {
+    fprintf(stderr, "bad error message (not one line of UTF-8 naming %s): ", name ? name : "-");
+    for (const char *p = err->message; *p; p++)
+      fprintf(stderr, (*p < 0x20 || (guchar)*p >= 0x7f) ? "\\x%02x" : "%c", (guchar)*p);
+    fputc('\n', stderr);
+    abort();
+  }
+  g_clear_error(errp);
 }
 
 /* The path of NAME in the private folder.  (transfer full) */

@@ -13,9 +13,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   static const char seps[2] = { ',', '\t' };
   char *path = fuzz_write("t.csv", data, size);
   for (int k = 0; k < 2; k++) {
-    CtSource *src = ct_source_csv_new(path, seps[k], NULL, NULL, NULL);
-    if (!src)
+    GError *err = NULL;
+    CtSource *src = ct_source_csv_new(path, seps[k], NULL, NULL, &err);
+    if (!src) {
+      fuzz_check_error(&err, path);
       continue;
+    }
     size_t n = ct_source_len(src);
     if (n == 0)
       abort();

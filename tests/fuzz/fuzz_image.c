@@ -8,9 +8,12 @@
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-  CtImage *im = ct_image_decode(data, size, "fuzz", NULL);
-  if (!im)
+  GError *err = NULL;
+  CtImage *im = ct_image_decode(data, size, "fuzz", &err);
+  if (!im) {
+    fuzz_check_error(&err, "fuzz");
     return 0;
+  }
   if (im->width <= 0 || im->height <= 0)
     abort();
   static const float mean[3] = CT_CLIP_MEAN, std[3] = CT_CLIP_STD;

@@ -64,22 +64,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   const uint8_t *nul = memchr(data, 0, size);
   size_t rlen = nul ? (size_t)(nul - data) : size;
   char *path = fuzz_write("r.yaml", data, rlen);
-  CtRecipe *r = ct_recipe_load(path, NULL);
+  GError *err = NULL;
+  CtRecipe *r = ct_recipe_load(path, &err);
+  if (!r)
+    fuzz_check_error(&err, NULL); /* an extends: error names the other file */
   g_free(path);
   if (!r)
     return 0;
   if (nul) {
     char *assignment = g_strndup((const char *)nul + 1, size - rlen - 1);
-    ct_recipe_override(r, assignment, NULL);
+    if (!ct_recipe_override(r, assignment, &err))
+      fuzz_check_error(&err, "--set ");
     g_free(assignment);
   }
   check_round_trip(r);
   for (const char *const *p = lookups; *p; p++)
     ct_recipe_lookup(r, *p);
   CtRNode *root = ct_recipe_root(r);
-  ct_recipe_check(r, ct_rnode_get(root, "fit"), "fit", fit_schema, NULL);
-  ct_data_check(r, NULL);
-  ct_optim_check(r, NULL);
+  if (!ct_recipe_check(r, ct_rnode_get(root, "fit"), "fit", fit_schema, &err))
+    fuzz_check_error(&err, NULL);
+  if (!ct_data_check(r, &err))
+    fuzz_check_error(&err, NULL);
+  if (!ct_optim_check(r, &err))
+    fuzz_check_error(&err, NULL);
   for (const char *const *o = overrides; *o; o++)
     ct_recipe_override(r, *o, NULL);
   for (size_t i = 0; i < ct_rnode_n_items(root); i++) {

@@ -9,7 +9,10 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   char *path = fuzz_write("f.safetensors", data, size);
-  CtSafetensors *st = ct_safetensors_open(path, NULL);
+  GError *err = NULL;
+  CtSafetensors *st = ct_safetensors_open(path, &err);
+  if (!st)
+    fuzz_check_error(&err, path);
   g_free(path);
   if (!st)
     return 0;

@@ -49,7 +49,10 @@ static void
 encode(const char *text)
 {
   GArray *ids = g_array_new(FALSE, FALSE, sizeof(int32_t));
-  if (ct_tokenizer_encode(tok, text, ids, NULL)) {
+  GError *err = NULL;
+  if (!ct_tokenizer_encode(tok, text, ids, &err)) {
+    fuzz_check_error(&err, NULL);
+  } else {
     int32_t vocab = ct_tokenizer_vocab_size(tok);
     for (guint i = 0; i < ids->len; i++)
       if (g_array_index(ids, int32_t, i) < 0 || g_array_index(ids, int32_t, i) >= vocab)
@@ -58,7 +61,8 @@ encode(const char *text)
     int32_t out[CT_TOKENIZER_CONTEXT_LENGTH];
     if (!ct_tokenizer_tokenize(tok, text, CT_TOKENIZER_CONTEXT_LENGTH, TRUE, out, NULL))
       abort(); /* valid UTF-8 always tokenizes with truncation */
-    ct_tokenizer_tokenize(tok, text, CT_TOKENIZER_CONTEXT_LENGTH, FALSE, out, NULL);
+    if (!ct_tokenizer_tokenize(tok, text, CT_TOKENIZER_CONTEXT_LENGTH, FALSE, out, &err))
+      fuzz_check_error(&err, NULL);
   }
   g_array_free(ids, TRUE);
 }
@@ -98,7 +102,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   } else {
     /* a merges file: header line, then "left right" lines */
     char *path = fuzz_write("merges.txt", data + 1, size - 1);
-    CtTokenizer *t = ct_tokenizer_new_from_file(path, NULL);
+    GError *err = NULL;
+    CtTokenizer *t = ct_tokenizer_new_from_file(path, &err);
+    if (!t)
+      fuzz_check_error(&err, path);
     g_free(path);
     if (t) {
       GArray *ids = g_array_new(FALSE, FALSE, sizeof(int32_t));
