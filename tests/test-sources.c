@@ -793,6 +793,16 @@ test_csv_errors(void)
   g_clear_error(&err);
   g_free(missing);
 
+  /* An image path with a line break stays one line in get()'s error. */
+  write_text(csv, "filepath,title\n\"gone\nbad.png\",x\n");
+  CtSource *odd = open_csv(csv, ',', NULL, NULL);
+  g_assert_false(ct_source_get(odd, 0, &(CtImage *){ NULL }, NULL, NULL, &err));
+  char *odd_path = g_build_filename(dir, "gone\\x0abad.png", NULL);
+  check_error(err, CT_ERROR_IO, odd_path, "No such file", NULL);
+  g_clear_error(&err);
+  g_free(odd_path);
+  ct_source_free(odd);
+
   /* A missing or corrupt image fails in get(), naming its path. */
   put_fixture(dir, "bad.png", "corrupt.png");
   write_text(csv, "filepath,title\nbad.png,x\ngone.png,y\n");
@@ -1025,6 +1035,17 @@ test_webdataset_errors(void)
   };
   write_tar(p, twice, FALSE);
   expect_wds_error(p, CT_ERROR_FORMAT, p, "entry 'k/a.jpg': key 'k/a' already has an image",
+                   NULL);
+
+  /* Entry names are any bytes: a line break or escape in one stays out of
+   * the one-line error (found by tests/fuzz/fuzz_webdataset). */
+  static const TarEntry odd_names[] = {
+    { "k/a\nb.png", "rgb0.png", NULL }, { "k/a\nb.txt", NULL, "x" },
+    { "k/a\nb.JPG", "photo.jpg", NULL }, { NULL, NULL, NULL },
+  };
+  write_tar(p, odd_names, FALSE);
+  expect_wds_error(p, CT_ERROR_FORMAT, p,
+                   "entry 'k/a\\x0ab.JPG': key 'k/a\\x0ab' already has an image 'k/a\\x0ab.png'",
                    NULL);
 
   /* Not a tar file. */
