@@ -512,7 +512,7 @@ ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error)
   }
   for (guint i = 0; seg[i]; i++)
     if (!*seg[i]) {
-      fail(error, CT_ERROR_CONFIG, where, "empty segment in path '%s'", path);
+      fail(error, CT_ERROR_CONFIG, where, "empty segment in path '%s'", SHOW(path));
       goto out;
     }
   if (!(value = parse_yaml(NULL, where, eq + 1, strlen(eq + 1), error)))
@@ -539,11 +539,11 @@ ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error)
       seg[i] = saved;
       if (cur->kind == CT_RNODE_SEQUENCE)
         fail(error, CT_ERROR_CONFIG, where,
-             "'%s' (at %s) is a sequence of %u items; '%s' is not an index into it", prefix,
-             cur->where, cur->items->len, SHOW(seg[i]));
+             "'%s' (at %s) is a sequence of %u items; '%s' is not an index into it",
+             SHOW(prefix), cur->where, cur->items->len, SHOW(seg[i]));
       else
-        fail(error, CT_ERROR_CONFIG, where, "'%s' (at %s) is a scalar; it has no '%s'", prefix,
-             cur->where, SHOW(seg[i]));
+        fail(error, CT_ERROR_CONFIG, where, "'%s' (at %s) is a scalar; it has no '%s'",
+             SHOW(prefix), cur->where, SHOW(seg[i]));
       g_free(prefix);
       goto out;
     }

@@ -726,6 +726,8 @@ test_override_bad(void)
     { "=3", "expected PATH=VALUE with a non-empty PATH" },
     { " =3", "non-empty PATH" },
     { "a..b=1", "empty segment in path 'a..b'" },
+    /* found by tests/fuzz/fuzz_recipe: the path was quoted raw */
+    { "a\n..b=1", "empty segment in path 'a\\x0a..b'" },
     { "optimizer.=1", "empty segment" },
     { "optimizer.lr.x=1", "'optimizer.lr' (at r.yaml:2:7) is a scalar; it has no 'x'" },
     { "callbacks.2.x.y=1", "'callbacks.2' (at r.yaml:7:5) is a scalar; it has no 'x'" },
