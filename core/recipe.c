@@ -487,8 +487,13 @@ gboolean
 ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error)
 {
   g_return_val_if_fail(recipe != NULL && assignment != NULL, FALSE);
+  /* A path that is not UTF-8 would give keys that no YAML can hold, and
+   * the resolved recipe could not be written: refuse it here. */
+  gboolean utf8 = g_utf8_validate(assignment, -1, NULL);
+  char *valid = g_utf8_make_valid(assignment, -1);
   GString *w = g_string_new("--set ");
-  append_escaped(w, assignment, SIZE_MAX);
+  append_escaped(w, valid, SIZE_MAX);
+  g_free(valid);
   char *where = g_string_free(w, FALSE);
   const char *eq = strchr(assignment, '=');
   char *path = g_strstrip(g_strndup(assignment, eq ? (gsize)(eq - assignment) : 0));
@@ -497,13 +502,17 @@ ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error)
   gboolean ok = FALSE;
   guint idx;
 
+  if (!utf8) {
+    fail(error, CT_ERROR_CONFIG, where, "not valid UTF-8");
+    goto out;
+  }
   if (!eq || !*path) {
     fail(error, CT_ERROR_CONFIG, where, "expected PATH=VALUE with a non-empty PATH");
     goto out;
   }
   for (guint i = 0; seg[i]; i++)
     if (!*seg[i]) {
-      fail(error, CT_ERROR_CONFIG, where, "empty segment in path '%s'", path);
+      fail(error, CT_ERROR_CONFIG, where, "empty segment in path '%s'", SHOW(path));
       goto out;
     }
   if (!(value = parse_yaml(NULL, where, eq + 1, strlen(eq + 1), error)))
@@ -530,11 +539,11 @@ ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error)
       seg[i] = saved;
       if (cur->kind == CT_RNODE_SEQUENCE)
         fail(error, CT_ERROR_CONFIG, where,
-             "'%s' (at %s) is a sequence of %u items; '%s' is not an index into it", prefix,
-             cur->where, cur->items->len, SHOW(seg[i]));
+             "'%s' (at %s) is a sequence of %u items; '%s' is not an index into it",
+             SHOW(prefix), cur->where, cur->items->len, SHOW(seg[i]));
       else
-        fail(error, CT_ERROR_CONFIG, where, "'%s' (at %s) is a scalar; it has no '%s'", prefix,
-             cur->where, SHOW(seg[i]));
+        fail(error, CT_ERROR_CONFIG, where, "'%s' (at %s) is a scalar; it has no '%s'",
+             SHOW(prefix), cur->where, SHOW(seg[i]));
       g_free(prefix);
       goto out;
     }

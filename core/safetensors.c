@@ -1,16 +1,16 @@
 /* safetensors.c: reading and writing the safetensors checkpoint format.
  *
- * Reading maps the file, checks the header with a small scanner of our own
- * (nesting depth, UTF-8, the top-level names in order so that duplicates are
- * seen; json-glib would keep only the last of two equal keys), then parses
- * it with json-glib and validates every entry before anything is returned.
+ * Reading maps the file, checks that the header is UTF-8 and strict JSON
+ * with safetensors-header.c (nesting depth, duplicate keys, integer range,
+ * the top-level names in order), then parses it with json-glib and
+ * validates every entry before anything is returned.
  *
  * Writing builds the header with json-glib, pads it with spaces so that the
  * data starts on an 8-byte boundary, and replaces PATH atomically through a
  * temporary file in the same folder. */
 #include "config.h"
 
-#include <cliptrain/safetensors.h>
+#include "safetensors-private.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,9 +26,10 @@
 G_STATIC_ASSERT(G_BYTE_ORDER == G_LITTLE_ENDIAN);
 G_STATIC_ASSERT(sizeof(float) == 4 && sizeof(double) == 8);
 
-#define MAX_HEADER_BYTES ((guint64)100 * 1000 * 1000)
-#define MAX_HEADER_DEPTH 64
-#define METADATA_KEY "__metadata__"
+#define MAX_HEADER_BYTES CT_ST_MAX_HEADER_BYTES
+#define METADATA_KEY CT_ST_METADATA_KEY
+/* the longest json-glib message quoted in an error */
+#define MAX_QUOTED_MESSAGE 200
 
 /* ---------------------------------------------------------------- dtypes */
 
@@ -100,23 +101,42 @@ ct_shape_string(int ndim, const int64_t *shape)
 
 /* ---------------------------------------------------------------- errors */
 
-/* Sets ERROR to "PATH: tensor 'NAME': MESSAGE" (the tensor part only when
- * NAME is given).  Newlines in the message become spaces: one line always. */
-static void G_GNUC_PRINTF(5, 6)
-set_error(GError **error, CtError code, const char *path, const char *name,
-          const char *fmt, ...)
+char *
+ct_st_printable(const char *s)
+{
+  GString *out = g_string_new(NULL);
+  const char *p = s;
+  for (; *p && p - s < 200; p = g_utf8_next_char(p)) {
+    if ((guchar)*p < 0x20 || *p == 0x7f)
+      g_string_append_printf(out, "\\x%02x", (guchar)*p);
+    else
+      g_string_append_len(out, p, g_utf8_next_char(p) - p);
+  }
+  if (*p)
+    g_string_append(out, "...");
+  return g_string_free(out, FALSE);
+}
+
+void
+ct_st_set_error(GError **error, CtError code, const char *path, const char *name,
+                const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
   char *msg = g_strdup_vprintf(fmt, ap);
   va_end(ap);
   g_strdelimit(msg, "\r\n", ' ');
-  if (name)
-    g_set_error(error, CT_ERROR, code, "%s: tensor '%s': %s", path, name, msg);
-  else
+  if (name) {
+    char *n = ct_st_printable(name);
+    g_set_error(error, CT_ERROR, code, "%s: tensor '%s': %s", path, n, msg);
+    g_free(n);
+  } else {
     g_set_error(error, CT_ERROR, code, "%s: %s", path, msg);
+  }
   g_free(msg);
 }
+
+#define set_error ct_st_set_error
 
 /* ---------------------------------------------------------------- reader */
 
@@ -136,47 +156,6 @@ struct CtSafetensors {
   GHashTable *by_name;   /* name (borrowed) -> Entry * */
   GHashTable *metadata;  /* key -> value, both owned */
 };
-
-/* Walks the header text without recursion: rejects nesting deeper than
- * MAX_HEADER_DEPTH and collects the top-level keys, in order, into KEYS
- * (owned strings), each decoded by PARSER so that escapes are read exactly
- * as json-glib reads them.  Syntax errors are left to json-glib. */
-static gboolean
-scan_header(const char *path, const char *s, size_t len, JsonParser *parser, GPtrArray *keys,
-            GError **error)
-{
-  int depth = 0;
-  gboolean expect_key = FALSE;
-  for (size_t i = 0; i < len; i++) {
-    char c = s[i];
-    if (c == '{' || c == '[') {
-      if (++depth > MAX_HEADER_DEPTH) {
-        set_error(error, CT_ERROR_FORMAT, path, NULL,
-                  "header JSON is nested deeper than %d levels", MAX_HEADER_DEPTH);
-        return FALSE;
-      }
-      expect_key = (depth == 1 && c == '{');
-    } else if (c == '}' || c == ']') {
-      depth--;
-    } else if (c == ',') {
-      expect_key = (depth == 1);
-    } else if (c == '"') {
-      size_t start = ++i;
-      while (i < len && s[i] != '"')
-        i += (s[i] == '\\') ? 2 : 1;
-      if (i >= len)
-        return TRUE;    /* unterminated: json-glib will say so */
-      if (depth == 1 && expect_key) {
-        /* the literal with its quotes, s[start - 1 .. i] */
-        if (!json_parser_load_from_data(parser, s + start - 1, (gssize)(i - start + 2), NULL))
-          return TRUE;  /* bad escape: json-glib will say so */
-        g_ptr_array_add(keys, g_strdup(json_node_get_string(json_parser_get_root(parser))));
-        expect_key = FALSE;
-      }
-    }
-  }
-  return TRUE;
-}
 
 /* Reads an integer member: TRUE and *out when NODE holds a JSON integer. */
 static gboolean
@@ -350,12 +329,25 @@ parse_header(CtSafetensors *st, const char *hdr, size_t hlen, GError **error)
     set_error(error, CT_ERROR_FORMAT, st->path, NULL, "header is not valid UTF-8");
     goto out;
   }
-  parser = json_parser_new_immutable();
-  if (!scan_header(st->path, hdr, hlen, parser, keys, error))
+  size_t first = 0;
+  while (first < hlen && (hdr[first] == ' ' || hdr[first] == '\t' || hdr[first] == '\r' ||
+                          hdr[first] == '\n'))
+    first++;
+  if (first == hlen || hdr[first] != '{') {
+    set_error(error, CT_ERROR_FORMAT, st->path, NULL, "header is not a JSON object");
     goto out;
+  }
+  if (!ct_st_header_check(st->path, hdr, hlen, keys, error))
+    goto out;
+  /* The text is strict JSON now; json-glib failing on it would be a bug of
+   * json-glib's, reported with its message cut short. */
+  parser = json_parser_new_immutable();
   if (!json_parser_load_from_data(parser, hdr, (gssize)hlen, &jerr)) {
-    set_error(error, CT_ERROR_FORMAT, st->path, NULL, "header is not valid JSON: %s",
-              jerr->message);
+    char *m = g_utf8_make_valid(jerr->message, -1);
+    set_error(error, CT_ERROR_FORMAT, st->path, NULL, "header is not valid JSON: %.*s%s",
+              (int)(g_utf8_offset_to_pointer(m, MIN(g_utf8_strlen(m, -1), MAX_QUOTED_MESSAGE)) - m),
+              m, g_utf8_strlen(m, -1) > MAX_QUOTED_MESSAGE ? "..." : "");
+    g_free(m);
     goto out;
   }
   JsonNode *root = json_parser_get_root(parser);
@@ -364,21 +356,9 @@ parse_header(CtSafetensors *st, const char *hdr, size_t hlen, GError **error)
     goto out;
   }
   JsonObject *obj = json_node_get_object(root);
-
-  /* Header order comes from our scan; equal keys would collapse in obj. */
-  GHashTable *seen = g_hash_table_new(g_str_hash, g_str_equal);
-  for (guint i = 0; i < keys->len; i++) {
-    const char *k = keys->pdata[i];
-    if (!g_hash_table_add(seen, (gpointer)k)) {
-      if (strcmp(k, METADATA_KEY) == 0)
-        set_error(error, CT_ERROR_FORMAT, st->path, NULL, "__metadata__ appears twice");
-      else
-        set_error(error, CT_ERROR_FORMAT, st->path, k, "name appears more than once");
-      g_hash_table_destroy(seen);
-      goto out;
-    }
-  }
-  g_hash_table_destroy(seen);
+  /* Header order and duplicates come from our check: json-glib keeps one
+   * of two equal keys.  The counts agree unless the two read a name
+   * differently. */
   if (keys->len != json_object_get_size(obj)) {
     set_error(error, CT_ERROR_FORMAT, st->path, NULL, "header names could not be read");
     goto out;
@@ -451,7 +431,14 @@ ct_safetensors_open(const char *path, GError **error)
   hlen = GUINT64_FROM_LE(hlen);
   if (hlen > MAX_HEADER_BYTES) {
     set_error(error, CT_ERROR_FORMAT, path, NULL,
-              "header length %" G_GUINT64_FORMAT " exceeds the 100 MB limit", hlen);
+              "header length %" G_GUINT64_FORMAT " exceeds the limit of %" G_GUINT64_FORMAT
+              " bytes (100 MB)", hlen, MAX_HEADER_BYTES);
+    goto fail;
+  }
+  if (hlen < 2) {
+    set_error(error, CT_ERROR_FORMAT, path, NULL,
+              "header length %" G_GUINT64_FORMAT " is too short for a JSON object (at least 2 "
+              "bytes, \"{}\")", hlen);
     goto fail;
   }
   if (hlen > size - 8) {

@@ -53,6 +53,25 @@ file_error_reason(const GError *e)
   return r && r[1] == ' ' && r[2] ? r + 2 : e->message;
 }
 
+/* Appends field F (LEN bytes) as an error message shows it: valid UTF-8,
+ * control characters (a quoted field may hold line breaks) as \xNN, cut
+ * after 40 characters with "...". */
+static void
+append_shown(GString *g, const char *f, size_t len)
+{
+  char *valid = g_utf8_make_valid(f, (gssize)len);
+  const char *p = valid;
+  for (int n = 0; *p && n < 40; n++, p = g_utf8_next_char(p)) {
+    if ((guchar)*p < 0x20 || *p == 0x7f)
+      g_string_append_printf(g, "\\x%02x", (guchar)*p);
+    else
+      g_string_append_len(g, p, g_utf8_next_char(p) - p);
+  }
+  if (*p)
+    g_string_append(g, "...");
+  g_free(valid);
+}
+
 static void
 record_end_field(Record *r, size_t start)
 {
@@ -244,12 +263,14 @@ ct_source_csv_new(const char *path, char sep, const char *image_column,
       caption_col = (int)i;
   }
   if (image_col < 0 || caption_col < 0) {
+    /* the header as the message shows it: one line, at most 20 names */
     GString *names = g_string_new(NULL);
-    for (guint i = 0; i < ncols; i++) {
-      char *v = g_utf8_make_valid(FIELD(&r, i), (gssize)FIELD_LEN(&r, i));
-      g_string_append_printf(names, "%s%s", i ? ", " : "", v);
-      g_free(v);
+    for (guint i = 0; i < ncols && i < 20; i++) {
+      g_string_append(names, i ? ", " : "");
+      append_shown(names, FIELD(&r, i), FIELD_LEN(&r, i));
     }
+    if (ncols > 20)
+      g_string_append_printf(names, ", ... (%u in all)", ncols);
     g_set_error(error, CT_ERROR, CT_ERROR_MISSING, "%s: no column '%s' (columns: %s)", path,
                 image_col < 0 ? image_column : caption_column, names->str);
     g_string_free(names, TRUE);

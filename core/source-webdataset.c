@@ -77,6 +77,22 @@ typedef struct {
   size_t n;
 } WdsSource;
 
+/* Sets ERROR to the message made one line of UTF-8: tar names (and shard
+ * patterns) are any bytes, so bad ones show as U+FFFD and control
+ * characters as \xNN. */
+static void G_GNUC_PRINTF(3, 4)
+wds_error(GError **error, CtError code, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  char *line = ct_source_one_line(msg);
+  g_set_error_literal(error, CT_ERROR, code, line);
+  g_free(line);
+  g_free(msg);
+}
+
 /* ---------------------------------------------------------------- patterns */
 
 static gboolean
@@ -119,12 +135,12 @@ expand_braces(const char *pattern, const char *s, GPtrArray *out, GError **error
   const char *open = strchr(s, '{');
   if (!open) {
     if (strchr(s, '}')) {
-      g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "shard pattern '%s': unbalanced '}'",
+      wds_error(error, CT_ERROR_INVALID, "shard pattern '%s': unbalanced '}'",
                   pattern);
       return FALSE;
     }
     if (out->len >= WDS_MAX_SHARDS) {
-      g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+      wds_error(error, CT_ERROR_INVALID,
                   "shard pattern '%s': more than %d shards", pattern, WDS_MAX_SHARDS);
       return FALSE;
     }
@@ -142,7 +158,7 @@ expand_braces(const char *pattern, const char *s, GPtrArray *out, GError **error
     }
   }
   if (!close) {
-    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "shard pattern '%s': unbalanced '{'",
+    wds_error(error, CT_ERROR_INVALID, "shard pattern '%s': unbalanced '{'",
                 pattern);
     return FALSE;
   }
@@ -153,7 +169,7 @@ expand_braces(const char *pattern, const char *s, GPtrArray *out, GError **error
   int width;
   if (is_range(inner, inner_len, &a, &b, &width)) {
     if (labs(b - a) >= WDS_MAX_SHARDS) {
-      g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+      wds_error(error, CT_ERROR_INVALID,
                   "shard pattern '%s': more than %d shards", pattern, WDS_MAX_SHARDS);
       return FALSE;
     }
@@ -184,7 +200,7 @@ expand_braces(const char *pattern, const char *s, GPtrArray *out, GError **error
     }
   }
   if (alts->len < 2) {
-    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+    wds_error(error, CT_ERROR_INVALID,
                 "shard pattern '%s': '{%.*s}' is neither a range {A..B} nor a list {a,b}",
                 pattern, (int)inner_len, inner);
     g_ptr_array_free(alts, TRUE);
@@ -238,7 +254,7 @@ expand_pattern(const char *pattern, GError **error)
       depth--;
   }
   if (out->len == 0) {
-    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "shard pattern '%s' names no shard",
+    wds_error(error, CT_ERROR_INVALID, "shard pattern '%s' names no shard",
                 pattern);
     g_ptr_array_free(out, TRUE);
     return NULL;
@@ -276,7 +292,7 @@ open_shard_fd(const char *path, int *fd_out, GError **error)
   int fd = g_open(path, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) {
     int e = errno;
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(e));
+    wds_error(error, CT_ERROR_IO, "%s: %s", path, g_strerror(e));
     return FALSE;
   }
   *fd_out = fd;
@@ -322,7 +338,7 @@ index_shard(WdsSource *s, guint32 shard_index, GArray *samples, GError **error)
 
   if (archive_read_open_fd(a, fd, WDS_READ_BLOCK) != ARCHIVE_OK) {
     const char *m = archive_msg(a);
-    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: %s", path,
+    wds_error(error, CT_ERROR_FORMAT, "%s: %s", path,
                 strstr(m, "nrecognized archive format") ? "not a tar file" : m);
     goto out;
   }
@@ -333,10 +349,10 @@ index_shard(WdsSource *s, guint32 shard_index, GArray *samples, GError **error)
       break;
     if (r < ARCHIVE_WARN) {
       if (prev)
-        g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: header after entry '%s': %s", path,
+        wds_error(error, CT_ERROR_FORMAT, "%s: header after entry '%s': %s", path,
                     prev, archive_msg(a));
       else
-        g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: first header: %s", path,
+        wds_error(error, CT_ERROR_FORMAT, "%s: first header: %s", path,
                     archive_msg(a));
       goto out;
     }
@@ -353,7 +369,7 @@ index_shard(WdsSource *s, guint32 shard_index, GArray *samples, GError **error)
     if (kind) {
       gint64 size = archive_entry_size_is_set(e) ? archive_entry_size(e) : -1;
       if (size < 0 || size > WDS_MAX_MEMBER) {
-        g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: entry '%s': bad size %" G_GINT64_FORMAT,
+        wds_error(error, CT_ERROR_FORMAT, "%s: entry '%s': bad size %" G_GINT64_FORMAT,
                     path, name, size);
         goto out;
       }
@@ -374,7 +390,7 @@ index_shard(WdsSource *s, guint32 shard_index, GArray *samples, GError **error)
       Member *m = kind == 1 ? &sm->image : &sm->text;
       const char **m_ext = kind == 1 ? &sm->image_ext : &sm->text_ext;
       if (m->present) {
-        g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+        wds_error(error, CT_ERROR_FORMAT,
                     "%s: entry '%s': key '%s' already has %s '%s.%s'", path, name, sm->key,
                     kind == 1 ? "an image" : "a caption", sm->key, *m_ext);
         goto out;
@@ -386,7 +402,7 @@ index_shard(WdsSource *s, guint32 shard_index, GArray *samples, GError **error)
       *m_ext = g_string_chunk_insert_const(s->strings, ext);
     }
     if (archive_read_data_skip(a) < ARCHIVE_WARN) {
-      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: entry '%s': %s", path, prev,
+      wds_error(error, CT_ERROR_FORMAT, "%s: entry '%s': %s", path, prev,
                   archive_msg(a));
       goto out;
     }
@@ -443,12 +459,12 @@ read_member(WdsSource *s, const Sample *sm, const Member *m, const char *ext, GE
     support_filters(a);
   guint32 skip = compressed ? m->ordinal : 0;
   if (!compressed && lseek(ctx->fd, (off_t)m->header_pos, SEEK_SET) != (off_t)m->header_pos) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: entry '%s': seek: %s", path, want,
+    wds_error(error, CT_ERROR_IO, "%s: entry '%s': seek: %s", path, want,
                 g_strerror(errno));
     goto out;
   }
   if (archive_read_open(a, ctx, NULL, read_cb, NULL) != ARCHIVE_OK) {
-    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: entry '%s': %s", path, want,
+    wds_error(error, CT_ERROR_FORMAT, "%s: entry '%s': %s", path, want,
                 archive_msg(a));
     goto out;
   }
@@ -456,7 +472,7 @@ read_member(WdsSource *s, const Sample *sm, const Member *m, const char *ext, GE
   for (;;) {
     int r = archive_read_next_header(a, &e);
     if (r < ARCHIVE_WARN || r == ARCHIVE_EOF) {
-      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: entry '%s': %s", path, want,
+      wds_error(error, CT_ERROR_FORMAT, "%s: entry '%s': %s", path, want,
                   r == ARCHIVE_EOF ? "not found (the shard changed since it was opened)"
                                    : archive_msg(a));
       goto out;
@@ -467,7 +483,7 @@ read_member(WdsSource *s, const Sample *sm, const Member *m, const char *ext, GE
   }
   const char *name = archive_entry_pathname(e);
   if (!name || strcmp(name, want) != 0 || archive_entry_size(e) != m->size) {
-    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+    wds_error(error, CT_ERROR_FORMAT,
                 "%s: entry '%s': found '%s' instead (the shard changed since it was opened)",
                 path, want, name ? name : "?");
     goto out;
@@ -477,7 +493,7 @@ read_member(WdsSource *s, const Sample *sm, const Member *m, const char *ext, GE
   while (got < (size_t)m->size) {
     la_ssize_t n = archive_read_data(a, data + got, (size_t)m->size - got);
     if (n <= 0) {
-      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: entry '%s': %s", path, want,
+      wds_error(error, CT_ERROR_FORMAT, "%s: entry '%s': %s", path, want,
                   n == 0 ? "truncated tar data" : archive_msg(a));
       g_clear_pointer(&data, g_free);
       goto out;
@@ -516,7 +532,7 @@ wds_get(CtSource *src, size_t index, CtImage **image, char **caption, int *label
     if (!text)
       return FALSE;
     if (!g_utf8_validate(text, (gssize)sm->text.size, NULL)) {
-      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: entry '%s.%s': caption is not valid UTF-8",
+      wds_error(error, CT_ERROR_FORMAT, "%s: entry '%s.%s': caption is not valid UTF-8",
                   s->shards[sm->shard], sm->key, sm->text_ext);
       g_free(text);
       return FALSE;
@@ -598,7 +614,7 @@ ct_source_webdataset_new(const char *pattern, GError **error)
   }
   g_array_set_size(all, keep);
   if (keep == 0) {
-    g_set_error(error, CT_ERROR, CT_ERROR_MISSING,
+    wds_error(error, CT_ERROR_MISSING,
                 "%s: no sample with both an image (jpg, jpeg, png) and a caption (txt) in %u "
                 "shard%s (%u key%s without an image, %u without a caption)",
                 pattern, n_shards, n_shards == 1 ? "" : "s", no_image, no_image == 1 ? "" : "s",

@@ -46,6 +46,10 @@ ct_source_free(CtSource *s)
 
 /* source.c: FALSE with CT_ERROR_INVALID naming NAME when INDEX >= N. */
 gboolean ct_source_check_index(const char *name, size_t index, size_t n, GError **error);
+/* MSG made one line of UTF-8, for errors that quote file names (which may
+ * hold any bytes): bad bytes as U+FFFD, control characters as \xNN.
+ * (transfer full) */
+char *ct_source_one_line(const char *msg);
 /* Decode the image file PATH; the error names PATH.  (transfer full) */
 CtImage *ct_source_load_image(const char *path, GError **error);
 

@@ -381,13 +381,33 @@ ct_html_unescape(const char *text)
 
 /* ------------------------------------------------------------ clean and split */
 
+/* TEXT as an error message quotes it: valid UTF-8 (bad bytes as U+FFFD),
+ * control characters as \xNN so the message stays one line, cut after
+ * 200 characters with "...".  (transfer full) */
+static char *
+shown_text(const char *text)
+{
+  g_autofree char *valid = g_utf8_make_valid(text, -1);
+  GString *out = g_string_new(NULL);
+  const char *p = valid;
+  for (int n = 0; *p && n < 200; n++, p = g_utf8_next_char(p)) {
+    if ((guchar) *p < 0x20 || *p == 0x7f)
+      g_string_append_printf(out, "\\x%02x", (guchar) *p);
+    else
+      g_string_append_len(out, p, g_utf8_next_char(p) - p);
+  }
+  if (*p)
+    g_string_append(out, "...");
+  return g_string_free(out, FALSE);
+}
+
 static gboolean
 check_utf8(const char *text, GError **error)
 {
   const char *end;
   if (g_utf8_validate(text, -1, &end))
     return TRUE;
-  g_autofree char *shown = g_utf8_make_valid(text, -1);
+  g_autofree char *shown = shown_text(text);
   g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
               "caption \"%s\" is not valid UTF-8 (bad byte 0x%02x at offset %zu)", shown,
               (guint8) *end, (size_t) (end - text));
@@ -660,7 +680,7 @@ ct_tokenizer_new_from_merges(const char *const *merges, size_t n, GError **error
   }
   for (size_t i = 0; i < n; i++)
     if (!g_utf8_validate(merges[i], -1, NULL)) {
-      g_autofree char *shown = g_utf8_make_valid(merges[i], -1);
+      g_autofree char *shown = shown_text(merges[i]);
       g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "merge %zu (\"%s\") is not valid UTF-8", i,
                   shown);
       return NULL;
@@ -801,10 +821,11 @@ gboolean
 ct_tokenizer_save(const CtTokenizer *tok, const char *path, GError **error)
 {
   g_return_val_if_fail(tok != NULL && path != NULL, FALSE);
-  GString *s = g_string_new("#version: 0.2\n");
+  /* one merge per line after the header, no newline after the last line:
+   * a trailing one would read back as an empty merge */
+  GString *s = g_string_new("#version: 0.2");
   for (size_t i = 0; i < tok->n_merges; i++) {
-    if (i)
-      g_string_append_c(s, '\n');
+    g_string_append_c(s, '\n');
     g_string_append(s, tok->merges[i]);
   }
   GBytes *bytes = g_string_free_to_bytes(s);
@@ -997,10 +1018,11 @@ ct_tokenizer_tokenize(const CtTokenizer *tok, const char *text, int context_leng
   g_array_append_val(ids, eot);
   size_t n = ids->len, ctx = (size_t) context_length;
   if (n > ctx && !truncate) {
+    g_autofree char *shown = shown_text(text);
     g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
                 "caption \"%s\" is too long for context length %d: %zu tokens with the start "
                 "and end tokens",
-                text, context_length, n);
+                shown, context_length, n);
     g_array_unref(ids);
     return FALSE;
   }

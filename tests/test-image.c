@@ -24,6 +24,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "image-private.h"
 
@@ -437,6 +438,21 @@ test_load_errors(void)
   g_assert_error(error, CT_ERROR, CT_ERROR_IO);
   g_assert_nonnull(strstr(error->message, dir));
   g_clear_error(&error);
+  /* a device that never ends, and a FIFO without a writer: refused at once,
+   * neither read until memory runs out nor waited on */
+  g_assert_null(ct_image_load("/dev/zero", &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_IO);
+  g_assert_cmpstr(error->message, ==, "/dev/zero: not a regular file");
+  g_clear_error(&error);
+  char *fifo = g_build_filename(dir, "fifo.png", NULL);
+  g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+  g_assert_null(ct_image_load(fifo, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_IO);
+  g_assert_true(g_str_has_prefix(error->message, fifo));
+  g_assert_nonnull(strstr(error->message, "not a regular file"));
+  g_clear_error(&error);
+  g_unlink(fifo);
+  g_free(fifo);
   g_unlink(path);
   g_rmdir(dir);
   g_free(path);

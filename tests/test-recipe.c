@@ -726,6 +726,8 @@ test_override_bad(void)
     { "=3", "expected PATH=VALUE with a non-empty PATH" },
     { " =3", "non-empty PATH" },
     { "a..b=1", "empty segment in path 'a..b'" },
+    /* found by tests/fuzz/fuzz_recipe: the path was quoted raw */
+    { "a\n..b=1", "empty segment in path 'a\\x0a..b'" },
     { "optimizer.=1", "empty segment" },
     { "optimizer.lr.x=1", "'optimizer.lr' (at r.yaml:2:7) is a scalar; it has no 'x'" },
     { "callbacks.2.x.y=1", "'callbacks.2' (at r.yaml:7:5) is a scalar; it has no 'x'" },
@@ -751,6 +753,15 @@ test_override_bad(void)
     g_free(prefix);
     g_free(shown);
   }
+  /* A path that is not UTF-8 made a recipe that could not be written
+   * (found by tests/fuzz/fuzz_recipe); the message stays UTF-8. */
+  GError *err = NULL;
+  g_assert_false(ct_recipe_override(r, "optimizer.\xff\xfe=1", &err));
+  g_assert_true(g_utf8_validate(err->message, -1, NULL));
+  assert_error(&err, CT_ERROR_CONFIG, "--set optimizer.\xef\xbf\xbd\xef\xbf\xbd=1: ",
+               "not valid UTF-8");
+  g_assert_false(ct_recipe_override(r, "optimizer.lr=\xff", &err));
+  assert_error(&err, CT_ERROR_CONFIG, "--set optimizer.lr=\xef\xbf\xbd: ", "not valid UTF-8");
   char *after = ct_recipe_to_yaml(r); /* nothing changed */
   g_assert_cmpstr(before, ==, after);
   g_free(before);

@@ -400,9 +400,13 @@ typedef struct {
 } BrokenCase;
 
 static const BrokenCase broken_cases[] = {
-  { "empty-header", "", 0, CT_ERROR_FORMAT, "not a JSON object", NULL },
-  { "bad-json", "{\"w\":{\"dtype\":\"F32\",", 0, CT_ERROR_FORMAT, "not valid JSON", NULL },
+  { "header-length-0", "", 0, CT_ERROR_FORMAT, "header length 0 is too short", NULL },
+  { "header-length-1", "{", 0, CT_ERROR_FORMAT, "header length 1 is too short", NULL },
+  { "bad-json", "{\"w\":{\"dtype\":\"F32\",", 0, CT_ERROR_FORMAT, "tensor 'w': header JSON, byte 20",
+    "expected a string key" },
   { "not-an-object", "[1, 2, 3]", 0, CT_ERROR_FORMAT, "not a JSON object", NULL },
+  { "not-an-object-spaces", "  \"{}\"", 0, CT_ERROR_FORMAT, "not a JSON object", NULL },
+  { "not-an-object-number", "12", 0, CT_ERROR_FORMAT, "not a JSON object", NULL },
   { "entry-not-object", "{\"w\": 5}", 0, CT_ERROR_FORMAT, "'w'", "not an object" },
   { "unknown-dtype", "{" T("w", "F8_E4M3X", "[1]", "[0,1]") "}", 1, CT_ERROR_DTYPE, "'w'",
     "F8_E4M3X" },
@@ -446,6 +450,94 @@ static const BrokenCase broken_cases[] = {
     CT_ERROR_FORMAT, "__metadata__", "'k'" },
   { "metadata-not-object", "{\"__metadata__\":\"x\"}", 0, CT_ERROR_FORMAT, "__metadata__",
     NULL },
+  { "metadata-object-value", "{\"__metadata__\":{\"k\":{\"a\":\"b\"}}}", 0, CT_ERROR_FORMAT,
+    "__metadata__ value of 'k'", "not a string" },
+  { "metadata-array-value", "{\"__metadata__\":{\"k\":[\"a\"]}}", 0, CT_ERROR_FORMAT,
+    "__metadata__ value of 'k'", "not a string" },
+  { "metadata-null-value", "{\"__metadata__\":{\"k\":null}}", 0, CT_ERROR_FORMAT,
+    "__metadata__ value of 'k'", "not a string" },
+  { "metadata-bool-value", "{\"__metadata__\":{\"k\":true}}", 0, CT_ERROR_FORMAT,
+    "__metadata__ value of 'k'", "not a string" },
+  { "metadata-twice", "{\"__metadata__\":{},\"__metadata__\":{}}", 0, CT_ERROR_FORMAT,
+    "__metadata__ appears twice", NULL },
+  { "metadata-key-twice", "{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}", 0, CT_ERROR_FORMAT,
+    "__metadata__: header JSON, byte 25", "key 'k' appears twice" },
+  /* a field twice in one entry: json-glib would keep the second dtype */
+  { "field-twice", "{\"w\":{\"dtype\":\"F32\",\"dtype\":\"I64\",\"shape\":[1],"
+    "\"data_offsets\":[0,4]}}", 4, CT_ERROR_FORMAT, "tensor 'w'", "key 'dtype' appears twice" },
+  /* integers beyond int64: json-glib would wrap them (this one to INT64_MAX,
+   * making the shape [9223372036854775807, 0] a valid empty tensor) */
+  { "dim-below-int64", "{" T("w", "F32", "[-9223372036854775809,0]", "[0,0]") "}", 0,
+    CT_ERROR_FORMAT, "tensor 'w'", "integer -9223372036854775809 does not fit in 64 bits" },
+  { "dim-above-int64", "{" T("w", "U8", "[9223372036854775808]", "[0,1]") "}", 1,
+    CT_ERROR_FORMAT, "tensor 'w'", "integer 9223372036854775808 does not fit" },
+  { "dim-above-uint64", "{" T("w", "U8", "[18446744073709551617]", "[0,1]") "}", 1,
+    CT_ERROR_FORMAT, "tensor 'w'", "does not fit in 64 bits" },
+  { "offset-above-int64", "{" T("w", "U8", "[1]", "[0,100000000000000000000000000000]") "}", 1,
+    CT_ERROR_FORMAT, "tensor 'w'", "does not fit in 64 bits" },
+  { "shape-overflow-int64-max", "{" T("w", "U8", "[9223372036854775807,3]", "[0,1]") "}", 1,
+    CT_ERROR_FORMAT, "tensor 'w'", "[9223372036854775807, 3] of U8 overflows" },
+  { "bytes-overflow-f64", "{" T("w", "F64", "[2305843009213693952,1]", "[0,8]") "}", 8,
+    CT_ERROR_FORMAT, "tensor 'w'", "overflows" },
+  { "offsets-int64-max", "{" T("w", "U8", "[1]", "[9223372036854775806,9223372036854775807]") "}",
+    1, CT_ERROR_FORMAT, "tensor 'w'", "beyond the 1 bytes" },
+  { "offsets-float", "{" T("w", "U8", "[1]", "[0,1.0]") "}", 1, CT_ERROR_FORMAT, "tensor 'w'",
+    "data_offsets" },
+  { "offsets-triple", "{" T("w", "U8", "[1]", "[0,1,2]") "}", 2, CT_ERROR_FORMAT, "tensor 'w'",
+    "data_offsets" },
+  { "size-mismatch-short", "{" T("w", "F16", "[3]", "[0,4]") "}", 4, CT_ERROR_FORMAT,
+    "tensor 'w'", "hold 4 bytes but shape [3] of F16 needs 6" },
+  { "size-mismatch-scalar", "{" T("s", "F32", "[]", "[0,8]") "}", 8, CT_ERROR_FORMAT,
+    "tensor 's'", "hold 8 bytes but shape [] of F32 needs 4" },
+  { "overlap-same-range", "{" T("a", "U8", "[4]", "[0,4]") "," T("b", "U8", "[4]", "[0,4]") "}",
+    4, CT_ERROR_FORMAT, "overlap those of", NULL },
+  { "dtype-lowercase", "{" T("w", "f32", "[1]", "[0,4]") "}", 4, CT_ERROR_DTYPE, "tensor 'w'",
+    "unknown dtype 'f32'" },
+  { "dtype-nul", "{" T("w", "F32\\u0000", "[1]", "[0,4]") "}", 4, CT_ERROR_FORMAT, "tensor 'w'",
+    "NUL" },
+  { "name-nul", "{" T("w\\u0000x", "F32", "[1]", "[0,4]") "}", 4, CT_ERROR_FORMAT, "byte 3",
+    "NUL" },
+  { "name-lone-surrogate", "{" T("w\\ud800", "F32", "[1]", "[0,4]") "}", 4, CT_ERROR_FORMAT,
+    "byte 3", "\\uD800 is a lone surrogate" },
+  { "name-lone-low-surrogate", "{" T("\\udc00w", "F32", "[1]", "[0,4]") "}", 4, CT_ERROR_FORMAT,
+    "byte 2", "\\uDC00 is a lone surrogate" },
+  { "name-bad-escape", "{" T("w\\x41", "F32", "[1]", "[0,4]") "}", 4, CT_ERROR_FORMAT, "byte 3",
+    "invalid escape" },
+  { "name-short-unicode-escape", "{" T("w\\u12", "F32", "[1]", "[0,4]") "}", 4, CT_ERROR_FORMAT,
+    "byte 3", "4 hex digits" },
+  { "name-raw-tab", "{" T("w\tx", "F32", "[1]", "[0,4]") "}", 4, CT_ERROR_FORMAT, "byte 3",
+    "control character 0x09" },
+  { "non-utf8-overlong", "{" T("w\xc0\xaf", "F32", "[1]", "[0,4]") "}", 4, CT_ERROR_FORMAT,
+    "UTF-8", NULL },
+  { "non-utf8-surrogate", "{" T("w\xed\xa0\x80", "F32", "[1]", "[0,4]") "}", 4,
+    CT_ERROR_FORMAT, "UTF-8", NULL },
+  { "non-utf8-truncated", "{\"__metadata__\":{\"k\":\"\xe2\x82\"}}", 0, CT_ERROR_FORMAT,
+    "UTF-8", NULL },
+  /* what json-glib accepts and JSON does not */
+  { "hex-number", "{" T("w", "U8", "[0x1]", "[0,1]") "}", 1, CT_ERROR_FORMAT, "tensor 'w'",
+    "expected ',' or ']'" },
+  { "leading-zero", "{" T("w", "U8", "[01]", "[0,1]") "}", 1, CT_ERROR_FORMAT, "tensor 'w'",
+    "leading zero" },
+  { "comment", "{" T("w", "U8", "[1]", "[0,1]") "/* x */}", 1, CT_ERROR_FORMAT, "tensor 'w'",
+    "expected ',' or '}'" },
+  { "single-quotes", "{'w':{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1,
+    CT_ERROR_FORMAT, "byte 1", "expected a string key" },
+  { "bare-key", "{w:1}", 0, CT_ERROR_FORMAT, "byte 1", "expected a string key" },
+  { "trailing-comma", "{" T("w", "U8", "[1,]", "[0,1]") "}", 1, CT_ERROR_FORMAT, "tensor 'w'",
+    "unexpected character ']'" },
+  { "trailing-comma-object", "{" T("w", "U8", "[1]", "[0,1]") ",}", 1, CT_ERROR_FORMAT,
+    "expected a string key", NULL },
+  { "trailing-data", "{" T("w", "U8", "[1]", "[0,1]") "} {}", 1, CT_ERROR_FORMAT,
+    "more data after the end", NULL },
+  { "unclosed-string", "{\"w\":{\"dtype\":\"F32}}", 0, CT_ERROR_FORMAT, "tensor 'w'",
+    "string is not closed" },
+  { "unclosed-object", "{" T("w", "U8", "[1]", "[0,1]"), 1, CT_ERROR_FORMAT,
+    "ends before a closing '}'", NULL },
+  { "missing-colon", "{\"w\" 5}", 0, CT_ERROR_FORMAT, "expected ':'", NULL },
+  { "bad-literal", "{\"w\":nul}", 0, CT_ERROR_FORMAT, "tensor 'w'", "unexpected character 'n'" },
+  { "minus-alone", "{\"w\":-}", 0, CT_ERROR_FORMAT, "tensor 'w'", "'-' is not followed" },
+  { "bad-fraction", "{\"w\":1.}", 0, CT_ERROR_FORMAT, "tensor 'w'", "decimal point" },
+  { "bad-exponent", "{\"w\":1e+}", 0, CT_ERROR_FORMAT, "tensor 'w'", "exponent" },
 };
 
 static void
@@ -517,6 +609,135 @@ test_broken_deep_nesting(void)
   g_assert_cmpuint(strlen(ct_safetensors_metadata(st, "k")), ==, 2001);
   ct_safetensors_free(st);
   g_string_free(h, TRUE);
+  g_free(path);
+  count_entries(dir, TRUE);
+  g_free(dir);
+}
+
+/* The limit is 64 levels: an entry's extra field nested to 64 is read, one
+ * more level is refused, naming the tensor. */
+static void
+test_broken_depth_limit(void)
+{
+  char *dir = make_tmpdir();
+  char *path = g_build_filename(dir, "depth.safetensors", NULL);
+  for (int levels = 64; levels <= 65; levels++) {
+    /* the top-level object and the entry are levels 1 and 2 */
+    GString *h = g_string_new("{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":");
+    for (int i = 2; i < levels; i++)
+      g_string_append_c(h, '[');
+    for (int i = 2; i < levels; i++)
+      g_string_append_c(h, ']');
+    g_string_append(h, "}}");
+    write_raw(path, h->len, h->str, h->len, 1);
+    if (levels == 64) {
+      GError *err = NULL;
+      CtSafetensors *st = ct_safetensors_open(path, &err);
+      g_assert_no_error(err);
+      g_assert_nonnull(ct_safetensors_find(st, "w"));
+      ct_safetensors_free(st);
+    } else {
+      expect_open_error(path, CT_ERROR_FORMAT, "tensor 'w'", "nested deeper than 64 levels");
+    }
+    g_string_free(h, TRUE);
+  }
+  g_free(path);
+  count_entries(dir, TRUE);
+  g_free(dir);
+}
+
+/* A raw NUL byte inside the header (not an escape) is not UTF-8 text. */
+static void
+test_broken_raw_nul(void)
+{
+  char *dir = make_tmpdir();
+  char *path = g_build_filename(dir, "nul.safetensors", NULL);
+  static const char h[] = "{\"w\0\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+  write_raw(path, sizeof h - 1, h, sizeof h - 1, 1);
+  expect_open_error(path, CT_ERROR_FORMAT, "not valid UTF-8", NULL);
+  g_free(path);
+  count_entries(dir, TRUE);
+  g_free(dir);
+}
+
+/* Names reach error messages: a line break or terminal escape in one is
+ * written as \xNN, and a huge name is cut, so the error stays one short
+ * line. */
+static void
+test_broken_hostile_name(void)
+{
+  char *dir = make_tmpdir();
+  char *path = g_build_filename(dir, "name.safetensors", NULL);
+  const char *h = "{\"a\\nb\\u001b[31m\":{\"dtype\":\"Q8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+  write_raw(path, strlen(h), h, strlen(h), 1);
+  expect_open_error(path, CT_ERROR_DTYPE, "tensor 'a\\x0ab\\x1b[31m'", "unknown dtype 'Q8'");
+
+  GString *g = g_string_new("{\"");
+  for (int i = 0; i < 100000; i++)
+    g_string_append(g, "\xc3\xa9"); /* é: the cut must not split it */
+  g_string_append(g, "\":{\"dtype\":\"Q8\",\"shape\":[1],\"data_offsets\":[0,1]}}");
+  write_raw(path, g->len, g->str, g->len, 1);
+  GError *err = NULL;
+  g_assert_null(ct_safetensors_open(path, &err));
+  check_error(err, CT_ERROR_DTYPE, path, "\xc3\xa9...': unknown dtype 'Q8'", NULL);
+  g_assert_true(g_utf8_validate(err->message, -1, NULL));
+  g_assert_cmpuint(strlen(err->message), <, strlen(path) + 300);
+  g_clear_error(&err);
+  g_string_free(g, TRUE);
+  g_free(path);
+  count_entries(dir, TRUE);
+  g_free(dir);
+}
+
+/* A file really holding a header of more than 100,000,000 bytes (sparse, so
+ * it costs no disk) is refused by its length field, before the header is
+ * read; one of exactly 100,000,000 passes that check and fails on its
+ * contents (NUL bytes are not UTF-8). */
+static void
+test_broken_huge_header_file(void)
+{
+  char *dir = make_tmpdir();
+  char *path = g_build_filename(dir, "sparse.safetensors", NULL);
+  for (guint64 hlen = 100000000; hlen <= 100000001; hlen++) {
+    write_raw(path, hlen, "{", 1, 0);
+    g_assert_cmpint(truncate(path, (off_t)(8 + hlen)), ==, 0);
+    if (hlen > 100000000)
+      expect_open_error(path, CT_ERROR_FORMAT, "header length 100000001 exceeds the limit",
+                        NULL);
+    else
+      expect_open_error(path, CT_ERROR_FORMAT, "not valid UTF-8", NULL);
+  }
+  g_free(path);
+  count_entries(dir, TRUE);
+  g_free(dir);
+}
+
+/* Valid JSON that json-glib and we must read alike: escapes, surrogate
+ * pairs, exponents in extra fields, whitespace, the extreme int64 values
+ * in an extra field. */
+static void
+test_strict_json_accepts(void)
+{
+  char *dir = make_tmpdir();
+  char *path = g_build_filename(dir, "ok.safetensors", NULL);
+  const char *h = " \r\n\t{ \"__metadata__\" : { \"k\\/\" : \"\\ud83d\\ude00 \\\"q\\\"\" } ,"
+                  "\"\\u00e9\\t\":{\"dtype\":\"U8\",\"shape\":[ 2 ],\"data_offsets\":[0,2],"
+                  "\"x\":[-0,1.5e-3,2E+2,-9223372036854775808,9223372036854775807,true,false,null,{}]},"
+                  "\"\\uD83D\\uDE00\":{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[2,3]} }  ";
+  write_raw(path, strlen(h), h, strlen(h), 3);
+  GError *err = NULL;
+  CtSafetensors *st = ct_safetensors_open(path, &err);
+  g_assert_no_error(err);
+  g_assert_cmpuint(ct_safetensors_n_tensors(st), ==, 2);
+  g_assert_cmpstr(ct_safetensors_tensor(st, 0)->name, ==, "\xc3\xa9\t");
+  g_assert_cmpstr(ct_safetensors_tensor(st, 1)->name, ==, "\xf0\x9f\x98\x80");
+  g_assert_cmpstr(ct_safetensors_metadata(st, "k/"), ==, "\xf0\x9f\x98\x80 \"q\"");
+  gint64 v[2];
+  g_assert_true(ct_safetensors_read_i64(st, "\xc3\xa9\t", v, 2, &err));
+  g_assert_cmpint(v[0], ==, 0);
+  g_assert_cmpint(v[1], ==, 1);
+  g_assert_no_error(err);
+  ct_safetensors_free(st);
   g_free(path);
   count_entries(dir, TRUE);
   g_free(dir);
@@ -704,6 +925,11 @@ main(int argc, char **argv)
   g_test_add_func("/safetensors/broken/truncated", test_broken_short);
   g_test_add_func("/safetensors/broken/header-over-100mb", test_broken_huge_header);
   g_test_add_func("/safetensors/broken/deep-nesting", test_broken_deep_nesting);
+  g_test_add_func("/safetensors/broken/depth-limit", test_broken_depth_limit);
+  g_test_add_func("/safetensors/broken/raw-nul", test_broken_raw_nul);
+  g_test_add_func("/safetensors/broken/hostile-name", test_broken_hostile_name);
+  g_test_add_func("/safetensors/broken/header-over-100mb-file", test_broken_huge_header_file);
+  g_test_add_func("/safetensors/strict-json-accepts", test_strict_json_accepts);
   g_test_add_func("/safetensors/broken/missing-file", test_missing_file);
   g_test_add_func("/safetensors/atomic/nonexistent-dir", test_atomic_nonexistent_dir);
   g_test_add_func("/safetensors/atomic/replace", test_atomic_replace);

@@ -765,6 +765,17 @@ test_csv_errors(void)
                    ": no column 'filepath' (columns: path, caption)");
   expect_csv_error(csv, "path,caption\na.png,x\n", ',', "path", "title", CT_ERROR_MISSING,
                    ": no column 'title' (columns: path, caption)");
+  /* the header in the message stays one line of UTF-8 (found by
+   * tests/fuzz/fuzz_csv): line breaks and bad bytes in quoted names,
+   * long names cut, at most 20 names */
+  expect_csv_error(csv, "\"file\npath\",\"t\xffitle\",\"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH\"\n"
+                   "a.png,x,y\n", ',', NULL, NULL, CT_ERROR_MISSING,
+                   ": no column 'filepath' (columns: file\\x0apath, t\xef\xbf\xbditle, "
+                   "abcdefghijklmnopqrstuvwxyz0123456789ABCD...)");
+  expect_csv_error(csv, "c0,c1,c2,c3,c4,c5,c6,c7,c8,c9,c10,c11,c12,c13,c14,c15,c16,c17,c18,c19,c20,c21\n"
+                   "x\n", ',', NULL, NULL, CT_ERROR_MISSING,
+                   ": no column 'filepath' (columns: c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, "
+                   "c11, c12, c13, c14, c15, c16, c17, c18, c19, ... (22 in all))");
   expect_csv_error(csv, "filepath,title\n", ',', NULL, NULL, CT_ERROR_MISSING,
                    ": no rows after the header");
   expect_csv_error(csv, "", ',', NULL, NULL, CT_ERROR_FORMAT, ": empty file, no header row");
@@ -781,6 +792,16 @@ test_csv_errors(void)
   check_error(err, CT_ERROR_IO, missing, "No such file", NULL);
   g_clear_error(&err);
   g_free(missing);
+
+  /* An image path with a line break stays one line in get()'s error. */
+  write_text(csv, "filepath,title\n\"gone\nbad.png\",x\n");
+  CtSource *odd = open_csv(csv, ',', NULL, NULL);
+  g_assert_false(ct_source_get(odd, 0, &(CtImage *){ NULL }, NULL, NULL, &err));
+  char *odd_path = g_build_filename(dir, "gone\\x0abad.png", NULL);
+  check_error(err, CT_ERROR_IO, odd_path, "No such file", NULL);
+  g_clear_error(&err);
+  g_free(odd_path);
+  ct_source_free(odd);
 
   /* A missing or corrupt image fails in get(), naming its path. */
   put_fixture(dir, "bad.png", "corrupt.png");
@@ -1014,6 +1035,17 @@ test_webdataset_errors(void)
   };
   write_tar(p, twice, FALSE);
   expect_wds_error(p, CT_ERROR_FORMAT, p, "entry 'k/a.jpg': key 'k/a' already has an image",
+                   NULL);
+
+  /* Entry names are any bytes: a line break or escape in one stays out of
+   * the one-line error (found by tests/fuzz/fuzz_webdataset). */
+  static const TarEntry odd_names[] = {
+    { "k/a\nb.png", "rgb0.png", NULL }, { "k/a\nb.txt", NULL, "x" },
+    { "k/a\nb.JPG", "photo.jpg", NULL }, { NULL, NULL, NULL },
+  };
+  write_tar(p, odd_names, FALSE);
+  expect_wds_error(p, CT_ERROR_FORMAT, p,
+                   "entry 'k/a\\x0ab.JPG': key 'k/a\\x0ab' already has an image 'k/a\\x0ab.png'",
                    NULL);
 
   /* Not a tar file. */

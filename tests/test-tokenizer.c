@@ -245,6 +245,41 @@ test_roundtrip(void)
   g_assert_cmpstr(d4, ==, "");
 }
 
+/* A caption with line breaks, or a huge one, keeps the error one short
+ * line (found by tests/fuzz/fuzz_tokenizer): breaks as \x0a, invalid
+ * bytes as U+FFFD, cut after 200 characters.  Any vocabulary will do. */
+static void
+test_error_text(void)
+{
+  const char *captions[] = { "a cat" };
+  CtTokenizer *tok = ct_tokenizer_train(captions, 1, CT_TOKENIZER_MIN_VOCAB + 8, NULL);
+  g_assert_nonnull(tok);
+  int32_t out[20];
+  GError *error = NULL;
+  GString *lines = g_string_new(NULL);
+  for (int i = 0; i < 500; i++)
+    g_string_append(lines, "a cat\n");
+  g_assert_false(ct_tokenizer_tokenize(tok, lines->str, 20, FALSE, out, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
+  g_test_message("%s", error->message);
+  g_assert_null(strchr(error->message, '\n'));
+  g_assert_true(g_str_has_prefix(error->message, "caption \"a cat\\x0aa cat\\x0a"));
+  g_assert_nonnull(strstr(error->message, "...\" is too long for context length 20"));
+  g_assert_cmpuint(strlen(error->message), <, 400);
+  g_clear_error(&error);
+  g_string_append(lines, "\xff");
+  GArray *ids = g_array_new(FALSE, FALSE, sizeof(int32_t));
+  g_assert_false(ct_tokenizer_encode(tok, lines->str, ids, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
+  g_assert_null(strchr(error->message, '\n'));
+  g_assert_true(g_utf8_validate(error->message, -1, NULL));
+  g_assert_nonnull(strstr(error->message, "...\" is not valid UTF-8 (bad byte 0xff at offset 3000)"));
+  g_clear_error(&error);
+  g_array_unref(ids);
+  g_string_free(lines, TRUE);
+  ct_tokenizer_free(tok);
+}
+
 /* clip.tokenize: start, ids, end, zero padding; too long fails or truncates. */
 static void
 test_tokenize(void)
@@ -641,6 +676,25 @@ test_train(void)
     assert_same_encodings(tok, loaded, texts);
     ct_tokenizer_free(loaded);
   }
+  /* No merges at all: the file is the header line alone.  A newline after
+   * it read back as one empty merge, vocabulary 515 instead of 514, here
+   * as in OpenAI's reader (found by tests/fuzz/fuzz_tokenizer). */
+  g_assert_cmpuint(ct_tokenizer_n_merges(bytes), ==, 0);
+  for (size_t i = 0; i < G_N_ELEMENTS(names); i++) {
+    g_autofree char *path = g_build_filename(tmpdir, names[i], NULL);
+    g_assert_true(ct_tokenizer_save(bytes, path, &error));
+    g_assert_no_error(error);
+    g_autofree char *raw = NULL;
+    g_assert_true(g_file_get_contents(path, &raw, NULL, NULL));
+    if (i == 0)
+      g_assert_cmpstr(raw, ==, "#version: 0.2");
+    CtTokenizer *loaded = ct_tokenizer_new_from_file(path, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(ct_tokenizer_n_merges(loaded), ==, 0);
+    g_assert_cmpint(ct_tokenizer_vocab_size(loaded), ==, CT_TOKENIZER_MIN_VOCAB);
+    assert_same_vocab(bytes, loaded);
+    ct_tokenizer_free(loaded);
+  }
   /* too small a vocabulary */
   g_assert_null(ct_tokenizer_train(tv, texts->len, 513, &error));
   g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
@@ -738,6 +792,7 @@ main(int argc, char **argv)
   g_test_add_func("/tokenizer/golden", test_golden);
   g_test_add_func("/tokenizer/roundtrip", test_roundtrip);
   g_test_add_func("/tokenizer/tokenize", test_tokenize);
+  g_test_add_func("/tokenizer/error-text", test_error_text);
   g_test_add_func("/tokenizer/threads", test_threads);
   g_test_add_func("/tokenizer/html", test_html);
   g_test_add_func("/tokenizer/clean", test_clean);

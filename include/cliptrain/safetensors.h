@@ -5,10 +5,13 @@
  * (offsets relative to the byte after the header), plus an optional
  * "__metadata__" object of string to string, then the data.
  *
- * The reader validates the whole header at open: every offset lies inside
+ * The reader validates the whole header at open: it is 2 to 100,000,000
+ * bytes of UTF-8, strict JSON (RFC 8259) nested at most 64 deep with no key
+ * twice in an object and integers within int64; every offset lies inside
  * the file, no two tensors overlap, byte counts equal numel * dtype size,
- * shapes do not overflow, names are unique.  Every error message begins with
- * the file's path and names the tensor when one is concerned. */
+ * shapes do not overflow, names are unique.  Every error message is one line
+ * that begins with the file's path and names the tensor when one is
+ * concerned. */
 #ifndef CLIPTRAIN_SAFETENSORS_H
 #define CLIPTRAIN_SAFETENSORS_H
 
