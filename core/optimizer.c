@@ -6,6 +6,7 @@
 #include <cliptrain/optimizer.h>
 #include <cliptrain/safetensors.h>
 
+#include "parallel.h"
 #include "profile-private.h"
 
 #include <errno.h>
@@ -476,6 +477,27 @@ sgd_kernel(float *restrict p, const float *restrict g, float *restrict b, size_t
   }
 }
 
+/* One tensor's update on the thread pool: elements are independent and
+ * each gets the same operations whatever its range, so the bits do not
+ * depend on the thread count. */
+typedef struct {
+  gboolean sgd;
+  float *p, *m, *v;
+  const float *g;
+  float decay, mom, sqr_mom, step_size, rbc2_sqrt, eps, lr;
+} StepJob;
+
+static void
+step_range(void *ctx, size_t b, size_t e, int thread)
+{
+  const StepJob *j = ctx;
+  if (j->sgd)
+    sgd_kernel(j->p + b, j->g + b, j->m + b, e - b, j->decay, j->mom, j->lr);
+  else
+    adam_kernel(j->p + b, j->g + b, j->m + b, j->v + b, e - b, j->decay, j->mom, j->sqr_mom,
+                j->step_size, j->rbc2_sqrt, j->eps);
+}
+
 static void optimizer_step(CtOptimizer *opt);
 
 void
@@ -501,17 +523,19 @@ optimizer_step(CtOptimizer *opt)
     double lr = hp[H_LR] * opt->lr_mult[ti];
     float decay = opt->decay[ti] ? (float) (1.0 - lr * hp[H_WD]) : 1.0f;
     size_t o = info->offset;
-    if (opt->kind == KIND_SGD) {
-      sgd_kernel(p + o, g + o, opt->buf[0] + o, info->numel, decay, (float) hp[H_MOM],
-                 (float) lr);
-    } else {
+    StepJob j = { .sgd = opt->kind == KIND_SGD, .p = p + o, .g = g + o, .m = opt->buf[0] + o,
+                  .decay = decay, .mom = (float) hp[H_MOM], .lr = (float) lr };
+    if (!j.sgd) {
       /* fastai's debias with the current betas: 1 - beta^t */
       double bc1 = 1.0 - pow(hp[H_MOM], (double) t);
       double bc2 = 1.0 - pow(hp[H_SQR_MOM], (double) t);
-      adam_kernel(p + o, g + o, opt->buf[0] + o, opt->buf[1] + o, info->numel, decay,
-                  (float) hp[H_MOM], (float) hp[H_SQR_MOM], (float) (lr / bc1),
-                  (float) (1.0 / sqrt(bc2)), (float) hp[H_EPS]);
+      j.v = opt->buf[1] + o;
+      j.sqr_mom = (float) hp[H_SQR_MOM];
+      j.step_size = (float) (lr / bc1);
+      j.rbc2_sqrt = (float) (1.0 / sqrt(bc2));
+      j.eps = (float) hp[H_EPS];
     }
+    ct_parallel_for(info->numel, 32768, step_range, &j);
   }
 }
 

@@ -26,6 +26,10 @@ static struct {
 } pool = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
             .done = PTHREAD_COND_INITIALIZER, .n_threads = 1 };
 
+/* Set while a thread runs a task: a ct_parallel_for inside a task runs
+ * inline rather than waiting on the pool it is part of. */
+static _Thread_local int in_task;
+
 static void
 range(int t, int active, size_t n, size_t *b, size_t *e)
 {
@@ -51,8 +55,10 @@ worker(void *arg)
       CtRangeFn fn = pool.fn;
       void *ctx = pool.ctx;
       pthread_mutex_unlock(&pool.lock);
+      in_task = 1;
       if (b < e)
         fn(ctx, b, e, id);
+      in_task = 0;
       pthread_mutex_lock(&pool.lock);
       if (--pool.pending == 0)
         pthread_cond_signal(&pool.done);
@@ -112,7 +118,7 @@ ct_parallel_for(size_t n, size_t min_items, CtRangeFn fn, void *ctx)
   int active = pool.n_threads;
   if (min_items > 0 && n / min_items < (size_t) active)
     active = (int) MAX(n / min_items, 1);
-  if (active <= 1) {
+  if (active <= 1 || in_task) {
     if (n)
       fn(ctx, 0, n, 0);
     return;
@@ -128,8 +134,10 @@ ct_parallel_for(size_t n, size_t min_items, CtRangeFn fn, void *ctx)
   pthread_mutex_unlock(&pool.lock);
   size_t b, e;
   range(0, active, n, &b, &e);
+  in_task = 1;
   if (b < e)
     fn(ctx, b, e, 0);
+  in_task = 0;
   pthread_mutex_lock(&pool.lock);
   while (pool.pending > 0)
     pthread_cond_wait(&pool.done, &pool.lock);

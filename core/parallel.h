@@ -19,7 +19,9 @@
 typedef void (*CtRangeFn)(void *ctx, size_t begin, size_t end, int thread);
 
 /* Run FN over [0, n) on the pool; the calling thread takes a share.
- * Ranges smaller than MIN_ITEMS per thread run on fewer threads. */
+ * Ranges smaller than MIN_ITEMS per thread run on fewer threads.  Called
+ * from inside a task it runs inline, as thread 0: a task that nests one
+ * must not rely on per-thread scratch in the nested call. */
 void ct_parallel_for(size_t n, size_t min_items, CtRangeFn fn, void *ctx);
 int ct_parallel_threads(void);
 

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "precision.h"
+#include "parallel.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -139,8 +140,55 @@ bf16_round(float *dst, const float *src, size_t n)
   }
 }
 
+static void round_copy1(CtPrecision prec, float *dst, const float *src, size_t n);
+static void pack1(CtPrecision prec, uint16_t *dst, const float *src, size_t n);
+static void unpack1(CtPrecision prec, float *dst, const uint16_t *src, size_t n);
+
+/* Large arrays go to the thread pool: element-wise, so the same bits. */
+typedef struct {
+  int op; /* 0 round, 1 pack, 2 unpack */
+  CtPrecision prec;
+  float *f;
+  const float *cf;
+  uint16_t *h;
+  const uint16_t *ch;
+} ConvJob;
+
+static void
+conv_range(void *ctx, size_t b, size_t e, int thread)
+{
+  const ConvJob *j = ctx;
+  if (j->op == 0)
+    round_copy1(j->prec, j->f + b, j->cf + b, e - b);
+  else if (j->op == 1)
+    pack1(j->prec, j->h + b, j->cf + b, e - b);
+  else
+    unpack1(j->prec, j->f + b, j->ch + b, e - b);
+}
+
 void
 ct_round_copy(CtPrecision prec, float *dst, const float *src, size_t n)
+{
+  ConvJob j = { .op = 0, .prec = prec, .f = dst, .cf = src };
+  ct_parallel_for(n, 65536, conv_range, &j);
+}
+
+void
+ct_pack16(CtPrecision prec, uint16_t *dst, const float *src, size_t n)
+{
+  ConvJob j = { .op = 1, .prec = prec, .h = dst, .cf = src };
+  ct_parallel_for(n, 65536, conv_range, &j);
+}
+
+void
+ct_unpack16(CtPrecision prec, float *dst, const uint16_t *src, size_t n)
+{
+  ConvJob j = { .op = 2, .prec = prec, .f = dst, .ch = src };
+  ct_parallel_for(n, 65536, conv_range, &j);
+}
+
+static void
+round_copy1(CtPrecision prec, float *dst, const float *src, size_t n)
 {
   switch (prec) {
   case CT_PRECISION_FP32:
@@ -167,8 +215,8 @@ ct_round(CtPrecision prec, float *x, size_t n)
     ct_round_copy(prec, x, x, n);
 }
 
-void
-ct_pack16(CtPrecision prec, uint16_t *dst, const float *src, size_t n)
+static void
+pack1(CtPrecision prec, uint16_t *dst, const float *src, size_t n)
 {
   if (prec == CT_PRECISION_FP16 && ct_precision_have_f16c()) {
     fp16_pack_f16c(dst, src, n);
@@ -178,8 +226,8 @@ ct_pack16(CtPrecision prec, uint16_t *dst, const float *src, size_t n)
     dst[i] = prec == CT_PRECISION_FP16 ? ct_fp16_from_float(src[i]) : ct_bf16_from_float(src[i]);
 }
 
-void
-ct_unpack16(CtPrecision prec, float *dst, const uint16_t *src, size_t n)
+static void
+unpack1(CtPrecision prec, float *dst, const uint16_t *src, size_t n)
 {
   if (prec == CT_PRECISION_FP16) {
     if (ct_precision_have_f16c())

@@ -103,45 +103,36 @@ acts_view(const CtStack *s, CtScratch *sc, int j, float *x)
   return a;
 }
 
-/* Half precision: store work block A (B sequences) into slot j, or load
- * it back.  The input x of the segment's first block is not stored: it is
- * the segment input, kept in float32. */
+/* Half precision: store work block A (B sequences) into slot j (PACK), or
+ * load it back.  The input x of the segment's first block is not stored:
+ * it is the segment input, kept in float32. */
 static void
-pack_block(const CtStack *s, int j, const CtLayerActs *a, int B)
+move_block(const CtStack *s, int j, const CtLayerActs *a, int B, gboolean pack)
 {
   CtPrecision p = prec_of(s);
   SlotMap m = slot_map(s, slot_at(s, j), 1);
   size_t N = (size_t) B * s->Tr, C = s->C;
-#define PACK(f, n) ct_pack16(p, (uint16_t *) (void *) m.f, a->f, (n))
-  if (j > 0)
-    PACK(x, N * C);
-  PACK(ln1, N * C);
-  PACK(qkv, 3 * N * C);
-  PACK(att, (size_t) B * s->H * s->Tr * s->Tr);
-  PACK(atty, N * C);
-  PACK(xmid, N * C);
-  PACK(ln2, N * C);
-  PACK(fc, 4 * N * C);
-#undef PACK
-}
-
-static void
-unpack_block(const CtStack *s, int j, CtLayerActs *a, int B)
-{
-  CtPrecision p = prec_of(s);
-  SlotMap m = slot_map(s, slot_at(s, j), 1);
-  size_t N = (size_t) B * s->Tr, C = s->C;
-#define UNPACK(f, n) ct_unpack16(p, a->f, (const uint16_t *) (const void *) m.f, (n))
-  if (j > 0)
-    UNPACK(x, N * C);
-  UNPACK(ln1, N * C);
-  UNPACK(qkv, 3 * N * C);
-  UNPACK(att, (size_t) B * s->H * s->Tr * s->Tr);
-  UNPACK(atty, N * C);
-  UNPACK(xmid, N * C);
-  UNPACK(ln2, N * C);
-  UNPACK(fc, 4 * N * C);
-#undef UNPACK
+  struct {
+    char *slot;
+    float *work;
+    size_t n;
+  } t[] = {
+    { m.x, a->x, j > 0 ? N * C : 0 },
+    { m.ln1, a->ln1, N * C },
+    { m.qkv, a->qkv, 3 * N * C },
+    { m.att, a->att, (size_t) B * s->H * s->Tr * s->Tr },
+    { m.atty, a->atty, N * C },
+    { m.xmid, a->xmid, N * C },
+    { m.ln2, a->ln2, N * C },
+    { m.fc, a->fc, 4 * N * C },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(t); i++) {
+    uint16_t *h = (uint16_t *) (void *) t[i].slot;
+    if (pack)
+      ct_pack16(p, h, t[i].work, t[i].n);
+    else
+      ct_unpack16(p, t[i].work, h, t[i].n);
+  }
 }
 
 /* ---------------------------------------------------------------- blocks */
@@ -257,7 +248,7 @@ run_segment(CtStack *s, CtScratch *sc, int k, int B)
       next = (float *) (void *) slot_map(s, slot_at(s, j + 1), 0).x;
     block_forward(s, sc, &s->p[l0 + j], &a, next, B);
     if (half)
-      PROF(CT_PROF_ELEMENTWISE, pack_block(s, j, &a, B));
+      PROF(CT_PROF_ELEMENTWISE, move_block(s, j, &a, B, TRUE));
     cur = next;
   }
   s->store->holder = s;
@@ -288,7 +279,7 @@ ct_stack_backward(CtStack *s, CtScratch *sc, int B)
                         : (float *) (void *) slot_map(s, slot_at(s, j), 0).x;
       CtLayerActs a = acts_view(s, sc, j, x);
       if (half)
-        PROF(CT_PROF_ELEMENTWISE, unpack_block(s, j, &a, B));
+        PROF(CT_PROF_ELEMENTWISE, move_block(s, j, &a, B, FALSE));
       if (half && j == 0 && k > 0) {
         /* without checkpointing this block's input would have been saved
          * in 16 bits: see the same rounded values, for identical results */
