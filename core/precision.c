@@ -5,6 +5,7 @@
 #include "precision.h"
 #include "parallel.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -112,8 +113,12 @@ ct_precision_have_f16c(void)
 {
   static int have = -1;
   if (have < 0) {
+    /* F16C from CPUID leaf 1 (clang's __builtin_cpu_supports has no
+     * "f16c"); "avx" also checks that the OS saves the AVX state */
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
     __builtin_cpu_init();
-    have = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    have = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) &&
+           __builtin_cpu_supports("avx");
   }
   return have && !force_scalar;
 }
