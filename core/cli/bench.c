@@ -166,11 +166,8 @@ ct_cli_bench(int argc, char **argv)
     { "sgemm", 0, 0, G_OPTION_ARG_INT, &sgemm, "Instead, time cblas_sgemm on N x N x N products", "N" },
     { NULL },
   };
-  GOptionContext *ctx = g_option_context_new("- time CLIP training steps");
-  g_option_context_add_main_entries(ctx, entries, NULL);
   GError *error = NULL;
-  gboolean ok = g_option_context_parse(ctx, &argc, &argv, &error);
-  g_option_context_free(ctx);
+  gboolean ok = ct_cli_parse(&argc, &argv, entries, "- time CLIP training steps", NULL, &error);
   if (!ok) {
     ct_cli_error("bench: %s", error->message);
     g_error_free(error);

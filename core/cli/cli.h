@@ -46,6 +46,20 @@ float *ct_cli_encode_texts(CtModel *m, const CtTokenizer *tok, const char *const
   { "text-heads", 0, 0, G_OPTION_ARG_INT, &(th),                                               \
     "Text tower heads, for weights without config metadata (default: width / 64)", "N" }
 
+/* --model FILE (with the two heads options) and --vocab FILE, as embed,
+ * zeroshot and retrieve take them. */
+#define CT_CLI_MODEL_OPTIONS(model, vocab, vh, th)                                              \
+  { "model", 'm', 0, G_OPTION_ARG_FILENAME, &(model), "Weights (safetensors)", "FILE" },        \
+  CT_CLI_HEADS_OPTIONS(vh, th),                                                                \
+  { "vocab", 'v', 0, G_OPTION_ARG_FILENAME, &(vocab),                                          \
+    "Merges file (default: the checkpoint's learned vocabulary)", "FILE" }
+
+/* Parse a subcommand's options: SUMMARY after the usage line,
+ * DESCRIPTION (or NULL) at the end of --help.  FALSE with ERROR set on a
+ * bad option. */
+gboolean ct_cli_parse(int *argc, char ***argv, const GOptionEntry *entries, const char *summary,
+                      const char *description, GError **error);
+
 /* strcmp of two char * pointed to, for sorting. */
 int ct_cli_strcmp_p(const void *a, const void *b);
 

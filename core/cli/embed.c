@@ -343,10 +343,7 @@ ct_cli_embed(int argc, char **argv)
   gint vheads = 0, theads = 0;
   gboolean truncate = FALSE;
   GOptionEntry entries[] = {
-    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model, "Weights (safetensors)", "FILE" },
-    CT_CLI_HEADS_OPTIONS(vheads, theads),
-    { "vocab", 'v', 0, G_OPTION_ARG_FILENAME, &vocab,
-      "Merges file (default: the checkpoint's learned vocabulary)", "FILE" },
+    CT_CLI_MODEL_OPTIONS(model, vocab, vheads, theads),
     { "images", 'i', 0, G_OPTION_ARG_FILENAME_ARRAY, &images,
       "Images, or folders searched for .png/.jpg/.jpeg (more may follow as arguments)",
       "DIR|FILE" },
@@ -359,15 +356,13 @@ ct_cli_embed(int argc, char **argv)
       "Cut texts longer than the context instead of failing", NULL },
     { NULL },
   };
-  GOptionContext *ctx = g_option_context_new("- L2-normalised CLIP features of images or texts");
-  g_option_context_set_description(
-    ctx, "F.safetensors: tensor 'features' (N, E) F32, metadata ids (JSON array), kind,\n"
-         "model_sha256.  F.npy: float32 (N, E), ids in F.npy.ids.txt, one per line.\n"
-         "Exit status: 0 success, 1 failure, 2 bad usage.\n");
-  g_option_context_add_main_entries(ctx, entries, NULL);
   GError *error = NULL;
-  gboolean ok = g_option_context_parse(ctx, &argc, &argv, &error);
-  g_option_context_free(ctx);
+  gboolean ok = ct_cli_parse(
+    &argc, &argv, entries, "- L2-normalised CLIP features of images or texts",
+    "F.safetensors: tensor 'features' (N, E) F32, metadata ids (JSON array), kind,\n"
+    "model_sha256.  F.npy: float32 (N, E), ids in F.npy.ids.txt, one per line.\n"
+    "Exit status: 0 success, 1 failure, 2 bad usage.\n",
+    &error);
   const char *usage = error ? error->message
                       : !model ? "--model FILE is required"
                       : !out ? "--out F is required"

@@ -42,11 +42,10 @@ ct_cli_fit(int argc, char **argv)
     { "max-batch-size", 0, 0, G_OPTION_ARG_STRING, &max_batch, "Train with the largest batch whose predicted memory fits BUDGET (6GiB, 1500MiB, auto)", "BUDGET" },
     { NULL },
   };
-  GOptionContext *ctx = g_option_context_new("RECIPE.yaml - train a CLIP model from a recipe");
-  g_option_context_add_main_entries(ctx, entries, NULL);
   GError *error = NULL;
-  gboolean ok = g_option_context_parse(ctx, &argc, &argv, &error);
-  g_option_context_free(ctx);
+  gboolean ok = ct_cli_parse(
+    &argc, &argv, entries, "RECIPE.yaml - train a CLIP model from a recipe",
+    NULL, &error);
   double limit = 0;
   if (ok && time_limit && !parse_duration(time_limit, &limit)) {
     ct_cli_error("fit: --time-limit '%s' is not a duration such as 90s, 30m, 2h or 1d",

@@ -19,11 +19,10 @@ ct_cli_init(int argc, char **argv)
     { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Weights file to write (safetensors)", "FILE" },
     { NULL },
   };
-  GOptionContext *ctx = g_option_context_new("- write OpenAI-initialised CLIP weights");
-  g_option_context_add_main_entries(ctx, entries, NULL);
   GError *error = NULL;
-  gboolean ok = g_option_context_parse(ctx, &argc, &argv, &error);
-  g_option_context_free(ctx);
+  gboolean ok = ct_cli_parse(
+    &argc, &argv, entries, "- write OpenAI-initialised CLIP weights",
+    NULL, &error);
   if (!ok || argc > 1 || !out) {
     ct_cli_error("init: %s", error ? error->message
                              : argc > 1 ? "unexpected argument" : "--out FILE is required");

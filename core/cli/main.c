@@ -82,3 +82,16 @@ main(int argc, char **argv)
   ct_cli_error("unknown command '%s'; run 'cliptrain --help'", cmd);
   return CT_EXIT_USAGE;
 }
+
+gboolean
+ct_cli_parse(int *argc, char ***argv, const GOptionEntry *entries, const char *summary,
+             const char *description, GError **error)
+{
+  GOptionContext *ctx = g_option_context_new(summary);
+  if (description)
+    g_option_context_set_description(ctx, description);
+  g_option_context_add_main_entries(ctx, entries, NULL);
+  gboolean ok = g_option_context_parse(ctx, argc, argv, error);
+  g_option_context_free(ctx);
+  return ok;
+}

@@ -93,24 +93,19 @@ ct_cli_retrieve(int argc, char **argv)
   gint top_k = 5;
   gint vheads = 0, theads = 0;
   GOptionEntry entries[] = {
-    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model, "Weights (safetensors)", "FILE" },
-    CT_CLI_HEADS_OPTIONS(vheads, theads),
-    { "vocab", 'v', 0, G_OPTION_ARG_FILENAME, &vocab,
-      "Merges file (default: the checkpoint's learned vocabulary)", "FILE" },
+    CT_CLI_MODEL_OPTIONS(model, vocab, vheads, theads),
     { "index", 'i', 0, G_OPTION_ARG_FILENAME, &index,
       "Image features written by 'cliptrain embed --images' (safetensors)", "F" },
     { "query", 'q', 0, G_OPTION_ARG_STRING, &query, "Text to search for", "TEXT" },
     { "top-k", 'k', 0, G_OPTION_ARG_INT, &top_k, "Images shown (5)", "N" },
     { NULL },
   };
-  GOptionContext *ctx = g_option_context_new("- the indexed images nearest to a text");
-  g_option_context_set_description(
-    ctx, "Prints 'SIMILARITY PATH' lines, most similar first (cosine similarity).\n"
-         "Exit status: 0 success, 1 failure, 2 bad usage.\n");
-  g_option_context_add_main_entries(ctx, entries, NULL);
   GError *error = NULL;
-  gboolean ok = g_option_context_parse(ctx, &argc, &argv, &error);
-  g_option_context_free(ctx);
+  gboolean ok = ct_cli_parse(
+    &argc, &argv, entries, "- the indexed images nearest to a text",
+    "Prints 'SIMILARITY PATH' lines, most similar first (cosine similarity).\n"
+    "Exit status: 0 success, 1 failure, 2 bad usage.\n",
+    &error);
   const char *usage = error ? error->message
                       : !model ? "--model FILE is required"
                       : !index ? "--index F is required"

@@ -27,14 +27,12 @@ ct_cli_tokenize(int argc, char **argv)
       "Cut longer captions, ending them with the end token, instead of failing", NULL },
     { NULL },
   };
-  GOptionContext *ctx = g_option_context_new("- token ids of the captions on stdin, one per line");
-  g_option_context_set_description(
-    ctx, "Prints one line of ids per input line, as OpenAI's clip.tokenize.\n"
-         "Exit status: 0 success, 1 a caption failed (too long, not UTF-8), 2 bad usage.\n");
-  g_option_context_add_main_entries(ctx, entries, NULL);
   GError *error = NULL;
-  gboolean ok = g_option_context_parse(ctx, &argc, &argv, &error);
-  g_option_context_free(ctx);
+  gboolean ok = ct_cli_parse(
+    &argc, &argv, entries, "- token ids of the captions on stdin, one per line",
+    "Prints one line of ids per input line, as OpenAI's clip.tokenize.\n"
+    "Exit status: 0 success, 1 a caption failed (too long, not UTF-8), 2 bad usage.\n",
+    &error);
   if (!ok || argc > 1) {
     ct_cli_error("tokenize: %s", error ? error->message : "unexpected argument");
     g_clear_error(&error);

@@ -85,10 +85,7 @@ ct_cli_zeroshot(int argc, char **argv)
   gint top_k = 5, batch = 32;
   gint vheads = 0, theads = 0;
   GOptionEntry entries[] = {
-    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model, "Weights (safetensors)", "FILE" },
-    CT_CLI_HEADS_OPTIONS(vheads, theads),
-    { "vocab", 'v', 0, G_OPTION_ARG_FILENAME, &vocab,
-      "Merges file (default: the checkpoint's learned vocabulary)", "FILE" },
+    CT_CLI_MODEL_OPTIONS(model, vocab, vheads, theads),
     { "labels", 'l', 0, G_OPTION_ARG_STRING, &labels_arg, "Class names, comma-separated",
       "A,B,..." },
     { "templates", 't', 0, G_OPTION_ARG_FILENAME, &tfile,
@@ -97,14 +94,12 @@ ct_cli_zeroshot(int argc, char **argv)
     { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Samples per forward pass (32)", "N" },
     { NULL },
   };
-  GOptionContext *ctx = g_option_context_new("IMAGE... - zero-shot classification by labels");
-  g_option_context_set_description(
-    ctx, "Prints 'IMAGE: label p, label p, ...' per image, most probable first.\n"
-         "Exit status: 0 success, 1 failure, 2 bad usage.\n");
-  g_option_context_add_main_entries(ctx, entries, NULL);
   GError *error = NULL;
-  gboolean ok = g_option_context_parse(ctx, &argc, &argv, &error);
-  g_option_context_free(ctx);
+  gboolean ok = ct_cli_parse(
+    &argc, &argv, entries, "IMAGE... - zero-shot classification by labels",
+    "Prints 'IMAGE: label p, label p, ...' per image, most probable first.\n"
+    "Exit status: 0 success, 1 failure, 2 bad usage.\n",
+    &error);
   GPtrArray *labels = g_ptr_array_new_with_free_func(g_free);
   if (labels_arg) {
     g_auto(GStrv) parts = g_strsplit(labels_arg, ",", -1);
