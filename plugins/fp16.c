@@ -26,7 +26,7 @@
 typedef struct {
   CtPrecision precision;
   gboolean dynamic;
-  double init_scale, scale;
+  double scale;         /* the current loss scale; init_scale at first */
   int64_t growth_interval;
   int64_t good;         /* clean steps since the scale last changed */
   int64_t skipped;      /* steps cancelled for overflow, in all */
@@ -138,13 +138,12 @@ create(const CtParams *params, GError **error)
     return NULL;
   }
   s->dynamic = ct_params_get_bool(params, "dynamic");
-  s->init_scale = s->scale = ct_params_get_double(params, "init_scale");
+  s->scale = ct_params_get_double(params, "init_scale");
   s->growth_interval = ct_params_get_int(params, "growth_interval");
-  double e = log2(s->init_scale);
+  double e = log2(s->scale);
   if (e != floor(e)) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                "fp16: init_scale %g is not a power of two (scaling must be exact)",
-                s->init_scale);
+                "fp16: init_scale %g is not a power of two (scaling must be exact)", s->scale);
     g_free(s);
     return NULL;
   }
