@@ -47,6 +47,7 @@ struct CtLearner {
   uint64_t seed;
   char *out_dir;
   CtTokenizer *tok;          /* borrowed from the run */
+  CtComm *comm;              /* owned; a single process unless set */
   GHashTable *ckpt_meta;     /* checkpoint metadata from the run: key -> value */
   GHashTable *recipe_values; /* dotted path -> text */
 
@@ -81,6 +82,7 @@ struct CtLearner {
   GHashTable *pending_states; /* "plugin.POS.NAME" -> GBytes, applied after before_fit */
   int64_t save_every;     /* also save a training state every this many training steps (0: never) */
   char *last_state;       /* the last training state saved or resumed from, or NULL */
+  char *pending_opt;      /* optimizer state to load after before_fit (a resume), or NULL */
   int64_t last_state_iter; /* its training step */
 
   /* a callback (a loss scaler) handles non-finite losses: no TerminateOnNaN */
@@ -102,6 +104,9 @@ CtLearner *ct_learner_new(CtModel *model, CtOptimizer *opt, CtLoader *train, CtL
                           int batch_size, int n_epoch, uint64_t seed, const char *out_dir,
                           GError **error);
 void ct_learner_free(CtLearner *learner);
+/* Takes ownership of COMM, replacing the single-process one.  Ranks other
+ * than 0 then write no recorder files. */
+void ct_learner_set_comm(CtLearner *learner, CtComm *comm);
 /* Takes ownership of CB.  Callbacks are sorted when fit starts. */
 void ct_learner_add_callback(CtLearner *learner, CtCallback *cb);
 /* Takes ownership of SCHED: it sets lr (and mom) before every training

@@ -101,7 +101,17 @@ ct_learner_new(CtModel *model, CtOptimizer *opt, CtLoader *train, CtLoader *vali
   L->scratch[1] = g_new0(float, B * B);
   ct_recorder_init(&L->rec, out_dir);
   ct_learner_add_callback(L, ct_recorder_callback_new());
+  L->comm = ct_comm_new(NULL, NULL, NULL);
   return L;
+}
+
+void
+ct_learner_set_comm(CtLearner *L, CtComm *comm)
+{
+  ct_comm_free(L->comm);
+  L->comm = comm;
+  if (ct_comm_rank(comm) != 0)
+    g_clear_pointer(&L->rec.out_dir, g_free);
 }
 
 void
@@ -128,6 +138,8 @@ ct_learner_free(CtLearner *L)
   g_free(L->out_dir);
   g_free(L->recipe_sha256);
   g_free(L->last_state);
+  g_free(L->pending_opt);
+  ct_comm_free(L->comm);
   if (L->pending_states)
     g_hash_table_destroy(L->pending_states);
   g_free(L->images);
@@ -277,7 +289,9 @@ do_one_batch(CtLearner *L)
 {
   const CtConfig *c = ct_model_config(L->model);
   GError *e = NULL;
-  if (!ct_model_forward(L->model, L->images, L->tokens, L->B, &e))
+  /* a rank's share of a short last validation batch may be empty: its
+   * callbacks still run (they may take part in collectives), on no rows */
+  if (L->B > 0 && !ct_model_forward(L->model, L->images, L->tokens, L->B, &e))
     return fail(L, e);
   L->has_loss = FALSE;
   L->loss = NAN;
@@ -321,10 +335,16 @@ maybe_stop(CtLearner *L)
   gboolean stop = (L->stop_after > 0 && L->train_iter >= L->stop_after) ||
                   (L->deadline > 0 && g_get_monotonic_time() >= L->deadline) ||
                   (L->stop_flag && *L->stop_flag);
+  GError *e = NULL;
+  if (ct_comm_size(L->comm) > 1) { /* clocks and signals differ: every rank stops if one does */
+    int64_t any = stop;
+    if (!ct_comm_allreduce(L->comm, &any, 1, CT_COMM_I64, CT_COMM_MAX, &e))
+      return fail(L, e);
+    stop = any != 0;
+  }
   gboolean periodic = L->save_every > 0 && L->train_iter % L->save_every == 0;
   if (!stop && !periodic)
     return CT_STATUS_OK;
-  GError *e = NULL;
   g_autofree char *path = g_build_filename(L->out_dir ? L->out_dir : ".", "state.safetensors",
                                            NULL);
   if (!ct_learner_save_state(L, path, &e))
@@ -410,6 +430,11 @@ epoch_body(CtLearner *L)
 static CtStatus
 restore_states(CtLearner *L)
 {
+  GError *e = NULL;
+  /* the optimizer's state too: a plugin may have sharded it in before_fit */
+  if (L->pending_opt && !ct_optimizer_load(L->opt, L->pending_opt, &e))
+    return fail(L, e);
+  g_clear_pointer(&L->pending_opt, g_free);
   if (!L->pending_states)
     return CT_STATUS_OK;
   for (guint i = 0; i < L->cbs->len; i++) {
@@ -418,7 +443,6 @@ restore_states(CtLearner *L)
       continue;
     g_autofree char *key = g_strdup_printf("plugin.%d.%s", cb->position, cb->desc->name);
     GBytes *bytes = g_hash_table_lookup(L->pending_states, key);
-    GError *e = NULL;
     if (!bytes) {
       g_set_error(&e, CT_ERROR, CT_ERROR_FORMAT, "the training state has nothing for plugin %s",
                   cb->label);
@@ -459,11 +483,17 @@ gboolean
 ct_learner_fit(CtLearner *L, GError **error)
 {
   size_t N = ct_dataset_len(ct_loader_dataset(L->train));
+  int W = ct_comm_size(L->comm);
+  if (W > 1) { /* each rank its block of every global batch */
+    ct_loader_set_shard(L->train, ct_comm_rank(L->comm), W, FALSE);
+    if (L->valid)
+      ct_loader_set_shard(L->valid, ct_comm_rank(L->comm), W, TRUE);
+  }
   L->n_train_batches = ct_loader_n_batches(L->train);
   if (L->n_train_batches == 0) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                "the training set has %zu samples, fewer than one batch of %d", N,
-                L->batch_size);
+                "the training set has %zu samples, fewer than one batch of %d%s", N,
+                L->batch_size * W, W > 1 ? " (the batch size times the ranks)" : "");
     return FALSE;
   }
   g_ptr_array_sort(L->cbs, cmp_callbacks);
@@ -498,6 +528,30 @@ CtModel *
 ct_learner_model(CtLearner *L)
 {
   return L->model;
+}
+
+CtOptimizer *
+ct_learner_optimizer(CtLearner *L)
+{
+  return L->opt;
+}
+
+CtComm *
+ct_learner_comm(CtLearner *L)
+{
+  return L->comm;
+}
+
+int
+ct_learner_rank(const CtLearner *L)
+{
+  return ct_comm_rank(L->comm);
+}
+
+int
+ct_learner_world_size(const CtLearner *L)
+{
+  return ct_comm_size(L->comm);
 }
 
 gboolean

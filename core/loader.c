@@ -30,6 +30,7 @@ struct CtLoader {
   int bs, ctx, workers, prefetch;
   size_t npix;
   gboolean shuffle, drop_last;
+  int rank, world;   /* the shard: 0 and 1 for the whole set */
   uint64_t seed;
   size_t *order;   /* (len) sample order of this epoch */
   int n_batches, epoch, next_take, next_queue;
@@ -40,11 +41,35 @@ struct CtLoader {
   int pending;     /* samples queued and not done */
 };
 
+/* Where this rank's batch B starts in the epoch's order, and its size. */
+static void
+batch_span(const CtLoader *L, int b, size_t *first, int *size)
+{
+  size_t N = ct_dataset_len(L->ds);
+  size_t G = (size_t) L->bs * L->world, start = (size_t) b * G;
+  size_t M = MIN(G, N - start); /* samples in global batch b */
+  size_t base = M / L->world, extra = M % L->world, r = (size_t) L->rank;
+  *size = (int) (base + (r < extra));
+  *first = start + r * base + MIN(r, extra);
+}
+
 static size_t
 sample_index(CtLoader *L, int batch, int pos)
 {
-  size_t k = (size_t) batch * L->bs + pos;
+  size_t first;
+  int size;
+  batch_span(L, batch, &first, &size);
+  size_t k = first + (size_t) pos;
   return L->order ? L->order[k] : k;
+}
+
+static int
+count_batches(const CtLoader *L, gboolean allow_empty)
+{
+  size_t N = ct_dataset_len(L->ds), G = (size_t) L->bs * L->world;
+  size_t full = N / G, rest = N % G;
+  gboolean last = !L->drop_last && rest > 0 && (allow_empty || rest >= (size_t) L->world);
+  return (int) (full + last);
 }
 
 static void
@@ -85,8 +110,10 @@ ct_loader_new(CtDataset *ds, const CtConfig *cfg, int batch_size, gboolean shuff
   L->workers = MAX(workers, 0);
   L->prefetch = MAX(prefetch, 1);
   L->seed = seed;
+  L->rank = 0;
+  L->world = 1;
   size_t N = ct_dataset_len(ds);
-  L->n_batches = (int) (drop_last ? N / batch_size : (N + batch_size - 1) / batch_size);
+  L->n_batches = count_batches(L, TRUE);
   L->order = shuffle ? g_new(size_t, MAX(N, 1)) : NULL;
   L->slots = g_new0(Slot, L->prefetch);
   for (int i = 0; i < L->prefetch; i++) {
@@ -150,13 +177,23 @@ ct_loader_n_batches(const CtLoader *L)
   return L->n_batches;
 }
 
+void
+ct_loader_set_shard(CtLoader *L, int rank, int world, gboolean allow_empty)
+{
+  g_return_if_fail(world >= 1 && rank >= 0 && rank < world);
+  ct_loader_stop(L);
+  L->rank = rank;
+  L->world = world;
+  L->n_batches = count_batches(L, allow_empty);
+}
+
 /* Put batch B into slot S and hand its samples to the workers. */
 static void
 queue_batch(CtLoader *L, Slot *s, int b)
 {
-  size_t N = ct_dataset_len(L->ds);
+  size_t first;
+  batch_span(L, b, &first, &s->B);
   s->batch = b;
-  s->B = (int) MIN((size_t) L->bs, N - (size_t) b * L->bs);
   s->done = 0;
   if (!L->pool)
     return; /* loaded when taken */

@@ -16,6 +16,16 @@ CtLoader *ct_loader_new(CtDataset *ds, const CtConfig *cfg, int batch_size, gboo
                         gboolean drop_last, int workers, int prefetch, uint64_t seed);
 void ct_loader_free(CtLoader *loader);
 CtDataset *ct_loader_dataset(CtLoader *loader);
+/* Load rank RANK's shard of WORLD (before the first epoch).  The epoch's
+ * order is cut into global batches of WORLD x batch_size samples (the
+ * last one shorter unless drop_last); batch k of this loader is RANK's
+ * block of global batch k: batch_size samples, or, in a short last
+ * global batch of M samples, M / WORLD of them plus one for the first
+ * M % WORLD ranks.  With ALLOW_EMPTY FALSE (training), a last global batch
+ * too short to give every rank a sample is dropped; with TRUE
+ * (validation) a rank's block may be empty.  Every rank has the same
+ * number of batches. */
+void ct_loader_set_shard(CtLoader *loader, int rank, int world, gboolean allow_empty);
 /* Batches per epoch. */
 int ct_loader_n_batches(const CtLoader *loader);
 /* Begin EPOCH: fix the sample order and start preparing batches. */

@@ -7,6 +7,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 static double
 clip_loss(float *logits, float *d_img, float *d_txt, float *d_logit_scale, float *scratch,
@@ -81,5 +82,60 @@ clip_loss(float *logits, float *d_img, float *d_txt, float *d_logit_scale, float
   if (d_txt)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B, E, B, s, dl, B, img, E, 0.0f,
                 d_txt, E);
+  return loss;
+}
+
+static double
+rows_loss(float *logits, float *d_q, float *d_k, float *d_logit_scale, float *scratch,
+          const float *q, const float *k, int offset, float logit_scale, double weight, int B,
+          int G, int E)
+{
+  float s = expf(logit_scale);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, G, E, s, q, E, k, E, 0.0f, logits, G);
+  gboolean want_grad = d_q || d_k || d_logit_scale;
+  float *dl = scratch; /* (B, G) d loss / d logits */
+  double loss = 0.0;
+  for (int i = 0; i < B; i++) {
+    const float *row = logits + (size_t) i * G;
+    double mx = row[0];
+    for (int j = 1; j < G; j++)
+      mx = row[j] > mx ? row[j] : mx;
+    double sum = 0.0;
+    for (int j = 0; j < G; j++)
+      sum += exp(row[j] - mx);
+    double lse = mx + log(sum);
+    loss += lse - row[offset + i];
+    if (want_grad)
+      for (int j = 0; j < G; j++)
+        dl[(size_t) i * G + j] = (float) weight * ((float) exp(row[j] - lse) - (j == offset + i));
+  }
+  if (d_logit_scale) { /* logits = e^s G, so d logits / d s = logits */
+    double g = 0.0;
+    for (size_t x = 0; x < (size_t) B * G; x++)
+      g += (double) dl[x] * logits[x];
+    *d_logit_scale = (float) g;
+  }
+  if (d_q)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, E, G, s, dl, G, k, E, 0.0f, d_q, E);
+  if (d_k)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, G, E, B, s, dl, G, q, E, 0.0f, d_k, E);
+  return loss * weight;
+}
+
+double
+ct_clip_loss_rows(float *logits, float *d_q, float *d_k, float *d_logit_scale, float *scratch,
+                  const float *q, const float *k, int offset, float logit_scale, double weight,
+                  int B, int G, int E)
+{
+  if (B == 0) { /* no rows: no loss, and no gradient for the keys */
+    if (d_k)
+      memset(d_k, 0, sizeof(float) * (size_t) G * E);
+    if (d_logit_scale)
+      *d_logit_scale = 0.0f;
+    return 0.0;
+  }
+  double loss;
+  PROF(CT_PROF_LOSS, loss = rows_loss(logits, d_q, d_k, d_logit_scale, scratch, q, k, offset,
+                                      logit_scale, weight, B, G, E));
   return loss;
 }

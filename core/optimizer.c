@@ -64,8 +64,15 @@ struct CtOptimizer {
   double *lr_mult;   /* (n_tensors) */
   int64_t *steps;    /* (n_tensors) each tensor's t */
   GHashTable *index; /* tensor name (borrowed from the model) -> 1 + index */
-  float *buf[2];     /* (n_params) each; buf[1] NULL for sgd */
+  size_t shard_off, shard_n; /* the range whose state is kept: (0, n_params) unless sharded */
+  float *buf[2];     /* (shard_n) each, for parameters [shard_off, +shard_n); buf[1] NULL for sgd */
 };
+
+static gboolean
+is_sharded(const CtOptimizer *opt)
+{
+  return opt->shard_n != opt->n_params;
+}
 
 const char *const *
 ct_optimizer_kinds(void)
@@ -103,6 +110,7 @@ ct_optimizer_new(CtModel *model, const char *kind, GError **error)
     g_hash_table_insert(opt->index, (gpointer) ct_model_tensor(model, i)->name,
                         GSIZE_TO_POINTER(i + 1));
   }
+  opt->shard_n = opt->n_params;
   opt->buf[0] = g_new0(float, opt->n_params);
   if (buffer_names[k][1])
     opt->buf[1] = g_new0(float, opt->n_params);
@@ -522,20 +530,25 @@ optimizer_step(CtOptimizer *opt)
     int64_t t = ++opt->steps[ti];
     double lr = hp[H_LR] * opt->lr_mult[ti];
     float decay = opt->decay[ti] ? (float) (1.0 - lr * hp[H_WD]) : 1.0f;
-    size_t o = info->offset;
-    StepJob j = { .sgd = opt->kind == KIND_SGD, .p = p + o, .g = g + o, .m = opt->buf[0] + o,
+    /* the part of the tensor in the shard: [lo, hi) of the flat layout */
+    size_t lo = MAX(info->offset, opt->shard_off);
+    size_t hi = MIN(info->offset + info->numel, opt->shard_off + opt->shard_n);
+    if (lo >= hi)
+      continue; /* another shard's: the step count above still moves */
+    size_t o = lo, so = lo - opt->shard_off;
+    StepJob j = { .sgd = opt->kind == KIND_SGD, .p = p + o, .g = g + o, .m = opt->buf[0] + so,
                   .decay = decay, .mom = (float) hp[H_MOM], .lr = (float) lr };
     if (!j.sgd) {
       /* fastai's debias with the current betas: 1 - beta^t */
       double bc1 = 1.0 - pow(hp[H_MOM], (double) t);
       double bc2 = 1.0 - pow(hp[H_SQR_MOM], (double) t);
-      j.v = opt->buf[1] + o;
+      j.v = opt->buf[1] + so;
       j.sqr_mom = (float) hp[H_SQR_MOM];
       j.step_size = (float) (lr / bc1);
       j.rbc2_sqrt = (float) (1.0 / sqrt(bc2));
       j.eps = (float) hp[H_EPS];
     }
-    ct_parallel_for(info->numel, 32768, step_range, &j);
+    ct_parallel_for(hi - lo, 32768, step_range, &j);
   }
 }
 
@@ -553,7 +566,46 @@ ct_optimizer_clear_state(CtOptimizer *opt)
   memset(opt->steps, 0, opt->n_tensors * sizeof *opt->steps);
   for (int b = 0; b < 2; b++)
     if (opt->buf[b])
-      memset(opt->buf[b], 0, opt->n_params * sizeof(float));
+      memset(opt->buf[b], 0, opt->shard_n * sizeof(float));
+}
+
+gboolean
+ct_optimizer_set_shard(CtOptimizer *opt, size_t offset, size_t n, GError **error)
+{
+  g_return_val_if_fail(opt != NULL, FALSE);
+  if (offset > opt->n_params || n > opt->n_params - offset) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "optimizer shard [%zu, %zu) lies outside the model's %zu parameters", offset,
+                offset + n, opt->n_params);
+    return FALSE;
+  }
+  if (opt->step > 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "the optimizer has taken %" G_GINT64_FORMAT " steps: shard it before the first",
+                opt->step);
+    return FALSE;
+  }
+  opt->shard_off = offset;
+  opt->shard_n = n;
+  for (int b = 0; b < 2; b++)
+    if (opt->buf[b]) {
+      g_free(opt->buf[b]);
+      opt->buf[b] = g_new0(float, MAX(n, (size_t) 1));
+    }
+  return TRUE;
+}
+
+void
+ct_optimizer_shard(const CtOptimizer *opt, size_t *offset, size_t *n)
+{
+  *offset = opt->shard_off;
+  *n = opt->shard_n;
+}
+
+size_t
+ct_optimizer_state_bytes(const CtOptimizer *opt)
+{
+  return (opt->buf[1] ? 2 : 1) * opt->shard_n * sizeof(float);
 }
 
 float *
@@ -575,11 +627,18 @@ ct_optimizer_save(CtOptimizer *opt, const char *path, GError **error)
   CtSafetensorsWriter *w = ct_safetensors_writer_new();
   GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
   gboolean ok = TRUE;
+  if (is_sharded(opt)) { /* the range's buffers, flat */
+    int64_t n = (int64_t) opt->shard_n;
+    for (int b = 0; ok && b < 2; b++)
+      if (opt->buf[b])
+        ok = ct_safetensors_writer_add(w, buffer_names[opt->kind][b], CT_DTYPE_F32, 1, &n,
+                                       opt->buf[b], error);
+  }
   for (size_t i = 0; ok && i < opt->n_tensors; i++) {
     if (opt->steps[i] == 0)
       continue; /* zero state: nothing to keep */
     const CtParamInfo *info = ct_model_tensor(opt->model, i);
-    for (int b = 0; ok && b < 2; b++) {
+    for (int b = 0; ok && b < 2 && !is_sharded(opt); b++) {
       if (!opt->buf[b])
         continue;
       char *key = g_strconcat(buffer_names[opt->kind][b], ".", info->name, NULL);
@@ -599,6 +658,14 @@ ct_optimizer_save(CtOptimizer *opt, const char *path, GError **error)
     ct_safetensors_writer_set_metadata(w, "kind", kind_names[opt->kind]);
     g_snprintf(num, sizeof num, "%" G_GINT64_FORMAT, opt->step);
     ct_safetensors_writer_set_metadata(w, "step", num);
+    if (is_sharded(opt)) {
+      g_snprintf(num, sizeof num, "%zu", opt->shard_off);
+      ct_safetensors_writer_set_metadata(w, "shard_offset", num);
+      g_snprintf(num, sizeof num, "%zu", opt->shard_n);
+      ct_safetensors_writer_set_metadata(w, "shard_n", num);
+      g_snprintf(num, sizeof num, "%zu", opt->n_params);
+      ct_safetensors_writer_set_metadata(w, "n_params", num);
+    }
     for (const char *const *h = ct_optimizer_hyper_names(opt); *h; h++) {
       /* %.17g: reads back to the same double */
       g_ascii_formatd(num, sizeof num, "%.17g", ct_optimizer_get(opt, *h));
@@ -634,6 +701,59 @@ state_target(const CtOptimizer *opt, const char *key, int *slot)
     }
   }
   return -1;
+}
+
+static gboolean
+meta_size(const CtSafetensors *st, const char *key, size_t *out)
+{
+  const char *v = ct_safetensors_metadata(st, key);
+  guint64 x = 0;
+  if (!v || !g_ascii_string_to_unsigned(v, 10, 0, G_MAXSIZE, &x, NULL))
+    return FALSE;
+  *out = (size_t) x;
+  return TRUE;
+}
+
+/* A sharded state loads into an optimizer with the same shard only, and a
+ * whole one into a whole one; the flat buffers must be (shard_n) floats. */
+static gboolean
+check_shard(const CtOptimizer *opt, const CtSafetensors *st, GError **error)
+{
+  const char *path = ct_safetensors_path(st);
+  size_t off = 0, n = 0, np = 0;
+  gboolean file_sharded = ct_safetensors_metadata(st, "shard_n") != NULL;
+  if (file_sharded && (!meta_size(st, "shard_offset", &off) || !meta_size(st, "shard_n", &n) ||
+                       !meta_size(st, "n_params", &np))) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: bad shard metadata", path);
+    return FALSE;
+  }
+  if (file_sharded != is_sharded(opt) ||
+      (file_sharded && (off != opt->shard_off || n != opt->shard_n || np != opt->n_params))) {
+    g_autofree char *have = file_sharded ? g_strdup_printf("parameters [%zu, %zu) of %zu", off,
+                                                           off + n, np)
+                                         : g_strdup("every parameter");
+    g_autofree char *want = is_sharded(opt)
+                              ? g_strdup_printf("parameters [%zu, %zu) of %zu", opt->shard_off,
+                                                opt->shard_off + opt->shard_n, opt->n_params)
+                              : g_strdup("every parameter");
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: the state holds %s, this optimizer %s (a sharded state loads into the "
+                "same number of ranks only)",
+                path, have, want);
+    return FALSE;
+  }
+  for (int b = 0; file_sharded && b < 2; b++) {
+    if (!opt->buf[b])
+      continue;
+    const CtTensorInfo *t = ct_safetensors_find(st, buffer_names[opt->kind][b]);
+    if (!t || t->ndim != 1 || t->numel != n || !ct_dtype_is_float(t->dtype)) {
+      g_set_error(error, CT_ERROR, CT_ERROR_MISSING,
+                  "%s: tensor '%s' is missing or not %zu floats", path,
+                  buffer_names[opt->kind][b], n);
+      return FALSE;
+    }
+  }
+  return TRUE;
 }
 
 gboolean
@@ -688,8 +808,13 @@ ct_optimizer_load(CtOptimizer *opt, const char *path, GError **error)
     }
     hp[idx] = v;
   }
+  if (!check_shard(opt, st, error))
+    goto out;
   for (size_t i = 0; i < ct_safetensors_n_tensors(st); i++) {
     const CtTensorInfo *t = ct_safetensors_tensor(st, i);
+    if (is_sharded(opt) && (g_strcmp0(t->name, buffer_names[opt->kind][0]) == 0 ||
+                            g_strcmp0(t->name, buffer_names[opt->kind][1]) == 0))
+      continue; /* the flat buffers, checked by check_shard() */
     int slot = -1;
     gssize ti = state_target(opt, t->name, &slot);
     if (ti < 0) {
@@ -727,7 +852,7 @@ ct_optimizer_load(CtOptimizer *opt, const char *path, GError **error)
     }
     present[ti] |= (guint8) (1u << slot);
   }
-  guint8 full = (guint8) (opt->buf[1] ? 7 : 5);
+  guint8 full = (guint8) (is_sharded(opt) ? 4 : opt->buf[1] ? 7 : 5);
   for (size_t i = 0; i < opt->n_tensors; i++) {
     if (present[i] == 0 || present[i] == full)
       continue;
@@ -741,8 +866,21 @@ ct_optimizer_load(CtOptimizer *opt, const char *path, GError **error)
   }
 
   /* Second pass: nothing can fail any more but the copies themselves. */
+  for (int b = 0; is_sharded(opt) && b < 2; b++)
+    if (opt->buf[b] &&
+        !ct_safetensors_read_f32(st, buffer_names[opt->kind][b], opt->buf[b], opt->shard_n, error))
+      goto out;
   for (size_t i = 0; i < opt->n_tensors; i++) {
     const CtParamInfo *info = ct_model_tensor(opt->model, i);
+    if (is_sharded(opt)) {
+      opt->steps[i] = 0;
+      if (present[i]) {
+        g_autofree char *key = g_strconcat("step.", info->name, NULL);
+        if (!ct_safetensors_read_i64(st, key, &opt->steps[i], 1, error))
+          goto out;
+      }
+      continue;
+    }
     if (!present[i]) {
       opt->steps[i] = 0;
       for (int b = 0; b < 2; b++)

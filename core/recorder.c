@@ -287,7 +287,7 @@ recorder_event(void *state, CtLearner *L, CtEvent ev, GError **error)
     rec->valid_sum = rec->valid_n = 0;
     break;
   case CT_EVENT_AFTER_BATCH:
-    if (!ct_learner_has_loss(L))
+    if (!ct_learner_has_loss(L) || ct_learner_batch_size(L) == 0)
       break;
     if (ct_learner_training(L)) {
       double loss = ct_learner_loss(L), lr = 0;
@@ -304,10 +304,23 @@ recorder_event(void *state, CtLearner *L, CtEvent ev, GError **error)
     break;
   case CT_EVENT_AFTER_EPOCH: {
     int epoch = ct_learner_epoch(L);
-    ct_recorder_log(rec, "train_loss", rec->smooth);
-    if (rec->valid_n > 0)
-      ct_recorder_log(rec, "valid_loss", rec->valid_sum / rec->valid_n);
-    ct_recorder_log(rec, "time", (g_get_monotonic_time() - rec->epoch_start) / 1e6);
+    double smooth = rec->smooth, time = (g_get_monotonic_time() - rec->epoch_start) / 1e6;
+    double valid_sum = rec->valid_sum, valid_n = rec->valid_n;
+    CtComm *comm = ct_learner_comm(L);
+    int W = ct_comm_size(comm);
+    if (W > 1) { /* every rank logs the same row, so that trackers decide alike */
+      double sums[3] = { smooth, valid_sum, valid_n };
+      if (!ct_comm_allreduce(comm, sums, 3, CT_COMM_F64, CT_COMM_SUM, error) ||
+          !ct_comm_allreduce(comm, &time, 1, CT_COMM_F64, CT_COMM_MAX, error))
+        return CT_STATUS_ERROR;
+      smooth = sums[0] / W; /* the ranks' smoothed losses, averaged */
+      valid_sum = sums[1];
+      valid_n = sums[2];
+    }
+    ct_recorder_log(rec, "train_loss", smooth);
+    if (valid_n > 0)
+      ct_recorder_log(rec, "valid_loss", valid_sum / valid_n);
+    ct_recorder_log(rec, "time", time);
     rec->n_epochs = epoch + 1;
     break; /* the files are written when every after_epoch callback has run */
   }

@@ -22,6 +22,7 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <signal.h>
+#include <stddef.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -418,6 +419,107 @@ default_out_dir(const char *recipe)
   return g_build_filename("runs", leaf, NULL);
 }
 
+/* ---------------------------------------------------------------- ranks */
+
+/* The communicator of the first plugin that provides one; every other
+ * provider must see the same group.  A single process without any. */
+static CtComm *
+find_comm(GPtrArray *cbs, GError **error)
+{
+  CtComm *comm = NULL;
+  for (guint i = 0; i < cbs->len; i++) {
+    CtCallback *cb = g_ptr_array_index(cbs, i);
+    const CtCommOps *ops = cb->desc->abi_minor >= 1 && cb->desc->comm
+                             ? cb->desc->comm(cb->state) : NULL;
+    if (!ops)
+      continue;
+    if (ops->struct_size < offsetof(CtCommOps, reserved)) {
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: %s: its communicator table is too old",
+                  cb->where, cb->label);
+      ct_comm_free(comm);
+      return NULL;
+    }
+    if (!comm) {
+      comm = ct_comm_new(cb->desc->name, ops, cb->state);
+    } else if (ops->rank(cb->state) != ct_comm_rank(comm) ||
+               ops->size(cb->state) != ct_comm_size(comm)) {
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                  "%s: %s sees rank %d of %d, but %s sees rank %d of %d", cb->where, cb->label,
+                  ops->rank(cb->state), ops->size(cb->state), ct_comm_name(comm),
+                  ct_comm_rank(comm), ct_comm_size(comm));
+      ct_comm_free(comm);
+      return NULL;
+    }
+  }
+  return comm ? comm : ct_comm_new(NULL, NULL, NULL);
+}
+
+/* *S becomes rank 0's string on every rank. */
+static gboolean
+share_string(CtComm *comm, char **s, GError **error)
+{
+  if (ct_comm_size(comm) == 1)
+    return TRUE;
+  int64_t len = (int64_t) strlen(*s) + 1;
+  if (!ct_comm_broadcast(comm, &len, 1, CT_COMM_I64, 0, error))
+    return FALSE;
+  char *buf = g_malloc0((gsize) len);
+  if (ct_comm_rank(comm) == 0)
+    memcpy(buf, *s, (size_t) len);
+  if (!ct_comm_broadcast(comm, buf, (size_t) len, CT_COMM_BYTE, 0, error)) {
+    g_free(buf);
+    return FALSE;
+  }
+  g_free(*s);
+  *s = buf;
+  return TRUE;
+}
+
+/* Rank 0's word on whether the run folder is ready. */
+static gboolean
+agree_ready(CtComm *comm, gboolean ready, GError **error)
+{
+  if (ct_comm_size(comm) == 1)
+    return ready;
+  int64_t ok = ready;
+  GError *e = NULL;
+  if (!ct_comm_allreduce(comm, &ok, 1, CT_COMM_I64, CT_COMM_MIN, &e)) {
+    if (ready)
+      g_propagate_error(error, e);
+    else
+      g_clear_error(&e);
+    return FALSE;
+  }
+  if (ready && !ok)
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "rank 0 could not prepare the run folder");
+  return ready && ok;
+}
+
+/* A new run's folder: recipe.yaml, manifest.json, vocab.txt. */
+static gboolean
+prepare_out(CtRecipe *r, const char *out, const char *recipe_out, const char *yaml,
+            GPtrArray *cbs, uint64_t seed, int threads, const CtData *data, GError **error)
+{
+  if (g_file_test(recipe_out, G_FILE_TEST_EXISTS)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s already holds a run; choose another --out",
+                out);
+    return FALSE;
+  }
+  if (g_mkdir_with_parents(out, 0755) != 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", out, g_strerror(errno));
+    return FALSE;
+  }
+  if (!ct_recipe_write(r, recipe_out, error) || !write_manifest(out, yaml, cbs, seed, threads,
+                                                                error))
+    return FALSE;
+  if (data->learned) {
+    g_autofree char *vpath = g_build_filename(out, "vocab.txt", NULL);
+    if (!ct_tokenizer_save(data->tok, vpath, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
 /* ---------------------------------------------------------------- signals */
 
 /* The first SIGINT or SIGTERM asks the loop to stop after the current
@@ -479,6 +581,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   CtModel *m = NULL;
   CtOptimizer *opt = NULL;
   CtSchedule *sched = NULL;
+  CtComm *comm = NULL; /* the learner's once it exists */
 
   g_autofree char *resume_recipe =
     o->resume ? g_build_filename(o->resume, "recipe.yaml", NULL) : NULL;
@@ -536,6 +639,11 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     }
   }
 
+  /* the process group: a plugin that spans processes (MPI) provides it,
+   * and every rank from here on knows its place */
+  if (!(comm = find_comm(cbs, error)))
+    goto out;
+
   /* the data: errors in the recipe's data section are still exit 2 */
   uint64_t seed = (uint64_t) get_int(r, "seed");
   if (!ct_data_open(r, recipe_dir, &cfg, seed, &data, error)) {
@@ -581,27 +689,18 @@ ct_run_fit(const CtRunOptions *o, GError **error)
         : o->out_dir ? g_strdup(o->out_dir)
         : *odir      ? g_strdup(odir)
                      : default_out_dir(recipe_path);
+  /* rank 0's folder is everyone's (a default name holds rank 0's clock) */
+  if (!share_string(comm, &out, error))
+    goto out;
   recipe_out = g_build_filename(out, "recipe.yaml", NULL);
   yaml = ct_recipe_to_yaml(r);
   /* a resume continues the run folder's resolved recipe.yaml, whose sha256
-   * the training state records; a RECIPE argument is not read again */
-  if (!o->resume && g_file_test(recipe_out, G_FILE_TEST_EXISTS)) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s already holds a run; choose another --out",
-                out);
+   * the training state records; a RECIPE argument is not read again.  Rank
+   * 0 alone writes the run's files; the others wait for it. */
+  gboolean ready = ct_comm_rank(comm) != 0 || o->resume ||
+                   prepare_out(r, out, recipe_out, yaml, cbs, seed, threads, &data, error);
+  if (!agree_ready(comm, ready, error))
     goto out;
-  }
-  if (!o->resume && g_mkdir_with_parents(out, 0755) != 0) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", out, g_strerror(errno));
-    goto out;
-  }
-  if (!o->resume && (!ct_recipe_write(r, recipe_out, error) ||
-                     !write_manifest(out, yaml, cbs, seed, threads, error)))
-    goto out;
-  if (data.learned && !o->resume) {
-    g_autofree char *vpath = g_build_filename(out, "vocab.txt", NULL);
-    if (!ct_tokenizer_save(data.tok, vpath, error))
-      goto out;
-  }
 
   CtDataset *train = data.train, *valid = data.valid;
   data.train = data.valid = NULL; /* the loaders' now */
@@ -615,6 +714,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     goto out;
   m = NULL; /* the learner's now */
   opt = NULL;
+  ct_learner_set_comm(L, comm);
   ct_learner_set_schedule(L, sched);
   sched = NULL;
   collect_values(L, ct_recipe_root(r), "");
@@ -661,12 +761,21 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   if (o->max_batch_budget && !o->resume)
     g_printerr("cliptrain: max-batch-size: the fit's peak resident memory was %.3f GiB\n",
                (double) ct_rss_peak() / 1073741824.0);
-  if (L->stopped)
+  if (L->stopped && ct_comm_rank(comm) == 0)
     g_printerr("cliptrain: stopped after %" G_GINT64_FORMAT " training steps; the training "
                "state is in %s/state.safetensors; continue with: cliptrain fit --resume %s\n",
                L->train_iter, out, out);
   rc = 0;
 out:
+  if (rc != 0 && comm && ct_comm_size(comm) > 1) {
+    /* the other ranks may wait in a collective for this one: end them all,
+     * after saying why */
+    g_printerr("cliptrain: rank %d of %d: %s\n", ct_comm_rank(comm), ct_comm_size(comm),
+               error && *error ? (*error)->message : "the run failed");
+    ct_comm_abort(comm, rc);
+  }
+  if (!L)
+    ct_comm_free(comm);
   ct_learner_free(L);
   if (opt)
     ct_optimizer_free(opt);

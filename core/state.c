@@ -9,7 +9,11 @@
  * state-opt-STEP.safetensors beside it (ct_optimizer_save), written first
  * and named with its sha256 in the state, so that a crash between the two
  * writes leaves the previous pair intact; older optimizer files are then
- * removed.  Everything else a batch depends on (data order, augmentation)
+ * removed.  With several ranks, rank 0 writes the state (the ranks hold
+ * the same parameters) and, for a sharded optimizer (ddp's zero), every
+ * rank writes its own state-opt-STEP.rank-R.safetensors first; the ranks
+ * agree that every write succeeded before the state is written and before
+ * older files go.  Everything else a batch depends on (data order, augmentation)
  * is a function of (seed, epoch, index). */
 #include "config.h"
 
@@ -20,17 +24,25 @@
 #include <math.h>
 #include <string.h>
 
+/* Optimizer files older than KEEP that belong to this rank: with a
+ * sharded optimizer, rank R's "state-opt-STEP.rank-R.safetensors"; else
+ * (rank 0) the unsharded "state-opt-STEP.safetensors". */
 static void
-remove_other_opt_files(const char *dir, const char *keep)
+remove_other_opt_files(const char *dir, const char *keep, int shard_rank)
 {
+  g_autofree char *suffix = shard_rank >= 0 ? g_strdup_printf(".rank-%d.safetensors", shard_rank)
+                                            : g_strdup(".safetensors");
   GDir *d = g_dir_open(dir, 0, NULL);
   const char *name;
-  while (d && (name = g_dir_read_name(d)))
-    if (g_str_has_prefix(name, "state-opt-") && g_str_has_suffix(name, ".safetensors") &&
-        strcmp(name, keep) != 0) {
-      g_autofree char *p = g_build_filename(dir, name, NULL);
-      g_unlink(p);
-    }
+  while (d && (name = g_dir_read_name(d))) {
+    if (!g_str_has_prefix(name, "state-opt-") || !g_str_has_suffix(name, suffix) ||
+        strcmp(name, keep) == 0)
+      continue;
+    if (shard_rank < 0 && strstr(name, ".rank-"))
+      continue; /* a shard: its rank's own to remove */
+    g_autofree char *p = g_build_filename(dir, name, NULL);
+    g_unlink(p);
+  }
   if (d)
     g_dir_close(d);
 }
@@ -122,76 +134,143 @@ check_finite(CtLearner *L, GError **error)
   return TRUE;
 }
 
+/* Every rank's OK, agreed: FALSE on all ranks when any failed, with an
+ * error on the ranks that did not fail themselves. */
+static gboolean
+agree(CtLearner *L, gboolean ok, GError **error)
+{
+  if (ct_comm_size(L->comm) == 1)
+    return ok;
+  int64_t all = ok;
+  GError *e = NULL;
+  if (!ct_comm_allreduce(L->comm, &all, 1, CT_COMM_I64, CT_COMM_MIN, &e)) {
+    if (ok)
+      g_propagate_error(error, e);
+    else
+      g_clear_error(&e);
+    return FALSE;
+  }
+  if (ok && !all)
+    g_set_error(error, CT_ERROR, CT_ERROR_FAILED,
+                "another rank could not save its part of the training state");
+  return ok && all;
+}
+
+/* The optimizer's file: rank 0's for a whole optimizer, every rank's own
+ * shard for a sharded one (ddp's zero).  Sets *LEAF and *SHA. */
+static gboolean
+save_optimizer_part(CtLearner *L, const char *dir, gboolean sharded, char **leaf, char **sha,
+                    GError **error)
+{
+  int rank = ct_comm_rank(L->comm);
+  if (!sharded && rank != 0)
+    return TRUE;
+  *leaf = sharded ? g_strdup_printf("state-opt-%" G_GINT64_FORMAT ".rank-%d.safetensors",
+                                    L->train_iter, rank)
+                  : g_strdup_printf("state-opt-%" G_GINT64_FORMAT ".safetensors", L->train_iter);
+  g_autofree char *path = g_build_filename(dir, *leaf, NULL);
+  if (!ct_optimizer_save(L->opt, path, error))
+    return FALSE;
+  *sha = ct_file_sha256(path, error);
+  return *sha != NULL;
+}
+
 gboolean
 ct_learner_save_state(CtLearner *L, const char *path, GError **error)
 {
-  if (!check_finite(L, error))
-    return FALSE;
+  int rank = ct_comm_rank(L->comm), W = ct_comm_size(L->comm);
+  size_t soff, sn;
+  ct_optimizer_shard(L->opt, &soff, &sn);
+  gboolean sharded = sn != ct_model_n_params(L->model);
   g_autofree char *dir = g_path_get_dirname(path);
-  g_autofree char *opt_leaf =
-    g_strdup_printf("state-opt-%" G_GINT64_FORMAT ".safetensors", L->train_iter);
-  g_autofree char *opt_path = g_build_filename(dir, opt_leaf, NULL);
-  if (!ct_optimizer_save(L->opt, opt_path, error))
+  g_autofree char *opt_leaf = NULL, *opt_sha = NULL;
+  /* ranks hold the same parameters: rank 0 checks and writes them */
+  gboolean ok = (rank != 0 || check_finite(L, error)) &&
+                save_optimizer_part(L, dir, sharded, &opt_leaf, &opt_sha, error);
+  if (!agree(L, ok, ok ? error : NULL))
     return FALSE;
-  g_autofree char *opt_sha = ct_file_sha256(opt_path, error);
-  if (!opt_sha)
+  char *shas = NULL; /* (W, 65) every rank's shard sha256, NUL-terminated */
+  if (sharded && W > 1) {
+    char mine[65] = { 0 };
+    g_strlcpy(mine, opt_sha, sizeof mine);
+    shas = g_new0(char, (size_t) W * 65);
+    if (!ct_comm_allgatherv(L->comm, mine, 65, shas, NULL, CT_COMM_BYTE, error)) {
+      g_free(shas);
+      return FALSE;
+    }
+  }
+  if (rank == 0) {
+    CtSafetensorsWriter *w = ct_safetensors_writer_new();
+    CtModel *m = L->model;
+    float *p = ct_model_params(m);
+    for (size_t i = 0; ok && i < ct_model_n_tensors(m); i++) {
+      const CtParamInfo *t = ct_model_tensor(m, i);
+      g_autofree char *a = g_strconcat("model.", t->name, NULL);
+      ok = ct_safetensors_writer_add(w, a, CT_DTYPE_F32, t->ndim, t->shape, p + t->offset,
+                                     error);
+    }
+    int64_t nl = L->rec.losses->len;
+    ok = ok &&
+         ct_safetensors_writer_add(w, "recorder.losses", CT_DTYPE_F64, 1, &nl,
+                                   L->rec.losses->data, error) &&
+         ct_safetensors_writer_add(w, "recorder.lrs", CT_DTYPE_F64, 1, &nl, L->rec.lrs->data,
+                                   error);
+    struct {
+      const char *key;
+      char *value;
+    } meta[] = {
+      { "format", g_strdup("cliptrain training state 1") },
+      { "recipe_sha256", g_strdup(L->recipe_sha256 ? L->recipe_sha256 : "") },
+      { "epoch", g_strdup_printf("%d", L->epoch) },
+      { "next_batch", g_strdup_printf("%d", L->iter + 1) },
+      { "train_iter", g_strdup_printf("%" G_GINT64_FORMAT, L->train_iter) },
+      { "world_size", g_strdup_printf("%d", W) },
+      { "optimizer_sharded", g_strdup(sharded ? "1" : "0") },
+      { "optimizer_file", g_strdup(opt_leaf) },
+      { "optimizer_sha256", g_strdup(opt_sha) },
+      { "smooth_raw", dtostr(L->rec.smooth_raw) },
+      { "smooth_count", g_strdup_printf("%" G_GINT64_FORMAT, L->rec.count) },
+      { "n_epochs", g_strdup_printf("%d", L->rec.n_epochs) },
+      { "recorder", rows_json(&L->rec) },
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(meta); i++)
+      ct_safetensors_writer_set_metadata(w, meta[i].key, meta[i].value);
+    for (int r = 0; shas && r < W; r++) { /* each rank's shard, by name and sha256 */
+      g_autofree char *k1 = g_strdup_printf("optimizer_file.%d", r);
+      g_autofree char *v1 =
+        g_strdup_printf("state-opt-%" G_GINT64_FORMAT ".rank-%d.safetensors", L->train_iter, r);
+      g_autofree char *k2 = g_strdup_printf("optimizer_sha256.%d", r);
+      ct_safetensors_writer_set_metadata(w, k1, v1);
+      ct_safetensors_writer_set_metadata(w, k2, shas + (size_t) r * 65);
+    }
+    for (guint i = 0; i < L->cbs->len; i++) {
+      CtCallback *cb = g_ptr_array_index(L->cbs, i);
+      if (!cb->desc->state_save)
+        continue;
+      GBytes *bytes = cb->desc->state_save(cb->state);
+      gsize len;
+      const guchar *data = bytes ? g_bytes_get_data(bytes, &len) : NULL;
+      g_autofree char *key = g_strdup_printf("plugin.%d.%s", cb->position, cb->desc->name);
+      g_autofree char *val = g_base64_encode(data, data ? len : 0);
+      ct_safetensors_writer_set_metadata(w, key, val);
+      if (bytes)
+        g_bytes_unref(bytes);
+    }
+    ok = ok && ct_safetensors_writer_write(w, path, error);
+    ct_safetensors_writer_free(w);
+    for (size_t i = 0; i < G_N_ELEMENTS(meta); i++)
+      g_free(meta[i].value);
+  }
+  g_free(shas);
+  if (!agree(L, ok, ok ? error : NULL))
     return FALSE;
-  CtSafetensorsWriter *w = ct_safetensors_writer_new();
-  CtModel *m = L->model;
-  float *p = ct_model_params(m);
-  gboolean ok = TRUE;
-  for (size_t i = 0; ok && i < ct_model_n_tensors(m); i++) {
-    const CtParamInfo *t = ct_model_tensor(m, i);
-    g_autofree char *a = g_strconcat("model.", t->name, NULL);
-    ok = ct_safetensors_writer_add(w, a, CT_DTYPE_F32, t->ndim, t->shape, p + t->offset, error);
-  }
-  int64_t nl = L->rec.losses->len;
-  ok = ok &&
-       ct_safetensors_writer_add(w, "recorder.losses", CT_DTYPE_F64, 1, &nl, L->rec.losses->data,
-                                 error) &&
-       ct_safetensors_writer_add(w, "recorder.lrs", CT_DTYPE_F64, 1, &nl, L->rec.lrs->data, error);
-  struct {
-    const char *key;
-    char *value;
-  } meta[] = {
-    { "format", g_strdup("cliptrain training state 1") },
-    { "recipe_sha256", g_strdup(L->recipe_sha256 ? L->recipe_sha256 : "") },
-    { "epoch", g_strdup_printf("%d", L->epoch) },
-    { "next_batch", g_strdup_printf("%d", L->iter + 1) },
-    { "train_iter", g_strdup_printf("%" G_GINT64_FORMAT, L->train_iter) },
-    { "optimizer_file", g_strdup(opt_leaf) },
-    { "optimizer_sha256", g_strdup(opt_sha) },
-    { "smooth_raw", dtostr(L->rec.smooth_raw) },
-    { "smooth_count", g_strdup_printf("%" G_GINT64_FORMAT, L->rec.count) },
-    { "n_epochs", g_strdup_printf("%d", L->rec.n_epochs) },
-    { "recorder", rows_json(&L->rec) },
-  };
-  for (size_t i = 0; i < G_N_ELEMENTS(meta); i++)
-    ct_safetensors_writer_set_metadata(w, meta[i].key, meta[i].value);
-  for (guint i = 0; i < L->cbs->len; i++) {
-    CtCallback *cb = g_ptr_array_index(L->cbs, i);
-    if (!cb->desc->state_save)
-      continue;
-    GBytes *bytes = cb->desc->state_save(cb->state);
-    gsize len;
-    const guchar *data = bytes ? g_bytes_get_data(bytes, &len) : NULL;
-    g_autofree char *key = g_strdup_printf("plugin.%d.%s", cb->position, cb->desc->name);
-    g_autofree char *val = g_base64_encode(data, data ? len : 0);
-    ct_safetensors_writer_set_metadata(w, key, val);
-    if (bytes)
-      g_bytes_unref(bytes);
-  }
-  ok = ok && ct_safetensors_writer_write(w, path, error);
-  ct_safetensors_writer_free(w);
-  for (size_t i = 0; i < G_N_ELEMENTS(meta); i++)
-    g_free(meta[i].value);
-  if (ok) { /* the new pair is in place: older optimizer files go */
-    remove_other_opt_files(dir, opt_leaf);
-    g_free(L->last_state);
-    L->last_state = g_strdup(path);
-    L->last_state_iter = L->train_iter;
-  }
-  return ok;
+  /* the new state is in place: this rank's older optimizer files go */
+  if (opt_leaf)
+    remove_other_opt_files(dir, opt_leaf, sharded ? rank : -1);
+  g_free(L->last_state);
+  L->last_state = g_strdup(path);
+  L->last_state_iter = L->train_iter;
+  return TRUE;
 }
 
 static gboolean
@@ -266,7 +345,7 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
     return FALSE;
   gboolean ok = FALSE;
   g_autofree char *dir = g_path_get_dirname(path);
-  g_autofree char *opt_path = NULL, *got_sha = NULL;
+  g_autofree char *opt_path = NULL, *got_sha = NULL, *k1 = NULL, *k2 = NULL;
   const char *sha = ct_safetensors_metadata(st, "recipe_sha256");
   if (!sha || !L->recipe_sha256 || strcmp(sha, L->recipe_sha256) != 0) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
@@ -278,8 +357,28 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
   if (!meta_int(st, "epoch", &epoch, error) || !meta_int(st, "next_batch", &next, error) ||
       !meta_int(st, "train_iter", &titer, error))
     goto out;
-  const char *opt_leaf = ct_safetensors_metadata(st, "optimizer_file");
-  const char *opt_sha = ct_safetensors_metadata(st, "optimizer_sha256");
+  /* a state saved by N ranks continues on N ranks: the data shards, and
+   * a sharded optimizer's files, are theirs */
+  int64_t world = 1;
+  if (ct_safetensors_metadata(st, "world_size") && !meta_int(st, "world_size", &world, error))
+    goto out;
+  int W = ct_comm_size(L->comm), rank = ct_comm_rank(L->comm);
+  if (world != W) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: the training state was saved by %" G_GINT64_FORMAT " rank%s; this run has "
+                "%d: resume it with as many",
+                path, world, world == 1 ? "" : "s", W);
+    goto out;
+  }
+  gboolean sharded = g_strcmp0(ct_safetensors_metadata(st, "optimizer_sharded"), "1") == 0;
+  k1 = sharded ? g_strdup_printf("optimizer_file.%d", rank) : g_strdup("optimizer_file");
+  k2 = sharded ? g_strdup_printf("optimizer_sha256.%d", rank) : g_strdup("optimizer_sha256");
+  const char *opt_leaf = ct_safetensors_metadata(st, k1);
+  const char *opt_sha = ct_safetensors_metadata(st, k2);
+  if (sharded && W == 1) { /* one rank: its shard is the file itself */
+    opt_leaf = ct_safetensors_metadata(st, "optimizer_file");
+    opt_sha = ct_safetensors_metadata(st, "optimizer_sha256");
+  }
   opt_path = opt_leaf ? g_build_filename(dir, opt_leaf, NULL) : NULL;
   got_sha = opt_path ? ct_file_sha256(opt_path, NULL) : NULL;
   if (!opt_leaf || !opt_sha || !got_sha || strchr(opt_leaf, '/') || strcmp(opt_sha, got_sha)) {
@@ -289,9 +388,16 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
     goto out;
   }
   CtModel *m = L->model;
-  if (!ct_model_load_from(m, st, "model.", FALSE, error) ||
-      !ct_optimizer_load(L->opt, opt_path, error))
+  if (!ct_model_load_from(m, st, "model.", FALSE, error))
     goto out;
+  /* a sharded state loads once the plugin that shards the optimizer has
+   * done so (in before_fit); a whole one loads now */
+  if (sharded) {
+    g_free(L->pending_opt);
+    L->pending_opt = g_strdup(opt_path);
+  } else if (!ct_optimizer_load(L->opt, opt_path, error)) {
+    goto out;
+  }
   if (!load_recorder(&L->rec, st, error))
     goto out;
   /* callback states: restored after before_fit (see learner.c) */
@@ -311,7 +417,8 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
    * written again as the run goes on */
   if (!ct_recorder_rewrite(&L->rec, error))
     goto out;
-  remove_stale_temporaries(dir);
+  if (rank == 0)
+    remove_stale_temporaries(dir);
   L->resume_epoch = (int) epoch;
   L->resume_batch = (int) next;
   L->train_iter = titer;

@@ -19,8 +19,10 @@
 #ifndef CLIPTRAIN_LEARNER_H
 #define CLIPTRAIN_LEARNER_H
 
+#include <cliptrain/comm.h>
 #include <cliptrain/ct-common.h>
 #include <cliptrain/model.h>
+#include <cliptrain/optimizer.h>
 
 G_BEGIN_DECLS
 
@@ -88,6 +90,9 @@ typedef struct CtRecorder CtRecorder;
 
 /* ---- the model and the optimizer ---- */
 CT_API CtModel *ct_learner_model(CtLearner *learner);
+/* The optimizer that the loop steps (for plugins that shard it, like
+ * ddp's zero option, or read its state). */
+CT_API CtOptimizer *ct_learner_optimizer(CtLearner *learner);
 /* Optimizer hyper-parameters by name ("lr", "beta1", "beta2", "eps",
  * "weight_decay"); set takes effect at the next step.  FALSE for an
  * unknown name. */
@@ -105,6 +110,20 @@ CT_API gboolean ct_learner_save_optimizer(CtLearner *learner, const char *path, 
 CT_API GHashTable *ct_learner_checkpoint_metadata(CtLearner *learner);
 /* Optimizer steps taken so far. */
 CT_API int64_t ct_learner_step_count(const CtLearner *learner);
+
+/* ---- the process group (comm.h) ----
+ * The run's communicator: never NULL; world size 1 without a distributed
+ * plugin.  Rank 0 alone writes the run's files (metrics, reports,
+ * checkpoints) and prints progress; a callback that writes files or
+ * prints should do the same.  Each rank sees its own shard of the data:
+ * batch k of an epoch is the rank's block of the epoch's k-th global batch
+ * of world_size x batch_size samples, so every rank has the same number of
+ * batches and, together, they see what one process with the global batch
+ * would.  In validation a rank's block may be empty (batch size 0) at the
+ * end of the set; its callbacks still run, with no rows. */
+CT_API CtComm *ct_learner_comm(CtLearner *learner);
+CT_API int ct_learner_rank(const CtLearner *learner);
+CT_API int ct_learner_world_size(const CtLearner *learner);
 
 /* ---- where we are ---- */
 CT_API int ct_learner_epoch(const CtLearner *learner);     /* 0-based */

@@ -20,6 +20,21 @@ CT_API double ct_clip_loss(float *logits, float *d_img, float *d_txt, float *d_l
                            float *scratch, const float *img, const float *txt,
                            float logit_scale, int B, int E);
 
+/* One direction of the loss for B query rows against G key rows, the
+ * rows' own keys at OFFSET .. OFFSET + B - 1 (DistributedCLIPTrainer: a
+ * rank's rows against the gathered batch):
+ *   logits = exp(logit_scale) * q @ k^T                 (B, G)
+ *   loss   = WEIGHT * sum_i (logsumexp_j logits_ij - logits_i,OFFSET+i)
+ * With G = B, OFFSET 0 and WEIGHT 1 / (2B), the two directions (images
+ * against texts, texts against images) add up to ct_clip_loss().
+ *
+ * logits, scratch: (B, G).  d_q: (B, E) and d_k: (G, E) gradients, SET;
+ * d_logit_scale: (1) SET; each may be NULL.  B may be 0 (then the loss is
+ * 0 and d_k is zeroed).  Returns the (weighted) loss.  Allocates nothing. */
+CT_API double ct_clip_loss_rows(float *logits, float *d_q, float *d_k, float *d_logit_scale,
+                                float *scratch, const float *q, const float *k, int offset,
+                                float logit_scale, double weight, int B, int G, int E);
+
 G_END_DECLS
 
 #endif

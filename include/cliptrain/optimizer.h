@@ -143,13 +143,34 @@ CT_API int64_t ct_optimizer_step_count(const CtOptimizer *opt);
 CT_API void ct_optimizer_clear_state(CtOptimizer *opt);
 
 /* A state buffer by its name, (n_params) floats in the model's parameter
- * layout: "exp_avg" and "exp_avg_sq" for adam and adamw,
+ * layout (for a sharded optimizer: (n) floats, its range's part): "exp_avg" and "exp_avg_sq" for adam and adamw,
  * "momentum_buffer" for sgd; NULL for a name the kind lacks.
  * (transfer none) */
 CT_API float *ct_optimizer_state(CtOptimizer *opt, const char *buffer);
 
+/* ---- sharding (ZeRO stage 1) ----
+ * Keep the state of the flat parameter range [OFFSET, OFFSET + N) alone:
+ * the buffers shrink to N floats, and ct_optimizer_step() updates only the
+ * parameters in the range (from the gradients in the range), so that N
+ * processes can each own 1/N of the optimizer state.  Per-tensor step
+ * counts stay whole, and every tensor that is not frozen counts a step
+ * even where it lies outside the range, so all shards agree on bias
+ * corrections.  Allowed before the first step only (the state must be
+ * zero); OFFSET 0 and N n_params undo it.  Fails (CT_ERROR_INVALID) on a
+ * range outside the model or after a step. */
+CT_API gboolean ct_optimizer_set_shard(CtOptimizer *opt, size_t offset, size_t n,
+                                       GError **error);
+/* The range set by ct_optimizer_set_shard(): (0, n_params) by default. */
+CT_API void ct_optimizer_shard(const CtOptimizer *opt, size_t *offset, size_t *n);
+/* Bytes of state buffers this optimizer holds. */
+CT_API size_t ct_optimizer_state_bytes(const CtOptimizer *opt);
+
 /* ---- saving ----
- * Write the state to PATH as safetensors, atomically: for every tensor
+ * Write the state to PATH as safetensors, atomically.  A sharded
+ * optimizer writes its range alone: buffers "exp_avg" / "exp_avg_sq" /
+ * "momentum_buffer" as flat F32 of N elements, the step counts as below,
+ * and metadata "shard_offset", "shard_n" and "n_params"; such a file loads
+ * only into an optimizer with the same shard.  Otherwise: for every tensor
  * that has taken a step, its buffers as F32 of the tensor's shape,
  * "exp_avg.<name>" and "exp_avg_sq.<name>" (adam, adamw) or
  * "momentum_buffer.<name>" (sgd), and its step count as I64 scalar

@@ -34,6 +34,7 @@
 #ifndef CLIPTRAIN_PLUGIN_H
 #define CLIPTRAIN_PLUGIN_H
 
+#include <cliptrain/comm.h>
 #include <cliptrain/ct-common.h>
 #include <cliptrain/learner.h>
 #include <cliptrain/loss.h>
@@ -44,9 +45,10 @@ G_BEGIN_DECLS
 
 /* ABI version.  The major changes when a struct layout or a meaning
  * changes; the minor when something is appended.  A plugin built with
- * (major M, minor m) loads into a core with major M and minor >= m. */
+ * (major M, minor m) loads into a core with major M and minor >= m.
+ * Minor 1 added `comm`. */
 #define CT_PLUGIN_ABI_MAJOR 1
-#define CT_PLUGIN_ABI_MINOR 0
+#define CT_PLUGIN_ABI_MINOR 1
 
 typedef enum {
   CT_PARAM_BOOL,
@@ -123,7 +125,12 @@ typedef struct {
    * resume (a loss scale, a counter).  (transfer full) */
   GBytes *(*state_save)(void *state);
   gboolean (*state_load)(void *state, GBytes *bytes, GError **error);
-  void *reserved[8];
+  /* Optional (minor 1): a plugin that spans several processes (MPI)
+   * returns its communicator's table here, called once right after
+   * create(); the core then runs as one rank of that group (comm.h).
+   * NULL from the function, or no function, means a single process. */
+  const CtCommOps *(*comm)(void *state);
+  void *reserved[7];
 } CtPluginDescriptor;
 
 #define CT_PLUGIN_SYMBOL "ct_plugin_descriptor"
