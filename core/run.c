@@ -319,6 +319,15 @@ load_plugins(CtRecipe *r, const char *section, GPtrArray *search, GPtrArray *out
     item = ct_rnode_item(list, i);
     GError *e = NULL;
     char *file = ct_plugin_find(name, search, &e);
+#ifndef CT_HAVE_MPI
+    if (!file && (strcmp(name, "ddp") == 0 || strcmp(name, "distributed_clip_trainer") == 0)) {
+      g_clear_error(&e);
+      g_set_error(&e, CT_ERROR, CT_ERROR_CONFIG,
+                  "plugin '%s' trains on several processes with MPI, and this cliptrain was "
+                  "built without MPI: install the Debian packages libopenmpi-dev and "
+                  "openmpi-bin, then run ./configure and make again", name);
+    }
+#endif
     const CtPluginDescriptor *d = file ? ct_plugin_open(file, &e) : NULL;
     if (!d) {
       config_error_at(error, where, "%s.%zu: %s", section, i, e->message);

@@ -14,6 +14,10 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   if (event == CT_EVENT_AFTER_PRED) {
     int B = ct_learner_batch_size(L);
     int E = ct_model_config(m)->embed_dim;
+    if (B == 0) { /* a rank's empty share of a short last validation batch */
+      ct_learner_set_loss(L, 0.0);
+      return CT_STATUS_OK;
+    }
     gboolean grad = ct_learner_training(L);
     double loss = ct_clip_loss(ct_learner_scratch_bb(L, 0),
                                grad ? ct_learner_d_image_features(L) : NULL,

@@ -55,6 +55,8 @@ static CtStatus
 on_event(void *state, CtLearner *L, CtEvent event, GError **error)
 {
   CsvLogger *s = state;
+  if (ct_learner_rank(L) != 0)
+    return CT_STATUS_OK; /* rank 0 speaks for every rank */
   if (event == CT_EVENT_BEFORE_FIT) {
     g_free(s->path);
     const char *out = ct_learner_out_dir(L);

@@ -216,9 +216,9 @@ start(Ddp *d, CtLearner *L, GError **error)
     GString *s = g_string_new(NULL);
     for (int r = 0; r < W; r++)
       g_string_append_printf(s, "%s%.1f", r ? ", " : "", all[r]);
-    g_printerr("cliptrain: ddp: %d ranks, gradients %s in buckets of %.1f MiB; optimizer state "
+    g_printerr("cliptrain: ddp: %d rank%s, gradients %s in buckets of %.1f MiB; optimizer state "
                "per rank (MiB): %s; without zero: %.1f each\n",
-               W, d->zero ? "reduced to their shard's owner (zero)" : "all-reduced",
+               W, W == 1 ? "" : "s", d->zero ? "reduced to their shard's owner (zero)" : "all-reduced",
                d->bucket_floats * 4.0 / 1048576.0, s->str, whole / 1048576.0);
     g_string_free(s, TRUE);
   }

@@ -33,19 +33,27 @@ typedef struct {
   int64_t skipped_epoch_start;
 } Fp16;
 
-/* Unscale every gradient; FALSE when one is inf or NaN. */
+/* Unscale the gradients that the optimizer steps (all of them, or with
+ * ddp's zero this rank's shard); FALSE when one is inf or NaN on any rank,
+ * so that every rank cancels the same steps. */
 static gboolean
-unscale(CtModel *m, double scale)
+unscale(CtLearner *L, CtModel *m, double scale, gboolean *finite_out, GError **error)
 {
-  float *g = ct_model_grads(m);
-  size_t n = ct_model_n_params(m);
+  size_t off, n;
+  ct_optimizer_shard(ct_learner_optimizer(L), &off, &n);
+  float *g = ct_model_grads(m) + off;
   float inv = (float) (1.0 / scale); /* a power of two: exact */
   gboolean finite = TRUE;
   for (size_t i = 0; i < n; i++) {
     g[i] *= inv;
     finite &= isfinite(g[i]) != 0;
   }
-  return finite;
+  int64_t all = finite;
+  if (n != ct_model_n_params(m) &&
+      !ct_comm_allreduce(ct_learner_comm(L), &all, 1, CT_COMM_I64, CT_COMM_MIN, error))
+    return FALSE;
+  *finite_out = all != 0;
+  return TRUE;
 }
 
 static CtStatus
@@ -70,7 +78,10 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   case CT_EVENT_BEFORE_STEP:
     if (!scaler)
       return CT_STATUS_OK;
-    if (!unscale(m, s->scale)) {
+    gboolean finite;
+    if (!unscale(L, m, s->scale, &finite, error))
+      return CT_STATUS_ERROR;
+    if (!finite) {
       s->skipped++;
       s->good = 0;
       if (s->dynamic)

@@ -2,7 +2,8 @@
  * step, as torch.nn.utils.clip_grad_norm_(params, max_norm) does: when the
  * norm over all gradients exceeds max_norm, every gradient is scaled by
  * max_norm / (norm + 1e-6).  The norm is accumulated in double.  Order 20:
- * after fp16 (15) has unscaled the gradients. */
+ * after fp16 (15) has unscaled the gradients.  With ddp's zero each rank
+ * clips its shard by the norm over every rank's shard. */
 #include <cliptrain/plugin.h>
 
 #include <math.h>
@@ -16,11 +17,17 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
 {
   GradClip *s = state;
   CtModel *m = ct_learner_model(L);
-  float *g = ct_model_grads(m);
-  size_t n = ct_model_n_params(m);
+  /* the gradients the optimizer steps: all, or with ddp's zero this
+   * rank's shard, whose squares the ranks then add up */
+  size_t off, n;
+  ct_optimizer_shard(ct_learner_optimizer(L), &off, &n);
+  float *g = ct_model_grads(m) + off;
   double sq = 0;
   for (size_t i = 0; i < n; i++)
     sq += (double) g[i] * g[i];
+  if (n != ct_model_n_params(m) &&
+      !ct_comm_allreduce(ct_learner_comm(L), &sq, 1, CT_COMM_F64, CT_COMM_SUM, error))
+    return CT_STATUS_ERROR;
   double norm = sqrt(sq);
   if (norm > s->max_norm) {
     float coef = (float) (s->max_norm / (norm + 1e-6));

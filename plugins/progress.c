@@ -108,6 +108,8 @@ static CtStatus
 on_event(void *state, CtLearner *L, CtEvent event, GError **error)
 {
   Progress *s = state;
+  if (ct_learner_rank(L) != 0)
+    return CT_STATUS_OK; /* rank 0 speaks for every rank */
   switch (event) {
   case CT_EVENT_BEFORE_FIT:
     s->tty = isatty(fileno(stderr));

@@ -18,7 +18,9 @@
  *
  * With a direction, open_clip's names: image_to_text_R@K,
  * image_to_text_mean_rank, image_to_text_median_rank (text_to_image_...).
- * Non-finite features give NaN (null in metrics.jsonl). */
+ * Non-finite features give NaN (null in metrics.jsonl).  With several ranks
+ * each batch's rows are all-gathered in rank order, which is the order of
+ * the global batch: every rank ranks the same set as one process would. */
 #include <cliptrain/plugin.h>
 
 #include <cblas.h>
@@ -104,21 +106,35 @@ all_finite(const float *x, size_t n)
   return TRUE;
 }
 
-static void
-append(Retrieval *s, const float *img, const float *txt, size_t B, int E)
+/* Add this batch's rows of every rank, in rank order (the order of the
+ * global batch), so that every rank ranks the whole validation set as one
+ * process would. */
+static gboolean
+append(Retrieval *s, CtComm *comm, const float *img, const float *txt, size_t B, int E,
+       GError **error)
 {
   if (s->E != E) { /* first batch */
     s->E = E;
     s->cap = 0;
   }
-  if (s->n + B > s->cap) {
-    s->cap = MAX(2 * s->cap, MAX(s->n + B, (size_t) 256));
+  int W = ct_comm_size(comm);
+  size_t *counts = g_new(size_t, W), total = 0;
+  if (!ct_comm_allgather_counts(comm, B * E, counts, error)) {
+    g_free(counts);
+    return FALSE;
+  }
+  for (int r = 0; r < W; r++)
+    total += counts[r] / E;
+  if (s->n + total > s->cap) {
+    s->cap = MAX(2 * s->cap, MAX(s->n + total, (size_t) 256));
     s->img = g_renew(float, s->img, s->cap * E);
     s->txt = g_renew(float, s->txt, s->cap * E);
   }
-  memcpy(s->img + s->n * E, img, sizeof(float) * B * E);
-  memcpy(s->txt + s->n * E, txt, sizeof(float) * B * E);
-  s->n += B;
+  gboolean ok = ct_comm_allgatherv(comm, img, B * E, s->img + s->n * E, NULL, CT_COMM_F32, error) &&
+                ct_comm_allgatherv(comm, txt, B * E, s->txt + s->n * E, NULL, CT_COMM_F32, error);
+  s->n += total;
+  g_free(counts);
+  return ok;
 }
 
 static CtStatus
@@ -128,9 +144,11 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   if (event == CT_EVENT_BEFORE_VALIDATE) {
     s->n = 0;
   } else if (event == CT_EVENT_AFTER_PRED) {
-    if (!ct_learner_training(L))
-      append(s, ct_learner_image_features(L), ct_learner_text_features(L),
-             (size_t) ct_learner_batch_size(L), ct_model_config(ct_learner_model(L))->embed_dim);
+    if (!ct_learner_training(L) &&
+        !append(s, ct_learner_comm(L), ct_learner_image_features(L), ct_learner_text_features(L),
+                (size_t) ct_learner_batch_size(L), ct_model_config(ct_learner_model(L))->embed_dim,
+                error))
+      return CT_STATUS_ERROR;
   } else if (event == CT_EVENT_AFTER_VALIDATE && s->n > 0) {
     double v = NAN;
     if (all_finite(s->img, s->n * s->E) && all_finite(s->txt, s->n * s->E)) {

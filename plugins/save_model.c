@@ -4,7 +4,10 @@
  * with with_opt, the optimizer state to OUT/FNAME.opt.safetensors).  With
  * every_epoch it writes OUT/FNAME_<epoch>.safetensors every epoch instead;
  * with at_end, OUT/FNAME.safetensors once, after the fit.  The weights'
- * metadata holds the epoch and the monitored value. */
+ * metadata holds the epoch and the monitored value.  With several ranks,
+ * rank 0 writes the weights (every rank decides alike: the recorder's rows
+ * are the same on all); an optimizer sharded by ddp's zero is written by
+ * every rank to OUT/FNAME.opt.rank-R.safetensors. */
 #include <cliptrain/plugin.h>
 
 #include <math.h>
@@ -41,8 +44,20 @@ save(SaveModel *s, CtLearner *L, const char *name, int epoch, GError **error)
       g_hash_table_insert(meta, g_strdup(s->monitor), g_strdup(g_ascii_dtostr(buf, sizeof buf, v)));
     }
   }
-  gboolean ok = ct_model_save(ct_learner_model(L), path, meta, error) &&
-                (!s->with_opt || ct_learner_save_optimizer(L, opt_path, error));
+  /* the ranks hold the same weights: rank 0 writes them; a sharded
+   * optimizer (ddp's zero) is written by every rank, its own part */
+  size_t soff, sn;
+  ct_optimizer_shard(ct_learner_optimizer(L), &soff, &sn);
+  gboolean sharded = sn != ct_model_n_params(ct_learner_model(L));
+  if (sharded && ct_learner_world_size(L) > 1) {
+    g_free(opt_path);
+    g_autofree char *rank_leaf = g_strdup_printf("%s.opt.rank-%d.safetensors", name,
+                                                 ct_learner_rank(L));
+    opt_path = g_build_filename(out, rank_leaf, NULL);
+  }
+  gboolean ok = (ct_learner_rank(L) != 0 || ct_model_save(ct_learner_model(L), path, meta, error)) &&
+                (!s->with_opt || (!sharded && ct_learner_rank(L) != 0) ||
+                 ct_learner_save_optimizer(L, opt_path, error));
   g_hash_table_destroy(meta);
   return ok;
 }
@@ -67,7 +82,8 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   if (s->less ? !(v + s->min_delta < s->best) : !(v - s->min_delta > s->best))
     return CT_STATUS_OK;
   s->best = v;
-  fprintf(stderr, "Better model found at epoch %d with %s value: %g.\n", epoch, s->monitor, v);
+  if (ct_learner_rank(L) == 0)
+    fprintf(stderr, "Better model found at epoch %d with %s value: %g.\n", epoch, s->monitor, v);
   return save(s, L, s->fname, epoch, error) ? CT_STATUS_OK : CT_STATUS_ERROR;
 }
 

@@ -134,6 +134,8 @@ static gboolean
 score_batch(ZeroShot *s, CtLearner *L, GError **error)
 {
   int B = ct_learner_batch_size(L), C = s->C, T = s->T, E = s->E;
+  if (B == 0)
+    return TRUE; /* this rank's share of a short last batch */
   const int32_t *tokens = ct_learner_tokens(L);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, C, E, 100.0f,
               ct_learner_image_features(L), E, s->classes, E, 0.0f, s->logits, C);
@@ -179,7 +181,16 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   } else if (event == CT_EVENT_AFTER_PRED) {
     if (!ct_learner_training(L) && !score_batch(s, L, error))
       return CT_STATUS_ERROR;
-  } else if (event == CT_EVENT_AFTER_VALIDATE && s->n > 0) {
+  } else if (event == CT_EVENT_AFTER_VALIDATE) {
+    /* the counts of every rank's shard */
+    int64_t counts[3] = { s->n, s->top1, s->topk };
+    if (!ct_comm_allreduce(ct_learner_comm(L), counts, 3, CT_COMM_I64, CT_COMM_SUM, error))
+      return CT_STATUS_ERROR;
+    s->n = counts[0];
+    s->top1 = counts[1];
+    s->topk = counts[2];
+    if (s->n == 0)
+      return CT_STATUS_OK;
     CtRecorder *rec = ct_learner_recorder(L);
     ct_recorder_log(rec, "zero_shot_top1", (double) s->top1 / s->n);
     if (s->top_k > 1)

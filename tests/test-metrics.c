@@ -151,12 +151,13 @@ test_append_grows(void)
   Retrieval s = { 0 };
   int E = 5;
   float img[7 * 5], txt[7 * 5];
+  CtComm *single = ct_comm_new(NULL, NULL, NULL); /* one process: a copy */
   for (int round = 0; round < 100; round++) {
     for (int i = 0; i < 7 * E; i++) {
       img[i] = (float) (round * 1000 + i);
       txt[i] = -img[i];
     }
-    append(&s, img, txt, 7, E);
+    g_assert_true(append(&s, single, img, txt, 7, E, NULL));
   }
   g_assert_cmpuint(s.n, ==, 700);
   g_assert_cmpuint(s.cap, >=, 700);
@@ -168,6 +169,7 @@ test_append_grows(void)
     }
   g_free(s.img);
   g_free(s.txt);
+  ct_comm_free(single);
 }
 
 int
