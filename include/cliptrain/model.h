@@ -11,31 +11,47 @@
 
 G_BEGIN_DECLS
 
-/* The seed's config keys, with OpenAI's meanings. */
+/* The seed's config keys, with OpenAI's meanings.
+ *
+ * The image tower is a ViT when vision_patch_size > 0 and OpenAI's
+ * ModifiedResNet when vision_patch_size is 0.  A ResNet's blocks per stage
+ * (layer1..layer4: (3, 4, 6, 3) is RN50) are vision_stages, keys
+ * "vision_stage1" .. "vision_stage4"; its vision_layers is their sum (0 is
+ * filled in by ct_config_validate), its vision_width the stem width
+ * (the attention pool is vision_width * 32 wide) and its vision_heads the
+ * attention pool's heads (0: vision_width * 32 / 64).  A ViT's
+ * vision_stages are all 0. */
 typedef struct {
   int embed_dim;          /* joint embedding width */
   int image_resolution;   /* R: images are (3, R, R) */
-  int vision_layers;
+  int vision_layers;      /* ViT blocks; a ResNet's total Bottleneck blocks */
   int vision_width;
-  int vision_patch_size;  /* P: R must be a multiple of P */
-  int vision_heads;       /* 0 means vision_width / 64 */
+  int vision_patch_size;  /* P: R must be a multiple of P; 0: a ResNet */
+  int vision_heads;       /* 0 means vision_width / 64 (ResNet: width * 32 / 64) */
   int context_length;
   int vocab_size;
   int transformer_width;
   int transformer_heads;
   int transformer_layers;
+  int vision_stages[4];   /* ResNet: Bottleneck blocks of layer1..layer4; ViT: 0 */
 } CtConfig;
+
+/* TRUE when CFG's image tower is a ModifiedResNet (vision_patch_size 0). */
+CT_API gboolean ct_config_is_resnet(const CtConfig *cfg);
 
 /* NULL-terminated names of the presets.  (transfer none) */
 CT_API const char *const *ct_config_preset_names(void);
-/* Fill CFG with preset NAME ("vitb32", "vitl14", "small", "tiny", "fashion"). */
+/* Fill CFG with preset NAME ("vitb32", "vitl14", "small", "tiny", "fashion",
+ * and the ResNets "rn50", "rn101", "rn50x4", "rn"). */
 CT_API gboolean ct_config_preset(const char *name, CtConfig *cfg, GError **error);
 /* Check that every field is positive and the shapes divide (R % P, width %
- * heads).  Fills vision_heads when it is 0. */
+ * heads; for a ResNet R % 32, 32 * width % heads, every stage >= 1).
+ * Fills vision_heads when it is 0, and a ResNet's vision_layers. */
 CT_API gboolean ct_config_validate(CtConfig *cfg, GError **error);
 /* Set one config field by its key name. */
 CT_API gboolean ct_config_set(CtConfig *cfg, const char *key, long value, GError **error);
-/* Field by key name; -1 for an unknown key. */
+/* Field by key name; -1 for an unknown key.  "vision_stage1" ..
+ * "vision_stage4" are vision_stages[0..3]. */
 CT_API long ct_config_get(const CtConfig *cfg, const char *key);
 /* NULL-terminated list of the config keys.  (transfer none) */
 CT_API const char *const *ct_config_keys(void);
@@ -53,8 +69,11 @@ typedef struct {
   int ndim;
   int64_t shape[4];
   gboolean decay;       /* weight decay applies (weights of linear layers,
-                         * conv1 and projections; not gains, biases,
-                         * embeddings, class token or logit_scale) */
+                         * of convolutions and projections, the attention
+                         * pool's q/k/v/c_proj weights; not gains (layer
+                         * and batch norm), biases, embeddings (the
+                         * positional ones included), class token or
+                         * logit_scale) */
   void *reserved[2];
 } CtParamInfo;
 
@@ -84,6 +103,33 @@ CT_API void ct_model_zero_grad(CtModel *model);
 CT_API size_t ct_model_n_tensors(const CtModel *model);
 CT_API const CtParamInfo *ct_model_tensor(const CtModel *model, size_t i);
 CT_API const CtParamInfo *ct_model_find(const CtModel *model, const char *name);
+/* ---- buffers: state that is not trained ----
+ * A ResNet's BatchNorm running statistics (running_mean, running_var of
+ * each BatchNorm2d, under OpenAI's names) live in one flat float array
+ * apart from the parameters: they have no gradient, no weight decay and no
+ * optimizer state, but ct_model_save() and the training state save them
+ * and ct_model_load_from() loads them.  A training-mode forward updates
+ * them.  A ViT model has none: 0 floats and NULL.
+ * ct_model_buffers: (n_buffer_floats), (transfer none): owned by the model,
+ * valid until ct_model_free(); a caller may overwrite the values (e.g. to
+ * average them across processes) between passes. */
+CT_API size_t ct_model_n_buffer_floats(const CtModel *model);
+CT_API float *ct_model_buffers(CtModel *model);
+/* Buffer tensors in state-dict order; offsets index ct_model_buffers().
+ * (transfer none) */
+CT_API size_t ct_model_n_buffer_tensors(const CtModel *model);
+CT_API const CtParamInfo *ct_model_buffer_tensor(const CtModel *model, size_t i);
+CT_API const CtParamInfo *ct_model_find_buffer(const CtModel *model, const char *name);
+
+/* Training or eval mode, as nn.Module.train()/eval(): it matters for
+ * BatchNorm only (a ResNet image tower).  In training mode (the default)
+ * a forward normalises with the batch's statistics and updates the
+ * running ones; in eval mode it uses the running statistics and changes
+ * nothing.  The learner runs validation in eval mode and training in
+ * training mode; embed, zeroshot and retrieve run in eval mode. */
+CT_API void ct_model_set_training(CtModel *model, gboolean training);
+CT_API gboolean ct_model_training(const CtModel *model);
+
 /* Pointer to the (log) logit scale parameter.  (transfer none) */
 CT_API float *ct_model_logit_scale(CtModel *model);
 
