@@ -47,6 +47,9 @@ static const char *const default_no_decay[] = {
   "positional_embedding",
   "visual.positional_embedding",
   "visual.class_embedding",
+  "*.bn?.weight", /* a ResNet's BatchNorm gains */
+  "*.downsample.1.weight",
+  "visual.attnpool.positional_embedding",
   NULL,
 };
 

@@ -168,6 +168,14 @@ test_init_and_decay(void)
       g_assert_cmpfloat(fabs(std / want - 1), <, 0.05);
     }
   }
+  /* the optimizer's default no_decay globs agree with CtParamInfo.decay */
+  CtOptimizer *opt = ct_optimizer_new(m, "adamw", &error);
+  g_assert_no_error(error);
+  for (size_t i = 0; i < ct_model_n_tensors(m); i++)
+    if (ct_optimizer_decays(opt, i) != ct_model_tensor(m, i)->decay)
+      g_error("%s: the optimizer decays it: %d, CtParamInfo.decay %d", ct_model_tensor(m, i)->name,
+              ct_optimizer_decays(opt, i), ct_model_tensor(m, i)->decay);
+  ct_optimizer_free(opt);
   for (size_t i = 0; i < ct_model_n_buffer_tensors(m); i++) {
     const CtParamInfo *t = ct_model_buffer_tensor(m, i);
     float want = g_str_has_suffix(t->name, "running_var") ? 1.0f : 0.0f;
