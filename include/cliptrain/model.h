@@ -1,4 +1,5 @@
-/* model.h: OpenAI's CLIP (ViT image tower, causal text transformer).
+/* model.h: OpenAI's CLIP (ViT or ModifiedResNet image tower, causal text
+ * transformer).
  *
  * A CtModel owns one flat float32 allocation for the parameters, one of the
  * same layout for the gradients, and one arena for the activations of up to
@@ -210,10 +211,12 @@ CT_API size_t ct_config_activation_bytes(const CtConfig *cfg, int batch, CtPreci
 CT_API void ct_model_set_loss_scale(CtModel *model, float scale);
 CT_API float ct_model_loss_scale(const CtModel *model);
 
-/* Called during ct_model_backward() after each residual block, with the
- * range of the flat gradient buffer (offset, n) that the block owns and
- * whose gradients are now final.  The other tensors (embeddings, stems,
- * projections, logit_scale) are final when ct_model_backward() returns.
+/* Called during ct_model_backward() after each residual block (a
+ * transformer block, or a ResNet's Bottleneck), with the range of the flat
+ * gradient buffer (offset, n) that the block owns and whose gradients are
+ * now final.  The other tensors (embeddings, stems, projections, the
+ * attention pool, logit_scale) are final when ct_model_backward()
+ * returns.
  * NULL removes the hook. */
 typedef void (*CtBackwardHook)(void *data, size_t offset, size_t n);
 CT_API void ct_model_set_backward_hook(CtModel *model, CtBackwardHook hook, void *data);
@@ -223,20 +226,26 @@ CT_API void ct_model_set_backward_hook(CtModel *model, CtBackwardHook hook, void
 CT_API gboolean ct_param_shape_matches(const CtParamInfo *want, const CtTensorInfo *got);
 
 /* Copy every parameter from ST, where tensor "<prefix><name>" holds
- * parameter <name> (prefix may be NULL).  F32, F16, BF16 and F64 are read.
- * Fails, naming the file and the tensor, on a missing or mis-shaped tensor
- * or an unreadable dtype; with STRICT, also on tensors the model lacks. */
+ * parameter <name> (prefix may be NULL), and the buffers (running
+ * statistics) found there.  F32, F16, BF16 and F64 are read.  Fails,
+ * naming the file and the tensor, on a missing or mis-shaped tensor or an
+ * unreadable dtype; with STRICT, also on a missing buffer and on tensors
+ * the model lacks (a BatchNorm's num_batches_tracked is accepted and
+ * ignored). */
 CT_API gboolean ct_model_load_from(CtModel *model, const CtSafetensors *st,
                                    const char *prefix, gboolean strict, GError **error);
 /* Open PATH and load it strictly, without a prefix. */
 CT_API gboolean ct_model_load(CtModel *model, const char *path, GError **error);
-/* Write every parameter as F32 under OpenAI's names, atomically.
+/* Write every parameter, then every buffer, as F32 under OpenAI's names,
+ * atomically.
  * METADATA (string to string, may be NULL) goes into __metadata__, with the
  * config keys added. */
 CT_API gboolean ct_model_save(CtModel *model, const char *path, GHashTable *metadata,
                               GError **error);
 /* Read a config from a checkpoint's metadata (as written by
- * ct_model_save()).  Fails when the metadata lacks a key. */
+ * ct_model_save()).  Fails when the metadata lacks a key, except
+ * config.vision_stage1..4, absent from files written before ResNets (0: a
+ * ViT). */
 CT_API gboolean ct_config_from_metadata(CtConfig *cfg, const CtSafetensors *st,
                                         GError **error);
 /* Read a config from the shapes of a state dict's tensors, as OpenAI's
@@ -244,11 +253,15 @@ CT_API gboolean ct_config_from_metadata(CtConfig *cfg, const CtSafetensors *st,
  * visual.conv1.weight, ln_final.weight and text_projection; layers by
  * counting the blocks' attn.in_proj_weight; the patch from conv1; the
  * resolution from visual.positional_embedding; context and vocabulary from
- * positional_embedding and token_embedding.weight.  Tensor names are
- * "<prefix><name>" (prefix may be NULL).  VISION_HEADS and
- * TRANSFORMER_HEADS override the head counts; 0 means width / 64 (at least
- * 1).  Fails, naming the file and the tensor, on a missing or mis-shaped
- * tensor, and on a ResNet image tower (not supported yet). */
+ * positional_embedding and token_embedding.weight.  A file with
+ * visual.layer1.* or visual.attnpool.* tensors is a ResNet: blocks per
+ * stage by counting visual.layerN.<i>, the width from
+ * visual.layer1.0.conv1.weight, the resolution from
+ * visual.attnpool.positional_embedding ((R/32)^2 + 1 rows).  Tensor names
+ * are "<prefix><name>" (prefix may be NULL).  VISION_HEADS and
+ * TRANSFORMER_HEADS override the head counts; 0 means width / 64 (a
+ * ResNet's pool: width * 32 / 64; at least 1).  Fails, naming the file and
+ * the tensor, on a missing or mis-shaped tensor. */
 CT_API gboolean ct_config_from_weights(CtConfig *cfg, const CtSafetensors *st,
                                        const char *prefix, int vision_heads,
                                        int transformer_heads, GError **error);
