@@ -164,8 +164,9 @@ def case_tensors(model, cfg, images, tokens, param_shape=tc.case_param_shape):
         v = cfg[k]
         t["config." + k] = np.array(list(v) if isinstance(v, (tuple, list))
                                     else [v], dtype=np.int64)
-    for n, _ in stats:
+    for n, b in stats:  # pairs, as the golden ResNet case orders them
         t["buffer." + n] = before[n]
+        t["output.buffer." + n] = b.detach().float().numpy()
     for name, p in model.named_parameters():
         shape = param_shape(name, p)
         t["param." + name] = p.detach().float().numpy().reshape(shape)
@@ -174,8 +175,6 @@ def case_tensors(model, cfg, images, tokens, param_shape=tc.case_param_shape):
     t["input.tokens"] = tokens
     for k in ("image_features", "text_features", "logits_per_image", "loss"):
         t["output." + k] = outs[k].float().numpy()
-    for n, b in stats:
-        t["output.buffer." + n] = b.detach().float().numpy()
     return t
 
 
