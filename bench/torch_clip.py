@@ -1,10 +1,13 @@
-"""Reference PyTorch implementation of OpenAI's CLIP (ViT image tower only).
+"""Reference PyTorch implementation of OpenAI's CLIP (ViT or ModifiedResNet
+image tower).
 
 This is the model cliptrain has to match.  It is the same network as the
-``CLIP`` class of github.com/openai/CLIP (clip/model.py) with a ViT image
-tower: the module tree, the parameter names in ``state_dict()`` (and their
-order), the initialisation and the forward pass are OpenAI's.  It was written
-independently for cliptrain's tests and benchmarks.
+``CLIP`` class of github.com/openai/CLIP (clip/model.py): the module tree,
+the parameter and buffer names in ``state_dict()`` (and their order), the
+initialisation and the forward pass are OpenAI's.  A tuple/list
+``vision_layers`` (blocks per stage) selects the ModifiedResNet, as in
+OpenAI's code.  It was written independently for cliptrain's tests and
+benchmarks.
 
 Besides the model this module holds:
 
@@ -68,6 +71,26 @@ PRESETS = {
                    vision_width=1024, vision_patch_size=14, vision_heads=16,
                    context_length=77, vocab_size=49408, transformer_width=512,
                    transformer_heads=8, transformer_layers=12),
+    # ModifiedResNet towers (vision_patch_size 0), as core/config.c's
+    "rn50": dict(embed_dim=1024, image_resolution=224,
+                 vision_layers=(3, 4, 6, 3), vision_width=64,
+                 vision_patch_size=0, vision_heads=32, context_length=77,
+                 vocab_size=49408, transformer_width=512,
+                 transformer_heads=8, transformer_layers=12),
+    "rn101": dict(embed_dim=512, image_resolution=224,
+                  vision_layers=(3, 4, 23, 3), vision_width=64,
+                  vision_patch_size=0, vision_heads=32, context_length=77,
+                  vocab_size=49408, transformer_width=512,
+                  transformer_heads=8, transformer_layers=12),
+    "rn50x4": dict(embed_dim=640, image_resolution=288,
+                   vision_layers=(4, 6, 10, 6), vision_width=80,
+                   vision_patch_size=0, vision_heads=40, context_length=77,
+                   vocab_size=49408, transformer_width=640,
+                   transformer_heads=10, transformer_layers=12),
+    "rn": dict(embed_dim=64, image_resolution=64, vision_layers=(1, 1, 1, 1),
+               vision_width=16, vision_patch_size=0, vision_heads=8,
+               context_length=16, vocab_size=1000, transformer_width=64,
+               transformer_heads=1, transformer_layers=2),
 }
 
 
@@ -178,6 +201,130 @@ class VisionTransformer(nn.Module):
         return x @ self.proj
 
 
+class Bottleneck(nn.Module):
+    """OpenAI's ResNet block: every convolution has stride 1; a stride > 1
+    is an average pool after the 3x3 convolution (and in the shortcut,
+    before its 1x1 convolution)."""
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride > 1 or inplanes != planes * 4:
+            # names as OpenAI's: "-1" the pool, "0" the conv, "1" the BN
+            self.downsample = nn.Sequential(OrderedDict([
+                ("-1", nn.AvgPool2d(stride)),
+                ("0", nn.Conv2d(inplanes, planes * 4, 1, stride=1,
+                                bias=False)),
+                ("1", nn.BatchNorm2d(planes * 4)),
+            ]))
+
+    def forward(self, x):
+        identity = x
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.avgpool(out)
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out = out + identity
+        return self.relu3(out)
+
+
+class AttentionPool2d(nn.Module):
+    """Tokens = [mean ; HW positions] + positional embedding; multi-head
+    attention of token 0's query against all tokens; c_proj."""
+
+    def __init__(self, spacial_dim, embed_dim, num_heads, output_dim=None):
+        super().__init__()
+        self.positional_embedding = nn.Parameter(
+            torch.randn(spacial_dim ** 2 + 1, embed_dim) / embed_dim ** 0.5)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.c_proj = nn.Linear(embed_dim, output_dim or embed_dim)
+        self.num_heads = num_heads
+
+    def forward(self, x):
+        x = x.flatten(start_dim=2).permute(2, 0, 1)        # [HW, B, C]
+        x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
+        x = x + self.positional_embedding[:, None, :].to(x.dtype)
+        out, _ = F.multi_head_attention_forward(
+            query=x[:1], key=x, value=x,
+            embed_dim_to_check=x.shape[-1], num_heads=self.num_heads,
+            q_proj_weight=self.q_proj.weight,
+            k_proj_weight=self.k_proj.weight,
+            v_proj_weight=self.v_proj.weight, in_proj_weight=None,
+            in_proj_bias=torch.cat([self.q_proj.bias, self.k_proj.bias,
+                                    self.v_proj.bias]),
+            bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+            out_proj_weight=self.c_proj.weight,
+            out_proj_bias=self.c_proj.bias,
+            use_separate_proj_weight=True, training=self.training,
+            need_weights=False)
+        return out.squeeze(0)
+
+
+class ModifiedResNet(nn.Module):
+    """Stem of three 3x3 convolutions (the first stride 2) with BN and ReLU,
+    a 2x2 average pool, four stages of Bottlenecks, an attention pool."""
+
+    def __init__(self, layers, output_dim, heads, input_resolution=224,
+                 width=64):
+        super().__init__()
+        self.output_dim = output_dim
+        self.input_resolution = input_resolution
+        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1,
+                               bias=False)
+        self.bn1 = nn.BatchNorm2d(width // 2)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1,
+                               bias=False)
+        self.bn2 = nn.BatchNorm2d(width // 2)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(width // 2, width, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.relu3 = nn.ReLU(inplace=True)
+        self.avgpool = nn.AvgPool2d(2)
+        self._inplanes = width
+        self.layer1 = self._make_layer(width, layers[0])
+        self.layer2 = self._make_layer(width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(width * 8, layers[3], stride=2)
+        embed_dim = width * 32
+        self.attnpool = AttentionPool2d(input_resolution // 32, embed_dim,
+                                        heads, output_dim)
+
+    def _make_layer(self, planes, blocks, stride=1):
+        layers = [Bottleneck(self._inplanes, planes, stride)]
+        self._inplanes = planes * Bottleneck.expansion
+        for _ in range(1, blocks):
+            layers.append(Bottleneck(self._inplanes, planes))
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = x.type(self.conv1.weight.dtype)
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.bn2(self.conv2(x)))
+        x = self.relu3(self.bn3(self.conv3(x)))
+        x = self.avgpool(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = self.layer4(x)
+        return self.attnpool(x)
+
+
 class CLIP(nn.Module):
     """OpenAI CLIP with a ViT image tower.
 
@@ -191,15 +338,22 @@ class CLIP(nn.Module):
                  transformer_width, transformer_heads, transformer_layers,
                  vision_heads=None):
         super().__init__()
-        if not isinstance(vision_layers, int):
-            raise ValueError("only the ViT image tower is implemented")
-        if vision_heads is None:
-            vision_heads = vision_width // 64
         self.context_length = context_length
-        self.visual = VisionTransformer(
-            input_resolution=image_resolution, patch_size=vision_patch_size,
-            width=vision_width, layers=vision_layers, heads=vision_heads,
-            output_dim=embed_dim)
+        if isinstance(vision_layers, (tuple, list)):
+            if vision_heads is None:
+                vision_heads = vision_width * 32 // 64
+            self.visual = ModifiedResNet(
+                layers=vision_layers, output_dim=embed_dim,
+                heads=vision_heads, input_resolution=image_resolution,
+                width=vision_width)
+        else:
+            if vision_heads is None:
+                vision_heads = vision_width // 64
+            self.visual = VisionTransformer(
+                input_resolution=image_resolution,
+                patch_size=vision_patch_size, width=vision_width,
+                layers=vision_layers, heads=vision_heads,
+                output_dim=embed_dim)
         self.transformer = Transformer(
             width=transformer_width, layers=transformer_layers,
             heads=transformer_heads, attn_mask=self.build_attention_mask())
@@ -216,6 +370,16 @@ class CLIP(nn.Module):
     def initialize_parameters(self):
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
+        if isinstance(self.visual, ModifiedResNet):
+            ap = self.visual.attnpool
+            std = ap.c_proj.in_features ** -0.5
+            for lin in (ap.q_proj, ap.k_proj, ap.v_proj, ap.c_proj):
+                nn.init.normal_(lin.weight, std=std)
+            for stage in (self.visual.layer1, self.visual.layer2,
+                          self.visual.layer3, self.visual.layer4):
+                for name, param in stage.named_parameters():
+                    if name.endswith("bn3.weight"):
+                        nn.init.zeros_(param)
         width = self.transformer.width
         attn_std = width ** -0.5
         proj_std = width ** -0.5 * (2 * self.transformer.layers) ** -0.5
@@ -318,22 +482,55 @@ def clip_forward_flops(cfg, batch):
     """
     B = batch
     E = cfg["embed_dim"]
-    P = cfg["vision_patch_size"]
-    g = cfg["image_resolution"] // P
-    Lv = g * g + 1
-    Wv = cfg["vision_width"]
     Lt = cfg["context_length"]
     Wt = cfg["transformer_width"]
 
     def block(L, W):
         return 24 * B * L * W * W + 4 * B * L * L * W
 
+    if isinstance(cfg["vision_layers"], (tuple, list)):
+        flops = B * resnet_forward_flops(cfg)
+        flops += cfg["transformer_layers"] * block(Lt, Wt)
+        flops += 2 * B * Wt * E + 2 * B * B * E
+        return flops
+    P = cfg["vision_patch_size"]
+    g = cfg["image_resolution"] // P
+    Lv = g * g + 1
+    Wv = cfg["vision_width"]
     flops = 2 * B * g * g * Wv * (3 * P * P)
     flops += cfg["vision_layers"] * block(Lv, Wv)
     flops += cfg["transformer_layers"] * block(Lt, Wt)
     flops += 2 * B * Wv * E + 2 * B * Wt * E
     flops += 2 * B * B * E
     return flops
+
+
+def resnet_forward_flops(cfg):
+    """Matmul FLOPs of the ModifiedResNet tower for one image: every
+    convolution 2 * Ho*Wo * OC * (C*K*K); the attention pool's q (token 0
+    only), k, v projections, scores and weighted sums (2 * 2*T*C) and
+    c_proj.  Not counted: BN, ReLU, pooling, additions.  (core/config.c
+    counts the same.)"""
+    W, R, E = cfg["vision_width"], cfg["image_resolution"], cfg["embed_dim"]
+    S = R / 2
+    f = (2 * S * S * (W / 2) * 27 + 2 * S * S * (W / 2) * (W / 2) * 9 +
+         2 * S * S * W * (W / 2) * 9)
+    S /= 2
+    inplanes = W
+    for st, n in enumerate(cfg["vision_layers"]):
+        P = W << st
+        for j in range(n):
+            s = 2 if j == 0 and st > 0 else 1
+            So = S / s
+            f += (2 * S * S * P * inplanes + 2 * S * S * P * P * 9 +
+                  2 * So * So * 4 * P * P)
+            if s > 1 or inplanes != 4 * P:
+                f += 2 * So * So * 4 * P * inplanes
+            inplanes = 4 * P
+            S = So
+    C, T = 32 * W, int(S * S) + 1
+    f += 2 * C * C + 2 * 2 * T * C * C + 2 * 2 * T * C + 2 * C * E
+    return f
 
 
 def clip_train_step_flops(cfg, batch):
@@ -423,9 +620,11 @@ def config_from_case(tensors):
     cfg = {}
     for k in CONFIG_KEYS:
         v = tensors["config." + k]
+        if k == "vision_layers" and v.size == 4:
+            cfg[k] = tuple(int(x) for x in v.reshape(-1))  # a ResNet
+            continue
         if v.size != 1:
-            raise ValueError("config.%s has %d values: not a ViT case"
-                             % (k, v.size))
+            raise ValueError("config.%s has %d values" % (k, v.size))
         cfg[k] = int(v.reshape(-1)[0])
     return cfg
 
@@ -436,7 +635,7 @@ def build_model(cfg):
 
 def load_case_params(model, tensors):
     """Copy param.* from a case into model (in the model's dtype)."""
-    sd = model.state_dict()
+    sd = dict(model.named_parameters())
     names = [k[len("param."):] for k in tensors if k.startswith("param.")]
     if set(names) != set(sd.keys()):
         missing = set(sd.keys()) - set(names)
@@ -447,6 +646,9 @@ def load_case_params(model, tensors):
         for name, p in model.named_parameters():
             src = torch.from_numpy(tensors["param." + name])
             p.copy_(src.reshape(p.shape).to(p.dtype))
+        for name, b in model.named_buffers():  # a ResNet's running stats
+            if "buffer." + name in tensors:
+                b.copy_(torch.from_numpy(tensors["buffer." + name]).to(b.dtype))
 
 
 def case_param_shape(name, param):

@@ -5,11 +5,54 @@
 
 #include "model-private.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Keys that OpenAI's released state dicts hold besides parameters. */
 static const char *const ignored_keys[] = { "input_resolution", "context_length", "vocab_size",
                                             NULL };
+
+/* TRUE for a key the model ignores: OpenAI's extra keys, and a BatchNorm's
+ * num_batches_tracked (nn.BatchNorm2d counts batches; momentum 0.1 makes
+ * the count unused). */
+static gboolean
+ignored_key(const CtModel *m, const char *name)
+{
+  if (g_strv_contains(ignored_keys, name))
+    return TRUE;
+  if (!g_str_has_suffix(name, ".num_batches_tracked"))
+    return FALSE;
+  g_autofree char *stem = g_strndup(name, strlen(name) - strlen("num_batches_tracked"));
+  g_autofree char *rm = g_strconcat(stem, "running_mean", NULL);
+  return ct_model_find_buffer(m, rm) != NULL;
+}
+
+/* Check tensor KEY of ST against INFO (dtype, shape).  NULL without an
+ * error when the tensor is absent. */
+static const CtTensorInfo *
+check_tensor(const CtSafetensors *st, const char *key, const CtParamInfo *info, GError **error)
+{
+  const char *path = ct_safetensors_path(st);
+  const CtTensorInfo *t = ct_safetensors_find(st, key);
+  if (!t)
+    return NULL;
+  if (!ct_dtype_is_float(t->dtype)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_DTYPE,
+                "%s: tensor '%s' has dtype %s; weights must be F32, F16, BF16 or F64", path,
+                key, ct_dtype_name(t->dtype));
+    return NULL;
+  }
+  if (!ct_param_shape_matches(info, t)) {
+    g_autofree char *got = ct_shape_string(t->ndim, t->shape);
+    g_autofree char *want = ct_shape_string(info->ndim, info->shape);
+    g_set_error(error, CT_ERROR, CT_ERROR_SHAPE,
+                "%s: tensor '%s' has shape %s but the model config expects %s: the config "
+                "does not match the weights",
+                path, key, got, want);
+    return NULL;
+  }
+  return t;
+}
 
 gboolean
 ct_param_shape_matches(const CtParamInfo *want, const CtTensorInfo *got)
@@ -34,29 +77,29 @@ ct_model_load_from(CtModel *m, const CtSafetensors *st, const char *prefix, gboo
   size_t plen = strlen(pre);
 
   /* First pass: check everything, so that a bad file changes nothing. */
+  GError *e = NULL;
   for (guint i = 0; i < m->infos->len; i++) {
     const CtParamInfo *info = &g_array_index(m->infos, CtParamInfo, i);
     g_autofree char *key = g_strconcat(pre, info->name, NULL);
-    const CtTensorInfo *t = ct_safetensors_find(st, key);
-    if (!t) {
-      g_set_error(error, CT_ERROR, CT_ERROR_MISSING, "%s: tensor '%s' is missing", path, key);
-      return FALSE;
-    }
-    if (!ct_dtype_is_float(t->dtype)) {
-      g_set_error(error, CT_ERROR, CT_ERROR_DTYPE,
-                  "%s: tensor '%s' has dtype %s; weights must be F32, F16, BF16 or F64", path,
-                  key, ct_dtype_name(t->dtype));
-      return FALSE;
-    }
-    if (!ct_param_shape_matches(info, t)) {
-      g_autofree char *got = ct_shape_string(t->ndim, t->shape);
-      g_autofree char *want = ct_shape_string(info->ndim, info->shape);
-      g_set_error(error, CT_ERROR, CT_ERROR_SHAPE,
-                  "%s: tensor '%s' has shape %s but the model config expects %s: the config "
-                  "does not match the weights",
-                  path, key, got, want);
-      return FALSE;
-    }
+    if (check_tensor(st, key, info, &e))
+      continue;
+    if (!e)
+      g_set_error(&e, CT_ERROR, CT_ERROR_MISSING, "%s: tensor '%s' is missing", path, key);
+    g_propagate_error(error, e);
+    return FALSE;
+  }
+  /* buffers (running statistics): required when strict, else read when
+   * present */
+  for (guint i = 0; i < m->buf_infos->len; i++) {
+    const CtParamInfo *info = &g_array_index(m->buf_infos, CtParamInfo, i);
+    g_autofree char *key = g_strconcat(pre, info->name, NULL);
+    if (check_tensor(st, key, info, &e) || (!e && !strict))
+      continue;
+    if (!e)
+      g_set_error(&e, CT_ERROR, CT_ERROR_MISSING,
+                  "%s: tensor '%s' (BatchNorm running statistics) is missing", path, key);
+    g_propagate_error(error, e);
+    return FALSE;
   }
   if (strict) {
     for (size_t i = 0; i < ct_safetensors_n_tensors(st); i++) {
@@ -64,7 +107,7 @@ ct_model_load_from(CtModel *m, const CtSafetensors *st, const char *prefix, gboo
       if (strncmp(t->name, pre, plen) != 0)
         continue;
       const char *name = t->name + plen;
-      if (ct_model_find(m, name) || g_strv_contains(ignored_keys, name))
+      if (ct_model_find(m, name) || ct_model_find_buffer(m, name) || ignored_key(m, name))
         continue;
       g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
                   "%s: tensor '%s' is not a parameter of this model: the config does not "
@@ -77,6 +120,13 @@ ct_model_load_from(CtModel *m, const CtSafetensors *st, const char *prefix, gboo
     const CtParamInfo *info = &g_array_index(m->infos, CtParamInfo, i);
     g_autofree char *key = g_strconcat(pre, info->name, NULL);
     if (!ct_safetensors_read_f32(st, key, m->params + info->offset, info->numel, error))
+      return FALSE;
+  }
+  for (guint i = 0; i < m->buf_infos->len; i++) {
+    const CtParamInfo *info = &g_array_index(m->buf_infos, CtParamInfo, i);
+    g_autofree char *key = g_strconcat(pre, info->name, NULL);
+    if (ct_safetensors_find(st, key) &&
+        !ct_safetensors_read_f32(st, key, m->buffers + info->offset, info->numel, error))
       return FALSE;
   }
   return TRUE;
@@ -102,6 +152,12 @@ ct_model_save(CtModel *m, const char *path, GHashTable *metadata, GError **error
     const CtParamInfo *info = &g_array_index(m->infos, CtParamInfo, i);
     if (!ct_safetensors_writer_add(w, info->name, CT_DTYPE_F32, info->ndim, info->shape,
                                    m->params + info->offset, error))
+      goto out;
+  }
+  for (guint i = 0; i < m->buf_infos->len; i++) {
+    const CtParamInfo *info = &g_array_index(m->buf_infos, CtParamInfo, i);
+    if (!ct_safetensors_writer_add(w, info->name, CT_DTYPE_F32, info->ndim, info->shape,
+                                   m->buffers + info->offset, error))
       goto out;
   }
   if (metadata) {
@@ -131,6 +187,8 @@ ct_config_from_metadata(CtConfig *cfg, const CtSafetensors *st, GError **error)
   for (const char *const *key = ct_config_keys(); *key; key++) {
     g_autofree char *mk = g_strconcat("config.", *key, NULL);
     const char *val = ct_safetensors_metadata(st, mk);
+    if (!val && g_str_has_prefix(*key, "vision_stage"))
+      continue; /* written before ResNets: a ViT */
     char *end = NULL;
     gint64 v = val ? g_ascii_strtoll(val, &end, 10) : 0;
     if (!val || !end || *end || end == val) {
@@ -206,18 +264,94 @@ has_prefix_tensor(const CtSafetensors *st, const char *pre, const char *what)
   return FALSE;
 }
 
+/* Number of distinct N in tensors PRE+"visual.layer<STAGE>.<N>.*". */
+static long
+count_stage_blocks(const CtSafetensors *st, const char *pre, int stage)
+{
+  g_autofree char *head = g_strdup_printf("%svisual.layer%d.", pre, stage);
+  size_t hl = strlen(head);
+  long n = 0;
+  for (size_t i = 0; i < ct_safetensors_n_tensors(st); i++) {
+    const char *name = ct_safetensors_tensor(st, i)->name;
+    if (strncmp(name, head, hl) != 0 || !g_ascii_isdigit(name[hl]))
+      continue;
+    long k = strtol(name + hl, NULL, 10);
+    n = MAX(n, k + 1); /* blocks are numbered 0 .. n-1 */
+  }
+  return n;
+}
+
+/* The text tower's keys from the shapes (both image towers share them). */
+static gboolean
+text_from_weights(CtConfig *c, const CtSafetensors *st, const char *pre, int transformer_heads,
+                  GError **error)
+{
+  const CtTensorInfo *proj, *pos, *wte, *lnf;
+  if (!(proj = shape_of(st, pre, "text_projection", 2, "(width, embed_dim)", error)) ||
+      !(pos = shape_of(st, pre, "positional_embedding", 2, "(context_length, width)", error)) ||
+      !(wte = shape_of(st, pre, "token_embedding.weight", 2, "(vocab_size, width)", error)) ||
+      !(lnf = shape_of(st, pre, "ln_final.weight", 1, "(width)", error)))
+    return FALSE;
+  int64_t TW = lnf->shape[0];
+  c->embed_dim = (int) MIN(proj->shape[1], 1 << 25);
+  c->context_length = (int) MIN(pos->shape[0], 1 << 25);
+  c->vocab_size = (int) MIN(wte->shape[0], 1 << 25);
+  c->transformer_width = (int) MIN(TW, 1 << 25);
+  c->transformer_heads = transformer_heads > 0 ? transformer_heads : (int) MAX(TW / 64, 1);
+  c->transformer_layers = (int) count_blocks(st, pre, "transformer.resblocks.");
+  return TRUE;
+}
+
+/* A ModifiedResNet image tower, as OpenAI's build_model reads it: the
+ * blocks per stage by counting visual.layerN.<i>, the width from
+ * visual.layer1.0.conv1.weight, the resolution from the attention pool's
+ * positional embedding (grid * grid + 1 rows, grid = R / 32). */
+static gboolean
+resnet_from_weights(CtConfig *cfg, const CtSafetensors *st, const char *pre, int vision_heads,
+                    int transformer_heads, GError **error)
+{
+  const char *path = ct_safetensors_path(st);
+  const CtTensorInfo *c1, *apos;
+  if (!(c1 = shape_of(st, pre, "visual.layer1.0.conv1.weight", 4, "(width, width, 1, 1)",
+                      error)) ||
+      !(apos = shape_of(st, pre, "visual.attnpool.positional_embedding", 2,
+                        "(grid * grid + 1, 32 * width)", error)))
+    return FALSE;
+  CtConfig c = { 0 };
+  int64_t n = apos->shape[0] - 1, G = 0;
+  while (G < (1 << 13) && (G + 1) * (G + 1) <= n)
+    G++;
+  if (G * G != n || n < 1) {
+    g_autofree char *got = ct_shape_string(apos->ndim, apos->shape);
+    g_set_error(error, CT_ERROR, CT_ERROR_SHAPE,
+                "%s: tensor '%svisual.attnpool.positional_embedding' has shape %s, not "
+                "(grid * grid + 1, 32 * width)", path, pre, got);
+    return FALSE;
+  }
+  c.vision_width = (int) MIN(c1->shape[0], 1 << 25);
+  c.image_resolution = (int) (G * 32);
+  c.vision_patch_size = 0;
+  c.vision_heads = vision_heads > 0 ? vision_heads : MAX(c.vision_width * 32 / 64, 1);
+  for (int i = 0; i < 4; i++)
+    c.vision_stages[i] = (int) MIN(count_stage_blocks(st, pre, i + 1), 1 << 25);
+  if (!text_from_weights(&c, st, pre, transformer_heads, error))
+    return FALSE;
+  if (!ct_config_validate(&c, error)) {
+    g_prefix_error(error, "%s: ", path);
+    return FALSE;
+  }
+  *cfg = c;
+  return TRUE;
+}
+
 gboolean
 ct_config_from_weights(CtConfig *cfg, const CtSafetensors *st, const char *prefix,
                        int vision_heads, int transformer_heads, GError **error)
 {
   g_return_val_if_fail(cfg != NULL && st != NULL, FALSE);
   const char *path = ct_safetensors_path(st), *pre = prefix ? prefix : "";
-  if (has_prefix_tensor(st, pre, "visual.layer1.") || has_prefix_tensor(st, pre, "visual.attnpool.")) {
-    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                "%s: the weights hold a ResNet image tower (%svisual.layer1...): ResNet image "
-                "towers are not supported yet", path, pre);
-    return FALSE;
-  }
+  if (has_prefix_tensor(st, pre, "visual.layer1.") || has_prefix_tensor(st, pre, "visual.attnpool."))
+    return resnet_from_weights(cfg, st, pre, vision_heads, transformer_heads, error);
   const CtTensorInfo *conv, *vpos, *proj, *pos, *wte, *lnf;
   if (!(conv = shape_of(st, pre, "visual.conv1.weight", 4, "(width, 3, patch, patch)", error)) ||
       !(vpos = shape_of(st, pre, "visual.positional_embedding", 2, "(grid * grid + 1, width)", error)) ||

@@ -402,6 +402,7 @@ do_train(CtLearner *L)
 {
   L->training = TRUE;
   L->n_iter = L->n_train_batches;
+  ct_model_set_training(L->model, TRUE); /* BatchNorm: batch statistics */
   return with_events(L, all_batches, CT_EVENT_BEFORE_TRAIN, CT_EVENT_AFTER_TRAIN,
                      CT_EVENT_AFTER_CANCEL_TRAIN, CT_STATUS_CANCEL_TRAIN);
 }
@@ -413,8 +414,13 @@ do_validate(CtLearner *L)
     return CT_STATUS_OK;
   L->training = FALSE;
   L->n_iter = ct_loader_n_batches(L->valid);
-  return with_events(L, all_batches, CT_EVENT_BEFORE_VALIDATE, CT_EVENT_AFTER_VALIDATE,
-                     CT_EVENT_AFTER_CANCEL_VALIDATE, CT_STATUS_CANCEL_VALID);
+  /* eval mode for the whole validation, its callbacks included (BatchNorm
+   * uses and keeps the running statistics), then back to training */
+  ct_model_set_training(L->model, FALSE);
+  CtStatus st = with_events(L, all_batches, CT_EVENT_BEFORE_VALIDATE, CT_EVENT_AFTER_VALIDATE,
+                            CT_EVENT_AFTER_CANCEL_VALIDATE, CT_STATUS_CANCEL_VALID);
+  ct_model_set_training(L->model, TRUE);
+  return st;
 }
 
 static CtStatus

@@ -5,6 +5,8 @@
 
 #include <cliptrain/model.h>
 
+#include "resnet-private.h"
+
 /* One residual attention block's tensors (views into params or grads). */
 typedef struct {
   float *in_w, *in_b;     /* (3C, C), (3C)  attn.in_proj_weight / bias */
@@ -137,6 +139,26 @@ typedef struct {
   double a; /* std for NORMAL, bound for UNIFORM, value for CONST */
 } CtInitSpec;
 
+/* The activation arena: carve() runs twice, first with base NULL to size
+ * it, then on the allocation. */
+typedef struct {
+  float *base; /* NULL while sizing */
+  size_t used; /* floats */
+} CtArena;
+
+/* (n) floats from A, 64-byte aligned; NULL while sizing. */
+float *ct_arena_take(CtArena *a, size_t n);
+
+/* Registering tensors in state-dict order (model.c). */
+typedef struct CtLayout CtLayout;
+/* A parameter: *p and *g become its views into the parameters and the
+ * gradients. */
+void ct_layout_param(CtLayout *lo, float **p, float **g, CtInitSpec init, gboolean decay,
+                     const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+/* A buffer of (n) floats (running statistics): *p becomes its view into
+ * the buffers.  Initialised to 1 when NAME ends in "running_var", else 0. */
+void ct_layout_buffer(CtLayout *lo, float **p, const char *name, int64_t n);
+
 struct CtModel {
   CtConfig cfg;
   int max_batch;
@@ -161,6 +183,11 @@ struct CtModel {
   CtScratch sc;
   CtBackwardHook hook;
   void *hook_data;
+  gboolean training;           /* BatchNorm mode (TRUE by default) */
+  size_t n_buffers;
+  float *buffers;              /* (n_buffers) BatchNorm running statistics */
+  GArray *buf_infos;           /* of CtParamInfo, offsets into buffers */
+  CtResNet rn;                 /* the image tower when cfg is a ResNet */
 };
 
 /* transformer.c */
@@ -176,5 +203,19 @@ void ct_vision_forward(CtModel *m, const float *images, int B);
 void ct_vision_backward(CtModel *m, const float *dfeat);
 void ct_text_forward(CtModel *m, const int32_t *tokens, int B);
 void ct_text_backward(CtModel *m, const float *dfeat);
+
+/* resnet-layout.c */
+/* Shapes of M's ResNet tower from its config (allocates rn.blocks). */
+void ct_resnet_setup(CtModel *m);
+void ct_resnet_cleanup(CtModel *m);
+/* Its parameters and buffers in OpenAI's state-dict order. */
+void ct_resnet_layout(CtLayout *lo, CtModel *m);
+/* Its activations and work space, for max_batch, the precision and the
+ * checkpointing. */
+void ct_resnet_carve(CtArena *a, CtModel *m);
+
+/* resnet.c: features into m->va.feat / featn / norm */
+void ct_resnet_forward(CtModel *m, const float *images, int B);
+void ct_resnet_backward(CtModel *m, const float *dfeat);
 
 #endif

@@ -15,14 +15,30 @@ typedef struct {
   float **p, **g; /* where to store the parameter and gradient views */
 } Slot;
 
-typedef struct {
+struct CtLayout {
   CtModel *m;
-  GArray *slots; /* of Slot, parallel to m->infos */
-} Layout;
+  GArray *slots;     /* of Slot, parallel to m->infos */
+  GArray *buf_slots; /* of float **, parallel to m->buf_infos */
+};
+typedef CtLayout Layout;
 
-static void
-add_tensor(Layout *lo, float **p, float **g, CtInitSpec init, gboolean decay,
-           const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
+void
+ct_layout_buffer(CtLayout *lo, float **p, const char *name, int64_t n)
+{
+  CtParamInfo info = { 0 };
+  info.name = g_strdup(name);
+  info.offset = lo->m->n_buffers;
+  info.ndim = 1;
+  info.shape[0] = n;
+  info.numel = (size_t) n;
+  lo->m->n_buffers += info.numel;
+  g_array_append_val(lo->m->buf_infos, info);
+  g_array_append_val(lo->buf_slots, p);
+}
+
+void
+ct_layout_param(CtLayout *lo, float **p, float **g, CtInitSpec init, gboolean decay,
+                const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3)
 {
   CtParamInfo info = { 0 };
   int64_t dims[4] = { d0, d1, d2, d3 };
@@ -41,6 +57,8 @@ add_tensor(Layout *lo, float **p, float **g, CtInitSpec init, gboolean decay,
   Slot s = { p, g };
   g_array_append_val(lo->slots, s);
 }
+
+#define add_tensor ct_layout_param
 
 #define NORMAL(std) ((CtInitSpec) { CT_INIT_NORMAL, (std) })
 #define UNIFORM(b) ((CtInitSpec) { CT_INIT_UNIFORM, (b) })
@@ -81,18 +99,20 @@ add_block(Layout *lo, const char *prefix, int i, CtBlock *p, CtBlock *g, int C, 
 #undef T
 }
 
+static void build_vit_layout(Layout *lo, CtModel *m);
+
 /* Registers every tensor in OpenAI's state-dict order. */
 static void
 build_layout(Layout *lo)
 {
   CtModel *m = lo->m;
   const CtConfig *c = &m->cfg;
-  int W = c->vision_width, P = c->vision_patch_size, E = c->embed_dim;
-  int G = c->image_resolution / P, GG = G * G;
+  int E = c->embed_dim;
   int C = c->transformer_width;
-  double w = W, tw = C;
-  m->vp.blocks = g_new0(CtBlock, c->vision_layers);
-  m->vg.blocks = g_new0(CtBlock, c->vision_layers);
+  double tw = C;
+  int resnet = ct_config_is_resnet(c);
+  m->vp.blocks = g_new0(CtBlock, resnet ? 0 : c->vision_layers);
+  m->vg.blocks = g_new0(CtBlock, resnet ? 0 : c->vision_layers);
   m->tp.blocks = g_new0(CtBlock, c->transformer_layers);
   m->tg.blocks = g_new0(CtBlock, c->transformer_layers);
 
@@ -103,6 +123,27 @@ build_layout(Layout *lo)
   add_tensor(lo, &m->logit_scale, &m->dlogit_scale,
              (CtInitSpec) { CT_INIT_CONST, log(1.0 / 0.07) }, FALSE, "logit_scale", 0, 0, 0, 0,
              0);
+  if (resnet)
+    ct_resnet_layout(lo, m);
+  else
+    build_vit_layout(lo, m);
+  for (int i = 0; i < c->transformer_layers; i++)
+    add_block(lo, "transformer.", i, &m->tp.blocks[i], &m->tg.blocks[i], C,
+              c->transformer_layers, TRUE);
+  add_tensor(lo, &m->tp.wte, &m->tg.wte, NORMAL(0.02), FALSE, "token_embedding.weight", 2,
+             c->vocab_size, C, 0, 0);
+  add_tensor(lo, &m->tp.ln_f_w, &m->tg.ln_f_w, ONE, FALSE, "ln_final.weight", 1, C, 0, 0, 0);
+  add_tensor(lo, &m->tp.ln_f_b, &m->tg.ln_f_b, ZERO, FALSE, "ln_final.bias", 1, C, 0, 0, 0);
+}
+
+/* The ViT image tower's tensors. */
+static void
+build_vit_layout(Layout *lo, CtModel *m)
+{
+  const CtConfig *c = &m->cfg;
+  int W = c->vision_width, P = c->vision_patch_size, E = c->embed_dim;
+  int G = c->image_resolution / P, GG = G * G;
+  double w = W;
   add_tensor(lo, &m->vp.cls, &m->vg.cls, NORMAL(pow(w, -0.5)), FALSE, "visual.class_embedding",
              1, W, 0, 0, 0);
   add_tensor(lo, &m->vp.pos, &m->vg.pos, NORMAL(pow(w, -0.5)), FALSE,
@@ -122,29 +163,21 @@ build_layout(Layout *lo)
              0, 0, 0);
   add_tensor(lo, &m->vp.ln_post_b, &m->vg.ln_post_b, ZERO, FALSE, "visual.ln_post.bias", 1, W,
              0, 0, 0);
-  for (int i = 0; i < c->transformer_layers; i++)
-    add_block(lo, "transformer.", i, &m->tp.blocks[i], &m->tg.blocks[i], C,
-              c->transformer_layers, TRUE);
-  add_tensor(lo, &m->tp.wte, &m->tg.wte, NORMAL(0.02), FALSE, "token_embedding.weight", 2,
-             c->vocab_size, C, 0, 0);
-  add_tensor(lo, &m->tp.ln_f_w, &m->tg.ln_f_w, ONE, FALSE, "ln_final.weight", 1, C, 0, 0, 0);
-  add_tensor(lo, &m->tp.ln_f_b, &m->tg.ln_f_b, ZERO, FALSE, "ln_final.bias", 1, C, 0, 0, 0);
 }
 
 /* ---------------------------------------------------------------- arena */
 
-typedef struct {
-  float *base; /* NULL while sizing */
-  size_t used;
-} Arena;
+typedef CtArena Arena;
 
-static float *
-take(Arena *a, size_t n)
+float *
+ct_arena_take(CtArena *a, size_t n)
 {
   float *p = a->base ? a->base + a->used : NULL;
   a->used += (n + 15) & ~(size_t) 15; /* 64-byte aligned slices */
   return p;
 }
+
+#define take ct_arena_take
 
 /* Per-tower buffers of a stack: the segment inputs and the output. */
 static void
@@ -170,13 +203,16 @@ carve(Arena *a, CtModel *m)
 {
   const CtConfig *c = &m->cfg;
   size_t B = m->max_batch, E = c->embed_dim;
-  size_t W = c->vision_width, P = c->vision_patch_size;
-  size_t G = c->image_resolution / P, GG = G * G, Tv = GG + 1;
+  int resnet = ct_config_is_resnet(c);
+  size_t W = resnet ? 0 : c->vision_width, P = c->vision_patch_size;
+  size_t G = P ? c->image_resolution / P : 0, GG = G * G, Tv = resnet ? 0 : GG + 1;
   size_t C = c->transformer_width, Tt = c->context_length;
   int half = m->prec != CT_PRECISION_FP32;
   CtVisionActs *va = &m->va;
   CtTextActs *ta = &m->ta;
 
+  if (resnet) /* the ResNet's own activations; features in va as for a ViT */
+    ct_resnet_carve(a, m);
   va->patches = take(a, B * GG * 3 * P * P);
   va->patch_out = take(a, B * GG * W);
   va->x0 = take(a, B * Tv * W);
@@ -253,8 +289,10 @@ static void
 setup_stacks(CtModel *m)
 {
   const CtConfig *c = &m->cfg;
-  int G = c->image_resolution / c->vision_patch_size;
-  m->va.stack = (CtStack) { .L = c->vision_layers, .T = G * G + 1, .C = c->vision_width,
+  int resnet = ct_config_is_resnet(c);
+  int G = resnet ? 0 : c->image_resolution / c->vision_patch_size;
+  m->va.stack = (CtStack) { .L = resnet ? 0 : c->vision_layers, .T = G * G + 1,
+                            .C = resnet ? 1 : c->vision_width,
                             .H = c->vision_heads, .causal = 0, .max_B = m->max_batch,
                             .p = m->vp.blocks, .g = m->vg.blocks, .owner = m };
   m->ta.stack = (CtStack) { .L = c->transformer_layers, .T = c->context_length,
@@ -264,6 +302,11 @@ setup_stacks(CtModel *m)
   CtStack *st[2] = { &m->va.stack, &m->ta.stack };
   for (int i = 0; i < 2; i++) {
     CtStack *s = st[i];
+    if (s->L == 0) { /* a ResNet's: no transformer blocks */
+      s->seglen = 1;
+      s->nseg = 0;
+      continue;
+    }
     int n = m->nchunks == 0 ? 1 : MIN(m->nchunks, s->L);
     s->seglen = (s->L + n - 1) / n;
     s->nseg = (s->L + s->seglen - 1) / s->seglen;
@@ -295,6 +338,18 @@ alloc_arena(CtModel *m, GError **error)
 
 /* ---------------------------------------------------------------- new/free */
 
+/* Running means 0, running variances 1, as nn.BatchNorm2d starts. */
+static void
+reset_buffers(CtModel *m)
+{
+  for (guint i = 0; i < m->buf_infos->len; i++) {
+    const CtParamInfo *info = &g_array_index(m->buf_infos, CtParamInfo, i);
+    float v = g_str_has_suffix(info->name, "running_var") ? 1.0f : 0.0f;
+    for (size_t k = 0; k < info->numel; k++)
+      m->buffers[info->offset + k] = v;
+  }
+}
+
 CtModel *
 ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
 {
@@ -312,18 +367,30 @@ ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
   m->infos = g_array_new(FALSE, TRUE, sizeof(CtParamInfo));
   m->inits = g_array_new(FALSE, TRUE, sizeof(CtInitSpec));
   m->by_name = g_hash_table_new(g_str_hash, g_str_equal);
+  m->buf_infos = g_array_new(FALSE, TRUE, sizeof(CtParamInfo));
+  if (ct_config_is_resnet(&m->cfg))
+    ct_resnet_setup(m);
 
-  Layout lo = { m, g_array_new(FALSE, TRUE, sizeof(Slot)) };
+  Layout lo = { m, g_array_new(FALSE, TRUE, sizeof(Slot)), g_array_new(FALSE, TRUE, sizeof(float **)) };
   build_layout(&lo);
   m->params = g_try_new0(float, m->n_params);
   m->grads = g_try_new0(float, m->n_params);
-  if (!m->params || !m->grads) {
+  m->buffers = g_try_new0(float, MAX(m->n_buffers, 1));
+  if (!m->params || !m->grads || !m->buffers) {
     g_set_error(error, CT_ERROR, CT_ERROR_FAILED,
                 "out of memory for %zu parameters and their gradients", m->n_params);
     g_array_free(lo.slots, TRUE);
+    g_array_free(lo.buf_slots, TRUE);
     ct_model_free(m);
     return NULL;
   }
+  for (guint i = 0; i < m->buf_infos->len; i++) {
+    const CtParamInfo *info = &g_array_index(m->buf_infos, CtParamInfo, i);
+    *g_array_index(lo.buf_slots, float **, i) = m->buffers + info->offset;
+  }
+  g_array_free(lo.buf_slots, TRUE);
+  reset_buffers(m);
+  m->training = TRUE;
   for (guint i = 0; i < m->infos->len; i++) {
     CtParamInfo *info = &g_array_index(m->infos, CtParamInfo, i);
     Slot *s = &g_array_index(lo.slots, Slot, i);
@@ -354,7 +421,14 @@ ct_model_free(CtModel *m)
   if (m->infos)
     for (guint i = 0; i < m->infos->len; i++)
       g_free((char *) g_array_index(m->infos, CtParamInfo, i).name);
+  if (m->buf_infos)
+    for (guint i = 0; i < m->buf_infos->len; i++)
+      g_free((char *) g_array_index(m->buf_infos, CtParamInfo, i).name);
   g_array_free(m->infos, TRUE);
+  if (m->buf_infos)
+    g_array_free(m->buf_infos, TRUE);
+  g_free(m->buffers);
+  ct_resnet_cleanup(m);
   g_array_free(m->inits, TRUE);
   g_hash_table_destroy(m->by_name);
   g_free(m->vp.blocks);
@@ -435,6 +509,53 @@ ct_model_set_backward_hook(CtModel *m, CtBackwardHook hook, void *data)
   m->hook_data = data;
 }
 
+void
+ct_model_set_training(CtModel *m, gboolean training)
+{
+  g_return_if_fail(m != NULL);
+  m->training = training ? TRUE : FALSE;
+}
+
+gboolean
+ct_model_training(const CtModel *m)
+{
+  return m->training;
+}
+
+size_t
+ct_model_n_buffer_floats(const CtModel *m)
+{
+  return m ? m->n_buffers : 0;
+}
+
+float *
+ct_model_buffers(CtModel *m)
+{
+  return m && m->n_buffers ? m->buffers : NULL;
+}
+
+size_t
+ct_model_n_buffer_tensors(const CtModel *m)
+{
+  return m->buf_infos->len;
+}
+
+const CtParamInfo *
+ct_model_buffer_tensor(const CtModel *m, size_t i)
+{
+  g_return_val_if_fail(i < m->buf_infos->len, NULL);
+  return &g_array_index(m->buf_infos, CtParamInfo, i);
+}
+
+const CtParamInfo *
+ct_model_find_buffer(const CtModel *m, const char *name)
+{
+  for (guint i = 0; i < m->buf_infos->len; i++)
+    if (g_str_equal(g_array_index(m->buf_infos, CtParamInfo, i).name, name))
+      return &g_array_index(m->buf_infos, CtParamInfo, i);
+  return NULL;
+}
+
 float *
 ct_model_logit_scale(CtModel *m)
 {
@@ -458,6 +579,7 @@ ct_model_text_features(const CtModel *m)
 void
 ct_model_init_weights(CtModel *m, uint64_t seed)
 {
+  reset_buffers(m);
   for (guint i = 0; i < m->infos->len; i++) {
     const CtParamInfo *info = &g_array_index(m->infos, CtParamInfo, i);
     const CtInitSpec *init = &g_array_index(m->inits, CtInitSpec, i);
@@ -503,7 +625,10 @@ ct_model_encode_image(CtModel *m, const float *images, int batch, GError **error
   g_return_val_if_fail(m != NULL && images != NULL, FALSE);
   if (!check_batch(m, batch, error))
     return FALSE;
-  ct_vision_forward(m, images, batch);
+  if (ct_config_is_resnet(&m->cfg))
+    ct_resnet_forward(m, images, batch);
+  else
+    ct_vision_forward(m, images, batch);
   return TRUE;
 }
 
@@ -536,7 +661,9 @@ ct_model_forward(CtModel *m, const float *images, const int32_t *tokens, int bat
 void
 ct_model_backward(CtModel *m, const float *d_image_features, const float *d_text_features)
 {
-  if (d_image_features)
+  if (d_image_features && ct_config_is_resnet(&m->cfg))
+    ct_resnet_backward(m, d_image_features);
+  else if (d_image_features)
     ct_vision_backward(m, d_image_features);
   if (d_text_features)
     ct_text_backward(m, d_text_features);
@@ -617,9 +744,12 @@ ct_config_activation_bytes(const CtConfig *cfg, int batch, CtPrecision prec, int
   m.max_batch = batch;
   m.prec = prec;
   m.nchunks = MAX(nchunks, 0);
+  if (ct_config_is_resnet(&m.cfg))
+    ct_resnet_setup(&m);
   setup_stacks(&m);
   Arena a = { NULL, 0 };
   carve(&a, &m);
+  ct_resnet_cleanup(&m);
   return a.used * sizeof(float);
 }
 

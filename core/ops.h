@@ -119,4 +119,83 @@ void ct_l2norm_forward(float *out, float *norm, const float *in, int N, int E);
 void ct_l2norm_backward(float *din, const float *dout, const float *out, const float *norm,
                         int N, int E);
 
+/* ---- ResNet kernels (op_conv.c, op_pool.c, op_batchnorm.c, op_relu.c,
+ * op_attnpool.c).  Feature maps are rows: (B, H, W, C) stored as a
+ * (B*H*W, C) matrix, so that a 1x1 convolution is a linear layer. ---- */
+
+/* A convolution's shapes: input (B, H, W, C) rows, or (B, C, H, W) when
+ * nchw (the images); weight (OC, C, K, K) as nn.Conv2d's, no bias;
+ * output (B, Ho, Wo, OC) rows. */
+typedef struct {
+  int C, H, W, OC, K, stride, pad, nchw;
+  int Ho, Wo;
+} CtConv;
+
+/* im2col works on chunks of samples of at most this many floats (or one
+ * sample when a sample is larger). */
+#define CT_CONV_COL_BUDGET ((size_t) 1 << 22)
+
+void ct_conv_init(CtConv *cv, int C, int H, int W, int OC, int K, int stride, int pad,
+                  int nchw);
+/* Samples an im2col chunk holds, for a batch of B. */
+int ct_conv_chunk(const CtConv *cv, int B);
+/* Floats of the im2col scratch (and of the same-sized dcol scratch) for a
+ * batch of B at PREC; 0 when none is needed. */
+size_t ct_conv_col_floats(const CtConv *cv, int B, CtPrecision prec);
+/* out: (B*Ho*Wo, OC) = conv(in); col: ct_conv_col_floats() scratch;
+ * wr: (OC*C*K*K) scratch for the rounded weight (bf16/fp16 only);
+ * in: (B*H*W, C) or (B, C, H, W); w: (OC, C, K, K).  At bf16/fp16 the
+ * operands and the result are rounded (op_lowp.c's rule); IN is not
+ * changed (the rounding happens in the im2col copy). */
+void ct_conv2d_forward(CtPrecision prec, float *out, float *col, float *wr, const float *in,
+                       const float *w, const CtConv *cv, int B);
+/* din: (B*H*W, C) +=, NULL to skip (must be NULL for an nchw input);
+ * dw: (OC, C, K, K) +=, NULL to skip; col, dcol: scratch as above;
+ * dout: (B*Ho*Wo, OC), rounded in place at bf16/fp16. */
+void ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, float *dcol,
+                        float *wr, float *dout, const float *in, const float *w,
+                        const CtConv *cv, int B);
+
+/* ---- average pooling, kernel = stride = s (nn.AvgPool2d(s)) ---- */
+/* out: (B, H/s, W/s, C) rows; in: (B, H, W, C) rows; remainders dropped */
+void ct_avgpool_forward(float *out, const float *in, int B, int H, int W, int C, int s);
+/* din: (B, H, W, C) +=; dout: (B, H/s, W/s, C) */
+void ct_avgpool_backward(float *din, const float *dout, int B, int H, int W, int C, int s);
+
+/* ---- BatchNorm2d over rows (N, C), eps 1e-5, momentum 0.1 ----
+ * out: (N, C); mean, rstd: (C) saved for backward (the batch's when
+ * TRAINING, else the running ones'); run_mean, run_var: (C) running
+ * statistics: read in eval mode, updated in training mode (unbiased
+ * variance), or NULL in training mode to leave them (recomputation);
+ * in: (N, C); w, b: (C). */
+void ct_batchnorm_forward(float *out, float *mean, float *rstd, float *run_mean,
+                          float *run_var, const float *in, const float *w, const float *b,
+                          int N, int C, int training);
+/* din: (N, C) +=; dw, db: (C) +=; any may be NULL; the rest as saved by
+ * forward in the same mode. */
+void ct_batchnorm_backward(float *din, float *dw, float *db, const float *dout,
+                           const float *in, const float *mean, const float *rstd,
+                           const float *w, int N, int C, int training);
+
+/* ---- ReLU ---- */
+/* out, in: (n); out may equal in */
+void ct_relu_forward(float *out, const float *in, size_t n);
+/* d: (n) in place: d = d where out > 0, else 0 (out: the forward output) */
+void ct_relu_backward(float *d, const float *out, size_t n);
+
+/* ---- AttentionPool2d's attention: one query per image ----
+ * q: (B, C) token 0's query; k, v: (B, T, C); H heads of D = C / H;
+ * out: (B, C); att: (B, H, T) probabilities, saved.  T <= 1024. */
+void ct_poolattn_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                         int B, int T, int C, int H, CtPrecision prec);
+/* dq: (B, C) +=; dk, dv: (B, T, C) +=; dout: (B, C) */
+void ct_poolattn_backward(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                          const float *k, const float *v, const float *att, int B, int T,
+                          int C, int H, CtPrecision prec);
+/* X: (B, HW+1, C) = [mean over HW of x ; x] + pos; x: (B, HW, C); pos: (HW+1, C) */
+void ct_poolattn_tokens_forward(float *X, const float *x, const float *pos, int B, int HW,
+                                int C);
+/* dx: (B, HW, C) +=; dpos: (HW+1, C) +=; dX: (B, HW+1, C) */
+void ct_poolattn_tokens_backward(float *dx, float *dpos, const float *dX, int B, int HW, int C);
+
 #endif

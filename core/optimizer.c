@@ -47,6 +47,9 @@ static const char *const default_no_decay[] = {
   "positional_embedding",
   "visual.positional_embedding",
   "visual.class_embedding",
+  "*.bn?.weight", /* a ResNet's BatchNorm gains */
+  "*.downsample.1.weight",
+  "visual.attnpool.positional_embedding",
   NULL,
 };
 
@@ -334,6 +337,13 @@ ct_optimizer_lock_tower(CtOptimizer *opt, const char *tower, int unlocked_last_b
     return FALSE;
   }
   const CtConfig *cfg = ct_model_config(opt->model);
+  if (image && ct_config_is_resnet(cfg) && unlocked_last_blocks > 0) {
+    /* open_clip groups a ResNet by stem, layer1..4 and attnpool; not done */
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "cannot lock the image tower with %d unlocked blocks: a ResNet image tower "
+                "locks whole (lock_image_unlocked 0)", unlocked_last_blocks);
+    return FALSE;
+  }
   int L = image ? cfg->vision_layers : cfg->transformer_layers;
   /* open_clip unlocks groups[-(N + 1):], i.e. every group >= L + 1 - N */
   int64_t first_unlocked = unlocked_last_blocks == 0 ? INT64_MAX

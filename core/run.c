@@ -141,6 +141,43 @@ check_section(CtRecipe *r, const char *name, const CtParamSpec *schema, GError *
   return ct_recipe_check(r, node, name, schema, error);
 }
 
+/* model.vision_layers as a list of 4 counts: a ResNet's blocks per stage
+ * (OpenAI's vision_layers tuple).  It becomes the keys vision_stage1..4,
+ * vision_layers their sum, and vision_patch_size 0 unless given. */
+static gboolean
+resnet_stages(CtRecipe *r, CtRNode *node, GError **error)
+{
+  CtRNode *vl = ct_rnode_get(node, "vision_layers");
+  if (!vl || ct_rnode_kind(vl) != CT_RNODE_SEQUENCE)
+    return TRUE;
+  if (ct_rnode_n_items(vl) != 4)
+    return config_error(error, vl,
+                        "model.vision_layers: a list is a ResNet's blocks per stage and needs 4 "
+                        "counts (RN50: [3, 4, 6, 3]), not %zu", ct_rnode_n_items(vl));
+  int64_t v[4], sum = 0;
+  for (int i = 0; i < 4; i++) {
+    CtRNode *it = ct_rnode_item(vl, i);
+    if (ct_rnode_kind(it) != CT_RNODE_SCALAR || !ct_rnode_to_int(it, &v[i], NULL) || v[i] < 1 ||
+        v[i] > 4096)
+      return config_error(error, it, "model.vision_layers[%d]: expected a count from 1 to 4096",
+                          i);
+    sum += v[i];
+  }
+  g_autofree char *where = g_strdup(ct_rnode_where(vl));
+  for (int i = 0; i < 4; i++) {
+    char key[32], val[32];
+    g_snprintf(key, sizeof key, "vision_stage%d", i + 1);
+    g_snprintf(val, sizeof val, "%" G_GINT64_FORMAT, v[i]);
+    ct_rnode_set_scalar(r, node, key, val, where);
+  }
+  char total[32];
+  g_snprintf(total, sizeof total, "%" G_GINT64_FORMAT, sum);
+  ct_rnode_set_scalar(r, node, "vision_layers", total, where);
+  if (!ct_rnode_get(node, "vision_patch_size"))
+    ct_rnode_set_scalar(r, node, "vision_patch_size", "0", where);
+  return TRUE;
+}
+
 /* model: a preset, then any config key over it; the resolved recipe holds
  * the whole config. */
 static gboolean
@@ -158,17 +195,23 @@ check_model(CtRecipe *r, CtConfig *cfg, GError **error)
     g_error_free(e);
     return FALSE;
   }
+  if (!resnet_stages(r, node, error))
+    return FALSE;
+  gboolean layers_given = ct_rnode_get(node, "vision_layers") != NULL;
   const char *const *keys = ct_config_keys();
   guint n = g_strv_length((char **) keys);
   g_autofree CtParamSpec *schema = g_new0(CtParamSpec, n + 5);
   GPtrArray *defaults = g_ptr_array_new_with_free_func(g_free);
   schema[0] = (CtParamSpec) CT_PARAM("preset", CT_PARAM_STRING, "tiny", "model preset", 0, 0,
-                                     "vitb32|vitl14|small|tiny|fashion");
+                                     "vitb32|vitl14|small|tiny|fashion|rn50|rn101|rn50x4|rn");
   for (guint i = 0; i < n; i++) {
     char *def = g_strdup_printf("%ld", ct_config_get(cfg, keys[i]));
     g_ptr_array_add(defaults, def);
-    schema[i + 1] = (CtParamSpec) CT_PARAM(keys[i], CT_PARAM_INT, def, "model config", 1, 1 << 24,
-                                           NULL);
+    /* 0: a ResNet's patch size, a ViT's stages */
+    int min = g_str_equal(keys[i], "vision_patch_size") || g_str_has_prefix(keys[i], "vision_stage")
+                ? 0 : 1;
+    schema[i + 1] = (CtParamSpec) CT_PARAM(keys[i], CT_PARAM_INT, def, "model config", min,
+                                           1 << 24, NULL);
   }
   schema[n + 1] = (CtParamSpec) CT_PARAM("init", CT_PARAM_STRING, "",
                                          "weights to start from (fine-tuning); empty: OpenAI's init",
@@ -185,10 +228,16 @@ check_model(CtRecipe *r, CtConfig *cfg, GError **error)
     ct_config_set(cfg, keys[i], (long) get_int(r, path), NULL);
   }
   g_ptr_array_free(defaults, TRUE);
+  if (ok && !layers_given && ct_config_is_resnet(cfg))
+    cfg->vision_layers = 0; /* the stages' sum, whatever the preset's was */
   if (ok && !ct_config_validate(cfg, &e)) {
     config_error(error, node, "model: %s", e->message);
     g_error_free(e);
     return FALSE;
+  }
+  if (ok && !layers_given && ct_config_is_resnet(cfg)) {
+    g_autofree char *v = g_strdup_printf("%d", cfg->vision_layers);
+    ct_rnode_set_scalar(r, node, "vision_layers", v, "default");
   }
   return ok;
 }

@@ -209,6 +209,15 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
       ok = ct_safetensors_writer_add(w, a, CT_DTYPE_F32, t->ndim, t->shape, p + t->offset,
                                      error);
     }
+    /* buffers (BatchNorm running statistics), so that a resumed run
+     * continues them bit for bit; rank 0's, as ddp keeps them */
+    float *buf = ct_model_buffers(m);
+    for (size_t i = 0; ok && i < ct_model_n_buffer_tensors(m); i++) {
+      const CtParamInfo *t = ct_model_buffer_tensor(m, i);
+      g_autofree char *a = g_strconcat("model.", t->name, NULL);
+      ok = ct_safetensors_writer_add(w, a, CT_DTYPE_F32, t->ndim, t->shape, buf + t->offset,
+                                     error);
+    }
     int64_t nl = L->rec.losses->len;
     ok = ok &&
          ct_safetensors_writer_add(w, "recorder.losses", CT_DTYPE_F64, 1, &nl,
@@ -388,6 +397,14 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
     goto out;
   }
   CtModel *m = L->model;
+  for (size_t i = 0; i < ct_model_n_buffer_tensors(m); i++) {
+    g_autofree char *key = g_strconcat("model.", ct_model_buffer_tensor(m, i)->name, NULL);
+    if (!ct_safetensors_find(st, key)) {
+      g_set_error(error, CT_ERROR, CT_ERROR_MISSING,
+                  "%s: tensor '%s' (BatchNorm running statistics) is missing", path, key);
+      goto out;
+    }
+  }
   if (!ct_model_load_from(m, st, "model.", FALSE, error))
     goto out;
   /* a sharded state loads once the plugin that shards the optimizer has

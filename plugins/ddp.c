@@ -21,6 +21,11 @@
  * are all-gathered (MPI_Allgatherv).  fp16 and grad_clip look at the
  * shard alone and agree across ranks.
  *
+ * BatchNorm (the ResNet tower) works as DDP's default: each rank
+ * normalises with its own batch's statistics, and rank 0's running
+ * statistics are broadcast at the start and before each training batch
+ * (broadcast_buffers).
+ *
  * Every wait has a timeout: a rank that dies or hangs makes the others
  * say so and abort the job instead of waiting for ever. */
 #include "config.h"
@@ -38,7 +43,7 @@ typedef struct {
 typedef struct {
   CtMpi mpi; /* first: the communicator table's context */
   size_t bucket_floats;
-  gboolean zero, check_sync;
+  gboolean zero, check_sync, broadcast_buffers;
   /* from before_fit */
   CtModel *model;
   size_t n_params;
@@ -168,6 +173,22 @@ finish_backward(Ddp *d, GError **error)
 
 /* ---------------------------------------------------------------- start and step */
 
+/* Rank 0's model buffers (BatchNorm running statistics) on every rank. */
+static gboolean
+sync_buffers(Ddp *d, GError **error)
+{
+  size_t n = ct_model_n_buffer_floats(d->model);
+  int count;
+  MPI_Request req;
+  if (n == 0)
+    return TRUE;
+  return ct_mpi_count(n, &count, "buffers", error) &&
+         ct_mpi_check(&d->mpi, MPI_Ibcast(ct_model_buffers(d->model), count, MPI_FLOAT, 0,
+                                          MPI_COMM_WORLD, &req),
+                      "MPI_Ibcast", error) &&
+         ct_mpi_wait(&d->mpi, &req, 1, "buffer broadcast", error);
+}
+
 static gboolean
 start(Ddp *d, CtLearner *L, GError **error)
 {
@@ -199,6 +220,8 @@ start(Ddp *d, CtLearner *L, GError **error)
                                         MPI_COMM_WORLD, &req),
                     "MPI_Ibcast", error) ||
       !ct_mpi_wait(&d->mpi, &req, 1, "parameter broadcast", error))
+    return FALSE;
+  if (!sync_buffers(d, error))
     return FALSE;
   CtOptimizer *opt = ct_learner_optimizer(L);
   size_t whole = ct_optimizer_state_bytes(opt);
@@ -271,6 +294,9 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   case CT_EVENT_BEFORE_FIT:
     ok = start(d, L, error);
     break;
+  case CT_EVENT_BEFORE_BATCH: /* as DDP's broadcast_buffers, before each training forward */
+    ok = !d->broadcast_buffers || sync_buffers(d, error);
+    break;
   case CT_EVENT_AFTER_LAYER_BACKWARD: {
     size_t off, n;
     ct_learner_ready_params(L, &off, &n);
@@ -300,6 +326,7 @@ create(const CtParams *params, GError **error)
   d->bucket_floats = MAX(d->bucket_floats, (size_t) 1);
   d->zero = ct_params_get_bool(params, "zero");
   d->check_sync = ct_params_get_bool(params, "check_sync");
+  d->broadcast_buffers = ct_params_get_bool(params, "broadcast_buffers");
   if (!ct_mpi_setup(&d->mpi, "ddp", ct_params_get_double(params, "timeout"), error)) {
     g_free(d);
     return NULL;
@@ -336,6 +363,10 @@ static const CtParamSpec schema[] = {
   CT_PARAM("timeout", CT_PARAM_DOUBLE, "1800",
            "seconds a collective may wait before the job is aborted (a rank died or hangs)", 0,
            1e9, NULL),
+  CT_PARAM("broadcast_buffers", CT_PARAM_BOOL, "true",
+           "before each training batch, give every rank rank 0's BatchNorm running statistics "
+           "(DDP's broadcast_buffers); each rank normalises with its own batch's statistics",
+           0, 0, NULL),
   CT_PARAM("check_sync", CT_PARAM_BOOL, "true",
            "check after each epoch that every rank holds the same parameters", 0, 0, NULL),
   CT_PARAM_END,
@@ -345,7 +376,7 @@ CT_PLUGIN_DEFINE(.name = "ddp", .version = "1.0",
                  .doc = "DistributedDataParallel over MPI: bucketed, overlapped gradient "
                         "all-reduce; zero: ZeRO stage 1",
                  .order = -20,
-                 .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) |
+                 .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) | CT_EVENT_BIT(CT_EVENT_BEFORE_BATCH) |
                            CT_EVENT_BIT(CT_EVENT_AFTER_LAYER_BACKWARD) |
                            CT_EVENT_BIT(CT_EVENT_AFTER_BACKWARD) |
                            CT_EVENT_BIT(CT_EVENT_AFTER_STEP) | CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH),

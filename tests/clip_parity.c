@@ -4,11 +4,15 @@
  *
  * Each case file (format: ../shared/golden/README.md) holds a config, the
  * parameters, inputs, and PyTorch's features, logits, loss and every
- * parameter's gradient.  The config is read from the file.  Without
- * arguments, every ViT case in $CT_TEST_DATA (clip_case_*.safetensors) is
- * run.  A value beyond the golden tolerances fails the test:
+ * parameter's gradient.  The config is read from the file: a ViT, or a
+ * ResNet image tower (config.vision_layers holds 4 stage counts), whose
+ * case also holds the BatchNorm running statistics before (buffer.*) and
+ * after (output.buffer.*) the training-mode forward.  Without arguments,
+ * every case in $CT_TEST_DATA (clip_case_*.safetensors) is run.  A value
+ * beyond the golden tolerances fails the test:
  *   features <= 1e-5, logits <= 1e-4, loss <= 1e-5 max(1, |ref|),
- *   gradient G: max |ours - ref| <= 1e-4 max |ref G| + 1e-7. */
+ *   gradient G: max |ours - ref| <= 1e-4 max |ref G| + 1e-7,
+ *   running statistics <= 1e-4 max(1, max |ref|). */
 #include "config.h"
 
 #include <cliptrain/cliptrain.h>
@@ -73,31 +77,50 @@ run_case(gconstpointer data)
 
   CtConfig cfg = { 0 };
   for (const char *const *key = ct_config_keys(); *key; key++) {
+    if (g_str_has_prefix(*key, "vision_stage"))
+      continue; /* the case stores them as vision_layers [4] */
     g_autofree char *name = g_strconcat("config.", *key, NULL);
     const CtTensorInfo *t = ct_safetensors_find(st, name);
     if (!t)
       g_error("%s: tensor '%s' is missing", path, name);
+    if (t->numel == 4 && g_str_equal(*key, "vision_layers")) {
+      int64_t v[4];
+      g_assert_true(ct_safetensors_read_i64(st, name, v, 4, &error));
+      for (int i = 0; i < 4; i++)
+        cfg.vision_stages[i] = (int) v[i];
+      continue;
+    }
     if (t->numel != 1)
-      g_error("%s: %s has %zu values: ResNet image towers are not supported yet", path, name,
-              t->numel);
+      g_error("%s: %s has %zu values", path, name, t->numel);
     int64_t v;
     g_assert_true(ct_safetensors_read_i64(st, name, &v, 1, &error));
     g_assert_true(ct_config_set(&cfg, *key, (long) v, &error));
   }
+  gboolean resnet = ct_config_is_resnet(&cfg);
   const CtTensorInfo *ti = ct_safetensors_find(st, "input.images");
   g_assert_nonnull(ti);
   int B = (int) ti->shape[0];
   int T = cfg.context_length, E = cfg.embed_dim;
-  g_test_message("%s: batch %d, vision %d x %d (heads %d, patch %d, %d px), text %d x %d "
-                 "(heads %d, context %d), embed %d",
+  g_test_message("%s: batch %d, vision %d x %d (heads %d, patch %d, %d px, stages %d %d %d %d), "
+                 "text %d x %d (heads %d, context %d), embed %d",
                  path, B, cfg.vision_layers, cfg.vision_width, cfg.vision_heads,
-                 cfg.vision_patch_size, cfg.image_resolution, cfg.transformer_layers,
-                 cfg.transformer_width, cfg.transformer_heads, T, E);
+                 cfg.vision_patch_size, cfg.image_resolution, cfg.vision_stages[0],
+                 cfg.vision_stages[1], cfg.vision_stages[2], cfg.vision_stages[3],
+                 cfg.transformer_layers, cfg.transformer_width, cfg.transformer_heads, T, E);
 
   CtModel *m = ct_model_new(&cfg, B, &error);
   g_assert_no_error(error);
-  g_assert_true(ct_model_load_from(m, st, "param.", TRUE, &error));
+  /* a ResNet's running statistics are under buffer.*, not param.* */
+  g_assert_true(ct_model_load_from(m, st, "param.", !resnet, &error));
   g_assert_no_error(error);
+  for (size_t i = 0; i < ct_model_n_buffer_tensors(m); i++) {
+    const CtParamInfo *info = ct_model_buffer_tensor(m, i);
+    g_autofree char *name = g_strconcat("buffer.", info->name, NULL);
+    g_assert_true(ct_safetensors_read_f32(st, name, ct_model_buffers(m) + info->offset,
+                                          info->numel, &error));
+    g_assert_no_error(error);
+  }
+  g_assert_true(ct_model_training(m)); /* the case's forward is in training mode */
 
   size_t n;
   g_autofree float *images = read_f32_alloc(st, "input.images", &n);
@@ -135,8 +158,19 @@ run_case(gconstpointer data)
     g_autofree char *name = g_strconcat("grad.", info->name, NULL);
     compare(&r, st, name, ct_model_grads(m) + info->offset, info->numel, 1e-7, 1e-4);
   }
-  g_test_message("%s: loss %.7f (ref %.7f); worst error / tolerance %.3g over %zu gradients",
-                 path, loss, ref_loss[0], r.worst, ct_model_n_tensors(m));
+  for (size_t i = 0; i < ct_model_n_buffer_tensors(m); i++) {
+    const CtParamInfo *info = ct_model_buffer_tensor(m, i);
+    g_autofree char *name = g_strconcat("output.buffer.", info->name, NULL);
+    size_t rn;
+    g_autofree float *ref = read_f32_alloc(st, name, &rn);
+    double mx = 0;
+    for (size_t k = 0; k < rn; k++)
+      mx = fmax(mx, fabs(ref[k]));
+    compare(&r, st, name, ct_model_buffers(m) + info->offset, info->numel, 1e-4 * fmax(1, mx), 0);
+  }
+  g_test_message("%s: loss %.7f (ref %.7f); worst error / tolerance %.3g over %zu gradients and "
+                 "%zu buffers", path, loss, ref_loss[0], r.worst, ct_model_n_tensors(m),
+                 ct_model_n_buffer_tensors(m));
   if (r.failures->len) {
     g_test_message("%s: beyond tolerance:\n%s", path, r.failures->str);
     g_test_fail();
@@ -150,19 +184,6 @@ static int
 cmp_paths(gconstpointer a, gconstpointer b)
 {
   return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
-static gboolean
-is_vit_case(const char *path)
-{
-  GError *error = NULL;
-  CtSafetensors *st = ct_safetensors_open(path, &error);
-  if (!st)
-    g_error("%s", error->message);
-  const CtTensorInfo *t = ct_safetensors_find(st, "config.vision_layers");
-  gboolean vit = t && t->numel == 1;
-  ct_safetensors_free(st);
-  return vit;
 }
 
 int
@@ -183,11 +204,7 @@ main(int argc, char **argv)
     const char *name;
     while ((name = g_dir_read_name(d)))
       if (g_str_has_prefix(name, "clip_case_") && g_str_has_suffix(name, ".safetensors")) {
-        char *p = g_build_filename(dir, name, NULL);
-        if (is_vit_case(p))
-          g_ptr_array_add(cases, p);
-        else
-          g_free(p);
+        g_ptr_array_add(cases, g_build_filename(dir, name, NULL));
       }
     g_dir_close(d);
     g_ptr_array_sort(cases, cmp_paths);

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Generate a "CLIP case" file (ViT towers) in the golden format.
+"""Generate a "CLIP case" file (ViT or ResNet image tower) in the golden format.
 
 The format is the one of /work/shared/golden/clip_case_small.safetensors
 (see the golden README): config.* (I64 [1]), then param.<name> and
@@ -15,6 +15,13 @@ bias and every other bias gets + 0.05*N(0,1), and logit_scale is set to 2.3.
 Tokens: each row is start (vocab_size-2), random ids in [1, vocab_size-3],
 end (vocab_size-1), zero padding.  Row lengths vary and at least one row's
 end token sits in the last position.  Images are N(0,1).
+
+A ResNet case (--vision-layers 1,2,1,1 --vision-patch-size 0) also holds
+buffer.<name> (BatchNorm running statistics before the pass: means
+0.1*N(0,1), variances 1 + 0.2*|N(0,1)|) and output.buffer.<name> (after the
+training-mode forward); its BatchNorm gains are perturbed like the layer-norm
+gains (every bn3.weight included, which OpenAI initialises to 0), and
+config.vision_layers holds the 4 stage counts.
 
 Usage: tests/gen_clip_case.py --out PATH --seed N [config options]
 """
@@ -78,7 +85,8 @@ def perturb(model, gen):
         for name, p in model.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
             is_ln = ".ln_" in ("." + name) or name.startswith("ln_")
-            if is_ln and leaf == "weight":
+            is_bn = ".bn" in name or ".downsample.1." in name
+            if (is_ln or is_bn) and leaf == "weight":
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen,
                                                 dtype=torch.float64))
             elif leaf == "bias" or leaf == "in_proj_bias":
@@ -113,6 +121,15 @@ def generate(cfg, batch, seed):
     model = model.double()
     gen = torch.Generator().manual_seed(seed + 1000003)
     perturb(model, gen)
+    with torch.no_grad():  # a ResNet's running statistics, away from 0 / 1
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=gen,
+                                          dtype=torch.float64))
+            elif name.endswith("running_var"):
+                b.copy_(1 + 0.2 * torch.randn(b.shape, generator=gen,
+                                              dtype=torch.float64).abs())
+            b.copy_(b.float().double())
     round_to_f32(model)
 
     images, tokens = make_inputs(cfg, batch, seed)
@@ -136,12 +153,20 @@ def case_tensors(model, cfg, images, tokens, param_shape=tc.case_param_shape):
     grad.<name> are stored with (default: logit_scale as [1]).
     """
     dtype = next(model.parameters()).dtype
+    stats = [(n, b) for n, b in model.named_buffers()
+             if n.endswith("running_mean") or n.endswith("running_var")]
+    before = {n: b.detach().float().numpy().copy() for n, b in stats}
     outs, grads = compute_case(model, torch.from_numpy(images).to(dtype),
                                torch.from_numpy(tokens))
 
     t = {}
     for k in tc.CONFIG_KEYS:
-        t["config." + k] = np.array([cfg[k]], dtype=np.int64)
+        v = cfg[k]
+        t["config." + k] = np.array(list(v) if isinstance(v, (tuple, list))
+                                    else [v], dtype=np.int64)
+    for n, b in stats:  # pairs, as the golden ResNet case orders them
+        t["buffer." + n] = before[n]
+        t["output.buffer." + n] = b.detach().float().numpy()
     for name, p in model.named_parameters():
         shape = param_shape(name, p)
         t["param." + name] = p.detach().float().numpy().reshape(shape)
@@ -159,18 +184,34 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=4)
     for k, v in DEFAULTS.items():
-        ap.add_argument("--" + k.replace("_", "-"), type=int, default=v,
-                        dest=k)
+        ap.add_argument("--" + k.replace("_", "-"),
+                        type=layers_arg if k == "vision_layers" else int,
+                        default=v, dest=k)
     return ap.parse_args(argv)
+
+
+def layers_arg(text):
+    """'2' (a ViT's blocks) or '1,2,1,1' (a ResNet's blocks per stage)."""
+    parts = [int(x) for x in text.split(",")]
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError("vision_layers: 1 or 4 counts")
+    return tuple(parts)
 
 
 def main(argv=None):
     torch.set_default_dtype(torch.float32)
     a = parse_args(argv)
     cfg = {k: getattr(a, k) for k in DEFAULTS}
-    if cfg["image_resolution"] % cfg["vision_patch_size"]:
+    resnet = isinstance(cfg["vision_layers"], tuple)
+    if resnet != (cfg["vision_patch_size"] == 0):
+        sys.exit("a ResNet (4 vision_layers) has vision_patch_size 0, a ViT not")
+    if resnet and cfg["image_resolution"] % 32:
+        sys.exit("a ResNet's image_resolution must be a multiple of 32")
+    if not resnet and cfg["image_resolution"] % cfg["vision_patch_size"]:
         sys.exit("image_resolution must be a multiple of vision_patch_size")
-    if cfg["vision_width"] % cfg["vision_heads"] or \
+    if (not resnet and cfg["vision_width"] % cfg["vision_heads"]) or \
             cfg["transformer_width"] % cfg["transformer_heads"]:
         sys.exit("widths must be multiples of their head counts")
     t = generate(cfg, a.batch, a.seed)

@@ -191,10 +191,11 @@ static const struct {
   int code;
   const char *expect;
 } bad[] = {
-  { "ResNet", NULL, KEEP, "visual.layer1.0.conv1.weight", CT_ERROR_CONFIG,
-    "ResNet image towers are not supported yet" },
-  { "attention pool", NULL, KEEP, "visual.attnpool.k_proj.bias", CT_ERROR_CONFIG,
-    "ResNet image towers are not supported yet" },
+  /* a ResNet's tensors make it read as a ResNet, whose own tensors must be right */
+  { "ResNet", NULL, KEEP, "visual.layer1.0.conv1.weight", CT_ERROR_SHAPE,
+    "'visual.layer1.0.conv1.weight' has shape [4], not (width, width, 1, 1)" },
+  { "attention pool", NULL, KEEP, "visual.attnpool.k_proj.bias", CT_ERROR_MISSING,
+    "'visual.layer1.0.conv1.weight' is missing" },
   { "flat conv1", "visual.conv1.weight", FLAT, NULL, CT_ERROR_SHAPE,
     "'visual.conv1.weight' has shape [12288], not (width, 3, patch, patch)" },
   { "no square grid", "visual.positional_embedding", ROWS, NULL, CT_ERROR_SHAPE,

@@ -431,6 +431,55 @@ test_grad_accumulation(void)
   g_assert_cmpfloat(maxd, <=, 1e-5 * maxg);
 }
 
+/* ---------------------------------------------------------------- modes */
+
+typedef struct {
+  int checked, wrong;
+} ModeSpy;
+
+static CtStatus
+mode_event(void *state, CtLearner *L, CtEvent ev, GError **error)
+{
+  (void) error;
+  ModeSpy *s = state;
+  gboolean model = ct_model_training(ct_learner_model(L));
+  if (ev == CT_EVENT_AFTER_PRED || ev == CT_EVENT_BEFORE_BATCH) {
+    s->checked++;
+    s->wrong += model != ct_learner_training(L);
+  } else if (ev == CT_EVENT_BEFORE_VALIDATE || ev == CT_EVENT_AFTER_VALIDATE) {
+    s->checked++;
+    s->wrong += model; /* eval mode through the whole validation */
+  } else if (ev == CT_EVENT_BEFORE_TRAIN) {
+    s->checked++;
+    s->wrong += !model;
+  }
+  return CT_STATUS_OK;
+}
+
+/* The learner trains in training mode and validates in eval mode
+ * (BatchNorm's running statistics), and leaves the model training. */
+static void
+test_train_eval_mode(void)
+{
+  CtLearner *L = make_learner(2, 2);
+  Spy spy = { NULL, NULL, CT_N_EVENTS, CT_STATUS_OK, -1, TRUE, 0, TRUE };
+  ModeSpy ms = { 0, 0 };
+  static CtPluginDescriptor mdesc;
+  mdesc = spy_desc;
+  mdesc.name = "mode";
+  mdesc.on_event = mode_event;
+  ct_learner_add_callback(L, spy_callback(&spy, &spy_desc, 0));
+  ct_learner_add_callback(L, spy_callback(&ms, &mdesc, 1));
+  ct_model_set_training(ct_learner_model(L), FALSE);
+  GError *error = NULL;
+  g_assert_true(ct_learner_fit(L, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(ms.checked, >, 10);
+  g_assert_cmpint(ms.wrong, ==, 0);
+  g_assert_true(ct_model_training(ct_learner_model(L)));
+  ct_learner_free(L);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -444,5 +493,6 @@ main(int argc, char **argv)
   g_test_add_func("/loop/recorder", test_recorder);
   g_test_add_func("/loop/plugin-abi", test_plugin_abi);
   g_test_add_func("/loop/grad-accumulation", test_grad_accumulation);
+  g_test_add_func("/loop/train-eval-mode", test_train_eval_mode);
   return g_test_run();
 }

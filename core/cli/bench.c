@@ -153,7 +153,7 @@ ct_cli_bench(int argc, char **argv)
   GOptionEntry entries[] = {
     { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
     { "loader-batches", 0, 0, G_OPTION_ARG_INT, &loader_batches, "With --loader: batches to time (default: one epoch)", "N" },
-    { "preset", 'p', 0, G_OPTION_ARG_STRING, &preset_arg, "Model preset (vitb32, vitl14, small, tiny, fashion)", "NAME" },
+    { "preset", 'p', 0, G_OPTION_ARG_STRING, &preset_arg, "Model preset (vitb32, vitl14, small, tiny, fashion, rn50, rn101, rn50x4, rn)", "NAME" },
     { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Samples per step (16)", "N" },
     { "steps", 's', 0, G_OPTION_ARG_INT, &steps, "Timed steps after one warm-up step (3)", "N" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (2)", "N" },

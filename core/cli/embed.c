@@ -410,6 +410,7 @@ ct_cli_embed(int argc, char **argv)
     g_ptr_array_unref(ids);
     return fail(error);
   }
+  ct_model_set_training(m, FALSE); /* inference: BatchNorm's running statistics */
   int status = CT_EXIT_OK;
   const CtConfig *c = ct_model_config(m);
   float *feats = NULL;

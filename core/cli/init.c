@@ -14,7 +14,7 @@ ct_cli_init(int argc, char **argv)
   g_autofree char *preset_arg = NULL, *out = NULL;
   gint64 seed = 0;
   GOptionEntry entries[] = {
-    { "preset", 'p', 0, G_OPTION_ARG_STRING, &preset_arg, "Model preset (vitb32, vitl14, small, tiny)", "NAME" },
+    { "preset", 'p', 0, G_OPTION_ARG_STRING, &preset_arg, "Model preset (vitb32, vitl14, small, tiny, fashion, rn50, rn101, rn50x4, rn)", "NAME" },
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of the initialisation (0)", "N" },
     { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Weights file to write (safetensors)", "FILE" },
     { NULL },

@@ -119,6 +119,8 @@ ct_cli_retrieve(int argc, char **argv)
   }
   Index ix = { 0 };
   CtModel *m = ct_model_new_from_file_heads(model, 1, vheads, theads, &error);
+  if (m)
+    ct_model_set_training(m, FALSE); /* inference: BatchNorm's running statistics */
   CtTokenizer *tok = m ? ct_cli_tokenizer(model, vocab, m, &error) : NULL;
   ok = tok && index_load(&ix, index, ct_model_config(m)->embed_dim, &error);
   const char *const q[1] = { query };

@@ -132,6 +132,8 @@ ct_cli_zeroshot(int argc, char **argv)
     g_set_error(&error, CT_ERROR, CT_ERROR_FORMAT, "%s: no templates in it", tfile);
   GPtrArray *paths = error ? NULL : ct_cli_image_paths(argv + 1, &error);
   CtModel *m = paths ? ct_model_new_from_file_heads(model, batch, vheads, theads, &error) : NULL;
+  if (m)
+    ct_model_set_training(m, FALSE); /* inference: BatchNorm's running statistics */
   CtTokenizer *tok = m ? ct_cli_tokenizer(model, vocab, m, &error) : NULL;
   float *cls = tok ? class_vectors(m, tok, labels, templates, &error) : NULL;
   float *img = cls ? ct_cli_encode_images(m, (const char *const *) paths->pdata, paths->len,

@@ -1,4 +1,5 @@
-/* model.h: OpenAI's CLIP (ViT image tower, causal text transformer).
+/* model.h: OpenAI's CLIP (ViT or ModifiedResNet image tower, causal text
+ * transformer).
  *
  * A CtModel owns one flat float32 allocation for the parameters, one of the
  * same layout for the gradients, and one arena for the activations of up to
@@ -11,31 +12,47 @@
 
 G_BEGIN_DECLS
 
-/* The seed's config keys, with OpenAI's meanings. */
+/* The seed's config keys, with OpenAI's meanings.
+ *
+ * The image tower is a ViT when vision_patch_size > 0 and OpenAI's
+ * ModifiedResNet when vision_patch_size is 0.  A ResNet's blocks per stage
+ * (layer1..layer4: (3, 4, 6, 3) is RN50) are vision_stages, keys
+ * "vision_stage1" .. "vision_stage4"; its vision_layers is their sum (0 is
+ * filled in by ct_config_validate), its vision_width the stem width
+ * (the attention pool is vision_width * 32 wide) and its vision_heads the
+ * attention pool's heads (0: vision_width * 32 / 64).  A ViT's
+ * vision_stages are all 0. */
 typedef struct {
   int embed_dim;          /* joint embedding width */
   int image_resolution;   /* R: images are (3, R, R) */
-  int vision_layers;
+  int vision_layers;      /* ViT blocks; a ResNet's total Bottleneck blocks */
   int vision_width;
-  int vision_patch_size;  /* P: R must be a multiple of P */
-  int vision_heads;       /* 0 means vision_width / 64 */
+  int vision_patch_size;  /* P: R must be a multiple of P; 0: a ResNet */
+  int vision_heads;       /* 0 means vision_width / 64 (ResNet: width * 32 / 64) */
   int context_length;
   int vocab_size;
   int transformer_width;
   int transformer_heads;
   int transformer_layers;
+  int vision_stages[4];   /* ResNet: Bottleneck blocks of layer1..layer4; ViT: 0 */
 } CtConfig;
+
+/* TRUE when CFG's image tower is a ModifiedResNet (vision_patch_size 0). */
+CT_API gboolean ct_config_is_resnet(const CtConfig *cfg);
 
 /* NULL-terminated names of the presets.  (transfer none) */
 CT_API const char *const *ct_config_preset_names(void);
-/* Fill CFG with preset NAME ("vitb32", "vitl14", "small", "tiny", "fashion"). */
+/* Fill CFG with preset NAME ("vitb32", "vitl14", "small", "tiny", "fashion",
+ * and the ResNets "rn50", "rn101", "rn50x4", "rn"). */
 CT_API gboolean ct_config_preset(const char *name, CtConfig *cfg, GError **error);
 /* Check that every field is positive and the shapes divide (R % P, width %
- * heads).  Fills vision_heads when it is 0. */
+ * heads; for a ResNet R % 32, 32 * width % heads, every stage >= 1).
+ * Fills vision_heads when it is 0, and a ResNet's vision_layers. */
 CT_API gboolean ct_config_validate(CtConfig *cfg, GError **error);
 /* Set one config field by its key name. */
 CT_API gboolean ct_config_set(CtConfig *cfg, const char *key, long value, GError **error);
-/* Field by key name; -1 for an unknown key. */
+/* Field by key name; -1 for an unknown key.  "vision_stage1" ..
+ * "vision_stage4" are vision_stages[0..3]. */
 CT_API long ct_config_get(const CtConfig *cfg, const char *key);
 /* NULL-terminated list of the config keys.  (transfer none) */
 CT_API const char *const *ct_config_keys(void);
@@ -53,8 +70,11 @@ typedef struct {
   int ndim;
   int64_t shape[4];
   gboolean decay;       /* weight decay applies (weights of linear layers,
-                         * conv1 and projections; not gains, biases,
-                         * embeddings, class token or logit_scale) */
+                         * of convolutions and projections, the attention
+                         * pool's q/k/v/c_proj weights; not gains (layer
+                         * and batch norm), biases, embeddings (the
+                         * positional ones included), class token or
+                         * logit_scale) */
   void *reserved[2];
 } CtParamInfo;
 
@@ -84,6 +104,33 @@ CT_API void ct_model_zero_grad(CtModel *model);
 CT_API size_t ct_model_n_tensors(const CtModel *model);
 CT_API const CtParamInfo *ct_model_tensor(const CtModel *model, size_t i);
 CT_API const CtParamInfo *ct_model_find(const CtModel *model, const char *name);
+/* ---- buffers: state that is not trained ----
+ * A ResNet's BatchNorm running statistics (running_mean, running_var of
+ * each BatchNorm2d, under OpenAI's names) live in one flat float array
+ * apart from the parameters: they have no gradient, no weight decay and no
+ * optimizer state, but ct_model_save() and the training state save them
+ * and ct_model_load_from() loads them.  A training-mode forward updates
+ * them.  A ViT model has none: 0 floats and NULL.
+ * ct_model_buffers: (n_buffer_floats), (transfer none): owned by the model,
+ * valid until ct_model_free(); a caller may overwrite the values (e.g. to
+ * average them across processes) between passes. */
+CT_API size_t ct_model_n_buffer_floats(const CtModel *model);
+CT_API float *ct_model_buffers(CtModel *model);
+/* Buffer tensors in state-dict order; offsets index ct_model_buffers().
+ * (transfer none) */
+CT_API size_t ct_model_n_buffer_tensors(const CtModel *model);
+CT_API const CtParamInfo *ct_model_buffer_tensor(const CtModel *model, size_t i);
+CT_API const CtParamInfo *ct_model_find_buffer(const CtModel *model, const char *name);
+
+/* Training or eval mode, as nn.Module.train()/eval(): it matters for
+ * BatchNorm only (a ResNet image tower).  In training mode (the default)
+ * a forward normalises with the batch's statistics and updates the
+ * running ones; in eval mode it uses the running statistics and changes
+ * nothing.  The learner runs validation in eval mode and training in
+ * training mode; embed, zeroshot and retrieve run in eval mode. */
+CT_API void ct_model_set_training(CtModel *model, gboolean training);
+CT_API gboolean ct_model_training(const CtModel *model);
+
 /* Pointer to the (log) logit scale parameter.  (transfer none) */
 CT_API float *ct_model_logit_scale(CtModel *model);
 
@@ -164,10 +211,12 @@ CT_API size_t ct_config_activation_bytes(const CtConfig *cfg, int batch, CtPreci
 CT_API void ct_model_set_loss_scale(CtModel *model, float scale);
 CT_API float ct_model_loss_scale(const CtModel *model);
 
-/* Called during ct_model_backward() after each residual block, with the
- * range of the flat gradient buffer (offset, n) that the block owns and
- * whose gradients are now final.  The other tensors (embeddings, stems,
- * projections, logit_scale) are final when ct_model_backward() returns.
+/* Called during ct_model_backward() after each residual block (a
+ * transformer block, or a ResNet's Bottleneck), with the range of the flat
+ * gradient buffer (offset, n) that the block owns and whose gradients are
+ * now final.  The other tensors (embeddings, stems, projections, the
+ * attention pool, logit_scale) are final when ct_model_backward()
+ * returns.
  * NULL removes the hook. */
 typedef void (*CtBackwardHook)(void *data, size_t offset, size_t n);
 CT_API void ct_model_set_backward_hook(CtModel *model, CtBackwardHook hook, void *data);
@@ -177,20 +226,26 @@ CT_API void ct_model_set_backward_hook(CtModel *model, CtBackwardHook hook, void
 CT_API gboolean ct_param_shape_matches(const CtParamInfo *want, const CtTensorInfo *got);
 
 /* Copy every parameter from ST, where tensor "<prefix><name>" holds
- * parameter <name> (prefix may be NULL).  F32, F16, BF16 and F64 are read.
- * Fails, naming the file and the tensor, on a missing or mis-shaped tensor
- * or an unreadable dtype; with STRICT, also on tensors the model lacks. */
+ * parameter <name> (prefix may be NULL), and the buffers (running
+ * statistics) found there.  F32, F16, BF16 and F64 are read.  Fails,
+ * naming the file and the tensor, on a missing or mis-shaped tensor or an
+ * unreadable dtype; with STRICT, also on a missing buffer and on tensors
+ * the model lacks (a BatchNorm's num_batches_tracked is accepted and
+ * ignored). */
 CT_API gboolean ct_model_load_from(CtModel *model, const CtSafetensors *st,
                                    const char *prefix, gboolean strict, GError **error);
 /* Open PATH and load it strictly, without a prefix. */
 CT_API gboolean ct_model_load(CtModel *model, const char *path, GError **error);
-/* Write every parameter as F32 under OpenAI's names, atomically.
+/* Write every parameter, then every buffer, as F32 under OpenAI's names,
+ * atomically.
  * METADATA (string to string, may be NULL) goes into __metadata__, with the
  * config keys added. */
 CT_API gboolean ct_model_save(CtModel *model, const char *path, GHashTable *metadata,
                               GError **error);
 /* Read a config from a checkpoint's metadata (as written by
- * ct_model_save()).  Fails when the metadata lacks a key. */
+ * ct_model_save()).  Fails when the metadata lacks a key, except
+ * config.vision_stage1..4, absent from files written before ResNets (0: a
+ * ViT). */
 CT_API gboolean ct_config_from_metadata(CtConfig *cfg, const CtSafetensors *st,
                                         GError **error);
 /* Read a config from the shapes of a state dict's tensors, as OpenAI's
@@ -198,11 +253,15 @@ CT_API gboolean ct_config_from_metadata(CtConfig *cfg, const CtSafetensors *st,
  * visual.conv1.weight, ln_final.weight and text_projection; layers by
  * counting the blocks' attn.in_proj_weight; the patch from conv1; the
  * resolution from visual.positional_embedding; context and vocabulary from
- * positional_embedding and token_embedding.weight.  Tensor names are
- * "<prefix><name>" (prefix may be NULL).  VISION_HEADS and
- * TRANSFORMER_HEADS override the head counts; 0 means width / 64 (at least
- * 1).  Fails, naming the file and the tensor, on a missing or mis-shaped
- * tensor, and on a ResNet image tower (not supported yet). */
+ * positional_embedding and token_embedding.weight.  A file with
+ * visual.layer1.* or visual.attnpool.* tensors is a ResNet: blocks per
+ * stage by counting visual.layerN.<i>, the width from
+ * visual.layer1.0.conv1.weight, the resolution from
+ * visual.attnpool.positional_embedding ((R/32)^2 + 1 rows).  Tensor names
+ * are "<prefix><name>" (prefix may be NULL).  VISION_HEADS and
+ * TRANSFORMER_HEADS override the head counts; 0 means width / 64 (a
+ * ResNet's pool: width * 32 / 64; at least 1).  Fails, naming the file and
+ * the tensor, on a missing or mis-shaped tensor. */
 CT_API gboolean ct_config_from_weights(CtConfig *cfg, const CtSafetensors *st,
                                        const char *prefix, int vision_heads,
                                        int transformer_heads, GError **error);
