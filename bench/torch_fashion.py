@@ -2,9 +2,11 @@
 """PyTorch twin of cliptrain's Fashion-MNIST recipe, for side-by-side runs.
 
 Trains the model of a resolved recipe (RUN/recipe.yaml of `cliptrain fit`)
-with its data, captions, tokenizer (RUN/vocab.txt), optimizer and schedule,
-and validates each epoch on the test split as cliptrain does (CLIP loss on
-first-template captions, zero-shot top-1/5).  Per epoch one JSON line:
+with its data, captions, tokenizer (RUN/vocab.txt), optimizer and schedule
+(AdamW with a constant lr or fastai's one_cycle: lr and beta1 set before
+every step as cliptrain's schedule does), and validates each epoch on the
+test split as cliptrain does (CLIP loss on first-template captions,
+zero-shot top-1/5).  Per epoch one JSON line:
 train_time_s (cumulative), eval_time_s, epoch_time_s (like cliptrain's
 "time"), samples_per_s, losses, zero_shot_top1/top5, blas_core.  Not
 bit-identical to cliptrain (torch's RNG draws weights, order, templates).
@@ -42,6 +44,28 @@ IDX_FILES = (("train_images", "train-images-idx3-ubyte.gz"),
 # cliptrain's defaults (README, Recipes) for keys a hand-written recipe omits
 OPT_DEFAULTS = dict(name="adamw", lr=5e-4, beta1=0.9, beta2=0.98, eps=1e-6,
                     weight_decay=0.2)
+ONE_CYCLE = dict(div=25.0, div_final=1e5, pct_start=0.25, mom_start=0.95,
+                 mom_mid=0.85, mom_end=0.95)
+
+
+def combined_cos(pct, start, middle, end, pos):
+    """fastai's combined_cos, as core/schedule.c evaluates it."""
+    def cos_sched(a, b, p):
+        return a + (1 + math.cos(math.pi * (1 - p))) * (b - a) / 2
+    if pos >= pct and pct < 1:
+        return cos_sched(middle, end, (pos - pct) / (1 - pct))
+    return cos_sched(start, middle, pos / pct)
+
+
+def schedule(sched, lr, step, total):
+    """(lr, beta1 or None) before training step STEP of TOTAL: fastai's
+    fit_one_cycle (lr and mom) or a constant lr, as cliptrain's schedule."""
+    if sched["name"] != "one_cycle":
+        return lr, None
+    pos, p = step / total, sched["pct_start"]
+    return (combined_cos(p, lr / sched["div"], lr, lr / sched["div_final"], pos),
+            combined_cos(p, sched["mom_start"], sched["mom_mid"],
+                         sched["mom_end"], pos))
 
 
 def blas_core():
@@ -66,11 +90,15 @@ def load_recipe(path):
     opt = dict(OPT_DEFAULTS, **{k: v for k, v in (r.get("optimizer") or {})
                                 .items() if v is not None})
     # PyYAML (YAML 1.1) reads "1e-6" as a string: convert numbers here
-    opt = {k: (v if k == "name" else float(v)) for k, v in opt.items()}
-    sched = (r.get("schedule") or {}).get("name") or "const"
-    if opt["name"] != "adamw" or sched != "const":
-        raise SystemExit("only adamw with schedule const: got %s, %s"
-                         % (opt["name"], sched))
+    opt = {k: (v if k == "name" else float(v)) for k, v in opt.items()
+           if k in OPT_DEFAULTS}
+    sched = dict(ONE_CYCLE, **{k: v for k, v in (r.get("schedule") or {})
+                               .items() if v is not None})
+    sched["name"] = sched.get("name") or "const"
+    if opt["name"] != "adamw" or sched["name"] not in ("const", "one_cycle"):
+        raise SystemExit("only adamw with schedule const or one_cycle: got "
+                         "%s, %s" % (opt["name"], sched["name"]))
+    sched = {k: (v if k == "name" else float(v)) for k, v in sched.items()}
     data = r.get("data") or {}
     if data.get("dataset") != "idx" or data.get("classes") != "fashion_mnist":
         raise SystemExit("only data.dataset idx with classes fashion_mnist")
@@ -80,7 +108,7 @@ def load_recipe(path):
     cap = data.get("captions") or {}  # class name -> label, as cliptrain
     fit = r.get("fit") or {}
     return dict(
-        seed=int(r.get("seed") or 0), cfg=cfg, opt=opt,
+        seed=int(r.get("seed") or 0), cfg=cfg, opt=opt, sched=sched,
         path=data.get("path") or "/usr/share/datasets/fashion-mnist",
         files=[data.get(k) or d for k, d in IDX_FILES],
         batch_size=int(data.get("batch_size") or 16),
@@ -269,6 +297,12 @@ def main(argv=None):
                  else torch.arange(n))
         tmpl = torch.randint(0, T, (n,), generator=gen)  # one per sample
         for b in range(n_batches):
+            lr, mom = schedule(r["sched"], r["opt"]["lr"], n_steps,
+                               epochs * n_batches)
+            for g in opt.param_groups:
+                g["lr"] = lr
+                if mom is not None:
+                    g["betas"] = (mom, r["opt"]["beta2"])
             idx = order[b * bs:(b + 1) * bs]
             tokens = cap_tokens[tr_y[idx] * T + tmpl[idx]]
             logits, _ = model(tr_x[idx], tokens)

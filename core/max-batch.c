@@ -127,7 +127,9 @@ ct_memory_plan(CtRecipe *r, const CtConfig *cfg, int batch, size_t base, CtMemor
   size_t slots = 1 + 2 * (size_t) lookup_int(r, "data.prefetch", 2);
 
   plan->params = 2 * n * F;            /* master weights and gradients */
-  plan->optimizer = (sgd ? 1 : 2) * n * F; /* moments (sgd: momentum) */
+  CtRNode *sp = ct_recipe_lookup(r, "optimizer.state_precision");
+  size_t SF = sp && g_str_equal(ct_rnode_scalar(sp), "bf16") ? 2 : F;
+  plan->optimizer = (sgd ? 1 : 2) * n * SF; /* moments (sgd: momentum) */
   plan->activations = ct_config_activation_bytes(cfg, batch, recipe_precision(r), nchunks);
   plan->batches = slots * one + 4 * B * E * F + 2 * B * B * F; /* features, d features, logits */
   plan->other = (size_t) 32 << 20;

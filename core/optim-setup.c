@@ -69,6 +69,9 @@ ct_optim_check(CtRecipe *r, GError **error)
     CT_PARAM("lock_text", CT_PARAM_BOOL, "false", "freeze the text tower (lock-text)", 0, 0, NULL),
     CT_PARAM("lock_text_unlocked", CT_PARAM_INT, "0", "with lock_text: last blocks left trainable", 0, 1e6, NULL),
     CT_PARAM("lock_norms", CT_PARAM_BOOL, "false", "keep a locked tower's layer norms trainable", 0, 0, NULL),
+    CT_PARAM("state_precision", CT_PARAM_STRING, "fp32",
+             "moments stored as fp32, or bf16 (half the memory, stochastic rounding)", 0, 0,
+             "fp32|bf16"),
     CT_PARAM_END,
   };
   if (!ct_recipe_check(r, node, "optimizer", schema, error))
@@ -126,6 +129,10 @@ ct_optim_build(CtRecipe *r, CtModel *model, GError **error)
     if (!ct_optimizer_set(opt, *h, v, error))
       goto fail;
   }
+  CtPrecision sp;
+  if (!ct_precision_from_name(scalar_or(r, "optimizer.state_precision", "fp32"), &sp, error) ||
+      !ct_optimizer_set_state_precision(opt, sp, error))
+    goto fail;
   CtRNode *list = ct_recipe_lookup(r, "optimizer.no_decay");
   GPtrArray *globs = g_ptr_array_new();
   for (size_t i = 0; i < ct_rnode_n_items(list); i++)

@@ -69,7 +69,31 @@ struct CtOptimizer {
   GHashTable *index; /* tensor name (borrowed from the model) -> 1 + index */
   size_t shard_off, shard_n; /* the range whose state is kept: (0, n_params) unless sharded */
   float *buf[2];     /* (shard_n) each, for parameters [shard_off, +shard_n); buf[1] NULL for sgd */
+  uint16_t *hbuf[2]; /* the same as bfloat16 codes, instead of buf (state_bf16) */
+  gboolean state_bf16;
 };
+
+static gboolean
+has_buf(const CtOptimizer *opt, int b)
+{
+  return opt->buf[b] || opt->hbuf[b];
+}
+
+/* (Re)allocate zeroed state buffers of N elements at the state precision. */
+static void
+alloc_state(CtOptimizer *opt, size_t n)
+{
+  for (int b = 0; b < 2; b++) {
+    g_clear_pointer(&opt->buf[b], g_free);
+    g_clear_pointer(&opt->hbuf[b], g_free);
+    if (!buffer_names[opt->kind][b])
+      continue;
+    if (opt->state_bf16)
+      opt->hbuf[b] = g_new0(uint16_t, MAX(n, (size_t) 1));
+    else
+      opt->buf[b] = g_new0(float, MAX(n, (size_t) 1));
+  }
+}
 
 static gboolean
 is_sharded(const CtOptimizer *opt)
@@ -114,9 +138,7 @@ ct_optimizer_new(CtModel *model, const char *kind, GError **error)
                         GSIZE_TO_POINTER(i + 1));
   }
   opt->shard_n = opt->n_params;
-  opt->buf[0] = g_new0(float, opt->n_params);
-  if (buffer_names[k][1])
-    opt->buf[1] = g_new0(float, opt->n_params);
+  alloc_state(opt, opt->n_params);
   ct_optimizer_set_no_decay(opt, NULL);
   return opt;
 }
@@ -131,8 +153,10 @@ ct_optimizer_free(CtOptimizer *opt)
   g_free(opt->lr_mult);
   g_free(opt->steps);
   g_hash_table_unref(opt->index);
-  g_free(opt->buf[0]);
-  g_free(opt->buf[1]);
+  for (int b = 0; b < 2; b++) {
+    g_free(opt->buf[b]);
+    g_free(opt->hbuf[b]);
+  }
   g_free(opt);
 }
 
@@ -495,12 +519,168 @@ sgd_kernel(float *restrict p, const float *restrict g, float *restrict b, size_t
   }
 }
 
+/* bfloat16 state.  A moment is widened to float32 (exact), updated with
+ * the operations of the float32 kernels, and stored back by stochastic
+ * rounding: random low bits are added before truncating to 16 bits, so
+ * that the stored value is unbiased (round to nearest would let a second
+ * moment with beta2 near 1 stop moving, its updates below half a unit in
+ * the last place).  The random bits are a hash of (step, element), its
+ * low half for the first buffer and its high half for the second, so the
+ * bits do not depend on the thread count or the order of work. */
+static inline float
+bf16_load(uint16_t h)
+{
+  uint32_t u = (uint32_t) h << 16;
+  float f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/* The random bits: murmur3's finaliser of (element, step, buffer), in
+ * 32-bit integer operations that vectorise. */
+static inline uint32_t
+sr_bits(uint32_t i, uint32_t tb)
+{
+  uint32_t x = i * 0x9e3779b1u ^ tb * 0x85ebca77u;
+  x ^= x >> 16;
+  x *= 0x85ebca6bu;
+  x ^= x >> 13;
+  x *= 0xc2b2ae35u;
+  x ^= x >> 16;
+  return x;
+}
+
+static inline uint16_t
+bf16_store(float f, uint32_t bits)
+{
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  if ((u & 0x7f800000u) == 0x7f800000u) /* inf and NaN stay what they are */
+    return (uint16_t) ((u >> 16) | ((u & 0xffffu) ? 0x40u : 0u));
+  return (uint16_t) ((u + (bits & 0xffffu)) >> 16);
+}
+
+#ifdef CT_V4
+typedef uint32_t U4 __attribute__((vector_size(16)));
+typedef uint16_t H4 __attribute__((vector_size(8)));
+
+static inline V4
+bf16_load4(const uint16_t *h)
+{
+  H4 x;
+  memcpy(&x, h, sizeof x);
+  U4 u = __builtin_convertvector(x, U4) << 16;
+  return (V4) u;
+}
+
+/* Four bf16_store()s; the same bits. */
+static inline void
+bf16_store4(uint16_t *h, V4 f, U4 bits)
+{
+  U4 u = (U4) f;
+  U4 special = (u & 0x7f800000u) == 0x7f800000u; /* all ones where inf or NaN */
+  U4 quiet = (u >> 16) | (((u & 0xffffu) != 0) & 0x40u);
+  U4 r = (u + (bits & 0xffffu)) >> 16;
+  r = (special & quiet) | (~special & r);
+  H4 out = __builtin_convertvector(r, H4);
+  memcpy(h, &out, sizeof out);
+}
+
+static inline U4
+sr_bits4(U4 i, uint32_t tb)
+{
+  U4 x = i * 0x9e3779b1u ^ tb * 0x85ebca77u;
+  x ^= x >> 16;
+  x *= 0x85ebca6bu;
+  x ^= x >> 13;
+  x *= 0xc2b2ae35u;
+  x ^= x >> 16;
+  return x;
+}
+#endif
+
+/* The stochastic-rounding stream of step T. */
+static inline uint32_t
+sr_stream(uint64_t t)
+{
+  return (uint32_t) t;
+}
+
+/* AVX2 where the CPU has it (native 32-bit multiplies for the hash); the
+ * same operations, so the same bits, as the baseline build. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define CT_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CT_CLONES
+#endif
+
+CT_CLONES static void
+adam_kernel_bf16(float *restrict p, const float *restrict g, uint16_t *restrict m,
+                 uint16_t *restrict v, size_t n, float decay, float mom, float sqr_mom,
+                 float step_size, float rbc2_sqrt, float eps, size_t base, uint64_t t)
+{
+  float dmom = 1.0f - mom, dsqr = 1.0f - sqr_mom;
+  uint32_t s = sr_stream(t); /* low 16 bits for m, high 16 for v */
+  size_t i = 0;
+#ifdef CT_V4
+  V4 vmom = v4_set1(mom), vdmom = v4_set1(dmom), vsqr = v4_set1(sqr_mom), vdsqr = v4_set1(dsqr);
+  V4 vdecay = v4_set1(decay), vstep = v4_set1(step_size), vrbc2 = v4_set1(rbc2_sqrt);
+  V4 veps = v4_set1(eps);
+  for (; i + 4 <= n; i += 4) {
+    uint32_t k = (uint32_t) (base + i);
+    U4 idx = { k, k + 1, k + 2, k + 3 };
+    V4 gi = v4_load(g + i);
+    V4 mi = vmom * bf16_load4(m + i) + vdmom * gi;
+    V4 vi = vsqr * bf16_load4(v + i) + vdsqr * gi * gi;
+    v4_store(p + i, v4_load(p + i) * vdecay - vstep * (mi / (v4_sqrt(vi) * vrbc2 + veps)));
+    U4 bits = sr_bits4(idx, s);
+    bf16_store4(m + i, mi, bits);
+    bf16_store4(v + i, vi, bits >> 16);
+  }
+#endif
+  for (; i < n; i++) {
+    float gi = g[i];
+    float mi = mom * bf16_load(m[i]) + dmom * gi;
+    float vi = sqr_mom * bf16_load(v[i]) + dsqr * gi * gi;
+    p[i] = p[i] * decay - step_size * (mi / (sqrtf(vi) * rbc2_sqrt + eps));
+    uint32_t bits = sr_bits((uint32_t) (base + i), s);
+    m[i] = bf16_store(mi, bits);
+    v[i] = bf16_store(vi, bits >> 16);
+  }
+}
+
+CT_CLONES static void
+sgd_kernel_bf16(float *restrict p, const float *restrict g, uint16_t *restrict b, size_t n,
+                float decay, float mom, float lr, size_t base, uint64_t t)
+{
+  uint32_t s0 = sr_stream(t);
+  size_t i = 0;
+#ifdef CT_V4
+  V4 vmom = v4_set1(mom), vdecay = v4_set1(decay), vlr = v4_set1(lr);
+  for (; i + 4 <= n; i += 4) {
+    uint32_t k = (uint32_t) (base + i);
+    U4 idx = { k, k + 1, k + 2, k + 3 };
+    V4 bi = vmom * bf16_load4(b + i) + v4_load(g + i);
+    v4_store(p + i, v4_load(p + i) * vdecay - vlr * bi);
+    bf16_store4(b + i, bi, sr_bits4(idx, s0));
+  }
+#endif
+  for (; i < n; i++) {
+    float bi = mom * bf16_load(b[i]) + g[i];
+    p[i] = p[i] * decay - lr * bi;
+    b[i] = bf16_store(bi, sr_bits((uint32_t) (base + i), s0));
+  }
+}
+
 /* One tensor's update on the thread pool: elements are independent and
  * each gets the same operations whatever its range, so the bits do not
  * depend on the thread count. */
 typedef struct {
   gboolean sgd;
   float *p, *m, *v;
+  uint16_t *hm, *hv; /* bfloat16 state instead of m, v */
+  size_t base;       /* the flat index of element 0, for stochastic rounding */
+  uint64_t t;        /* the optimizer's step */
   const float *g;
   float decay, mom, sqr_mom, step_size, rbc2_sqrt, eps, lr;
 } StepJob;
@@ -509,7 +689,13 @@ static void
 step_range(void *ctx, size_t b, size_t e, int thread)
 {
   const StepJob *j = ctx;
-  if (j->sgd)
+  if (j->hm && j->sgd)
+    sgd_kernel_bf16(j->p + b, j->g + b, j->hm + b, e - b, j->decay, j->mom, j->lr, j->base + b,
+                    j->t);
+  else if (j->hm)
+    adam_kernel_bf16(j->p + b, j->g + b, j->hm + b, j->hv + b, e - b, j->decay, j->mom,
+                     j->sqr_mom, j->step_size, j->rbc2_sqrt, j->eps, j->base + b, j->t);
+  else if (j->sgd)
     sgd_kernel(j->p + b, j->g + b, j->m + b, e - b, j->decay, j->mom, j->lr);
   else
     adam_kernel(j->p + b, j->g + b, j->m + b, j->v + b, e - b, j->decay, j->mom, j->sqr_mom,
@@ -546,13 +732,17 @@ optimizer_step(CtOptimizer *opt)
     if (lo >= hi)
       continue; /* another shard's: the step count above still moves */
     size_t o = lo, so = lo - opt->shard_off;
-    StepJob j = { .sgd = opt->kind == KIND_SGD, .p = p + o, .g = g + o, .m = opt->buf[0] + so,
-                  .decay = decay, .mom = (float) hp[H_MOM], .lr = (float) lr };
+    StepJob j = { .sgd = opt->kind == KIND_SGD, .p = p + o, .g = g + o,
+                  .m = opt->buf[0] ? opt->buf[0] + so : NULL,
+                  .hm = opt->hbuf[0] ? opt->hbuf[0] + so : NULL, .base = lo,
+                  .t = (uint64_t) opt->step, .decay = decay, .mom = (float) hp[H_MOM],
+                  .lr = (float) lr };
     if (!j.sgd) {
       /* fastai's debias with the current betas: 1 - beta^t */
       double bc1 = 1.0 - pow(hp[H_MOM], (double) t);
       double bc2 = 1.0 - pow(hp[H_SQR_MOM], (double) t);
-      j.v = opt->buf[1] + so;
+      j.v = opt->buf[1] ? opt->buf[1] + so : NULL;
+      j.hv = opt->hbuf[1] ? opt->hbuf[1] + so : NULL;
       j.sqr_mom = (float) hp[H_SQR_MOM];
       j.step_size = (float) (lr / bc1);
       j.rbc2_sqrt = (float) (1.0 / sqrt(bc2));
@@ -574,9 +764,12 @@ ct_optimizer_clear_state(CtOptimizer *opt)
   g_return_if_fail(opt != NULL);
   opt->step = 0;
   memset(opt->steps, 0, opt->n_tensors * sizeof *opt->steps);
-  for (int b = 0; b < 2; b++)
+  for (int b = 0; b < 2; b++) {
     if (opt->buf[b])
       memset(opt->buf[b], 0, opt->shard_n * sizeof(float));
+    if (opt->hbuf[b])
+      memset(opt->hbuf[b], 0, opt->shard_n * sizeof(uint16_t));
+  }
 }
 
 gboolean
@@ -597,12 +790,35 @@ ct_optimizer_set_shard(CtOptimizer *opt, size_t offset, size_t n, GError **error
   }
   opt->shard_off = offset;
   opt->shard_n = n;
-  for (int b = 0; b < 2; b++)
-    if (opt->buf[b]) {
-      g_free(opt->buf[b]);
-      opt->buf[b] = g_new0(float, MAX(n, (size_t) 1));
-    }
+  alloc_state(opt, n);
   return TRUE;
+}
+
+gboolean
+ct_optimizer_set_state_precision(CtOptimizer *opt, CtPrecision precision, GError **error)
+{
+  g_return_val_if_fail(opt != NULL, FALSE);
+  if (precision != CT_PRECISION_FP32 && precision != CT_PRECISION_BF16) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "optimizer state precision '%s': only fp32 and bf16 (fp16's range is too small "
+                "for second moments)", ct_precision_name(precision) ? ct_precision_name(precision) : "?");
+    return FALSE;
+  }
+  if (opt->step > 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "the optimizer has taken %" G_GINT64_FORMAT " steps: set its state precision "
+                "before the first", opt->step);
+    return FALSE;
+  }
+  opt->state_bf16 = precision == CT_PRECISION_BF16;
+  alloc_state(opt, opt->shard_n);
+  return TRUE;
+}
+
+CtPrecision
+ct_optimizer_state_precision(const CtOptimizer *opt)
+{
+  return opt->state_bf16 ? CT_PRECISION_BF16 : CT_PRECISION_FP32;
 }
 
 void
@@ -615,7 +831,7 @@ ct_optimizer_shard(const CtOptimizer *opt, size_t *offset, size_t *n)
 size_t
 ct_optimizer_state_bytes(const CtOptimizer *opt)
 {
-  return (opt->buf[1] ? 2 : 1) * opt->shard_n * sizeof(float);
+  return (has_buf(opt, 1) ? 2 : 1) * opt->shard_n * (opt->state_bf16 ? 2 : sizeof(float));
 }
 
 float *
@@ -630,6 +846,35 @@ ct_optimizer_state(CtOptimizer *opt, const char *buffer)
 
 /* ---------------------------------------------------------------- save/load */
 
+/* Buffer B from element OFF on, as stored: its dtype and its bytes. */
+static const void *
+state_at(const CtOptimizer *opt, int b, size_t off, CtDtype *dtype)
+{
+  *dtype = opt->state_bf16 ? CT_DTYPE_BF16 : CT_DTYPE_F32;
+  return opt->state_bf16 ? (const void *) (opt->hbuf[b] + off) : (const void *) (opt->buf[b] + off);
+}
+
+/* Read tensor KEY (N floats of any float dtype) into buffer B at OFF:
+ * bfloat16 state takes the nearest bfloat16 (exact for a bfloat16 file). */
+static gboolean
+read_state(CtOptimizer *opt, const CtSafetensors *st, const char *key, int b, size_t off,
+           size_t n, GError **error)
+{
+  if (!opt->state_bf16)
+    return ct_safetensors_read_f32(st, key, opt->buf[b] + off, n, error);
+  float *tmp = g_new(float, MAX(n, (size_t) 1));
+  gboolean ok = ct_safetensors_read_f32(st, key, tmp, n, error);
+  for (size_t i = 0; ok && i < n; i++) { /* round to nearest even */
+    uint32_t u;
+    memcpy(&u, &tmp[i], sizeof u);
+    opt->hbuf[b][off + i] = (uint16_t) ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    if ((u & 0x7f800000u) == 0x7f800000u)
+      opt->hbuf[b][off + i] = (uint16_t) ((u >> 16) | ((u & 0xffffu) ? 0x40u : 0u));
+  }
+  g_free(tmp);
+  return ok;
+}
+
 gboolean
 ct_optimizer_save(CtOptimizer *opt, const char *path, GError **error)
 {
@@ -640,21 +885,24 @@ ct_optimizer_save(CtOptimizer *opt, const char *path, GError **error)
   if (is_sharded(opt)) { /* the range's buffers, flat */
     int64_t n = (int64_t) opt->shard_n;
     for (int b = 0; ok && b < 2; b++)
-      if (opt->buf[b])
-        ok = ct_safetensors_writer_add(w, buffer_names[opt->kind][b], CT_DTYPE_F32, 1, &n,
-                                       opt->buf[b], error);
+      if (has_buf(opt, b)) {
+        CtDtype dt;
+        const void *data = state_at(opt, b, 0, &dt);
+        ok = ct_safetensors_writer_add(w, buffer_names[opt->kind][b], dt, 1, &n, data, error);
+      }
   }
   for (size_t i = 0; ok && i < opt->n_tensors; i++) {
     if (opt->steps[i] == 0)
       continue; /* zero state: nothing to keep */
     const CtParamInfo *info = ct_model_tensor(opt->model, i);
     for (int b = 0; ok && b < 2 && !is_sharded(opt); b++) {
-      if (!opt->buf[b])
+      if (!has_buf(opt, b))
         continue;
       char *key = g_strconcat(buffer_names[opt->kind][b], ".", info->name, NULL);
       g_ptr_array_add(names, key);
-      ok = ct_safetensors_writer_add(w, key, CT_DTYPE_F32, info->ndim, info->shape,
-                                     opt->buf[b] + info->offset, error);
+      CtDtype dt;
+      const void *data = state_at(opt, b, info->offset, &dt);
+      ok = ct_safetensors_writer_add(w, key, dt, info->ndim, info->shape, data, error);
     }
     if (ok) {
       char *key = g_strconcat("step.", info->name, NULL);
@@ -753,7 +1001,7 @@ check_shard(const CtOptimizer *opt, const CtSafetensors *st, GError **error)
     return FALSE;
   }
   for (int b = 0; file_sharded && b < 2; b++) {
-    if (!opt->buf[b])
+    if (!has_buf(opt, b))
       continue;
     const CtTensorInfo *t = ct_safetensors_find(st, buffer_names[opt->kind][b]);
     if (!t || t->ndim != 1 || t->numel != n || !ct_dtype_is_float(t->dtype)) {
@@ -862,7 +1110,7 @@ ct_optimizer_load(CtOptimizer *opt, const char *path, GError **error)
     }
     present[ti] |= (guint8) (1u << slot);
   }
-  guint8 full = (guint8) (is_sharded(opt) ? 4 : opt->buf[1] ? 7 : 5);
+  guint8 full = (guint8) (is_sharded(opt) ? 4 : has_buf(opt, 1) ? 7 : 5);
   for (size_t i = 0; i < opt->n_tensors; i++) {
     if (present[i] == 0 || present[i] == full)
       continue;
@@ -877,8 +1125,8 @@ ct_optimizer_load(CtOptimizer *opt, const char *path, GError **error)
 
   /* Second pass: nothing can fail any more but the copies themselves. */
   for (int b = 0; is_sharded(opt) && b < 2; b++)
-    if (opt->buf[b] &&
-        !ct_safetensors_read_f32(st, buffer_names[opt->kind][b], opt->buf[b], opt->shard_n, error))
+    if (has_buf(opt, b) &&
+        !read_state(opt, st, buffer_names[opt->kind][b], b, 0, opt->shard_n, error))
       goto out;
   for (size_t i = 0; i < opt->n_tensors; i++) {
     const CtParamInfo *info = ct_model_tensor(opt->model, i);
@@ -893,16 +1141,19 @@ ct_optimizer_load(CtOptimizer *opt, const char *path, GError **error)
     }
     if (!present[i]) {
       opt->steps[i] = 0;
-      for (int b = 0; b < 2; b++)
+      for (int b = 0; b < 2; b++) {
         if (opt->buf[b])
           memset(opt->buf[b] + info->offset, 0, info->numel * sizeof(float));
+        if (opt->hbuf[b])
+          memset(opt->hbuf[b] + info->offset, 0, info->numel * sizeof(uint16_t));
+      }
       continue;
     }
     for (int b = 0; b < 2; b++) {
-      if (!opt->buf[b])
+      if (!has_buf(opt, b))
         continue;
       g_autofree char *key = g_strconcat(buffer_names[opt->kind][b], ".", info->name, NULL);
-      if (!ct_safetensors_read_f32(st, key, opt->buf[b] + info->offset, info->numel, error))
+      if (!read_state(opt, st, key, b, info->offset, info->numel, error))
         goto out;
     }
     g_autofree char *key = g_strconcat("step.", info->name, NULL);

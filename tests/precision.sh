@@ -29,7 +29,7 @@ callbacks: [$cbs, {save_model: {at_end: true}}]
 YAML
 }
 
-echo "1..19"
+echo "1..23"
 that "fp16 is a listed plugin" 'run 0 plugins fp16 && grep -q "precision" "$tmp/out"'
 
 tiny inject 'fp16: {growth_interval: 1000}' 'inject_inf: {step: 4}'
@@ -76,6 +76,21 @@ peak=$(sed -n 's/.*peak resident memory was \([0-9.]*\) GiB.*/\1/p' "$tmp/err")
 that "the resolved recipe trains at that batch, within the budget" '[ -n "$mb" ] && [ "$mb" -gt 8 ] && grep -q "batch_size: $mb\$" "$tmp/mb/recipe.yaml" && awk -v p="$peak" "BEGIN { exit !(p > 0 && p <= 400 / 1024) }"'
 that "a budget too small for batch 1 is an error" 'run 2 fit "$tmp/mb.yaml" --out "$tmp/mb2" --max-batch-size 50MiB && grep -q "even batch 1 needs" "$tmp/err"'
 that "a budget that is not a size is refused" 'run 2 fit "$tmp/mb.yaml" --out "$tmp/mb3" --max-batch-size lots && grep -q "not a memory size" "$tmp/err"'
+
+# bfloat16 optimizer state: a fit resumes bit for bit, and --max-batch-size
+# counts its moments at 2 bytes
+tiny sb16
+printf 'optimizer: {state_precision: bf16}\n' >>"$tmp/sb16.yaml"
+that "bf16 optimizer state: a fit stopped after 3 steps and resumed" 'run 0 fit "$tmp/sb16.yaml" --out "$tmp/s1" && run 0 fit "$tmp/sb16.yaml" --out "$tmp/s2" --stop-after 3 && run 0 fit --resume "$tmp/s2" && grep -aq "BF16" "$tmp/s2"/state-opt-*.safetensors'
+that "... ends with the same weights as the uninterrupted one" 'cmp -s "$tmp/s1/model.safetensors" "$tmp/s2/model.safetensors"'
+that "... and not the fp32 state's weights" 'tiny sf32 && run 0 fit "$tmp/sf32.yaml" --out "$tmp/s3" && ! cmp -s "$tmp/s1/model.safetensors" "$tmp/s3/model.safetensors"'
+# optimizer GiB in --max-batch-size's first probe, for the small preset
+mb_opt() {
+  sed "s/^seed: 1/seed: 1\noptimizer: {state_precision: $1}/" "$tmp/mb.yaml" >"$tmp/mb-$1.yaml"
+  run 0 fit "$tmp/mb-$1.yaml" --out "$tmp/mbo-$1" --stop-after 1 --max-batch-size 400MiB &&
+    sed -n 's/.*batch 1: .*optimizer \([0-9.]*\) .*/\1/p' "$tmp/err"
+}
+that "--max-batch-size counts bf16 moments at half the bytes" 'a=$(mb_opt fp32) && b=$(mb_opt bf16) && awk -v a="$a" -v b="$b" "BEGIN { exit !(a > 0.02 && b > 0 && b < 0.55 * a && b > 0.45 * a) }" || { echo "fp32 $a, bf16 $b" >>"$tmp/err"; false; }'
 
 # the default recipe, shortened: fp32, bf16 and fp16 end within 5% of
 # each other's losses (the same data, seed and schedule)

@@ -144,7 +144,7 @@ int
 ct_cli_bench(int argc, char **argv)
 {
   /* GOption does not free a string default it replaces: defaults are NULL */
-  g_autofree char *preset_arg = NULL, *precision_arg = NULL;
+  g_autofree char *preset_arg = NULL, *precision_arg = NULL, *state_arg = NULL;
   int batch = 16, steps = 3, threads = 2, caption_tokens = 0, sgemm = 0;
   gint64 seed = 0;
   g_autofree char *loader = NULL;
@@ -160,6 +160,7 @@ ct_cli_bench(int argc, char **argv)
     { "caption-tokens", 0, 0, G_OPTION_ARG_INT, &caption_tokens, "Caption length with start and end tokens (default: fill the context)", "N" },
     { "seed", 0, 0, G_OPTION_ARG_INT64, &seed, "Seed of weights and data (0)", "N" },
     { "precision", 0, 0, G_OPTION_ARG_STRING, &precision_arg, "Products and saved activations in fp32, bf16 or fp16 (fp32)", "NAME" },
+    { "optimizer-state", 0, 0, G_OPTION_ARG_STRING, &state_arg, "AdamW's moments in fp32 or bf16 (fp32)", "NAME" },
     { "checkpoint", 0, 0, G_OPTION_ARG_INT, &checkpoint, "Activation checkpointing with N segments a tower (0: off)", "N" },
     { "no-trim", 0, 0, G_OPTION_ARG_NONE, &no_trim, "Run the text tower over the whole context even for short captions", NULL },
     { "profile", 0, 0, G_OPTION_ARG_NONE, &profile, "Also report where the time goes: ms per step and % by kind of work", NULL },
@@ -187,6 +188,12 @@ ct_cli_bench(int argc, char **argv)
   CtPrecision prec;
   if (!ct_precision_from_name(precision, &prec, &error)) {
     ct_cli_error("bench: --precision: %s", error->message);
+    g_error_free(error);
+    return CT_EXIT_USAGE;
+  }
+  CtPrecision state_prec;
+  if (!ct_precision_from_name(state_arg ? state_arg : "fp32", &state_prec, &error)) {
+    ct_cli_error("bench: --optimizer-state: %s", error->message);
     g_error_free(error);
     return CT_EXIT_USAGE;
   }
@@ -223,7 +230,8 @@ ct_cli_bench(int argc, char **argv)
   ct_model_set_trim_text(m, !no_trim);
   /* open_clip's AdamW defaults (betas 0.9, 0.98, eps 1e-6, wd 0.2) */
   CtOptimizer *opt = ct_optimizer_new(m, "adamw", &error);
-  if (!opt || !ct_optimizer_set(opt, "lr", 1e-4, &error)) {
+  if (!opt || !ct_optimizer_set(opt, "lr", 1e-4, &error) ||
+      !ct_optimizer_set_state_precision(opt, state_prec, &error)) {
     ct_cli_error("bench: %s", error->message);
     g_error_free(error);
     return CT_EXIT_FAILURE;
@@ -298,6 +306,7 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("trim_text", boolean, !no_trim);
   MEMBER("precision", string, precision);
   MEMBER("checkpoint", int, checkpoint);
+  MEMBER("optimizer_state", string, ct_precision_name(state_prec));
   MEMBER("params", int, (gint64) ct_model_n_params(m));
   MEMBER("samples_per_s", double, round(batch / sec * 1000) / 1000);
   MEMBER("step_ms", double, round(sec * 1e4) / 10);

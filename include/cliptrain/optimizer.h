@@ -143,7 +143,8 @@ CT_API int64_t ct_optimizer_step_count(const CtOptimizer *opt);
 CT_API void ct_optimizer_clear_state(CtOptimizer *opt);
 
 /* A state buffer by its name, (n_params) floats in the model's parameter
- * layout (for a sharded optimizer: (n) floats, its range's part): "exp_avg" and "exp_avg_sq" for adam and adamw,
+ * layout (for a sharded optimizer: (n) floats, its range's part; NULL for
+ * bfloat16 state): "exp_avg" and "exp_avg_sq" for adam and adamw,
  * "momentum_buffer" for sgd; NULL for a name the kind lacks.
  * (transfer none) */
 CT_API float *ct_optimizer_state(CtOptimizer *opt, const char *buffer);
@@ -162,6 +163,22 @@ CT_API gboolean ct_optimizer_set_shard(CtOptimizer *opt, size_t offset, size_t n
                                        GError **error);
 /* The range set by ct_optimizer_set_shard(): (0, n_params) by default. */
 CT_API void ct_optimizer_shard(const CtOptimizer *opt, size_t *offset, size_t *n);
+/* ---- state precision ----
+ * CT_PRECISION_BF16 keeps the moments (and SGD's momentum) as bfloat16,
+ * half the memory of float32: each element is widened to float32, updated
+ * with the same operations, and stored back with stochastic rounding,
+ * whose random bits are a hash of (step, buffer, element), so results are
+ * reproducible and independent of the thread count, and small updates are
+ * not lost on average.  Parameters and gradients stay float32.  The step
+ * is then not bit-identical to the float32 state's: each moment carries a
+ * relative error of up to 2^-8.  Allowed before the first step only;
+ * fails (CT_ERROR_INVALID) for fp16 or after a step.  ct_optimizer_state()
+ * returns NULL at bf16; saved states hold BF16 tensors, and a state of
+ * either precision loads into either (float32 values round to the
+ * nearest bfloat16). */
+CT_API gboolean ct_optimizer_set_state_precision(CtOptimizer *opt, CtPrecision precision,
+                                                 GError **error);
+CT_API CtPrecision ct_optimizer_state_precision(const CtOptimizer *opt);
 /* Bytes of state buffers this optimizer holds. */
 CT_API size_t ct_optimizer_state_bytes(const CtOptimizer *opt);
 
