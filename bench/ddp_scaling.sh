@@ -5,9 +5,9 @@
 #
 #   bench/ddp_scaling.sh [PRESET] [GLOBAL_BATCH] [STEPS]   (vitb32 16 3)
 #
-# A step's time is the difference between a fit stopped after 1+STEPS
-# steps and one stopped after 1, divided by STEPS (start-up, data and the
-# first step cancel out).  Prints samples/s per layout and the ratios.
+# A step's time is the second epoch's time over its STEPS steps, from the
+# run's metrics.jsonl (the first epoch warms up; no state or checkpoint is
+# written).  Prints samples/s per layout and the ratios.
 set -eu
 preset=${1:-vitb32} batch=${2:-16} steps=${3:-3}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,21 +22,21 @@ ctx=$("$ct" bench --preset "$preset" --batch 1 --steps 1 --threads 1 |
 recipe() { # NAME BATCH THREADS CALLBACKS
   cat >"$tmp/$1.yaml" <<YAML
 seed: 1
-data: {dataset: synthetic, n_train: $((batch * (steps + 4))), n_valid: 0, batch_size: $2,
+data: {dataset: synthetic, n_train: $((batch * steps)), n_valid: 0, batch_size: $2,
        caption_tokens: $ctx, workers: 1}
 model: {preset: $preset}
-fit: {epochs: 1, threads: $3}
+fit: {epochs: 2, threads: $3}
 callbacks: [$4]
 YAML
 }
-now() { date +%s.%N; }
 # step_time NAME LAUNCHER...: seconds per step
 step_time() {
   name=$1
   shift
-  t0=$(now); "$@" fit "$tmp/$name.yaml" --out "$tmp/$name.a" --stop-after 1 >/dev/null 2>&1; t1=$(now)
-  "$@" fit "$tmp/$name.yaml" --out "$tmp/$name.b" --stop-after $((1 + steps)) >/dev/null 2>&1; t2=$(now)
-  echo "$t0 $t1 $t2 $steps" | awk '{ printf "%.4f", (($3 - $2) - ($2 - $1)) / $4 }'
+  "$@" fit "$tmp/$name.yaml" --out "$tmp/$name" >"$tmp/$name.log" 2>&1 ||
+    { cat "$tmp/$name.log" >&2; exit 1; }
+  sed -n '2s/.*"time":\([0-9.]*\).*/\1/p' "$tmp/$name/metrics.jsonl" |
+    awk -v s="$steps" '{ printf "%.4f", $1 / s }'
 }
 recipe t1 "$batch" 1 clip_trainer
 recipe t2 "$batch" 2 clip_trainer
