@@ -12,6 +12,12 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   CtModel *m = ct_learner_model(L);
   float *logit_scale = ct_model_logit_scale(m);
   if (event == CT_EVENT_AFTER_PRED) {
+    if (ct_learner_has_loss(L)) { /* two loss callbacks would overwrite each other */
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                  "another callback already computed this batch's loss: keep one loss "
+                  "callback (clip_trainer or distributed_clip_trainer)");
+      return CT_STATUS_ERROR;
+    }
     int B = ct_learner_batch_size(L);
     int E = ct_model_config(m)->embed_dim;
     if (B == 0) { /* a rank's empty share of a short last validation batch */

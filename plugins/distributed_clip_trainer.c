@@ -146,6 +146,11 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   gboolean ok = TRUE;
   if (event == CT_EVENT_BEFORE_FIT) {
     ok = start(d, L, error);
+  } else if (event == CT_EVENT_AFTER_PRED && ct_learner_has_loss(L)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "another callback already computed this batch's loss: use "
+                "distributed_clip_trainer instead of clip_trainer, not with it");
+    ok = FALSE;
   } else if (event == CT_EVENT_AFTER_PRED) {
     ok = loss(d, L, error);
   } else if (event == CT_EVENT_AFTER_STEP) {

@@ -14,7 +14,7 @@ CLIPTRAIN_PLUGIN_PATH="$builddir/plugins/.libs:${CT_TEST_PLUGINS:-$builddir/test
 export CLIPTRAIN_PLUGIN_PATH
 diff="$builddir/tests/st-diff"
 fm=${CT_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-N_MPI=30
+N_MPI=31
 echo "1..$((N_MPI + 1))"
 
 recipe() { # NAME BATCH CALLBACKS [EXTRA YAML]
@@ -143,6 +143,13 @@ check "... which 1 process refuses to resume" 2 "$ct" fit --resume "$tmp/zres"
 expect "... saying why" "$tmp/err" "saved by 2 ranks; this run has 1"
 check "... and 2 ranks resume" 0 mpi2 fit --resume "$tmp/zres"
 same "... to the same parameters as the run that was not stopped, bit for bit" zero zres
+
+# ---- clip_trainer with distributed_clip_trainer: two losses, refused
+recipe both 8 "ddp, clip_trainer, distributed_clip_trainer"
+if ! mpi2 fit "$tmp/both.yaml" --out "$tmp/both" >"$tmp/out" 2>"$tmp/err" &&
+   grep -q "use distributed_clip_trainer instead of clip_trainer, not with it" "$tmp/err"; then
+  ok "clip_trainer and distributed_clip_trainer together: the run stops, saying which to keep"
+else not_ok "two loss callbacks on 2 ranks" "$tmp/err"; fi
 
 # ---- the seed's variant
 recipe nograd 8 "ddp, {distributed_clip_trainer: {gather_with_grad: false}}"

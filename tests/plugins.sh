@@ -34,7 +34,7 @@ losses() { sed -n 's/.*"train_loss":\([^,}]*\).*/\1/p' "$tmp/$1.out/metrics.json
 # metadata FILE: the JSON header of a safetensors file, as text
 metadata() { head -c 65536 "$1" | tr -c '[:print:]' '\n'; }
 
-echo "1..64"
+echo "1..66"
 
 # ---- a baseline run, to compare with
 recipe base 2
@@ -167,4 +167,8 @@ fit "a value outside the choices is refused" 2 comp
 expect "did you mean 'less'" "$tmp/err" "comp\.yaml:[0-9]+:[0-9]+: .*did you mean 'less'"
 recipe zero 1 "{grad_clip: {max_norm: 0}}"
 fit "grad_clip max_norm 0 is refused" 2 zero
+# two loss callbacks would overwrite each other's gradients
+recipe twoloss 1 clip_trainer
+fit "a second loss callback stops the run" 1 twoloss
+expect "... saying to keep one" "$tmp/err" "already computed this batch's loss: keep one loss callback"
 exit $fail
