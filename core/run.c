@@ -747,6 +747,13 @@ ct_run_fit(const CtRunOptions *o, GError **error)
         : o->out_dir ? g_strdup(o->out_dir)
         : *odir      ? g_strdup(odir)
                      : default_out_dir(recipe_path);
+  /* signals are handled from before the run folder exists: a signal sent
+   * once its files appear (as a job scheduler or a test may) is never lost
+   * nor left to the default action; it stops the fit after its first step */
+  if (o->handle_signals) {
+    stop_requested = 0;
+    install_signals();
+  }
   /* rank 0's folder is everyone's (a default name holds rank 0's clock) */
   if (!share_string(comm, &out, error))
     goto out;
@@ -809,11 +816,8 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   L->save_every = get_int(r, "fit.save_state_every");
   if (o->time_limit > 0)
     L->deadline = g_get_monotonic_time() + (gint64) (o->time_limit * 1e6);
-  if (o->handle_signals) {
-    stop_requested = 0;
+  if (o->handle_signals)
     L->stop_flag = &stop_requested;
-    install_signals();
-  }
   if (!ct_learner_fit(L, error))
     goto out;
   if (o->max_batch_budget && !o->resume)
