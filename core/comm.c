@@ -116,6 +116,25 @@ ct_comm_broadcast(CtComm *c, void *buf, size_t n, CtCommType type, int root, GEr
   return c->ops->broadcast(c->ctx, buf, n, type, root, error);
 }
 
+gboolean
+ct_comm_agree(CtComm *c, gboolean ok, const char *others, GError **error)
+{
+  if (ct_comm_size(c) == 1)
+    return ok;
+  int64_t all = ok;
+  GError *e = NULL;
+  if (!ct_comm_allreduce(c, &all, 1, CT_COMM_I64, CT_COMM_MIN, &e)) {
+    if (ok)
+      g_propagate_error(error, e);
+    else
+      g_clear_error(&e);
+    return FALSE;
+  }
+  if (ok && !all)
+    g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "%s", others);
+  return ok && all;
+}
+
 void
 ct_comm_abort(CtComm *c, int code)
 {

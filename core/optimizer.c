@@ -7,6 +7,7 @@
 #include <cliptrain/safetensors.h>
 
 #include "parallel.h"
+#include "precision.h"
 #include "profile-private.h"
 
 #include <errno.h>
@@ -864,13 +865,8 @@ read_state(CtOptimizer *opt, const CtSafetensors *st, const char *key, int b, si
     return ct_safetensors_read_f32(st, key, opt->buf[b] + off, n, error);
   float *tmp = g_new(float, MAX(n, (size_t) 1));
   gboolean ok = ct_safetensors_read_f32(st, key, tmp, n, error);
-  for (size_t i = 0; ok && i < n; i++) { /* round to nearest even */
-    uint32_t u;
-    memcpy(&u, &tmp[i], sizeof u);
-    opt->hbuf[b][off + i] = (uint16_t) ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    if ((u & 0x7f800000u) == 0x7f800000u)
-      opt->hbuf[b][off + i] = (uint16_t) ((u >> 16) | ((u & 0xffffu) ? 0x40u : 0u));
-  }
+  for (size_t i = 0; ok && i < n; i++) /* round to nearest even */
+    opt->hbuf[b][off + i] = ct_bf16_from_float(tmp[i]);
   g_free(tmp);
   return ok;
 }

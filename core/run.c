@@ -533,26 +533,6 @@ share_string(CtComm *comm, char **s, GError **error)
   return TRUE;
 }
 
-/* Rank 0's word on whether the run folder is ready. */
-static gboolean
-agree_ready(CtComm *comm, gboolean ready, GError **error)
-{
-  if (ct_comm_size(comm) == 1)
-    return ready;
-  int64_t ok = ready;
-  GError *e = NULL;
-  if (!ct_comm_allreduce(comm, &ok, 1, CT_COMM_I64, CT_COMM_MIN, &e)) {
-    if (ready)
-      g_propagate_error(error, e);
-    else
-      g_clear_error(&e);
-    return FALSE;
-  }
-  if (ready && !ok)
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "rank 0 could not prepare the run folder");
-  return ready && ok;
-}
-
 /* A new run's folder: recipe.yaml, manifest.json, vocab.txt. */
 static gboolean
 prepare_out(CtRecipe *r, const char *out, const char *recipe_out, const char *yaml,
@@ -764,7 +744,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
    * 0 alone writes the run's files; the others wait for it. */
   gboolean ready = ct_comm_rank(comm) != 0 || o->resume ||
                    prepare_out(r, out, recipe_out, yaml, cbs, seed, threads, &data, error);
-  if (!agree_ready(comm, ready, error))
+  if (!ct_comm_agree(comm, ready, "rank 0 could not prepare the run folder", error))
     goto out;
 
   CtDataset *train = data.train, *valid = data.valid;

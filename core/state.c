@@ -134,27 +134,7 @@ check_finite(CtLearner *L, GError **error)
   return TRUE;
 }
 
-/* Every rank's OK, agreed: FALSE on all ranks when any failed, with an
- * error on the ranks that did not fail themselves. */
-static gboolean
-agree(CtLearner *L, gboolean ok, GError **error)
-{
-  if (ct_comm_size(L->comm) == 1)
-    return ok;
-  int64_t all = ok;
-  GError *e = NULL;
-  if (!ct_comm_allreduce(L->comm, &all, 1, CT_COMM_I64, CT_COMM_MIN, &e)) {
-    if (ok)
-      g_propagate_error(error, e);
-    else
-      g_clear_error(&e);
-    return FALSE;
-  }
-  if (ok && !all)
-    g_set_error(error, CT_ERROR, CT_ERROR_FAILED,
-                "another rank could not save its part of the training state");
-  return ok && all;
-}
+#define OTHER_RANK_FAILED "another rank could not save its part of the training state"
 
 /* The optimizer's file: rank 0's for a whole optimizer, every rank's own
  * shard for a sharded one (ddp's zero).  Sets *LEAF and *SHA. */
@@ -187,7 +167,7 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
   /* ranks hold the same parameters: rank 0 checks and writes them */
   gboolean ok = (rank != 0 || check_finite(L, error)) &&
                 save_optimizer_part(L, dir, sharded, &opt_leaf, &opt_sha, error);
-  if (!agree(L, ok, ok ? error : NULL))
+  if (!ct_comm_agree(L->comm, ok, OTHER_RANK_FAILED, ok ? error : NULL))
     return FALSE;
   char *shas = NULL; /* (W, 65) every rank's shard sha256, NUL-terminated */
   if (sharded && W > 1) {
@@ -271,7 +251,7 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
       g_free(meta[i].value);
   }
   g_free(shas);
-  if (!agree(L, ok, ok ? error : NULL))
+  if (!ct_comm_agree(L->comm, ok, OTHER_RANK_FAILED, ok ? error : NULL))
     return FALSE;
   /* the new state is in place: this rank's older optimizer files go */
   if (opt_leaf)

@@ -78,6 +78,11 @@ CT_API gboolean ct_comm_allgather_counts(CtComm *comm, size_t n, size_t *counts,
                                          GError **error);
 CT_API gboolean ct_comm_broadcast(CtComm *comm, void *buf, size_t n, CtCommType type, int root,
                                   GError **error);
+/* Every rank's OK, agreed: TRUE on all ranks only when all passed TRUE.
+ * A rank that passed TRUE while another did not gets an error saying
+ * OTHERS (what the others could not do); a rank that passed FALSE keeps
+ * its own error.  In a single process it returns OK. */
+CT_API gboolean ct_comm_agree(CtComm *comm, gboolean ok, const char *others, GError **error);
 /* Ends the whole job with CODE (exit in a single process).  Does not return. */
 CT_API G_GNUC_NORETURN void ct_comm_abort(CtComm *comm, int code);
 
