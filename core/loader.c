@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "loader.h"
+#include "parallel.h"
 
 #include <cliptrain/rng.h>
 
@@ -102,6 +103,7 @@ yield_to_step(void)
 #ifdef SCHED_IDLE
   static __thread gboolean done;
   if (!done) {
+    ct_parallel_unpin_self();
     struct sched_param sp = { 0 };
     sched_setscheduler(0, SCHED_IDLE, &sp); /* the calling thread; best effort */
     done = TRUE;

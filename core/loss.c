@@ -5,7 +5,6 @@
 
 #include "profile-private.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -29,7 +28,7 @@ clip_loss(float *logits, float *d_img, float *d_txt, float *d_logit_scale, float
           const float *img, const float *txt, float logit_scale, int B, int E)
 {
   float s = expf(logit_scale);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, B, E, s, img, E, txt, E, 0.0f,
+  ct_sgemm(FALSE, TRUE, B, B, E, s, img, E, txt, E, 0.0f,
               logits, B);
   int want_grad = d_img || d_txt || d_logit_scale;
   float *dl = scratch; /* (B, B) d loss / d logits */
@@ -77,10 +76,10 @@ clip_loss(float *logits, float *d_img, float *d_txt, float *d_logit_scale, float
     *d_logit_scale = (float) g;
   }
   if (d_img)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, E, B, s, dl, B, txt, E, 0.0f,
+    ct_sgemm(FALSE, FALSE, B, E, B, s, dl, B, txt, E, 0.0f,
                 d_img, E);
   if (d_txt)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B, E, B, s, dl, B, img, E, 0.0f,
+    ct_sgemm(TRUE, FALSE, B, E, B, s, dl, B, img, E, 0.0f,
                 d_txt, E);
   return loss;
 }
@@ -91,7 +90,7 @@ rows_loss(float *logits, float *d_q, float *d_k, float *d_logit_scale, float *sc
           int G, int E)
 {
   float s = expf(logit_scale);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, G, E, s, q, E, k, E, 0.0f, logits, G);
+  ct_sgemm(FALSE, TRUE, B, G, E, s, q, E, k, E, 0.0f, logits, G);
   gboolean want_grad = d_q || d_k || d_logit_scale;
   float *dl = scratch; /* (B, G) d loss / d logits */
   double loss = 0.0;
@@ -116,9 +115,9 @@ rows_loss(float *logits, float *d_q, float *d_k, float *d_logit_scale, float *sc
     *d_logit_scale = (float) g;
   }
   if (d_q)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, E, G, s, dl, G, k, E, 0.0f, d_q, E);
+    ct_sgemm(FALSE, FALSE, B, E, G, s, dl, G, k, E, 0.0f, d_q, E);
   if (d_k)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, G, E, B, s, dl, G, q, E, 0.0f, d_k, E);
+    ct_sgemm(TRUE, FALSE, G, E, B, s, dl, G, q, E, 0.0f, d_k, E);
   return loss * weight;
 }
 

@@ -7,7 +7,6 @@
 #include "parallel.h"
 #include "vmath.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -29,7 +28,7 @@ forward_one(const AttJob *j, int b, int h)
   const float *k = base + C + h * D;
   const float *v = base + 2 * C + h * D;
   float *p = j->att + ((size_t) b * j->H + h) * T * T; /* (T, T) */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q, ld, k, ld, 0.0f, p, T);
+  ct_sgemm(FALSE, TRUE, T, T, D, scale, q, ld, k, ld, 0.0f, p, T);
   ct_round(j->prec, p, (size_t) T * T);
   for (int i = 0; i < T; i++) {
     float *row = p + (size_t) i * T;
@@ -49,7 +48,7 @@ forward_one(const AttJob *j, int b, int h)
   }
   ct_round(j->prec, p, (size_t) T * T);
   float *o = j->out + (size_t) b * T * C + h * D; /* (T, D) view, ld C */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, p, T, v, ld, 0.0f, o, C);
+  ct_sgemm(FALSE, FALSE, T, D, T, 1.0f, p, T, v, ld, 0.0f, o, C);
   for (int i = 0; i < T; i++)
     ct_round(j->prec, o + (size_t) i * C, D);
 }
@@ -88,8 +87,8 @@ backward_one(const AttJob *j, int b, int h, float *dp)
   const float *p = j->catt + ((size_t) b * j->H + h) * T * T; /* (T, T) */
   const float *dO = j->dout + (size_t) b * T * C + h * D;      /* (T, D), ld C */
   /* dV += P^T dO;  dP = dO V^T */
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, p, T, dO, C, 1.0f, dv, ld);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, dO, C, v, ld, 0.0f, dp, T);
+  ct_sgemm(TRUE, FALSE, T, D, T, 1.0f, p, T, dO, C, 1.0f, dv, ld);
+  ct_sgemm(FALSE, TRUE, T, T, D, 1.0f, dO, C, v, ld, 0.0f, dp, T);
   ct_round(j->prec, dp, (size_t) T * T);
   /* softmax backward: dS = P * (dP - rowsum(dP * P)); masked P are 0 */
   for (int i = 0; i < T; i++) {
@@ -103,9 +102,9 @@ backward_one(const AttJob *j, int b, int h, float *dp)
   }
   ct_round(j->prec, dp, (size_t) T * T);
   /* dQ += scale dS K;  dK += scale dS^T Q */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dp, T, k, ld, 1.0f, dq,
+  ct_sgemm(FALSE, FALSE, T, D, T, scale, dp, T, k, ld, 1.0f, dq,
               ld);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dp, T, q, ld, 1.0f, dk,
+  ct_sgemm(TRUE, FALSE, T, D, T, scale, dp, T, q, ld, 1.0f, dk,
               ld);
 }
 

@@ -10,7 +10,6 @@
 #include "parallel.h"
 #include "vmath.h"
 
-#include <cblas.h>
 #include <math.h>
 
 typedef struct {
@@ -33,7 +32,7 @@ fwd_range(void *ctx, size_t i0, size_t i1, int thread)
     const float *k = j->k + (size_t) b * T * C + h * D;          /* (T, D), ld C */
     const float *v = j->v + (size_t) b * T * C + h * D;
     float *p = j->att + i * T;                                   /* (1, T) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, T, D, scale, q, D, k, C, 0.0f, p, T);
+    ct_sgemm(FALSE, TRUE, 1, T, D, scale, q, D, k, C, 0.0f, p, T);
     ct_round(j->prec, p, T);
     float mx = p[0];
     for (int t = 1; t < T; t++)
@@ -47,7 +46,7 @@ fwd_range(void *ctx, size_t i0, size_t i1, int thread)
       p[t] *= inv;
     ct_round(j->prec, p, T);
     float *o = j->out + (size_t) b * C + h * D;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, D, T, 1.0f, p, T, v, C, 0.0f, o, D);
+    ct_sgemm(FALSE, FALSE, 1, D, T, 1.0f, p, T, v, C, 0.0f, o, D);
     ct_round(j->prec, o, D);
   }
 }
@@ -75,9 +74,9 @@ bwd_range(void *ctx, size_t i0, size_t i1, int thread)
     const float *p = j->att + i * T;
     const float *g = j->dout + qo;
     /* dv (T, D) += p^T g;  dp (T) = g . v */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, 1, 1.0f, p, T, g, D, 1.0f,
+    ct_sgemm(TRUE, FALSE, T, D, 1, 1.0f, p, T, g, D, 1.0f,
                 j->dv + ko, C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, T, D, 1.0f, g, D, j->v + ko, C,
+    ct_sgemm(FALSE, TRUE, 1, T, D, 1.0f, g, D, j->v + ko, C,
                 0.0f, dp, T);
     float s = 0.0f;
     for (int t = 0; t < T; t++)
@@ -86,9 +85,9 @@ bwd_range(void *ctx, size_t i0, size_t i1, int thread)
       dp[t] = p[t] * (dp[t] - s);
     ct_round(j->prec, dp, T);
     /* dq (D) += scale dp k;  dk (T, D) += scale dp^T q */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, D, T, scale, dp, T, j->k + ko, C,
+    ct_sgemm(FALSE, FALSE, 1, D, T, scale, dp, T, j->k + ko, C,
                 1.0f, j->dq + qo, D);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, 1, scale, dp, T, j->q + qo, D,
+    ct_sgemm(TRUE, FALSE, T, D, 1, scale, dp, T, j->q + qo, D,
                 1.0f, j->dk + ko, C);
   }
 }

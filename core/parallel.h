@@ -1,9 +1,8 @@
-/* parallel.h: the pool of threads that the element-wise and attention
- * kernels share.  Not installed.
+/* parallel.h: the pool of threads that the products (gemm.c), attention
+ * and the element-wise kernels share.  Not installed.
  *
- * OpenBLAS keeps its own threads for large products; this pool runs only
- * between BLAS calls, with as many threads as BLAS has (ct_set_num_threads),
- * so the two never compete for a core for long.  Work is split into
+ * OpenBLAS runs single-threaded (ct_set_num_threads); the pool has the
+ * process's threads, so nothing else competes for a core.  Work is split into
  * contiguous ranges that depend on N and the thread count only, and each
  * item is computed by one thread: results are the same whatever the
  * thread count, as long as items do not share accumulators. */
@@ -24,5 +23,10 @@ typedef void (*CtRangeFn)(void *ctx, size_t begin, size_t end, int thread);
  * must not rely on per-thread scratch in the nested call. */
 void ct_parallel_for(size_t n, size_t min_items, CtRangeFn fn, void *ctx);
 int ct_parallel_threads(void);
+
+/* Pool threads are pinned one a CPU (parallel.c says when); a thread
+ * started since, such as a data loader's, inherits the caller's single
+ * CPU and calls this to run on any of the process's CPUs again. */
+void ct_parallel_unpin_self(void);
 
 #endif

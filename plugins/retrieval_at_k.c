@@ -23,7 +23,6 @@
  * the global batch: every rank ranks the same set as one process would. */
 #include <cliptrain/plugin.h>
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +56,7 @@ compute_ranks(const float *q, const float *k, size_t n, int e, size_t chunk, flo
 {
   for (size_t r0 = 0; r0 < n; r0 += chunk) {
     size_t m = MIN(chunk, n - r0);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) m, (int) n, e, 1.0f,
+    ct_sgemm(FALSE, TRUE, (int) m, (int) n, e, 1.0f,
                 q + r0 * (size_t) e, e, k, e, 0.0f, buf, (int) n);
     for (size_t a = 0; a < m; a++) {
       const float *s = buf + a * n;

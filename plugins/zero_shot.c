@@ -22,7 +22,6 @@
 #include <cliptrain/plugin.h>
 #include <cliptrain/tokenizer.h>
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -137,7 +136,7 @@ score_batch(ZeroShot *s, CtLearner *L, GError **error)
   if (B == 0)
     return TRUE; /* this rank's share of a short last batch */
   const int32_t *tokens = ct_learner_tokens(L);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, C, E, 100.0f,
+  ct_sgemm(FALSE, TRUE, B, C, E, 100.0f,
               ct_learner_image_features(L), E, s->classes, E, 0.0f, s->logits, C);
   for (int b = 0; b < B; b++) {
     const int32_t *row = tokens + (size_t) b * T;

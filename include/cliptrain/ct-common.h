@@ -40,10 +40,22 @@ CT_API char *ct_file_sha256(const char *path, GError **error);
 /* The library's version string, e.g. "0.1.0".  (transfer none) */
 CT_API const char *ct_version(void);
 
-/* Threads for a process's numerics: OpenBLAS's, and the pool that runs
- * attention and the element-wise kernels between BLAS calls.  1 until
- * set.  Results do not depend on it, except where BLAS's own do. */
+/* Threads for a process's numerics: one pool runs the matrix products
+ * (ct_sgemm), attention and the element-wise kernels; OpenBLAS itself is
+ * kept single-threaded, so the two never compete for a core.  1 until
+ * set.  Results do not depend on it: each value is computed by one
+ * thread in a fixed order, and products are cut only where OpenBLAS
+ * computes the same bits whole or cut. */
 CT_API void ct_set_num_threads(int n);
+
+/* Row-major C (M, N) = ALPHA op(A) op(B) + BETA C, op() transposing when
+ * TRANS_A / TRANS_B: A is (M, K), or (K, M) when transposed; B is (K, N),
+ * or (N, K).  cblas_sgemm's arguments in its order, shared out over the
+ * threads of ct_set_num_threads.  Plugins use it for their products:
+ * cblas_sgemm called directly runs on one thread under cliptrain. */
+CT_API void ct_sgemm(gboolean trans_a, gboolean trans_b, int M, int N, int K, float alpha,
+                     const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                     int ldc);
 
 G_END_DECLS
 
