@@ -19,28 +19,19 @@
  *   28 x 512 x 512 in 0.3.21), which round differently. */
 #include "config.h"
 
+#include "gemm.h"
 #include "parallel.h"
 
 #include <cliptrain/ct-common.h>
 
 #include <cblas.h>
 
-
-
 /* The smallest block worth a thread, in multiply-adds; see above. */
 #define CT_GEMM_BLOCK_MNK (1u << 23)
 /* Rows of C are cut at multiples of this. */
 #define CT_GEMM_ROWS 48
 
-typedef struct {
-  gboolean ta, tb;
-  int M, N, K, parts, lda, ldb, ldc;
-  float alpha, beta;
-  const float *A; /* (M, K), or (K, M) when ta */
-  const float *B; /* (K, N), or (N, K) when tb */
-  float *C;       /* (M, N) */
-} GemmJob;
-
+/* Where block P of PARTS starts among DIM rows. */
 static int
 cut(int dim, int parts, int p)
 {
@@ -50,25 +41,74 @@ cut(int dim, int parts, int p)
   return at / CT_GEMM_ROWS * CT_GEMM_ROWS;
 }
 
-static void
-gemm_block(const GemmJob *j, int lo, int hi)
+/* The most blocks, up to WANT, that product G may be cut into. */
+static int
+max_parts(const CtGemm *g, int want)
 {
-  if (hi <= lo)
-    return;
-  CBLAS_TRANSPOSE ta = j->ta ? CblasTrans : CblasNoTrans;
-  CBLAS_TRANSPOSE tb = j->tb ? CblasTrans : CblasNoTrans;
-  const float *a = j->ta ? j->A + lo : j->A + (size_t) lo * j->lda;
-  cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, j->N, j->K, j->alpha, a, j->lda, j->B, j->ldb,
-              j->beta, j->C + (size_t) lo * j->ldc, j->ldc);
+  for (int parts = MIN(want, g->M / CT_GEMM_ROWS); parts > 1; parts--) {
+    int thinnest = g->M;
+    for (int p = 0; p < parts; p++)
+      thinnest = MIN(thinnest, cut(g->M, parts, p + 1) - cut(g->M, parts, p));
+    if ((double) thinnest * g->N * g->K >= CT_GEMM_BLOCK_MNK)
+      return parts;
+  }
+  return 1;
 }
 
 static void
-gemm_range(void *ctx, size_t begin, size_t end, int thread)
+gemm_block(const CtGemm *g, int lo, int hi)
+{
+  if (hi <= lo)
+    return;
+  CBLAS_TRANSPOSE ta = g->ta ? CblasTrans : CblasNoTrans;
+  CBLAS_TRANSPOSE tb = g->tb ? CblasTrans : CblasNoTrans;
+  const float *a = g->ta ? g->A + lo : g->A + (size_t) lo * g->lda;
+  cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, g->N, g->K, g->alpha, a, g->lda, g->B, g->ldb,
+              g->beta, g->C + (size_t) lo * g->ldc, g->ldc);
+}
+
+typedef struct {
+  const CtGemm *g;
+  int n;
+  int parts[CT_GEMM_MANY_MAX];
+} ManyJob;
+
+static void
+many_range(void *ctx, size_t begin, size_t end, int thread)
 {
   (void) thread;
-  const GemmJob *j = ctx;
-  for (size_t p = begin; p < end; p++)
-    gemm_block(j, cut(j->M, j->parts, (int) p), cut(j->M, j->parts, (int) p + 1));
+  const ManyJob *j = ctx;
+  for (size_t t = begin; t < end; t++) {
+    int i = 0, p = (int) t;
+    while (p >= j->parts[i])
+      p -= j->parts[i++];
+    const CtGemm *g = &j->g[i];
+    gemm_block(g, cut(g->M, j->parts[i], p), cut(g->M, j->parts[i], p + 1));
+  }
+}
+
+void
+ct_sgemm_many(const CtGemm *g, int n)
+{
+  g_assert(n >= 1 && n <= CT_GEMM_MANY_MAX);
+  int threads = ct_parallel_threads();
+  if (n > 1 && threads < n) { /* too few threads to run them side by side */
+    for (int i = 0; i < n; i++)
+      ct_sgemm_many(&g[i], 1);
+    return;
+  }
+  ManyJob j = { .g = g, .n = n };
+  int tasks = 0;
+  for (int i = 0; i < n; i++) {
+    /* the threads shared out, the first products taking the remainder */
+    int share = threads / n + (i < threads % n);
+    j.parts[i] = max_parts(&g[i], share);
+    tasks += j.parts[i];
+  }
+  if (tasks == 1)
+    gemm_block(g, 0, g->M);
+  else
+    ct_parallel_for((size_t) tasks, 1, many_range, &j);
 }
 
 void
@@ -77,22 +117,6 @@ ct_sgemm(gboolean trans_a, gboolean trans_b, int M, int N, int K, float alpha, c
 {
   if (M <= 0 || N <= 0)
     return;
-  GemmJob j = { .ta = trans_a, .tb = trans_b, .M = M, .N = N, .K = K,
-                .lda = lda, .ldb = ldb, .ldc = ldc, .alpha = alpha, .beta = beta,
-                .A = A, .B = B, .C = C, .parts = 1 };
-  /* as many parts as threads, while the thinnest block stays large */
-  for (int parts = MIN(ct_parallel_threads(), M / CT_GEMM_ROWS); parts > 1; parts--) {
-    int thinnest = M;
-    for (int p = 0; p < parts; p++)
-      thinnest = MIN(thinnest, cut(M, parts, p + 1) - cut(M, parts, p));
-    if ((double) thinnest * N * K >= CT_GEMM_BLOCK_MNK) {
-      j.parts = parts;
-      break;
-    }
-  }
-  if (j.parts == 1) {
-    gemm_block(&j, 0, M);
-    return;
-  }
-  ct_parallel_for((size_t) j.parts, 1, gemm_range, &j);
+  CtGemm g = { trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc };
+  ct_sgemm_many(&g, 1);
 }

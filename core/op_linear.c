@@ -1,6 +1,7 @@
 /* op_linear.c: nn.Linear and the (C, E) projection matmul, over cblas_sgemm. */
 #include "config.h"
 
+#include "gemm.h"
 #include "ops.h"
 #include "parallel.h"
 
@@ -57,12 +58,15 @@ void
 ct_linear_backward(float *din, float *dw, float *db, const float *dout,
                    const float *in, const float *w, int N, int C, int OC)
 {
+  /* din = dout @ w and dw = dout^T @ in side by side */
+  CtGemm g[2];
+  int n = 0;
   if (din)
-    ct_sgemm(FALSE, FALSE, N, C, OC, 1.0f, dout, OC, w, C,
-                1.0f, din, C);
+    g[n++] = (CtGemm) { FALSE, FALSE, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, din, C };
   if (dw)
-    ct_sgemm(TRUE, FALSE, OC, C, N, 1.0f, dout, OC, in, C,
-                1.0f, dw, C);
+    g[n++] = (CtGemm) { TRUE, FALSE, OC, C, N, 1.0f, dout, OC, in, C, 1.0f, dw, C };
+  if (n)
+    ct_sgemm_many(g, n);
   if (db) {
     BiasJob j = { db, dout, N, OC };
     /* a thread's share: at least 64 columns, 64 KiB of rows */
@@ -73,18 +77,19 @@ ct_linear_backward(float *din, float *dw, float *db, const float *dout,
 void
 ct_matmul_forward(float *out, const float *in, const float *w, int N, int C, int E)
 {
-  ct_sgemm(FALSE, FALSE, N, E, C, 1.0f, in, C, w, E, 0.0f,
-              out, E);
+  ct_sgemm(FALSE, FALSE, N, E, C, 1.0f, in, C, w, E, 0.0f, out, E);
 }
 
 void
 ct_matmul_backward(float *din, float *dw, const float *dout, const float *in,
                    const float *w, int N, int C, int E)
 {
+  CtGemm g[2];
+  int n = 0;
   if (din)
-    ct_sgemm(FALSE, TRUE, N, C, E, 1.0f, dout, E, w, E, 1.0f,
-                din, C);
+    g[n++] = (CtGemm) { FALSE, TRUE, N, C, E, 1.0f, dout, E, w, E, 1.0f, din, C };
   if (dw)
-    ct_sgemm(TRUE, FALSE, C, E, N, 1.0f, in, C, dout, E, 1.0f,
-                dw, E);
+    g[n++] = (CtGemm) { TRUE, FALSE, C, E, N, 1.0f, in, C, dout, E, 1.0f, dw, E };
+  if (n)
+    ct_sgemm_many(g, n);
 }
