@@ -85,18 +85,46 @@ wait_job(uint64_t seen)
 /* Each pool thread on a CPU of its own.  Left to itself the scheduler
  * often ran the caller and a worker on one CPU while the other idled (on
  * this 2-vCPU KVM machine, for 100 ms and more), and then every shared
- * product ran at half speed.  Pinned only when there are at least as many
- * allowed CPUs as threads (an MPI launcher that binds a rank to fewer
- * CPUs turns it off by itself); CT_PIN_THREADS=0 turns it off. */
+ * product ran at half speed.
+ *
+ * Pinned only when the process may use enough CPUs: N threads need N of
+ * the allowed CPUs, and under an MPI launcher (Open MPI's or MPICH's
+ * local rank variables) the ranks on a node take consecutive blocks of N,
+ * so the ranks need local size x N; a launcher that binds each rank to
+ * fewer CPUs, or a rank variable without the local ones, leaves threads
+ * unpinned.  Threads added by a later, larger ct_set_num_threads are not
+ * pinned.  CT_PIN_THREADS=0 turns pinning off. */
 static void
 pin_self(int thread)
 {
-  if (!pool.pinned)
+  if (!pool.pinned || pool.cpu_of[thread] < 0)
     return;
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(pool.cpu_of[thread], &one);
   pthread_setaffinity_np(pthread_self(), sizeof one, &one); /* best effort */
+}
+
+/* This process's place among the processes of its node: FALSE when a
+ * launcher says it started it but not where. */
+static gboolean
+local_rank(int *rank, int *size)
+{
+  static const char *const vars[][2] = {
+    { "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE" },
+    { "MPI_LOCALRANKID", "MPI_LOCALNRANKS" },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(vars); i++) {
+    const char *r = getenv(vars[i][0]), *n = getenv(vars[i][1]);
+    if (r && n) {
+      *rank = atoi(r);
+      *size = atoi(n);
+      return *size >= 1 && *rank >= 0 && *rank < *size;
+    }
+  }
+  *rank = 0;
+  *size = 1;
+  return !getenv("OMPI_COMM_WORLD_RANK") && !getenv("PMI_RANK") && !getenv("PMIX_RANK");
 }
 
 static void
@@ -106,14 +134,17 @@ plan_pinning(int n)
   if (planned || n <= 1)
     return;
   planned = TRUE;
+  for (int t = 0; t < CT_MAX_THREADS; t++)
+    pool.cpu_of[t] = -1;
   const char *env = getenv("CT_PIN_THREADS");
-  if ((env && strcmp(env, "0") == 0) ||
+  int rank, size;
+  if ((env && strcmp(env, "0") == 0) || !local_rank(&rank, &size) ||
       pthread_getaffinity_np(pthread_self(), sizeof pool.allowed, &pool.allowed) != 0 ||
-      CPU_COUNT(&pool.allowed) < n)
+      CPU_COUNT(&pool.allowed) < size * n)
     return;
-  int t = 0;
-  for (int c = 0; c < CPU_SETSIZE && t < CT_MAX_THREADS; c++)
-    if (CPU_ISSET(c, &pool.allowed))
+  int seen = 0, t = 0;
+  for (int c = 0; c < CPU_SETSIZE && t < n; c++)
+    if (CPU_ISSET(c, &pool.allowed) && seen++ >= rank * n)
       pool.cpu_of[t++] = c;
   pool.pinned = TRUE;
 }

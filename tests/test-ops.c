@@ -7,11 +7,14 @@
 #include "config.h"
 
 #include "ops.h"
+#include "parallel.h"
 #include "vmath.h"
 
 #include <cliptrain/cliptrain.h>
 
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 typedef double (*LossFn)(void *ctx);
@@ -607,6 +610,83 @@ test_sgemm_threads(void)
   ct_set_num_threads(1);
 }
 
+/* Pool threads are pinned one a CPU when the process may use enough CPUs
+ * (parallel.c), and a thread started later (a data loader's) gets all of
+ * them back.  Each case runs in a child process: the plan is made once. */
+static int
+cpus_of_this_thread(void)
+{
+  cpu_set_t set;
+  g_assert_cmpint(pthread_getaffinity_np(pthread_self(), sizeof set, &set), ==, 0);
+  return CPU_COUNT(&set);
+}
+
+static void *
+unpinned_thread(void *arg)
+{
+  ct_parallel_unpin_self();
+  *(int *) arg = cpus_of_this_thread();
+  return NULL;
+}
+
+static void
+test_pinning_child(void)
+{
+  if (!g_test_subprocess()) {
+    g_test_skip("run by /ops/pinning, in a child process per case");
+    return;
+  }
+  int allowed = cpus_of_this_thread();
+  ct_set_num_threads(2);
+  const char *expect = g_getenv("CT_TEST_EXPECT_PINNED");
+  g_assert_cmpint(cpus_of_this_thread(), ==, g_str_equal(expect, "1") ? 1 : allowed);
+  pthread_t t;
+  int later = 0;
+  g_assert_cmpint(pthread_create(&t, NULL, unpinned_thread, &later), ==, 0);
+  pthread_join(t, NULL);
+  g_assert_cmpint(later, ==, allowed);
+  ct_set_num_threads(1);
+  g_assert_cmpint(cpus_of_this_thread(), ==, allowed);
+}
+
+static void
+test_pinning(void)
+{
+  cpu_set_t set;
+  g_assert_cmpint(pthread_getaffinity_np(pthread_self(), sizeof set, &set), ==, 0);
+  if (CPU_COUNT(&set) < 2) {
+    g_test_skip("this process may use one CPU only: nothing to pin");
+    return;
+  }
+  static const struct {
+    const char *env[4]; /* NAME=VALUE, NULL-terminated */
+    gboolean pinned;
+  } cases[] = {
+    { { NULL }, TRUE },
+    { { "CT_PIN_THREADS=0", NULL }, FALSE },
+    /* the ranks of a node would need 2 x 64 CPUs */
+    { { "OMPI_COMM_WORLD_LOCAL_RANK=0", "OMPI_COMM_WORLD_LOCAL_SIZE=64", NULL }, FALSE },
+    { { "OMPI_COMM_WORLD_LOCAL_RANK=0", "OMPI_COMM_WORLD_LOCAL_SIZE=1", NULL }, TRUE },
+    /* started by a launcher that does not say where on the node */
+    { { "PMI_RANK=0", NULL }, FALSE },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    const char *vars[] = { "CT_PIN_THREADS", "OMPI_COMM_WORLD_LOCAL_RANK",
+                           "OMPI_COMM_WORLD_LOCAL_SIZE", "PMI_RANK", "PMIX_RANK",
+                           "OMPI_COMM_WORLD_RANK", "MPI_LOCALRANKID", "MPI_LOCALNRANKS" };
+    for (gsize v = 0; v < G_N_ELEMENTS(vars); v++)
+      g_unsetenv(vars[v]);
+    for (int e = 0; cases[i].env[e]; e++) {
+      g_auto(GStrv) kv = g_strsplit(cases[i].env[e], "=", 2);
+      g_setenv(kv[0], kv[1], TRUE);
+    }
+    g_setenv("CT_TEST_EXPECT_PINNED", cases[i].pinned ? "1" : "0", TRUE);
+    g_test_trap_subprocess("/ops/pinning/child", 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_passed();
+  }
+  g_unsetenv("CT_TEST_EXPECT_PINNED");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -614,6 +694,8 @@ main(int argc, char **argv)
   ct_rng_init(&rng, 1234);
   g_test_add_func("/ops/vector-paths", test_vector_paths);
   g_test_add_func("/ops/sgemm-threads", test_sgemm_threads);
+  g_test_add_func("/ops/pinning", test_pinning);
+  g_test_add_func("/ops/pinning/child", test_pinning_child);
   g_test_add_func("/ops/linear", test_linear);
   g_test_add_func("/ops/matmul", test_matmul);
   g_test_add_func("/ops/layernorm", test_layernorm);
