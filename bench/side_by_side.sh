@@ -4,6 +4,7 @@
 #
 #   bench/side_by_side.sh [--preset vitb32] [--batch 16] [--threads 2]
 #                         [--steps 3] [--caption-tokens N] [--rounds 3]
+#                         [--lean "BENCH OPTIONS"] [--matched-only]
 #
 # Each round runs, one after the other: cblas_sgemm at 2048 (the ceiling),
 # `cliptrain bench`, bench/torch_bench.py as Debian ships it (its default
@@ -11,13 +12,20 @@
 # cliptrain picks (OPENBLAS_CORETYPE).  Rounds alternate so that a noisy
 # machine hurts all sides alike; the table gives the median of each figure
 # over the rounds, and the ratios of those medians.
+#
+# --lean adds a second cliptrain row run with those bench options (say,
+# "--checkpoint 4 --optimizer-state bf16", the memory-lean setting) in
+# the same rounds.  --matched-only skips PyTorch with Debian's kernels
+# (20 s a vitb32 step here).
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 ct=${CLIPTRAIN:-$here/../cliptrain}
 py=${PYTHON:-/usr/bin/python3}
-preset=vitb32 batch=16 threads=2 steps=3 cap="" rounds=3
+preset=vitb32 batch=16 threads=2 steps=3 cap="" rounds=3 lean="" matched_only=0
 while [ $# -gt 0 ]; do
   case $1 in
+  --matched-only) matched_only=1; shift; continue ;;
+  --lean) lean=$2 ;;
   --preset) preset=$2 ;;
   --batch) batch=$2 ;;
   --threads) threads=$2 ;;
@@ -42,8 +50,15 @@ for r in $(seq "$rounds"); do
   "$ct" bench --preset "$preset" --batch "$batch" --threads "$threads" --steps "$steps" \
     $capflag >>"$tmp/cliptrain"
   core=$(tail -n 1 "$tmp/cliptrain" | field blas_core)
-  "$py" "$here/torch_bench.py" --preset "$preset" --batch "$batch" --threads "$threads" \
-    --steps "$steps" $capflag >>"$tmp/torch"
+  if [ -n "$lean" ]; then
+    # shellcheck disable=SC2086 # the options are words
+    "$ct" bench --preset "$preset" --batch "$batch" --threads "$threads" --steps "$steps" \
+      $capflag $lean >>"$tmp/cliptrain_lean"
+  fi
+  if [ "$matched_only" = 0 ]; then
+    "$py" "$here/torch_bench.py" --preset "$preset" --batch "$batch" --threads "$threads" \
+      --steps "$steps" $capflag >>"$tmp/torch"
+  fi
   OPENBLAS_CORETYPE=$core "$py" "$here/torch_bench.py" --preset "$preset" --batch "$batch" \
     --threads "$threads" --steps "$steps" $capflag >>"$tmp/torch_matched"
 done
@@ -60,9 +75,14 @@ awk -v sg="$sg" -v c="$core" 'BEGIN { printf "sgemm 2048 (%s kernels): %.1f GFLO
 echo
 echo "| | samples/s | step ms | GFLOP/s | % of sgemm | peak RSS MiB |"
 echo "| --- | --- | --- | --- | --- | --- |"
-for impl in cliptrain torch torch_matched; do
+impls="cliptrain"
+[ -n "$lean" ] && impls="$impls cliptrain_lean"
+[ "$matched_only" = 0 ] && impls="$impls torch"
+impls="$impls torch_matched"
+for impl in $impls; do
   case $impl in
   cliptrain) name="cliptrain ($core)" ;;
+  cliptrain_lean) name="cliptrain ($core, $lean)" ;;
   torch) name="PyTorch $(field torch <"$tmp/torch" | head -n 1) (Debian's kernels)" ;;
   torch_matched) name="PyTorch, OPENBLAS_CORETYPE=$core" ;;
   esac
@@ -71,10 +91,16 @@ for impl in cliptrain torch torch_matched; do
   awk -v n="$name" -v s="$s" -v ms="$ms" -v g="$g" -v sg="$sg" -v m="$m" \
     'BEGIN { printf "| %s | %.3f | %.0f | %.1f | %.0f%% | %.0f |\n", n, s, ms, g, 100 * g / sg, m }'
 done
-c=$(median "$tmp/cliptrain" samples_per_s) cm=$(median "$tmp/cliptrain" peak_rss_mib)
-for impl in torch torch_matched; do
-  t=$(median "$tmp/$impl" samples_per_s) tm=$(median "$tmp/$impl" peak_rss_mib)
-  awk -v c="$c" -v t="$t" -v cm="$cm" -v tm="$tm" -v i="$impl" 'BEGIN {
-    printf "cliptrain / %s: %.2fx the samples/s, %.2fx the peak RSS\n",
-      i == "torch" ? "PyTorch (Debian kernels)" : "PyTorch (same kernels)", c / t, cm / tm }'
+for mine in cliptrain cliptrain_lean; do
+  [ -s "$tmp/$mine" ] || continue
+  c=$(median "$tmp/$mine" samples_per_s) cm=$(median "$tmp/$mine" peak_rss_mib)
+  label=cliptrain
+  [ "$mine" = cliptrain_lean ] && label="cliptrain ($lean)"
+  for impl in torch torch_matched; do
+    [ -s "$tmp/$impl" ] || continue
+    t=$(median "$tmp/$impl" samples_per_s) tm=$(median "$tmp/$impl" peak_rss_mib)
+    awk -v c="$c" -v t="$t" -v cm="$cm" -v tm="$tm" -v i="$impl" -v l="$label" 'BEGIN {
+      printf "%s / %s: %.2fx the samples/s, %.2fx the peak RSS\n", l,
+        i == "torch" ? "PyTorch (Debian kernels)" : "PyTorch (same kernels)", c / t, cm / tm }'
+  done
 done
