@@ -598,6 +598,85 @@ sr_bits4(U4 i, uint32_t tb)
   x ^= x >> 16;
   return x;
 }
+
+/* Sixteen lanes: the bfloat16 kernels are bound by their integer work (the
+ * hash, the conversions), which 16 lanes do in one AVX-512 instruction, or
+ * two AVX2 ones, where 4 lanes took four; on a baseline CPU the compiler
+ * splits them into 4-lane instructions.  The same operations lane by lane,
+ * so the same bits. */
+/* GCC warns that passing a 64-byte vector without AVX-512 "changes the
+ * ABI": these helpers are static and inlined, no call crosses an ABI. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float V16 __attribute__((vector_size(64)));
+typedef uint32_t U16 __attribute__((vector_size(64)));
+typedef uint16_t H16 __attribute__((vector_size(32)));
+
+static inline V16
+v16_load(const float *x)
+{
+  V16 r;
+  memcpy(&r, x, sizeof r);
+  return r;
+}
+
+static inline void
+v16_store(float *x, V16 a)
+{
+  memcpy(x, &a, sizeof a);
+}
+
+static inline V16
+v16_set1(float a)
+{
+  return (V16) { a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a };
+}
+
+static inline V16
+v16_sqrt(V16 a)
+{
+  V4 q[4];
+  memcpy(q, &a, sizeof q);
+  for (int k = 0; k < 4; k++)
+    q[k] = v4_sqrt(q[k]);
+  memcpy(&a, q, sizeof a);
+  return a;
+}
+
+static inline V16
+bf16_load16(const uint16_t *h)
+{
+  H16 x;
+  memcpy(&x, h, sizeof x);
+  U16 u = __builtin_convertvector(x, U16) << 16;
+  return (V16) u;
+}
+
+/* Sixteen bf16_store()s; the same bits. */
+static inline void
+bf16_store16(uint16_t *h, V16 f, U16 bits)
+{
+  U16 u = (U16) f;
+  U16 special = (u & 0x7f800000u) == 0x7f800000u;
+  U16 quiet = (u >> 16) | (((u & 0xffffu) != 0) & 0x40u);
+  U16 r = (u + (bits & 0xffffu)) >> 16;
+  r = (special & quiet) | (~special & r);
+  H16 out = __builtin_convertvector(r, H16);
+  memcpy(h, &out, sizeof out);
+}
+
+static inline U16
+sr_bits16(uint32_t k, uint32_t tb)
+{
+  U16 x = (U16) { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 } + k;
+  x = x * 0x9e3779b1u ^ tb * 0x85ebca77u;
+  x ^= x >> 16;
+  x *= 0x85ebca6bu;
+  x ^= x >> 13;
+  x *= 0xc2b2ae35u;
+  x ^= x >> 16;
+  return x;
+}
 #endif
 
 /* The stochastic-rounding stream of step T. */
@@ -610,7 +689,7 @@ sr_stream(uint64_t t)
 /* AVX2 where the CPU has it (native 32-bit multiplies for the hash); the
  * same operations, so the same bits, as the baseline build. */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define CT_CLONES __attribute__((target_clones("avx2", "default")))
+#define CT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CT_CLONES
 #endif
@@ -627,6 +706,20 @@ adam_kernel_bf16(float *restrict p, const float *restrict g, uint16_t *restrict 
   V4 vmom = v4_set1(mom), vdmom = v4_set1(dmom), vsqr = v4_set1(sqr_mom), vdsqr = v4_set1(dsqr);
   V4 vdecay = v4_set1(decay), vstep = v4_set1(step_size), vrbc2 = v4_set1(rbc2_sqrt);
   V4 veps = v4_set1(eps);
+  {
+    V16 wmom = v16_set1(mom), wdmom = v16_set1(dmom), wsqr = v16_set1(sqr_mom);
+    V16 wdsqr = v16_set1(dsqr), wdecay = v16_set1(decay), wstep = v16_set1(step_size);
+    V16 wrbc2 = v16_set1(rbc2_sqrt), weps = v16_set1(eps);
+    for (; i + 16 <= n; i += 16) {
+      V16 gi = v16_load(g + i);
+      V16 mi = wmom * bf16_load16(m + i) + wdmom * gi;
+      V16 vi = wsqr * bf16_load16(v + i) + wdsqr * gi * gi;
+      v16_store(p + i, v16_load(p + i) * wdecay - wstep * (mi / (v16_sqrt(vi) * wrbc2 + weps)));
+      U16 bits = sr_bits16((uint32_t) (base + i), s);
+      bf16_store16(m + i, mi, bits);
+      bf16_store16(v + i, vi, bits >> 16);
+    }
+  }
   for (; i + 4 <= n; i += 4) {
     uint32_t k = (uint32_t) (base + i);
     U4 idx = { k, k + 1, k + 2, k + 3 };
@@ -658,6 +751,14 @@ sgd_kernel_bf16(float *restrict p, const float *restrict g, uint16_t *restrict b
   size_t i = 0;
 #ifdef CT_V4
   V4 vmom = v4_set1(mom), vdecay = v4_set1(decay), vlr = v4_set1(lr);
+  {
+    V16 wmom = v16_set1(mom), wdecay = v16_set1(decay), wlr = v16_set1(lr);
+    for (; i + 16 <= n; i += 16) {
+      V16 bi = wmom * bf16_load16(b + i) + v16_load(g + i);
+      v16_store(p + i, v16_load(p + i) * wdecay - wlr * bi);
+      bf16_store16(b + i, bi, sr_bits16((uint32_t) (base + i), s0));
+    }
+  }
   for (; i + 4 <= n; i += 4) {
     uint32_t k = (uint32_t) (base + i);
     U4 idx = { k, k + 1, k + 2, k + 3 };
