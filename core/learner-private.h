@@ -87,6 +87,8 @@ struct CtLearner {
 
   /* a callback (a loss scaler) handles non-finite losses: no TerminateOnNaN */
   gboolean nonfinite_handled;
+  gboolean step_in_backward; /* optimizer.step_in_backward: blocks step inside backward */
+  gboolean stepped;          /* do_step ran in this batch */
 };
 
 /* Internal status: stop after this batch and save the training state.  It

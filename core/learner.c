@@ -248,6 +248,12 @@ layer_hook(void *data, size_t offset, size_t n)
   L->ready_off = offset;
   L->ready_n = n;
   L->layer_status = run_event(L, CT_EVENT_AFTER_LAYER_BACKWARD);
+  if (L->layer_status == CT_STATUS_OK && L->step_in_backward) {
+    /* the block's gradients are final: step it now, and give its
+     * gradient pages back, so the whole buffer is never resident */
+    ct_optimizer_step_range(L->opt, offset, n);
+    ct_model_release_grads(L->model, offset, n);
+  }
 }
 
 static CtStatus
@@ -265,6 +271,7 @@ static CtStatus
 do_step(CtLearner *L)
 {
   ct_optimizer_step(L->opt);
+  L->stepped = TRUE;
   return CT_STATUS_OK;
 }
 
@@ -316,11 +323,22 @@ do_one_batch(CtLearner *L)
                    CT_EVENT_AFTER_CANCEL_BACKWARD, CT_STATUS_CANCEL_BACKWARD);
   if (st != CT_STATUS_OK)
     return st;
+  L->stepped = FALSE;
   st = with_events(L, do_step, CT_EVENT_BEFORE_STEP, CT_EVENT_AFTER_STEP,
                    CT_EVENT_AFTER_CANCEL_STEP, CT_STATUS_CANCEL_STEP);
+  if (st == CT_STATUS_OK && L->step_in_backward && !L->stepped) {
+    g_set_error(&e, CT_ERROR, CT_ERROR_CONFIG,
+                "training step %" G_GINT64_FORMAT ": a callback cancelled the step, but "
+                "optimizer.step_in_backward had already stepped the blocks inside backward",
+                L->train_iter + 1);
+    return fail(L, e);
+  }
   if (st != CT_STATUS_OK)
     return st;
-  ct_model_zero_grad(L->model);
+  if (L->step_in_backward)
+    ct_model_release_grads(L->model, 0, ct_model_n_params(L->model));
+  else
+    ct_model_zero_grad(L->model);
   return CT_STATUS_OK;
 }
 

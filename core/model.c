@@ -8,6 +8,8 @@
 
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------- layout */
 
@@ -350,6 +352,22 @@ reset_buffers(CtModel *m)
   }
 }
 
+/* The gradient buffer is a private anonymous mapping of its own, page
+ * aligned, so that ct_model_release_grads() can hand whole pages back. */
+static size_t
+grads_bytes(size_t n_params)
+{
+  return MAX(n_params, (size_t) 1) * sizeof(float);
+}
+
+static float *
+alloc_grads(size_t n_params)
+{
+  void *p = mmap(NULL, grads_bytes(n_params), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p; /* zero-filled */
+}
+
 CtModel *
 ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
 {
@@ -374,7 +392,7 @@ ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
   Layout lo = { m, g_array_new(FALSE, TRUE, sizeof(Slot)), g_array_new(FALSE, TRUE, sizeof(float **)) };
   build_layout(&lo);
   m->params = g_try_new0(float, m->n_params);
-  m->grads = g_try_new0(float, m->n_params);
+  m->grads = alloc_grads(m->n_params);
   m->buffers = g_try_new0(float, MAX(m->n_buffers, 1));
   if (!m->params || !m->grads || !m->buffers) {
     g_set_error(error, CT_ERROR, CT_ERROR_FAILED,
@@ -436,7 +454,8 @@ ct_model_free(CtModel *m)
   g_free(m->tp.blocks);
   g_free(m->tg.blocks);
   g_free(m->params);
-  g_free(m->grads);
+  if (m->grads)
+    munmap(m->grads, grads_bytes(m->n_params));
   g_free(m->arena);
   g_free(m->va.cls_idx);
   g_free(m->ta.eot);
@@ -480,6 +499,25 @@ void
 ct_model_zero_grad(CtModel *m)
 {
   memset(m->grads, 0, sizeof(float) * m->n_params);
+}
+
+void
+ct_model_release_grads(CtModel *m, size_t offset, size_t n)
+{
+  g_return_if_fail(offset <= m->n_params && n <= m->n_params - offset);
+  long page = sysconf(_SC_PAGESIZE);
+  char *lo = (char *) (m->grads + offset), *hi = (char *) (m->grads + offset + n);
+  /* the whole pages inside the range go back to the system (they read as
+   * zeros, and cost nothing until written again); the partial pages at
+   * its ends may hold other tensors' gradients, so they are cleared */
+  char *plo = (char *) (((uintptr_t) lo + page - 1) & ~(uintptr_t) (page - 1));
+  char *phi = (char *) ((uintptr_t) hi & ~(uintptr_t) (page - 1));
+  if (phi > plo && madvise(plo, (size_t) (phi - plo), MADV_DONTNEED) == 0) {
+    memset(lo, 0, (size_t) (plo - lo));
+    memset(phi, 0, (size_t) (hi - phi));
+  } else {
+    memset(lo, 0, (size_t) (hi - lo));
+  }
 }
 
 size_t

@@ -67,6 +67,8 @@ struct CtOptimizer {
   gboolean *decay;   /* (n_tensors) */
   double *lr_mult;   /* (n_tensors) */
   int64_t *steps;    /* (n_tensors) each tensor's t */
+  gboolean *ahead;   /* (n_tensors) stepped by ct_optimizer_step_range() in this step */
+  gboolean any_ahead;
   GHashTable *index; /* tensor name (borrowed from the model) -> 1 + index */
   size_t shard_off, shard_n; /* the range whose state is kept: (0, n_params) unless sharded */
   float *buf[2];     /* (shard_n) each, for parameters [shard_off, +shard_n); buf[1] NULL for sgd */
@@ -132,6 +134,7 @@ ct_optimizer_new(CtModel *model, const char *kind, GError **error)
   opt->decay = g_new0(gboolean, opt->n_tensors);
   opt->lr_mult = g_new(double, opt->n_tensors);
   opt->steps = g_new0(int64_t, opt->n_tensors);
+  opt->ahead = g_new0(gboolean, opt->n_tensors);
   opt->index = g_hash_table_new(g_str_hash, g_str_equal);
   for (size_t i = 0; i < opt->n_tensors; i++) {
     opt->lr_mult[i] = 1.0;
@@ -153,6 +156,7 @@ ct_optimizer_free(CtOptimizer *opt)
   g_free(opt->decay);
   g_free(opt->lr_mult);
   g_free(opt->steps);
+  g_free(opt->ahead);
   g_hash_table_unref(opt->index);
   for (int b = 0; b < 2; b++) {
     g_free(opt->buf[b]);
@@ -604,15 +608,21 @@ sr_bits4(U4 i, uint32_t tb)
  * two AVX2 ones, where 4 lanes took four; on a baseline CPU the compiler
  * splits them into 4-lane instructions.  The same operations lane by lane,
  * so the same bits. */
-/* GCC warns that passing a 64-byte vector without AVX-512 "changes the
- * ABI": these helpers are static and inlined, no call crosses an ABI. */
+/* The helpers below are always inlined, so each target clone of the
+ * kernels gets its own copy and no 64-byte vector is ever passed in a
+ * call: passed to an out-of-line copy built for the baseline, it would
+ * travel in registers the callee does not read (an -O1 build, with
+ * sanitizers, did exactly that before the helpers were forced inline, and
+ * the 16-lane path lost the scalar path's bits).  GCC's -Wpsabi note on
+ * their declarations is silenced for that reason. */
+#define CT_INLINE static inline __attribute__((always_inline))
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float V16 __attribute__((vector_size(64)));
 typedef uint32_t U16 __attribute__((vector_size(64)));
 typedef uint16_t H16 __attribute__((vector_size(32)));
 
-static inline V16
+CT_INLINE V16
 v16_load(const float *x)
 {
   V16 r;
@@ -620,19 +630,19 @@ v16_load(const float *x)
   return r;
 }
 
-static inline void
+CT_INLINE void
 v16_store(float *x, V16 a)
 {
   memcpy(x, &a, sizeof a);
 }
 
-static inline V16
+CT_INLINE V16
 v16_set1(float a)
 {
   return (V16) { a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a };
 }
 
-static inline V16
+CT_INLINE V16
 v16_sqrt(V16 a)
 {
   V4 q[4];
@@ -643,7 +653,7 @@ v16_sqrt(V16 a)
   return a;
 }
 
-static inline V16
+CT_INLINE V16
 bf16_load16(const uint16_t *h)
 {
   H16 x;
@@ -653,7 +663,7 @@ bf16_load16(const uint16_t *h)
 }
 
 /* Sixteen bf16_store()s; the same bits. */
-static inline void
+CT_INLINE void
 bf16_store16(uint16_t *h, V16 f, U16 bits)
 {
   U16 u = (U16) f;
@@ -665,7 +675,7 @@ bf16_store16(uint16_t *h, V16 f, U16 bits)
   memcpy(h, &out, sizeof out);
 }
 
-static inline U16
+CT_INLINE U16
 sr_bits16(uint32_t k, uint32_t tb)
 {
   U16 x = (U16) { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 } + k;
@@ -804,6 +814,45 @@ step_range(void *ctx, size_t b, size_t e, int thread)
                 j->step_size, j->rbc2_sqrt, j->eps);
 }
 
+/* Tensor TI's update in the step whose count (1-based) is STEP: the
+ * stochastic-rounding stream and nothing else depends on STEP, so a tensor
+ * stepped ahead (ct_optimizer_step_range) gets the bits it would get in
+ * ct_optimizer_step(). */
+static void
+step_tensor(CtOptimizer *opt, size_t ti, int64_t step)
+{
+  float *p = ct_model_params(opt->model);
+  const float *g = ct_model_grads(opt->model);
+  const double *hp = opt->hp;
+  const CtParamInfo *info = ct_model_tensor(opt->model, ti);
+  int64_t t = ++opt->steps[ti];
+  double lr = hp[H_LR] * opt->lr_mult[ti];
+  float decay = opt->decay[ti] ? (float) (1.0 - lr * hp[H_WD]) : 1.0f;
+  /* the part of the tensor in the shard: [lo, hi) of the flat layout */
+  size_t lo = MAX(info->offset, opt->shard_off);
+  size_t hi = MIN(info->offset + info->numel, opt->shard_off + opt->shard_n);
+  if (lo >= hi)
+    return; /* another shard's: the step count above still moves */
+  size_t o = lo, so = lo - opt->shard_off;
+  StepJob j = { .sgd = opt->kind == KIND_SGD, .p = p + o, .g = g + o,
+                .m = opt->buf[0] ? opt->buf[0] + so : NULL,
+                .hm = opt->hbuf[0] ? opt->hbuf[0] + so : NULL, .base = lo,
+                .t = (uint64_t) step, .decay = decay, .mom = (float) hp[H_MOM],
+                .lr = (float) lr };
+  if (!j.sgd) {
+    /* fastai's debias with the current betas: 1 - beta^t */
+    double bc1 = 1.0 - pow(hp[H_MOM], (double) t);
+    double bc2 = 1.0 - pow(hp[H_SQR_MOM], (double) t);
+    j.v = opt->buf[1] ? opt->buf[1] + so : NULL;
+    j.hv = opt->hbuf[1] ? opt->hbuf[1] + so : NULL;
+    j.sqr_mom = (float) hp[H_SQR_MOM];
+    j.step_size = (float) (lr / bc1);
+    j.rbc2_sqrt = (float) (1.0 / sqrt(bc2));
+    j.eps = (float) hp[H_EPS];
+  }
+  ct_parallel_for(hi - lo, 32768, step_range, &j);
+}
+
 static void optimizer_step(CtOptimizer *opt);
 
 void
@@ -817,41 +866,36 @@ optimizer_step(CtOptimizer *opt)
 {
   g_return_if_fail(opt != NULL);
   g_return_if_fail(ct_model_n_params(opt->model) == opt->n_params);
-  float *p = ct_model_params(opt->model);
-  const float *g = ct_model_grads(opt->model);
-  const double *hp = opt->hp;
   opt->step++;
-  for (size_t ti = 0; ti < opt->n_tensors; ti++) {
-    if (opt->frozen[ti])
-      continue;
-    const CtParamInfo *info = ct_model_tensor(opt->model, ti);
-    int64_t t = ++opt->steps[ti];
-    double lr = hp[H_LR] * opt->lr_mult[ti];
-    float decay = opt->decay[ti] ? (float) (1.0 - lr * hp[H_WD]) : 1.0f;
-    /* the part of the tensor in the shard: [lo, hi) of the flat layout */
-    size_t lo = MAX(info->offset, opt->shard_off);
-    size_t hi = MIN(info->offset + info->numel, opt->shard_off + opt->shard_n);
-    if (lo >= hi)
-      continue; /* another shard's: the step count above still moves */
-    size_t o = lo, so = lo - opt->shard_off;
-    StepJob j = { .sgd = opt->kind == KIND_SGD, .p = p + o, .g = g + o,
-                  .m = opt->buf[0] ? opt->buf[0] + so : NULL,
-                  .hm = opt->hbuf[0] ? opt->hbuf[0] + so : NULL, .base = lo,
-                  .t = (uint64_t) opt->step, .decay = decay, .mom = (float) hp[H_MOM],
-                  .lr = (float) lr };
-    if (!j.sgd) {
-      /* fastai's debias with the current betas: 1 - beta^t */
-      double bc1 = 1.0 - pow(hp[H_MOM], (double) t);
-      double bc2 = 1.0 - pow(hp[H_SQR_MOM], (double) t);
-      j.v = opt->buf[1] ? opt->buf[1] + so : NULL;
-      j.hv = opt->hbuf[1] ? opt->hbuf[1] + so : NULL;
-      j.sqr_mom = (float) hp[H_SQR_MOM];
-      j.step_size = (float) (lr / bc1);
-      j.rbc2_sqrt = (float) (1.0 / sqrt(bc2));
-      j.eps = (float) hp[H_EPS];
-    }
-    ct_parallel_for(hi - lo, 32768, step_range, &j);
+  for (size_t ti = 0; ti < opt->n_tensors; ti++)
+    if (!opt->frozen[ti] && !opt->ahead[ti])
+      step_tensor(opt, ti, opt->step);
+  if (opt->any_ahead) {
+    memset(opt->ahead, 0, opt->n_tensors * sizeof *opt->ahead);
+    opt->any_ahead = FALSE;
   }
+}
+
+static void
+optimizer_step_range(CtOptimizer *opt, size_t offset, size_t n)
+{
+  for (size_t ti = 0; ti < opt->n_tensors; ti++) {
+    const CtParamInfo *info = ct_model_tensor(opt->model, ti);
+    if (opt->frozen[ti] || opt->ahead[ti] || info->offset < offset ||
+        info->offset + info->numel > offset + n)
+      continue;
+    step_tensor(opt, ti, opt->step + 1);
+    opt->ahead[ti] = TRUE;
+    opt->any_ahead = TRUE;
+  }
+}
+
+void
+ct_optimizer_step_range(CtOptimizer *opt, size_t offset, size_t n)
+{
+  g_return_if_fail(opt != NULL);
+  g_return_if_fail(ct_model_n_params(opt->model) == opt->n_params);
+  PROF(CT_PROF_OPTIMIZER, optimizer_step_range(opt, offset, n));
 }
 
 int64_t

@@ -677,6 +677,23 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     }
   }
 
+  /* optimizer.step_in_backward steps each block before backward ends:
+   * callbacks that need every gradient before any step cannot run */
+  if (get_bool(r, "optimizer.step_in_backward")) {
+    static const char *const need_all[] = { "grad_clip", "fp16", "grad_accumulation", "ddp",
+                                            NULL };
+    for (guint i = 0; i < cbs->len; i++) {
+      CtCallback *cb = g_ptr_array_index(cbs, i);
+      if (g_strv_contains(need_all, cb->desc->name)) {
+        g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                    "%s: %s: optimizer.step_in_backward steps each block inside backward, "
+                    "and %s needs every gradient before any step; drop one of them",
+                    cb->where ? cb->where : recipe_path, cb->label, cb->desc->name);
+        goto out;
+      }
+    }
+  }
+
   /* the process group: a plugin that spans processes (MPI) provides it,
    * and every rank from here on knows its place */
   if (!(comm = find_comm(cbs, error)))
@@ -760,6 +777,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   m = NULL; /* the learner's now */
   opt = NULL;
   ct_learner_set_comm(L, comm);
+  L->step_in_backward = get_bool(r, "optimizer.step_in_backward");
   ct_learner_set_schedule(L, sched);
   sched = NULL;
   collect_values(L, ct_recipe_root(r), "");

@@ -29,7 +29,7 @@ callbacks: [$cbs, {save_model: {at_end: true}}]
 YAML
 }
 
-echo "1..23"
+echo "1..26"
 that "fp16 is a listed plugin" 'run 0 plugins fp16 && grep -q "precision" "$tmp/out"'
 
 tiny inject 'fp16: {growth_interval: 1000}' 'inject_inf: {step: 4}'
@@ -57,6 +57,28 @@ extends: plain.yaml
 model: {checkpoint: true, checkpoint_nchunks: 2}
 YAML
 that "checkpointing changes no number" 'run 0 fit "$tmp/plain.yaml" --out "$tmp/p" && run 0 fit "$tmp/ckpt.yaml" --out "$tmp/c" && losses "$tmp/p" >"$tmp/lp" && losses "$tmp/c" >"$tmp/lc" && cmp -s "$tmp/lp" "$tmp/lc" && tensors "$tmp/p/model.safetensors" >"$tmp/tp" && tensors "$tmp/c/model.safetensors" >"$tmp/tc" && [ -s "$tmp/tp" ] && cmp -s "$tmp/tp" "$tmp/tc"'
+
+cat >"$tmp/fused.yaml" <<YAML
+extends: plain.yaml
+optimizer: {step_in_backward: true}
+fit: {threads: 2}
+YAML
+cat >"$tmp/fusedck.yaml" <<YAML
+extends: plain.yaml
+optimizer: {step_in_backward: true, state_precision: bf16}
+model: {checkpoint: true, checkpoint_nchunks: 2}
+YAML
+cat >"$tmp/bf.yaml" <<YAML
+extends: plain.yaml
+optimizer: {state_precision: bf16}
+YAML
+that "optimizer.step_in_backward changes no number (2 threads too)" 'run 0 fit "$tmp/fused.yaml" --out "$tmp/f" && losses "$tmp/f" >"$tmp/lf" && cmp -s "$tmp/lp" "$tmp/lf" && tensors "$tmp/f/model.safetensors" >"$tmp/tf" && cmp -s "$tmp/tp" "$tmp/tf"'
+that "nor with bf16 moments and checkpointing" 'run 0 fit "$tmp/bf.yaml" --out "$tmp/bf" && run 0 fit "$tmp/fusedck.yaml" --out "$tmp/fc" && losses "$tmp/bf" >"$tmp/lb" && losses "$tmp/fc" >"$tmp/lfc" && cmp -s "$tmp/lb" "$tmp/lfc" && tensors "$tmp/bf/model.safetensors" >"$tmp/tb" && tensors "$tmp/fc/model.safetensors" >"$tmp/tfc" && cmp -s "$tmp/tb" "$tmp/tfc" && ! cmp -s "$tmp/tp" "$tmp/tb"'
+tiny fusedclip 'grad_clip: {max_norm: 1.0}'
+cat >>"$tmp/fusedclip.yaml" <<YAML
+optimizer: {step_in_backward: true}
+YAML
+that "step_in_backward with grad_clip is refused, naming both" 'run 2 fit "$tmp/fusedclip.yaml" --out "$tmp/fcl" && grep -q "step_in_backward" "$tmp/err" && grep -q "grad_clip" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]'
 
 tiny bad 'fp16: {precision: fp8}'
 that "an unknown precision is refused naming the plugin" 'run 2 fit "$tmp/bad.yaml" --out "$tmp/b" && grep -q "fp16" "$tmp/err" && grep -q "fp8" "$tmp/err"'

@@ -959,6 +959,64 @@ test_state_bf16_paths(void)
   }
 }
 
+/* Stepping ahead (ct_optimizer_step_range, the fused step) gives each
+ * tensor the bits of ct_optimizer_step(): ranges that cover whole tensors
+ * are stepped once, a tensor that the range cuts is left to the step, a
+ * second call over the same range steps nothing twice.  And
+ * ct_model_release_grads zeroes exactly its range, pages given back. */
+static void
+test_step_range(void)
+{
+  for (int k = 0; k < 3; k++) {
+    CtModel *a = tiny_model(2), *b = tiny_model(2);
+    CtOptimizer *oa = new_opt(a, k == 1 ? "sgd" : "adamw");
+    CtOptimizer *ob = new_opt(b, k == 1 ? "sgd" : "adamw");
+    GError *error = NULL;
+    if (k == 2) {
+      g_assert_true(ct_optimizer_set_state_precision(oa, CT_PRECISION_BF16, &error));
+      g_assert_true(ct_optimizer_set_state_precision(ob, CT_PRECISION_BF16, &error));
+    }
+    size_t n = ct_model_n_params(a);
+    const CtParamInfo *t3 = ct_model_tensor(b, 3), *t9 = ct_model_tensor(b, 9);
+    for (int s = 0; s < 4; s++) {
+      fill_grads(a, s);
+      fill_grads(b, s);
+      ct_optimizer_step(oa);
+      /* tensors 3 to 9 whole, then a range that cuts tensor 10 */
+      ct_optimizer_step_range(ob, t3->offset, t9->offset + t9->numel - t3->offset);
+      ct_optimizer_step_range(ob, t3->offset, t9->offset + t9->numel - t3->offset);
+      ct_optimizer_step_range(ob, t9->offset + t9->numel, ct_model_tensor(b, 10)->numel - 1);
+      ct_optimizer_step(ob);
+      g_assert_cmpmem(ct_model_params(a), n * sizeof(float), ct_model_params(b),
+                      n * sizeof(float));
+    }
+    g_assert_cmpint(ct_optimizer_step_count(ob), ==, 4);
+    g_assert_cmpint(ct_optimizer_tensor_steps(ob, 3), ==, 4);
+    g_assert_cmpint(ct_optimizer_tensor_steps(ob, 10), ==, 4);
+    ct_optimizer_free(oa);
+    ct_optimizer_free(ob);
+    ct_model_free(a);
+    ct_model_free(b);
+  }
+
+  CtModel *m = tiny_model(2);
+  size_t n = ct_model_n_params(m);
+  float *g = ct_model_grads(m);
+  for (size_t i = 0; i < n; i++)
+    g[i] = 1.0f;
+  size_t lo = 1001, len = 3 * 4096 + 77; /* partial pages at both ends */
+  ct_model_release_grads(m, lo, len);
+  for (size_t i = 0; i < n; i++)
+    if (g[i] != (i >= lo && i < lo + len ? 0.0f : 1.0f))
+      g_error("gradient %zu is %g after releasing [%zu, %zu)", i, (double) g[i], lo, lo + len);
+  ct_model_release_grads(m, 0, n);
+  for (size_t i = 0; i < n; i++)
+    g_assert_cmpfloat(g[i], ==, 0.0f);
+  g[5] = 2.0f; /* released pages can be written again */
+  g_assert_cmpfloat(g[5], ==, 2.0f);
+  ct_model_free(m);
+}
+
 /* Stochastic rounding is unbiased: a second moment of constant gradients
  * decaying with beta2 = 0.999, where round-to-nearest would stall, follows
  * float32's to within a few tenths of a percent. */
@@ -1226,6 +1284,7 @@ main(int argc, char **argv)
   g_test_add_func("/optimizer/state-bf16", test_state_bf16);
   g_test_add_func("/optimizer/state-bf16-small-updates", test_state_bf16_small_updates);
   g_test_add_func("/optimizer/state-bf16-paths", test_state_bf16_paths);
+  g_test_add_func("/optimizer/step-range", test_step_range);
   g_test_add_func("/schedule/names", test_schedule_names);
   g_test_add_func("/schedule/const", test_schedule_const);
   g_test_add_func("/schedule/one-cycle", test_schedule_one_cycle);

@@ -54,6 +54,22 @@ print_json(JsonBuilder *b)
   json_node_unref(root);
 }
 
+/* --step-in-backward: each block stepped as soon as its gradients are
+ * final, then its gradient pages released, as the learner's fused step
+ * does. */
+typedef struct {
+  CtModel *m;
+  CtOptimizer *opt;
+} StepAhead;
+
+static void
+step_ahead(void *data, size_t offset, size_t n)
+{
+  StepAhead *a = data;
+  ct_optimizer_step_range(a->opt, offset, n);
+  ct_model_release_grads(a->m, offset, n);
+}
+
 /* The median seconds of REPS products N x N x N, after one warm-up:
  * cblas_sgemm on OpenBLAS's own THREADS threads (the machine's reference
  * rate), or, with OURS, ct_sgemm on cliptrain's pool as training runs. */
@@ -171,7 +187,7 @@ ct_cli_bench(int argc, char **argv)
   gint64 seed = 0;
   g_autofree char *loader = NULL;
   int loader_batches = 0, checkpoint = 0;
-  gboolean profile = FALSE, no_trim = FALSE;
+  gboolean profile = FALSE, no_trim = FALSE, in_backward = FALSE;
   GOptionEntry entries[] = {
     { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
     { "loader-batches", 0, 0, G_OPTION_ARG_INT, &loader_batches, "With --loader: batches to time (default: one epoch)", "N" },
@@ -184,6 +200,7 @@ ct_cli_bench(int argc, char **argv)
     { "precision", 0, 0, G_OPTION_ARG_STRING, &precision_arg, "Products and saved activations in fp32, bf16 or fp16 (fp32)", "NAME" },
     { "optimizer-state", 0, 0, G_OPTION_ARG_STRING, &state_arg, "AdamW's moments in fp32 or bf16 (fp32)", "NAME" },
     { "checkpoint", 0, 0, G_OPTION_ARG_INT, &checkpoint, "Activation checkpointing with N segments a tower (0: off)", "N" },
+    { "step-in-backward", 0, 0, G_OPTION_ARG_NONE, &in_backward, "Step each block inside backward and release its gradients (optimizer.step_in_backward)", NULL },
     { "no-trim", 0, 0, G_OPTION_ARG_NONE, &no_trim, "Run the text tower over the whole context even for short captions", NULL },
     { "profile", 0, 0, G_OPTION_ARG_NONE, &profile, "Also report where the time goes: ms per step and % by kind of work", NULL },
     { "sgemm", 0, 0, G_OPTION_ARG_INT, &sgemm, "Instead, time cblas_sgemm on N x N x N products", "N" },
@@ -275,6 +292,9 @@ ct_cli_bench(int argc, char **argv)
 
   double loss_first = 0, loss_last = 0;
   float *ls = ct_model_logit_scale(m);
+  StepAhead ahead = { m, opt };
+  if (in_backward)
+    ct_model_set_backward_hook(m, step_ahead, &ahead);
   float *dls = ct_model_grads(m) + ct_model_find(m, "logit_scale")->offset;
   for (int s = -1; s < steps; s++) {
     if (s == 0 && profile) { /* the warm-up step is not profiled */
@@ -291,7 +311,10 @@ ct_cli_bench(int argc, char **argv)
     double loss = ct_clip_loss(logits, d_img, d_txt, &d_scale, scratch,
                                ct_model_image_features(m), ct_model_text_features(m), *ls,
                                batch, E);
-    ct_model_zero_grad(m);
+    if (in_backward)
+      ct_model_release_grads(m, 0, ct_model_n_params(m));
+    else
+      ct_model_zero_grad(m);
     ct_model_backward(m, d_img, d_txt);
     *dls += d_scale;
     ct_optimizer_step(opt);
@@ -329,6 +352,7 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("precision", string, precision);
   MEMBER("checkpoint", int, checkpoint);
   MEMBER("optimizer_state", string, ct_precision_name(state_prec));
+  MEMBER("step_in_backward", boolean, in_backward);
   MEMBER("params", int, (gint64) ct_model_n_params(m));
   MEMBER("samples_per_s", double, round(batch / sec * 1000) / 1000);
   MEMBER("step_ms", double, round(sec * 1e4) / 10);

@@ -99,6 +99,12 @@ CT_API size_t ct_model_n_params(const CtModel *model);
 CT_API float *ct_model_params(CtModel *model);
 CT_API float *ct_model_grads(CtModel *model);
 CT_API void ct_model_zero_grad(CtModel *model);
+/* Zero the gradients [OFFSET, OFFSET + N) of the flat buffer and return
+ * the memory pages wholly inside the range to the system: they read as
+ * zeros and take no memory until written again.  The learner's fused step
+ * (optimizer.step_in_backward) releases each block's gradients once the
+ * block is stepped, so the whole gradient buffer is never resident. */
+CT_API void ct_model_release_grads(CtModel *model, size_t offset, size_t n);
 
 /* Parameter tensors in OpenAI's state-dict order.  (transfer none) */
 CT_API size_t ct_model_n_tensors(const CtModel *model);

@@ -137,6 +137,14 @@ CT_API int64_t ct_optimizer_tensor_steps(const CtOptimizer *opt, size_t i);
 /* One update of every tensor that is not frozen, from the model's
  * gradients (not cleared).  Allocates nothing. */
 CT_API void ct_optimizer_step(CtOptimizer *opt);
+/* Step ahead, inside backward, the tensors that lie wholly in the flat
+ * range [OFFSET, OFFSET + N) and are not frozen, as soon as their
+ * gradients are final; the next ct_optimizer_step() then steps only the
+ * others, and counts the step.  Each tensor gets the bits it would get in
+ * ct_optimizer_step() (the same hyperparameters, t and rounding), so the
+ * fused step of the learner (optimizer.step_in_backward) trains
+ * bit-identically.  A tensor is stepped ahead at most once a step. */
+CT_API void ct_optimizer_step_range(CtOptimizer *opt, size_t offset, size_t n);
 /* Calls of ct_optimizer_step() so far (or restored by ct_optimizer_load()). */
 CT_API int64_t ct_optimizer_step_count(const CtOptimizer *opt);
 /* Zero every state buffer and step count (fastai's clear_state()). */
