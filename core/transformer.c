@@ -32,7 +32,7 @@ slot_map(const CtStack *s, char *slot, int half)
 {
   size_t BT = (size_t) s->max_B * s->T, C = s->C, es = half ? 2 : 4;
   size_t natt = (size_t) s->max_B * s->H * s->T * s->T;
-  SlotMap m;
+  SlotMap m = { 0 };
   size_t off = 0;
 #define STAT(f) (m.f = (float *) (void *) (slot + off), off += sizeof(float) * BT)
 #define TENSOR(f, n) (m.f = slot + off, off += es * (n))
@@ -41,12 +41,18 @@ slot_map(const CtStack *s, char *slot, int half)
   STAT(mean2);
   STAT(rstd2);
   TENSOR(x, BT * C);
-  TENSOR(ln1, BT * C);
+  /* at float32, ln_1 and ln_2 are recomputed in backward from x and xmid
+   * with the saved statistics, bit for bit, rather than saved (2C a
+   * token); at half precision x and xmid are stored rounded, so the
+   * rounded layer norm outputs that the products saw are kept */
+  if (half)
+    TENSOR(ln1, BT * C);
   TENSOR(qkv, 3 * BT * C);
   TENSOR(att, natt);
   TENSOR(atty, BT * C);
   TENSOR(xmid, BT * C);
-  TENSOR(ln2, BT * C);
+  if (half)
+    TENSOR(ln2, BT * C);
   TENSOR(fc, 4 * BT * C);
 #undef STAT
 #undef TENSOR
@@ -87,12 +93,12 @@ acts_view(const CtStack *s, CtScratch *sc, int j, float *x)
   int half = prec_of(s) != CT_PRECISION_FP32;
   SlotMap m = slot_map(s, slot_at(s, j), half);
   CtLayerActs a = half ? sc->work
-                       : (CtLayerActs) { .ln1 = (float *) (void *) m.ln1,
+                       : (CtLayerActs) { .ln1 = sc->ln,
                                          .qkv = (float *) (void *) m.qkv,
                                          .att = (float *) (void *) m.att,
                                          .atty = (float *) (void *) m.atty,
                                          .xmid = (float *) (void *) m.xmid,
-                                         .ln2 = (float *) (void *) m.ln2,
+                                         .ln2 = sc->ln,
                                          .fc = (float *) (void *) m.fc };
   a.x = x;
   a.gelu = sc->gelu; /* never saved: backward recomputes it from fc */
@@ -191,6 +197,9 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
        p->proj_w, N, 4 * C, C));
   PROF(CT_PROF_GELU, ct_quickgelu_backward(sc->dfc, sc->dfc, a->fc, 4 * nc));
   PROF(CT_PROF_ELEMENTWISE, memset(sc->dA, 0, sizeof(float) * nc));
+  if (pr == CT_PRECISION_FP32) /* not saved at float32: the same bits again */
+    PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w,
+         p->ln2_b, N, C));
   PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->fc_w, g->fc_b, sc->dfc, a->ln2,
        p->fc_w, N, C, 4 * C));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(dx, g->ln2_w, g->ln2_b, sc->dA, a->xmid, a->mean2,
@@ -206,6 +215,9 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
   PROF(CT_PROF_ATTENTION, ct_attention_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att, B, T,
        C, s->H, pr));
   PROF(CT_PROF_ELEMENTWISE, memset(sc->dA, 0, sizeof(float) * nc));
+  if (pr == CT_PRECISION_FP32)
+    PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w,
+         p->ln1_b, N, C));
   PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->in_w, g->in_b, sc->dqkv, a->ln1,
        p->in_w, N, C, 3 * C));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(dx, g->ln1_w, g->ln1_b, sc->dA, a->x, a->mean1,
