@@ -543,15 +543,23 @@ bf16_load(uint16_t h)
 
 /* The random bits: murmur3's finaliser of (element, step, buffer), in
  * 32-bit integer operations that vectorise. */
+/* (element I, step TB) -> 32 random bits, for a uint32_t or a vector of
+ * them: the one definition behind sr_bits, sr_bits4 and sr_bits16. */
+#define SR_HASH(x, i, tb)                       \
+  do {                                          \
+    (x) = (i) * 0x9e3779b1u ^ (tb) * 0x85ebca77u; \
+    (x) ^= (x) >> 16;                           \
+    (x) *= 0x85ebca6bu;                         \
+    (x) ^= (x) >> 13;                           \
+    (x) *= 0xc2b2ae35u;                         \
+    (x) ^= (x) >> 16;                           \
+  } while (0)
+
 static inline uint32_t
 sr_bits(uint32_t i, uint32_t tb)
 {
-  uint32_t x = i * 0x9e3779b1u ^ tb * 0x85ebca77u;
-  x ^= x >> 16;
-  x *= 0x85ebca6bu;
-  x ^= x >> 13;
-  x *= 0xc2b2ae35u;
-  x ^= x >> 16;
+  uint32_t x;
+  SR_HASH(x, i, tb);
   return x;
 }
 
@@ -594,12 +602,8 @@ bf16_store4(uint16_t *h, V4 f, U4 bits)
 static inline U4
 sr_bits4(U4 i, uint32_t tb)
 {
-  U4 x = i * 0x9e3779b1u ^ tb * 0x85ebca77u;
-  x ^= x >> 16;
-  x *= 0x85ebca6bu;
-  x ^= x >> 13;
-  x *= 0xc2b2ae35u;
-  x ^= x >> 16;
+  U4 x;
+  SR_HASH(x, i, tb);
   return x;
 }
 
@@ -678,13 +682,8 @@ bf16_store16(uint16_t *h, V16 f, U16 bits)
 CT_INLINE U16
 sr_bits16(uint32_t k, uint32_t tb)
 {
-  U16 x = (U16) { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 } + k;
-  x = x * 0x9e3779b1u ^ tb * 0x85ebca77u;
-  x ^= x >> 16;
-  x *= 0x85ebca6bu;
-  x ^= x >> 13;
-  x *= 0xc2b2ae35u;
-  x ^= x >> 16;
+  U16 i = (U16) { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 } + k, x;
+  SR_HASH(x, i, tb);
   return x;
 }
 #endif
