@@ -69,8 +69,7 @@ gemm_block(const CtGemm *g, int lo, int hi)
 
 typedef struct {
   const CtGemm *g;
-  int n;
-  int parts[CT_GEMM_MANY_MAX];
+  int parts[CT_GEMM_MANY_MAX]; /* blocks of each product; tasks count them all */
 } ManyJob;
 
 static void
@@ -97,7 +96,7 @@ ct_sgemm_many(const CtGemm *g, int n)
       ct_sgemm_many(&g[i], 1);
     return;
   }
-  ManyJob j = { .g = g, .n = n };
+  ManyJob j = { .g = g };
   int tasks = 0;
   for (int i = 0; i < n; i++) {
     /* the threads shared out, the first products taking the remainder */
