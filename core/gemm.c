@@ -12,11 +12,17 @@
  * type, through tests/blas-kernels.sh):
  * - only rows are cut: OpenBLAS computes row-major C transposed, so rows
  *   are its columns, which its kernels tile the same way whole or cut as
- *   long as a cut falls on a tile edge.  Tiles are 4 (SkylakeX), 12
- *   (Haswell) and so on rows wide; cuts fall on multiples of 48;
+ *   long as a cut falls on a tile edge.  The edge depends on the kernels
+ *   (row_grain below): SkylakeX's, Cooperlake's and Sandybridge's give the
+ *   same bits cut anywhere, so cuts fall on multiples of 4; Haswell's and
+ *   Zen's only on multiples of 12; any other core type's on multiples of
+ *   48, a multiple of every tile seen;
  * - each block stays large (2^23 multiply-adds or more), above the sizes
  *   where OpenBLAS switches to its direct or small-matrix kernels (up to
- *   28 x 512 x 512 in 0.3.21), which round differently. */
+ *   28 x 512 x 512 in 0.3.21), which round differently.
+ * Cuts fall at the multiple nearest to an even share, so vitb32's 800 and
+ * 1232 rows split 400/400 and 616/616 on SkylakeX (multiples of 48 gave
+ * 384/416 and 576/656: one thread idled for 4-6% of every product). */
 #include "config.h"
 
 #include "gemm.h"
@@ -28,24 +34,53 @@
 
 /* The smallest block worth a thread, in multiply-adds; see above. */
 #define CT_GEMM_BLOCK_MNK (1u << 23)
-/* Rows of C are cut at multiples of this. */
+/* Rows of C are cut at multiples of this for core types not named in
+ * row_grain. */
 #define CT_GEMM_ROWS 48
 
-/* Where block P of PARTS starts among DIM rows. */
+/* The multiple of rows at which the loaded OpenBLAS kernels may be cut
+ * without changing bits (measured per core type; see above).  The core
+ * type is fixed once OpenBLAS has loaded. */
+static int
+row_grain(void)
+{
+  static gsize grain;
+  if (g_once_init_enter(&grain)) {
+    static const struct {
+      const char *core;
+      int rows;
+    } known[] = {
+      { "SkylakeX", 4 }, { "Cooperlake", 4 }, { "Sandybridge", 4 }, { "Haswell", 12 }, { "Zen", 12 },
+    };
+    const char *core = openblas_get_corename();
+    int rows = CT_GEMM_ROWS;
+    for (gsize i = 0; core && i < G_N_ELEMENTS(known); i++)
+      if (g_ascii_strcasecmp(core, known[i].core) == 0)
+        rows = known[i].rows;
+    g_once_init_leave(&grain, (gsize) rows);
+  }
+  return (int) grain;
+}
+
+/* Where block P of PARTS starts among DIM rows: the multiple of the grain
+ * nearest to an even share. */
 static int
 cut(int dim, int parts, int p)
 {
+  if (p <= 0)
+    return 0;
   if (p >= parts)
     return dim;
-  int at = (int) ((long long) dim * p / parts);
-  return at / CT_GEMM_ROWS * CT_GEMM_ROWS;
+  int g = row_grain();
+  long long at = ((long long) dim * p + parts / 2) / parts;
+  return (int) MIN((at + g / 2) / g * g, dim);
 }
 
 /* The most blocks, up to WANT, that product G may be cut into. */
 static int
 max_parts(const CtGemm *g, int want)
 {
-  for (int parts = MIN(want, g->M / CT_GEMM_ROWS); parts > 1; parts--) {
+  for (int parts = MIN(want, g->M / row_grain()); parts > 1; parts--) {
     int thinnest = g->M;
     for (int p = 0; p < parts; p++)
       thinnest = MIN(thinnest, cut(g->M, parts, p + 1) - cut(g->M, parts, p));
