@@ -9,6 +9,7 @@
 #include "parallel.h"
 #include "precision.h"
 #include "profile-private.h"
+#include "vec.h"
 
 #include <errno.h>
 #include <math.h>
@@ -612,39 +613,9 @@ sr_bits4(U4 i, uint32_t tb)
  * two AVX2 ones, where 4 lanes took four; on a baseline CPU the compiler
  * splits them into 4-lane instructions.  The same operations lane by lane,
  * so the same bits. */
-/* The helpers below are always inlined, so each target clone of the
- * kernels gets its own copy and no 64-byte vector is ever passed in a
- * call: passed to an out-of-line copy built for the baseline, it would
- * travel in registers the callee does not read (an -O1 build, with
- * sanitizers, did exactly that before the helpers were forced inline, and
- * the 16-lane path lost the scalar path's bits).  GCC's -Wpsabi note on
- * their declarations is silenced for that reason. */
-#define CT_INLINE static inline __attribute__((always_inline))
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float V16 __attribute__((vector_size(64)));
+/* The helpers are always inlined (vec.h says why). */
 typedef uint32_t U16 __attribute__((vector_size(64)));
 typedef uint16_t H16 __attribute__((vector_size(32)));
-
-CT_INLINE V16
-v16_load(const float *x)
-{
-  V16 r;
-  memcpy(&r, x, sizeof r);
-  return r;
-}
-
-CT_INLINE void
-v16_store(float *x, V16 a)
-{
-  memcpy(x, &a, sizeof a);
-}
-
-CT_INLINE V16
-v16_set1(float a)
-{
-  return (V16) { a, a, a, a, a, a, a, a, a, a, a, a, a, a, a, a };
-}
 
 CT_INLINE V16
 v16_sqrt(V16 a)
@@ -695,13 +666,9 @@ sr_stream(uint64_t t)
   return (uint32_t) t;
 }
 
-/* AVX2 where the CPU has it (native 32-bit multiplies for the hash); the
- * same operations, so the same bits, as the baseline build. */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define CT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CT_CLONES
-#endif
+/* CT_CLONES (vec.h): AVX-512 or AVX2 where the CPU has them (native
+ * 32-bit multiplies for the hash); the same operations, so the same bits,
+ * as the baseline build. */
 
 CT_CLONES static void
 adam_kernel_bf16(float *restrict p, const float *restrict g, uint16_t *restrict m,

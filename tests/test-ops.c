@@ -178,6 +178,80 @@ test_layernorm(void)
   g_free(c.r), g_free(dx), g_free(dw), g_free(db);
 }
 
+/* The layer norm's sums, written out lane by lane as op_layernorm.c
+ * documents them: element c in lane c % 16, lanes summed pairwise (i and
+ * i + 8, then + 4, + 2, + 1).  The kernels must give these bits on every
+ * CPU path and at every thread count. */
+static float
+lane_sum_ref(const float *v, int C, float fill)
+{
+  float l[16];
+  for (int i = 0; i < 16; i++)
+    l[i] = 0.0f;
+  for (int c = 0; c < (C + 15) / 16 * 16; c++)
+    l[c % 16] += c < C ? v[c] : fill;
+  for (int w = 8; w >= 1; w /= 2)
+    for (int i = 0; i < w; i++)
+      l[i] += l[i + w];
+  return l[0];
+}
+
+static void
+test_layernorm_lanes(void)
+{
+  static const int widths[] = { 9, 40, 768 };
+  for (gsize k = 0; k < G_N_ELEMENTS(widths); k++) {
+    int N = 37, C = widths[k];
+    size_t NC = (size_t) N * C;
+    g_autofree float *x = randn(NC, 3), *w = randn(C, 1), *b = randn(C, 1), *dy = randn(NC, 1);
+    g_autofree float *y = g_new(float, NC), *mean = g_new(float, N), *rstd = g_new(float, N);
+    g_autofree float *dx = g_new0(float, NC), *dw = g_new0(float, C), *db = g_new0(float, C);
+    g_autofree float *t = g_new(float, C), *u = g_new(float, C);
+    for (int n = 0; n < N; n++) /* rows far from zero mean, as a residual stream is */
+      for (int c = 0; c < C; c++)
+        x[(size_t) n * C + c] += (float) n;
+    for (int threads = 1; threads <= 3; threads += 2) {
+      ct_set_num_threads(threads);
+      ct_layernorm_forward(y, mean, rstd, x, w, b, N, C);
+      memset(dx, 0, sizeof(float) * NC);
+      memset(dw, 0, sizeof(float) * C);
+      memset(db, 0, sizeof(float) * C);
+      ct_layernorm_backward(dx, dw, db, dy, x, mean, rstd, w, N, C);
+      for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t) n * C, *dyr = dy + (size_t) n * C;
+        float m = lane_sum_ref(xr, C, 0.0f) / (float) C;
+        for (int c = 0; c < C; c++)
+          t[c] = (xr[c] - m) * (xr[c] - m);
+        float r = 1.0f / sqrtf(lane_sum_ref(t, C, 0.0f) / (float) C + 1e-5f);
+        g_assert_cmpmem(&m, sizeof m, mean + n, sizeof m);
+        g_assert_cmpmem(&r, sizeof r, rstd + n, sizeof r);
+        for (int c = 0; c < C; c++) {
+          float yc = (xr[c] - m) * r * w[c] + b[c];
+          g_assert_cmpmem(&yc, sizeof yc, y + (size_t) n * C + c, sizeof yc);
+          t[c] = dyr[c] * w[c];
+          u[c] = t[c] * ((xr[c] - m) * r);
+        }
+        float m1 = lane_sum_ref(t, C, 0.0f) / (float) C, m2 = lane_sum_ref(u, C, 0.0f) / (float) C;
+        for (int c = 0; c < C; c++) {
+          float d = 0.0f + r * (dyr[c] * w[c] - m1 - (xr[c] - m) * r * m2);
+          g_assert_cmpmem(&d, sizeof d, dx + (size_t) n * C + c, sizeof d);
+        }
+      }
+      for (int c = 0; c < C; c++) { /* each column in row order */
+        float sw = 0.0f, sb = 0.0f;
+        for (int n = 0; n < N; n++) {
+          size_t i = (size_t) n * C + c;
+          sw += dy[i] * ((x[i] - mean[n]) * rstd[n]);
+          sb += dy[i];
+        }
+        g_assert_cmpmem(&sw, sizeof sw, dw + c, sizeof sw);
+        g_assert_cmpmem(&sb, sizeof sb, db + c, sizeof sb);
+      }
+    }
+    ct_set_num_threads(1);
+  }
+}
+
 /* ------------------------------------------------------------ QuickGELU */
 
 typedef struct {
@@ -699,6 +773,7 @@ main(int argc, char **argv)
   g_test_add_func("/ops/linear", test_linear);
   g_test_add_func("/ops/matmul", test_matmul);
   g_test_add_func("/ops/layernorm", test_layernorm);
+  g_test_add_func("/ops/layernorm-lanes", test_layernorm_lanes);
   g_test_add_func("/ops/quickgelu", test_quickgelu);
   g_test_add_func("/ops/attention", test_attention);
   g_test_add_func("/ops/attention-causal", test_attention_causal);
