@@ -4,7 +4,7 @@
 #
 #   bench/side_by_side.sh [--preset vitb32] [--batch 16] [--threads 2]
 #                         [--steps 3] [--caption-tokens N] [--rounds 3]
-#                         [--lean "BENCH OPTIONS"] [--matched-only]
+#                         [--lean "BENCH OPTIONS"]... [--matched-only]
 #
 # Each round runs, one after the other: cblas_sgemm at 2048 (the ceiling),
 # `cliptrain bench`, bench/torch_bench.py as Debian ships it (its default
@@ -13,19 +13,20 @@
 # machine hurts all sides alike; the table gives the median of each figure
 # over the rounds, and the ratios of those medians.
 #
-# --lean adds a second cliptrain row run with those bench options (say,
-# "--checkpoint 4 --optimizer-state bf16", the memory-lean setting) in
-# the same rounds.  --matched-only skips PyTorch with Debian's kernels
+# Each --lean adds a cliptrain row run with those bench options (say,
+# "--checkpoint 4 --step-in-backward", a memory-lean setting) in the same
+# rounds; it may be given more than once.  --matched-only skips PyTorch with Debian's kernels
 # (20 s a vitb32 step here).
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 ct=${CLIPTRAIN:-$here/../cliptrain}
 py=${PYTHON:-/usr/bin/python3}
-preset=vitb32 batch=16 threads=2 steps=3 cap="" rounds=3 lean="" matched_only=0
+preset=vitb32 batch=16 threads=2 steps=3 cap="" rounds=3 leans="" matched_only=0
 while [ $# -gt 0 ]; do
   case $1 in
   --matched-only) matched_only=1; shift; continue ;;
-  --lean) lean=$2 ;;
+  --lean) leans="$leans$2
+" ;;
   --preset) preset=$2 ;;
   --batch) batch=$2 ;;
   --threads) threads=$2 ;;
@@ -50,11 +51,17 @@ for r in $(seq "$rounds"); do
   "$ct" bench --preset "$preset" --batch "$batch" --threads "$threads" --steps "$steps" \
     $capflag >>"$tmp/cliptrain"
   core=$(tail -n 1 "$tmp/cliptrain" | field blas_core)
-  if [ -n "$lean" ]; then
+  i=0
+  while IFS= read -r lean; do
+    [ -n "$lean" ] || continue
+    i=$((i + 1))
     # shellcheck disable=SC2086 # the options are words
     "$ct" bench --preset "$preset" --batch "$batch" --threads "$threads" --steps "$steps" \
-      $capflag $lean >>"$tmp/cliptrain_lean"
-  fi
+      $capflag $lean >>"$tmp/cliptrain_lean$i"
+    printf '%s\n' "$lean" >"$tmp/lean$i"
+  done <<EOF
+$leans
+EOF
   if [ "$matched_only" = 0 ]; then
     "$py" "$here/torch_bench.py" --preset "$preset" --batch "$batch" --threads "$threads" \
       --steps "$steps" $capflag >>"$tmp/torch"
@@ -76,13 +83,14 @@ echo
 echo "| | samples/s | step ms | GFLOP/s | % of sgemm | peak RSS MiB |"
 echo "| --- | --- | --- | --- | --- | --- |"
 impls="cliptrain"
-[ -n "$lean" ] && impls="$impls cliptrain_lean"
+n_leans=$(ls "$tmp" | grep -c '^lean' || true)
+for i in $(seq "$n_leans"); do impls="$impls cliptrain_lean$i"; done
 [ "$matched_only" = 0 ] && impls="$impls torch"
 impls="$impls torch_matched"
 for impl in $impls; do
   case $impl in
   cliptrain) name="cliptrain ($core)" ;;
-  cliptrain_lean) name="cliptrain ($core, $lean)" ;;
+  cliptrain_lean*) name="cliptrain ($core, $(cat "$tmp/lean${impl#cliptrain_lean}"))" ;;
   torch) name="PyTorch $(field torch <"$tmp/torch" | head -n 1) (Debian's kernels)" ;;
   torch_matched) name="PyTorch, OPENBLAS_CORETYPE=$core" ;;
   esac
@@ -91,11 +99,11 @@ for impl in $impls; do
   awk -v n="$name" -v s="$s" -v ms="$ms" -v g="$g" -v sg="$sg" -v m="$m" \
     'BEGIN { printf "| %s | %.3f | %.0f | %.1f | %.0f%% | %.0f |\n", n, s, ms, g, 100 * g / sg, m }'
 done
-for mine in cliptrain cliptrain_lean; do
-  [ -s "$tmp/$mine" ] || continue
+for mine in $impls; do
+  case $mine in torch*) continue ;; esac
   c=$(median "$tmp/$mine" samples_per_s) cm=$(median "$tmp/$mine" peak_rss_mib)
   label=cliptrain
-  [ "$mine" = cliptrain_lean ] && label="cliptrain ($lean)"
+  case $mine in cliptrain_lean*) label="cliptrain ($(cat "$tmp/lean${mine#cliptrain_lean}"))" ;; esac
   for impl in torch torch_matched; do
     [ -s "$tmp/$impl" ] || continue
     t=$(median "$tmp/$impl" samples_per_s) tm=$(median "$tmp/$impl" peak_rss_mib)
