@@ -5,7 +5,6 @@
 
 #include "ops.h"
 #include "parallel.h"
-#include "vmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -30,22 +29,8 @@ forward_one(const AttJob *j, int b, int h)
   float *p = j->att + ((size_t) b * j->H + h) * T * T; /* (T, T) */
   ct_sgemm(FALSE, TRUE, T, T, D, scale, q, ld, k, ld, 0.0f, p, T);
   ct_round(j->prec, p, (size_t) T * T);
-  for (int i = 0; i < T; i++) {
-    float *row = p + (size_t) i * T;
-    int n = j->causal ? i + 1 : T;
-    float mx = row[0];
-    for (int c = 1; c < n; c++)
-      mx = row[c] > mx ? row[c] : mx;
-    ct_exp_shifted(row, mx, (size_t) n);
-    float sum = 0.0f; /* in order, on one thread: the same bits on every path */
-    for (int c = 0; c < n; c++)
-      sum += row[c];
-    float inv = 1.0f / sum;
-    for (int c = 0; c < n; c++)
-      row[c] *= inv;
-    for (int c = n; c < T; c++)
-      row[c] = 0.0f;
-  }
+  for (int i = 0; i < T; i++)
+    ct_softmax_row(p + (size_t) i * T, j->causal ? i + 1 : T, T);
   ct_round(j->prec, p, (size_t) T * T);
   float *o = j->out + (size_t) b * T * C + h * D; /* (T, D) view, ld C */
   ct_sgemm(FALSE, FALSE, T, D, T, 1.0f, p, T, v, ld, 0.0f, o, C);
@@ -91,15 +76,8 @@ backward_one(const AttJob *j, int b, int h, float *dp)
   ct_sgemm(FALSE, TRUE, T, T, D, 1.0f, dO, C, v, ld, 0.0f, dp, T);
   ct_round(j->prec, dp, (size_t) T * T);
   /* softmax backward: dS = P * (dP - rowsum(dP * P)); masked P are 0 */
-  for (int i = 0; i < T; i++) {
-    const float *prow = p + (size_t) i * T;
-    float *drow = dp + (size_t) i * T;
-    float dot = 0.0f;
-    for (int c = 0; c < T; c++)
-      dot += prow[c] * drow[c];
-    for (int c = 0; c < T; c++)
-      drow[c] = prow[c] * (drow[c] - dot);
-  }
+  for (int i = 0; i < T; i++)
+    ct_softmax_row_backward(dp + (size_t) i * T, p + (size_t) i * T, T);
   ct_round(j->prec, dp, (size_t) T * T);
   /* dQ += scale dS K;  dK += scale dS^T Q */
   ct_sgemm(FALSE, FALSE, T, D, T, scale, dp, T, k, ld, 1.0f, dq,

@@ -8,7 +8,6 @@
 
 #include "ops.h"
 #include "parallel.h"
-#include "vmath.h"
 
 #include <math.h>
 
@@ -34,16 +33,7 @@ fwd_range(void *ctx, size_t i0, size_t i1, int thread)
     float *p = j->att + i * T;                                   /* (1, T) */
     ct_sgemm(FALSE, TRUE, 1, T, D, scale, q, D, k, C, 0.0f, p, T);
     ct_round(j->prec, p, T);
-    float mx = p[0];
-    for (int t = 1; t < T; t++)
-      mx = p[t] > mx ? p[t] : mx;
-    ct_exp_shifted(p, mx, (size_t) T);
-    float sum = 0.0f;
-    for (int t = 0; t < T; t++)
-      sum += p[t];
-    float inv = 1.0f / sum;
-    for (int t = 0; t < T; t++)
-      p[t] *= inv;
+    ct_softmax_row(p, T, T);
     ct_round(j->prec, p, T);
     float *o = j->out + (size_t) b * C + h * D;
     ct_sgemm(FALSE, FALSE, 1, D, T, 1.0f, p, T, v, C, 0.0f, o, D);
@@ -78,11 +68,7 @@ bwd_range(void *ctx, size_t i0, size_t i1, int thread)
                 j->dv + ko, C);
     ct_sgemm(FALSE, TRUE, 1, T, D, 1.0f, g, D, j->v + ko, C,
                 0.0f, dp, T);
-    float s = 0.0f;
-    for (int t = 0; t < T; t++)
-      s += p[t] * dp[t];
-    for (int t = 0; t < T; t++)
-      dp[t] = p[t] * (dp[t] - s);
+    ct_softmax_row_backward(dp, p, T);
     ct_round(j->prec, dp, T);
     /* dq (D) += scale dp k;  dk (T, D) += scale dp^T q */
     ct_sgemm(FALSE, FALSE, 1, D, T, scale, dp, T, j->k + ko, C,

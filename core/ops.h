@@ -83,6 +83,15 @@ void ct_attention_backward(float *dqkv, float *scratch, const float *dout,
                            const float *qkv, const float *att, int B, int T, int C, int H,
                            CtPrecision prec);
 
+/* ---- one row's softmax (op_softmax.c) ----
+ * row: (T); its first N scores become probabilities, the rest 0.  The
+ * sums run in 16 float lanes (element c in lane c % 16, the lanes summed
+ * pairwise: i and i + 8, then + 4, + 2, + 1), the same bits on every CPU. */
+void ct_softmax_row(float *row, int n, int T);
+/* d: (T) in as dL/dp, out as dL/dscores = p * (d - sum(p * d)), the sum in
+ * the same lanes; p: (T) the probabilities. */
+void ct_softmax_row_backward(float *d, const float *p, int T);
+
 /* ---- token embedding plus positional embedding ---- */
 /* out: (B, T, C); tokens: (B, T) in [0, V); wte: (V, C); wpe: (T_max >= T, C) */
 void ct_token_embed_forward(float *out, const int32_t *tokens, const float *wte,

@@ -252,6 +252,46 @@ test_layernorm_lanes(void)
   }
 }
 
+/* Attention's softmax rows against a scalar rewrite of op_softmax.c's
+ * documented order (lane_sum_ref above), bit for bit, on each exp path. */
+static void
+test_softmax_lanes(void)
+{
+  static const int lens[] = { 5, 16, 50, 77 };
+  int top = ct_vmath_level();
+  for (int level = 0; level <= top; level++) {
+    ct_vmath_force(level);
+    for (gsize k = 0; k < G_N_ELEMENTS(lens); k++) {
+      int T = lens[k];
+      int ns[] = { 1, T / 2 + 1, T };
+      for (int z = 0; z < 3; z++) {
+        int n = ns[z];
+        g_autofree float *row = randn(T, 4), *ref = g_memdup2(row, sizeof(float) * T);
+        g_autofree float *d = randn(T, 1), *dref = g_memdup2(d, sizeof(float) * T);
+        ct_softmax_row(row, n, T);
+        float mx = ref[0];
+        for (int c = 1; c < n; c++)
+          mx = MAX(mx, ref[c]);
+        for (int c = 0; c < n; c++)
+          ref[c] = ct_exp_scalar(ref[c] - mx);
+        float inv = 1.0f / lane_sum_ref(ref, n, 0.0f);
+        for (int c = 0; c < T; c++)
+          ref[c] = c < n ? ref[c] * inv : 0.0f;
+        g_assert_cmpmem(ref, sizeof(float) * T, row, sizeof(float) * T);
+        ct_softmax_row_backward(d, row, T);
+        g_autofree float *pd = g_new(float, T);
+        for (int c = 0; c < T; c++)
+          pd[c] = row[c] * dref[c];
+        float dot = lane_sum_ref(pd, T, 0.0f);
+        for (int c = 0; c < T; c++)
+          dref[c] = row[c] * (dref[c] - dot);
+        g_assert_cmpmem(dref, sizeof(float) * T, d, sizeof(float) * T);
+      }
+    }
+  }
+  ct_vmath_force(-1);
+}
+
 /* ------------------------------------------------------------ QuickGELU */
 
 typedef struct {
@@ -774,6 +814,7 @@ main(int argc, char **argv)
   g_test_add_func("/ops/matmul", test_matmul);
   g_test_add_func("/ops/layernorm", test_layernorm);
   g_test_add_func("/ops/layernorm-lanes", test_layernorm_lanes);
+  g_test_add_func("/ops/softmax-lanes", test_softmax_lanes);
   g_test_add_func("/ops/quickgelu", test_quickgelu);
   g_test_add_func("/ops/attention", test_attention);
   g_test_add_func("/ops/attention-causal", test_attention_causal);
