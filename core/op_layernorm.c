@@ -28,12 +28,7 @@ forward_row(float *y, float *mean, float *rstd, const float *x, const float *w,
             const float *b, int C)
 {
   int full = C / 16 * 16, tail = C - full;
-  V16 s = v16_set1(0.0f);
-  for (int c = 0; c < full; c += 16)
-    s += v16_load(x + c);
-  if (tail)
-    s += v16_load_part(x + full, tail, 0.0f);
-  float m = v16_sum(s) / (float) C;
+  float m = v16_row_sum(x, C) / (float) C;
   V16 vm = v16_set1(m), q = v16_set1(0.0f);
   for (int c = 0; c < full; c += 16) {
     V16 d = v16_load(x + c) - vm;

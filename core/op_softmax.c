@@ -36,13 +36,8 @@ row_max(const float *x, int n)
 CT_CLONES static void
 normalise(float *row, int n, int T)
 {
-  int full = n / 16 * 16, tail = n - full;
-  V16 s = v16_set1(0.0f);
-  for (int c = 0; c < full; c += 16)
-    s += v16_load(row + c);
-  if (tail)
-    s += v16_load_part(row + full, tail, 0.0f);
-  float inv = 1.0f / v16_sum(s);
+  int full = n / 16 * 16;
+  float inv = 1.0f / v16_row_sum(row, n);
   V16 vinv = v16_set1(inv);
   for (int c = 0; c < full; c += 16)
     v16_store(row + c, v16_load(row + c) * vinv);

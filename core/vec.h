@@ -77,4 +77,18 @@ v16_sum(V16 a)
   return l[0];
 }
 
+/* x[0 .. n) summed in the lanes (element c in lane c % 16), then
+ * v16_sum's tree. */
+CT_INLINE float
+v16_row_sum(const float *x, int n)
+{
+  int full = n / 16 * 16;
+  V16 s = v16_set1(0.0f);
+  for (int c = 0; c < full; c += 16)
+    s += v16_load(x + c);
+  if (n > full)
+    s += v16_load_part(x + full, n - full, 0.0f);
+  return v16_sum(s);
+}
+
 #endif
