@@ -66,6 +66,9 @@ void ct_quickgelu_backward(float *din, const float *dout, const float *in, size_
 /* ---- element-wise ---- */
 /* acc: (n) += x: (n) */
 void ct_add_inplace(float *acc, const float *x, size_t n);
+/* x: (n) = 0, on the pool in 64 KiB tasks (a memset on one thread was
+ * the step's largest pass that did not scale with threads). */
+void ct_zero(float *x, size_t n);
 
 /* ---- multi-head self-attention core (after in_proj, before out_proj) ----
  * qkv: (B, T, 3C) packed as nn.MultiheadAttention's in_proj: q | k | v.

@@ -73,11 +73,11 @@ ct_vision_backward(CtModel *m, const float *dfeat)
   PROF(CT_PROF_ELEMENTWISE, memset(sc->drow, 0, sizeof(float) * (size_t) B * W));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->drow, g->ln_post_w, g->ln_post_b, sc->dln,
        a->rows, a->ln_post_mean, a->ln_post_rstd, p->ln_post_w, B, W));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dx, 0, sizeof(float) * (size_t) B * T * W));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dx, (size_t) B * T * W));
   PROF(CT_PROF_EMBED, ct_rows_scatter_add(sc->dx, sc->drow, a->cls_idx, B, T, W));
   ct_stack_backward(&a->stack, sc, B);
   /* dx now holds d ln_pre output; dA receives d x0 */
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dA, 0, sizeof(float) * (size_t) B * T * W));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, (size_t) B * T * W));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->dA, g->ln_pre_w, g->ln_pre_b, sc->dx, a->x0,
        a->ln_pre_mean, a->ln_pre_rstd, p->ln_pre_w, B * T, W));
   float *dpatch = sc->dqkv; /* (B*GG, W), free at this point */
@@ -137,7 +137,7 @@ ct_text_backward(CtModel *m, const float *dfeat)
   PROF(CT_PROF_ELEMENTWISE, memset(sc->drow, 0, sizeof(float) * (size_t) B * C));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->drow, g->ln_f_w, g->ln_f_b, sc->dln, a->rows,
        a->ln_f_mean, a->ln_f_rstd, p->ln_f_w, B, C));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dx, 0, sizeof(float) * (size_t) B * T * C));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dx, (size_t) B * T * C));
   PROF(CT_PROF_EMBED, ct_rows_scatter_add(sc->dx, sc->drow, a->eot, B, T, C));
   ct_stack_backward(&a->stack, sc, B);
   PROF(CT_PROF_EMBED, ct_token_embed_backward(g->wte, g->wpe, sc->dx, a->tokens, B, T, C));

@@ -192,11 +192,11 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
    * output is recomputed from fc (cheap) rather than saved (4C a token) */
   PROF(CT_PROF_GELU, ct_quickgelu_forward(a->gelu, a->fc, 4 * nc));
   PROF(CT_PROF_ELEMENTWISE, ct_round(pr, a->gelu, 4 * nc));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dfc, 0, sizeof(float) * 4 * nc));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dfc, 4 * nc));
   PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dfc, g->proj_w, g->proj_b, dy, a->gelu,
        p->proj_w, N, 4 * C, C));
   PROF(CT_PROF_GELU, ct_quickgelu_backward(sc->dfc, sc->dfc, a->fc, 4 * nc));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dA, 0, sizeof(float) * nc));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, nc));
   if (pr == CT_PRECISION_FP32) /* not saved at float32: the same bits again */
     PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w,
          p->ln2_b, N, C));
@@ -208,13 +208,13 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
   /* attention branch: xmid = x + out_proj(attn(in_proj(ln_1(x)))) */
   if (pr != CT_PRECISION_FP32)
     PROF(CT_PROF_ELEMENTWISE, ct_round_copy(pr, sc->dr, dx, nc));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dA, 0, sizeof(float) * nc));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, nc));
   PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->out_w, g->out_b, dy, a->atty,
        p->out_w, N, C, C));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dqkv, 0, sizeof(float) * 3 * nc));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dqkv, 3 * nc));
   PROF(CT_PROF_ATTENTION, ct_attention_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att, B, T,
        C, s->H, pr));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dA, 0, sizeof(float) * nc));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, nc));
   if (pr == CT_PRECISION_FP32)
     PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w,
          p->ln1_b, N, C));
