@@ -1,5 +1,5 @@
-/* op_gelu.c: QuickGELU, x * sigmoid(1.702 x), the residual add and
- * buffers cleared on the pool. */
+/* op_gelu.c: QuickGELU, x * sigmoid(1.702 x), and the vectorised exp
+ * behind it and softmax. */
 #include "config.h"
 
 #include "ops.h"
@@ -127,39 +127,6 @@ ct_quickgelu_backward(float *din, const float *dout, const float *in, size_t n)
 {
   EwJob j = { .out = din, .in = in, .dout = dout };
   ct_parallel_for(n, 16384, gelu_backward_range, &j);
-}
-
-static void
-add_range(void *ctx, size_t begin, size_t end, int thread)
-{
-  const EwJob *j = ctx;
-  for (size_t i = begin; i < end; i++)
-    j->out[i] += j->in[i];
-}
-
-void
-ct_add_inplace(float *acc, const float *x, size_t n)
-{
-  EwJob j = { .out = acc, .in = x };
-  ct_parallel_for(n, 65536, add_range, &j);
-}
-
-/* Floats a task of ct_zero clears at once (64 KiB). */
-#define CT_ZERO_CHUNK 16384
-
-static void
-zero_range(void *ctx, size_t begin, size_t end, int thread)
-{
-  float *x = ctx;
-  memset(x + begin * CT_ZERO_CHUNK, 0, sizeof(float) * (end - begin) * CT_ZERO_CHUNK);
-}
-
-void
-ct_zero(float *x, size_t n)
-{
-  size_t chunks = n / CT_ZERO_CHUNK;
-  ct_parallel_for(chunks, 4, zero_range, x);
-  memset(x + chunks * CT_ZERO_CHUNK, 0, sizeof(float) * (n % CT_ZERO_CHUNK));
 }
 
 /* ---------------------------------------------------------------- exp */

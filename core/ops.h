@@ -63,7 +63,7 @@ void ct_quickgelu_forward(float *out, const float *in, size_t n);
 /* din: (n) is SET to dout * f'(in), not accumulated; din may alias dout. */
 void ct_quickgelu_backward(float *din, const float *dout, const float *in, size_t n);
 
-/* ---- element-wise ---- */
+/* ---- element-wise (op_elementwise.c) ---- */
 /* acc: (n) += x: (n) */
 void ct_add_inplace(float *acc, const float *x, size_t n);
 /* x: (n) = 0, on the pool in 64 KiB tasks (a memset on one thread was

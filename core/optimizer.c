@@ -69,7 +69,6 @@ struct CtOptimizer {
   double *lr_mult;   /* (n_tensors) */
   int64_t *steps;    /* (n_tensors) each tensor's t */
   gboolean *ahead;   /* (n_tensors) stepped by ct_optimizer_step_range() in this step */
-  gboolean any_ahead;
   GHashTable *index; /* tensor name (borrowed from the model) -> 1 + index */
   size_t shard_off, shard_n; /* the range whose state is kept: (0, n_params) unless sharded */
   float *buf[2];     /* (shard_n) each, for parameters [shard_off, +shard_n); buf[1] NULL for sgd */
@@ -542,10 +541,10 @@ bf16_load(uint16_t h)
   return f;
 }
 
-/* The random bits: murmur3's finaliser of (element, step, buffer), in
- * 32-bit integer operations that vectorise. */
-/* (element I, step TB) -> 32 random bits, for a uint32_t or a vector of
- * them: the one definition behind sr_bits, sr_bits4 and sr_bits16. */
+/* The random bits: murmur3's finaliser of (element I, step and buffer
+ * TB), in 32-bit integer operations that vectorise, for a uint32_t or a
+ * vector of them: the one definition behind sr_bits, sr_bits4 and
+ * sr_bits16. */
 #define SR_HASH(x, i, tb)                       \
   do {                                          \
     (x) = (i) * 0x9e3779b1u ^ (tb) * 0x85ebca77u; \
@@ -836,10 +835,7 @@ optimizer_step(CtOptimizer *opt)
   for (size_t ti = 0; ti < opt->n_tensors; ti++)
     if (!opt->frozen[ti] && !opt->ahead[ti])
       step_tensor(opt, ti, opt->step);
-  if (opt->any_ahead) {
-    memset(opt->ahead, 0, opt->n_tensors * sizeof *opt->ahead);
-    opt->any_ahead = FALSE;
-  }
+  memset(opt->ahead, 0, opt->n_tensors * sizeof *opt->ahead);
 }
 
 static void
@@ -852,7 +848,6 @@ optimizer_step_range(CtOptimizer *opt, size_t offset, size_t n)
       continue;
     step_tensor(opt, ti, opt->step + 1);
     opt->ahead[ti] = TRUE;
-    opt->any_ahead = TRUE;
   }
 }
 
