@@ -31,6 +31,7 @@
 #include <cliptrain/ct-common.h>
 
 #include <cblas.h>
+#include <string.h>
 
 /* The smallest block worth a thread, in multiply-adds; see above. */
 #define CT_GEMM_BLOCK_MNK (1u << 23)
@@ -98,6 +99,9 @@ gemm_block(const CtGemm *g, int lo, int hi)
   CBLAS_TRANSPOSE ta = g->ta ? CblasTrans : CblasNoTrans;
   CBLAS_TRANSPOSE tb = g->tb ? CblasTrans : CblasNoTrans;
   const float *a = g->ta ? g->A + lo : g->A + (size_t) lo * g->lda;
+  if (g->bias)
+    for (int r = lo; r < hi; r++)
+      memcpy(g->C + (size_t) r * g->ldc, g->bias, sizeof(float) * (size_t) g->N);
   cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, g->N, g->K, g->alpha, a, g->lda, g->B, g->ldb,
               g->beta, g->C + (size_t) lo * g->ldc, g->ldc);
 }
@@ -151,6 +155,6 @@ ct_sgemm(gboolean trans_a, gboolean trans_b, int M, int N, int K, float alpha, c
 {
   if (M <= 0 || N <= 0)
     return;
-  CtGemm g = { trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc };
+  CtGemm g = { trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL };
   ct_sgemm_many(&g, 1);
 }

@@ -18,6 +18,10 @@ typedef struct {
   float beta;
   float *C; /* (M, N) */
   int ldc;
+  /* (N) or NULL: each row of C is set to it before the product (BETA must
+   * then be 1), by the thread that computes the row, so a bias broadcast
+   * costs no pass of its own on one thread */
+  const float *bias;
 } CtGemm;
 
 #define CT_GEMM_MANY_MAX 4

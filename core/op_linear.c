@@ -44,14 +44,10 @@ void
 ct_linear_forward(float *out, const float *in, const float *w, const float *b,
                   int N, int C, int OC)
 {
-  float beta = 0.0f;
-  if (b) {
-    for (int n = 0; n < N; n++)
-      memcpy(out + (size_t) n * OC, b, sizeof(float) * OC);
-    beta = 1.0f;
-  }
-  ct_sgemm(FALSE, TRUE, N, OC, C, 1.0f, in, C, w, C, beta,
-              out, OC);
+  /* out's rows start as the bias (copied inside each thread's block of
+   * rows), and the product adds to them */
+  CtGemm g = { FALSE, TRUE, N, OC, C, 1.0f, in, C, w, C, b ? 1.0f : 0.0f, out, OC, b };
+  ct_sgemm_many(&g, 1);
 }
 
 void
@@ -62,9 +58,9 @@ ct_linear_backward(float *din, float *dw, float *db, const float *dout,
   CtGemm g[2];
   int n = 0;
   if (din)
-    g[n++] = (CtGemm) { FALSE, FALSE, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, din, C };
+    g[n++] = (CtGemm) { FALSE, FALSE, N, C, OC, 1.0f, dout, OC, w, C, 1.0f, din, C, NULL };
   if (dw)
-    g[n++] = (CtGemm) { TRUE, FALSE, OC, C, N, 1.0f, dout, OC, in, C, 1.0f, dw, C };
+    g[n++] = (CtGemm) { TRUE, FALSE, OC, C, N, 1.0f, dout, OC, in, C, 1.0f, dw, C, NULL };
   if (n)
     ct_sgemm_many(g, n);
   if (db) {
@@ -87,9 +83,9 @@ ct_matmul_backward(float *din, float *dw, const float *dout, const float *in,
   CtGemm g[2];
   int n = 0;
   if (din)
-    g[n++] = (CtGemm) { FALSE, TRUE, N, C, E, 1.0f, dout, E, w, E, 1.0f, din, C };
+    g[n++] = (CtGemm) { FALSE, TRUE, N, C, E, 1.0f, dout, E, w, E, 1.0f, din, C, NULL };
   if (dw)
-    g[n++] = (CtGemm) { TRUE, FALSE, C, E, N, 1.0f, in, C, dout, E, 1.0f, dw, E };
+    g[n++] = (CtGemm) { TRUE, FALSE, C, E, N, 1.0f, in, C, dout, E, 1.0f, dw, E, NULL };
   if (n)
     ct_sgemm_many(g, n);
 }
