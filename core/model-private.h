@@ -185,12 +185,21 @@ struct CtModel {
   CtScratch sc;
   CtBackwardHook hook;
   void *hook_data;
+  gboolean grads_released;     /* ct_model_release_grads has handed pages back */
   gboolean training;           /* BatchNorm mode (TRUE by default) */
   size_t n_buffers;
   float *buffers;              /* (n_buffers) BatchNorm running statistics */
   GArray *buf_infos;           /* of CtParamInfo, offsets into buffers */
   CtResNet rn;                 /* the image tower when cfg is a ResNet */
 };
+
+/* Called by a backward before it writes the N gradients at G (inside
+ * M's gradient buffer).  Once pages have been released, their products
+ * would fault each page twice (a read of the zero page, since C is
+ * accumulated into, then a copy on write); this populates the range in
+ * one call instead.  Best effort: nothing happens where the kernel lacks
+ * MADV_POPULATE_WRITE (Linux 5.14). */
+void ct_model_prepare_grads(const struct CtModel *m, float *g, size_t n);
 
 /* transformer.c */
 /* Bytes of one slot of S's store; HALF: 16-bit tensors. */

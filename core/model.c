@@ -517,11 +517,41 @@ ct_model_release_grads(CtModel *m, size_t offset, size_t n)
   char *plo = (char *) (((uintptr_t) lo + page - 1) & ~(uintptr_t) (page - 1));
   char *phi = (char *) ((uintptr_t) hi & ~(uintptr_t) (page - 1));
   if (phi > plo && madvise(plo, (size_t) (phi - plo), MADV_DONTNEED) == 0) {
+    m->grads_released = TRUE;
     memset(lo, 0, (size_t) (plo - lo));
     memset(phi, 0, (size_t) (hi - phi));
   } else {
     memset(lo, 0, (size_t) (hi - lo));
   }
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* The kernel clears each page it populates: the range is shared out
+ * among the pool's threads in 1 MiB pieces. */
+#define POPULATE_CHUNK ((size_t) 1 << 20)
+
+static void
+populate_range(void *ctx, size_t begin, size_t end, int thread)
+{
+  (void) thread;
+  char *const *r = ctx; /* page-aligned [lo, hi) */
+  char *lo = r[0] + begin * POPULATE_CHUNK;
+  char *hi = MIN(r[0] + end * POPULATE_CHUNK, r[1]);
+  madvise(lo, (size_t) (hi - lo), MADV_POPULATE_WRITE); /* best effort */
+}
+
+void
+ct_model_prepare_grads(const CtModel *m, float *g, size_t n)
+{
+  if (!m->grads_released || n == 0)
+    return;
+  long page = sysconf(_SC_PAGESIZE);
+  char *r[2] = { (char *) ((uintptr_t) g & ~(uintptr_t) (page - 1)), (char *) (g + n) };
+  size_t chunks = ((size_t) (r[1] - r[0]) + POPULATE_CHUNK - 1) / POPULATE_CHUNK;
+  ct_parallel_for(chunks, 1, populate_range, r);
 }
 
 size_t

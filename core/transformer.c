@@ -180,6 +180,8 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
   int T = s->Tr, C = s->C, N = B * T;
   size_t nc = (size_t) N * C;
   float *dx = sc->dx;
+  /* a block's tensors are contiguous, from in_proj_weight to ln_2.bias */
+  ct_model_prepare_grads(s->owner, g->in_w, (size_t) (g->ln2_b + C - g->in_w));
   /* at half precision the products see a rounded copy of the residual
    * gradient, which itself stays float32 */
   float *dy = dx;
@@ -224,7 +226,6 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
        a->rstd1, p->ln1_w, N, C));
   const struct CtModel *m = s->owner;
   if (m->hook) {
-    /* a block's tensors are contiguous, from in_proj_weight to ln_2.bias */
     size_t off = (size_t) (g->in_w - m->grads);
     size_t n = (size_t) (g->ln2_b + C - g->in_w);
     m->hook(m->hook_data, off, n);
