@@ -8,8 +8,11 @@ training step (forward, contrastive loss, backward, AdamW step, zero_grad),
 then times --steps such steps and prints one JSON line:
 
   {"impl": "pytorch", "torch": ..., "preset": ..., "batch": ...,
-   "threads": ..., "samples_per_s": ..., "step_ms": ..., "gflop_per_s": ...,
-   "peak_rss_mib": ...}
+   "threads": ..., "blas_threads": ..., "samples_per_s": ..., "step_ms": ...,
+   "gflop_per_s": ..., "peak_rss_mib": ...}
+
+blas_threads is OpenBLAS's thread count as set by torch_clip.set_threads
+(torch.set_num_threads alone leaves OpenBLAS on every core).
 
 step_ms is the median step time; samples_per_s = batch / median step time;
 gflop_per_s = clip_train_step_flops(cfg, batch) / median step time, where
@@ -67,7 +70,10 @@ def main(argv=None):
     if a.steps < 1 or a.batch < 1:
         ap.error("--steps and --batch must be >= 1")
 
-    torch.set_num_threads(a.threads)
+    blas_threads = tc.set_threads(a.threads)
+    if blas_threads is None:
+        print("torch_bench: no loaded BLAS has openblas_set_num_threads; its thread "
+              "count is its own", file=sys.stderr)
     torch.manual_seed(a.seed)
     model = tc.build_model(cfg).float().train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98),
@@ -97,6 +103,7 @@ def main(argv=None):
         "preset": a.preset,
         "batch": a.batch,
         "threads": a.threads,
+        "blas_threads": blas_threads,
         "samples_per_s": round(a.batch / med, 4),
         "step_ms": round(med * 1000.0, 3),
         "gflop_per_s": round(flops / med / 1e9, 3),

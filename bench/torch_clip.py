@@ -17,13 +17,17 @@ Besides the model this module holds:
   safetensors reader/writer (F32 and I64 only), since no safetensors Python
   package is available here;
 * ``CONFIG_KEYS`` and ``PRESETS``: the model configuration keys in the order
-  the golden case files store them, and the benchmark presets.
+  the golden case files store them, and the benchmark presets;
+* ``set_threads``: the benchmarks' thread count, for torch and for the
+  OpenBLAS it calls.
 
 Only Debian's system python with torch (1.13) and numpy is needed.
 """
 
+import ctypes
 import json
 import math
+import os
 import struct
 from collections import OrderedDict
 
@@ -427,6 +431,29 @@ class CLIP(nn.Module):
         logits_per_image = logit_scale * image_features @ text_features.t()
         logits_per_text = logits_per_image.t()
         return logits_per_image, logits_per_text
+
+
+def set_threads(n):
+    """Run torch's own kernels and the BLAS it calls on N threads.
+
+    torch.set_num_threads does not reach OpenBLAS, which Debian's torch
+    calls through libblas.so.3: OpenBLAS keeps the thread count it read
+    when it loaded (every core, unless OPENBLAS_NUM_THREADS says), so a
+    "1 thread" run multiplied its matrices on all cores (168% CPU here).
+    Returns the BLAS's thread count afterwards, or None when no loaded
+    library has openblas_set_num_threads."""
+    torch.set_num_threads(n)
+    with open("/proc/self/maps") as maps:
+        paths = sorted({ln.split()[-1] for ln in maps
+                        if ln.rstrip().endswith(".so") or ".so." in ln})
+    for path in paths:
+        if "blas" not in os.path.basename(path):
+            continue
+        lib = ctypes.CDLL(path)  # already loaded: the same handle
+        if hasattr(lib, "openblas_set_num_threads"):
+            lib.openblas_set_num_threads(ctypes.c_int(n))
+            return lib.openblas_get_num_threads()
+    return None
 
 
 def clip_forward_features(model, image, text):

@@ -258,7 +258,7 @@ def main(argv=None):
     r = load_recipe(a.recipe_yaml)
     cfg, bs = r["cfg"], r["batch_size"]
     epochs = a.epochs if a.epochs is not None else r["epochs"]
-    torch.set_num_threads(a.threads or r["threads"])
+    tc.set_threads(a.threads or r["threads"])
     torch.manual_seed(r["seed"])
 
     t0 = time.perf_counter()
