@@ -16,6 +16,13 @@
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
+#if defined(__SANITIZE_ADDRESS__) /* GCC */
+#define CT_TEST_ASAN 1
+#elif defined(__has_feature) /* clang */
+#if __has_feature(address_sanitizer)
+#define CT_TEST_ASAN 1
+#endif
+#endif
 
 static char *tmpdir;
 
@@ -550,7 +557,7 @@ fault_hook(void *data, size_t off, size_t n)
 static const char *
 fault_counts_unusable(void)
 {
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef CT_TEST_ASAN
   return "AddressSanitizer's shadow memory faults too";
 #endif
   long page = sysconf(_SC_PAGESIZE);
