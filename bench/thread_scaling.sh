@@ -10,7 +10,8 @@
 # kernels that cliptrain picks), then the same three on N threads.  The
 # machine's speed drifts, and a lone busy core often runs faster than two
 # (turbo), so single runs mislead: the table gives medians over the
-# rounds, and the scaling of each row is the ratio of its two medians.
+# rounds, and the scaling of each row is the ratio of its two medians;
+# a last line gives each program's scaling over sgemm's.
 # sgemm's row is the ceiling a step's scaling can be held to.
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
@@ -66,4 +67,16 @@ row() { # NAME FILE FIELD UNIT
 row "cblas_sgemm 2048 ($core kernels)" sgemm sgemm_gflop_per_s GFLOP/s
 row "cliptrain" cliptrain samples_per_s samples/s
 [ "$torch" = 1 ] && row "PyTorch, OPENBLAS_CORETYPE=$core" torch samples_per_s samples/s
+# A lone core's speed moves a lot on shared machines, and it moves sgemm's
+# scaling as much as a step's: the step's scaling against sgemm's in the
+# same rounds is the steadier figure.
+ratio() { # FILE FIELD: scaling of FILE's FIELD over sgemm's
+  awk -v a="$(median "$tmp/$1.1" "$2")" -v b="$(median "$tmp/$1.$threads" "$2")" \
+    -v sa="$(median "$tmp/sgemm.1" sgemm_gflop_per_s)" \
+    -v sb="$(median "$tmp/sgemm.$threads" sgemm_gflop_per_s)" \
+    'BEGIN { printf "%.2f", (b / a) / (sb / sa) }'
+}
+echo
+echo "cliptrain's scaling is $(ratio cliptrain samples_per_s) of sgemm's in the same rounds"
+[ "$torch" = 1 ] && echo "PyTorch's scaling is $(ratio torch samples_per_s) of sgemm's in the same rounds"
 exit 0
