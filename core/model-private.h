@@ -185,7 +185,8 @@ struct CtModel {
   CtScratch sc;
   CtBackwardHook hook;
   void *hook_data;
-  gboolean grads_released;     /* ct_model_release_grads has handed pages back */
+  gboolean grads_released;     /* pages handed back by ct_model_release_grads since the last
+                                * ct_model_zero_grad */
   gboolean training;           /* BatchNorm mode (TRUE by default) */
   size_t n_buffers;
   float *buffers;              /* (n_buffers) BatchNorm running statistics */

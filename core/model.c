@@ -503,6 +503,7 @@ void
 ct_model_zero_grad(CtModel *m)
 {
   ct_zero(m->grads, m->n_params);
+  m->grads_released = FALSE; /* every page written: resident again */
 }
 
 void

@@ -164,7 +164,8 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
   int P = b->P;
   /* a block's tensors are contiguous, conv1.weight to its last BN bias */
   const float *last = b->ds ? b->g.ds_bn.b : b->g.bn3.b;
-  ct_model_prepare_grads(m, b->g.conv1_w, (size_t) (last + 4 * P - b->g.conv1_w));
+  size_t grads_n = (size_t) (last + 4 * P - b->g.conv1_w);
+  ct_model_prepare_grads(m, b->g.conv1_w, grads_n);
   PROF(CT_PROF_ELEMENTWISE, ct_relu_backward(dy, b->y, No * 4 * P));
   /* main branch, backwards */
   bn_bwd(rn, t1, &b->g.bn3, dy, b->c3, b->stats + 4 * P, &b->p.bn3, No, 4 * P);
@@ -194,10 +195,8 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
   } else {
     PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(dx, dy, No * 4 * P));
   }
-  if (m->hook) {
-    size_t off = (size_t) (b->g.conv1_w - m->grads);
-    m->hook(m->hook_data, off, (size_t) (last + 4 * P - b->g.conv1_w));
-  }
+  if (m->hook)
+    m->hook(m->hook_data, (size_t) (b->g.conv1_w - m->grads), grads_n);
 }
 
 void

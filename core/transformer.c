@@ -181,7 +181,8 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
   size_t nc = (size_t) N * C;
   float *dx = sc->dx;
   /* a block's tensors are contiguous, from in_proj_weight to ln_2.bias */
-  ct_model_prepare_grads(s->owner, g->in_w, (size_t) (g->ln2_b + C - g->in_w));
+  size_t grads_n = (size_t) (g->ln2_b + C - g->in_w);
+  ct_model_prepare_grads(s->owner, g->in_w, grads_n);
   /* at half precision the products see a rounded copy of the residual
    * gradient, which itself stays float32 */
   float *dy = dx;
@@ -225,11 +226,8 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
   PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(dx, g->ln1_w, g->ln1_b, sc->dA, a->x, a->mean1,
        a->rstd1, p->ln1_w, N, C));
   const struct CtModel *m = s->owner;
-  if (m->hook) {
-    size_t off = (size_t) (g->in_w - m->grads);
-    size_t n = (size_t) (g->ln2_b + C - g->in_w);
-    m->hook(m->hook_data, off, n);
-  }
+  if (m->hook)
+    m->hook(m->hook_data, (size_t) (g->in_w - m->grads), grads_n);
 }
 
 /* ---------------------------------------------------------------- segments */
