@@ -249,10 +249,14 @@ layer_hook(void *data, size_t offset, size_t n)
   L->ready_n = n;
   L->layer_status = run_event(L, CT_EVENT_AFTER_LAYER_BACKWARD);
   if (L->layer_status == CT_STATUS_OK && L->step_in_backward) {
-    /* the block's gradients are final: step it now, and give its
-     * gradient pages back, so the whole buffer is never resident */
-    ct_optimizer_step_range(L->opt, offset, n);
-    ct_model_release_grads(L->model, offset, n);
+    /* the block's gradients are final: step it now.  They are in the
+     * model's block scratch, which the next block overwrites, so the
+     * whole buffer is never resident; or, if the scratch is off, in the
+     * flat buffer, whose pages are given back */
+    float *g = ct_model_ready_grads(L->model);
+    ct_optimizer_step_range_from(L->opt, offset, n, g);
+    if (g == ct_model_grads(L->model) + offset)
+      ct_model_release_grads(L->model, offset, n);
   }
 }
 

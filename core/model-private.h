@@ -57,7 +57,7 @@ typedef struct CtStack {
   int L, T, C, H, causal, max_B;
   int Tr;                      /* tokens of the current pass, <= T (text trimming) */
   CtBlock *p, *g;              /* (L) parameter and gradient views */
-  const struct CtModel *owner; /* precision, hook */
+  struct CtModel *owner;       /* precision, hook, block scratch */
   int nseg, seglen;
   float *seg_in;               /* (nseg, max_B*T, C) segment inputs; [0] is the stack's input */
   float *out;                  /* (max_B*T, C) the last block's output */
@@ -187,6 +187,10 @@ struct CtModel {
   void *hook_data;
   gboolean grads_released;     /* pages handed back by ct_model_release_grads since the last
                                 * ct_model_zero_grad */
+  float *block_grads;          /* (block_grads_n) one residual block's gradients, or NULL:
+                                * ct_model_set_block_grads_scratch */
+  size_t block_grads_n;        /* the largest block's gradient count */
+  float *ready_grads;          /* during the backward hook: the block's final gradients */
   gboolean training;           /* BatchNorm mode (TRUE by default) */
   size_t n_buffers;
   float *buffers;              /* (n_buffers) BatchNorm running statistics */
@@ -194,13 +198,29 @@ struct CtModel {
   CtResNet rn;                 /* the image tower when cfg is a ResNet */
 };
 
-/* Called by a backward before it writes the N gradients at G (inside
- * M's gradient buffer).  Once pages have been released, their products
- * would fault each page twice (a read of the zero page, since C is
- * accumulated into, then a copy on write); this populates the range in
- * one call instead.  Best effort: nothing happens where the kernel lacks
- * MADV_POPULATE_WRITE (Linux 5.14). */
-void ct_model_prepare_grads(const struct CtModel *m, float *g, size_t n);
+/* A transformer block's gradient count: its tensors are contiguous, from
+ * in_proj_weight to ln_2.bias, at width C. */
+static inline size_t
+ct_block_grads_n(const CtBlock *g, int C)
+{
+  return (size_t) (g->ln2_b + C - g->in_w);
+}
+
+/* Called by a residual block's backward before it writes its N gradients,
+ * whose place in M's flat gradient buffer is G; returns where to write
+ * them instead (the block shifts its gradient views by the difference):
+ * - with the block scratch on (ct_model_set_block_grads_scratch), the
+ *   scratch, cleared on the pool;
+ * - otherwise G itself.  Once pages have been released there, their
+ *   products would fault each page twice (a read of the zero page, since
+ *   C is accumulated into, then a copy on write); the range is populated
+ *   in one call instead.  Best effort: nothing happens where the kernel
+ *   lacks MADV_POPULATE_WRITE (Linux 5.14). */
+float *ct_model_block_grads(struct CtModel *m, float *g, size_t n);
+/* After that block's backward: its N gradients, placed at G in the flat
+ * buffer, are final at AT (ct_model_block_grads's answer); calls the
+ * backward hook. */
+void ct_model_block_done(struct CtModel *m, const float *g, float *at, size_t n);
 
 /* transformer.c */
 /* Bytes of one slot of S's store; HALF: 16-bit tensors. */
@@ -229,5 +249,8 @@ void ct_resnet_carve(CtArena *a, CtModel *m);
 /* resnet.c: features into m->va.feat / featn / norm */
 void ct_resnet_forward(CtModel *m, const float *images, int B);
 void ct_resnet_backward(CtModel *m, const float *dfeat);
+/* A Bottleneck's gradient count: its tensors are contiguous, from
+ * conv1.weight to its last BatchNorm's bias. */
+size_t ct_bottleneck_grads_n(const CtBottleneck *b);
 
 #endif

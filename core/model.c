@@ -458,6 +458,7 @@ ct_model_free(CtModel *m)
   g_free(m->params);
   if (m->grads)
     munmap(m->grads, grads_bytes(m->n_params));
+  g_free(m->block_grads);
   g_free(m->arena);
   g_free(m->va.cls_idx);
   g_free(m->ta.eot);
@@ -544,8 +545,9 @@ populate_range(void *ctx, size_t begin, size_t end, int thread)
   madvise(lo, (size_t) (hi - lo), MADV_POPULATE_WRITE); /* best effort */
 }
 
-void
-ct_model_prepare_grads(const CtModel *m, float *g, size_t n)
+/* Populates the released pages of [G, G + N) on the pool. */
+static void
+prepare_grads(const CtModel *m, float *g, size_t n)
 {
   if (!m->grads_released || n == 0)
     return;
@@ -553,6 +555,74 @@ ct_model_prepare_grads(const CtModel *m, float *g, size_t n)
   char *r[2] = { (char *) ((uintptr_t) g & ~(uintptr_t) (page - 1)), (char *) (g + n) };
   size_t chunks = ((size_t) (r[1] - r[0]) + POPULATE_CHUNK - 1) / POPULATE_CHUNK;
   ct_parallel_for(chunks, 1, populate_range, r);
+}
+
+float *
+ct_model_block_grads(CtModel *m, float *g, size_t n)
+{
+  if (!m->block_grads) {
+    prepare_grads(m, g, n);
+    return g;
+  }
+  g_assert(n <= m->block_grads_n);
+  ct_zero(m->block_grads, n);
+  return m->block_grads;
+}
+
+void
+ct_model_block_done(CtModel *m, const float *g, float *at, size_t n)
+{
+  if (!m->hook)
+    return;
+  m->ready_grads = at;
+  m->hook(m->hook_data, (size_t) (g - m->grads), n);
+  m->ready_grads = NULL;
+}
+
+float *
+ct_model_ready_grads(CtModel *m)
+{
+  g_return_val_if_fail(m != NULL, NULL);
+  return m->ready_grads;
+}
+
+/* The most gradients of any residual block: a transformer block of either
+ * tower, or a ResNet Bottleneck. */
+static size_t
+largest_block(const CtModel *m)
+{
+  size_t most = 0;
+  const CtStack *st[2] = { &m->va.stack, &m->ta.stack };
+  for (int t = 0; t < 2; t++)
+    for (int i = 0; st[t]->g && i < st[t]->L; i++)
+      most = MAX(most, ct_block_grads_n(&st[t]->g[i], st[t]->C));
+  for (int i = 0; i < m->rn.nblocks; i++)
+    most = MAX(most, ct_bottleneck_grads_n(&m->rn.blocks[i]));
+  return most;
+}
+
+gboolean
+ct_model_set_block_grads_scratch(CtModel *m, gboolean on, GError **error)
+{
+  g_return_val_if_fail(m != NULL, FALSE);
+  if (!on) {
+    g_clear_pointer(&m->block_grads, g_free);
+    m->block_grads_n = 0;
+    return TRUE;
+  }
+  if (m->block_grads)
+    return TRUE;
+  size_t n = largest_block(m);
+  if (n == 0)
+    return TRUE; /* no residual blocks: nothing to place */
+  m->block_grads = g_try_new(float, n);
+  if (!m->block_grads) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FAILED,
+                "out of memory for one block's %zu gradients (the block scratch)", n);
+    return FALSE;
+  }
+  m->block_grads_n = n;
+  return TRUE;
 }
 
 size_t

@@ -784,10 +784,9 @@ step_range(void *ctx, size_t b, size_t e, int thread)
  * stepped ahead (ct_optimizer_step_range) gets the bits it would get in
  * ct_optimizer_step(). */
 static void
-step_tensor(CtOptimizer *opt, size_t ti, int64_t step)
+step_tensor(CtOptimizer *opt, size_t ti, int64_t step, const float *grads, size_t grads_off)
 {
   float *p = ct_model_params(opt->model);
-  const float *g = ct_model_grads(opt->model);
   const double *hp = opt->hp;
   const CtParamInfo *info = ct_model_tensor(opt->model, ti);
   int64_t t = ++opt->steps[ti];
@@ -799,7 +798,7 @@ step_tensor(CtOptimizer *opt, size_t ti, int64_t step)
   if (lo >= hi)
     return; /* another shard's: the step count above still moves */
   size_t o = lo, so = lo - opt->shard_off;
-  StepJob j = { .sgd = opt->kind == KIND_SGD, .p = p + o, .g = g + o,
+  StepJob j = { .sgd = opt->kind == KIND_SGD, .p = p + o, .g = grads + (o - grads_off),
                 .m = opt->buf[0] ? opt->buf[0] + so : NULL,
                 .hm = opt->hbuf[0] ? opt->hbuf[0] + so : NULL, .base = lo,
                 .t = (uint64_t) step, .decay = decay, .mom = (float) hp[H_MOM],
@@ -834,19 +833,19 @@ optimizer_step(CtOptimizer *opt)
   opt->step++;
   for (size_t ti = 0; ti < opt->n_tensors; ti++)
     if (!opt->frozen[ti] && !opt->ahead[ti])
-      step_tensor(opt, ti, opt->step);
+      step_tensor(opt, ti, opt->step, ct_model_grads(opt->model), 0);
   memset(opt->ahead, 0, opt->n_tensors * sizeof *opt->ahead);
 }
 
 static void
-optimizer_step_range(CtOptimizer *opt, size_t offset, size_t n)
+optimizer_step_range(CtOptimizer *opt, size_t offset, size_t n, const float *grads)
 {
   for (size_t ti = 0; ti < opt->n_tensors; ti++) {
     const CtParamInfo *info = ct_model_tensor(opt->model, ti);
     if (opt->frozen[ti] || opt->ahead[ti] || info->offset < offset ||
         info->offset + info->numel > offset + n)
       continue;
-    step_tensor(opt, ti, opt->step + 1);
+    step_tensor(opt, ti, opt->step + 1, grads, offset);
     opt->ahead[ti] = TRUE;
   }
 }
@@ -856,7 +855,17 @@ ct_optimizer_step_range(CtOptimizer *opt, size_t offset, size_t n)
 {
   g_return_if_fail(opt != NULL);
   g_return_if_fail(ct_model_n_params(opt->model) == opt->n_params);
-  PROF(CT_PROF_OPTIMIZER, optimizer_step_range(opt, offset, n));
+  PROF(CT_PROF_OPTIMIZER,
+       optimizer_step_range(opt, offset, n, ct_model_grads(opt->model) + offset));
+}
+
+void
+ct_optimizer_step_range_from(CtOptimizer *opt, size_t offset, size_t n, const float *grads)
+{
+  g_return_if_fail(opt != NULL && grads != NULL);
+  g_return_if_fail(ct_model_n_params(opt->model) == opt->n_params);
+  g_return_if_fail(offset <= opt->n_params && n <= opt->n_params - offset);
+  PROF(CT_PROF_OPTIMIZER, optimizer_step_range(opt, offset, n, grads));
 }
 
 int64_t

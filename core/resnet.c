@@ -162,14 +162,22 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
   CtResNet *rn = &m->rn;
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo;
   int P = b->P;
-  /* a block's tensors are contiguous, conv1.weight to its last BN bias */
-  const float *last = b->ds ? b->g.ds_bn.b : b->g.bn3.b;
-  size_t grads_n = (size_t) (last + 4 * P - b->g.conv1_w);
-  ct_model_prepare_grads(m, b->g.conv1_w, grads_n);
+  /* the gradients go to the flat buffer or to the model's block scratch:
+   * every view shifts by the same distance, the tensors being contiguous */
+  size_t grads_n = ct_bottleneck_grads_n(b);
+  float *at = ct_model_block_grads(m, b->g.conv1_w, grads_n);
+  ptrdiff_t d = at - b->g.conv1_w;
+  const CtBottleneckParams *h = &b->g;
+  CtBottleneckParams gs = { h->conv1_w + d, { h->bn1.w + d, h->bn1.b + d },
+                            h->conv2_w + d, { h->bn2.w + d, h->bn2.b + d },
+                            h->conv3_w + d, { h->bn3.w + d, h->bn3.b + d },
+                            h->ds_w ? h->ds_w + d : NULL,
+                            { h->ds_w ? h->ds_bn.w + d : NULL, h->ds_w ? h->ds_bn.b + d : NULL } };
+  CtBottleneckParams *g = &gs;
   PROF(CT_PROF_ELEMENTWISE, ct_relu_backward(dy, b->y, No * 4 * P));
   /* main branch, backwards */
-  bn_bwd(rn, t1, &b->g.bn3, dy, b->c3, b->stats + 4 * P, &b->p.bn3, No, 4 * P);
-  conv_bwd(m, t2, 0, b->g.conv3_w, t1, b->p2, b->p.conv3_w, &b->cv3, B);
+  bn_bwd(rn, t1, &g->bn3, dy, b->c3, b->stats + 4 * P, &b->p.bn3, No, 4 * P);
+  conv_bwd(m, t2, 0, g->conv3_w, t1, b->p2, b->p.conv3_w, &b->cv3, B);
   float *dr2 = t2, *free1 = t1;
   if (b->s > 1) {
     memset(t1, 0, sizeof(float) * N * P);
@@ -178,25 +186,32 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
     free1 = t2;
   }
   PROF(CT_PROF_ELEMENTWISE, ct_relu_backward(dr2, b->r2, N * P));
-  bn_bwd(rn, free1, &b->g.bn2, dr2, b->c2, b->stats + 2 * P, &b->p.bn2, N, P);
-  conv_bwd(m, dr2, 0, b->g.conv2_w, free1, b->r1, b->p.conv2_w, &b->cv2, B);
+  bn_bwd(rn, free1, &g->bn2, dr2, b->c2, b->stats + 2 * P, &b->p.bn2, N, P);
+  conv_bwd(m, dr2, 0, g->conv2_w, free1, b->r1, b->p.conv2_w, &b->cv2, B);
   PROF(CT_PROF_ELEMENTWISE, ct_relu_backward(dr2, b->r1, N * P));
-  bn_bwd(rn, free1, &b->g.bn1, dr2, b->c1, b->stats, &b->p.bn1, N, P);
-  conv_bwd(m, dx, 0, b->g.conv1_w, free1, b->x, b->p.conv1_w, &b->cv1, B);
+  bn_bwd(rn, free1, &g->bn1, dr2, b->c1, b->stats, &b->p.bn1, N, P);
+  conv_bwd(m, dx, 0, g->conv1_w, free1, b->x, b->p.conv1_w, &b->cv1, B);
   /* shortcut */
   if (b->ds) {
-    bn_bwd(rn, t1, &b->g.ds_bn, dy, b->cd, b->stats + 12 * P, &b->p.ds_bn, No, 4 * P);
+    bn_bwd(rn, t1, &g->ds_bn, dy, b->cd, b->stats + 12 * P, &b->p.ds_bn, No, 4 * P);
     if (b->s > 1) {
-      conv_bwd(m, t2, 0, b->g.ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
+      conv_bwd(m, t2, 0, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
       PROF(CT_PROF_ELEMENTWISE, ct_avgpool_backward(dx, t2, B, b->H, b->W, b->Cin, b->s));
     } else {
-      conv_bwd(m, dx, 1, b->g.ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
+      conv_bwd(m, dx, 1, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
     }
   } else {
     PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(dx, dy, No * 4 * P));
   }
-  if (m->hook)
-    m->hook(m->hook_data, (size_t) (b->g.conv1_w - m->grads), grads_n);
+  ct_model_block_done(m, b->g.conv1_w, at, grads_n);
+}
+
+size_t
+ct_bottleneck_grads_n(const CtBottleneck *b)
+{
+  /* a block's tensors are contiguous, conv1.weight to its last BN bias */
+  const float *last = b->ds ? b->g.ds_bn.b : b->g.bn3.b;
+  return (size_t) (last + 4 * b->P - b->g.conv1_w);
 }
 
 void

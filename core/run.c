@@ -778,6 +778,8 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   opt = NULL;
   ct_learner_set_comm(L, comm);
   L->step_in_backward = get_bool(r, "optimizer.step_in_backward");
+  if (L->step_in_backward && !ct_model_set_block_grads_scratch(L->model, TRUE, error))
+    goto out;
   ct_learner_set_schedule(L, sched);
   sched = NULL;
   collect_values(L, ct_recipe_root(r), "");

@@ -171,18 +171,25 @@ block_forward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtLayerAc
 }
 
 /* sc->dx: (N, C) gradient w.r.t. the block's output in, w.r.t. its input
- * out. */
+ * out.  P: the block's parameters; HOME: its gradient views into the flat
+ * buffer. */
 static void
-block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
+block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtBlock *home,
                const CtLayerActs *a, int B)
 {
   CtPrecision pr = prec_of(s);
   int T = s->Tr, C = s->C, N = B * T;
   size_t nc = (size_t) N * C;
   float *dx = sc->dx;
-  /* a block's tensors are contiguous, from in_proj_weight to ln_2.bias */
-  size_t grads_n = (size_t) (g->ln2_b + C - g->in_w);
-  ct_model_prepare_grads(s->owner, g->in_w, grads_n);
+  /* the gradients go to the flat buffer or to the model's block scratch:
+   * every view shifts by the same distance, the tensors being contiguous */
+  size_t grads_n = ct_block_grads_n(home, C);
+  float *at = ct_model_block_grads(s->owner, home->in_w, grads_n);
+  ptrdiff_t d = at - home->in_w;
+  CtBlock shifted = { home->in_w + d,  home->in_b + d,  home->out_w + d,  home->out_b + d,
+                      home->ln1_w + d, home->ln1_b + d, home->fc_w + d,   home->fc_b + d,
+                      home->proj_w + d, home->proj_b + d, home->ln2_w + d, home->ln2_b + d };
+  const CtBlock *g = &shifted;
   /* at half precision the products see a rounded copy of the residual
    * gradient, which itself stays float32 */
   float *dy = dx;
@@ -225,9 +232,7 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, CtBlock *g,
        p->in_w, N, C, 3 * C));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(dx, g->ln1_w, g->ln1_b, sc->dA, a->x, a->mean1,
        a->rstd1, p->ln1_w, N, C));
-  const struct CtModel *m = s->owner;
-  if (m->hook)
-    m->hook(m->hook_data, (size_t) (g->in_w - m->grads), grads_n);
+  ct_model_block_done(s->owner, home->in_w, at, grads_n);
 }
 
 /* ---------------------------------------------------------------- segments */

@@ -634,6 +634,141 @@ test_released_grads_populated(void)
     g_test_skip(why);
 }
 
+/* The block scratch (ct_model_set_block_grads_scratch): each residual
+ * block's gradients reach the backward hook through ct_model_ready_grads,
+ * outside the flat buffer, with the bits of an ordinary backward; the flat
+ * buffer's block ranges stay zero and, released before, take no memory;
+ * the other tensors' gradients land in the flat buffer as usual; and with
+ * the scratch off again, backward writes the flat buffer once more.  For
+ * the ViT preset and the ResNet one. */
+typedef struct {
+  CtModel *m;
+  float *got;   /* (n_params) the hook's gradients, by flat offset */
+  char *block;  /* (n_params) 1 where a block's range lies */
+  int calls;
+  size_t total; /* the hook's ranges' lengths, summed */
+} ScratchLog;
+
+static void
+scratch_hook(void *data, size_t off, size_t n)
+{
+  ScratchLog *l = data;
+  float *g = ct_model_ready_grads(l->m);
+  float *flat = ct_model_grads(l->m);
+  g_assert_nonnull(g);
+  g_assert_true(g + n <= flat || g >= flat + ct_model_n_params(l->m));
+  memcpy(l->got + off, g, n * sizeof(float));
+  memset(l->block + off, 1, n);
+  l->calls++;
+  l->total += n;
+}
+
+/* Whole pages of [P, P + BYTES) that are resident. */
+static size_t
+resident_pages(const void *p, size_t bytes)
+{
+  size_t page = (size_t) sysconf(_SC_PAGESIZE);
+  uintptr_t lo = ((uintptr_t) p + page - 1) & ~(uintptr_t) (page - 1);
+  uintptr_t hi = ((uintptr_t) p + bytes) & ~(uintptr_t) (page - 1);
+  if (hi <= lo)
+    return 0;
+  size_t np = (hi - lo) / page, count = 0;
+  unsigned char *vec = g_new(unsigned char, np);
+  g_assert_cmpint(mincore((void *) lo, hi - lo, vec), ==, 0);
+  for (size_t i = 0; i < np; i++)
+    count += vec[i] & 1;
+  g_free(vec);
+  return count;
+}
+
+static void
+check_block_scratch(const char *preset)
+{
+  int B = 2;
+  CtConfig cfg;
+  g_assert_true(ct_config_preset(preset, &cfg, NULL));
+  CtModel *m = ct_model_new(&cfg, B, NULL);
+  g_assert_nonnull(m);
+  ct_model_init_weights(m, 4);
+  float *images;
+  int32_t *tokens;
+  make_batch(&cfg, B, &images, &tokens);
+  float *want, *feats;
+  step_grads(m, images, tokens, B, &want, &feats); /* the flat buffer, as usual */
+
+  size_t n = ct_model_n_params(m);
+  int E = cfg.embed_dim;
+  g_autofree float *logits = g_new(float, B * B), *scr = g_new(float, B * B);
+  g_autofree float *di = g_new(float, B * E), *dt = g_new(float, B * E);
+  ScratchLog log = { .m = m, .got = g_new0(float, n), .block = g_new0(char, n) };
+  g_assert_true(ct_model_set_block_grads_scratch(m, TRUE, NULL));
+  g_assert_true(ct_model_set_block_grads_scratch(m, TRUE, NULL)); /* again: no change */
+  ct_model_set_backward_hook(m, scratch_hook, &log);
+  g_assert_true(ct_model_forward(m, images, tokens, B, NULL));
+  float ds;
+  ct_clip_loss(logits, di, dt, &ds, scr, ct_model_image_features(m), ct_model_text_features(m),
+               *ct_model_logit_scale(m), B, E);
+  ct_model_release_grads(m, 0, n);
+  ct_model_backward(m, di, dt);
+  g_assert_null(ct_model_ready_grads(m)); /* outside the hook */
+  g_assert_cmpint(log.calls, ==, cfg.transformer_layers + cfg.vision_layers);
+  const float *flat = ct_model_grads(m);
+  /* the first run of blocks' whole pages were released and never touched
+   * again (checked before anything reads them: a read maps the zero page,
+   * which mincore counts) */
+  size_t first = 0;
+  while (!log.block[first])
+    first++;
+  size_t last = first;
+  while (last < n && log.block[last])
+    last++;
+  g_assert_cmpuint(resident_pages(flat + first, (last - first) * sizeof(float)), ==, 0);
+  size_t in_blocks = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (log.block[i]) {
+      in_blocks++;
+      if (memcmp(&log.got[i], &want[i], sizeof(float)) != 0)
+        g_error("%s: block gradient %zu is %.9g in the scratch, %.9g by the flat buffer", preset,
+                i, log.got[i], want[i]);
+      if (flat[i] != 0.0f)
+        g_error("%s: the flat buffer's block range holds %.9g at %zu", preset, flat[i], i);
+    } else if (memcmp(&flat[i], &want[i], sizeof(float)) != 0) {
+      g_error("%s: gradient %zu outside the blocks is %.9g, not %.9g", preset, i, flat[i],
+              want[i]);
+    }
+  }
+  g_assert_cmpuint(in_blocks, >, 0);
+  g_assert_cmpuint(in_blocks, ==, log.total); /* ranges that do not overlap */
+
+  /* off again: the flat buffer once more, the same bits */
+  g_assert_true(ct_model_set_block_grads_scratch(m, FALSE, NULL));
+  ct_model_set_backward_hook(m, NULL, NULL);
+  g_free(want);
+  g_free(feats);
+  float *again;
+  step_grads(m, images, tokens, B, &again, &feats);
+  g_free(feats);
+  step_grads(m, images, tokens, B, &want, &feats);
+  g_assert_cmpmem(again, n * 4, want, n * 4);
+  for (size_t i = first; i < last; i++)
+    g_assert_cmpmem(&again[i], 4, &log.got[i], 4);
+  ct_model_free(m);
+  g_free(again);
+  g_free(want);
+  g_free(feats);
+  g_free(images);
+  g_free(tokens);
+  g_free(log.got);
+  g_free(log.block);
+}
+
+static void
+test_block_grads_scratch(void)
+{
+  check_block_scratch("small");
+  check_block_scratch("rn");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -651,6 +786,7 @@ main(int argc, char **argv)
   g_test_add_func("/model/bad-weights", test_bad_weights);
   g_test_add_func("/model/failed-load-changes-nothing", test_failed_load_changes_nothing);
   g_test_add_func("/model/released-grads-populated", test_released_grads_populated);
+  g_test_add_func("/model/block-grads-scratch", test_block_grads_scratch);
   int rc = g_test_run();
   ct_test_remove_dir(tmpdir);
   g_free(tmpdir);

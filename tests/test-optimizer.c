@@ -959,9 +959,9 @@ test_state_bf16_paths(void)
   }
 }
 
-/* Stepping ahead (ct_optimizer_step_range, the fused step) gives each
- * tensor the bits of ct_optimizer_step(): ranges that cover whole tensors
- * are stepped once, a tensor that the range cuts is left to the step, a
+/* Stepping ahead (ct_optimizer_step_range, or _from gradients kept
+ * elsewhere: the fused step) gives each tensor the bits of
+ * ct_optimizer_step(): ranges that cover whole tensors are stepped once, a tensor that the range cuts is left to the step, a
  * second call over the same range steps nothing twice.  And
  * ct_model_release_grads zeroes exactly its range, pages given back. */
 static void
@@ -982,8 +982,14 @@ test_step_range(void)
       fill_grads(a, s);
       fill_grads(b, s);
       ct_optimizer_step(oa);
-      /* tensors 3 to 9 whole, then a range that cuts tensor 10 */
-      ct_optimizer_step_range(ob, t3->offset, t9->offset + t9->numel - t3->offset);
+      /* tensors 3 to 9 whole, read from a copy (a block scratch) while the
+       * flat buffer's range is cleared; then again, which steps nothing;
+       * then a range that cuts tensor 10 */
+      size_t lo = t3->offset, len = t9->offset + t9->numel - t3->offset;
+      float *copy = g_memdup2(ct_model_grads(b) + lo, len * sizeof(float));
+      memset(ct_model_grads(b) + lo, 0, len * sizeof(float));
+      ct_optimizer_step_range_from(ob, lo, len, copy);
+      g_free(copy);
       ct_optimizer_step_range(ob, t3->offset, t9->offset + t9->numel - t3->offset);
       ct_optimizer_step_range(ob, t9->offset + t9->numel, ct_model_tensor(b, 10)->numel - 1);
       ct_optimizer_step(ob);

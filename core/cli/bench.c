@@ -55,7 +55,7 @@ print_json(JsonBuilder *b)
 }
 
 /* --step-in-backward: each block stepped as soon as its gradients are
- * final, then its gradient pages released, as the learner's fused step
+ * final, from the model's block scratch, as the learner's fused step
  * does. */
 typedef struct {
   CtModel *m;
@@ -66,8 +66,7 @@ static void
 step_ahead(void *data, size_t offset, size_t n)
 {
   StepAhead *a = data;
-  ct_optimizer_step_range(a->opt, offset, n);
-  ct_model_release_grads(a->m, offset, n);
+  ct_optimizer_step_range_from(a->opt, offset, n, ct_model_ready_grads(a->m));
 }
 
 /* The median seconds of REPS products N x N x N, after one warm-up:
@@ -293,8 +292,14 @@ ct_cli_bench(int argc, char **argv)
   double loss_first = 0, loss_last = 0;
   float *ls = ct_model_logit_scale(m);
   StepAhead ahead = { m, opt };
-  if (in_backward)
+  if (in_backward) {
     ct_model_set_backward_hook(m, step_ahead, &ahead);
+    if (!ct_model_set_block_grads_scratch(m, TRUE, &error)) {
+      ct_cli_error("bench: %s", error->message);
+      g_error_free(error);
+      return CT_EXIT_FAILURE;
+    }
+  }
   float *dls = ct_model_grads(m) + ct_model_find(m, "logit_scale")->offset;
   for (int s = -1; s < steps; s++) {
     if (s == 0 && profile) { /* the warm-up step is not profiled */

@@ -105,6 +105,20 @@ CT_API void ct_model_zero_grad(CtModel *model);
  * (optimizer.step_in_backward) releases each block's gradients once the
  * block is stepped, so the whole gradient buffer is never resident. */
 CT_API void ct_model_release_grads(CtModel *model, size_t offset, size_t n);
+/* Residual blocks' gradients in a scratch buffer, for a step inside
+ * backward (the learner's optimizer.step_in_backward).  Turned on, each
+ * block's backward writes its gradients into one buffer that the model
+ * owns, the size of the largest block's, instead of into the flat buffer,
+ * whose block ranges are then left as they are (zeros, taking no memory
+ * once released); the backward hook finds the block's final gradients
+ * with ct_model_ready_grads(), and the next block's backward overwrites
+ * them.  Turning it on allocates the buffer (FALSE with ERROR set when
+ * memory runs out); off frees it.  Off by default. */
+CT_API gboolean ct_model_set_block_grads_scratch(CtModel *model, gboolean on, GError **error);
+/* Inside the backward hook: where the block's final gradients are, (n)
+ * floats for the hook's range (offset, n): the flat buffer at offset, or
+ * the block scratch.  NULL outside the hook.  (transfer none) */
+CT_API float *ct_model_ready_grads(CtModel *model);
 
 /* Parameter tensors in OpenAI's state-dict order.  (transfer none) */
 CT_API size_t ct_model_n_tensors(const CtModel *model);

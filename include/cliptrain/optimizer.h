@@ -145,6 +145,12 @@ CT_API void ct_optimizer_step(CtOptimizer *opt);
  * fused step of the learner (optimizer.step_in_backward) trains
  * bit-identically.  A tensor is stepped ahead at most once a step. */
 CT_API void ct_optimizer_step_range(CtOptimizer *opt, size_t offset, size_t n);
+/* The same, with the range's gradients read from GRADS, (N) floats for
+ * [OFFSET, OFFSET + N), rather than from the model's flat buffer: for a
+ * model that keeps its blocks' gradients in scratch
+ * (ct_model_set_block_grads_scratch, ct_model_ready_grads). */
+CT_API void ct_optimizer_step_range_from(CtOptimizer *opt, size_t offset, size_t n,
+                                         const float *grads);
 /* Calls of ct_optimizer_step() so far (or restored by ct_optimizer_load()). */
 CT_API int64_t ct_optimizer_step_count(const CtOptimizer *opt);
 /* Zero every state buffer and step count (fastai's clear_state()). */
