@@ -14,7 +14,7 @@
 # over the rounds, and the ratios of those medians.
 #
 # Each --lean adds a cliptrain row run with those bench options (say,
-# "--checkpoint 4 --step-in-backward", a memory-lean setting) in the same
+# "--checkpoint 4", a memory-lean setting, or "--whole-step") in the same
 # rounds; it may be given more than once.  --matched-only skips PyTorch with Debian's kernels
 # (20 s a vitb32 step here).
 set -e

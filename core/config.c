@@ -232,8 +232,23 @@ stack_flops(int layers, double T, double W)
  * FLOPs (2 * outputs * fan-in of every convolution and projection, the
  * attention pool's scores and weighted sums) and the parameters. */
 static void
+resnet_walk_blocks(const CtConfig *c, double *flops, size_t *params, size_t *blocks,
+                   size_t *largest);
+
+static void
 resnet_walk(const CtConfig *c, double *flops, size_t *params)
 {
+  size_t blocks, largest;
+  resnet_walk_blocks(c, flops, params, &blocks, &largest);
+}
+
+/* The same, also the parameters of all Bottlenecks (BLOCKS) and of the
+ * largest one (LARGEST). */
+static void
+resnet_walk_blocks(const CtConfig *c, double *flops, size_t *params, size_t *blocks,
+                   size_t *largest)
+{
+  *blocks = *largest = 0;
   double f = 0, W = c->vision_width, R = c->image_resolution;
   size_t p = 0, w = c->vision_width, w2 = w / 2;
   double S = R / 2; /* the stem's three convolutions run at R/2 */
@@ -248,11 +263,14 @@ resnet_walk(const CtConfig *c, double *flops, size_t *params)
       int s = j == 0 && st > 0 ? 2 : 1;
       double So = S / s;
       f += 2.0 * S * S * P * inplanes + 2.0 * S * S * P * P * 9 + 2.0 * So * So * 4 * P * P;
-      p += P * inplanes + P * P * 9 + 4 * P * P + 2 * (P + P + 4 * P);
+      size_t bp = P * inplanes + P * P * 9 + 4 * P * P + 2 * (P + P + 4 * P);
       if (s > 1 || inplanes != 4 * P) {
         f += 2.0 * So * So * 4 * P * inplanes;
-        p += 4 * P * inplanes + 2 * 4 * P;
+        bp += 4 * P * inplanes + 2 * 4 * P;
       }
+      p += bp;
+      *blocks += bp;
+      *largest = MAX(*largest, bp);
       inplanes = 4 * P;
       S = So;
     }
@@ -287,6 +305,26 @@ static size_t
 stack_params(int layers, size_t W)
 {
   return (size_t) layers * (12 * W * W + 13 * W);
+}
+
+size_t
+ct_config_fused_grads(const CtConfig *c)
+{
+  size_t tw = c->transformer_width, blocks;
+  size_t largest = c->transformer_layers > 0 ? stack_params(1, tw) : 0;
+  if (ct_config_is_resnet(c)) {
+    double f;
+    size_t p, rb, rl;
+    resnet_walk_blocks(c, &f, &p, &rb, &rl);
+    blocks = rb;
+    largest = MAX(largest, rl);
+  } else {
+    blocks = stack_params(c->vision_layers, c->vision_width);
+    if (c->vision_layers > 0)
+      largest = MAX(largest, stack_params(1, c->vision_width));
+  }
+  blocks += stack_params(c->transformer_layers, tw);
+  return ct_config_n_params(c) - blocks + largest;
 }
 
 size_t

@@ -110,7 +110,8 @@ lookup_int(CtRecipe *r, const char *path, int64_t fallback)
 }
 
 void
-ct_memory_plan(CtRecipe *r, const CtConfig *cfg, int batch, size_t base, CtMemoryPlan *plan)
+ct_memory_plan(CtRecipe *r, const CtConfig *cfg, int batch, size_t base, gboolean fused,
+               CtMemoryPlan *plan)
 {
   size_t n = ct_config_n_params(cfg), F = sizeof(float), B = (size_t) batch;
   CtRNode *name = ct_recipe_lookup(r, "optimizer.name");
@@ -126,7 +127,8 @@ ct_memory_plan(CtRecipe *r, const CtConfig *cfg, int batch, size_t base, CtMemor
   size_t one = B * (3 * R * R * F + T * sizeof(int32_t));
   size_t slots = 1 + 2 * (size_t) lookup_int(r, "data.prefetch", 2);
 
-  plan->params = 2 * n * F;            /* master weights and gradients */
+  /* master weights and gradients */
+  plan->params = n * F + (fused ? ct_config_fused_grads(cfg) : n) * F;
   CtRNode *sp = ct_recipe_lookup(r, "optimizer.state_precision");
   size_t SF = sp && g_str_equal(ct_rnode_scalar(sp), "bf16") ? 2 : F;
   plan->optimizer = (sgd ? 1 : 2) * n * SF; /* moments (sgd: momentum) */
@@ -145,7 +147,8 @@ gib(size_t b)
 }
 
 int
-ct_max_batch_search(CtRecipe *r, const CtConfig *cfg, size_t budget, int limit, GError **error)
+ct_max_batch_search(CtRecipe *r, const CtConfig *cfg, gboolean fused, size_t budget, int limit,
+                    GError **error)
 {
   size_t base = ct_rss_now();
   CtMemoryPlan p;
@@ -155,7 +158,7 @@ ct_max_batch_search(CtRecipe *r, const CtConfig *cfg, size_t budget, int limit, 
   int lo = 0, hi = limit; /* lo fits (0: none yet); everything above hi fails */
   int probe = 1;
   while (lo < hi) {
-    ct_memory_plan(r, cfg, probe, base, &p);
+    ct_memory_plan(r, cfg, probe, base, fused, &p);
     gboolean fits = p.total <= budget && p.activations > 0;
     g_printerr("cliptrain: max-batch-size: batch %d: %.3f GiB = params+grads %.3f + optimizer "
                "%.3f + activations %.3f + batches %.3f + other %.3f + base %.3f: %s\n",
@@ -179,7 +182,7 @@ ct_max_batch_search(CtRecipe *r, const CtConfig *cfg, size_t budget, int limit, 
                 gib(p.total), gib(budget));
     return 0;
   }
-  ct_memory_plan(r, cfg, lo, base, &p);
+  ct_memory_plan(r, cfg, lo, base, fused, &p);
   g_printerr("cliptrain: max-batch-size: using batch %d (predicted %.3f GiB of %.3f)\n", lo,
              gib(p.total), gib(budget));
   return lo;

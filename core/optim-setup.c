@@ -72,9 +72,10 @@ ct_optim_check(CtRecipe *r, GError **error)
     CT_PARAM("state_precision", CT_PARAM_STRING, "fp32",
              "moments stored as fp32, or bf16 (half the memory, stochastic rounding)", 0, 0,
              "fp32|bf16"),
-    CT_PARAM("step_in_backward", CT_PARAM_BOOL, "false",
-             "step each block inside backward, then free its gradients: no whole gradient buffer",
-             0, 0, NULL),
+    CT_PARAM("step_in_backward", CT_PARAM_STRING, "auto",
+             "step each block inside backward from a one-block scratch: no whole gradient "
+             "buffer; auto: when every callback declares it uses no gradient",
+             0, 0, "auto|true|false"),
     CT_PARAM_END,
   };
   if (!ct_recipe_check(r, node, "optimizer", schema, error))

@@ -114,6 +114,12 @@ check_descriptor(const char *file, const CtPluginDescriptor *d, GError **error)
                 d->struct_size, d->abi_major, d->abi_minor);
     return FALSE;
   }
+  if (d->abi_minor >= 2 && d->grads > CT_GRADS_WHOLE) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: plugin declares an unknown use of the gradients (grads = %u)", file,
+                d->grads);
+    return FALSE;
+  }
   if (!d->name || !*d->name || !d->on_event) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: plugin descriptor lacks %s", file,
                 !d->name || !*d->name ? "a name" : "on_event");

@@ -313,13 +313,13 @@ load_init(CtRecipe *r, CtModel *m, const CtConfig *cfg, GError **error)
  * predicted memory fits the budget becomes data.batch_size. */
 static gboolean
 pick_batch(CtRecipe *r, const CtConfig *cfg, const CtData *data, const char *budget_text,
-           GError **error)
+           gboolean fused, GError **error)
 {
   size_t budget;
   if (!ct_parse_memory_budget(budget_text, &budget, error))
     return FALSE;
   int limit = (int) MIN(ct_dataset_len(data->train), (size_t) 1 << 20);
-  int batch = ct_max_batch_search(r, cfg, budget, MAX(limit, 1), error);
+  int batch = ct_max_batch_search(r, cfg, fused, budget, MAX(limit, 1), error);
   if (batch == 0)
     return FALSE;
   CtRNode *d = ct_rnode_get(ct_recipe_root(r), "data");
@@ -409,11 +409,48 @@ load_plugins(CtRecipe *r, const char *section, GPtrArray *search, GPtrArray *out
   return TRUE;
 }
 
+/* ---------------------------------------------------------------- the fused step */
+
+static CtGradsUse
+grads_use(const CtPluginDescriptor *d)
+{
+  return d->abi_minor >= 2 ? (CtGradsUse) d->grads : CT_GRADS_UNDECLARED;
+}
+
+/* optimizer.step_in_backward steps each block before backward ends.
+ * "true": refused with a callback that needs every gradient before any
+ * step (CT_GRADS_WHOLE); "auto": on when every callback declares that it
+ * uses no gradient (CT_GRADS_UNUSED), off otherwise; "false": off. */
+static gboolean
+resolve_step_in_backward(CtRecipe *r, GPtrArray *cbs, const char *recipe_path, gboolean *on,
+                         GError **error)
+{
+  const char *v = ct_rnode_scalar(ct_recipe_lookup(r, "optimizer.step_in_backward"));
+  *on = FALSE;
+  if (g_str_equal(v, "false"))
+    return TRUE;
+  gboolean all_unused = TRUE;
+  for (guint i = 0; i < cbs->len; i++) {
+    CtCallback *cb = g_ptr_array_index(cbs, i);
+    CtGradsUse use = grads_use(cb->desc);
+    if (use == CT_GRADS_WHOLE && g_str_equal(v, "true")) {
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                  "%s: %s: optimizer.step_in_backward steps each block inside backward, "
+                  "and %s needs every gradient before any step; drop one of them",
+                  cb->where ? cb->where : recipe_path, cb->label, cb->desc->name);
+      return FALSE;
+    }
+    all_unused = all_unused && use == CT_GRADS_UNUSED;
+  }
+  *on = g_str_equal(v, "true") || all_unused;
+  return TRUE;
+}
+
 /* ---------------------------------------------------------------- outputs */
 
 static gboolean
 write_manifest(const char *out, const char *recipe_yaml, GPtrArray *cbs, uint64_t seed,
-               int threads, GError **error)
+               int threads, gboolean in_backward, GError **error)
 {
   JsonBuilder *b = json_builder_new();
   json_builder_begin_object(b);
@@ -428,6 +465,9 @@ write_manifest(const char *out, const char *recipe_yaml, GPtrArray *cbs, uint64_
   json_builder_add_int_value(b, threads);
   json_builder_set_member_name(b, "blas_core");
   json_builder_add_string_value(b, openblas_get_corename());
+  /* optimizer.step_in_backward as resolved ("auto" depends on the plugins) */
+  json_builder_set_member_name(b, "step_in_backward");
+  json_builder_add_boolean_value(b, in_backward);
   json_builder_set_member_name(b, "plugins");
   json_builder_begin_array(b);
   for (guint i = 0; i < cbs->len; i++) {
@@ -536,7 +576,8 @@ share_string(CtComm *comm, char **s, GError **error)
 /* A new run's folder: recipe.yaml, manifest.json, vocab.txt. */
 static gboolean
 prepare_out(CtRecipe *r, const char *out, const char *recipe_out, const char *yaml,
-            GPtrArray *cbs, uint64_t seed, int threads, const CtData *data, GError **error)
+            GPtrArray *cbs, uint64_t seed, int threads, gboolean in_backward, const CtData *data,
+            GError **error)
 {
   if (g_file_test(recipe_out, G_FILE_TEST_EXISTS)) {
     g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s already holds a run; choose another --out",
@@ -548,7 +589,7 @@ prepare_out(CtRecipe *r, const char *out, const char *recipe_out, const char *ya
     return FALSE;
   }
   if (!ct_recipe_write(r, recipe_out, error) || !write_manifest(out, yaml, cbs, seed, threads,
-                                                                error))
+                                                                in_backward, error))
     return FALSE;
   if (data->learned) {
     g_autofree char *vpath = g_build_filename(out, "vocab.txt", NULL);
@@ -677,22 +718,9 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     }
   }
 
-  /* optimizer.step_in_backward steps each block before backward ends:
-   * callbacks that need every gradient before any step cannot run */
-  if (get_bool(r, "optimizer.step_in_backward")) {
-    static const char *const need_all[] = { "grad_clip", "fp16", "grad_accumulation", "ddp",
-                                            NULL };
-    for (guint i = 0; i < cbs->len; i++) {
-      CtCallback *cb = g_ptr_array_index(cbs, i);
-      if (g_strv_contains(need_all, cb->desc->name)) {
-        g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                    "%s: %s: optimizer.step_in_backward steps each block inside backward, "
-                    "and %s needs every gradient before any step; drop one of them",
-                    cb->where ? cb->where : recipe_path, cb->label, cb->desc->name);
-        goto out;
-      }
-    }
-  }
+  gboolean in_backward;
+  if (!resolve_step_in_backward(r, cbs, recipe_path, &in_backward, error))
+    goto out;
 
   /* the process group: a plugin that spans processes (MPI) provides it,
    * and every rank from here on knows its place */
@@ -709,7 +737,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
 
   /* the model and its optimizer: a glob that matches no tensor is still a
    * bad recipe */
-  if (o->max_batch_budget && !o->resume && !pick_batch(r, &cfg, &data, o->max_batch_budget, error))
+  if (o->max_batch_budget && !o->resume && !pick_batch(r, &cfg, &data, o->max_batch_budget, in_backward, error))
     goto out;
   int batch = (int) get_int(r, "data.batch_size");
   m = ct_model_new(&cfg, batch, error);
@@ -760,7 +788,8 @@ ct_run_fit(const CtRunOptions *o, GError **error)
    * the training state records; a RECIPE argument is not read again.  Rank
    * 0 alone writes the run's files; the others wait for it. */
   gboolean ready = ct_comm_rank(comm) != 0 || o->resume ||
-                   prepare_out(r, out, recipe_out, yaml, cbs, seed, threads, &data, error);
+                   prepare_out(r, out, recipe_out, yaml, cbs, seed, threads, in_backward, &data,
+                               error);
   if (!ct_comm_agree(comm, ready, "rank 0 could not prepare the run folder", error))
     goto out;
 
@@ -777,7 +806,7 @@ ct_run_fit(const CtRunOptions *o, GError **error)
   m = NULL; /* the learner's now */
   opt = NULL;
   ct_learner_set_comm(L, comm);
-  L->step_in_backward = get_bool(r, "optimizer.step_in_backward");
+  L->step_in_backward = in_backward;
   if (L->step_in_backward && !ct_model_set_block_grads_scratch(L->model, TRUE, error))
     goto out;
   ct_learner_set_schedule(L, sched);

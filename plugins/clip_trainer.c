@@ -46,7 +46,7 @@ create(const CtParams *params, GError **error)
   return &token; /* no state */
 }
 
-CT_PLUGIN_DEFINE(.name = "clip_trainer", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "clip_trainer", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "CLIP's contrastive loss; clamps logit_scale to [0, ln 100] after each step",
                  .order = 0,
                  .events = CT_EVENT_BIT(CT_EVENT_AFTER_PRED) | CT_EVENT_BIT(CT_EVENT_AFTER_STEP),

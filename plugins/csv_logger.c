@@ -168,7 +168,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "csv_logger", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "csv_logger", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "Writes each epoch's recorded values to a CSV file (fastai CSVLogger)",
                  .order = 51,
                  .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) | CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH) |

@@ -372,7 +372,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "ddp", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "ddp", .version = "1.0", .grads = CT_GRADS_WHOLE,
                  .doc = "DistributedDataParallel over MPI: bucketed, overlapped gradient "
                         "all-reduce; zero: ZeRO stage 1",
                  .order = -20,

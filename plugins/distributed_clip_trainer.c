@@ -206,7 +206,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "distributed_clip_trainer", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "distributed_clip_trainer", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "CLIP's loss over the features of every rank (all-gathered); clamps "
                         "logit_scale to [0, ln 100]",
                  .order = 0,

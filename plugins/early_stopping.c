@@ -99,7 +99,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "early_stopping", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "early_stopping", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "Stops the fit when a monitored value stops improving (fastai EarlyStoppingCallback)",
                  .order = 60, .events = CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH), .params = schema,
                  .create = create, .destroy = destroy, .on_event = on_event,

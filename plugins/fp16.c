@@ -174,7 +174,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "fp16", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "fp16", .version = "1.0", .grads = CT_GRADS_WHOLE,
                  .doc = "Mixed precision (fp16 with dynamic loss scaling, or bf16), as fastai's "
                         "to_fp16()",
                  .order = 15,

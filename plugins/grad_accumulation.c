@@ -175,7 +175,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "grad_accumulation", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "grad_accumulation", .version = "1.0", .grads = CT_GRADS_WHOLE,
                  .doc = "Exact gradient accumulation for the contrastive loss (open_clip's method)",
                  .order = 10,
                  .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) | CT_EVENT_BIT(CT_EVENT_BEFORE_TRAIN) |

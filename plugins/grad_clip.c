@@ -51,7 +51,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "grad_clip", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "grad_clip", .version = "1.0", .grads = CT_GRADS_WHOLE,
                  .doc = "Clips the global L2 norm of the gradients before each step (clip_grad_norm_)",
                  .order = 20, .events = CT_EVENT_BIT(CT_EVENT_BEFORE_STEP), .run = CT_RUN_TRAIN,
                  .params = schema, .create = create, .destroy = g_free, .on_event = on_event)

@@ -150,7 +150,7 @@ destroy(void *state)
   g_free(state);
 }
 
-CT_PLUGIN_DEFINE(.name = "progress", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "progress", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "Progress bar on a terminal and one line per epoch on stderr (fastai ProgressCallback)",
                  .order = 55,
                  .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) | CT_EVENT_BIT(CT_EVENT_BEFORE_TRAIN) |

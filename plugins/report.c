@@ -338,7 +338,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "report", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "report", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "Writes a self-contained HTML report with SVG charts of the run",
                  .order = 62,
                  .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) | CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH) |

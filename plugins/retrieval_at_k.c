@@ -213,7 +213,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "retrieval_at_k", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "retrieval_at_k", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "Recall at k or mean/median rank of the true caption over the validation set",
                  .order = 0,
                  .events = CT_EVENT_BIT(CT_EVENT_BEFORE_VALIDATE) |

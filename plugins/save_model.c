@@ -165,7 +165,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "save_model", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "save_model", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "Saves the model when a monitored value improves (fastai SaveModelCallback)",
                  .order = 60,
                  .events = CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH) | CT_EVENT_BIT(CT_EVENT_AFTER_FIT),

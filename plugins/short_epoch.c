@@ -41,7 +41,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "short_epoch", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "short_epoch", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "Runs only the first pct of each epoch's batches (fastai ShortEpochCallback)",
                  .order = 0, .events = CT_EVENT_BIT(CT_EVENT_AFTER_BATCH),
                  .run = CT_RUN_TRAIN | CT_RUN_VALID, .params = schema, .create = create,

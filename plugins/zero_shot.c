@@ -252,7 +252,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM_END,
 };
 
-CT_PLUGIN_DEFINE(.name = "zero_shot", .version = "1.0",
+CT_PLUGIN_DEFINE(.name = "zero_shot", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "Zero-shot top-1 and top-k accuracy of the validation images from class prompts",
                  .order = 0,
                  .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) |

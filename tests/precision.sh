@@ -29,7 +29,7 @@ callbacks: [$cbs, {save_model: {at_end: true}}]
 YAML
 }
 
-echo "1..26"
+echo "1..34"
 that "fp16 is a listed plugin" 'run 0 plugins fp16 && grep -q "precision" "$tmp/out"'
 
 tiny inject 'fp16: {growth_interval: 1000}' 'inject_inf: {step: 4}'
@@ -52,6 +52,7 @@ that "the resumed fit restored the loss scale" '[ "$(value "$tmp/r2" loss_scale)
 that "and ends with the same weights" 'cmp -s "$tmp/r1/model.safetensors" "$tmp/r2/model.safetensors"'
 
 tiny plain
+printf 'optimizer: {step_in_backward: false}\n' >>"$tmp/plain.yaml"
 cat >"$tmp/ckpt.yaml" <<YAML
 extends: plain.yaml
 model: {checkpoint: true, checkpoint_nchunks: 2}
@@ -79,6 +80,31 @@ cat >>"$tmp/fusedclip.yaml" <<YAML
 optimizer: {step_in_backward: true}
 YAML
 that "step_in_backward with grad_clip is refused, naming both" 'run 2 fit "$tmp/fusedclip.yaml" --out "$tmp/fcl" && grep -q "step_in_backward" "$tmp/err" && grep -q "grad_clip" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]'
+
+# optimizer.step_in_backward "auto" (the default): on where every callback
+# declares that it uses no gradient, as clip_trainer and save_model do
+# (the resolved value is in manifest.json); off with a callback that needs
+# them all, or one that does not say (inject_inf, built without a
+# declaration; grads_old, built for ABI minor 1)
+fused() { grep -q "\"step_in_backward\" : $2" "$1/manifest.json"; }
+tiny auto
+that "auto steps inside backward with declared callbacks, and changes no number" 'run 0 fit "$tmp/auto.yaml" --out "$tmp/au" && fused "$tmp/au" true && fused "$tmp/p" false && losses "$tmp/au" >"$tmp/lau" && cmp -s "$tmp/lp" "$tmp/lau" && tensors "$tmp/au/model.safetensors" >"$tmp/tau" && cmp -s "$tmp/tp" "$tmp/tau"'
+that "cliptrain plugins tells each plugin's use of the gradients" 'run 0 plugins clip_trainer && grep -q "^grads: *unused" "$tmp/out" && run 0 plugins grad_clip && grep -q "^grads: *whole" "$tmp/out" && run 0 plugins grads_old && grep -q "^grads: *undeclared" "$tmp/out"'
+lastloss() { sed -n 's/.*"loss_last":\([^,}]*\).*/\1/p' "$tmp/out"; }
+that "bench steps inside backward by default, --whole-step does not, to the same loss" 'run 0 bench --preset tiny --batch 4 --steps 3 --threads 2 && grep -q "\"step_in_backward\":true" "$tmp/out" && lastloss >"$tmp/bl1" && run 0 bench --preset tiny --batch 4 --steps 3 --threads 2 --whole-step && grep -q "\"step_in_backward\":false" "$tmp/out" && lastloss >"$tmp/bl2" && [ -s "$tmp/bl1" ] && cmp -s "$tmp/bl1" "$tmp/bl2"'
+tiny autoclip 'grad_clip: {max_norm: 1.0}'
+that "auto stays off with grad_clip" 'run 0 fit "$tmp/autoclip.yaml" --out "$tmp/ac" && fused "$tmp/ac" false'
+tiny autoinj 'inject_inf: {step: 1000}'
+tiny autoold grads_old
+that "auto stays off with plugins that do not declare their use" 'run 0 fit "$tmp/autoinj.yaml" --out "$tmp/ai" && fused "$tmp/ai" false && run 0 fit "$tmp/autoold.yaml" --out "$tmp/ao" && fused "$tmp/ao" false'
+tiny trueold grads_old
+printf 'optimizer: {step_in_backward: true}\n' >>"$tmp/trueold.yaml"
+that "true runs them anyway, on the recipe's word" 'run 0 fit "$tmp/trueold.yaml" --out "$tmp/to" && fused "$tmp/to" true'
+tiny unknown grads_unknown
+that "a plugin declaring an unknown gradient use is refused, naming it" 'run 2 fit "$tmp/unknown.yaml" --out "$tmp/un" && grep -q "grads_unknown.so: plugin declares an unknown use of the gradients (grads = 7)" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]'
+tiny plain2
+printf 'optimizer: {step_in_backward: sometimes}\n' >>"$tmp/plain2.yaml"
+that "another value is refused with the choices" 'run 2 fit "$tmp/plain2.yaml" --out "$tmp/p2" && grep -q "auto" "$tmp/err" && grep -q "sometimes" "$tmp/err"'
 
 tiny bad 'fp16: {precision: fp8}'
 that "an unknown precision is refused naming the plugin" 'run 2 fit "$tmp/bad.yaml" --out "$tmp/b" && grep -q "fp16" "$tmp/err" && grep -q "fp8" "$tmp/err"'

@@ -646,7 +646,8 @@ typedef struct {
   float *got;   /* (n_params) the hook's gradients, by flat offset */
   char *block;  /* (n_params) 1 where a block's range lies */
   int calls;
-  size_t total; /* the hook's ranges' lengths, summed */
+  size_t total;   /* the hook's ranges' lengths, summed */
+  size_t largest; /* and the longest */
 } ScratchLog;
 
 static void
@@ -661,6 +662,7 @@ scratch_hook(void *data, size_t off, size_t n)
   memset(l->block + off, 1, n);
   l->calls++;
   l->total += n;
+  l->largest = MAX(l->largest, n);
 }
 
 /* Whole pages of [P, P + BYTES) that are resident. */
@@ -739,6 +741,8 @@ check_block_scratch(const char *preset)
   }
   g_assert_cmpuint(in_blocks, >, 0);
   g_assert_cmpuint(in_blocks, ==, log.total); /* ranges that do not overlap */
+  /* what --max-batch-size counts resident */
+  g_assert_cmpuint(ct_config_fused_grads(&cfg), ==, n - log.total + log.largest);
 
   /* off again: the flat buffer once more, the same bits */
   g_assert_true(ct_model_set_block_grads_scratch(m, FALSE, NULL));

@@ -186,7 +186,7 @@ ct_cli_bench(int argc, char **argv)
   gint64 seed = 0;
   g_autofree char *loader = NULL;
   int loader_batches = 0, checkpoint = 0;
-  gboolean profile = FALSE, no_trim = FALSE, in_backward = FALSE;
+  gboolean profile = FALSE, no_trim = FALSE, in_backward = TRUE, whole_step = FALSE;
   GOptionEntry entries[] = {
     { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
     { "loader-batches", 0, 0, G_OPTION_ARG_INT, &loader_batches, "With --loader: batches to time (default: one epoch)", "N" },
@@ -199,7 +199,8 @@ ct_cli_bench(int argc, char **argv)
     { "precision", 0, 0, G_OPTION_ARG_STRING, &precision_arg, "Products and saved activations in fp32, bf16 or fp16 (fp32)", "NAME" },
     { "optimizer-state", 0, 0, G_OPTION_ARG_STRING, &state_arg, "AdamW's moments in fp32 or bf16 (fp32)", "NAME" },
     { "checkpoint", 0, 0, G_OPTION_ARG_INT, &checkpoint, "Activation checkpointing with N segments a tower (0: off)", "N" },
-    { "step-in-backward", 0, 0, G_OPTION_ARG_NONE, &in_backward, "Step each block inside backward and release its gradients (optimizer.step_in_backward)", NULL },
+    { "step-in-backward", 0, 0, G_OPTION_ARG_NONE, &in_backward, "Step each block inside backward from a one-block gradient scratch, as fit does by default (optimizer.step_in_backward: auto); the default", NULL },
+    { "whole-step", 0, 0, G_OPTION_ARG_NONE, &whole_step, "Instead, step after backward, the whole gradient buffer resident (optimizer.step_in_backward: false)", NULL },
     { "no-trim", 0, 0, G_OPTION_ARG_NONE, &no_trim, "Run the text tower over the whole context even for short captions", NULL },
     { "profile", 0, 0, G_OPTION_ARG_NONE, &profile, "Also report where the time goes: ms per step and % by kind of work", NULL },
     { "sgemm", 0, 0, G_OPTION_ARG_INT, &sgemm, "Instead, time cblas_sgemm on N x N x N products", "N" },
@@ -216,6 +217,8 @@ ct_cli_bench(int argc, char **argv)
     ct_cli_error("bench: unexpected argument '%s'", argv[1]);
     return CT_EXIT_USAGE;
   }
+  if (whole_step)
+    in_backward = FALSE;
   if (threads < 1 || steps < 1 || batch < 1 || sgemm < 0 || checkpoint < 0) {
     ct_cli_error("bench: --threads, --steps and --batch must be at least 1, --checkpoint at "
                  "least 0");

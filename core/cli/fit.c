@@ -138,7 +138,12 @@ ct_cli_plugins(int argc, char **argv)
       for (int ev = 0; ev < CT_N_EVENTS; ev++)
         if (d->events & CT_EVENT_BIT(ev))
           printf(" %s", ct_event_name(ev));
-      printf("\n\nparameters:\n");
+      CtGradsUse use = d->abi_minor >= 2 ? (CtGradsUse) d->grads : CT_GRADS_UNDECLARED;
+      printf("\ngrads:   %s\n\nparameters:\n",
+             use == CT_GRADS_UNUSED ? "unused (optimizer.step_in_backward auto may run)"
+             : use == CT_GRADS_WHOLE
+               ? "whole (needs every gradient before any step: no step_in_backward)"
+               : "undeclared (optimizer.step_in_backward auto stays off)");
       print_params(d);
     }
   }

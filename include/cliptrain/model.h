@@ -61,6 +61,10 @@ CT_API const char *const *ct_config_keys(void);
 CT_API double ct_config_step_flops(const CtConfig *cfg, int batch, int text_tokens);
 /* Number of parameters of the config. */
 CT_API size_t ct_config_n_params(const CtConfig *cfg);
+/* The gradients resident when every residual block steps inside backward
+ * from the block scratch (ct_model_set_block_grads_scratch): all tensors
+ * outside the blocks, and the largest block's. */
+CT_API size_t ct_config_fused_grads(const CtConfig *cfg);
 
 /* One parameter tensor, named as in OpenAI's state dict. */
 typedef struct {

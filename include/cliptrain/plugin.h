@@ -26,6 +26,7 @@
  *                    .doc = "Stops each epoch after a few batches",
  *                    .order = 0, .events = CT_EVENT_BIT(CT_EVENT_AFTER_BATCH),
  *                    .run = CT_RUN_TRAIN | CT_RUN_VALID, .params = params,
+ *                    .grads = CT_GRADS_UNUSED,
  *                    .create = create, .destroy = destroy, .on_event = on_event)
  *
  * Build it against the installed library: pkg-config --cflags --libs
@@ -46,9 +47,9 @@ G_BEGIN_DECLS
 /* ABI version.  The major changes when a struct layout or a meaning
  * changes; the minor when something is appended.  A plugin built with
  * (major M, minor m) loads into a core with major M and minor >= m.
- * Minor 1 added `comm`. */
+ * Minor 1 added `comm`; minor 2 added `grads`. */
 #define CT_PLUGIN_ABI_MAJOR 1
-#define CT_PLUGIN_ABI_MINOR 1
+#define CT_PLUGIN_ABI_MINOR 2
 
 typedef enum {
   CT_PARAM_BOOL,
@@ -105,6 +106,24 @@ typedef enum {
   CT_RUN_VALID = 1 << 1,
 } CtRunIn;
 
+/* What a callback does with the model's gradients (minor 2).  The core
+ * steps each residual block inside backward and gives its gradient pages
+ * back (optimizer.step_in_backward) only where every callback allows it:
+ * the gradients of a stepped block then read as zeros, and no step can be
+ * cancelled.  A plugin that says nothing (every plugin built before minor
+ * 2) is CT_GRADS_UNDECLARED. */
+typedef enum {
+  /* unknown: step_in_backward "auto" keeps the whole-buffer step, and an
+   * explicit `true` runs the callback anyway, on the recipe's word */
+  CT_GRADS_UNDECLARED = 0,
+  /* reads and writes no gradient and cancels no step */
+  CT_GRADS_UNUSED = 1,
+  /* needs every gradient before any parameter steps (clipping, loss
+   * unscaling, all-reduce, accumulation), or may cancel a step:
+   * step_in_backward is refused, naming the callback */
+  CT_GRADS_WHOLE = 2,
+} CtGradsUse;
+
 typedef struct {
   uint32_t abi_major;
   uint32_t abi_minor;
@@ -130,7 +149,9 @@ typedef struct {
    * create(); the core then runs as one rank of that group (comm.h).
    * NULL from the function, or no function, means a single process. */
   const CtCommOps *(*comm)(void *state);
-  void *reserved[7];
+  /* CtGradsUse (minor 2): what the callback does with the gradients */
+  uint32_t grads;
+  void *reserved[6];
 } CtPluginDescriptor;
 
 #define CT_PLUGIN_SYMBOL "ct_plugin_descriptor"
