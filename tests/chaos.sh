@@ -14,7 +14,7 @@ kills=${CT_CHAOS_KILLS:-5}
 cat >"$tmp/r.yaml" <<'YAML'
 seed: 5
 model: {preset: tiny}
-data: {dataset: synthetic, n_train: 600, n_valid: 32, batch_size: 8}
+data: {dataset: synthetic, n_train: 1600, n_valid: 32, batch_size: 8}
 optimizer: {lr: 1.0e-3}
 schedule: {name: one_cycle}
 fit: {epochs: 4, threads: 1, save_state_every: 7}

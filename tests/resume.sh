@@ -43,7 +43,7 @@ that "--time-limit stops a run, resumably" 'run 0 fit "$tmp/r.yaml" --set data.n
 cat >"$tmp/long.yaml" <<'YAML'
 seed: 2
 model: {preset: tiny}
-data: {dataset: synthetic, n_train: 6000, n_valid: 16, batch_size: 8}
+data: {dataset: synthetic, n_train: 20000, n_valid: 16, batch_size: 8}
 fit: {epochs: 1, threads: 1}
 callbacks: [clip_trainer, {save_model: {at_end: true, fname: final}}]
 YAML

@@ -54,5 +54,5 @@ CT_PLUGIN_DEFINE(.name = "lr_logger", .version = "0.1",
                  .doc = "Prints the learning rate and smoothed loss every few batches (example)",
                  .order = 60,
                  .events = CT_EVENT_BIT(CT_EVENT_AFTER_BATCH) | CT_EVENT_BIT(CT_EVENT_AFTER_TRAIN),
-                 .run = CT_RUN_TRAIN, .params = schema, .create = create, .destroy = g_free,
-                 .on_event = on_event)
+                 .run = CT_RUN_TRAIN, .grads = CT_GRADS_UNUSED, .params = schema,
+                 .create = create, .destroy = g_free, .on_event = on_event)
