@@ -77,6 +77,7 @@ typedef struct {
   float *drow;  /* (max_B, Cmax) */
   float *dln;   /* (max_B, Cmax) */
   float *gelu;  /* (4 BTC) the current block's QuickGELU output */
+  float *slope; /* (4 BTC) its derivative, from the same pass in backward */
   float *ln;    /* (BTC) the current block's ln_1 or ln_2 output at float32:
                  * not saved, recomputed in backward */
   /* half precision only (NULL at float32): */

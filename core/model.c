@@ -266,6 +266,7 @@ carve(Arena *a, CtModel *m)
   sc->drow = take(a, B * Cm);
   sc->dln = take(a, B * Cm);
   sc->gelu = take(a, 4 * BTC);
+  sc->slope = take(a, 4 * BTC);
   sc->ln = half ? NULL : take(a, BTC);
   if (!half) {
     sc->wr = sc->dr = sc->xa = sc->xb = NULL;

@@ -1,4 +1,5 @@
-/* op_elementwise.c: the residual add and buffers cleared, on the pool. */
+/* op_elementwise.c: the residual add, products by a slope, and buffers
+ * cleared, on the pool. */
 #include "config.h"
 
 #include "ops.h"
@@ -24,6 +25,21 @@ ct_add_inplace(float *acc, const float *x, size_t n)
 {
   AddJob j = { .acc = acc, .x = x };
   ct_parallel_for(n, 65536, add_range, &j);
+}
+
+static void
+mul_range(void *ctx, size_t begin, size_t end, int thread)
+{
+  const AddJob *j = ctx;
+  for (size_t i = begin; i < end; i++)
+    j->acc[i] *= j->x[i];
+}
+
+void
+ct_mul_inplace(float *acc, const float *x, size_t n)
+{
+  AddJob j = { .acc = acc, .x = x };
+  ct_parallel_for(n, 65536, mul_range, &j);
 }
 
 /* Floats a task of ct_zero clears at once (64 KiB). */

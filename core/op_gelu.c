@@ -57,6 +57,51 @@ gelu_avx2(float *out, const float *in, size_t n)
   return i;
 }
 
+/* QuickGELU and its derivative at once: the bits of gelu1, and of dgelu1
+ * as dy * slope. */
+static inline void
+gelu_slope1(float *y, float *slope, float x)
+{
+  float e = ct_exp_scalar(-CT_QGELU_K * x);
+  float s = 1.0f / (1.0f + e);
+  *y = x / (1.0f + e);
+  *slope = s + CT_QGELU_K * x * s * (1.0f - s);
+}
+
+__attribute__((target("avx512f"))) static size_t
+gelu_slope_avx512(float *out, float *slope, const float *in, size_t n)
+{
+  size_t i = 0;
+  const __m512 k = _mm512_set1_ps(CT_QGELU_K), nk = _mm512_set1_ps(-CT_QGELU_K);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    __m512 x = _mm512_loadu_ps(in + i);
+    __m512 d = _mm512_add_ps(one, ct_exp_avx512(_mm512_mul_ps(nk, x)));
+    __m512 s = _mm512_div_ps(one, d);
+    __m512 t = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(k, x), s), _mm512_sub_ps(one, s));
+    _mm512_storeu_ps(out + i, _mm512_div_ps(x, d));
+    _mm512_storeu_ps(slope + i, _mm512_add_ps(s, t));
+  }
+  return i;
+}
+
+__attribute__((target("avx2,fma"))) static size_t
+gelu_slope_avx2(float *out, float *slope, const float *in, size_t n)
+{
+  size_t i = 0;
+  const __m256 k = _mm256_set1_ps(CT_QGELU_K), nk = _mm256_set1_ps(-CT_QGELU_K);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_loadu_ps(in + i);
+    __m256 d = _mm256_add_ps(one, ct_exp_avx2(_mm256_mul_ps(nk, x)));
+    __m256 s = _mm256_div_ps(one, d);
+    __m256 t = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(k, x), s), _mm256_sub_ps(one, s));
+    _mm256_storeu_ps(out + i, _mm256_div_ps(x, d));
+    _mm256_storeu_ps(slope + i, _mm256_add_ps(s, t));
+  }
+  return i;
+}
+
 __attribute__((target("avx512f"))) static size_t
 dgelu_avx512(float *din, const float *dout, const float *in, size_t n)
 {
@@ -127,6 +172,33 @@ ct_quickgelu_backward(float *din, const float *dout, const float *in, size_t n)
 {
   EwJob j = { .out = din, .in = in, .dout = dout };
   ct_parallel_for(n, 16384, gelu_backward_range, &j);
+}
+
+typedef struct {
+  float *out, *slope;
+  const float *in;
+} SlopeJob;
+
+static void
+gelu_slope_range(void *ctx, size_t begin, size_t end, int thread)
+{
+  (void) thread;
+  const SlopeJob *j = ctx;
+  size_t n = end - begin, i = 0;
+  int level = ct_vmath_level();
+  if (level == 2)
+    i = gelu_slope_avx512(j->out + begin, j->slope + begin, j->in + begin, n);
+  else if (level == 1)
+    i = gelu_slope_avx2(j->out + begin, j->slope + begin, j->in + begin, n);
+  for (; i < n; i++)
+    gelu_slope1(&j->out[begin + i], &j->slope[begin + i], j->in[begin + i]);
+}
+
+void
+ct_quickgelu_forward_slope(float *out, float *slope, const float *in, size_t n)
+{
+  SlopeJob j = { .out = out, .slope = slope, .in = in };
+  ct_parallel_for(n, 16384, gelu_slope_range, &j);
 }
 
 /* ---------------------------------------------------------------- exp */

@@ -62,10 +62,16 @@ void ct_layernorm_backward(float *din, float *dw, float *db, const float *dout,
 void ct_quickgelu_forward(float *out, const float *in, size_t n);
 /* din: (n) is SET to dout * f'(in), not accumulated; din may alias dout. */
 void ct_quickgelu_backward(float *din, const float *dout, const float *in, size_t n);
+/* out: (n) f(in), and slope: (n) f'(in), from one exp an element: backward
+ * then multiplies by the slope (ct_mul_inplace), to the bits of
+ * ct_quickgelu_backward. */
+void ct_quickgelu_forward_slope(float *out, float *slope, const float *in, size_t n);
 
 /* ---- element-wise (op_elementwise.c) ---- */
 /* acc: (n) += x: (n) */
 void ct_add_inplace(float *acc, const float *x, size_t n);
+/* acc: (n) *= x: (n) */
+void ct_mul_inplace(float *acc, const float *x, size_t n);
 /* x: (n) = 0, on the pool in 64 KiB tasks (a memset on one thread was
  * the step's largest pass that did not scale with threads). */
 void ct_zero(float *x, size_t n);

@@ -199,13 +199,14 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtBlock 
   }
 
   /* mlp branch: xout = xmid + c_proj(gelu(c_fc(ln_2(xmid)))); the GELU
-   * output is recomputed from fc (cheap) rather than saved (4C a token) */
-  PROF(CT_PROF_GELU, ct_quickgelu_forward(a->gelu, a->fc, 4 * nc));
+   * output is recomputed from fc (cheap) rather than saved (4C a token),
+   * its derivative in the same pass */
+  PROF(CT_PROF_GELU, ct_quickgelu_forward_slope(a->gelu, sc->slope, a->fc, 4 * nc));
   PROF(CT_PROF_ELEMENTWISE, ct_round(pr, a->gelu, 4 * nc));
   PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dfc, 4 * nc));
   PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dfc, g->proj_w, g->proj_b, dy, a->gelu,
        p->proj_w, N, 4 * C, C));
-  PROF(CT_PROF_GELU, ct_quickgelu_backward(sc->dfc, sc->dfc, a->fc, 4 * nc));
+  PROF(CT_PROF_GELU, ct_mul_inplace(sc->dfc, sc->slope, 4 * nc));
   PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, nc));
   if (pr == CT_PRECISION_FP32) /* not saved at float32: the same bits again */
     PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w,

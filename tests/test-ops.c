@@ -642,7 +642,8 @@ test_model_fd(void)
 }
 
 /* vmath.h's exp: close to libm's, exact at the edges, and QuickGELU gives
- * the same bits on every vector path this CPU has. */
+ * the same bits on every vector path this CPU has, its derivative too when
+ * it comes from the forward's pass (ct_quickgelu_forward_slope). */
 static void
 test_vector_paths(void)
 {
@@ -664,14 +665,21 @@ test_vector_paths(void)
   x[0] = 200.0f, x[1] = -200.0f, x[2] = 0.0f, x[3] = -60.0f, x[4] = 60.0f;
   g_autofree float *ref = g_new(float, N), *dref = g_new(float, N);
   g_autofree float *got = g_new(float, N), *dgot = g_new(float, N);
+  g_autofree float *slope = g_new(float, N);
   int top = ct_vmath_level();
   ct_vmath_force(0);
   ct_quickgelu_forward(ref, x, N);
   ct_quickgelu_backward(dref, dy, x, N);
-  for (int level = 1; level <= top; level++) {
+  for (int level = 0; level <= top; level++) {
     ct_vmath_force(level);
     ct_quickgelu_forward(got, x, N);
     ct_quickgelu_backward(dgot, dy, x, N);
+    g_assert_cmpmem(ref, sizeof(float) * N, got, sizeof(float) * N);
+    g_assert_cmpmem(dref, sizeof(float) * N, dgot, sizeof(float) * N);
+    /* backward's one pass for both (transformer.c): the same bits */
+    ct_quickgelu_forward_slope(got, slope, x, N);
+    memcpy(dgot, dy, sizeof(float) * N);
+    ct_mul_inplace(dgot, slope, N);
     g_assert_cmpmem(ref, sizeof(float) * N, got, sizeof(float) * N);
     g_assert_cmpmem(dref, sizeof(float) * N, dgot, sizeof(float) * N);
   }
