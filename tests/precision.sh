@@ -29,7 +29,7 @@ callbacks: [$cbs, {save_model: {at_end: true}}]
 YAML
 }
 
-echo "1..34"
+echo "1..35"
 that "fp16 is a listed plugin" 'run 0 plugins fp16 && grep -q "precision" "$tmp/out"'
 
 tiny inject 'fp16: {growth_interval: 1000}' 'inject_inf: {step: 4}'
@@ -121,7 +121,16 @@ YAML
 that "--max-batch-size finds a batch and says how" 'run 0 fit "$tmp/mb.yaml" --out "$tmp/mb" --stop-after 1 --max-batch-size 400MiB && grep -q "max-batch-size: batch 1: .*fits" "$tmp/err" && grep -q "too big" "$tmp/err" && grep -q "using batch" "$tmp/err"'
 mb=$(sed -n 's/.*using batch \([0-9]*\).*/\1/p' "$tmp/err")
 peak=$(sed -n 's/.*peak resident memory was \([0-9.]*\) GiB.*/\1/p' "$tmp/err")
-that "the resolved recipe trains at that batch, within the budget" '[ -n "$mb" ] && [ "$mb" -gt 8 ] && grep -q "batch_size: $mb\$" "$tmp/mb/recipe.yaml" && awk -v p="$peak" "BEGIN { exit !(p > 0 && p <= 400 / 1024) }"'
+that "the resolved recipe trains at that batch" '[ -n "$mb" ] && [ "$mb" -gt 8 ] && grep -q "batch_size: $mb\$" "$tmp/mb/recipe.yaml" && awk -v p="$peak" "BEGIN { exit !(p > 0) }"'
+# AddressSanitizer's redzones, quarantine and shadow pages are resident
+# memory that the plan cannot know of (the search measures the larger base
+# but not the per-allocation overhead), so under tests/sanitize.sh the
+# budget is not the product's to keep
+if [ -n "${ASAN_OPTIONS:-}" ]; then
+  skip "peak within the budget: AddressSanitizer's per-allocation memory is not the plan's (the peak was $peak GiB)"
+else
+  that "and its peak resident memory stays within the budget" 'awk -v p="$peak" "BEGIN { exit !(p > 0 && p <= 400 / 1024) }" || { echo "peak $peak GiB" >>"$tmp/err"; false; }'
+fi
 that "a budget too small for batch 1 is an error" 'run 2 fit "$tmp/mb.yaml" --out "$tmp/mb2" --max-batch-size 50MiB && grep -q "even batch 1 needs" "$tmp/err"'
 that "a budget that is not a size is refused" 'run 2 fit "$tmp/mb.yaml" --out "$tmp/mb3" --max-batch-size lots && grep -q "not a memory size" "$tmp/err"'
 
