@@ -60,7 +60,9 @@ typedef struct CtStack {
   struct CtModel *owner;       /* precision, hook, block scratch */
   int nseg, seglen;
   float *seg_in;               /* (nseg, max_B*T, C) segment inputs; [0] is the stack's input */
-  float *out;                  /* (max_B*T, C) the last block's output */
+  float *out;                  /* (max_B*T, C) the last block's output; (B, C) with sel */
+  const int *sel;              /* (B) readout pruning: the one row per sequence that the
+                                * tower reads from out, or NULL for every row */
   CtActStore *store;
   uint64_t gen;                /* forward passes so far */
 } CtStack;
@@ -180,6 +182,7 @@ struct CtModel {
   int nchunks;                 /* activation checkpointing: 0 off */
   float loss_scale;            /* backward scales d loss / d features by it */
   gboolean trim_text;          /* run the text tower up to the longest caption */
+  gboolean prune_readout;      /* last blocks for the read rows only (CtStack.sel) */
   CtActStore stores[2];        /* vision, text; one shared store when checkpointing */
   CtVisionActs va;
   CtTextActs ta;
@@ -228,7 +231,8 @@ void ct_model_block_done(struct CtModel *m, const float *g, float *at, size_t n)
 size_t ct_stack_slot_bytes(const CtStack *s, int half);
 /* seg_in[0] -> out for B sequences. */
 void ct_stack_forward(CtStack *s, CtScratch *sc, int B);
-/* sc->dx: (B*T, C) in: gradient w.r.t. out; out: gradient w.r.t. seg_in[0]. */
+/* sc->dx: (B*T, C) in, (B, C) with s->sel: gradient w.r.t. out; out:
+ * (B*T, C) gradient w.r.t. seg_in[0]. */
 void ct_stack_backward(CtStack *s, CtScratch *sc, int B);
 
 /* towers.c */

@@ -424,6 +424,7 @@ ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
   m->prec = CT_PRECISION_FP32;
   m->loss_scale = 1.0f;
   m->trim_text = TRUE;
+  m->prune_readout = TRUE;
   if (!alloc_arena(m, error)) {
     ct_model_free(m);
     return NULL;
@@ -913,4 +914,10 @@ void
 ct_model_set_trim_text(CtModel *m, gboolean on)
 {
   m->trim_text = on;
+}
+
+void
+ct_model_set_prune_readout(CtModel *m, gboolean on)
+{
+  m->prune_readout = on;
 }

@@ -15,6 +15,17 @@ ct_rows_gather(float *out, const float *in, const int *idx, int B, int T, int C)
 }
 
 void
+ct_rows_gather_add(float *out, const float *in, const int *idx, int B, int T, int C)
+{
+  for (int b = 0; b < B; b++) {
+    float *dst = out + (size_t) b * C;
+    const float *src = in + ((size_t) b * T + idx[b]) * C;
+    for (int c = 0; c < C; c++)
+      dst[c] += src[c];
+  }
+}
+
+void
 ct_rows_scatter_add(float *din, const float *dout, const int *idx, int B, int T, int C)
 {
   for (int b = 0; b < B; b++) {

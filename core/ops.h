@@ -92,6 +92,19 @@ void ct_attention_backward(float *dqkv, float *scratch, const float *dout,
                            const float *qkv, const float *att, int B, int T, int C, int H,
                            CtPrecision prec);
 
+/* ---- the same for one query row per sequence (op_attention_rows.c) ----
+ * sel: (B) the query row of each sequence; keys and values are every
+ * row's.  out: (B, C) that row's output; att: (B, H, T) its
+ * probabilities, saved.  Each row gets ct_attention_forward's operations
+ * for it, rounding included. */
+void ct_attention_rows_forward(float *out, float *att, const float *qkv, const int *sel, int B,
+                               int T, int C, int H, int causal, CtPrecision prec);
+/* dqkv: (B, T, 3C) += (q only at the selected rows); scratch:
+ * (ct_parallel_threads(), T); dout: (B, C). */
+void ct_attention_rows_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                                const float *att, const int *sel, int B, int T, int C, int H,
+                                CtPrecision prec);
+
 /* ---- one row's softmax (op_softmax.c) ----
  * row: (T); its first N scores become probabilities, the rest 0.  The
  * sums run in 16 float lanes (element c in lane c % 16, the lanes summed
@@ -124,6 +137,8 @@ void ct_patch_assemble_backward(float *dpatch_out, float *dcls, float *dpos,
 /* ---- row selection (class token, end-of-text token) ---- */
 /* out: (B, C) = in[b, idx[b], :]; in: (B, T, C); idx: (B) */
 void ct_rows_gather(float *out, const float *in, const int *idx, int B, int T, int C);
+/* out: (B, C) += in[b, idx[b], :] */
+void ct_rows_gather_add(float *out, const float *in, const int *idx, int B, int T, int C);
 /* din: (B, T, C) += scatter of dout: (B, C) */
 void ct_rows_scatter_add(float *din, const float *dout, const int *idx, int B, int T, int C);
 /* idx: (B) = position of the largest id in each row of tokens: (B, T); the

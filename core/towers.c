@@ -6,7 +6,11 @@
  *        row) @ text_projection -> L2 normalise.
  * ln_final is applied to the end-of-text rows only: layer norm acts on each
  * row alone, so this equals OpenAI's ln_final over every row followed by
- * the row selection, values and gradients alike. */
+ * the row selection, values and gradients alike.
+ *
+ * With readout pruning (on by default) each stack's last block computes
+ * its output for the read rows only (CtStack.sel), which the stack then
+ * returns as (B, C). */
 #include "config.h"
 
 #include "model-private.h"
@@ -22,6 +26,29 @@ scale_grad(const CtModel *m, float *d, size_t n)
   if (m->loss_scale != 1.0f)
     for (size_t i = 0; i < n; i++)
       d[i] *= m->loss_scale;
+}
+
+/* rows: (B, C) the row IDX[b] of each sequence of S's output. */
+static void
+read_rows(float *rows, const CtStack *s, const int *idx, int B, int C)
+{
+  if (s->sel) /* already (B, C) */
+    PROF(CT_PROF_EMBED, memcpy(rows, s->out, sizeof(float) * (size_t) B * C));
+  else
+    PROF(CT_PROF_EMBED, ct_rows_gather(rows, s->out, idx, B, s->Tr, C));
+}
+
+/* dx: the gradient w.r.t. S's output, from drow: (B, C) that of the rows
+ * read_rows read: (B, C) with s->sel, else (B*Tr, C) zero but for them. */
+static void
+rows_grad(float *dx, const CtStack *s, const float *drow, const int *idx, int B, int C)
+{
+  if (s->sel) {
+    PROF(CT_PROF_EMBED, memcpy(dx, drow, sizeof(float) * (size_t) B * C));
+    return;
+  }
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(dx, (size_t) B * s->Tr * C));
+  PROF(CT_PROF_EMBED, ct_rows_scatter_add(dx, drow, idx, B, s->Tr, C));
 }
 
 void
@@ -42,8 +69,9 @@ ct_vision_forward(CtModel *m, const float *images, int B)
   PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->stack.seg_in, a->ln_pre_mean, a->ln_pre_rstd,
        a->x0, p->ln_pre_w, p->ln_pre_b, B * T, W));
   a->stack.Tr = T;
+  a->stack.sel = m->prune_readout ? a->cls_idx : NULL;
   ct_stack_forward(&a->stack, &m->sc, B);
-  PROF(CT_PROF_EMBED, ct_rows_gather(a->rows, a->stack.out, a->cls_idx, B, T, W));
+  read_rows(a->rows, &a->stack, a->cls_idx, B, W);
   PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln_post, a->ln_post_mean, a->ln_post_rstd,
        a->rows, p->ln_post_w, p->ln_post_b, B, W));
   PROF(CT_PROF_GEMM, ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_post, p->proj, B, W,
@@ -73,8 +101,7 @@ ct_vision_backward(CtModel *m, const float *dfeat)
   PROF(CT_PROF_ELEMENTWISE, memset(sc->drow, 0, sizeof(float) * (size_t) B * W));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->drow, g->ln_post_w, g->ln_post_b, sc->dln,
        a->rows, a->ln_post_mean, a->ln_post_rstd, p->ln_post_w, B, W));
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dx, (size_t) B * T * W));
-  PROF(CT_PROF_EMBED, ct_rows_scatter_add(sc->dx, sc->drow, a->cls_idx, B, T, W));
+  rows_grad(sc->dx, &a->stack, sc->drow, a->cls_idx, B, W);
   ct_stack_backward(&a->stack, sc, B);
   /* dx now holds d ln_pre output; dA receives d x0 */
   PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, (size_t) B * T * W));
@@ -107,10 +134,11 @@ ct_text_forward(CtModel *m, const int32_t *tokens, int B)
   for (int b = 0; b < B; b++) /* a->tokens: (B, Tr), the rows' first Tr ids */
     memcpy(a->tokens + (size_t) b * Tr, tokens + (size_t) b * T, sizeof(int32_t) * Tr);
   a->stack.Tr = Tr;
+  a->stack.sel = m->prune_readout ? a->eot : NULL;
   PROF(CT_PROF_EMBED, ct_token_embed_forward(a->stack.seg_in, a->tokens, p->wte, p->wpe, B, Tr,
                                              C));
   ct_stack_forward(&a->stack, &m->sc, B);
-  PROF(CT_PROF_EMBED, ct_rows_gather(a->rows, a->stack.out, a->eot, B, Tr, C));
+  read_rows(a->rows, &a->stack, a->eot, B, C);
   PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->rows,
        p->ln_f_w, p->ln_f_b, B, C));
   PROF(CT_PROF_GEMM, ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_f, p->proj, B, C, E));
@@ -137,8 +165,7 @@ ct_text_backward(CtModel *m, const float *dfeat)
   PROF(CT_PROF_ELEMENTWISE, memset(sc->drow, 0, sizeof(float) * (size_t) B * C));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->drow, g->ln_f_w, g->ln_f_b, sc->dln, a->rows,
        a->ln_f_mean, a->ln_f_rstd, p->ln_f_w, B, C));
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dx, (size_t) B * T * C));
-  PROF(CT_PROF_EMBED, ct_rows_scatter_add(sc->dx, sc->drow, a->eot, B, T, C));
+  rows_grad(sc->dx, &a->stack, sc->drow, a->eot, B, C);
   ct_stack_backward(&a->stack, sc, B);
   PROF(CT_PROF_EMBED, ct_token_embed_backward(g->wte, g->wpe, sc->dx, a->tokens, B, T, C));
 }

@@ -8,7 +8,13 @@
  * at half precision.  Backward reads the slots back; when the store holds
  * another segment (checkpointing) it first recomputes this one from its
  * saved input.  Recomputation repeats the same operations on the same
- * inputs, so its activations, and the gradients, are bit-identical. */
+ * inputs, so its activations, and the gradients, are bit-identical.
+ *
+ * Readout pruning (s->sel): the tower reads one row per sequence of the
+ * last block's output, so that block computes keys and values for every
+ * row but its attention output, out_proj, residual and MLP for the
+ * selected rows only; its output is then (B, C), and so is the gradient
+ * entering backward. */
 #include "config.h"
 
 #include "model-private.h"
@@ -113,11 +119,13 @@ acts_view(const CtStack *s, CtScratch *sc, int j, float *x)
  * load it back.  The input x of the segment's first block is not stored:
  * it is the segment input, kept in float32. */
 static void
-move_block(const CtStack *s, int j, const CtLayerActs *a, int B, gboolean pack)
+move_block(const CtStack *s, int j, const CtLayerActs *a, int B, const int *sel, gboolean pack)
 {
   CtPrecision p = prec_of(s);
   SlotMap m = slot_map(s, slot_at(s, j), 1);
   size_t N = (size_t) B * s->Tr, C = s->C;
+  size_t M = sel ? (size_t) B : N; /* rows past the attention */
+  size_t natt = (size_t) B * s->H * s->Tr * (sel ? 1 : s->Tr);
   struct {
     char *slot;
     float *work;
@@ -126,11 +134,11 @@ move_block(const CtStack *s, int j, const CtLayerActs *a, int B, gboolean pack)
     { m.x, a->x, j > 0 ? N * C : 0 },
     { m.ln1, a->ln1, N * C },
     { m.qkv, a->qkv, 3 * N * C },
-    { m.att, a->att, (size_t) B * s->H * s->Tr * s->Tr },
-    { m.atty, a->atty, N * C },
-    { m.xmid, a->xmid, N * C },
-    { m.ln2, a->ln2, N * C },
-    { m.fc, a->fc, 4 * N * C },
+    { m.att, a->att, natt },
+    { m.atty, a->atty, M * C },
+    { m.xmid, a->xmid, M * C },
+    { m.ln2, a->ln2, M * C },
+    { m.fc, a->fc, 4 * M * C },
   };
   for (gsize i = 0; i < G_N_ELEMENTS(t); i++) {
     uint16_t *h = (uint16_t *) (void *) t[i].slot;
@@ -143,43 +151,52 @@ move_block(const CtStack *s, int j, const CtLayerActs *a, int B, gboolean pack)
 
 /* ---------------------------------------------------------------- blocks */
 
+/* A's tensors past the attention (atty, xmid, ln2, fc, gelu; the second
+ * statistics) hold M rows: N, or B with SEL, where XOUT is (B, C). */
 static void
 block_forward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtLayerActs *a,
-              float *xout, int B)
+              float *xout, int B, const int *sel)
 {
   CtPrecision pr = prec_of(s);
-  int T = s->Tr, C = s->C, N = B * T;
+  int T = s->Tr, C = s->C, N = B * T, M = sel ? B : N;
   PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w,
        p->ln1_b, N, C));
   PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->qkv, a->ln1, p->in_w, p->in_b, N, C,
        3 * C));
-  PROF(CT_PROF_ATTENTION, ct_attention_forward(a->atty, a->att, a->qkv, B, T, C, s->H, s->causal,
-       pr));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->xmid, a->atty, p->out_w, p->out_b, N, C,
+  if (sel)
+    PROF(CT_PROF_ATTENTION, ct_attention_rows_forward(a->atty, a->att, a->qkv, sel, B, T, C, s->H,
+         s->causal, pr));
+  else
+    PROF(CT_PROF_ATTENTION, ct_attention_forward(a->atty, a->att, a->qkv, B, T, C, s->H,
+         s->causal, pr));
+  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->xmid, a->atty, p->out_w, p->out_b, M, C,
        C));
-  PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(a->xmid, a->x, (size_t) N * C));
+  if (sel)
+    PROF(CT_PROF_ELEMENTWISE, ct_rows_gather_add(a->xmid, a->x, sel, B, T, C));
+  else
+    PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(a->xmid, a->x, (size_t) N * C));
 
   PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w,
-       p->ln2_b, N, C));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->fc, a->ln2, p->fc_w, p->fc_b, N, C,
+       p->ln2_b, M, C));
+  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->fc, a->ln2, p->fc_w, p->fc_b, M, C,
        4 * C));
-  PROF(CT_PROF_GELU, ct_quickgelu_forward(a->gelu, a->fc, (size_t) N * 4 * C));
-  PROF(CT_PROF_ELEMENTWISE, ct_round(pr, a->gelu, (size_t) N * 4 * C));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, xout, a->gelu, p->proj_w, p->proj_b, N, 4 * C,
+  PROF(CT_PROF_GELU, ct_quickgelu_forward(a->gelu, a->fc, (size_t) M * 4 * C));
+  PROF(CT_PROF_ELEMENTWISE, ct_round(pr, a->gelu, (size_t) M * 4 * C));
+  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, xout, a->gelu, p->proj_w, p->proj_b, M, 4 * C,
        C));
-  PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(xout, a->xmid, (size_t) N * C));
+  PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(xout, a->xmid, (size_t) M * C));
 }
 
-/* sc->dx: (N, C) gradient w.r.t. the block's output in, w.r.t. its input
- * out.  P: the block's parameters; HOME: its gradient views into the flat
- * buffer. */
+/* sc->dx: (M, C) gradient w.r.t. the block's output in (M as in
+ * block_forward), (N, C) w.r.t. its input out.  P: the block's
+ * parameters; HOME: its gradient views into the flat buffer. */
 static void
 block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtBlock *home,
-               const CtLayerActs *a, int B)
+               const CtLayerActs *a, int B, const int *sel)
 {
   CtPrecision pr = prec_of(s);
-  int T = s->Tr, C = s->C, N = B * T;
-  size_t nc = (size_t) N * C;
+  int T = s->Tr, C = s->C, N = B * T, M = sel ? B : N;
+  size_t nc = (size_t) N * C, mc = (size_t) M * C;
   float *dx = sc->dx;
   /* the gradients go to the flat buffer or to the model's block scratch:
    * every view shifts by the same distance, the tensors being contiguous */
@@ -194,37 +211,47 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtBlock 
    * gradient, which itself stays float32 */
   float *dy = dx;
   if (pr != CT_PRECISION_FP32) {
-    PROF(CT_PROF_ELEMENTWISE, ct_round_copy(pr, sc->dr, dx, nc));
+    PROF(CT_PROF_ELEMENTWISE, ct_round_copy(pr, sc->dr, dx, mc));
     dy = sc->dr;
   }
 
   /* mlp branch: xout = xmid + c_proj(gelu(c_fc(ln_2(xmid)))); the GELU
    * output is recomputed from fc (cheap) rather than saved (4C a token),
    * its derivative in the same pass */
-  PROF(CT_PROF_GELU, ct_quickgelu_forward_slope(a->gelu, sc->slope, a->fc, 4 * nc));
-  PROF(CT_PROF_ELEMENTWISE, ct_round(pr, a->gelu, 4 * nc));
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dfc, 4 * nc));
+  PROF(CT_PROF_GELU, ct_quickgelu_forward_slope(a->gelu, sc->slope, a->fc, 4 * mc));
+  PROF(CT_PROF_ELEMENTWISE, ct_round(pr, a->gelu, 4 * mc));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dfc, 4 * mc));
   PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dfc, g->proj_w, g->proj_b, dy, a->gelu,
-       p->proj_w, N, 4 * C, C));
-  PROF(CT_PROF_GELU, ct_mul_inplace(sc->dfc, sc->slope, 4 * nc));
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, nc));
+       p->proj_w, M, 4 * C, C));
+  PROF(CT_PROF_GELU, ct_mul_inplace(sc->dfc, sc->slope, 4 * mc));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, mc));
   if (pr == CT_PRECISION_FP32) /* not saved at float32: the same bits again */
     PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w,
-         p->ln2_b, N, C));
+         p->ln2_b, M, C));
   PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->fc_w, g->fc_b, sc->dfc, a->ln2,
-       p->fc_w, N, C, 4 * C));
+       p->fc_w, M, C, 4 * C));
   PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(dx, g->ln2_w, g->ln2_b, sc->dA, a->xmid, a->mean2,
-       a->rstd2, p->ln2_w, N, C));
+       a->rstd2, p->ln2_w, M, C));
 
   /* attention branch: xmid = x + out_proj(attn(in_proj(ln_1(x)))) */
   if (pr != CT_PRECISION_FP32)
-    PROF(CT_PROF_ELEMENTWISE, ct_round_copy(pr, sc->dr, dx, nc));
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, nc));
+    PROF(CT_PROF_ELEMENTWISE, ct_round_copy(pr, sc->dr, dx, mc));
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, mc));
   PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->out_w, g->out_b, dy, a->atty,
-       p->out_w, N, C, C));
+       p->out_w, M, C, C));
   PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dqkv, 3 * nc));
-  PROF(CT_PROF_ATTENTION, ct_attention_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att, B, T,
-       C, s->H, pr));
+  if (sel) {
+    PROF(CT_PROF_ATTENTION, ct_attention_rows_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att,
+         sel, B, T, C, s->H, pr));
+    /* the residual gradient, (B, C), back to its rows of (N, C); dfc is
+     * free by now */
+    PROF(CT_PROF_ELEMENTWISE, memcpy(sc->dfc, dx, sizeof(float) * mc));
+    PROF(CT_PROF_ELEMENTWISE, ct_zero(dx, nc));
+    PROF(CT_PROF_EMBED, ct_rows_scatter_add(dx, sc->dfc, sel, B, T, C));
+  } else {
+    PROF(CT_PROF_ATTENTION, ct_attention_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att, B,
+         T, C, s->H, pr));
+  }
   PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, nc));
   if (pr == CT_PRECISION_FP32)
     PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w,
@@ -245,6 +272,13 @@ seg_len(const CtStack *s, int k)
   return MIN(s->seglen, s->L - l0);
 }
 
+/* The selected rows for block L of the stack: s->sel for the last. */
+static const int *
+block_sel(const CtStack *s, int l)
+{
+  return l == s->L - 1 ? s->sel : NULL;
+}
+
 /* Segment K's blocks from its input, saving their activations into the
  * store; the output goes to the next segment's input or to s->out. */
 static void
@@ -263,9 +297,10 @@ run_segment(CtStack *s, CtScratch *sc, int k, int B)
       next = cur == sc->xa ? sc->xb : sc->xa;
     else
       next = (float *) (void *) slot_map(s, slot_at(s, j + 1), 0).x;
-    block_forward(s, sc, &s->p[l0 + j], &a, next, B);
+    const int *sel = block_sel(s, l0 + j);
+    block_forward(s, sc, &s->p[l0 + j], &a, next, B, sel);
     if (half)
-      PROF(CT_PROF_ELEMENTWISE, move_block(s, j, &a, B, TRUE));
+      PROF(CT_PROF_ELEMENTWISE, move_block(s, j, &a, B, sel, TRUE));
     cur = next;
   }
   s->store->holder = s;
@@ -295,15 +330,16 @@ ct_stack_backward(CtStack *s, CtScratch *sc, int B)
                  : half ? sc->xa
                         : (float *) (void *) slot_map(s, slot_at(s, j), 0).x;
       CtLayerActs a = acts_view(s, sc, j, x);
+      const int *sel = block_sel(s, l0 + j);
       if (half)
-        PROF(CT_PROF_ELEMENTWISE, move_block(s, j, &a, B, FALSE));
+        PROF(CT_PROF_ELEMENTWISE, move_block(s, j, &a, B, sel, FALSE));
       if (half && j == 0 && k > 0) {
         /* without checkpointing this block's input would have been saved
          * in 16 bits: see the same rounded values, for identical results */
         PROF(CT_PROF_ELEMENTWISE, ct_round_copy(prec_of(s), sc->xa, x, (size_t) B * s->Tr * s->C));
         a.x = sc->xa;
       }
-      block_backward(s, sc, &s->p[l0 + j], &s->g[l0 + j], &a, B);
+      block_backward(s, sc, &s->p[l0 + j], &s->g[l0 + j], &a, B, sel);
     }
   }
 }

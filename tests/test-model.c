@@ -273,6 +273,64 @@ step_grads(CtModel *m, const float *images, const int32_t *tokens, int B, float 
   *feats = g_memdup2(ct_model_text_features(m), sizeof(float) * B * E);
 }
 
+/* Readout pruning: the last blocks computed for the read rows only give
+ * the features and gradients of the whole blocks, within float rounding,
+ * at every precision, with and without checkpointing. */
+static void
+test_prune_readout(void)
+{
+  static const struct {
+    CtPrecision prec;
+    int chunks;
+    double ftol, gtol; /* features absolute, gradients relative to the largest */
+  } modes[] = {
+    { CT_PRECISION_FP32, 0, 1e-6, 1e-5 },
+    { CT_PRECISION_FP32, 2, 1e-6, 1e-5 },
+    { CT_PRECISION_BF16, 0, 2e-2, 5e-2 },
+    { CT_PRECISION_FP16, 3, 4e-3, 1e-2 },
+  };
+  int B = 4;
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("fashion", &cfg, NULL)); /* two heads a tower */
+  float *images;
+  int32_t *tokens;
+  make_batch(&cfg, B, &images, &tokens); /* captions of 3 to 6 tokens */
+  int E = cfg.embed_dim;
+  for (gsize k = 0; k < G_N_ELEMENTS(modes); k++) {
+    CtModel *m = ct_model_new(&cfg, B, NULL);
+    g_assert_nonnull(m);
+    ct_model_init_weights(m, 11);
+    g_assert_true(ct_model_set_memory(m, modes[k].prec, modes[k].chunks, NULL));
+    size_t n = ct_model_n_params(m);
+    float *g[2], *ft[2], *fi[2];
+    for (int on = 0; on < 2; on++) {
+      ct_model_set_prune_readout(m, on);
+      step_grads(m, images, tokens, B, &g[on], &ft[on]);
+      fi[on] = g_memdup2(ct_model_image_features(m), sizeof(float) * B * E);
+    }
+    double gmax = 0, gdiff = 0, fdiff = 0;
+    size_t same = 0;
+    for (size_t i = 0; i < n; i++) {
+      gmax = MAX(gmax, fabs(g[0][i]));
+      gdiff = MAX(gdiff, fabs(g[0][i] - g[1][i]));
+      same += g[0][i] == g[1][i];
+    }
+    for (int i = 0; i < B * E; i++)
+      fdiff = MAX(fdiff, MAX(fabs(fi[0][i] - fi[1][i]), fabs(ft[0][i] - ft[1][i])));
+    g_test_message("%s, checkpoint %d: features differ by %.2e, gradients by %.2e of %.2e "
+                   "(%zu of %zu the same bits)", ct_precision_name(modes[k].prec),
+                   modes[k].chunks, fdiff, gdiff, gmax, same, n);
+    g_assert_cmpfloat(gmax, >, 0);
+    g_assert_cmpfloat(fdiff, <=, modes[k].ftol);
+    g_assert_cmpfloat(gdiff, <=, modes[k].gtol * gmax);
+    for (int on = 0; on < 2; on++)
+      g_free(g[on]), g_free(ft[on]), g_free(fi[on]);
+    ct_model_free(m);
+  }
+  g_free(images);
+  g_free(tokens);
+}
+
 /* Text trimming: short captions give the untrimmed features and gradients
  * within float rounding; captions that fill the context, the same bits. */
 static void
@@ -784,6 +842,7 @@ main(int argc, char **argv)
   g_test_add_func("/model/reproducible", test_reproducible);
   g_test_add_func("/model/batch-independent", test_batch_independent);
   g_test_add_func("/model/trim-text", test_trim_text);
+  g_test_add_func("/model/prune-readout", test_prune_readout);
   g_test_add_func("/model/bad-input", test_bad_input);
   g_test_add_func("/model/save-load", test_save_load);
   g_test_add_func("/model/load-f16", test_load_f16);

@@ -177,6 +177,26 @@ fill_tokens(int32_t *tokens, CtRng *rng, int B, int T, int V, int len)
   }
 }
 
+/* The step FLOPs that readout pruning leaves out, per stack of L >= 1
+ * blocks of width W over T tokens: for all rows but one a sequence, the
+ * last block's out_proj, c_fc and c_proj (18 W^2 a row, forward) and its
+ * attention's scores and weighted sums (4 T W a row); three times that
+ * for forward and backward. */
+static double
+readout_saving(const CtConfig *c, int batch, int text_tokens)
+{
+  double f = 0;
+  if (!ct_config_is_resnet(c) && c->vision_layers > 0) {
+    double G = c->image_resolution / c->vision_patch_size, T = G * G + 1, W = c->vision_width;
+    f += (T - 1) * (18 * W * W + 4 * T * W);
+  }
+  if (c->transformer_layers > 0) {
+    double T = text_tokens, W = c->transformer_width;
+    f += (T - 1) * (18 * W * W + 4 * T * W);
+  }
+  return 3.0 * batch * f;
+}
+
 int
 ct_cli_bench(int argc, char **argv)
 {
@@ -186,7 +206,7 @@ ct_cli_bench(int argc, char **argv)
   gint64 seed = 0;
   g_autofree char *loader = NULL;
   int loader_batches = 0, checkpoint = 0;
-  gboolean profile = FALSE, no_trim = FALSE, in_backward = TRUE, whole_step = FALSE;
+  gboolean profile = FALSE, no_trim = FALSE, no_prune = FALSE, in_backward = TRUE, whole_step = FALSE;
   GOptionEntry entries[] = {
     { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
     { "loader-batches", 0, 0, G_OPTION_ARG_INT, &loader_batches, "With --loader: batches to time (default: one epoch)", "N" },
@@ -202,6 +222,7 @@ ct_cli_bench(int argc, char **argv)
     { "step-in-backward", 0, 0, G_OPTION_ARG_NONE, &in_backward, "Step each block inside backward from a one-block gradient scratch, as fit does by default (optimizer.step_in_backward: auto); the default", NULL },
     { "whole-step", 0, 0, G_OPTION_ARG_NONE, &whole_step, "Instead, step after backward, the whole gradient buffer resident (optimizer.step_in_backward: false)", NULL },
     { "no-trim", 0, 0, G_OPTION_ARG_NONE, &no_trim, "Run the text tower over the whole context even for short captions", NULL },
+    { "no-prune", 0, 0, G_OPTION_ARG_NONE, &no_prune, "Run the towers' last blocks for every row, not only the rows they read", NULL },
     { "profile", 0, 0, G_OPTION_ARG_NONE, &profile, "Also report where the time goes: ms per step and % by kind of work", NULL },
     { "sgemm", 0, 0, G_OPTION_ARG_INT, &sgemm, "Instead, time cblas_sgemm on N x N x N products", "N" },
     { NULL },
@@ -269,6 +290,7 @@ ct_cli_bench(int argc, char **argv)
   }
   ct_model_init_weights(m, (uint64_t) seed);
   ct_model_set_trim_text(m, !no_trim);
+  ct_model_set_prune_readout(m, !no_prune);
   /* open_clip's AdamW defaults (betas 0.9, 0.98, eps 1e-6, wd 0.2) */
   CtOptimizer *opt = ct_optimizer_new(m, "adamw", &error);
   if (!opt || !ct_optimizer_set(opt, "lr", 1e-4, &error) ||
@@ -338,8 +360,12 @@ ct_cli_bench(int argc, char **argv)
   for (int s = 0; s < steps; s++)
     total += times[s];
   double sec = median(times, steps);
-  /* the work done: trimming runs the text tower over caption_tokens only */
-  double flops = ct_config_step_flops(&cfg, batch, no_trim ? T : caption_tokens);
+  /* the work done: trimming runs the text tower over caption_tokens only,
+   * readout pruning the last blocks' products after in_proj for one row */
+  int text_tokens = no_trim ? T : caption_tokens;
+  double flops = ct_config_step_flops(&cfg, batch, text_tokens);
+  if (!no_prune)
+    flops -= readout_saving(&cfg, batch, text_tokens);
 
   JsonBuilder *jb = json_builder_new();
   json_builder_begin_object(jb);
@@ -357,6 +383,7 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("blas_core", string, openblas_get_corename());
   MEMBER("caption_tokens", int, caption_tokens);
   MEMBER("trim_text", boolean, !no_trim);
+  MEMBER("prune_readout", boolean, !no_prune);
   MEMBER("precision", string, precision);
   MEMBER("checkpoint", int, checkpoint);
   MEMBER("optimizer_state", string, ct_precision_name(state_prec));
