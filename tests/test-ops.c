@@ -380,6 +380,67 @@ test_attention_causal(void)
   check_attention(1);
 }
 
+/* One query row a sequence (the last block under readout pruning). */
+typedef struct {
+  int B, T, C, H, causal;
+  const int *sel;
+  float *qkv, *y, *att, *r;
+} RowAttCtx;
+
+static double
+row_att_loss(void *p)
+{
+  RowAttCtx *c = p;
+  ct_attention_rows_forward(c->y, c->att, c->qkv, c->sel, c->B, c->T, c->C, c->H, c->causal,
+                            CT_PRECISION_FP32);
+  return dot(c->y, c->r, (size_t) c->B * c->C);
+}
+
+static void
+check_attention_rows(int causal)
+{
+  static const int sel[3] = { 0, 4, 2 };
+  RowAttCtx c = { .B = 3, .T = 5, .C = 8, .H = 2, .causal = causal, .sel = sel };
+  int B = c.B, T = c.T, C = c.C, H = c.H;
+  size_t nq = (size_t) B * T * 3 * C;
+  c.qkv = randn(nq, 1);
+  c.y = g_new(float, (size_t) B * C);
+  c.att = g_new(float, (size_t) B * H * T);
+  c.r = randn((size_t) B * C, 1);
+  row_att_loss(&c);
+  /* the selected rows of the whole attention */
+  float *y = g_new(float, (size_t) B * T * C), *att = g_new(float, (size_t) B * H * T * T);
+  ct_attention_forward(y, att, c.qkv, B, T, C, H, causal, CT_PRECISION_FP32);
+  for (int b = 0; b < B; b++) {
+    for (int e = 0; e < C; e++)
+      g_assert_cmpfloat_with_epsilon(c.y[b * C + e], y[((size_t) b * T + sel[b]) * C + e], 1e-6);
+    for (int h = 0; h < H; h++)
+      for (int j = 0; j < T; j++)
+        g_assert_cmpfloat_with_epsilon(c.att[((size_t) b * H + h) * T + j],
+                                       att[(((size_t) b * H + h) * T + sel[b]) * T + j], 1e-6);
+  }
+  float *dqkv = g_new0(float, nq), *scratch = g_new(float, (size_t) T);
+  ct_attention_rows_backward(dqkv, scratch, c.r, c.qkv, c.att, sel, B, T, C, H,
+                             CT_PRECISION_FP32);
+  check_grad(causal ? "causal row attention dqkv" : "row attention dqkv", c.qkv, dqkv, nq,
+             row_att_loss, &c, 1e-3, 1e-3, 5e-3);
+  /* only the selected rows' queries get a gradient */
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++)
+      if (t != sel[b])
+        for (int e = 0; e < C; e++)
+          g_assert_cmpfloat(dqkv[((size_t) b * T + t) * 3 * C + e], ==, 0.0f);
+  g_free(c.qkv), g_free(c.y), g_free(c.att), g_free(c.r), g_free(dqkv), g_free(scratch);
+  g_free(y), g_free(att);
+}
+
+static void
+test_attention_rows(void)
+{
+  check_attention_rows(0);
+  check_attention_rows(1);
+}
+
 /* ------------------------------------------------------------ embeddings */
 
 typedef struct {
@@ -492,6 +553,14 @@ test_rows(void)
   float *dx = g_new0(float, 60);
   ct_rows_scatter_add(dx, c.r, idx, 3, 4, 5);
   check_grad("row gather dx", c.x, dx, 60, rows_loss, &c, 1e-2, 1e-4, 1e-3);
+  /* gather-add: the gathered rows added to what the output held */
+  float acc[15];
+  for (int i = 0; i < 15; i++)
+    acc[i] = (float) i;
+  ct_rows_gather_add(acc, c.x, idx, 3, 4, 5);
+  for (int b = 0; b < 3; b++)
+    for (int e = 0; e < 5; e++)
+      g_assert_cmpfloat(acc[b * 5 + e], ==, (float) (b * 5 + e) + c.x[(b * 4 + idx[b]) * 5 + e]);
   g_free(c.x), g_free(c.y), g_free(c.r), g_free(dx);
 }
 
@@ -826,6 +895,7 @@ main(int argc, char **argv)
   g_test_add_func("/ops/quickgelu", test_quickgelu);
   g_test_add_func("/ops/attention", test_attention);
   g_test_add_func("/ops/attention-causal", test_attention_causal);
+  g_test_add_func("/ops/attention-rows", test_attention_rows);
   g_test_add_func("/ops/token-embedding", test_token_embed);
   g_test_add_func("/ops/patch-embedding", test_patch_embed);
   g_test_add_func("/ops/rows", test_rows);
