@@ -13,6 +13,10 @@
 # machine hurts all sides alike; the table gives the median of each figure
 # over the rounds, and the ratios of those medians.
 #
+# "GFLOP/s done" counts the products each program runs (cliptrain skips
+# some: text trimming, readout pruning); "model GFLOP/s" the model's
+# FLOPs as torch_clip.py counts them, a rate proportional to samples/s.
+#
 # Each --lean adds a cliptrain row run with those bench options (say,
 # "--checkpoint 4", a memory-lean setting, or "--whole-step") in the same
 # rounds; it may be given more than once.  --matched-only skips PyTorch with Debian's kernels
@@ -80,8 +84,8 @@ captions="context-filling captions"
 echo "$preset, batch $batch, $threads threads, $captions, $rounds rounds, $(date -u +%Y-%m-%d)"
 awk -v sg="$sg" -v c="$core" 'BEGIN { printf "sgemm 2048 (%s kernels): %.1f GFLOP/s\n", c, sg }'
 echo
-echo "| | samples/s | step ms | GFLOP/s | % of sgemm | peak RSS MiB |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| | samples/s | step ms | GFLOP/s done | % of sgemm | model GFLOP/s | % of sgemm | peak RSS MiB |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 impls="cliptrain"
 n_leans=$(ls "$tmp" | grep -c '^lean' || true)
 for i in $(seq "$n_leans"); do impls="$impls cliptrain_lean$i"; done
@@ -96,8 +100,12 @@ for impl in $impls; do
   esac
   s=$(median "$tmp/$impl" samples_per_s) ms=$(median "$tmp/$impl" step_ms)
   g=$(median "$tmp/$impl" gflop_per_s) m=$(median "$tmp/$impl" peak_rss_mib)
-  awk -v n="$name" -v s="$s" -v ms="$ms" -v g="$g" -v sg="$sg" -v m="$m" \
-    'BEGIN { printf "| %s | %.3f | %.0f | %.1f | %.0f%% | %.0f |\n", n, s, ms, g, 100 * g / sg, m }'
+  # the model's count (PyTorch's own gflop_per_s is that already)
+  mg=$g
+  grep -q model_gflop_per_s "$tmp/$impl" && mg=$(median "$tmp/$impl" model_gflop_per_s)
+  awk -v n="$name" -v s="$s" -v ms="$ms" -v g="$g" -v mg="$mg" -v sg="$sg" -v m="$m" \
+    'BEGIN { printf "| %s | %.3f | %.0f | %.1f | %.0f%% | %.1f | %.0f%% | %.0f |\n", n, s, ms, g,
+             100 * g / sg, mg, 100 * mg / sg, m }'
 done
 for mine in $impls; do
   case $mine in torch*) continue ;; esac

@@ -392,6 +392,10 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("samples_per_s", double, round(batch / sec * 1000) / 1000);
   MEMBER("step_ms", double, round(sec * 1e4) / 10);
   MEMBER("gflop_per_s", double, round(flops / sec / 1e9 * 10) / 10);
+  /* the model's FLOPs as PyTorch's reference counts them (whole context,
+   * no pruning): a rate proportional to samples/s, like for like */
+  MEMBER("model_gflop_per_s", double,
+         round(ct_config_step_flops(&cfg, batch, T) / sec / 1e9 * 10) / 10);
   MEMBER("peak_rss_mib", double, round(peak_rss_mib()));
   MEMBER("activation_mib", double, round(ct_model_activation_bytes(m) / 1048576.0));
   if (profile) {
