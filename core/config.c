@@ -3,6 +3,8 @@
 
 #include <cliptrain/model.h>
 
+#include "config-private.h"
+
 #include <stddef.h>
 #include <string.h>
 
@@ -228,6 +230,16 @@ stack_flops(int layers, double T, double W)
   return layers * (24.0 * T * W * W + 4.0 * T * T * W);
 }
 
+/* Forward FLOPs that readout pruning leaves out of a stack of L >= 1
+ * blocks over T tokens of width W: for all rows but one a sequence, the
+ * last block's out_proj, c_fc and c_proj (18 W^2 a row) and its
+ * attention's scores and weighted sums (4 T W a row). */
+static double
+pruned_flops(int layers, double T, double W)
+{
+  return layers > 0 ? (T - 1) * (18.0 * W * W + 4.0 * T * W) : 0.0;
+}
+
 /* The ModifiedResNet walked as OpenAI builds it: per image, the matrix
  * FLOPs (2 * outputs * fan-in of every convolution and projection, the
  * attention pool's scores and weighted sums) and the parameters. */
@@ -299,6 +311,17 @@ ct_config_step_flops(const CtConfig *c, int batch, int text_tokens)
   double txt = stack_flops(c->transformer_layers, text_tokens, tw) + 2.0 * tw * c->embed_dim;
   double fwd = batch * (vis + txt) + 2.0 * batch * batch * c->embed_dim;
   return 3.0 * fwd;
+}
+
+double
+ct_config_readout_saving(const CtConfig *c, int batch, int text_tokens)
+{
+  double f = pruned_flops(c->transformer_layers, text_tokens, c->transformer_width);
+  if (!ct_config_is_resnet(c)) {
+    double G = c->image_resolution / c->vision_patch_size;
+    f += pruned_flops(c->vision_layers, G * G + 1, c->vision_width);
+  }
+  return 3.0 * batch * f;
 }
 
 static size_t

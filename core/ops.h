@@ -92,7 +92,7 @@ void ct_attention_backward(float *dqkv, float *scratch, const float *dout,
                            const float *qkv, const float *att, int B, int T, int C, int H,
                            CtPrecision prec);
 
-/* ---- the same for one query row per sequence (op_attention_rows.c) ----
+/* ---- the same for one query row per sequence ----
  * sel: (B) the query row of each sequence; keys and values are every
  * row's.  out: (B, C) that row's output; att: (B, H, T) its
  * probabilities, saved.  Each row gets ct_attention_forward's operations

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "cli.h"
+#include "config-private.h"
 #include "run.h"
 #include <cliptrain/rng.h>
 
@@ -177,26 +178,6 @@ fill_tokens(int32_t *tokens, CtRng *rng, int B, int T, int V, int len)
   }
 }
 
-/* The step FLOPs that readout pruning leaves out, per stack of L >= 1
- * blocks of width W over T tokens: for all rows but one a sequence, the
- * last block's out_proj, c_fc and c_proj (18 W^2 a row, forward) and its
- * attention's scores and weighted sums (4 T W a row); three times that
- * for forward and backward. */
-static double
-readout_saving(const CtConfig *c, int batch, int text_tokens)
-{
-  double f = 0;
-  if (!ct_config_is_resnet(c) && c->vision_layers > 0) {
-    double G = c->image_resolution / c->vision_patch_size, T = G * G + 1, W = c->vision_width;
-    f += (T - 1) * (18 * W * W + 4 * T * W);
-  }
-  if (c->transformer_layers > 0) {
-    double T = text_tokens, W = c->transformer_width;
-    f += (T - 1) * (18 * W * W + 4 * T * W);
-  }
-  return 3.0 * batch * f;
-}
-
 int
 ct_cli_bench(int argc, char **argv)
 {
@@ -365,7 +346,7 @@ ct_cli_bench(int argc, char **argv)
   int text_tokens = no_trim ? T : caption_tokens;
   double flops = ct_config_step_flops(&cfg, batch, text_tokens);
   if (!no_prune)
-    flops -= readout_saving(&cfg, batch, text_tokens);
+    flops -= ct_config_readout_saving(&cfg, batch, text_tokens);
 
   JsonBuilder *jb = json_builder_new();
   json_builder_begin_object(jb);
