@@ -6,17 +6,7 @@
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 builddir=${CT_BUILDDIR:-$srcdir}
 
-py=
-for cand in python3 /usr/bin/python3; do
-  if "$cand" -c 'import torch' >/dev/null 2>&1; then
-    py=$cand
-    break
-  fi
-done
-if [ -z "$py" ]; then
-  echo "1..0 # SKIP python3 with torch is not installed"
-  exit 0
-fi
+. "$srcdir/tests/torch-python.sh"
 
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
