@@ -75,7 +75,7 @@ PRESETS = {
                    vision_width=1024, vision_patch_size=14, vision_heads=16,
                    context_length=77, vocab_size=49408, transformer_width=512,
                    transformer_heads=8, transformer_layers=12),
-    # ModifiedResNet towers (vision_patch_size 0), as core/config.c's
+    # ModifiedResNet towers (vision_patch_size 0), as core/model/model-config.c's
     "rn50": dict(embed_dim=1024, image_resolution=224,
                  vision_layers=(3, 4, 6, 3), vision_width=64,
                  vision_patch_size=0, vision_heads=32, context_length=77,
@@ -536,7 +536,7 @@ def resnet_forward_flops(cfg):
     """Matmul FLOPs of the ModifiedResNet tower for one image: every
     convolution 2 * Ho*Wo * OC * (C*K*K); the attention pool's q (token 0
     only), k, v projections, scores and weighted sums (2 * 2*T*C) and
-    c_proj.  Not counted: BN, ReLU, pooling, additions.  (core/config.c
+    c_proj.  Not counted: BN, ReLU, pooling, additions.  (core/model/model-config.c
     counts the same.)"""
     W, R, E = cfg["vision_width"], cfg["image_resolution"], cfg["embed_dim"]
     S = R / 2

@@ -49,7 +49,7 @@ ONE_CYCLE = dict(div=25.0, div_final=1e5, pct_start=0.25, mom_start=0.95,
 
 
 def combined_cos(pct, start, middle, end, pos):
-    """fastai's combined_cos, as core/schedule.c evaluates it."""
+    """fastai's combined_cos, as core/train/schedule.c evaluates it."""
     def cos_sched(a, b, p):
         return a + (1 + math.cos(math.pi * (1 - p))) * (b - a) / 2
     if pos >= pct and pct < 1:

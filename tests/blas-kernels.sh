@@ -3,7 +3,7 @@
 # itself (see core/cli/blas.c) give PyTorch-exact results on this machine:
 # the parity cases and the finite-difference checks pass under each core
 # type that the CPU supports.  Products cut across threads keep the bits
-# of one call (core/gemm.c's row grain for each core type) under those and
+# of one call (core/base/gemm.c's row grain for each core type) under those and
 # under the other kernel sets the CPU can run.  Prints TAP.
 builddir=${CT_BUILDDIR:-.}
 flags=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)

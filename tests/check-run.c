@@ -16,7 +16,7 @@
  *                   not an error (never read; a resume removes it) */
 #include "config.h"
 
-#include "recipe.h"
+#include "formats/recipe.h"
 
 #include <cliptrain/cliptrain.h>
 #include <json-glib/json-glib.h>

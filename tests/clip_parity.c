@@ -102,7 +102,7 @@
  * tensor "features") against output.embed.image_features within 1e-5. */
 #include "config.h"
 
-#include "model-private.h"
+#include "model/model-private.h"
 
 #include <cliptrain/cliptrain.h>
 

@@ -26,7 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "image-private.h"
+#include "data/image-private.h"
 
 static const float clip_mean[3] = CT_CLIP_MEAN;
 static const float clip_std[3] = CT_CLIP_STD;

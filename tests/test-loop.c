@@ -3,8 +3,8 @@
  * ties, training/validation restriction, errors naming the callback. */
 #include "config.h"
 
-#include "learner-private.h"
-#include "plugin-loader.h"
+#include "train/learner-private.h"
+#include "train/plugin-loader.h"
 
 #include <cliptrain/cliptrain.h>
 

@@ -8,7 +8,7 @@
  * The same kernels must give the same bits with 1 and 2 pool threads. */
 #include "config.h"
 
-#include "ops.h"
+#include "kernels/ops.h"
 
 #include <cliptrain/cliptrain.h>
 

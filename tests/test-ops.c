@@ -6,9 +6,9 @@
  * per op: |analytic - numeric| <= atol + rtol * max|numeric|. */
 #include "config.h"
 
-#include "ops.h"
-#include "parallel.h"
-#include "vmath.h"
+#include "kernels/ops.h"
+#include "base/parallel.h"
+#include "base/vmath.h"
 
 #include <cliptrain/cliptrain.h>
 
@@ -178,7 +178,7 @@ test_layernorm(void)
   g_free(c.r), g_free(dx), g_free(dw), g_free(db);
 }
 
-/* The layer norm's sums, written out lane by lane as op_layernorm.c
+/* The layer norm's sums, written out lane by lane as kernels/layernorm.c
  * documents them: element c in lane c % 16, lanes summed pairwise (i and
  * i + 8, then + 4, + 2, + 1).  The kernels must give these bits on every
  * CPU path and at every thread count. */
@@ -252,7 +252,7 @@ test_layernorm_lanes(void)
   }
 }
 
-/* Attention's softmax rows against a scalar rewrite of op_softmax.c's
+/* Attention's softmax rows against a scalar rewrite of kernels/softmax.c's
  * documented order (lane_sum_ref above), bit for bit, on each exp path. */
 static void
 test_softmax_lanes(void)

@@ -4,8 +4,8 @@
 
 #include <cliptrain/cliptrain.h>
 
-#include "parallel.h"
-#include "precision.h"
+#include "base/parallel.h"
+#include "base/precision.h"
 
 #include <cblas.h>
 #include <math.h>

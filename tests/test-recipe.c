@@ -3,7 +3,7 @@
  * recipes), defaults, did-you-mean, YAML round trips and atomic writes. */
 #include "config.h"
 
-#include "recipe.h"
+#include "formats/recipe.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -13,7 +13,7 @@
  * differences. */
 #include "config.h"
 
-#include "loader.h"
+#include "data/loader.h"
 
 #include <cliptrain/cliptrain.h>
 #include <math.h>

@@ -4,7 +4,7 @@
  * small images in tests/data/sources (see tests/gen_source_fixtures.py). */
 #include "config.h"
 
-#include "source.h"
+#include "data/source.h"
 
 #include <string.h>
 

@@ -6,9 +6,9 @@
  * machine's ceiling for the model's GFLOP/s. */
 #include "config.h"
 
-#include "cli.h"
-#include "config-private.h"
-#include "run.h"
+#include "cli/cli.h"
+#include "model/model-config-private.h"
+#include "setup/run.h"
 #include <cliptrain/rng.h>
 
 #include <cliptrain/cliptrain.h>

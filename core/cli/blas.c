@@ -12,7 +12,7 @@
  * chosen kernels pass the parity test on the machine at hand. */
 #include "config.h"
 
-#include "cli.h"
+#include "cli/cli.h"
 
 #include <cblas.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
  * that zeroshot and retrieve share. */
 #include "config.h"
 
-#include "cli.h"
+#include "cli/cli.h"
 
 #include <cliptrain/cliptrain.h>
 

@@ -1,9 +1,9 @@
 /* fit.c: `cliptrain fit RECIPE`, and `cliptrain plugins [NAME]`. */
 #include "config.h"
 
-#include "cli.h"
-#include "plugin-loader.h"
-#include "run.h"
+#include "cli/cli.h"
+#include "train/plugin-loader.h"
+#include "setup/run.h"
 
 #include <cliptrain/plugin.h>
 

@@ -1,7 +1,7 @@
 /* init.c: `cliptrain init`, write a freshly initialised model's weights. */
 #include "config.h"
 
-#include "cli.h"
+#include "cli/cli.h"
 
 #include <cliptrain/cliptrain.h>
 

@@ -1,7 +1,7 @@
 /* main.c: the cliptrain program: dispatch to subcommands. */
 #include "config.h"
 
-#include "cli.h"
+#include "cli/cli.h"
 
 #include <cliptrain/cliptrain.h>
 

@@ -2,7 +2,7 @@
  * `cliptrain embed --images` nearest to a text query, by cosine similarity. */
 #include "config.h"
 
-#include "cli.h"
+#include "cli/cli.h"
 
 #include <cliptrain/cliptrain.h>
 

@@ -2,7 +2,7 @@
  * clip.tokenize: one line of context-length space-separated ids per caption. */
 #include "config.h"
 
-#include "cli.h"
+#include "cli/cli.h"
 
 #include <cliptrain/cliptrain.h>
 

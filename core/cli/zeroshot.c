@@ -3,7 +3,7 @@
  * text features; logits 100 image . class, softmax, top k. */
 #include "config.h"
 
-#include "cli.h"
+#include "cli/cli.h"
 
 #include <cliptrain/cliptrain.h>
 

@@ -1,7 +1,7 @@
 /* fuzz_csv.c: the CSV reader (RFC 4180 quoting) and the TSV reader on the
  * same bytes, with open_clip's column names; every caption is read back
  * (images are not: their paths could name any file). */
-#include "source.h"
+#include "data/source.h"
 
 #include "fuzz-util.h"
 

@@ -4,9 +4,9 @@
  * and schedule checks, a schema with every parameter type, fixed
  * overrides, lookups, and the resolved YAML, which must load again and
  * print the same (cliptrain fit OUT/recipe.yaml must repeat a run). */
-#include "data-setup.h"
-#include "optim-setup.h"
-#include "recipe.h"
+#include "setup/data-setup.h"
+#include "setup/optim-setup.h"
+#include "formats/recipe.h"
 
 #include "fuzz-util.h"
 

@@ -1,7 +1,7 @@
 /* fuzz_webdataset.c: a webdataset shard of any bytes (tar, or anything
  * libarchive's filters take): indexed at open, then the first samples read
  * back, images decoded. */
-#include "source.h"
+#include "data/source.h"
 
 #include "fuzz-util.h"
 

@@ -1,0 +1,18 @@
+# core/base: the foundations every other folder may use: errors, hashing, the RNG,
+# the thread pool, gemm, bf16/fp16 rounding, vector math, profiling.
+# Included by the top Makefile.am; it may include headers from itself
+# and from the folders below it (tests/check-layers.sh).
+libctcore_la_SOURCES += \
+	%reldir%/error.c \
+	%reldir%/gemm.c \
+	%reldir%/gemm.h \
+	%reldir%/hash.c \
+	%reldir%/parallel.c \
+	%reldir%/parallel.h \
+	%reldir%/precision.c \
+	%reldir%/precision.h \
+	%reldir%/profile-private.h \
+	%reldir%/profile.c \
+	%reldir%/rng.c \
+	%reldir%/vec.h \
+	%reldir%/vmath.h

@@ -1,0 +1,83 @@
+/* dataset-source.c: source samples turned into model inputs: captions
+ * from labels and templates, tokenized; images decoded and transformed. */
+#include "config.h"
+
+#include "data/dataset.h"
+
+#include <cliptrain/image.h>
+#include <cliptrain/rng.h>
+#include <cliptrain/tokenizer.h>
+
+#include <string.h>
+
+/* "a photo of a {label}." with {label} replaced */
+static char *
+fill_template(const char *tmpl, const char *label)
+{
+  const char *at = strstr(tmpl, "{label}");
+  if (!at)
+    return g_strdup(tmpl);
+  return g_strdup_printf("%.*s%s%s", (int) (at - tmpl), tmpl, label, at + 7);
+}
+
+static gboolean
+source_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens,
+           GError **error)
+{
+  const CtDatasetOptions *o = &ds->o;
+  CtRng rng; /* every draw of (sample, epoch) */
+  ct_rng_init_stream(&rng, ds->seed, ((uint64_t) (epoch + 1) << 40) ^ index);
+  CtImage *img = NULL;
+  char *caption = NULL;
+  int label = -1;
+  size_t i = index, n_src = ct_source_len(ds->src);
+  GError *e = NULL;
+  for (size_t tries = 0;; tries++) {
+    if (ct_source_get(ds->src, i, &img, &caption, &label, &e))
+      break;
+    if (!o->skip_corrupt || e->domain != CT_ERROR || e->code != CT_ERROR_FORMAT ||
+        tries + 1 >= n_src) {
+      g_propagate_error(error, e);
+      return FALSE;
+    }
+    g_clear_error(&e);
+    g_atomic_int_inc(&ds->skipped);
+    i = (i + 1) % n_src; /* the next sample stands in */
+  }
+  if (!caption) {
+    char **names = o->class_captions ? o->class_captions : ds->src->class_names;
+    const char *name = names && label >= 0 && label < (int) g_strv_length(names)
+                         ? names[label] : "?";
+    guint nt = o->templates ? g_strv_length(o->templates) : 0;
+    const char *tmpl = nt ? o->templates[o->random_template ? ct_rng_below(&rng, nt) : 0] : "{label}";
+    caption = fill_template(tmpl, name);
+  }
+  gboolean ok = ct_tokenizer_tokenize(ds->tok, caption, o->context_length, o->truncate, tokens,
+                                      error);
+  if (ok) {
+    if (o->augment)
+      ct_image_random_resized_crop(img, o->size, o->min_scale, o->ratio_lo, o->ratio_hi,
+                                   o->hflip, &rng, o->mean, o->std, image);
+    else
+      ct_image_resize_center_crop(img, o->size, o->mean, o->std, image);
+  }
+  ct_image_free(img);
+  g_free(caption);
+  return ok;
+}
+
+CtDataset *
+ct_dataset_new_source(CtSource *src, CtTokenizer *tok, const CtDatasetOptions *options)
+{
+  CtDataset *ds = g_new0(CtDataset, 1);
+  ds->src = src;
+  ds->tok = tok;
+  ds->o = *options;
+  ds->o.templates = g_strdupv(options->templates);
+  ds->o.class_captions = g_strdupv(options->class_captions);
+  ds->seed = options->seed;
+  ds->n = ct_source_len(src);
+  ds->get = source_get;
+  return ds;
+}
+

@@ -1,0 +1,216 @@
+/* conv.c: 2-d convolution (nn.Conv2d without bias, any kernel, stride
+ * and padding) as im2col and cblas_sgemm, forward and backward, at a
+ * precision.
+ *
+ * Activations are rows, (B, H, W, C): a (B*H*W, C) matrix, so that a 1x1
+ * convolution is a linear layer and a whole batch is one product.  The
+ * images entering the stem are (B, C, H, W) (cv->nchw).  The im2col matrix
+ * has a row per output position and columns (c, ky, kx), the order of the
+ * weight (OC, C, K, K), so out = col @ w^T.  Batches are cut into chunks
+ * of samples whose im2col fits CT_CONV_COL_BUDGET floats; the chunking
+ * depends on the shapes only, so results do not depend on anything else
+ * (thread count, checkpointing).  col2im gathers into each input pixel in
+ * a fixed order, so it runs on the pool deterministically. */
+#include "config.h"
+
+#include "kernels/ops.h"
+#include "base/parallel.h"
+
+#include <string.h>
+
+void
+ct_conv_init(CtConv *cv, int C, int H, int W, int OC, int K, int stride, int pad, int nchw)
+{
+  *cv = (CtConv) { .C = C, .H = H, .W = W, .OC = OC, .K = K, .stride = stride, .pad = pad,
+                   .nchw = nchw };
+  cv->Ho = (H + 2 * pad - K) / stride + 1;
+  cv->Wo = (W + 2 * pad - K) / stride + 1;
+}
+
+/* TRUE when the input rows are the im2col matrix already. */
+static int
+is_pointwise(const CtConv *cv)
+{
+  return cv->K == 1 && cv->stride == 1 && cv->pad == 0 && !cv->nchw;
+}
+
+int
+ct_conv_chunk(const CtConv *cv, int B)
+{
+  size_t per = (size_t) cv->Ho * cv->Wo * cv->C * cv->K * cv->K;
+  size_t n = CT_CONV_COL_BUDGET / (per ? per : 1);
+  return (int) MAX(1, MIN((size_t) B, n));
+}
+
+size_t
+ct_conv_col_floats(const CtConv *cv, int B, CtPrecision prec)
+{
+  if (is_pointwise(cv) && prec == CT_PRECISION_FP32)
+    return 0;
+  return (size_t) ct_conv_chunk(cv, B) * cv->Ho * cv->Wo * cv->C * cv->K * cv->K;
+}
+
+typedef struct {
+  const CtConv *cv;
+  float *col;        /* (nb*Ho*Wo, C*K*K) */
+  const float *in;   /* the chunk's first sample */
+  float *din;        /* the chunk's first sample (col2im) */
+  const float *dcol;
+} ColCtx;
+
+/* Input element (c, y, x) of sample IN. */
+static inline float
+in_at(const CtConv *cv, const float *in, int c, int y, int x)
+{
+  if (cv->nchw)
+    return in[((size_t) c * cv->H + y) * cv->W + x];
+  return in[((size_t) y * cv->W + x) * cv->C + c];
+}
+
+static void
+im2col_rows(void *vctx, size_t r0, size_t r1, int thread)
+{
+  (void) thread;
+  const ColCtx *x = vctx;
+  const CtConv *cv = x->cv;
+  int K = cv->K, KK = K * K, HoWo = cv->Ho * cv->Wo;
+  size_t ckk = (size_t) cv->C * KK, in_n = (size_t) cv->C * cv->H * cv->W;
+  for (size_t r = r0; r < r1; r++) {
+    int b = (int) (r / HoWo), o = (int) (r % HoWo), oy = o / cv->Wo, ox = o % cv->Wo;
+    const float *in = x->in + b * in_n;
+    float *row = x->col + r * ckk;
+    for (int c = 0; c < cv->C; c++)
+      for (int ky = 0; ky < K; ky++) {
+        int y = oy * cv->stride - cv->pad + ky;
+        for (int kx = 0; kx < K; kx++) {
+          int xx = ox * cv->stride - cv->pad + kx;
+          float v = 0.0f;
+          if (y >= 0 && y < cv->H && xx >= 0 && xx < cv->W)
+            v = in_at(cv, in, c, y, xx);
+          row[(size_t) c * KK + ky * K + kx] = v;
+        }
+      }
+  }
+}
+
+/* din (rows of input pixels, NHWC) += the im2col gradient, gathered per
+ * input pixel: item = one input row (b, y). */
+static void
+col2im_rows(void *vctx, size_t i0, size_t i1, int thread)
+{
+  (void) thread;
+  const ColCtx *x = vctx;
+  const CtConv *cv = x->cv;
+  int K = cv->K, KK = K * K, s = cv->stride, C = cv->C;
+  size_t ckk = (size_t) C * KK, HoWo = (size_t) cv->Ho * cv->Wo;
+  for (size_t i = i0; i < i1; i++) {
+    int b = (int) (i / cv->H), y = (int) (i % cv->H);
+    for (int xx = 0; xx < cv->W; xx++) {
+      float *d = x->din + (((size_t) b * cv->H + y) * cv->W + xx) * C;
+      for (int ky = 0; ky < K; ky++) {
+        int ty = y + cv->pad - ky;
+        if (ty < 0 || ty % s || ty / s >= cv->Ho)
+          continue;
+        for (int kx = 0; kx < K; kx++) {
+          int tx = xx + cv->pad - kx;
+          if (tx < 0 || tx % s || tx / s >= cv->Wo)
+            continue;
+          const float *g = x->dcol + (b * HoWo + (size_t) (ty / s) * cv->Wo + tx / s) * ckk +
+                           ky * K + kx;
+          for (int c = 0; c < C; c++)
+            d[c] += g[(size_t) c * KK];
+        }
+      }
+    }
+  }
+}
+
+static void
+im2col(const CtConv *cv, float *col, const float *in, int nb)
+{
+  ColCtx x = { .cv = cv, .col = col, .in = in };
+  size_t rows = (size_t) nb * cv->Ho * cv->Wo;
+  ct_parallel_for(rows, 64, im2col_rows, &x);
+}
+
+void
+ct_conv2d_forward(CtPrecision prec, float *out, float *col, float *wr, const float *in,
+                  const float *w, const CtConv *cv, int B)
+{
+  int ckk = cv->C * cv->K * cv->K, HoWo = cv->Ho * cv->Wo;
+  const float *wp = w;
+  if (prec != CT_PRECISION_FP32) {
+    ct_round_copy(prec, wr, w, (size_t) cv->OC * ckk);
+    wp = wr;
+  }
+  if (is_pointwise(cv) && prec == CT_PRECISION_FP32) {
+    ct_linear_forward(out, in, wp, NULL, B * HoWo, ckk, cv->OC);
+    return;
+  }
+  int chunk = ct_conv_chunk(cv, B);
+  size_t in_n = (size_t) cv->C * cv->H * cv->W;
+  for (int b0 = 0; b0 < B; b0 += chunk) {
+    int nb = MIN(chunk, B - b0);
+    size_t rows = (size_t) nb * HoWo;
+    if (is_pointwise(cv))
+      memcpy(col, in + b0 * in_n, sizeof(float) * rows * ckk);
+    else
+      im2col(cv, col, in + b0 * in_n, nb);
+    ct_round(prec, col, rows * ckk);
+    ct_linear_forward(out + (size_t) b0 * HoWo * cv->OC, col, wp, NULL, (int) rows, ckk,
+                      cv->OC);
+  }
+  ct_round(prec, out, (size_t) B * HoWo * cv->OC);
+}
+
+void
+ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, float *dcol, float *wr,
+                   float *dout, const float *in, const float *w, const CtConv *cv, int B)
+{
+  int ckk = cv->C * cv->K * cv->K, HoWo = cv->Ho * cv->Wo;
+  const float *wp = w;
+  if (prec != CT_PRECISION_FP32) {
+    ct_round(prec, dout, (size_t) B * HoWo * cv->OC);
+    ct_round_copy(prec, wr, w, (size_t) cv->OC * ckk);
+    wp = wr;
+  }
+  if (is_pointwise(cv) && prec == CT_PRECISION_FP32) {
+    ct_linear_backward(din, dw, NULL, dout, in, wp, B * HoWo, ckk, cv->OC);
+    return;
+  }
+  int chunk = ct_conv_chunk(cv, B);
+  size_t in_n = (size_t) cv->C * cv->H * cv->W;
+  for (int b0 = 0; b0 < B; b0 += chunk) {
+    int nb = MIN(chunk, B - b0);
+    size_t rows = (size_t) nb * HoWo;
+    const float *d = dout + (size_t) b0 * HoWo * cv->OC;
+    if (dw) {
+      if (is_pointwise(cv))
+        memcpy(col, in + b0 * in_n, sizeof(float) * rows * ckk);
+      else
+        im2col(cv, col, in + b0 * in_n, nb);
+      ct_round(prec, col, rows * ckk);
+      ct_linear_backward(NULL, dw, NULL, d, col, wp, (int) rows, ckk, cv->OC);
+    }
+    if (!din)
+      continue;
+    if (is_pointwise(cv)) {
+      /* din rows are the dcol rows: accumulate straight into them */
+      float *di = din + b0 * in_n;
+      if (prec == CT_PRECISION_FP32) {
+        ct_linear_backward(di, NULL, NULL, d, NULL, wp, (int) rows, ckk, cv->OC);
+      } else {
+        memset(dcol, 0, sizeof(float) * rows * ckk);
+        ct_linear_backward(dcol, NULL, NULL, d, NULL, wp, (int) rows, ckk, cv->OC);
+        ct_round(prec, dcol, rows * ckk);
+        ct_add_inplace(di, dcol, rows * ckk);
+      }
+      continue;
+    }
+    memset(dcol, 0, sizeof(float) * rows * ckk);
+    ct_linear_backward(dcol, NULL, NULL, d, NULL, wp, (int) rows, ckk, cv->OC);
+    ct_round(prec, dcol, rows * ckk);
+    ColCtx x = { .cv = cv, .din = din + b0 * in_n, .dcol = dcol };
+    ct_parallel_for((size_t) nb * cv->H, 4, col2im_rows, &x);
+  }
+}

@@ -1,0 +1,104 @@
+/* embed.c: token + positional embedding, and the ViT patch embedding
+ * (im2col for a stride = kernel convolution, then class token and
+ * positional embedding). */
+#include "config.h"
+
+#include "kernels/ops.h"
+
+#include <string.h>
+
+void
+ct_token_embed_forward(float *out, const int32_t *tokens, const float *wte,
+                       const float *wpe, int B, int T, int C)
+{
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) {
+      const float *e = wte + (size_t) tokens[b * T + t] * C;
+      const float *p = wpe + (size_t) t * C;
+      float *o = out + ((size_t) b * T + t) * C;
+      for (int c = 0; c < C; c++)
+        o[c] = e[c] + p[c];
+    }
+}
+
+void
+ct_token_embed_backward(float *dwte, float *dwpe, const float *dout,
+                        const int32_t *tokens, int B, int T, int C)
+{
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) {
+      const float *d = dout + ((size_t) b * T + t) * C;
+      if (dwte) {
+        float *e = dwte + (size_t) tokens[b * T + t] * C;
+        for (int c = 0; c < C; c++)
+          e[c] += d[c];
+      }
+      if (dwpe) {
+        float *p = dwpe + (size_t) t * C;
+        for (int c = 0; c < C; c++)
+          p[c] += d[c];
+      }
+    }
+}
+
+void
+ct_patchify(float *patches, const float *images, int B, int R, int P)
+{
+  int G = R / P;
+  size_t K = (size_t) 3 * P * P;
+  for (int b = 0; b < B; b++)
+    for (int gy = 0; gy < G; gy++)
+      for (int gx = 0; gx < G; gx++) {
+        float *row = patches + (((size_t) b * G + gy) * G + gx) * K;
+        for (int c = 0; c < 3; c++)
+          for (int ky = 0; ky < P; ky++) {
+            const float *src = images + (((size_t) b * 3 + c) * R + gy * P + ky) * R + gx * P;
+            memcpy(row + ((size_t) c * P + ky) * P, src, sizeof(float) * P);
+          }
+      }
+}
+
+void
+ct_patch_assemble_forward(float *out, const float *patch_out, const float *cls,
+                          const float *pos, int B, int GG, int C)
+{
+  int T = GG + 1;
+  for (int b = 0; b < B; b++) {
+    float *o = out + (size_t) b * T * C;
+    for (int c = 0; c < C; c++)
+      o[c] = cls[c] + pos[c];
+    for (int i = 0; i < GG; i++) {
+      const float *src = patch_out + ((size_t) b * GG + i) * C;
+      const float *p = pos + (size_t) (1 + i) * C;
+      float *dst = o + (size_t) (1 + i) * C;
+      for (int c = 0; c < C; c++)
+        dst[c] = src[c] + p[c];
+    }
+  }
+}
+
+void
+ct_patch_assemble_backward(float *dpatch_out, float *dcls, float *dpos,
+                           const float *dout, int B, int GG, int C)
+{
+  int T = GG + 1;
+  for (int b = 0; b < B; b++) {
+    const float *d = dout + (size_t) b * T * C;
+    for (int c = 0; c < C; c++) {
+      if (dcls)
+        dcls[c] += d[c];
+      if (dpos)
+        dpos[c] += d[c];
+    }
+    for (int i = 0; i < GG; i++) {
+      const float *src = d + (size_t) (1 + i) * C;
+      if (dpatch_out)
+        memcpy(dpatch_out + ((size_t) b * GG + i) * C, src, sizeof(float) * C);
+      if (dpos) {
+        float *p = dpos + (size_t) (1 + i) * C;
+        for (int c = 0; c < C; c++)
+          p[c] += src[c];
+      }
+    }
+  }
+}

@@ -1,0 +1,13 @@
+/* model-config-private.h: FLOP counts of model-config.c for the cliptrain program
+ * (exported as run.h's functions are; not installed). */
+#ifndef CT_CONFIG_PRIVATE_H
+#define CT_CONFIG_PRIVATE_H
+
+#include <cliptrain/model.h>
+
+/* The FLOPs of one training step (3 x forward, as ct_config_step_flops)
+ * that readout pruning (ct_model_set_prune_readout) leaves out, at BATCH
+ * with TEXT_TOKENS text positions per caption. */
+CT_API double ct_config_readout_saving(const CtConfig *cfg, int batch, int text_tokens);
+
+#endif

@@ -1,0 +1,268 @@
+/* resnet-layout.c: the ModifiedResNet tower's shapes, its tensors under
+ * OpenAI's state-dict names with OpenAI's initialisation, and its share of
+ * the activation arena.
+ *
+ * Initialisation (CLIP.initialize_parameters): the attention pool's q, k,
+ * v and c_proj weights N(0, C^-0.5), its positional embedding
+ * N(0, C^-0.5) (AttentionPool2d's randn / C^0.5), every Bottleneck's
+ * bn3.weight 0, other BatchNorm gains 1 and biases 0; the rest as
+ * PyTorch's module defaults: convolution weights kaiming_uniform(a =
+ * sqrt(5)), that is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the pool's
+ * linear biases U(-1/sqrt(C), 1/sqrt(C)).  Running means start at 0 and
+ * running variances at 1. */
+#include "config.h"
+
+#include "model/model-private.h"
+
+#include <math.h>
+
+void
+ct_resnet_setup(CtModel *m)
+{
+  const CtConfig *c = &m->cfg;
+  CtResNet *rn = &m->rn;
+  *rn = (CtResNet) { .W = c->vision_width, .R = c->image_resolution, .E = c->embed_dim,
+                     .H = c->vision_heads };
+  int W = rn->W, R = rn->R;
+  ct_conv_init(&rn->scv1, 3, R, R, W / 2, 3, 2, 1, 1);
+  int R2 = rn->scv1.Ho;
+  ct_conv_init(&rn->scv2, W / 2, R2, R2, W / 2, 3, 1, 1, 0);
+  ct_conv_init(&rn->scv3, W / 2, R2, R2, W, 3, 1, 1, 0);
+  for (int st = 0; st < 4; st++)
+    rn->nblocks += c->vision_stages[st];
+  rn->blocks = g_new0(CtBottleneck, rn->nblocks);
+  int inplanes = W, H = R2 / 2, i = 0;
+  for (int st = 0; st < 4; st++) {
+    int P = W << st;
+    for (int j = 0; j < c->vision_stages[st]; j++, i++) {
+      CtBottleneck *b = &rn->blocks[i];
+      int s = j == 0 && st > 0 ? 2 : 1;
+      *b = (CtBottleneck) { .Cin = inplanes, .P = P, .s = s, .H = H, .W = H, .Ho = H / s,
+                            .Wo = H / s, .ds = s > 1 || inplanes != 4 * P };
+      ct_conv_init(&b->cv1, inplanes, H, H, P, 1, 1, 0, 0);
+      ct_conv_init(&b->cv2, P, H, H, P, 3, 1, 1, 0);
+      ct_conv_init(&b->cv3, P, b->Ho, b->Wo, 4 * P, 1, 1, 0, 0);
+      ct_conv_init(&b->cvd, inplanes, b->Ho, b->Wo, 4 * P, 1, 1, 0, 0);
+      inplanes = 4 * P;
+      H = b->Ho;
+    }
+  }
+  rn->S = H;
+  rn->C = 32 * W;
+  rn->T = H * H + 1;
+}
+
+void
+ct_resnet_cleanup(CtModel *m)
+{
+  g_clear_pointer(&m->rn.blocks, g_free);
+}
+
+#define NORMAL(std) ((CtInitSpec) { CT_INIT_NORMAL, (std) })
+#define UNIFORM(b) ((CtInitSpec) { CT_INIT_UNIFORM, (b) })
+#define ZERO ((CtInitSpec) { CT_INIT_ZERO, 0 })
+#define ONE ((CtInitSpec) { CT_INIT_ONE, 0 })
+
+static void
+add_conv(CtLayout *lo, float **p, float **g, const char *name, int oc, int ic, int k)
+{
+  ct_layout_param(lo, p, g, UNIFORM(1.0 / sqrt((double) ic * k * k)), TRUE, name, 4, oc, ic, k,
+                  k);
+}
+
+/* PREFIX.weight, .bias (parameters), .running_mean, .running_var (buffers). */
+static void
+add_bn(CtLayout *lo, CtBnParams *p, CtBnParams *g, CtBnBuffers *buf, const char *prefix, int C,
+       gboolean zero_gain)
+{
+  g_autofree char *w = g_strconcat(prefix, ".weight", NULL);
+  g_autofree char *b = g_strconcat(prefix, ".bias", NULL);
+  g_autofree char *rm = g_strconcat(prefix, ".running_mean", NULL);
+  g_autofree char *rv = g_strconcat(prefix, ".running_var", NULL);
+  ct_layout_param(lo, &p->w, &g->w, zero_gain ? ZERO : ONE, FALSE, w, 1, C, 0, 0, 0);
+  ct_layout_param(lo, &p->b, &g->b, ZERO, FALSE, b, 1, C, 0, 0, 0);
+  ct_layout_buffer(lo, &buf->mean, rm, C);
+  ct_layout_buffer(lo, &buf->var, rv, C);
+}
+
+void
+ct_resnet_layout(CtLayout *lo, CtModel *m)
+{
+  CtResNet *rn = &m->rn;
+  int W = rn->W, C = rn->C, E = rn->E;
+  char name[256];
+  add_conv(lo, &rn->sp[0].conv1_w, &rn->sp[1].conv1_w, "visual.conv1.weight", W / 2, 3, 3);
+  add_bn(lo, &rn->sp[0].bn1, &rn->sp[1].bn1, &rn->sb1, "visual.bn1", W / 2, FALSE);
+  add_conv(lo, &rn->sp[0].conv2_w, &rn->sp[1].conv2_w, "visual.conv2.weight", W / 2, W / 2, 3);
+  add_bn(lo, &rn->sp[0].bn2, &rn->sp[1].bn2, &rn->sb2, "visual.bn2", W / 2, FALSE);
+  add_conv(lo, &rn->sp[0].conv3_w, &rn->sp[1].conv3_w, "visual.conv3.weight", W, W / 2, 3);
+  add_bn(lo, &rn->sp[0].bn3, &rn->sp[1].bn3, &rn->sb3, "visual.bn3", W, FALSE);
+  int i = 0;
+  for (int st = 0; st < 4; st++)
+    for (int j = 0; j < m->cfg.vision_stages[st]; j++, i++) {
+      CtBottleneck *b = &rn->blocks[i];
+      int P = b->P;
+#define N(suffix) (g_snprintf(name, sizeof name, "visual.layer%d.%d.%s", st + 1, j, suffix), name)
+      add_conv(lo, &b->p.conv1_w, &b->g.conv1_w, N("conv1.weight"), P, b->Cin, 1);
+      add_bn(lo, &b->p.bn1, &b->g.bn1, &b->b1, N("bn1"), P, FALSE);
+      add_conv(lo, &b->p.conv2_w, &b->g.conv2_w, N("conv2.weight"), P, P, 3);
+      add_bn(lo, &b->p.bn2, &b->g.bn2, &b->b2, N("bn2"), P, FALSE);
+      add_conv(lo, &b->p.conv3_w, &b->g.conv3_w, N("conv3.weight"), 4 * P, P, 1);
+      add_bn(lo, &b->p.bn3, &b->g.bn3, &b->b3, N("bn3"), 4 * P, TRUE);
+      if (b->ds) { /* downsample.-1 is the AvgPool2d, without tensors */
+        add_conv(lo, &b->p.ds_w, &b->g.ds_w, N("downsample.0.weight"), 4 * P, b->Cin, 1);
+        add_bn(lo, &b->p.ds_bn, &b->g.ds_bn, &b->bd, N("downsample.1"), 4 * P, FALSE);
+      }
+#undef N
+    }
+  double std = pow((double) C, -0.5), bias = 1.0 / sqrt((double) C);
+  CtResNetParams *p = &rn->sp[0], *g = &rn->sp[1];
+  ct_layout_param(lo, &p->pos, &g->pos, NORMAL(std), FALSE, "visual.attnpool.positional_embedding",
+                  2, rn->T, C, 0, 0);
+  ct_layout_param(lo, &p->k_w, &g->k_w, NORMAL(std), TRUE, "visual.attnpool.k_proj.weight", 2, C,
+                  C, 0, 0);
+  ct_layout_param(lo, &p->k_b, &g->k_b, UNIFORM(bias), FALSE, "visual.attnpool.k_proj.bias", 1,
+                  C, 0, 0, 0);
+  ct_layout_param(lo, &p->q_w, &g->q_w, NORMAL(std), TRUE, "visual.attnpool.q_proj.weight", 2, C,
+                  C, 0, 0);
+  ct_layout_param(lo, &p->q_b, &g->q_b, UNIFORM(bias), FALSE, "visual.attnpool.q_proj.bias", 1,
+                  C, 0, 0, 0);
+  ct_layout_param(lo, &p->v_w, &g->v_w, NORMAL(std), TRUE, "visual.attnpool.v_proj.weight", 2, C,
+                  C, 0, 0);
+  ct_layout_param(lo, &p->v_b, &g->v_b, UNIFORM(bias), FALSE, "visual.attnpool.v_proj.bias", 1,
+                  C, 0, 0, 0);
+  ct_layout_param(lo, &p->c_w, &g->c_w, NORMAL(std), TRUE, "visual.attnpool.c_proj.weight", 2, E,
+                  C, 0, 0);
+  ct_layout_param(lo, &p->c_b, &g->c_b, UNIFORM(bias), FALSE, "visual.attnpool.c_proj.bias", 1,
+                  E, 0, 0, 0);
+}
+
+/* ---------------------------------------------------------------- arena */
+
+/* Block b's activations for B images from A; Y is where its output goes
+ * (NULL: from A too). */
+static void
+carve_block(CtArena *a, CtBottleneck *b, int B, float *y)
+{
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
+  b->c1 = ct_arena_take(a, N * P);
+  b->r1 = ct_arena_take(a, N * P);
+  b->c2 = ct_arena_take(a, N * P);
+  b->r2 = ct_arena_take(a, N * P);
+  b->p2 = b->s > 1 ? ct_arena_take(a, No * P) : b->r2;
+  b->c3 = ct_arena_take(a, No * 4 * P);
+  b->px = b->ds && b->s > 1 ? ct_arena_take(a, No * b->Cin) : b->x;
+  b->cd = b->ds ? ct_arena_take(a, No * 4 * P) : NULL;
+  b->y = y ? y : ct_arena_take(a, No * 4 * P);
+  b->stats = ct_arena_take(a, 2 * 10 * P);
+}
+
+/* Blocks [i0, i1) of a segment, from A; their input and last output are
+ * set already. */
+static void
+carve_segment(CtArena *a, CtResNet *rn, int i0, int i1, int B, float *out)
+{
+  for (int i = i0; i < i1; i++) {
+    CtBottleneck *b = &rn->blocks[i];
+    carve_block(a, b, B, i + 1 == i1 ? out : NULL);
+    if (i + 1 < i1)
+      rn->blocks[i + 1].x = b->y;
+  }
+}
+
+static size_t
+map_floats(const CtBottleneck *b, int B)
+{
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo;
+  return MAX(MAX(N * b->P, N * b->Cin), No * 4 * b->P);
+}
+
+void
+ct_resnet_carve(CtArena *a, CtModel *m)
+{
+  CtResNet *rn = &m->rn;
+  int B = m->max_batch, W = rn->W, C = rn->C, T = rn->T;
+  CtPrecision prec = m->prec;
+  size_t R2 = rn->scv1.Ho, stem = (size_t) B * R2 * R2;
+  rn->img = ct_arena_take(a, (size_t) B * 3 * rn->R * rn->R);
+  rn->s1c = ct_arena_take(a, stem * (W / 2));
+  rn->s1r = ct_arena_take(a, stem * (W / 2));
+  rn->s2c = ct_arena_take(a, stem * (W / 2));
+  rn->s2r = ct_arena_take(a, stem * (W / 2));
+  rn->s3c = ct_arena_take(a, stem * W);
+  rn->s3r = ct_arena_take(a, stem * W);
+  rn->sstats = ct_arena_take(a, 2 * 2 * (size_t) W);
+  rn->stem_out = ct_arena_take(a, (size_t) B * (R2 / 2) * (R2 / 2) * W);
+  rn->out = ct_arena_take(a, (size_t) B * rn->S * rn->S * C);
+
+  /* segments: without checkpointing one, holding every block */
+  int L = rn->nblocks;
+  int n = m->nchunks == 0 ? 1 : MIN(m->nchunks, L);
+  rn->seglen = (L + n - 1) / n;
+  rn->nseg = (L + rn->seglen - 1) / rn->seglen;
+  rn->held_seg = -1;
+  rn->blocks[0].x = rn->stem_out;
+  for (int k = 1; k < rn->nseg; k++) { /* kept segment inputs */
+    CtBottleneck *b = &rn->blocks[k * rn->seglen];
+    b->x = ct_arena_take(a, (size_t) B * b->H * b->W * b->Cin);
+  }
+  if (rn->nseg == 1) {
+    carve_segment(a, rn, 0, L, B, rn->out);
+  } else {
+    /* one region that each segment's activations take in turn */
+    size_t region = 0;
+    for (int k = 0; k < rn->nseg; k++) {
+      int i0 = k * rn->seglen, i1 = MIN(L, i0 + rn->seglen);
+      CtArena sz = { NULL, 0 };
+      carve_segment(&sz, rn, i0, i1, B, rn->out);
+      region = MAX(region, sz.used);
+    }
+    float *base = ct_arena_take(a, region);
+    for (int k = 0; k < rn->nseg; k++) {
+      int i0 = k * rn->seglen, i1 = MIN(L, i0 + rn->seglen);
+      float *out = i1 < L ? rn->blocks[i1].x : rn->out;
+      CtArena sub = { base, 0 };
+      carve_segment(&sub, rn, i0, i1, B, out);
+    }
+  }
+
+  /* the attention pool */
+  size_t BT = (size_t) B * T;
+  rn->X = ct_arena_take(a, BT * C);
+  rn->q0 = ct_arena_take(a, (size_t) B * C);
+  rn->q = ct_arena_take(a, (size_t) B * C);
+  rn->k = ct_arena_take(a, BT * C);
+  rn->v = ct_arena_take(a, BT * C);
+  rn->att = ct_arena_take(a, BT * rn->H);
+  rn->o = ct_arena_take(a, (size_t) B * C);
+
+  /* work space */
+  size_t col = MAX(ct_conv_col_floats(&rn->scv1, B, prec),
+                   MAX(ct_conv_col_floats(&rn->scv2, B, prec),
+                       ct_conv_col_floats(&rn->scv3, B, prec)));
+  size_t wmax = MAX((size_t) C * C, (size_t) rn->E * C);
+  wmax = MAX(wmax, (size_t) W * (W / 2) * 9);
+  size_t maps = stem * W, tmp = 0;
+  for (int i = 0; i < L; i++) {
+    const CtBottleneck *b = &rn->blocks[i];
+    const CtConv *cv[4] = { &b->cv1, &b->cv2, &b->cv3, &b->cvd };
+    for (int j = 0; j < 4; j++) {
+      col = MAX(col, ct_conv_col_floats(cv[j], B, prec));
+      wmax = MAX(wmax, (size_t) cv[j]->OC * cv[j]->C * cv[j]->K * cv[j]->K);
+    }
+    maps = MAX(maps, map_floats(b, B));
+    tmp = MAX(tmp, (size_t) B * b->Ho * b->Wo * 4 * b->P);
+  }
+  rn->col = ct_arena_take(a, col);
+  rn->dcol = ct_arena_take(a, col);
+  rn->wr = prec != CT_PRECISION_FP32 ? ct_arena_take(a, wmax) : NULL;
+  rn->fwd_tmp = ct_arena_take(a, tmp);
+  for (int j = 0; j < 4; j++)
+    rn->g[j] = ct_arena_take(a, maps);
+  rn->dX = ct_arena_take(a, BT * C);
+  rn->dk = ct_arena_take(a, BT * C);
+  rn->dv = ct_arena_take(a, BT * C);
+  rn->dq = ct_arena_take(a, (size_t) B * C);
+  rn->dq0 = ct_arena_take(a, (size_t) B * C);
+  rn->dO = ct_arena_take(a, (size_t) B * C);
+}

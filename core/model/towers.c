@@ -1,0 +1,171 @@
+/* towers.c: the image tower (ViT) and the text tower, forward and backward.
+ *
+ * Image: conv1 -> [class ; patches] + pos -> ln_pre -> blocks ->
+ *        ln_post(class token) @ proj -> L2 normalise.
+ * Text:  token_embedding + pos -> causal blocks -> ln_final(end-of-text
+ *        row) @ text_projection -> L2 normalise.
+ * ln_final is applied to the end-of-text rows only: layer norm acts on each
+ * row alone, so this equals OpenAI's ln_final over every row followed by
+ * the row selection, values and gradients alike.
+ *
+ * With readout pruning (on by default) each stack's last block computes
+ * its output for the read rows only (CtStack.sel), which the stack then
+ * returns as (B, C). */
+#include "config.h"
+
+#include "model/model-private.h"
+#include "kernels/ops.h"
+#include "base/profile-private.h"
+
+#include <string.h>
+
+/* Loss scaling: the gradient entering a tower, (n) scaled in place. */
+static void
+scale_grad(const CtModel *m, float *d, size_t n)
+{
+  if (m->loss_scale != 1.0f)
+    for (size_t i = 0; i < n; i++)
+      d[i] *= m->loss_scale;
+}
+
+/* rows: (B, C) the row IDX[b] of each sequence of S's output. */
+static void
+read_rows(float *rows, const CtStack *s, const int *idx, int B, int C)
+{
+  if (s->sel) /* already (B, C) */
+    PROF(CT_PROF_EMBED, memcpy(rows, s->out, sizeof(float) * (size_t) B * C));
+  else
+    PROF(CT_PROF_EMBED, ct_rows_gather(rows, s->out, idx, B, s->Tr, C));
+}
+
+/* dx: the gradient w.r.t. S's output, from drow: (B, C) that of the rows
+ * read_rows read: (B, C) with s->sel, else (B*Tr, C) zero but for them. */
+static void
+rows_grad(float *dx, const CtStack *s, const float *drow, const int *idx, int B, int C)
+{
+  if (s->sel) {
+    PROF(CT_PROF_EMBED, memcpy(dx, drow, sizeof(float) * (size_t) B * C));
+    return;
+  }
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(dx, (size_t) B * s->Tr * C));
+  PROF(CT_PROF_EMBED, ct_rows_scatter_add(dx, drow, idx, B, s->Tr, C));
+}
+
+void
+ct_vision_forward(CtModel *m, const float *images, int B)
+{
+  const CtConfig *c = &m->cfg;
+  CtVisionActs *a = &m->va;
+  const CtVisionParams *p = &m->vp;
+  int P = c->vision_patch_size, R = c->image_resolution, W = c->vision_width;
+  int E = c->embed_dim;
+  int G = R / P, GG = G * G, T = GG + 1;
+  a->B = B;
+
+  PROF(CT_PROF_EMBED, ct_patchify(a->patches, images, B, R, P));
+  PROF(CT_PROF_GEMM, ct_linear_forward_p(m->prec, m->sc.wr, a->patch_out, a->patches, p->conv1_w,
+       NULL, B * GG, 3 * P * P, W));
+  PROF(CT_PROF_EMBED, ct_patch_assemble_forward(a->x0, a->patch_out, p->cls, p->pos, B, GG, W));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->stack.seg_in, a->ln_pre_mean, a->ln_pre_rstd,
+       a->x0, p->ln_pre_w, p->ln_pre_b, B * T, W));
+  a->stack.Tr = T;
+  a->stack.sel = m->prune_readout ? a->cls_idx : NULL;
+  ct_stack_forward(&a->stack, &m->sc, B);
+  read_rows(a->rows, &a->stack, a->cls_idx, B, W);
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln_post, a->ln_post_mean, a->ln_post_rstd,
+       a->rows, p->ln_post_w, p->ln_post_b, B, W));
+  PROF(CT_PROF_GEMM, ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_post, p->proj, B, W,
+       E));
+  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_forward(a->featn, a->norm, a->feat, B, E));
+}
+
+void
+ct_vision_backward(CtModel *m, const float *dfeat)
+{
+  const CtConfig *c = &m->cfg;
+  CtVisionActs *a = &m->va;
+  const CtVisionParams *p = &m->vp;
+  CtVisionParams *g = &m->vg;
+  CtScratch *sc = &m->sc;
+  int B = a->B;
+  int P = c->vision_patch_size, R = c->image_resolution, W = c->vision_width;
+  int E = c->embed_dim;
+  int G = R / P, GG = G * G, T = GG + 1;
+
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E));
+  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E));
+  PROF(CT_PROF_ELEMENTWISE, scale_grad(m, sc->dfeat, (size_t) B * E));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dln, 0, sizeof(float) * (size_t) B * W));
+  PROF(CT_PROF_GEMM, ct_matmul_backward_p(m->prec, sc->wr, sc->dln, g->proj, sc->dfeat, a->ln_post,
+       p->proj, B, W, E));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->drow, 0, sizeof(float) * (size_t) B * W));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->drow, g->ln_post_w, g->ln_post_b, sc->dln,
+       a->rows, a->ln_post_mean, a->ln_post_rstd, p->ln_post_w, B, W));
+  rows_grad(sc->dx, &a->stack, sc->drow, a->cls_idx, B, W);
+  ct_stack_backward(&a->stack, sc, B);
+  /* dx now holds d ln_pre output; dA receives d x0 */
+  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, (size_t) B * T * W));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->dA, g->ln_pre_w, g->ln_pre_b, sc->dx, a->x0,
+       a->ln_pre_mean, a->ln_pre_rstd, p->ln_pre_w, B * T, W));
+  float *dpatch = sc->dqkv; /* (B*GG, W), free at this point */
+  PROF(CT_PROF_EMBED, ct_patch_assemble_backward(dpatch, g->cls, g->pos, sc->dA, B, GG, W));
+  PROF(CT_PROF_GEMM, ct_linear_backward_p(m->prec, sc->wr, NULL, g->conv1_w, NULL, dpatch,
+       a->patches, p->conv1_w, B * GG, 3 * P * P, W));
+}
+
+void
+ct_text_forward(CtModel *m, const int32_t *tokens, int B)
+{
+  const CtConfig *c = &m->cfg;
+  CtTextActs *a = &m->ta;
+  const CtTextParams *p = &m->tp;
+  int T = c->context_length, C = c->transformer_width, E = c->embed_dim;
+  a->B = B;
+
+  PROF(CT_PROF_EMBED, ct_tokens_argmax(a->eot, tokens, B, T));
+  /* exact trimming: under the causal mask the end-of-text rows depend on
+   * earlier positions only, so the tower runs up to the longest caption */
+  int Tr = T;
+  if (m->trim_text) {
+    Tr = 1;
+    for (int b = 0; b < B; b++)
+      Tr = MAX(Tr, a->eot[b] + 1);
+  }
+  for (int b = 0; b < B; b++) /* a->tokens: (B, Tr), the rows' first Tr ids */
+    memcpy(a->tokens + (size_t) b * Tr, tokens + (size_t) b * T, sizeof(int32_t) * Tr);
+  a->stack.Tr = Tr;
+  a->stack.sel = m->prune_readout ? a->eot : NULL;
+  PROF(CT_PROF_EMBED, ct_token_embed_forward(a->stack.seg_in, a->tokens, p->wte, p->wpe, B, Tr,
+                                             C));
+  ct_stack_forward(&a->stack, &m->sc, B);
+  read_rows(a->rows, &a->stack, a->eot, B, C);
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->rows,
+       p->ln_f_w, p->ln_f_b, B, C));
+  PROF(CT_PROF_GEMM, ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_f, p->proj, B, C, E));
+  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_forward(a->featn, a->norm, a->feat, B, E));
+}
+
+void
+ct_text_backward(CtModel *m, const float *dfeat)
+{
+  const CtConfig *c = &m->cfg;
+  CtTextActs *a = &m->ta;
+  const CtTextParams *p = &m->tp;
+  CtTextParams *g = &m->tg;
+  CtScratch *sc = &m->sc;
+  int B = a->B;
+  int T = a->stack.Tr, C = c->transformer_width, E = c->embed_dim;
+
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E));
+  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E));
+  PROF(CT_PROF_ELEMENTWISE, scale_grad(m, sc->dfeat, (size_t) B * E));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->dln, 0, sizeof(float) * (size_t) B * C));
+  PROF(CT_PROF_GEMM, ct_matmul_backward_p(m->prec, sc->wr, sc->dln, g->proj, sc->dfeat, a->ln_f,
+       p->proj, B, C, E));
+  PROF(CT_PROF_ELEMENTWISE, memset(sc->drow, 0, sizeof(float) * (size_t) B * C));
+  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->drow, g->ln_f_w, g->ln_f_b, sc->dln, a->rows,
+       a->ln_f_mean, a->ln_f_rstd, p->ln_f_w, B, C));
+  rows_grad(sc->dx, &a->stack, sc->drow, a->eot, B, C);
+  ct_stack_backward(&a->stack, sc, B);
+  PROF(CT_PROF_EMBED, ct_token_embed_backward(g->wte, g->wpe, sc->dx, a->tokens, B, T, C));
+}

@@ -1,0 +1,134 @@
+/* learner-private.h: the CtLearner struct and the core's side of
+ * callbacks.  Not installed. */
+#ifndef CT_LEARNER_PRIVATE_H
+#define CT_LEARNER_PRIVATE_H
+
+#include <cliptrain/plugin.h>
+#include <cliptrain/optimizer.h>
+#include <cliptrain/schedule.h>
+
+#include "data/loader.h"
+
+/* One callback in the loop: a loaded plugin's descriptor and its state. */
+typedef struct {
+  const CtPluginDescriptor *desc;
+  char *label;      /* "clip_trainer (/path/clip_trainer.so)" for messages */
+  char *file;       /* the plugin file, or NULL when built in */
+  char *where;      /* its position in the recipe, or NULL */
+  CtParams *params; /* owned */
+  void *state;      /* owned through desc->destroy */
+  int order;
+  int position;     /* place in the recipe, for ties */
+} CtCallback;
+
+void ct_callback_free(CtCallback *cb);
+
+typedef struct CtRecorderData CtRecorderData;
+
+struct CtRecorder {
+  double smooth, smooth_raw; /* debiased EMA and its raw accumulator */
+  int64_t count;             /* batches in the EMA */
+  GArray *losses, *lrs;      /* of double, per training batch */
+  GPtrArray *names;          /* of char*, NULL-terminated view kept in names_v */
+  GArray *rows;              /* of GHashTable* name -> double*, per epoch */
+  int n_epochs;              /* completed */
+  double train_sum;          /* for the epoch's train loss */
+  double valid_sum, valid_n; /* batch-size weighted */
+  gint64 epoch_start;
+  char *out_dir;             /* metrics.jsonl and history.csv go here (may be NULL) */
+};
+
+struct CtLearner {
+  CtModel *model;
+  CtOptimizer *opt;
+  CtSchedule *sched;        /* NULL: the optimizer's lr stays as set */
+  CtLoader *train, *valid; /* owned, with their datasets */
+  int batch_size, n_epoch;
+  uint64_t seed;
+  char *out_dir;
+  CtTokenizer *tok;          /* borrowed from the run */
+  CtComm *comm;              /* owned; a single process unless set */
+  GHashTable *ckpt_meta;     /* checkpoint metadata from the run: key -> value */
+  GHashTable *recipe_values; /* dotted path -> text */
+
+  GPtrArray *cbs; /* of CtCallback*, sorted by (order, position) */
+  CtRecorder rec;
+
+  /* loop state */
+  int epoch, iter, n_iter, n_train_batches;
+  int64_t train_iter;
+  gboolean training;
+  int B;                  /* current batch's size */
+  float *images;          /* (batch_size, 3, R, R) */
+  int32_t *tokens;        /* (batch_size, context) */
+  float *d_img, *d_txt;   /* (batch_size, E) */
+  float d_logit_scale;
+  float *scratch[2];      /* (batch_size, batch_size) each */
+  double loss;
+  gboolean has_loss;
+  size_t ready_off, ready_n;
+  CtStatus layer_status;  /* first non-OK status from after_layer_backward */
+  GError *error;          /* set with CT_STATUS_ERROR */
+
+  /* stopping and resuming (state.c) */
+  char *recipe_sha256;    /* of the resolved recipe; a resume must match it */
+  gboolean resuming;      /* the next training phase starts at resume_batch */
+  int resume_epoch, resume_batch;
+  int64_t stop_after;     /* stop after this many training batches in all (0: never) */
+  gint64 deadline;        /* stop at this monotonic time in microseconds (0: never) */
+  volatile int *stop_flag; /* set asynchronously (a signal): stop after this batch */
+  gboolean stopped;       /* the fit stopped early, leaving a training state */
+  gboolean resumed;       /* this fit continues a saved state */
+  GHashTable *pending_states; /* "plugin.POS.NAME" -> GBytes, applied after before_fit */
+  int64_t save_every;     /* also save a training state every this many training steps (0: never) */
+  char *last_state;       /* the last training state saved or resumed from, or NULL */
+  char *pending_opt;      /* optimizer state to load after before_fit (a resume), or NULL */
+  int64_t last_state_iter; /* its training step */
+
+  /* a callback (a loss scaler) handles non-finite losses: no TerminateOnNaN */
+  gboolean nonfinite_handled;
+  gboolean step_in_backward; /* optimizer.step_in_backward: blocks step inside backward */
+  gboolean stepped;          /* do_step ran in this batch */
+};
+
+/* Internal status: stop after this batch and save the training state.  It
+ * unwinds the loop without running after_* events. */
+#define CT_STATUS_STOP ((CtStatus) 100)
+
+/* state.c: save the training state at the current batch, and load one
+ * before ct_learner_fit() to resume where it was saved. */
+gboolean ct_learner_save_state(CtLearner *learner, const char *path, GError **error);
+gboolean ct_learner_load_state(CtLearner *learner, const char *path, GError **error);
+
+/* Takes ownership of MODEL, OPT, TRAIN and VALID and of the loaders'
+ * datasets (VALID may be NULL).  OPT must be MODEL's. */
+CtLearner *ct_learner_new(CtModel *model, CtOptimizer *opt, CtLoader *train, CtLoader *valid,
+                          int batch_size, int n_epoch, uint64_t seed, const char *out_dir,
+                          GError **error);
+void ct_learner_free(CtLearner *learner);
+/* Takes ownership of COMM, replacing the single-process one.  Ranks other
+ * than 0 then write no recorder files. */
+void ct_learner_set_comm(CtLearner *learner, CtComm *comm);
+/* Takes ownership of CB.  Callbacks are sorted when fit starts. */
+void ct_learner_add_callback(CtLearner *learner, CtCallback *cb);
+/* Takes ownership of SCHED: it sets lr (and mom) before every training
+ * batch, from the training step and the fit's total steps. */
+void ct_learner_set_schedule(CtLearner *learner, CtSchedule *sched);
+void ct_learner_set_recipe_value(CtLearner *learner, const char *path, const char *value);
+gboolean ct_learner_fit(CtLearner *learner, GError **error);
+
+/* recorder.c */
+void ct_recorder_init(CtRecorder *rec, const char *out_dir);
+void ct_recorder_clear(CtRecorder *rec);
+/* Set NAME in epoch EPOCH's row (for restoring a saved recorder). */
+void ct_recorder_log_at(CtRecorder *rec, int epoch, const char *name, double value);
+/* Write epoch EPOCH's row to metrics.jsonl and history.csv. */
+gboolean ct_recorder_flush(CtRecorder *rec, int epoch, GError **error);
+/* Rewrite metrics.jsonl and history.csv with the completed epochs' rows
+ * alone: a resume drops rows written after its training state was saved
+ * (by a run killed later), which it will write again. */
+gboolean ct_recorder_rewrite(CtRecorder *rec, GError **error);
+/* The recorder as a built-in callback (order 50, as fastai's Recorder). */
+CtCallback *ct_recorder_callback_new(void);
+
+#endif

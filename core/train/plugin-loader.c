@@ -1,0 +1,355 @@
+/* plugin-loader.c: plugins are shared objects found on a search path,
+ * opened with dlopen(RTLD_NOW | RTLD_LOCAL) and kept loaded. */
+#include "config.h"
+
+#include "train/plugin-loader.h"
+#include "formats/recipe.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ---------------------------------------------------------------- search */
+
+GPtrArray *
+ct_plugin_search_path(const char *const *extra)
+{
+  GPtrArray *dirs = g_ptr_array_new_with_free_func(g_free);
+  for (const char *const *p = extra; p && *p; p++)
+    g_ptr_array_add(dirs, g_strdup(*p));
+  const char *env = g_getenv("CLIPTRAIN_PLUGIN_PATH");
+  if (env) {
+    g_auto(GStrv) parts = g_strsplit(env, ":", -1);
+    for (char **p = parts; *p; p++)
+      if (**p) /* an empty entry would mean the current directory: skipped */
+        g_ptr_array_add(dirs, g_strdup(*p));
+  }
+  g_ptr_array_add(dirs, g_strdup(CT_PLUGINSDIR));
+  g_ptr_array_add(dirs, g_build_filename(CT_BUILDDIR, "plugins", ".libs", NULL));
+  return dirs;
+}
+
+GPtrArray *
+ct_plugin_list(GPtrArray *search)
+{
+  GHashTable *seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  for (guint i = 0; i < search->len; i++) {
+    GDir *d = g_dir_open(g_ptr_array_index(search, i), 0, NULL);
+    const char *f;
+    while (d && (f = g_dir_read_name(d))) {
+      if (!g_str_has_suffix(f, ".so"))
+        continue;
+      char *name = g_strndup(f, strlen(f) - 3);
+      if (g_hash_table_contains(seen, name)) {
+        g_free(name);
+        continue;
+      }
+      g_hash_table_insert(seen, name, g_build_filename(g_ptr_array_index(search, i), f, NULL));
+    }
+    if (d)
+      g_dir_close(d);
+  }
+  GList *keys = g_list_sort(g_hash_table_get_keys(seen), (GCompareFunc) strcmp);
+  GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+  for (GList *k = keys; k; k = k->next) {
+    g_ptr_array_add(out, g_strdup(k->data));
+    g_ptr_array_add(out, g_strdup(g_hash_table_lookup(seen, k->data)));
+  }
+  g_list_free(keys);
+  g_hash_table_destroy(seen);
+  return out;
+}
+
+char *
+ct_plugin_find(const char *name, GPtrArray *search, GError **error)
+{
+  /* a name, never a path: "./x" or "../x" would load from outside the
+   * search path (the current directory, say) */
+  if (!*name || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "plugin '%s': a plugin is named, not given as a path; put its folder in the "
+                "recipe's plugin_path",
+                name);
+    return NULL;
+  }
+  g_autofree char *fname = g_strconcat(name, ".so", NULL);
+  for (guint i = 0; i < search->len; i++) {
+    char *path = g_build_filename(g_ptr_array_index(search, i), fname, NULL);
+    if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
+      return path;
+    g_free(path);
+  }
+  GPtrArray *all = ct_plugin_list(search);
+  GPtrArray *names = g_ptr_array_new();
+  for (guint i = 0; i < all->len; i += 2)
+    g_ptr_array_add(names, g_ptr_array_index(all, i));
+  g_ptr_array_add(names, NULL);
+  const char *guess = ct_did_you_mean(name, (const char *const *) names->pdata);
+  g_ptr_array_add(search, NULL);
+  g_autofree char *dirs = g_strjoinv(":", (char **) search->pdata);
+  g_ptr_array_remove_index(search, search->len - 1);
+  g_set_error(error, CT_ERROR, CT_ERROR_MISSING, "no plugin '%s'%s%s%s (searched %s)", name,
+              guess ? "; did you mean '" : "", guess ? guess : "", guess ? "'?" : "", dirs);
+  g_ptr_array_free(names, TRUE);
+  g_ptr_array_free(all, TRUE);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- open */
+
+static gboolean
+check_descriptor(const char *file, const CtPluginDescriptor *d, GError **error)
+{
+  if (d->abi_major != CT_PLUGIN_ABI_MAJOR || d->abi_minor > CT_PLUGIN_ABI_MINOR) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: plugin ABI %u.%u does not match cliptrain's %d.%d (rebuild the plugin "
+                "against this cliptrain)",
+                file, d->abi_major, d->abi_minor, CT_PLUGIN_ABI_MAJOR, CT_PLUGIN_ABI_MINOR);
+    return FALSE;
+  }
+  if (d->struct_size < offsetof(CtPluginDescriptor, reserved)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: plugin descriptor is %u bytes, too small for ABI %u.%u", file,
+                d->struct_size, d->abi_major, d->abi_minor);
+    return FALSE;
+  }
+  if (d->abi_minor >= 2 && d->grads > CT_GRADS_WHOLE) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: plugin declares an unknown use of the gradients (grads = %u)", file,
+                d->grads);
+    return FALSE;
+  }
+  if (!d->name || !*d->name || !d->on_event) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: plugin descriptor lacks %s", file,
+                !d->name || !*d->name ? "a name" : "on_event");
+    return FALSE;
+  }
+  for (const CtParamSpec *p = d->params; p && p->name; p++) {
+    if ((unsigned) p->type > CT_PARAM_MAP) {
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: parameter '%s' has an unknown type %d",
+                  file, p->name, p->type);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* Code that others could have replaced is not run: the plugin file and
+ * its folder must not be writable by group or others.  A sticky folder
+ * such as /tmp is refused too: others cannot replace a plugin there, but
+ * they can put one in first. */
+static gboolean
+check_permissions(const char *file, GError **error)
+{
+  g_autofree char *dir = g_path_get_dirname(file);
+  struct stat fs, ds;
+  if (stat(file, &fs) != 0 || stat(dir, &ds) != 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot load plugin: %s", file,
+                g_strerror(errno));
+    return FALSE;
+  }
+  if (fs.st_mode & (S_IWGRP | S_IWOTH)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: plugin file is writable by %s (mode %04o): refused; chmod go-w it",
+                file, fs.st_mode & S_IWOTH ? "others" : "its group",
+                (unsigned) (fs.st_mode & 07777));
+    return FALSE;
+  }
+  if (ds.st_mode & (S_IWGRP | S_IWOTH)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: the plugin's folder %s is writable by %s (mode %04o): refused; chmod "
+                "go-w it",
+                file, dir, ds.st_mode & S_IWOTH ? "others" : "its group",
+                (unsigned) (ds.st_mode & 07777));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+const CtPluginDescriptor *
+ct_plugin_open(const char *file, GError **error)
+{
+  if (!check_permissions(file, error))
+    return NULL;
+  void *h = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot load plugin: %s", file, dlerror());
+    return NULL;
+  }
+  CtPluginEntry entry = (CtPluginEntry) dlsym(h, CT_PLUGIN_SYMBOL);
+  if (!entry) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: no symbol %s: not a cliptrain plugin (ABI %d.%d)", file, CT_PLUGIN_SYMBOL,
+                CT_PLUGIN_ABI_MAJOR, CT_PLUGIN_ABI_MINOR);
+    dlclose(h);
+    return NULL;
+  }
+  const CtPluginDescriptor *d = entry();
+  if (!d) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: %s returned NULL", file,
+                CT_PLUGIN_SYMBOL);
+    dlclose(h);
+    return NULL;
+  }
+  if (!check_descriptor(file, d, error)) {
+    dlclose(h);
+    return NULL;
+  }
+  return d; /* the module stays loaded for the life of the process */
+}
+
+/* ---------------------------------------------------------------- params */
+
+typedef struct {
+  char *value;
+  char **list; /* LIST items, or MAP keys and values alternating */
+  gboolean set;
+  CtParamType type;
+} Param;
+
+struct CtParams {
+  GHashTable *values; /* name -> Param* */
+};
+
+static void
+param_free(Param *p)
+{
+  g_free(p->value);
+  g_strfreev(p->list);
+  g_free(p);
+}
+
+CtParams *
+ct_params_new(const CtParamSpec *schema)
+{
+  CtParams *ps = g_new0(CtParams, 1);
+  ps->values = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) param_free);
+  for (const CtParamSpec *s = schema; s && s->name; s++) {
+    Param *p = g_new0(Param, 1);
+    p->type = s->type;
+    if (s->type == CT_PARAM_LIST || s->type == CT_PARAM_MAP)
+      p->list = g_new0(char *, 1); /* filled from the checked recipe node */
+    else
+      p->value = g_strdup(s->default_value);
+    g_hash_table_insert(ps->values, g_strdup(s->name), p);
+  }
+  return ps;
+}
+
+void
+ct_params_set(CtParams *ps, const char *name, const char *value, gboolean from_recipe)
+{
+  Param *p = g_hash_table_lookup(ps->values, name);
+  g_return_if_fail(p != NULL);
+  g_free(p->value);
+  p->value = g_strdup(value);
+  p->set = from_recipe;
+}
+
+void
+ct_params_set_list(CtParams *ps, const char *name, const char *const *items,
+                   gboolean from_recipe)
+{
+  Param *p = g_hash_table_lookup(ps->values, name);
+  g_return_if_fail(p != NULL);
+  g_strfreev(p->list);
+  p->list = g_strdupv((char **) items);
+  p->set = from_recipe;
+}
+
+void
+ct_params_fill(CtParams *ps, CtRNode *node)
+{
+  for (size_t k = 0; node && k < ct_rnode_n_items(node); k++) {
+    CtRNode *v = ct_rnode_item(node, k);
+    const char *name = ct_rnode_key(node, k);
+    gboolean set = strcmp(ct_rnode_where(v), "default") != 0;
+    if (ct_rnode_kind(v) == CT_RNODE_SCALAR) {
+      ct_params_set(ps, name, ct_rnode_scalar(v), set);
+      continue;
+    }
+    GPtrArray *items = g_ptr_array_new();
+    for (size_t i = 0; i < ct_rnode_n_items(v); i++) {
+      if (ct_rnode_kind(v) == CT_RNODE_MAPPING)
+        g_ptr_array_add(items, (gpointer) ct_rnode_key(v, i));
+      g_ptr_array_add(items, (gpointer) ct_rnode_scalar(ct_rnode_item(v, i)));
+    }
+    g_ptr_array_add(items, NULL);
+    ct_params_set_list(ps, name, (const char *const *) items->pdata, set);
+    g_ptr_array_free(items, TRUE);
+  }
+}
+
+void
+ct_params_free(CtParams *ps)
+{
+  if (!ps)
+    return;
+  g_hash_table_destroy(ps->values);
+  g_free(ps);
+}
+
+static const Param *
+lookup(const CtParams *ps, const char *name, CtParamType type)
+{
+  const Param *p = ps ? g_hash_table_lookup(ps->values, name) : NULL;
+  if (!p)
+    g_critical("plugin asked for parameter '%s', which its schema does not declare", name);
+  else if (p->type != type)
+    g_critical("plugin asked for parameter '%s' with the wrong type", name);
+  return p && p->type == type ? p : NULL;
+}
+
+gboolean
+ct_params_get_bool(const CtParams *ps, const char *name)
+{
+  const Param *p = lookup(ps, name, CT_PARAM_BOOL);
+  if (!p || !p->value)
+    return FALSE;
+  const char *v = p->value;
+  return !g_ascii_strcasecmp(v, "true") || !g_ascii_strcasecmp(v, "yes") ||
+         !g_ascii_strcasecmp(v, "on");
+}
+
+int64_t
+ct_params_get_int(const CtParams *ps, const char *name)
+{
+  const Param *p = lookup(ps, name, CT_PARAM_INT);
+  return p && p->value ? g_ascii_strtoll(p->value, NULL, 10) : 0;
+}
+
+double
+ct_params_get_double(const CtParams *ps, const char *name)
+{
+  const Param *p = lookup(ps, name, CT_PARAM_DOUBLE);
+  return p && p->value ? g_ascii_strtod(p->value, NULL) : 0.0;
+}
+
+const char *
+ct_params_get_string(const CtParams *ps, const char *name)
+{
+  const Param *p = lookup(ps, name, CT_PARAM_STRING);
+  return p ? p->value : NULL;
+}
+
+const char *const *
+ct_params_get_list(const CtParams *ps, const char *name)
+{
+  const Param *p = lookup(ps, name, CT_PARAM_LIST);
+  return p ? (const char *const *) p->list : NULL;
+}
+
+const char *const *
+ct_params_get_map(const CtParams *ps, const char *name)
+{
+  const Param *p = lookup(ps, name, CT_PARAM_MAP);
+  return p ? (const char *const *) p->list : NULL;
+}
+
+gboolean
+ct_params_is_set(const CtParams *ps, const char *name)
+{
+  const Param *p = ps ? g_hash_table_lookup(ps->values, name) : NULL;
+  return p && p->set;
+}
