@@ -33,7 +33,8 @@
  *   eval          (ResNet) eval mode: features against the case's
  *                 output.eval.image_features within 1e-5, buffers unchanged
  * A failing test names the case's configuration and seed and the command
- * that regenerates it (the case's __metadata__, when it has one).
+ * that regenerates it (the case's __metadata__, when it has one).  With
+ * CT_PARITY_VERBOSE set, every comparison prints its error and tolerance.
  *
  * Half-precision tolerances.  A bf16 (fp16) product rounds each operand
  * to 8 (11) significant bits, a relative error u of 2^-9 (2^-12) each, so
@@ -48,11 +49,12 @@
  * error (features have unit norm).  A tensor whose gradient is zero
  * analytically (the attention pool's k_proj.bias) is rounding noise at
  * half precision: every tensor may also be off by HALF_GRAD times the
- * median tensor's RMS times the square root of its size, and the one
- * scalar, logit_scale, by HALF_GRAD absolute: its gradient is a sum over
- * the batch's logits of terms of order 1 that mostly cancel, so its
- * rounding error is relative to those terms, not to what is left (0.065
- * against a gradient of 0.63 was seen at bf16).
+ * median tensor's RMS times the square root of its size.  The one
+ * scalar, logit_scale t, may be off by HALF_GRAD (1 + e^t) absolute: its
+ * gradient is the sum over the batch of dL/dlogit times logit, logits of
+ * size e^t, which mostly cancels, so a relative error of HALF_GRAD in the
+ * logits moves it by about HALF_GRAD e^t whatever is left of it (0.047
+ * against a gradient of 0.76 was seen at fp16, with t = 2.3).
  *
  * Where BatchNorm and ReLU meet (the ResNet tower) that derivation does
  * not hold: a training-mode BatchNorm's backward subtracts the gradient's
@@ -64,26 +66,34 @@
  * each case made by tests/gen_clip_case.py holds bf16err.grad.<name>,
  * PyTorch autocast's relative L2 error on that gradient (and its max
  * error on the features), and half precision is held to it twice:
- *  - every tensor within AUTOCAST_TAIL (16) times PyTorch's error, where
- *    that is more than HALF_GRAD: one ReLU unit at a large gradient
- *    moving across zero in one run and not in the other makes single
- *    tensors' ratios heavy-tailed (4.4 at bf16 and 3.5 at fp16 the worst
- *    over 40 random cases, 8.2 on one case's scalar logit_scale, whose
- *    gradient is a sum that cancels);
+ *  - every tensor within AUTOCAST_TAIL (16) times PyTorch's error on it
+ *    or PyTorch's median error over the case's tensors, whichever is
+ *    larger, where that is more than HALF_GRAD: one ReLU unit at a large
+ *    gradient moving across zero in one run and not in the other makes
+ *    single tensors' errors heavy-tailed in both directions (ours 4.4
+ *    times PyTorch's at bf16 and 3.5 at fp16 the worst over 40 random
+ *    cases; on a stem of 2 channels PyTorch was 1.0-2.4 off in relative
+ *    L2 on every tensor but one, bn2.weight, where it was 0.025);
  *  - the median over the case's tensors of ours / PyTorch's at most
  *    AUTOCAST_MEDIAN_BF16 (2.0) at bf16 and AUTOCAST_MEDIAN_FP16 (1.0) at
  *    fp16, whose products round 8 times finer than bf16's (over the same
  *    40 cases the largest medians were 1.4 and 0.81).  A systematic error
- *    in a half-precision kernel moves the median.  Not where a BatchNorm
- *    channel sees fewer than BN_FEW (4) values (a 1x1 map at batch 2 or
- *    3): its backward is then mostly cancellation, its gradients reach
- *    1e5 (fp16's loss scale must back off, and the smallest gradients
- *    fall out of its range), and medians of 2.1 (bf16) and 2.4 (fp16)
- *    were seen; the tail bound still holds there.  Nor at fp16 where
+ *    in a half-precision kernel moves the median.  Not where a LayerNorm
+ *    normalises fewer than LN_FEW (16) values: a normalisation over a
+ *    few values amplifies rounding, and half precision saves the layer
+ *    norm's input in 16 bits where PyTorch's autocast keeps it in float32
+ *    (a text tower of width 4 was 3.2 times PyTorch's median).  Nor at fp16 where
  *    the gradients span more than fp16's range: when the largest
  *    overflows at the starting loss scale FP16_LOSS_SCALE (1024) the
  *    scale backs off and the smallest fall below fp16's normal range
  *    (a median of 1.12 was seen at a scale of 256).
+ * Where a BatchNorm channel sees fewer than BN_FEW (4) values (a 1x1 map
+ * at batch 2 or 3) the image tower's gradients are not judged at half
+ * precision at all (the features, the text tower and the running
+ * statistics still are): its backward is then mostly cancellation, its
+ * gradients reach 1e5, fp16's loss scale must back off until the
+ * smallest fall out of its range, and errors of the gradients' own size
+ * were seen in both precisions; float32 is judged there as everywhere.
  * The running statistics at half precision may be off by AUTOCAST_TAIL
  * times PyTorch autocast's max error on them too (bf16err.output.buffer.*).
  * A ResNet case without them (the golden files) skips its half variants.
@@ -117,6 +127,7 @@
 #define TORCH_F32 4.0
 #define AUTOCAST_TAIL 16.0
 #define BN_FEW 4
+#define LN_FEW 16
 #define AUTOCAST_MEDIAN_BF16 2.0
 #define AUTOCAST_MEDIAN_FP16 1.0
 #define FP16_LOSS_SCALE 1024.0f
@@ -370,6 +381,9 @@ compare(Report *r, const CtSafetensors *st, const char *name, const float *ours,
     g_assert_true(ct_safetensors_read_f32(st, yard, &e, 1, &error));
     tol = fmax(tol, TORCH_F32 * e);
   }
+  if (g_getenv("CT_PARITY_VERBOSE"))
+    g_test_message("%s: %s error %.4g, tolerance %.4g (max |ref| %.4g, ||ref|| %.4g)", name,
+                   l2 > 0 ? "L2" : "max", err, tol, maxref, sqrt(ssr));
   double ratio = err == 0 ? 0 : err / tol;
   r->worst = fmax(r->worst, ratio);
   if (!(err <= tol))
@@ -435,16 +449,43 @@ compare_reference(Report *r, const Case *c, CtModel *m, const Pass *p, CtPrecisi
     qsort(sorted, nt, sizeof(double), cmp_double);
     floor_rms = sorted[nt / 2];
   }
+  /* the fewest values a BatchNorm channel sees (layer4's B * S * S), and
+   * the narrowest LayerNorm */
+  int few_bn = c->resnet ? c->B * m->rn.S * m->rn.S : INT_MAX;
+  int narrow_ln = MIN(c->cfg.transformer_width, c->resnet ? INT_MAX : c->cfg.vision_width);
+  size_t unjudged = 0;
+  /* the median of PyTorch autocast's errors over the case's tensors */
+  double torch_med = 0;
+  if (l2 > 0) {
+    GArray *es = g_array_new(FALSE, FALSE, sizeof(double));
+    for (size_t i = 0; i < nt; i++) {
+      g_autofree char *yard = g_strconcat("bf16err.grad.", ct_model_tensor(m, i)->name, NULL);
+      float e;
+      if (ct_safetensors_find(st, yard) && ct_safetensors_read_f32(st, yard, &e, 1, NULL)) {
+        double d = e;
+        g_array_append_val(es, d);
+      }
+    }
+    if (es->len) {
+      g_array_sort(es, cmp_double);
+      torch_med = g_array_index(es, double, es->len / 2);
+    }
+    g_array_free(es, TRUE);
+  }
   for (size_t i = 0; i < nt; i++) {
     const CtParamInfo *info = ct_model_tensor(m, i);
     g_autofree char *name = g_strconcat("grad.", info->name, NULL);
+    if (l2 > 0 && few_bn < BN_FEW && g_str_has_prefix(info->name, "visual.")) {
+      unjudged++;
+      continue;
+    }
     double tl2 = l2;
     g_autofree char *yard = g_strconcat("bf16err.", name, NULL);
     if (l2 > 0 && ct_safetensors_find(st, yard)) {
       float e;
       GError *error = NULL;
       g_assert_true(ct_safetensors_read_f32(st, yard, &e, 1, &error));
-      tl2 = fmax(tl2, autocast * e);
+      tl2 = fmax(tl2, autocast * fmax(e, torch_med));
       if (e > 0) {
         double se = 0, sr = 0;
         size_t rn;
@@ -459,8 +500,8 @@ compare_reference(Report *r, const Case *c, CtModel *m, const Pass *p, CtPrecisi
       }
     }
     double atol = l2 > 0 ? tl2 * floor_rms * sqrt((double) info->numel) : 1e-7;
-    if (l2 > 0 && info->numel == 1)
-      atol = fmax(atol, l2); /* logit_scale: a sum of O(1) terms that cancel */
+    if (l2 > 0 && info->numel == 1) /* logit_scale, see the header */
+      atol = fmax(atol, l2 * (1 + exp(*ct_model_logit_scale(m))));
     compare(r, st, name, p->grads + info->offset, info->numel, atol, 1e-4, tl2);
   }
   if (ratios->len) {
@@ -470,11 +511,9 @@ compare_reference(Report *r, const Case *c, CtModel *m, const Pass *p, CtPrecisi
     g_test_message("%s [%s]: median gradient error / PyTorch autocast bf16's %.3g over %u "
                    "tensors (at most %.1f)", c->path, ct_precision_name(prec), med, ratios->len,
                    most);
-    /* the fewest values a BatchNorm channel sees: layer4's B * S * S */
-    int few = c->resnet ? c->B * m->rn.S * m->rn.S : INT_MAX;
-    if (few < BN_FEW)
-      g_test_message("%s [%s]: the median is not held to %.1f here: a BatchNorm channel sees %d "
-                     "values", c->path, ct_precision_name(prec), most, few);
+    if (narrow_ln < LN_FEW)
+      g_test_message("%s [%s]: the median is not held to %.1f here: a LayerNorm normalises %d "
+                     "values", c->path, ct_precision_name(prec), most, narrow_ln);
     else if (prec == CT_PRECISION_FP16 && p->scale < FP16_LOSS_SCALE)
       g_test_message("%s [fp16]: the median is not held to %.1f here: the gradients span more "
                      "than fp16's range (the loss scale backed off to %g)", c->path, most,
@@ -484,6 +523,9 @@ compare_reference(Report *r, const Case *c, CtModel *m, const Pass *p, CtPrecisi
                              "%.3g exceeds %.1f\n", med, most);
   }
   g_array_free(ratios, TRUE);
+  if (unjudged)
+    g_test_message("%s [%s]: %zu image-tower gradients not judged: a BatchNorm channel sees %d "
+                   "values", c->path, ct_precision_name(prec), unjudged, few_bn);
   for (size_t i = 0; i < ct_model_n_buffer_tensors(m); i++) {
     const CtParamInfo *info = ct_model_buffer_tensor(m, i);
     g_autofree char *name = g_strconcat("output.buffer.", info->name, NULL);
