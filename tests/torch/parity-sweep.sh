@@ -2,13 +2,13 @@
 # parity-sweep.sh [N [SEED [JOBS]]]: N random CLIP shapes against PyTorch.
 #
 # Case i (0 <= i < N) has seed SEED + i; even seeds draw a ViT image
-# tower, odd ones a ModifiedResNet (tests/gen_clip_case.py --random: the
+# tower, odd ones a ModifiedResNet (tests/torch/gen_clip_case.py --random: the
 # ranges are in its random_config docstring).  For each case PyTorch
 # (float64) writes the case and its images as PNGs; for a ResNet,
-# tests/clip_parity --dump-masks records which ReLU units cliptrain's
+# tests/unit/clip_parity --dump-masks records which ReLU units cliptrain's
 # float32 pass puts above 0, and the case is written again with the
 # reference following that pattern (gen_clip_case.py's read_masks says
-# why).  tests/clip_parity then runs every variant of the pass (fp32,
+# why).  tests/unit/clip_parity then runs every variant of the pass (fp32,
 # readout pruning off, 2 threads, checkpointing in 1-3 chunks, bf16,
 # fp16, a ResNet's eval mode) and `cliptrain embed` on the case's model
 # and PNGs is compared with PyTorch's eval-mode features.
@@ -22,7 +22,7 @@
 n=${1:-16}
 seed0=${2:-1}
 jobs=${3:-2}
-srcdir=$(cd "$(dirname "$0")/.." && pwd)
+srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 builddir=${CT_BUILDDIR:-$srcdir}
 
 if [ "$1" = --one ]; then
@@ -31,7 +31,7 @@ if [ "$1" = --one ]; then
   tower=vit
   [ $((s % 2)) = 1 ] && tower=resnet
   c=$dir/case-$s.safetensors log=$dir/$s.log
-  gen() { "$py" "$srcdir/tests/gen_clip_case.py" --random $tower --seed "$s" --out "$c" --torch-f32 \
+  gen() { "$py" "$srcdir/tests/torch/gen_clip_case.py" --random $tower --seed "$s" --out "$c" --torch-f32 \
     --png-dir "$dir/png-$s" "$@" >>"$log" 2>&1; }
   fail() {
     echo "not ok - $tower seed $s: $1" >"$dir/$s.tap"
@@ -40,15 +40,15 @@ if [ "$1" = --one ]; then
   }
   gen || fail "PyTorch could not write the case"
   if [ $tower = resnet ]; then
-    "$builddir/tests/clip_parity" --dump-masks "$dir/masks-$s" "$c" >>"$log" 2>&1 ||
+    "$builddir/tests/unit/clip_parity" --dump-masks "$dir/masks-$s" "$c" >>"$log" 2>&1 ||
       fail "clip_parity --dump-masks failed"
     gen --masks "$dir/masks-$s" || fail "PyTorch could not write the masked case"
   fi
-  "$builddir/tests/clip_parity" --save-model "$dir/model-$s.safetensors" "$c" >>"$log" 2>&1 ||
+  "$builddir/tests/unit/clip_parity" --save-model "$dir/model-$s.safetensors" "$c" >>"$log" 2>&1 ||
     fail "clip_parity --save-model failed"
   "$builddir/cliptrain" embed -m "$dir/model-$s.safetensors" -i "$dir/png-$s" \
     -o "$dir/embed-$s.safetensors" >>"$log" 2>&1 || fail "cliptrain embed failed"
-  "$builddir/tests/clip_parity" -k --embed "$dir/embed-$s.safetensors" "$c" >"$dir/$s.out" 2>&1
+  "$builddir/tests/unit/clip_parity" -k --embed "$dir/embed-$s.safetensors" "$c" >"$dir/$s.out" 2>&1
   rc=$?
   what=$(sed -n 's/.*(\(seed [0-9]*, batch.*\)).*/\1/p' "$log" | tail -1)
   if [ $rc = 0 ] && ! grep -q '^not ok' "$dir/$s.out"; then
@@ -59,7 +59,7 @@ if [ "$1" = --one ]; then
   else
     echo "not ok - $tower $what" >"$dir/$s.tap"
     grep -v '^ok\|^# Start\|^# End\|^# random seed\|^1\.\.' "$dir/$s.out" >>"$dir/$s.tap"
-    echo "# regenerate: tests/gen_clip_case.py --random $tower --seed $s --out CASE" \
+    echo "# regenerate: tests/torch/gen_clip_case.py --random $tower --seed $s --out CASE" \
       "(ResNet: then clip_parity --dump-masks M CASE and again with --masks M)" >>"$dir/$s.tap"
   fi
   [ -n "$CT_SWEEP_KEEP" ] || rm -rf "$c" "$dir/png-$s" "$dir/masks-$s" "$dir/model-$s.safetensors" \
@@ -67,7 +67,7 @@ if [ "$1" = --one ]; then
   exit 0
 fi
 
-. "$srcdir/tests/torch-python.sh"
+. "$srcdir/tests/torch/torch-python.sh"
 case "$n$seed0$jobs" in
   *[!0-9]*) echo "usage: parity-sweep.sh [N [SEED [JOBS]]]" >&2; exit 2 ;;
 esac

@@ -3,10 +3,10 @@
 # load_state_dict (strict), and a case whose param.* have PyTorch's
 # state_dict shapes (logit_scale 0-d) passes cliptrain's parity check.
 # Prints TAP; skips when no python3 with torch is available.
-srcdir=$(cd "$(dirname "$0")/.." && pwd)
+srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 builddir=${CT_BUILDDIR:-$srcdir}
 
-. "$srcdir/tests/torch-python.sh"
+. "$srcdir/tests/torch/torch-python.sh"
 
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
@@ -32,11 +32,11 @@ echo "1..3"
 check "cliptrain init --preset tiny writes weights" \
   "$builddir/cliptrain" init --preset tiny --seed 3 --out "$tmp/w.safetensors"
 check "PyTorch load_state_dict(strict=True) takes them; case written" \
-  "$py" "$srcdir/tests/torch_roundtrip.py" "$tmp/w.safetensors" \
+  "$py" "$srcdir/tests/torch/torch_roundtrip.py" "$tmp/w.safetensors" \
   "$tmp/case.safetensors"
 desc3="clip_parity passes on the case with PyTorch's state_dict shapes"
 if [ -f "$tmp/case.safetensors" ]; then
-  check "$desc3" "$builddir/tests/clip_parity" "$tmp/case.safetensors"
+  check "$desc3" "$builddir/tests/unit/clip_parity" "$tmp/case.safetensors"
 else
   n=$((n + 1))
   echo "not ok $n - $desc3 (no case: test 2 wrote none)"

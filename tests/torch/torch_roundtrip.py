@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Load weights written by cliptrain into PyTorch, and write a CLIP case back.
 
-  tests/torch_roundtrip.py [--seed N] [--batch B] IN_WEIGHTS OUT_CASE
+  tests/torch/torch_roundtrip.py [--seed N] [--batch B] IN_WEIGHTS OUT_CASE
 
 IN_WEIGHTS is a safetensors file written by ``cliptrain init`` (or saved by
 cliptrain): every parameter as F32 under OpenAI's state-dict names and the
@@ -12,7 +12,7 @@ model config in ``__metadata__`` ("config.embed_dim", ...).  This
      made from the file: a missing or unexpected key or a differing shape
      (logit_scale must be 0-d, as in PyTorch) makes it fail loudly;
   2. checks that the loaded values equal the file's bit for bit;
-  3. perturbs the parameters as tests/gen_clip_case.py does (layer-norm gains
+  3. perturbs the parameters as tests/torch/gen_clip_case.py does (layer-norm gains
      1 + 0.1*N(0,1), biases + 0.05*N(0,1), logit_scale 2.3), makes seeded
      random inputs (tokens with start/end tokens, varying lengths, one row
      filling the context) and writes OUT_CASE in the golden "CLIP case"
@@ -20,7 +20,7 @@ model config in ``__metadata__`` ("config.embed_dim", ...).  This
 
 Unlike gen_clip_case.py, param.* (and grad.*) are stored with the shapes of
 ``model.state_dict()`` exactly as PyTorch has them, so param.logit_scale is
-0-d (shape []): tests/clip_parity on OUT_CASE shows that a PyTorch
+0-d (shape []): tests/unit/clip_parity on OUT_CASE shows that a PyTorch
 state_dict's shapes load into cliptrain.
 
 Exit status 0 on success, non-zero (with a message on stderr) on any error.
@@ -35,7 +35,7 @@ import torch
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "bench"))
 sys.path.insert(0, HERE)
 import torch_clip as tc  # noqa: E402
 import gen_clip_case as gcc  # noqa: E402

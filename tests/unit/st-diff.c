@@ -1,7 +1,7 @@
 /* st-diff: how far apart are the float tensors of two safetensors files?
  * For the MPI tests, which compare a run on N ranks with one process.
  *
- *   tests/st-diff A B [PREFIX] [TOL]
+ *   tests/unit/st-diff A B [PREFIX] [TOL]
  *
  * Compares every float tensor of A whose name starts with PREFIX (default
  * "": all) with the tensor of the same name in B, and prints the largest

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""Write the image test cases for tests/test-image.c into tests/data/images/.
+"""Write the image test cases for tests/unit/test-image.c into tests/data/images/.
 
 Run with the system Python (Pillow 9.4, numpy, and torchvision when it is
-installed):  /usr/bin/python3 tests/gen_image_cases.py [OUTDIR]
+installed):  /usr/bin/python3 tests/torch/gen_image_cases.py [OUTDIR]
 
 Writes small PNG and JPEG files, then ref.safetensors holding what PIL and
 torchvision make of them:
@@ -55,7 +55,7 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "data", "images")
+    os.path.dirname(os.path.abspath(__file__)), "..", "data", "images")
 os.makedirs(OUT, exist_ok=True)
 rng = np.random.default_rng(20240611)
 
@@ -314,7 +314,7 @@ def resized_crop(img, top, left, height, width, size):
 
 
 tensors = {}  # name -> numpy array
-meta = {"generator": "tests/gen_image_cases.py",
+meta = {"generator": "tests/torch/gen_image_cases.py",
         "pillow": Image.__version__ if hasattr(Image, "__version__") else "",
         "torchvision": __import__("torchvision").__version__ if HAVE_TV else "none"}
 for name, a in decode.items():

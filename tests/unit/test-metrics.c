@@ -1,7 +1,7 @@
 /* test-metrics.c: the ranking math of plugins/retrieval_at_k.c against a
  * brute-force N x N argsort, with ties and chunk boundaries.  The plugin's
  * source is included so that its static functions are reachable. */
-#include "../plugins/retrieval_at_k.c"
+#include "../../plugins/retrieval_at_k.c"
 
 #include <glib.h>
 

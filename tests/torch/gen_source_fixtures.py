@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the small images tests/test-sources.c reads, into tests/data/sources/.
+"""Writes the small images tests/unit/test-sources.c reads, into tests/data/sources/.
 
-Run once (needs PIL): /usr/bin/python3 tests/gen_source_fixtures.py
+Run once (needs PIL): /usr/bin/python3 tests/torch/gen_source_fixtures.py
 The C test recomputes the expected pixels from the same formulas:
   rgbK.png   (K = 0..3): 3x2 RGB, pixel (x, y) = (40K + 10x, 50y + 5, 200 - 30K)
   gray.png:            2x2 grey (L), rows [0, 85], [170, 255]
@@ -13,7 +13,7 @@ import os
 
 from PIL import Image
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sources")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data", "sources")
 
 
 def rgb(k):

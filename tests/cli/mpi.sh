@@ -12,7 +12,7 @@
 . "$(dirname "$0")/tap.sh"
 CLIPTRAIN_PLUGIN_PATH="$builddir/plugins/.libs:${CT_TEST_PLUGINS:-$builddir/tests/plugins/.libs}"
 export CLIPTRAIN_PLUGIN_PATH
-diff="$builddir/tests/st-diff"
+diff="$builddir/tests/unit/st-diff"
 fm=${CT_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 N_MPI=31
 echo "1..$((N_MPI + 1))"

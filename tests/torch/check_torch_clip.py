@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Check bench/torch_clip.py and tests/gen_clip_case.py against golden data.
+"""Check bench/torch_clip.py and tests/torch/gen_clip_case.py against golden data.
 
 For every case file given (default: /work/shared/golden/clip_case_small.
 safetensors and tests/data/clip_case_*.safetensors) this
@@ -16,7 +16,7 @@ safetensors and tests/data/clip_case_*.safetensors) this
      checks that it has the same tensor names, order, dtypes and shapes.
 
 Exit status 0 when everything passes.  Usage:
-  tests/check_torch_clip.py [CASE.safetensors ...]
+  tests/torch/check_torch_clip.py [CASE.safetensors ...]
 """
 
 import glob
@@ -29,7 +29,7 @@ import torch
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "bench"))
 sys.path.insert(0, HERE)
 import torch_clip as tc  # noqa: E402
 import gen_clip_case as gcc  # noqa: E402
@@ -133,7 +133,7 @@ def check_format(path, t, cfg):
 
 def main(argv):
     paths = argv or ([GOLDEN] + sorted(glob.glob(
-        os.path.join(HERE, "data", "clip_case_*.safetensors"))))
+        os.path.normpath(os.path.join(HERE, "..", "data", "clip_case_*.safetensors")))))
     all_ok = True
     for path in paths:
         t = tc.read_safetensors(path)

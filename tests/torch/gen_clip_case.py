@@ -23,7 +23,7 @@ training-mode forward); its BatchNorm gains are perturbed like the layer-norm
 gains (every bn3.weight included, which OpenAI initialises to 0), and
 config.vision_layers holds the 4 stage counts.
 
-Usage: tests/gen_clip_case.py --out PATH --seed N [config options]
+Usage: tests/torch/gen_clip_case.py --out PATH --seed N [config options]
 """
 
 import argparse
@@ -36,7 +36,7 @@ import torch
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "bench"))
+                                "..", "..", "bench"))
 import torch_clip as tc  # noqa: E402
 
 DEFAULTS = dict(embed_dim=32, image_resolution=32, vision_layers=2,
@@ -465,7 +465,7 @@ def parse_args(argv=None):
                     help="draw the configuration and batch from --seed "
                          "(the other config options are ignored)")
     ap.add_argument("--masks", help="force the ResNet's ReLU patterns to "
-                    "those in this file (tests/clip_parity --dump-masks)")
+                    "those in this file (tests/unit/clip_parity --dump-masks)")
     ap.add_argument("--png-dir", help="also write the images as PNGs here "
                     "and their eval-mode features (output.embed.*)")
     ap.add_argument("--torch-f32", action="store_true",
@@ -511,7 +511,7 @@ def main(argv=None):
            "--seed %d %s" % (a.seed, describe(cfg, a.batch)))
     meta = {"case": "seed %d, batch %d, %s" % (a.seed, a.batch, describe(
                 cfg, a.batch)[len("--batch %d " % a.batch):]),
-            "regenerate": "tests/gen_clip_case.py %s%s --out CASE" % (
+            "regenerate": "tests/torch/gen_clip_case.py %s%s --out CASE" % (
                 how, " --torch-f32" if a.torch_f32 else "")}
     tc.write_safetensors(a.out, t, metadata=meta)
     print("%s: %d tensors, %d bytes, loss %.6f (%s)" % (

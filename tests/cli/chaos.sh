@@ -2,12 +2,12 @@
 # chaos.sh: a run killed with SIGKILL at random moments (seeded), and
 # resumed with --resume after each kill, ends bit-identical to a run that
 # was never interrupted; after every kill each file of the run folder is
-# whole (tests/check-run).  The run saves its training state every few
+# whole (tests/unit/check-run).  The run saves its training state every few
 # steps (fit.save_state_every), so a kill loses at most those steps.
 #   CT_CHAOS_SEED (default 1) and CT_CHAOS_KILLS (default 5) vary it.
 # Prints TAP.
 . "$(dirname "$0")/tap.sh"
-check_run="$builddir/tests/check-run"
+check_run="$builddir/tests/unit/check-run"
 seed=${CT_CHAOS_SEED:-1}
 kills=${CT_CHAOS_KILLS:-5}
 

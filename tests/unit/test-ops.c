@@ -763,7 +763,7 @@ test_vector_paths(void)
  * threads, where OpenBLAS computes each element the same way whole or cut
  * (gemm.c says how), so 2 and 3 threads give the bits of one thread (one
  * cblas_sgemm call), for every transpose, with BETA accumulating, at the
- * shapes of vitb32's products, at odd ones and at ones too small to cut.  tests/blas-kernels.sh runs this under each
+ * shapes of vitb32's products, at odd ones and at ones too small to cut.  tests/cli/blas-kernels.sh runs this under each
  * OpenBLAS core type the CPU can use. */
 static void
 test_sgemm_threads(void)

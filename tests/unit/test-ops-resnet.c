@@ -1,6 +1,6 @@
 /* test-ops-resnet: the ResNet kernels (conv2d, average pooling, batch
  * norm, ReLU, the attention pool) against naive references and central
- * finite differences, as tests/test-ops.c checks the others.
+ * finite differences, as tests/unit/test-ops.c checks the others.
  *
  * For an op y = f(x, w) the scalar L = sum(y * R), R fixed and random;
  * backward runs with dout = R and each gradient element is compared with

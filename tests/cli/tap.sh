@@ -1,9 +1,11 @@
 # tap.sh: what the TAP shell tests share.  Source it first thing:
-#   . "$(dirname "$0")/tap.sh"
-# It sets builddir, srcdir, ct (the program) and tmp (removed at exit),
-# and counts tests in n; a test script ends with `exit $fail`.
+#   . "$(dirname "$0")/tap.sh"            (a script in tests/cli/)
+#   . "$(dirname "$0")/../cli/tap.sh"     (a script in another tests/ folder)
+# It sets builddir, srcdir (two folders above the script), ct (the program)
+# and tmp (removed at exit), and counts tests in n; a test script ends with
+# `exit $fail`.
 builddir=${CT_BUILDDIR:-.}
-srcdir=$(cd "$(dirname "$0")/.." && pwd)
+srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 ct="$builddir/cliptrain"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

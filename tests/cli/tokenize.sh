@@ -6,7 +6,7 @@
 builddir=${CT_BUILDDIR:-.}
 ct="$builddir/cliptrain"
 # OpenAI's merges file: $CT_TEST_VOCAB, else the copy in shared/ beside the checkout
-vocab=${CT_TEST_VOCAB:-$(cd "$(dirname "$0")/.." && pwd)/../shared/vocab/bpe_simple_vocab_16e6.txt.gz}
+vocab=${CT_TEST_VOCAB:-$(cd "$(dirname "$0")/../.." && pwd)/../shared/vocab/bpe_simple_vocab_16e6.txt.gz}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 n=0

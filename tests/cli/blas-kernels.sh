@@ -28,7 +28,7 @@ n=0 fail=0
 for core in "$@"; do
   for prog in clip_parity test-ops; do
     n=$((n + 1))
-    if out=$(OPENBLAS_CORETYPE=$core "$builddir/tests/$prog" 2>&1); then
+    if out=$(OPENBLAS_CORETYPE=$core "$builddir/tests/unit/$prog" 2>&1); then
       echo "ok $n - $prog with OPENBLAS_CORETYPE=$core"
     else
       echo "not ok $n - $prog with OPENBLAS_CORETYPE=$core"
@@ -39,7 +39,7 @@ for core in "$@"; do
 done
 for core in $cut_cores; do
   n=$((n + 1))
-  if out=$(OPENBLAS_CORETYPE=$core "$builddir/tests/test-ops" -p /ops/sgemm-threads 2>&1); then
+  if out=$(OPENBLAS_CORETYPE=$core "$builddir/tests/unit/test-ops" -p /ops/sgemm-threads 2>&1); then
     echo "ok $n - cut products keep their bits with OPENBLAS_CORETYPE=$core"
   else
     echo "not ok $n - cut products keep their bits with OPENBLAS_CORETYPE=$core"

@@ -5,7 +5,7 @@
 # or SIGTERM quits at once.  Uses tests/plugins/fault.so.  Prints TAP.
 . "$(dirname "$0")/tap.sh"
 plugins=${CT_TEST_PLUGINS:-$builddir/tests/plugins/.libs}
-check_run="$builddir/tests/check-run"
+check_run="$builddir/tests/unit/check-run"
 
 # recipe NAME EXTRA_CALLBACK [FIT_KEYS]: write $tmp/NAME.yaml
 recipe() {

@@ -2,7 +2,7 @@
  * PIL and torchvision.
  *
  * The reference files live in tests/data/images/ and are written by
- * tests/gen_image_cases.py (run with /usr/bin/python3): small PNGs and
+ * tests/torch/gen_image_cases.py (run with /usr/bin/python3): small PNGs and
  * JPEGs, and ref.safetensors with what PIL decodes from each and what
  * torchvision's Resize/CenterCrop/resized_crop + ToTensor + Normalize
  * make of some.  Decoded PNGs must match PIL exactly, JPEGs within 1 (the
@@ -12,10 +12,10 @@
  * Bad input (empty, random, truncated at many points, bad CRCs, corrupt
  * JPEG markers, random mutations of good files) must give CT_ERROR_FORMAT
  * naming the input, and no crash: run under valgrind as well
- *   valgrind --error-exitcode=1 tests/test-image
+ *   valgrind --error-exitcode=1 tests/unit/test-image
  *
  * With -m perf, /image/bench measures decode + resize throughput:
- *   tests/test-image -m perf -p /image/bench */
+ *   tests/unit/test-image -m perf -p /image/bench */
 #include "config.h"
 
 #include <cliptrain/cliptrain.h>
@@ -70,7 +70,7 @@ ref_tensor(const char *name, CtDtype dtype)
 {
   const CtTensorInfo *t = ct_safetensors_find(ref, name);
   if (!t)
-    g_error("%s is not in ref.safetensors: rerun tests/gen_image_cases.py", name);
+    g_error("%s is not in ref.safetensors: rerun tests/torch/gen_image_cases.py", name);
   g_assert_cmpint(t->dtype, ==, dtype);
   return t;
 }
@@ -757,7 +757,7 @@ main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   const char *env = g_getenv("CT_TEST_DATA");
   datadir = env ? g_build_filename(env, "images", NULL)
-                : g_test_build_filename(G_TEST_DIST, "data", "images", NULL);
+                : g_test_build_filename(G_TEST_DIST, "..", "data", "images", NULL);
   char *ref_path = g_build_filename(datadir, "ref.safetensors", NULL);
   GError *error = NULL;
   ref = ct_safetensors_open(ref_path, &error);

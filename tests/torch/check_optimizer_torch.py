@@ -27,7 +27,7 @@ combine_scheds (fit_one_cycle, fit_flat_cos) and open_clip's
 scheduler.py (cosine_lr, const_lr, const_lr_cooldown) at every step of a
 few runs, within 1e-12 relative.
 
-Usage: tests/check_optimizer_torch.py [path/to/libcliptrain.so]
+Usage: tests/torch/check_optimizer_torch.py [path/to/libcliptrain.so]
 Exit status 0 when everything agrees.
 """
 
@@ -92,7 +92,8 @@ def load_lib(path):
 def find_lib():
     if len(sys.argv) > 1:
         return sys.argv[1]
-    for d in (os.environ.get("CT_BUILDDIR"), os.path.join(HERE, ".."), os.getcwd()):
+    top = os.path.normpath(os.path.join(HERE, "..", ".."))
+    for d in (os.environ.get("CT_BUILDDIR"), top, os.getcwd()):
         if d:
             p = os.path.join(d, ".libs", "libcliptrain.so")
             if os.path.exists(p):

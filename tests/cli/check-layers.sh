@@ -9,7 +9,7 @@
 # public API or otherwise.  Prints TAP: one test a folder for the
 # includes, each naming every include that breaks the order, and one for
 # the calls.
-srcdir=$(cd "$(dirname "$0")/.." && pwd)
+srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 builddir=${CT_BUILDDIR:-$srcdir}
 layers="base kernels formats model data train setup cli"
 

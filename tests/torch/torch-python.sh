@@ -1,5 +1,5 @@
 # torch-python.sh: what the tests that need PyTorch share.  Source it:
-#   . "$srcdir/tests/torch-python.sh"
+#   . "$srcdir/tests/torch/torch-python.sh"
 # It sets py to a python3 that imports torch and numpy (Debian's first),
 # or prints TAP's skip-all line and exits 0 when there is none.
 py=

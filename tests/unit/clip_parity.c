@@ -1,7 +1,7 @@
 /* clip_parity: forward and backward of CLIP against PyTorch reference cases,
  * and the variants of a pass that must agree with it.
  *
- *   tests/clip_parity [--dump-masks FILE] [--save-model FILE] [CASE.safetensors ...]
+ *   tests/unit/clip_parity [--dump-masks FILE] [--save-model FILE] [CASE.safetensors ...]
  *
  * Each case file (format: ../shared/golden/README.md) holds a config, the
  * parameters, inputs, and PyTorch's features, logits, loss and every
@@ -61,7 +61,7 @@
  * changes the gradient by that unit's whole share.  PyTorch's own CPU
  * autocast (bf16) is 0.24 off in relative L2 on the median tensor of the
  * golden ResNet case and 0.78 on the worst (visual.bn2.weight).  So
- * each case made by tests/gen_clip_case.py holds bf16err.grad.<name>,
+ * each case made by tests/torch/gen_clip_case.py holds bf16err.grad.<name>,
  * PyTorch autocast's relative L2 error on that gradient (and its max
  * error on the features), and half precision is held to it twice:
  *  - every tensor within AUTOCAST_TAIL (16) times PyTorch's error, where
@@ -88,7 +88,7 @@
  * times PyTorch autocast's max error on them too (bf16err.output.buffer.*).
  * A ResNet case without them (the golden files) skips its half variants.
  *
- * Cases made by tests/gen_clip_case.py --masks (tests/parity-sweep.sh)
+ * Cases made by tests/torch/gen_clip_case.py --masks (tests/torch/parity-sweep.sh)
  * hold masks.flips and masks.worst_margin: how many ResNet ReLU units
  * cliptrain put on the other side of 0 than float64 did, and the largest
  * |pre-activation| among them relative to its layer's largest.  The
@@ -566,7 +566,7 @@ run_variant(gconstpointer data)
   if (v->prec != CT_PRECISION_FP32 && c->resnet &&
       !ct_safetensors_find(c->st, "bf16err.grad.visual.conv1.weight")) {
     g_test_skip("a ResNet case without PyTorch autocast's errors (bf16err.*), the yardstick "
-                "of half precision; tests/parity-sweep.sh's cases have them");
+                "of half precision; tests/torch/parity-sweep.sh's cases have them");
     case_free(c);
     return;
   }

@@ -1,7 +1,7 @@
 #!/bin/sh
 # side-by-side.sh: a smoke run of bench/side_by_side.sh on the tiny preset
 # (the benchmark itself is run by hand; see the README).  Prints TAP.
-. "$(dirname "$0")/tap.sh"
+. "$(dirname "$0")/../cli/tap.sh"
 echo "1..6"
 if /usr/bin/python3 -c "import torch" 2>/dev/null; then
   that "side_by_side.sh runs both sides" 'CLIPTRAIN="$ct" sh "$srcdir/bench/side_by_side.sh" --preset tiny --batch 4 --steps 1 --rounds 1 >"$tmp/t" 2>"$tmp/err"'

@@ -1,7 +1,7 @@
 /* check-run: is every file of a run folder whole?  For the chaos and
  * full-disk tests, after a run was killed or failed.
  *
- *   tests/check-run DIR
+ *   tests/unit/check-run DIR
  *
  * Prints one line per file and exits 1 if any is damaged:
  *   *.safetensors   the header validates and every float tensor reads;

@@ -1,7 +1,7 @@
 /* test-sources.c: the four sample sources (IDX, image folder, CSV/TSV,
  * webdataset shards): contents, ordering, errors, truncated input and
  * concurrent get().  Fixtures are built in a temporary folder from the
- * small images in tests/data/sources (see tests/gen_source_fixtures.py). */
+ * small images in tests/data/sources (see tests/torch/gen_source_fixtures.py). */
 #include "config.h"
 
 #include "data/source.h"
@@ -50,7 +50,7 @@ fixture(const char *name)
   const char *data = g_getenv("CT_TEST_DATA");
   if (data)
     return g_build_filename(data, "sources", name, NULL);
-  return g_test_build_filename(G_TEST_DIST, "data", "sources", name, NULL);
+  return g_test_build_filename(G_TEST_DIST, "..", "data", "sources", name, NULL);
 }
 
 static GBytes *
