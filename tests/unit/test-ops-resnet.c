@@ -12,64 +12,12 @@
 
 #include <cliptrain/cliptrain.h>
 
+#include "test-util.h"
+
 #include <math.h>
 #include <string.h>
 
-typedef double (*LossFn)(void *ctx);
-
 static CtRng rng;
-
-static float *
-randn(size_t n, double std)
-{
-  float *p = g_new(float, n);
-  ct_rng_normal_fill(&rng, p, n, std);
-  return p;
-}
-
-static double
-dot(const float *a, const float *b, size_t n)
-{
-  double s = 0;
-  for (size_t i = 0; i < n; i++)
-    s += (double) a[i] * b[i];
-  return s;
-}
-
-static void
-check_grad(const char *what, float *x, const float *analytic, size_t n, LossFn loss, void *ctx,
-           double h, double atol, double rtol)
-{
-  double *num = g_new(double, n);
-  double maxnum = 0;
-  for (size_t i = 0; i < n; i++) {
-    float keep = x[i];
-    x[i] = keep + (float) h;
-    double lp = loss(ctx);
-    x[i] = keep - (float) h;
-    double lm = loss(ctx);
-    x[i] = keep;
-    num[i] = (lp - lm) / (2 * h);
-    maxnum = fmax(maxnum, fabs(num[i]));
-  }
-  double worst = 0;
-  size_t at = 0;
-  for (size_t i = 0; i < n; i++) {
-    double e = fabs(analytic[i] - num[i]);
-    if (!(e <= worst)) {
-      worst = e;
-      at = i;
-    }
-  }
-  double tol = atol + rtol * maxnum;
-  g_test_message("%s: max |analytic - numeric| = %.3g (tolerance %.3g, max |grad| %.3g)", what,
-                 worst, tol, maxnum);
-  if (!(worst <= tol))
-    g_test_fail_printf("%s: element %zu: analytic %.6g, numeric %.6g", what, at,
-                       (double) analytic[at], num[at]);
-  g_assert_true(maxnum > 0);
-  g_free(num);
-}
 
 /* ------------------------------------------------------------ conv2d */
 
@@ -85,7 +33,7 @@ conv_loss(void *p)
 {
   ConvCtx *c = p;
   ct_conv2d_forward(c->prec, c->y, c->col, c->wr, c->x, c->w, &c->cv, c->B);
-  return dot(c->y, c->r, (size_t) c->B * c->cv.Ho * c->cv.Wo * c->cv.OC);
+  return ct_test_dot(c->y, c->r, (size_t) c->B * c->cv.Ho * c->cv.Wo * c->cv.OC);
 }
 
 /* The convolution by its definition, in double. */
@@ -121,9 +69,9 @@ check_conv(int B, int C, int H, int W, int OC, int K, int stride, int pad, int n
   size_t nx = (size_t) B * C * H * W, nw = (size_t) OC * C * K * K;
   size_t ny = (size_t) B * c.cv.Ho * c.cv.Wo * OC;
   size_t ncol = MAX(ct_conv_col_floats(&c.cv, B, CT_PRECISION_FP32), 1);
-  c.x = randn(nx, 1);
-  c.w = randn(nw, 0.3);
-  c.r = randn(ny, 1);
+  c.x = ct_test_randn(&rng, nx, 1);
+  c.w = ct_test_randn(&rng, nw, 0.3);
+  c.r = ct_test_randn(&rng, ny, 1);
   c.y = g_new(float, ny);
   c.col = g_new(float, ncol);
   c.dcol = g_new(float, ncol);
@@ -142,10 +90,10 @@ check_conv(int B, int C, int H, int W, int OC, int K, int stride, int pad, int n
   float *dout = g_memdup2(c.r, sizeof(float) * ny);
   ct_conv2d_backward(c.prec, nchw ? NULL : dx, dw, c.col, c.dcol, c.wr, dout, c.x, c.w, &c.cv, B);
   g_autofree char *wd = g_strconcat(what, " dw", NULL);
-  check_grad(wd, c.w, dw, nw, conv_loss, &c, 1e-2, 1e-3, 5e-4);
+  ct_test_check_grad(wd, c.w, dw, nw, conv_loss, &c, 1e-2, 1e-3, 5e-4);
   if (!nchw) {
     g_autofree char *xd = g_strconcat(what, " dx", NULL);
-    check_grad(xd, c.x, dx, nx, conv_loss, &c, 1e-2, 1e-3, 5e-4);
+    ct_test_check_grad(xd, c.x, dx, nx, conv_loss, &c, 1e-2, 1e-3, 5e-4);
   }
   g_free(c.x), g_free(c.w), g_free(c.r), g_free(c.y), g_free(c.col), g_free(c.dcol), g_free(c.wr);
   g_free(dx), g_free(dw), g_free(dout);
@@ -174,8 +122,8 @@ test_conv_chunks(void)
   g_assert_cmpint(ct_conv_chunk(&cv, 8), <, 8);
   ConvCtx c = { .B = 3, .prec = CT_PRECISION_FP32, .cv = cv };
   size_t nx = (size_t) c.B * 64 * 96 * 96, nw = (size_t) 2 * 64 * 9, ny = (size_t) c.B * 96 * 96 * 2;
-  c.x = randn(nx, 1);
-  c.w = randn(nw, 0.1);
+  c.x = ct_test_randn(&rng, nx, 1);
+  c.w = ct_test_randn(&rng, nw, 0.1);
   c.y = g_new(float, ny);
   c.col = g_new(float, ct_conv_col_floats(&cv, c.B, c.prec));
   c.wr = NULL;
@@ -201,7 +149,7 @@ pool_loss(void *p)
 {
   PoolCtx *c = p;
   ct_avgpool_forward(c->y, c->x, c->B, c->H, c->W, c->C, c->s);
-  return dot(c->y, c->r, (size_t) c->B * (c->H / c->s) * (c->W / c->s) * c->C);
+  return ct_test_dot(c->y, c->r, (size_t) c->B * (c->H / c->s) * (c->W / c->s) * c->C);
 }
 
 static void
@@ -209,9 +157,9 @@ check_pool(int B, int H, int W, int C, int s)
 {
   PoolCtx c = { B, H, W, C, s, NULL, NULL, NULL };
   size_t nx = (size_t) B * H * W * C, ny = (size_t) B * (H / s) * (W / s) * C;
-  c.x = randn(nx, 1);
+  c.x = ct_test_randn(&rng, nx, 1);
   c.y = g_new(float, ny);
-  c.r = randn(ny, 1);
+  c.r = ct_test_randn(&rng, ny, 1);
   pool_loss(&c);
   /* one output by hand: sample B-1, the last cell, channel C-1 */
   int Ho = H / s, Wo = W / s;
@@ -222,7 +170,7 @@ check_pool(int B, int H, int W, int C, int s)
   g_assert_cmpfloat_with_epsilon(c.y[ny - 1], ref / (s * s), 1e-6);
   float *dx = g_new0(float, nx);
   ct_avgpool_backward(dx, c.r, B, H, W, C, s);
-  check_grad("avgpool dx", c.x, dx, nx, pool_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("avgpool dx", c.x, dx, nx, pool_loss, &c, 1e-2, 1e-4, 1e-3);
   g_free(c.x), g_free(c.y), g_free(c.r), g_free(dx);
 }
 
@@ -248,7 +196,7 @@ bn_loss(void *p)
   /* running statistics are left alone (NULL) in training mode */
   ct_batchnorm_forward(c->y, c->mean, c->rstd, c->training ? NULL : c->rm,
                        c->training ? NULL : c->rv, c->x, c->w, c->b, c->N, c->C, c->training);
-  return dot(c->y, c->r, (size_t) c->N * c->C);
+  return ct_test_dot(c->y, c->r, (size_t) c->N * c->C);
 }
 
 static void
@@ -256,16 +204,16 @@ check_bn(int training)
 {
   BnCtx c = { .N = 12, .C = 5, .training = training };
   size_t n = (size_t) c.N * c.C;
-  c.x = randn(n, 2);
+  c.x = ct_test_randn(&rng, n, 2);
   for (size_t i = 0; i < n; i++)
     c.x[i] += 0.5f * (float) (i % c.C); /* channel means apart from 0 */
-  c.w = randn(c.C, 1);
-  c.b = randn(c.C, 1);
+  c.w = ct_test_randn(&rng, c.C, 1);
+  c.b = ct_test_randn(&rng, c.C, 1);
   c.y = g_new(float, n);
-  c.r = randn(n, 1);
+  c.r = ct_test_randn(&rng, n, 1);
   c.mean = g_new(float, c.C);
   c.rstd = g_new(float, c.C);
-  c.rm = randn(c.C, 1);
+  c.rm = ct_test_randn(&rng, c.C, 1);
   c.rv = g_new(float, c.C);
   for (int i = 0; i < c.C; i++)
     c.rv[i] = 0.5f + i;
@@ -276,9 +224,9 @@ check_bn(int training)
   g_autofree char *a = g_strdup_printf("batchnorm (%s) dx", mode);
   g_autofree char *b = g_strdup_printf("batchnorm (%s) dw", mode);
   g_autofree char *d = g_strdup_printf("batchnorm (%s) db", mode);
-  check_grad(a, c.x, dx, n, bn_loss, &c, 1e-2, 1e-3, 5e-4);
-  check_grad(b, c.w, dw, c.C, bn_loss, &c, 1e-2, 1e-3, 5e-4);
-  check_grad(d, c.b, db, c.C, bn_loss, &c, 1e-2, 1e-3, 5e-4);
+  ct_test_check_grad(a, c.x, dx, n, bn_loss, &c, 1e-2, 1e-3, 5e-4);
+  ct_test_check_grad(b, c.w, dw, c.C, bn_loss, &c, 1e-2, 1e-3, 5e-4);
+  ct_test_check_grad(d, c.b, db, c.C, bn_loss, &c, 1e-2, 1e-3, 5e-4);
   g_free(c.x), g_free(c.w), g_free(c.b), g_free(c.y), g_free(c.r), g_free(c.mean);
   g_free(c.rstd), g_free(c.rm), g_free(c.rv), g_free(dx), g_free(dw), g_free(db);
 }
@@ -302,7 +250,7 @@ static void
 test_batchnorm_stats(void)
 {
   int N = 10, C = 3;
-  float *x = randn((size_t) N * C, 3), *y = g_new(float, (size_t) N * C);
+  float *x = ct_test_randn(&rng, (size_t) N * C, 3), *y = g_new(float, (size_t) N * C);
   float w[3] = { 1, 1, 1 }, b[3] = { 0, 0, 0 }, mean[3], rstd[3];
   float rm[3] = { 0.5f, -1.0f, 2.0f }, rv[3] = { 1.0f, 2.0f, 0.25f };
   float rm0[3], rv0[3];
@@ -348,23 +296,23 @@ relu_loss(void *p)
 {
   ReluCtx *c = p;
   ct_relu_forward(c->y, c->x, c->n);
-  return dot(c->y, c->r, c->n);
+  return ct_test_dot(c->y, c->r, c->n);
 }
 
 static void
 test_relu(void)
 {
   ReluCtx c = { 40, NULL, NULL, NULL };
-  c.x = randn(c.n, 1);
+  c.x = ct_test_randn(&rng, c.n, 1);
   for (size_t i = 0; i < c.n; i++) /* keep away from the kink for FD */
     if (fabsf(c.x[i]) < 0.05f)
       c.x[i] = 0.1f;
   c.y = g_new(float, c.n);
-  c.r = randn(c.n, 1);
+  c.r = ct_test_randn(&rng, c.n, 1);
   relu_loss(&c);
   float *d = g_memdup2(c.r, sizeof(float) * c.n);
   ct_relu_backward(d, c.y, c.n);
-  check_grad("relu dx", c.x, d, c.n, relu_loss, &c, 1e-2, 1e-5, 1e-4);
+  ct_test_check_grad("relu dx", c.x, d, c.n, relu_loss, &c, 1e-2, 1e-5, 1e-4);
   g_free(c.x), g_free(c.y), g_free(c.r), g_free(d);
 }
 
@@ -390,7 +338,7 @@ ap_loss(void *p)
   ct_linear_forward(c->v, c->X, c->vw, c->vb, c->B * T, c->C, c->C);
   ct_poolattn_forward(c->o, c->att, c->q, c->k, c->v, c->B, T, c->C, c->H, CT_PRECISION_FP32);
   ct_linear_forward(c->y, c->o, c->cw, c->cb, c->B, c->C, c->E);
-  return dot(c->y, c->r, (size_t) c->B * c->E);
+  return ct_test_dot(c->y, c->r, (size_t) c->B * c->E);
 }
 
 static void
@@ -399,17 +347,17 @@ test_attnpool(void)
   ApCtx c = { .B = 2, .HW = 4, .C = 8, .H = 2, .E = 5 };
   int T = c.HW + 1, C = c.C;
   size_t nx = (size_t) c.B * c.HW * C, nX = (size_t) c.B * T * C;
-  c.x = randn(nx, 1);
-  c.pos = randn((size_t) T * C, 0.3);
-  c.qw = randn((size_t) C * C, 0.4), c.qb = randn(C, 0.1);
-  c.kw = randn((size_t) C * C, 0.4), c.kb = randn(C, 0.1);
-  c.vw = randn((size_t) C * C, 0.4), c.vb = randn(C, 0.1);
-  c.cw = randn((size_t) c.E * C, 0.4), c.cb = randn(c.E, 0.1);
+  c.x = ct_test_randn(&rng, nx, 1);
+  c.pos = ct_test_randn(&rng, (size_t) T * C, 0.3);
+  c.qw = ct_test_randn(&rng, (size_t) C * C, 0.4), c.qb = ct_test_randn(&rng, C, 0.1);
+  c.kw = ct_test_randn(&rng, (size_t) C * C, 0.4), c.kb = ct_test_randn(&rng, C, 0.1);
+  c.vw = ct_test_randn(&rng, (size_t) C * C, 0.4), c.vb = ct_test_randn(&rng, C, 0.1);
+  c.cw = ct_test_randn(&rng, (size_t) c.E * C, 0.4), c.cb = ct_test_randn(&rng, c.E, 0.1);
   c.X = g_new(float, nX), c.k = g_new(float, nX), c.v = g_new(float, nX);
   c.q0 = g_new(float, (size_t) c.B * C), c.q = g_new(float, (size_t) c.B * C);
   c.o = g_new(float, (size_t) c.B * C), c.y = g_new(float, (size_t) c.B * c.E);
   c.att = g_new(float, (size_t) c.B * c.H * T);
-  c.r = randn((size_t) c.B * c.E, 1);
+  c.r = ct_test_randn(&rng, (size_t) c.B * c.E, 1);
   ap_loss(&c);
   /* backward, as resnet.c does it */
   float *dcw = g_new0(float, (size_t) c.E * C), *dcb = g_new0(float, c.E);
@@ -429,13 +377,13 @@ test_attnpool(void)
     for (int i = 0; i < C; i++)
       dX[(size_t) b * T * C + i] += dq0[(size_t) b * C + i];
   ct_poolattn_tokens_backward(dx, dpos, dX, c.B, c.HW, C);
-  check_grad("attnpool dx", c.x, dx, nx, ap_loss, &c, 1e-2, 1e-3, 1e-3);
-  check_grad("attnpool dpos", c.pos, dpos, (size_t) T * C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
-  check_grad("attnpool dq_w", c.qw, dqw, (size_t) C * C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
-  check_grad("attnpool dk_w", c.kw, dkw, (size_t) C * C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
-  check_grad("attnpool dv_w", c.vw, dvw, (size_t) C * C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
-  check_grad("attnpool dq_b", c.qb, dqb, C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
-  check_grad("attnpool dc_w", c.cw, dcw, (size_t) c.E * C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
+  ct_test_check_grad("attnpool dx", c.x, dx, nx, ap_loss, &c, 1e-2, 1e-3, 1e-3);
+  ct_test_check_grad("attnpool dpos", c.pos, dpos, (size_t) T * C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
+  ct_test_check_grad("attnpool dq_w", c.qw, dqw, (size_t) C * C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
+  ct_test_check_grad("attnpool dk_w", c.kw, dkw, (size_t) C * C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
+  ct_test_check_grad("attnpool dv_w", c.vw, dvw, (size_t) C * C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
+  ct_test_check_grad("attnpool dq_b", c.qb, dqb, C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
+  ct_test_check_grad("attnpool dc_w", c.cw, dcw, (size_t) c.E * C, ap_loss, &c, 1e-2, 1e-3, 1e-3);
   g_free(c.x), g_free(c.pos), g_free(c.qw), g_free(c.qb), g_free(c.kw), g_free(c.kb);
   g_free(c.vw), g_free(c.vb), g_free(c.cw), g_free(c.cb), g_free(c.X), g_free(c.k);
   g_free(c.v), g_free(c.q0), g_free(c.q), g_free(c.o), g_free(c.y), g_free(c.att), g_free(c.r);
@@ -451,13 +399,15 @@ static void
 test_thread_invariance(void)
 {
   int N = 4 * 9 * 9, C = 40, B = 4;
-  float *x = randn((size_t) N * C, 1), *w = randn(C, 1), *b = randn(C, 1);
+  float *x = ct_test_randn(&rng, (size_t) N * C, 1), *w = ct_test_randn(&rng, C, 1);
+  float *b = ct_test_randn(&rng, C, 1);
   float *out[2], *din[2], *dw[2], *pool[2], *dpool[2], *conv[2], *dconv[2];
-  float *g = randn((size_t) N * C, 1), *cw = randn((size_t) 6 * C * 9, 0.1);
+  float *g = ct_test_randn(&rng, (size_t) N * C, 1);
+  float *cw = ct_test_randn(&rng, (size_t) 6 * C * 9, 0.1);
   CtConv cv;
   ct_conv_init(&cv, C, 9, 9, 6, 3, 2, 1, 0);
   size_t ny = (size_t) B * cv.Ho * cv.Wo * 6;
-  float *gy = randn(ny, 1);
+  float *gy = ct_test_randn(&rng, ny, 1);
   size_t ncol = ct_conv_col_floats(&cv, B, CT_PRECISION_FP32);
   float *col = g_new(float, ncol), *dcol = g_new(float, ncol);
   for (int t = 0; t < 2; t++) {

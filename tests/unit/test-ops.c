@@ -12,67 +12,14 @@
 
 #include <cliptrain/cliptrain.h>
 
+#include "test-util.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
 
-typedef double (*LossFn)(void *ctx);
-
 static CtRng rng;
-
-static float *
-randn(size_t n, double std)
-{
-  float *p = g_new(float, n);
-  ct_rng_normal_fill(&rng, p, n, std);
-  return p;
-}
-
-static double
-dot(const float *a, const float *b, size_t n)
-{
-  double s = 0;
-  for (size_t i = 0; i < n; i++)
-    s += (double) a[i] * b[i];
-  return s;
-}
-
-/* Compare ANALYTIC (n) with finite differences of LOSS over X (n). */
-static void
-check_grad(const char *what, float *x, const float *analytic, size_t n, LossFn loss, void *ctx,
-           double h, double atol, double rtol)
-{
-  double *num = g_new(double, n);
-  double maxnum = 0;
-  for (size_t i = 0; i < n; i++) {
-    float keep = x[i];
-    x[i] = keep + (float) h;
-    double lp = loss(ctx);
-    x[i] = keep - (float) h;
-    double lm = loss(ctx);
-    x[i] = keep;
-    num[i] = (lp - lm) / (2 * h);
-    maxnum = fmax(maxnum, fabs(num[i]));
-  }
-  double worst = 0;
-  size_t at = 0;
-  for (size_t i = 0; i < n; i++) {
-    double e = fabs(analytic[i] - num[i]);
-    if (!(e <= worst)) {
-      worst = e;
-      at = i;
-    }
-  }
-  double tol = atol + rtol * maxnum;
-  g_test_message("%s: max |analytic - numeric| = %.3g (tolerance %.3g, max |grad| %.3g)", what,
-                 worst, tol, maxnum);
-  if (!(worst <= tol))
-    g_test_fail_printf("%s: element %zu: analytic %.6g, numeric %.6g", what, at,
-                       (double) analytic[at], num[at]);
-  g_assert_true(maxnum > 0 || n == 0); /* a check over all-zero gradients proves nothing */
-  g_free(num);
-}
 
 /* ------------------------------------------------------------ linear */
 
@@ -86,23 +33,23 @@ linear_loss(void *p)
 {
   LinearCtx *c = p;
   ct_linear_forward(c->y, c->x, c->w, c->b, c->N, c->C, c->OC);
-  return dot(c->y, c->r, (size_t) c->N * c->OC);
+  return ct_test_dot(c->y, c->r, (size_t) c->N * c->OC);
 }
 
 static void
 test_linear(void)
 {
   LinearCtx c = { .N = 5, .C = 7, .OC = 6 };
-  c.x = randn(35, 1);
-  c.w = randn(42, 0.5);
-  c.b = randn(6, 0.5);
+  c.x = ct_test_randn(&rng, 35, 1);
+  c.w = ct_test_randn(&rng, 42, 0.5);
+  c.b = ct_test_randn(&rng, 6, 0.5);
   c.y = g_new(float, 30);
-  c.r = randn(30, 1);
+  c.r = ct_test_randn(&rng, 30, 1);
   float *dx = g_new0(float, 35), *dw = g_new0(float, 42), *db = g_new0(float, 6);
   ct_linear_backward(dx, dw, db, c.r, c.x, c.w, c.N, c.C, c.OC);
-  check_grad("linear dx", c.x, dx, 35, linear_loss, &c, 1e-2, 1e-4, 1e-3);
-  check_grad("linear dw", c.w, dw, 42, linear_loss, &c, 1e-2, 1e-4, 1e-3);
-  check_grad("linear db", c.b, db, 6, linear_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("linear dx", c.x, dx, 35, linear_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("linear dw", c.w, dw, 42, linear_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("linear db", c.b, db, 6, linear_loss, &c, 1e-2, 1e-4, 1e-3);
   /* backward accumulates: a second call doubles the gradients */
   float dw0 = dw[3];
   ct_linear_backward(NULL, dw, NULL, c.r, c.x, c.w, c.N, c.C, c.OC);
@@ -123,21 +70,21 @@ matmul_loss(void *p)
 {
   MatmulCtx *c = p;
   ct_matmul_forward(c->y, c->x, c->w, c->N, c->C, c->E);
-  return dot(c->y, c->r, (size_t) c->N * c->E);
+  return ct_test_dot(c->y, c->r, (size_t) c->N * c->E);
 }
 
 static void
 test_matmul(void)
 {
   MatmulCtx c = { .N = 4, .C = 6, .E = 5 };
-  c.x = randn(24, 1);
-  c.w = randn(30, 0.5);
+  c.x = ct_test_randn(&rng, 24, 1);
+  c.w = ct_test_randn(&rng, 30, 0.5);
   c.y = g_new(float, 20);
-  c.r = randn(20, 1);
+  c.r = ct_test_randn(&rng, 20, 1);
   float *dx = g_new0(float, 24), *dw = g_new0(float, 30);
   ct_matmul_backward(dx, dw, c.r, c.x, c.w, c.N, c.C, c.E);
-  check_grad("matmul dx", c.x, dx, 24, matmul_loss, &c, 1e-2, 1e-4, 1e-3);
-  check_grad("matmul dw", c.w, dw, 30, matmul_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("matmul dx", c.x, dx, 24, matmul_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("matmul dw", c.w, dw, 30, matmul_loss, &c, 1e-2, 1e-4, 1e-3);
   g_free(c.x), g_free(c.w), g_free(c.y), g_free(c.r), g_free(dx), g_free(dw);
 }
 
@@ -153,27 +100,27 @@ ln_loss(void *p)
 {
   LnCtx *c = p;
   ct_layernorm_forward(c->y, c->mean, c->rstd, c->x, c->w, c->b, c->N, c->C);
-  return dot(c->y, c->r, (size_t) c->N * c->C);
+  return ct_test_dot(c->y, c->r, (size_t) c->N * c->C);
 }
 
 static void
 test_layernorm(void)
 {
   LnCtx c = { .N = 4, .C = 9 };
-  c.x = randn(36, 2);
-  c.w = randn(9, 1);
-  c.b = randn(9, 1);
+  c.x = ct_test_randn(&rng, 36, 2);
+  c.w = ct_test_randn(&rng, 9, 1);
+  c.b = ct_test_randn(&rng, 9, 1);
   c.y = g_new(float, 36);
   c.mean = g_new(float, 4);
   c.rstd = g_new(float, 4);
-  c.r = randn(36, 1);
+  c.r = ct_test_randn(&rng, 36, 1);
   ln_loss(&c);
   /* the output rows have zero mean and unit variance before the affine */
   float *dx = g_new0(float, 36), *dw = g_new0(float, 9), *db = g_new0(float, 9);
   ct_layernorm_backward(dx, dw, db, c.r, c.x, c.mean, c.rstd, c.w, c.N, c.C);
-  check_grad("layernorm dx", c.x, dx, 36, ln_loss, &c, 1e-3, 1e-3, 5e-3);
-  check_grad("layernorm dw", c.w, dw, 9, ln_loss, &c, 1e-2, 1e-4, 1e-3);
-  check_grad("layernorm db", c.b, db, 9, ln_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("layernorm dx", c.x, dx, 36, ln_loss, &c, 1e-3, 1e-3, 5e-3);
+  ct_test_check_grad("layernorm dw", c.w, dw, 9, ln_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("layernorm db", c.b, db, 9, ln_loss, &c, 1e-2, 1e-4, 1e-3);
   g_free(c.x), g_free(c.w), g_free(c.b), g_free(c.y), g_free(c.mean), g_free(c.rstd);
   g_free(c.r), g_free(dx), g_free(dw), g_free(db);
 }
@@ -203,7 +150,8 @@ test_layernorm_lanes(void)
   for (gsize k = 0; k < G_N_ELEMENTS(widths); k++) {
     int N = 37, C = widths[k];
     size_t NC = (size_t) N * C;
-    g_autofree float *x = randn(NC, 3), *w = randn(C, 1), *b = randn(C, 1), *dy = randn(NC, 1);
+    g_autofree float *x = ct_test_randn(&rng, NC, 3), *w = ct_test_randn(&rng, C, 1);
+    g_autofree float *b = ct_test_randn(&rng, C, 1), *dy = ct_test_randn(&rng, NC, 1);
     g_autofree float *y = g_new(float, NC), *mean = g_new(float, N), *rstd = g_new(float, N);
     g_autofree float *dx = g_new0(float, NC), *dw = g_new0(float, C), *db = g_new0(float, C);
     g_autofree float *t = g_new(float, C), *u = g_new(float, C);
@@ -266,8 +214,8 @@ test_softmax_lanes(void)
       int ns[] = { 1, T / 2 + 1, T };
       for (int z = 0; z < 3; z++) {
         int n = ns[z];
-        g_autofree float *row = randn(T, 4), *ref = g_memdup2(row, sizeof(float) * T);
-        g_autofree float *d = randn(T, 1), *dref = g_memdup2(d, sizeof(float) * T);
+        g_autofree float *row = ct_test_randn(&rng, T, 4), *ref = g_memdup2(row, sizeof(float) * T);
+        g_autofree float *d = ct_test_randn(&rng, T, 1), *dref = g_memdup2(d, sizeof(float) * T);
         ct_softmax_row(row, n, T);
         float mx = ref[0];
         for (int c = 1; c < n; c++)
@@ -304,19 +252,19 @@ gelu_loss(void *p)
 {
   GeluCtx *c = p;
   ct_quickgelu_forward(c->y, c->x, c->n);
-  return dot(c->y, c->r, c->n);
+  return ct_test_dot(c->y, c->r, c->n);
 }
 
 static void
 test_quickgelu(void)
 {
   GeluCtx c = { .n = 40 };
-  c.x = randn(40, 3);
+  c.x = ct_test_randn(&rng, 40, 3);
   c.y = g_new(float, 40);
-  c.r = randn(40, 1);
+  c.r = ct_test_randn(&rng, 40, 1);
   float *dx = g_new(float, 40);
   ct_quickgelu_backward(dx, c.r, c.x, c.n);
-  check_grad("quickgelu dx", c.x, dx, 40, gelu_loss, &c, 1e-3, 1e-3, 1e-3);
+  ct_test_check_grad("quickgelu dx", c.x, dx, 40, gelu_loss, &c, 1e-3, 1e-3, 1e-3);
   /* QuickGELU(1) = 1 * sigmoid(1.702) */
   float one = 1, y;
   ct_quickgelu_forward(&y, &one, 1);
@@ -337,7 +285,7 @@ att_loss(void *p)
   AttCtx *c = p;
   ct_attention_forward(c->y, c->att, c->qkv, c->B, c->T, c->C, c->H, c->causal,
                        CT_PRECISION_FP32);
-  return dot(c->y, c->r, (size_t) c->B * c->T * c->C);
+  return ct_test_dot(c->y, c->r, (size_t) c->B * c->T * c->C);
 }
 
 static void
@@ -345,10 +293,10 @@ check_attention(int causal)
 {
   AttCtx c = { .B = 2, .T = 5, .C = 8, .H = 2, .causal = causal };
   size_t nq = (size_t) c.B * c.T * 3 * c.C, ny = (size_t) c.B * c.T * c.C;
-  c.qkv = randn(nq, 1);
+  c.qkv = ct_test_randn(&rng, nq, 1);
   c.y = g_new(float, ny);
   c.att = g_new(float, (size_t) c.B * c.H * c.T * c.T);
-  c.r = randn(ny, 1);
+  c.r = ct_test_randn(&rng, ny, 1);
   att_loss(&c);
   /* rows of the probabilities sum to 1; with the mask, the future is 0 */
   for (int i = 0; i < c.T; i++) {
@@ -363,8 +311,8 @@ check_attention(int causal)
   float *dqkv = g_new0(float, nq), *scratch = g_new(float, (size_t) c.T * c.T);
   ct_attention_backward(dqkv, scratch, c.r, c.qkv, c.att, c.B, c.T, c.C, c.H,
                         CT_PRECISION_FP32);
-  check_grad(causal ? "causal attention dqkv" : "attention dqkv", c.qkv, dqkv, nq, att_loss, &c,
-             1e-3, 1e-3, 5e-3);
+  ct_test_check_grad(causal ? "causal attention dqkv" : "attention dqkv", c.qkv, dqkv, nq,
+                     att_loss, &c, 1e-3, 1e-3, 5e-3);
   g_free(c.qkv), g_free(c.y), g_free(c.att), g_free(c.r), g_free(dqkv), g_free(scratch);
 }
 
@@ -393,7 +341,7 @@ row_att_loss(void *p)
   RowAttCtx *c = p;
   ct_attention_rows_forward(c->y, c->att, c->qkv, c->sel, c->B, c->T, c->C, c->H, c->causal,
                             CT_PRECISION_FP32);
-  return dot(c->y, c->r, (size_t) c->B * c->C);
+  return ct_test_dot(c->y, c->r, (size_t) c->B * c->C);
 }
 
 static void
@@ -403,10 +351,10 @@ check_attention_rows(int causal)
   RowAttCtx c = { .B = 3, .T = 5, .C = 8, .H = 2, .causal = causal, .sel = sel };
   int B = c.B, T = c.T, C = c.C, H = c.H;
   size_t nq = (size_t) B * T * 3 * C;
-  c.qkv = randn(nq, 1);
+  c.qkv = ct_test_randn(&rng, nq, 1);
   c.y = g_new(float, (size_t) B * C);
   c.att = g_new(float, (size_t) B * H * T);
-  c.r = randn((size_t) B * C, 1);
+  c.r = ct_test_randn(&rng, (size_t) B * C, 1);
   row_att_loss(&c);
   /* the selected rows of the whole attention */
   float *y = g_new(float, (size_t) B * T * C), *att = g_new(float, (size_t) B * H * T * T);
@@ -422,8 +370,8 @@ check_attention_rows(int causal)
   float *dqkv = g_new0(float, nq), *scratch = g_new(float, (size_t) T);
   ct_attention_rows_backward(dqkv, scratch, c.r, c.qkv, c.att, sel, B, T, C, H,
                              CT_PRECISION_FP32);
-  check_grad(causal ? "causal row attention dqkv" : "row attention dqkv", c.qkv, dqkv, nq,
-             row_att_loss, &c, 1e-3, 1e-3, 5e-3);
+  ct_test_check_grad(causal ? "causal row attention dqkv" : "row attention dqkv", c.qkv, dqkv, nq,
+                     row_att_loss, &c, 1e-3, 1e-3, 5e-3);
   /* only the selected rows' queries get a gradient */
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++)
@@ -454,7 +402,7 @@ emb_loss(void *p)
 {
   EmbCtx *c = p;
   ct_token_embed_forward(c->y, c->tok, c->wte, c->wpe, c->B, c->T, c->C);
-  return dot(c->y, c->r, (size_t) c->B * c->T * c->C);
+  return ct_test_dot(c->y, c->r, (size_t) c->B * c->T * c->C);
 }
 
 static void
@@ -463,14 +411,14 @@ test_token_embed(void)
   EmbCtx c = { .B = 2, .T = 4, .C = 3, .V = 6 };
   int32_t tok[8] = { 5, 1, 1, 0, 2, 5, 3, 1 }; /* repeated ids accumulate */
   c.tok = tok;
-  c.wte = randn(18, 1);
-  c.wpe = randn(12, 1);
+  c.wte = ct_test_randn(&rng, 18, 1);
+  c.wpe = ct_test_randn(&rng, 12, 1);
   c.y = g_new(float, 24);
-  c.r = randn(24, 1);
+  c.r = ct_test_randn(&rng, 24, 1);
   float *dwte = g_new0(float, 18), *dwpe = g_new0(float, 12);
   ct_token_embed_backward(dwte, dwpe, c.r, c.tok, c.B, c.T, c.C);
-  check_grad("token embedding dwte", c.wte, dwte, 18, emb_loss, &c, 1e-2, 1e-4, 1e-3);
-  check_grad("positional embedding dwpe", c.wpe, dwpe, 12, emb_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("token embedding dwte", c.wte, dwte, 18, emb_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("positional embedding dwpe", c.wpe, dwpe, 12, emb_loss, &c, 1e-2, 1e-4, 1e-3);
   g_free(c.wte), g_free(c.wpe), g_free(c.y), g_free(c.r), g_free(dwte), g_free(dwpe);
 }
 
@@ -488,7 +436,7 @@ patch_loss(void *p)
   ct_patchify(c->patches, c->img, c->B, c->R, c->P);
   ct_linear_forward(c->pout, c->patches, c->conv, NULL, c->B * GG, 3 * c->P * c->P, c->W);
   ct_patch_assemble_forward(c->y, c->pout, c->cls, c->pos, c->B, GG, c->W);
-  return dot(c->y, c->r, (size_t) c->B * (GG + 1) * c->W);
+  return ct_test_dot(c->y, c->r, (size_t) c->B * (GG + 1) * c->W);
 }
 
 static void
@@ -496,14 +444,14 @@ test_patch_embed(void)
 {
   PatchCtx c = { .B = 2, .R = 6, .P = 3, .W = 4 };
   int G = 2, GG = 4, K = 27;
-  c.img = randn(2 * 3 * 36, 1);
+  c.img = ct_test_randn(&rng, 2 * 3 * 36, 1);
   c.patches = g_new(float, 2 * GG * K);
-  c.conv = randn(4 * K, 0.3);
+  c.conv = ct_test_randn(&rng, 4 * K, 0.3);
   c.pout = g_new(float, 2 * GG * 4);
-  c.cls = randn(4, 1);
-  c.pos = randn((GG + 1) * 4, 1);
+  c.cls = ct_test_randn(&rng, 4, 1);
+  c.pos = ct_test_randn(&rng, (GG + 1) * 4, 1);
   c.y = g_new(float, 2 * (GG + 1) * 4);
-  c.r = randn(2 * (GG + 1) * 4, 1);
+  c.r = ct_test_randn(&rng, 2 * (GG + 1) * 4, 1);
   patch_loss(&c);
   /* patch (b=1, gy=1, gx=0), channel 2, ky=1, kx=2 is pixel (1, 2, 4, 2) */
   g_assert_cmpfloat(c.patches[((1 * G + 1) * G + 0) * K + (2 * 3 + 1) * 3 + 2], ==,
@@ -512,10 +460,10 @@ test_patch_embed(void)
   float *dpos = g_new0(float, (GG + 1) * 4), *dpout = g_new(float, 2 * GG * 4);
   ct_patch_assemble_backward(dpout, dcls, dpos, c.r, c.B, GG, c.W);
   ct_linear_backward(NULL, dconv, NULL, dpout, c.patches, c.conv, c.B * GG, K, c.W);
-  check_grad("patch conv1 dw", c.conv, dconv, 4 * K, patch_loss, &c, 1e-2, 1e-4, 1e-3);
-  check_grad("class embedding", c.cls, dcls, 4, patch_loss, &c, 1e-2, 1e-4, 1e-3);
-  check_grad("vision positional embedding", c.pos, dpos, (GG + 1) * 4, patch_loss, &c, 1e-2,
-             1e-4, 1e-3);
+  ct_test_check_grad("patch conv1 dw", c.conv, dconv, 4 * K, patch_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("class embedding", c.cls, dcls, 4, patch_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("vision positional embedding", c.pos, dpos, (GG + 1) * 4, patch_loss, &c,
+                     1e-2, 1e-4, 1e-3);
   g_free(c.img), g_free(c.patches), g_free(c.conv), g_free(c.pout), g_free(c.cls);
   g_free(c.pos), g_free(c.y), g_free(c.r), g_free(dconv), g_free(dcls), g_free(dpos);
   g_free(dpout);
@@ -534,7 +482,7 @@ rows_loss(void *p)
 {
   RowsCtx *c = p;
   ct_rows_gather(c->y, c->x, c->idx, c->B, c->T, c->C);
-  return dot(c->y, c->r, (size_t) c->B * c->C);
+  return ct_test_dot(c->y, c->r, (size_t) c->B * c->C);
 }
 
 static void
@@ -547,12 +495,12 @@ test_rows(void)
   g_assert_cmpint(idx[1], ==, 1); /* the first of equal maxima, as torch.argmax */
   g_assert_cmpint(idx[2], ==, 3);
   RowsCtx c = { .B = 3, .T = 4, .C = 5, .idx = idx };
-  c.x = randn(60, 1);
+  c.x = ct_test_randn(&rng, 60, 1);
   c.y = g_new(float, 15);
-  c.r = randn(15, 1);
+  c.r = ct_test_randn(&rng, 15, 1);
   float *dx = g_new0(float, 60);
   ct_rows_scatter_add(dx, c.r, idx, 3, 4, 5);
-  check_grad("row gather dx", c.x, dx, 60, rows_loss, &c, 1e-2, 1e-4, 1e-3);
+  ct_test_check_grad("row gather dx", c.x, dx, 60, rows_loss, &c, 1e-2, 1e-4, 1e-3);
   /* gather-add: the gathered rows added to what the output held */
   float acc[15];
   for (int i = 0; i < 15; i++)
@@ -574,22 +522,22 @@ norm_loss(void *p)
 {
   NormCtx *c = p;
   ct_l2norm_forward(c->y, c->norm, c->x, c->N, c->E);
-  return dot(c->y, c->r, (size_t) c->N * c->E);
+  return ct_test_dot(c->y, c->r, (size_t) c->N * c->E);
 }
 
 static void
 test_l2norm(void)
 {
   NormCtx c = { .N = 3, .E = 7 };
-  c.x = randn(21, 1);
+  c.x = ct_test_randn(&rng, 21, 1);
   c.y = g_new(float, 21);
   c.norm = g_new(float, 3);
-  c.r = randn(21, 1);
+  c.r = ct_test_randn(&rng, 21, 1);
   norm_loss(&c);
-  g_assert_cmpfloat_with_epsilon(dot(c.y, c.y, 7), 1.0, 1e-6);
+  g_assert_cmpfloat_with_epsilon(ct_test_dot(c.y, c.y, 7), 1.0, 1e-6);
   float *dx = g_new0(float, 21);
   ct_l2norm_backward(dx, c.r, c.y, c.norm, c.N, c.E);
-  check_grad("l2 normalisation dx", c.x, dx, 21, norm_loss, &c, 1e-3, 1e-3, 2e-3);
+  ct_test_check_grad("l2 normalisation dx", c.x, dx, 21, norm_loss, &c, 1e-3, 1e-3, 2e-3);
   g_free(c.x), g_free(c.y), g_free(c.norm), g_free(c.r), g_free(dx);
 }
 
@@ -611,8 +559,8 @@ static void
 test_clip_loss(void)
 {
   LossCtx c = { .B = 5, .E = 6 };
-  c.img = randn(30, 0.4);
-  c.txt = randn(30, 0.4);
+  c.img = ct_test_randn(&rng, 30, 0.4);
+  c.txt = ct_test_randn(&rng, 30, 0.4);
   c.scale = 1.3f;
   c.logits = g_new(float, 25);
   float *dimg = g_new(float, 30), *dtxt = g_new(float, 30), *scratch = g_new(float, 25);
@@ -624,8 +572,8 @@ test_clip_loss(void)
   for (int i = 0; i < c.B; i++) {
     double row[5], col[5];
     for (int j = 0; j < c.B; j++) {
-      row[j] = s * dot(c.img + i * c.E, c.txt + j * c.E, c.E);
-      col[j] = s * dot(c.img + j * c.E, c.txt + i * c.E, c.E);
+      row[j] = s * ct_test_dot(c.img + i * c.E, c.txt + j * c.E, c.E);
+      col[j] = s * ct_test_dot(c.img + j * c.E, c.txt + i * c.E, c.E);
     }
     double sr = 0, scol = 0;
     for (int j = 0; j < c.B; j++)
@@ -634,10 +582,10 @@ test_clip_loss(void)
   }
   ref /= 2.0 * c.B;
   g_assert_cmpfloat_with_epsilon(loss, ref, 1e-6);
-  check_grad("clip loss d_img", c.img, dimg, 30, clip_loss_only, &c, 1e-3, 1e-4, 2e-3);
-  check_grad("clip loss d_txt", c.txt, dtxt, 30, clip_loss_only, &c, 1e-3, 1e-4, 2e-3);
-  check_grad("clip loss d_logit_scale", &c.scale, &dscale, 1, clip_loss_only, &c, 1e-3, 1e-4,
-             2e-3);
+  ct_test_check_grad("clip loss d_img", c.img, dimg, 30, clip_loss_only, &c, 1e-3, 1e-4, 2e-3);
+  ct_test_check_grad("clip loss d_txt", c.txt, dtxt, 30, clip_loss_only, &c, 1e-3, 1e-4, 2e-3);
+  ct_test_check_grad("clip loss d_logit_scale", &c.scale, &dscale, 1, clip_loss_only, &c, 1e-3,
+                     1e-4, 2e-3);
   g_free(c.img), g_free(c.txt), g_free(c.logits), g_free(dimg), g_free(dtxt), g_free(scratch);
 }
 
@@ -679,7 +627,7 @@ test_model_fd(void)
   float *p = ct_model_params(m);
   for (size_t i = 0; i < ct_model_n_params(m); i++)
     p[i] += 0.1f * (float) (ct_rng_uniform(&rng) - 0.5);
-  ModelCtx c = { m, randn((size_t) B * 3 * 64, 1), NULL, B, g_new(float, B * B) };
+  ModelCtx c = { m, ct_test_randn(&rng, (size_t) B * 3 * 64, 1), NULL, B, g_new(float, B * B) };
   int32_t tok[15] = { 9, 3, 10, 0, 0, 9, 1, 2, 4, 10, 9, 10, 0, 0, 0 };
   c.tokens = tok;
   model_loss(&c);
@@ -704,7 +652,7 @@ test_model_fd(void)
      * into a numeric gradient at h = 1e-3 (seen failing on 4 of 20 seeds
      * of the perturbation), and the token embedding's curvature moves it
      * at h = 1e-2; at 3e-3 30 seeds of 30 pass */
-    check_grad(what, p + info->offset + start, an, n, model_loss, &c, 3e-3, 2e-4, 2e-2);
+    ct_test_check_grad(what, p + info->offset + start, an, n, model_loss, &c, 3e-3, 2e-4, 2e-2);
   }
   g_free(c.images), g_free(c.logits), g_free(dimg), g_free(dtxt), g_free(scr);
   ct_model_free(m);
@@ -730,7 +678,7 @@ test_vector_paths(void)
   g_assert_cmpfloat(ct_exp_scalar(0.0f), ==, 1.0f);
 
   enum { N = 100003 }; /* not a multiple of the vector widths */
-  g_autofree float *x = randn(N, 4), *dy = randn(N, 1);
+  g_autofree float *x = ct_test_randn(&rng, N, 4), *dy = ct_test_randn(&rng, N, 1);
   x[0] = 200.0f, x[1] = -200.0f, x[2] = 0.0f, x[3] = -60.0f, x[4] = 60.0f;
   g_autofree float *ref = g_new(float, N), *dref = g_new(float, N);
   g_autofree float *got = g_new(float, N), *dgot = g_new(float, N);
@@ -776,8 +724,9 @@ test_sgemm_threads(void)
     for (int t = 0; t < 4; t++) {
       int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
       gboolean ta = t & 1, tb = (t >> 1) & 1;
-      g_autofree float *a = randn((size_t) M * K, 1), *b = randn((size_t) K * N, 1);
-      g_autofree float *c0 = randn((size_t) M * N, 1);
+      g_autofree float *a = ct_test_randn(&rng, (size_t) M * K, 1);
+      g_autofree float *b = ct_test_randn(&rng, (size_t) K * N, 1);
+      g_autofree float *c0 = ct_test_randn(&rng, (size_t) M * N, 1);
       g_autofree float *ref = g_memdup2(c0, sizeof(float) * M * N);
       g_autofree float *got = g_new(float, (size_t) M * N);
       int lda = ta ? M : K, ldb = tb ? K : N;

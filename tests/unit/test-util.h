@@ -2,8 +2,11 @@
 #ifndef CT_TEST_UTIL_H
 #define CT_TEST_UTIL_H
 
+#include <cliptrain/rng.h>
+
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <math.h>
 
 /* Remove DIR and the files in it (one level: what the tests write). */
 static inline void
@@ -19,6 +22,67 @@ ct_test_remove_dir(const char *dir)
   if (d)
     g_dir_close(d);
   g_rmdir(dir);
+}
+
+/* N floats from RNG, normal with deviation STD.  (transfer full) */
+static inline float *
+ct_test_randn(CtRng *rng, size_t n, double std)
+{
+  float *p = g_new(float, n);
+  ct_rng_normal_fill(rng, p, n, std);
+  return p;
+}
+
+/* sum a[i] b[i], in double. */
+static inline double
+ct_test_dot(const float *a, const float *b, size_t n)
+{
+  double s = 0;
+  for (size_t i = 0; i < n; i++)
+    s += (double) a[i] * b[i];
+  return s;
+}
+
+/* A scalar loss of the tensors CTX points to, as a gradient check moves
+ * one element of them. */
+typedef double (*CtTestLossFn)(void *ctx);
+
+/* Compare ANALYTIC (n) with central finite differences of LOSS over X (n):
+ * (L(x + h) - L(x - h)) / 2h per element, within atol + rtol max|numeric|.
+ * X is left as it was. */
+static inline void
+ct_test_check_grad(const char *what, float *x, const float *analytic, size_t n, CtTestLossFn loss,
+                   void *ctx, double h, double atol, double rtol)
+{
+  double *num = g_new(double, n);
+  double maxnum = 0;
+  for (size_t i = 0; i < n; i++) {
+    float keep = x[i];
+    x[i] = keep + (float) h;
+    double lp = loss(ctx);
+    x[i] = keep - (float) h;
+    double lm = loss(ctx);
+    x[i] = keep;
+    num[i] = (lp - lm) / (2 * h);
+    maxnum = fmax(maxnum, fabs(num[i]));
+  }
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < n; i++) {
+    double e = fabs(analytic[i] - num[i]);
+    if (!(e <= worst)) {
+      worst = e;
+      at = i;
+    }
+  }
+  double tol = atol + rtol * maxnum;
+  g_test_message("%s: max |analytic - numeric| = %.3g (tolerance %.3g, max |grad| %.3g)", what,
+                 worst, tol, maxnum);
+  if (!(worst <= tol))
+    g_test_fail_printf("%s: element %zu: analytic %.6g, numeric %.6g", what, at,
+                       (double) analytic[at], num[at]);
+  g_assert_true(maxnum > 0 || n == 0); /* a check over all-zero gradients proves nothing */
+  g_free(num);
 }
 
 #endif
