@@ -70,15 +70,6 @@ write_bare(CtModel *m, const char *name, const char *prefix, const char *tensor,
   return path;
 }
 
-static void
-assert_same_config(const CtConfig *a, const CtConfig *b)
-{
-  for (const char *const *k = ct_config_keys(); *k; k++)
-    if (ct_config_get(a, *k) != ct_config_get(b, *k))
-      g_test_fail_printf("%s: %ld read back as %ld", *k, ct_config_get(a, *k),
-                         ct_config_get(b, *k));
-}
-
 static CtConfig
 from_weights(const char *path, const char *prefix, int vh, int th)
 {
@@ -105,7 +96,7 @@ test_round_trip(void)
     CtModel *m = model_for(&cfgs[k], 7);
     g_autofree char *path = write_bare(m, "bare.safetensors", NULL, NULL, KEEP, NULL);
     CtConfig got = from_weights(path, NULL, 0, 0);
-    assert_same_config(ct_model_config(m), &got);
+    ct_test_assert_same_config(ct_model_config(m), &got);
     ct_model_free(m);
   }
 }
@@ -123,13 +114,13 @@ test_heads(void)
   g_assert_cmpint(got.vision_heads, ==, 2);
   g_assert_cmpint(got.transformer_heads, ==, 2);
   got = from_weights(path, NULL, 4, 8);
-  assert_same_config(&cfg, &got);
+  ct_test_assert_same_config(&cfg, &got);
   /* the same through ct_model_new_from_file_heads, as the commands'
    * --vision-heads and --text-heads do */
   GError *error = NULL;
   CtModel *h = ct_model_new_from_file_heads(path, 1, 4, 8, &error);
   g_assert_no_error(error);
-  assert_same_config(&cfg, ct_model_config(h));
+  ct_test_assert_same_config(&cfg, ct_model_config(h));
   ct_model_free(h);
   /* heads that do not divide the width are refused */
   g_assert_null(ct_model_new_from_file_heads(path, 1, 3, 8, &error));
@@ -145,7 +136,7 @@ test_prefix(void)
   CtModel *m = model_for((CtConfig[]){ tiny() }, 2);
   g_autofree char *path = write_bare(m, "prefix.safetensors", "module.", NULL, KEEP, NULL);
   CtConfig got = from_weights(path, "module.", 0, 0);
-  assert_same_config(ct_model_config(m), &got);
+  ct_test_assert_same_config(ct_model_config(m), &got);
   ct_model_free(m);
 }
 
@@ -161,7 +152,7 @@ test_new_from_file(void)
   CtModel *b = ct_model_new_from_file(bare, 4, &error);
   g_assert_no_error(error);
   g_assert_cmpint(ct_model_max_batch(b), ==, 4);
-  assert_same_config(&cfg, ct_model_config(b));
+  ct_test_assert_same_config(&cfg, ct_model_config(b));
   g_assert_cmpmem(ct_model_params(a), ct_model_n_params(a) * 4, ct_model_params(b),
                   ct_model_n_params(b) * 4);
   ct_model_free(b);
@@ -173,7 +164,7 @@ test_new_from_file(void)
   g_assert_true(ct_model_save(a, meta, NULL, &error));
   b = ct_model_new_from_file(meta, 1, &error);
   g_assert_no_error(error);
-  assert_same_config(&cfg, ct_model_config(b));
+  ct_test_assert_same_config(&cfg, ct_model_config(b));
   ct_model_free(b);
   ct_model_free(a);
 

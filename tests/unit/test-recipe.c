@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "formats/recipe.h"
+#include "test-util.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -110,15 +111,6 @@ tree_equal(const CtRNode *a, const CtRNode *b)
 }
 
 static char *
-make_tmpdir(void)
-{
-  GError *err = NULL;
-  char *dir = g_dir_make_tmp("ct-recipe-XXXXXX", &err);
-  g_assert_no_error(err);
-  return dir;
-}
-
-static char *
 write_file(const char *dir, const char *name, const char *text)
 {
   GError *err = NULL;
@@ -126,29 +118,6 @@ write_file(const char *dir, const char *name, const char *text)
   g_file_set_contents(path, text, -1, &err);
   g_assert_no_error(err);
   return path;
-}
-
-/* Entries in DIR (recursively), removing them and DIR when REMOVE. */
-static guint
-count_entries(const char *dir, gboolean remove)
-{
-  GDir *d = g_dir_open(dir, 0, NULL);
-  g_assert_nonnull(d);
-  guint n = 0;
-  const char *name;
-  while ((name = g_dir_read_name(d))) {
-    char *p = g_build_filename(dir, name, NULL);
-    n++;
-    if (g_file_test(p, G_FILE_TEST_IS_DIR) && !g_file_test(p, G_FILE_TEST_IS_SYMLINK))
-      n += count_entries(p, remove);
-    else if (remove)
-      g_assert_cmpint(g_unlink(p), ==, 0);
-    g_free(p);
-  }
-  g_dir_close(d);
-  if (remove)
-    g_assert_cmpint(g_rmdir(dir), ==, 0);
-  return n;
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -478,7 +447,7 @@ test_did_you_mean(void)
 static void
 test_extends(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-recipe-XXXXXX");
   char *sub = g_build_filename(dir, "sub", NULL);
   g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
   char *base = write_file(dir, "base.yaml",
@@ -580,14 +549,14 @@ test_extends(void)
   g_free(mid);
   g_free(top);
   g_free(sub);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
 static void
 test_extends_cycle(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-recipe-XXXXXX");
   char *a = write_file(dir, "a.yaml", "extends: b.yaml\nx: 1\n");
   char *b = write_file(dir, "b.yaml", "y: 2\nextends: a.yaml\n");
   char *c = write_file(dir, "c.yaml", "extends: c.yaml\n");
@@ -610,14 +579,14 @@ test_extends_cycle(void)
   g_free(a);
   g_free(b);
   g_free(c);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
 static void
 test_extends_missing(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-recipe-XXXXXX");
   char *top = write_file(dir, "top.yaml", "x: 1\nextends: nope.yaml\n");
   GError *err = NULL;
   g_assert_null(ct_recipe_load(top, &err));
@@ -643,7 +612,7 @@ test_extends_missing(void)
   g_free(text);
   g_free(none);
   g_free(top);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -835,13 +804,13 @@ test_to_yaml_roundtrip(void)
 static void
 test_write(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-recipe-XXXXXX");
   char *path = g_build_filename(dir, "out.yaml", NULL);
   CtRecipe *r = load(tree_yaml);
   GError *err = NULL;
   g_assert_true(ct_recipe_write(r, path, &err));
   g_assert_no_error(err);
-  g_assert_cmpuint(count_entries(dir, FALSE), ==, 1); /* no temporary left */
+  g_assert_cmpuint(ct_test_count_entries(dir, FALSE), ==, 1); /* no temporary left */
   char *text = NULL, *yaml = ct_recipe_to_yaml(r);
   g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
   g_assert_cmpstr(text, ==, yaml);
@@ -860,7 +829,7 @@ test_write(void)
   struct stat sb;
   g_assert_cmpint(g_stat(path, &sb), ==, 0);
   g_assert_cmpint(sb.st_mode & 07777, ==, 0640);
-  g_assert_cmpuint(count_entries(dir, FALSE), ==, 1);
+  g_assert_cmpuint(ct_test_count_entries(dir, FALSE), ==, 1);
   back = ct_recipe_load(path, &err);
   g_assert_no_error(err);
   assert_scalar(back, "model", "big", NULL);
@@ -872,7 +841,7 @@ test_write(void)
   g_assert_false(ct_recipe_write(r, in_way, &err));
   char *msg = g_strdup_printf("%s: write failed: %s", in_way, g_strerror(EISDIR));
   assert_error(&err, CT_ERROR_IO, msg, NULL);
-  g_assert_cmpuint(count_entries(dir, FALSE), ==, 2);
+  g_assert_cmpuint(ct_test_count_entries(dir, FALSE), ==, 2);
   g_assert_cmpint(g_rmdir(in_way), ==, 0);
   g_free(msg);
   g_free(in_way);
@@ -882,13 +851,13 @@ test_write(void)
   g_assert_false(ct_recipe_write(r, bad, &err));
   char *prefix = g_strdup_printf("%s: cannot create temporary file: ", bad);
   assert_error(&err, CT_ERROR_IO, prefix, g_strerror(ENOENT));
-  g_assert_cmpuint(count_entries(dir, FALSE), ==, 1);
+  g_assert_cmpuint(ct_test_count_entries(dir, FALSE), ==, 1);
   g_free(prefix);
   g_free(bad);
 
   ct_recipe_free(r);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 

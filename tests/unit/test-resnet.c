@@ -42,14 +42,6 @@ small_rn(void)
   return c;
 }
 
-static void
-assert_same_config(const CtConfig *a, const CtConfig *b)
-{
-  for (const char *const *k = ct_config_keys(); *k; k++)
-    if (ct_config_get(a, *k) != ct_config_get(b, *k))
-      g_error("config %s: %ld, expected %ld", *k, ct_config_get(a, *k), ct_config_get(b, *k));
-}
-
 static CtModel *
 new_model(const CtConfig *cfg, int batch, uint64_t seed)
 {
@@ -286,7 +278,7 @@ test_save_load(void)
   CtModel *b = ct_model_new_from_file(path, 2, &error);
   g_assert_no_error(error);
   g_assert_true(ct_config_is_resnet(ct_model_config(b)));
-  assert_same_config(ct_model_config(b), &c);
+  ct_test_assert_same_config(&c, ct_model_config(b));
   g_assert_cmpmem(ct_model_params(a), sizeof(float) * ct_model_n_params(a), ct_model_params(b),
                   sizeof(float) * ct_model_n_params(b));
   g_assert_cmpmem(ct_model_buffers(a), sizeof(float) * ct_model_n_buffer_floats(a),
@@ -300,7 +292,7 @@ test_save_load(void)
   g_assert_no_error(error);
   CtConfig heads = c; /* without metadata the pool's heads are OpenAI's width * 32 / 64 */
   heads.vision_heads = c.vision_width * 32 / 64;
-  assert_same_config(ct_model_config(b), &heads);
+  ct_test_assert_same_config(&heads, ct_model_config(b));
   g_assert_cmpmem(ct_model_buffers(a), sizeof(float) * ct_model_n_buffer_floats(a),
                   ct_model_buffers(b), sizeof(float) * ct_model_n_buffer_floats(b));
   ct_model_free(b);
@@ -343,7 +335,7 @@ test_rn50_f16(void)
   g_assert_no_error(error);
   CtConfig want = c;
   g_assert_true(ct_config_validate(&want, NULL));
-  assert_same_config(ct_model_config(b), &want);
+  ct_test_assert_same_config(&want, ct_model_config(b));
   double worst = 0;
   for (size_t i = 0; i < ct_model_n_params(a); i++) {
     double x = ct_model_params(a)[i], y = ct_model_params(b)[i];

@@ -4,6 +4,8 @@
 
 #include <cliptrain/safetensors.h>
 
+#include "test-util.h"
+
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -15,38 +17,6 @@
 #include <glib/gstdio.h>
 
 /* ---------------------------------------------------------------- helpers */
-
-/* A fresh temporary folder.  (transfer full) */
-static char *
-make_tmpdir(void)
-{
-  GError *err = NULL;
-  char *dir = g_dir_make_tmp("ct-st-XXXXXX", &err);
-  g_assert_no_error(err);
-  return dir;
-}
-
-/* Number of entries in DIR, and removes them and DIR when REMOVE. */
-static guint
-count_entries(const char *dir, gboolean remove)
-{
-  GDir *d = g_dir_open(dir, 0, NULL);
-  g_assert_nonnull(d);
-  guint n = 0;
-  const char *name;
-  while ((name = g_dir_read_name(d))) {
-    n++;
-    if (remove) {
-      char *p = g_build_filename(dir, name, NULL);
-      g_assert_cmpint(g_unlink(p), ==, 0);
-      g_free(p);
-    }
-  }
-  g_dir_close(d);
-  if (remove)
-    g_assert_cmpint(g_rmdir(dir), ==, 0);
-  return n;
-}
 
 /* Writes PATH as: CLAIMED (the header length field), HEADER[0..hlen), then
  * DATA_LEN bytes 0, 1, 2, ... */
@@ -163,7 +133,7 @@ test_roundtrip(void)
 {
   static const char *order[] = { "f32", "f16", "bf16", "i64", "scalar", "empty", "i32", "u8",
                                  "i8", "u16", "f64", "ünï \"q\"\n" };
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "rt.safetensors", NULL);
   GError *err = NULL;
   write_sample(path);
@@ -256,7 +226,7 @@ test_roundtrip(void)
 
   ct_safetensors_free(st);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -265,7 +235,7 @@ test_roundtrip(void)
 static void
 test_unaligned(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "odd.safetensors", NULL);
   const char *hdr = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
                     "\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[1,9],\"x\":[[1]]},"
@@ -305,7 +275,7 @@ test_unaligned(void)
   ct_safetensors_free(st);
   g_free(h);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -314,7 +284,7 @@ test_unaligned(void)
 static void
 test_read_errors(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "r.safetensors", NULL);
   GError *err = NULL;
   write_sample(path);
@@ -349,7 +319,7 @@ test_read_errors(void)
 
   ct_safetensors_free(st);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -544,19 +514,19 @@ static void
 test_broken(gconstpointer data)
 {
   const BrokenCase *c = data;
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "broken.safetensors", NULL);
   write_raw(path, strlen(c->header), c->header, strlen(c->header), c->data_len);
   expect_open_error(path, c->code, c->s1, c->s2);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
 static void
 test_broken_short(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "short.safetensors", NULL);
   g_assert_true(g_file_set_contents(path, "\x10\0\0\0", 4, NULL));
   expect_open_error(path, CT_ERROR_FORMAT, "truncated", "4 bytes");
@@ -567,21 +537,21 @@ test_broken_short(void)
   expect_open_error(path, CT_ERROR_FORMAT, "truncated",
                     "header says 5000 bytes but only 92 follow");
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
 static void
 test_broken_huge_header(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "huge.safetensors", NULL);
   write_raw(path, (guint64)200 * 1000 * 1000, "{}", 2, 0);
   expect_open_error(path, CT_ERROR_FORMAT, "200000000", "100 MB");
   write_raw(path, G_MAXUINT64, "{}", 2, 0);
   expect_open_error(path, CT_ERROR_FORMAT, "100 MB", NULL);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -589,7 +559,7 @@ test_broken_huge_header(void)
 static void
 test_broken_deep_nesting(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "deep.safetensors", NULL);
   GString *h = g_string_new("{\"w\":");
   for (int i = 0; i < 100000; i++)
@@ -610,7 +580,7 @@ test_broken_deep_nesting(void)
   ct_safetensors_free(st);
   g_string_free(h, TRUE);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -619,7 +589,7 @@ test_broken_deep_nesting(void)
 static void
 test_broken_depth_limit(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "depth.safetensors", NULL);
   for (int levels = 64; levels <= 65; levels++) {
     /* the top-level object and the entry are levels 1 and 2 */
@@ -642,7 +612,7 @@ test_broken_depth_limit(void)
     g_string_free(h, TRUE);
   }
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -650,13 +620,13 @@ test_broken_depth_limit(void)
 static void
 test_broken_raw_nul(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "nul.safetensors", NULL);
   static const char h[] = "{\"w\0\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
   write_raw(path, sizeof h - 1, h, sizeof h - 1, 1);
   expect_open_error(path, CT_ERROR_FORMAT, "not valid UTF-8", NULL);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -666,7 +636,7 @@ test_broken_raw_nul(void)
 static void
 test_broken_hostile_name(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "name.safetensors", NULL);
   const char *h = "{\"a\\nb\\u001b[31m\":{\"dtype\":\"Q8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
   write_raw(path, strlen(h), h, strlen(h), 1);
@@ -685,7 +655,7 @@ test_broken_hostile_name(void)
   g_clear_error(&err);
   g_string_free(g, TRUE);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -696,7 +666,7 @@ test_broken_hostile_name(void)
 static void
 test_broken_huge_header_file(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "sparse.safetensors", NULL);
   for (guint64 hlen = 100000000; hlen <= 100000001; hlen++) {
     write_raw(path, hlen, "{", 1, 0);
@@ -708,7 +678,7 @@ test_broken_huge_header_file(void)
       expect_open_error(path, CT_ERROR_FORMAT, "not valid UTF-8", NULL);
   }
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -718,7 +688,7 @@ test_broken_huge_header_file(void)
 static void
 test_strict_json_accepts(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "ok.safetensors", NULL);
   const char *h = " \r\n\t{ \"__metadata__\" : { \"k\\/\" : \"\\ud83d\\ude00 \\\"q\\\"\" } ,"
                   "\"\\u00e9\\t\":{\"dtype\":\"U8\",\"shape\":[ 2 ],\"data_offsets\":[0,2],"
@@ -739,19 +709,19 @@ test_strict_json_accepts(void)
   g_assert_no_error(err);
   ct_safetensors_free(st);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
 static void
 test_missing_file(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "absent.safetensors", NULL);
   expect_open_error(path, CT_ERROR_IO, "No such file", NULL);
   expect_open_error(dir, CT_ERROR_IO, "not a regular file", NULL);
   g_free(path);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(dir);
 }
 
@@ -760,7 +730,7 @@ test_missing_file(void)
 static void
 test_atomic_nonexistent_dir(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *sub = g_build_filename(dir, "nope", NULL);
   char *path = g_build_filename(sub, "x.safetensors", NULL);
   GError *err = NULL;
@@ -772,7 +742,7 @@ test_atomic_nonexistent_dir(void)
   check_error(err, CT_ERROR_IO, path, "No such file", NULL);
   g_clear_error(&err);
   g_assert_false(g_file_test(sub, G_FILE_TEST_EXISTS));
-  g_assert_cmpuint(count_entries(dir, TRUE), ==, 0);
+  g_assert_cmpuint(ct_test_count_entries(dir, TRUE), ==, 0);
   ct_safetensors_writer_free(w);
   g_free(path);
   g_free(sub);
@@ -782,7 +752,7 @@ test_atomic_nonexistent_dir(void)
 static void
 test_atomic_replace(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "x.safetensors", NULL);
   char *fresh = g_build_filename(dir, "fresh.safetensors", NULL);
   GError *err = NULL;
@@ -803,8 +773,8 @@ test_atomic_replace(void)
   g_assert_cmpint(sb.st_mode & 0777, ==, 0644);
 
   /* nothing but the two files: no PATH.tmp.* left behind */
-  g_assert_cmpuint(count_entries(dir, FALSE), ==, 2);
-  count_entries(dir, TRUE);
+  g_assert_cmpuint(ct_test_count_entries(dir, FALSE), ==, 2);
+  ct_test_count_entries(dir, TRUE);
   g_free(fresh);
   g_free(path);
   g_free(dir);
@@ -815,7 +785,7 @@ test_atomic_replace(void)
 static void
 test_atomic_failed_write(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "x.safetensors", NULL);
   GError *err = NULL;
   static float big[1024];
@@ -842,10 +812,10 @@ test_atomic_failed_write(void)
   g_assert_true(g_file_get_contents(path, &contents, NULL, NULL));
   g_assert_cmpstr(contents, ==, "old contents");
   g_free(contents);
-  g_assert_cmpuint(count_entries(dir, FALSE), ==, 1);
+  g_assert_cmpuint(ct_test_count_entries(dir, FALSE), ==, 1);
 
   ct_safetensors_writer_free(w);
-  count_entries(dir, TRUE);
+  ct_test_count_entries(dir, TRUE);
   g_free(path);
   g_free(dir);
 }

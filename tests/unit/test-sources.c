@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include "data/source.h"
+#include "test-util.h"
 
 #include <string.h>
 
@@ -14,15 +15,6 @@
 #include <glib/gstdio.h>
 
 /* ---------------------------------------------------------------- helpers */
-
-static char *
-make_tmpdir(void)
-{
-  GError *err = NULL;
-  char *dir = g_dir_make_tmp("ct-src-XXXXXX", &err);
-  g_assert_no_error(err);
-  return dir;
-}
 
 static void
 rm_rf(const char *path)
@@ -281,7 +273,7 @@ check_idx_source(CtSource *src)
 static void
 test_idx(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   char *img = g_build_filename(dir, "images-idx3-ubyte.gz", NULL);
   char *lab = g_build_filename(dir, "labels-idx1-ubyte.gz", NULL);
   char *lab_raw = g_build_filename(dir, "labels-idx1-ubyte", NULL);
@@ -334,7 +326,7 @@ expect_idx_error(const char *images, const char *labels, const char *const *name
 static void
 test_idx_errors(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   char *img = g_build_filename(dir, "img.gz", NULL);
   char *lab = g_build_filename(dir, "lab.gz", NULL);
   char *bad = g_build_filename(dir, "bad.gz", NULL);
@@ -471,7 +463,7 @@ test_idx_fashion_mnist(void)
 static void
 test_folder(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   put_fixture(dir, "dog/c.PNG", "rgb2.png");
   put_fixture(dir, "cat/b.png", "rgb1.png");
   put_fixture(dir, "cat/a.png", "rgb0.png");
@@ -517,7 +509,7 @@ test_folder(void)
 static void
 test_folder_split(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   put_fixture(dir, "train/3/a.png", "rgb0.png");
   put_fixture(dir, "train/3/b.png", "rgb1.png");
   put_fixture(dir, "train/7/c.png", "rgb2.png");
@@ -574,7 +566,7 @@ test_folder_split(void)
 static void
 test_folder_errors(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   GError *err = NULL;
   /* Empty root. */
   CtSource *src = ct_source_image_folder_new(dir, NULL, &err);
@@ -630,7 +622,7 @@ open_csv(const char *path, char sep, const char *img_col, const char *cap_col)
 static void
 test_csv(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   put_fixture(dir, "data/img/rgb0.png", "rgb0.png");
   put_fixture(dir, "data/img/rgb1.png", "rgb1.png");
   put_fixture(dir, "data/img/rgb2.png", "rgb2.png");
@@ -700,7 +692,7 @@ test_csv(void)
 static void
 test_tsv(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   put_fixture(dir, "imgs/rgb0.png", "rgb0.png");
   put_fixture(dir, "imgs/rgb2.png", "rgb2.png");
   char *tsv = g_build_filename(dir, "meta", "train.tsv", NULL);
@@ -750,7 +742,7 @@ expect_csv_error(const char *path, const char *content, char sep, const char *im
 static void
 test_csv_errors(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   char *csv = g_build_filename(dir, "x.csv", NULL);
 
   /* Row numbers are the line where the row starts; a quoted line break
@@ -931,7 +923,7 @@ open_wds_expecting_skip(const char *pattern)
 static void
 test_webdataset(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   char *s0 = g_build_filename(dir, "shard-000.tar", NULL);
   char *s1 = g_build_filename(dir, "shard-001.tar", NULL);
   write_tar(s0, shard0, FALSE);
@@ -1009,7 +1001,7 @@ expect_wds_error(const char *pattern, gint code, const char *prefix, const char 
 static void
 test_webdataset_errors(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   char *p = g_build_filename(dir, "s.tar", NULL);
 
   expect_wds_error("a-{000..001.tar", CT_ERROR_INVALID, "shard pattern 'a-{000..001.tar'",
@@ -1115,7 +1107,7 @@ header_pos(const char *path, const char *name)
 static void
 test_webdataset_truncated(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   char *full = g_build_filename(dir, "full.tar", NULL);
   char *cut = g_build_filename(dir, "cut.tar", NULL);
   char *cutgz = g_build_filename(dir, "cut.tar.gz", NULL);
@@ -1268,7 +1260,7 @@ check_concurrent(CtSource *src)
 static void
 test_threads(void)
 {
-  char *dir = make_tmpdir();
+  char *dir = ct_test_make_tmpdir("ct-src-XXXXXX");
   static const char *const fx[5] = { "rgb0.png", "rgb1.png", "rgb2.png", "rgb3.png",
                                      "gray.png" };
   /* 24 samples in each source. */

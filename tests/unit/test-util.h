@@ -2,6 +2,7 @@
 #ifndef CT_TEST_UTIL_H
 #define CT_TEST_UTIL_H
 
+#include <cliptrain/model.h>
 #include <cliptrain/rng.h>
 
 #include <glib.h>
@@ -22,6 +23,50 @@ ct_test_remove_dir(const char *dir)
   if (d)
     g_dir_close(d);
   g_rmdir(dir);
+}
+
+/* A fresh folder made from TMPL (g_dir_make_tmp's, ending in XXXXXX).
+ * (transfer full) */
+static inline char *
+ct_test_make_tmpdir(const char *tmpl)
+{
+  GError *err = NULL;
+  char *dir = g_dir_make_tmp(tmpl, &err);
+  g_assert_no_error(err);
+  return dir;
+}
+
+/* Entries in DIR (recursively), removing them and DIR when REMOVE. */
+static inline guint
+ct_test_count_entries(const char *dir, gboolean remove)
+{
+  GDir *d = g_dir_open(dir, 0, NULL);
+  g_assert_nonnull(d);
+  guint n = 0;
+  const char *name;
+  while ((name = g_dir_read_name(d))) {
+    char *p = g_build_filename(dir, name, NULL);
+    n++;
+    if (g_file_test(p, G_FILE_TEST_IS_DIR) && !g_file_test(p, G_FILE_TEST_IS_SYMLINK))
+      n += ct_test_count_entries(p, remove);
+    else if (remove)
+      g_assert_cmpint(g_unlink(p), ==, 0);
+    g_free(p);
+  }
+  g_dir_close(d);
+  if (remove)
+    g_assert_cmpint(g_rmdir(dir), ==, 0);
+  return n;
+}
+
+/* Fails the test for each key of the configs whose values differ. */
+static inline void
+ct_test_assert_same_config(const CtConfig *want, const CtConfig *got)
+{
+  for (const char *const *k = ct_config_keys(); *k; k++)
+    if (ct_config_get(want, *k) != ct_config_get(got, *k))
+      g_test_fail_printf("config %s: %ld, expected %ld", *k, ct_config_get(got, *k),
+                         ct_config_get(want, *k));
 }
 
 /* N floats from RNG, normal with deviation STD.  (transfer full) */
