@@ -21,12 +21,12 @@
 # Leaks are suppressed only where tests/lsan.supp says why (system
 # libraries), nowhere in cliptrain's code.
 #
-# Python and Chromium (tests/torch-interop.sh, commands.sh, report.sh)
+# Python and Chromium (tests/torch/torch-interop.sh, tests/cli/commands.sh, report.sh)
 # run as separate, uninstrumented programs that only read the files
 # cliptrain wrote; none loads libcliptrain, so they need no LD_PRELOAD of
 # libasan, and the sanitizers' options do not affect them.  (The one
 # script that loads libcliptrain.so into Python through ctypes,
-# tests/check_optimizer_torch.py, is not part of make check; against this
+# tests/torch/check_optimizer_torch.py, is not part of make check; against this
 # build it would need LD_PRELOAD=$(gcc -print-file-name=libasan.so) and
 # ASAN_OPTIONS=detect_leaks=0 for the Python process alone.)
 # Prints TAP-free progress; exits 0 only when everything is clean.

@@ -1,0 +1,29 @@
+# tests/cli: the command-line scripts, which run the built cliptrain (and
+# the helpers of tests/unit/) and print TAP; tap.sh is what they share.
+# Included by the top Makefile.am.
+cli_tests = \
+	%reldir%/cli.sh \
+	%reldir%/plugins.sh \
+	%reldir%/example-plugin.sh \
+	%reldir%/blas-kernels.sh \
+	%reldir%/tokenize.sh \
+	%reldir%/fit.sh \
+	%reldir%/data-fit.sh \
+	%reldir%/resume.sh \
+	%reldir%/precision.sh \
+	%reldir%/commands.sh \
+	%reldir%/metrics.sh
+# a tiny ResNet recipe trains, resumes bit for bit and saves
+cli_tests += %reldir%/resnet-fit.sh
+# core/'s folders include and call only downwards
+cli_tests += %reldir%/check-layers.sh
+# the HTML report plugin
+cli_tests += %reldir%/report.sh
+# faults on purpose: NaN losses, a full disk, signals, plugin loading and
+# failures, SIGKILL at random moments, valgrind; tests/sanitize.sh runs the
+# whole suite under ASan, LSan and UBSan (not part of make check)
+cli_tests += %reldir%/faults.sh %reldir%/plugin-load.sh %reldir%/chaos.sh %reldir%/valgrind.sh
+# the distributed plugins under mpiexec (skipped without MPI)
+cli_tests += %reldir%/mpi.sh
+TESTS += $(cli_tests)
+EXTRA_DIST += $(cli_tests) %reldir%/tap.sh

@@ -1,0 +1,61 @@
+# tap.sh: what the TAP shell tests share.  Source it first thing:
+#   . "$(dirname "$0")/tap.sh"            (a script in tests/cli/)
+#   . "$(dirname "$0")/../cli/tap.sh"     (a script in another tests/ folder)
+# It sets builddir, srcdir (two folders above the script), ct (the program)
+# and tmp (removed at exit), and counts tests in n; a test script ends with
+# `exit $fail`.
+builddir=${CT_BUILDDIR:-.}
+srcdir=$(cd "$(dirname "$0")/../.." && pwd)
+ct="$builddir/cliptrain"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+n=0
+fail=0
+
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+# not_ok DESCRIPTION [FILE...]: the files' last lines become comments
+not_ok() {
+  n=$((n + 1))
+  echo "not ok $n - $1"
+  shift
+  for f in "$@"; do [ -f "$f" ] && tail -n 30 "$f" | sed 's/^/# /'; done
+  fail=1
+}
+skip() { n=$((n + 1)); echo "ok $n # SKIP $1"; }
+
+# check DESCRIPTION STATUS COMMAND...: run COMMAND (output in $tmp/out and
+# $tmp/err) and compare its exit status with STATUS ("1|2" allows either)
+check() {
+  desc=$1 want=$2
+  shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  got=$?
+  case "|$want|" in
+  *"|$got|"*) ok "$desc" ;;
+  *) not_ok "$desc (exit $got, expected $want)" "$tmp/out" "$tmp/err" ;;
+  esac
+}
+
+# expect DESCRIPTION FILE PATTERN: grep -E PATTERN in FILE
+expect() {
+  if grep -Eq -- "$3" "$2"; then ok "$1"; else not_ok "$1: no /$3/ in $2" "$2"; fi
+}
+
+# lines DESCRIPTION FILE N: FILE has N lines
+lines() {
+  got=$(wc -l <"$2" 2>/dev/null || echo missing)
+  if [ "$got" = "$3" ]; then ok "$1"; else not_ok "$1: $2 has $got lines, not $3" "$2"; fi
+}
+
+# run STATUS ARGS...: cliptrain ARGS, output in $tmp/out and $tmp/err;
+# succeeds when the exit status is STATUS (for use inside `that`)
+run() {
+  want=$1
+  shift
+  "$ct" "$@" >"$tmp/out" 2>"$tmp/err"
+  got=$?
+  [ "$got" -eq "$want" ] || { echo "exit $got, expected $want" >>"$tmp/err"; return 1; }
+}
+
+# that DESCRIPTION EXPRESSION: ok when the shell expression succeeds
+that() { if eval "$2"; then ok "$1"; else not_ok "$1" "$tmp/err"; fi; }
