@@ -1,7 +1,8 @@
-/* clip_trainer: the seed's CLIPTrainer.  Computes CLIP's symmetric
- * contrastive loss from the image and text features after each forward
- * pass, fills d loss / d features and d loss / d logit_scale for the
- * backward pass, and clamps logit_scale to [0, ln 100] after every step. */
+/* clip_trainer: the fastai/self_supervised CLIP module's CLIPTrainer.
+ * Computes CLIP's symmetric contrastive loss from the image and text
+ * features after each forward pass, fills d loss / d features and
+ * d loss / d logit_scale for the backward pass, and clamps logit_scale to
+ * [0, ln 100] after every step. */
 #include <cliptrain/plugin.h>
 
 #include <math.h>
@@ -33,7 +34,8 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
                                ct_learner_text_features(L), *logit_scale, B, E);
     ct_learner_set_loss(L, loss);
   } else if (event == CT_EVENT_AFTER_STEP) {
-    /* the seed clamps to ln 100 so that exp(logit_scale) <= 100 */
+    /* the fastai/self_supervised CLIP module clamps to ln 100 so that
+       exp(logit_scale) <= 100 */
     *logit_scale = fminf(fmaxf(*logit_scale, 0.0f), logf(100.0f));
   }
   return CT_STATUS_OK;

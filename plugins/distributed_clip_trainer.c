@@ -1,4 +1,5 @@
-/* distributed_clip_trainer: the seed's DistributedCLIPTrainer over MPI.
+/* distributed_clip_trainer: the fastai/self_supervised CLIP module's
+ * DistributedCLIPTrainer over MPI.
  *
  * After each forward pass every rank all-gathers the image and text
  * features of the global batch (MPI_Allgatherv), and computes CLIP's loss
@@ -12,9 +13,9 @@
  * term says about another rank's features is sent back to that rank
  * (MPI_Reduce_scatter, the all-gather's backward), so that, averaged by
  * ddp, the gradient equals that of one process with the whole global
- * batch.  gather_with_grad: false is the seed's variant: the gathered
- * features are constants, and each rank's features get the gradient of
- * their own rows only.
+ * batch.  gather_with_grad: false is the fastai/self_supervised CLIP
+ * module's variant: the gathered features are constants, and each rank's
+ * features get the gradient of their own rows only.
  *
  * Use it with ddp instead of clip_trainer.  Like clip_trainer it clamps
  * logit_scale to [0, ln 100] after every step. */
@@ -198,8 +199,9 @@ comm(void *state)
 
 static const CtParamSpec schema[] = {
   CT_PARAM("gather_with_grad", CT_PARAM_BOOL, "true",
-           "let the gradient flow into the other ranks' features (false: the seed's variant)", 0,
-           0, NULL),
+           "let the gradient flow into the other ranks' features "
+           "(false: fastai/self_supervised's variant)",
+           0, 0, NULL),
   CT_PARAM("timeout", CT_PARAM_DOUBLE, "1800",
            "seconds a collective may wait before the job is aborted (a rank died or hangs)", 0,
            1e9, NULL),

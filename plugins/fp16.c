@@ -1,4 +1,5 @@
-/* fp16: mixed precision, the seed's learner.to_fp16().
+/* fp16: mixed precision, learner.to_fp16() of the fastai/self_supervised
+ * CLIP module.
  *
  * At before_fit it switches the model to PRECISION (fp16 or bf16): every
  * matrix product sees operands rounded to it, the activations saved for

@@ -1,10 +1,12 @@
-/* retrieval_at_k: the seed's RetrievalAtK, over the whole validation set.
+/* retrieval_at_k: the fastai/self_supervised CLIP module's RetrievalAtK,
+ * over the whole validation set.
  *
  * Collects the validation image and text features (after_pred), then in
  * after_validate ranks, for each image i, its own caption among all the
  * captions by similarity s_ij = img_i . txt_j (text_to_image: each caption's
  * own image among all the images).  The 0-based rank is i's position in a
- * stable descending sort of row i, as the seed's argsort:
+ * stable descending sort of row i, as the fastai/self_supervised CLIP
+ * module's argsort:
  *
  *   r_i = #{j : s_ij > s_ii} + #{j < i : s_ij == s_ii}
  *
@@ -183,7 +185,7 @@ create(const CtParams *params, GError **error)
   Retrieval *s = g_new0(Retrieval, 1);
   s->k = (int) kv;
   s->t2i = strcmp(dir, "text_to_image") == 0;
-  if (!*dir) /* the seed's names */
+  if (!*dir) /* the fastai/self_supervised CLIP module's names */
     s->name = kv == RANK_K_MEAN     ? g_strdup("mean_retrieval_ranking")
               : kv == RANK_K_MEDIAN ? g_strdup("median_retrieval_ranking")
                                     : g_strdup_printf("retrieval_at_%d", s->k);
@@ -208,7 +210,7 @@ static const CtParamSpec schema[] = {
   CT_PARAM("k", CT_PARAM_STRING, "5", "an integer >= 1 (recall at k), mean or median (rank)", 0,
            0, NULL),
   CT_PARAM("direction", CT_PARAM_STRING, "",
-           "empty: image to text, the seed's names; else open_clip's names", 0, 0,
+           "empty: image to text, fastai/self_supervised's names; else open_clip's names", 0, 0,
            "|image_to_text|text_to_image"),
   CT_PARAM_END,
 };

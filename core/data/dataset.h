@@ -25,7 +25,8 @@ CtDataset *ct_dataset_new_synthetic(const CtConfig *cfg, size_t n, uint64_t seed
 typedef struct {
   int size;                 /* R */
   gboolean augment;         /* random_resized_crop (training) instead of resize + center crop */
-  double min_scale;         /* random_resized_crop scale lower bound (the seed uses 0.9) */
+  double min_scale;         /* random_resized_crop scale lower bound (0.9 in the
+                               fastai/self_supervised CLIP module) */
   double ratio_lo, ratio_hi;
   gboolean hflip;
   float mean[3], std[3];

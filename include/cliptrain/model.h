@@ -12,7 +12,8 @@
 
 G_BEGIN_DECLS
 
-/* The seed's config keys, with OpenAI's meanings.
+/* The config keys of the fastai/self_supervised CLIP module, with OpenAI's
+ * meanings.
  *
  * The image tower is a ViT when vision_patch_size > 0 and OpenAI's
  * ModifiedResNet when vision_patch_size is 0.  A ResNet's blocks per stage
