@@ -8,8 +8,8 @@
  * (attention's per-head products) runs inline instead of nesting.
  *
  * The cuts keep the bits of one whole call, so that results do not depend
- * on the thread count (tests/test-ops checks it under each OpenBLAS core
- * type, through tests/blas-kernels.sh):
+ * on the thread count (tests/unit/test-ops checks it under each OpenBLAS core
+ * type, through tests/cli/blas-kernels.sh):
  * - only rows are cut: OpenBLAS computes row-major C transposed, so rows
  *   are its columns, which its kernels tile the same way whole or cut as
  *   long as a cut falls on a tile edge.  The edge depends on the kernels

@@ -8,7 +8,7 @@
  * CPU has AVX-512 (or AVX2 and FMA), the program runs itself again with
  * OPENBLAS_CORETYPE=SkylakeX (or Haswell).  The kernel choice is read at
  * load time, so a re-exec is the only way to change it.
- * CT_BLAS_AUTOCORE=0 turns this off; tests/blas-kernels.sh checks that the
+ * CT_BLAS_AUTOCORE=0 turns this off; tests/cli/blas-kernels.sh checks that the
  * chosen kernels pass the parity test on the machine at hand. */
 #include "config.h"
 

@@ -1,5 +1,5 @@
 /* image-private.h: the steps of the image transforms, shared by
- * core/data/image-transform.c and tests/test-image.c.  Not installed. */
+ * core/data/image-transform.c and tests/unit/test-image.c.  Not installed. */
 #ifndef CT_IMAGE_PRIVATE_H
 #define CT_IMAGE_PRIVATE_H
 

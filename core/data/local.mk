@@ -1,7 +1,7 @@
 # core/data: data: sources, datasets, the loader, images, the tokenizer
 # (tables/ holds generated tables).
 # Included by the top Makefile.am; it may include headers from itself
-# and from the folders below it (tests/check-layers.sh).
+# and from the folders below it (tests/cli/check-layers.sh).
 libctcore_la_SOURCES += \
 	%reldir%/dataset-source.c \
 	%reldir%/dataset.c \

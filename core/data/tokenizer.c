@@ -4,7 +4,7 @@
  * Pipeline of encode(), each step matching the Python it replaces:
  *   1. html.unescape twice: named references from the HTML5 list and numeric
  *      ones with Python's replacements (tables in html-entities.c, generated
- *      from Python by tests/gen_tokenizer_tables.py);
+ *      from Python by tests/torch/gen_tokenizer_tables.py);
  *   2. strip, and runs of whitespace to one space: "whitespace" is str.isspace
  *      (what Python's re \s and str.strip use);
  *   3. str.lower(): the generated table of Python's lowercase mappings,

@@ -1,6 +1,6 @@
 # core/formats: file formats: safetensors and YAML recipes.
 # Included by the top Makefile.am; it may include headers from itself
-# and from the folders below it (tests/check-layers.sh).
+# and from the folders below it (tests/cli/check-layers.sh).
 libctcore_la_SOURCES += \
 	%reldir%/recipe.c \
 	%reldir%/recipe.h \

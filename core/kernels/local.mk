@@ -1,6 +1,6 @@
 # core/kernels: forward and backward kernels over rows, and the CLIP loss.
 # Included by the top Makefile.am; it may include headers from itself
-# and from the folders below it (tests/check-layers.sh).
+# and from the folders below it (tests/cli/check-layers.sh).
 libctcore_la_SOURCES += \
 	%reldir%/attention.c \
 	%reldir%/attnpool.c \

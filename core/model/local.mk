@@ -1,7 +1,7 @@
 # core/model: the CLIP model: configuration, layout and arena, the transformer,
 # the towers, the ModifiedResNet, weight I/O.
 # Included by the top Makefile.am; it may include headers from itself
-# and from the folders below it (tests/check-layers.sh).
+# and from the folders below it (tests/cli/check-layers.sh).
 libctcore_la_SOURCES += \
 	%reldir%/model-config-private.h \
 	%reldir%/model-config.c \

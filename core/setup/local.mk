@@ -1,6 +1,6 @@
 # core/setup: turning a recipe into a run: data, optimizer, batch-size search, fit.
 # Included by the top Makefile.am; it may include headers from itself
-# and from the folders below it (tests/check-layers.sh).
+# and from the folders below it (tests/cli/check-layers.sh).
 libctcore_la_SOURCES += \
 	%reldir%/data-setup.c \
 	%reldir%/data-setup.h \

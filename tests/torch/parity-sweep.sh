@@ -58,7 +58,9 @@ if [ "$1" = --one ]; then
       >"$dir/$s.tap"
   else
     echo "not ok - $tower $what" >"$dir/$s.tap"
-    grep -v '^ok\|^# Start\|^# End\|^# random seed\|^1\.\.' "$dir/$s.out" >>"$dir/$s.tap"
+    # clip_parity's own TAP lines become comments: only this script's count
+    grep -v '^ok\|^# Start\|^# End\|^# random seed\|^1\.\.' "$dir/$s.out" |
+      sed 's/^\([^#]\)/# \1/' >>"$dir/$s.tap"
     echo "# regenerate: tests/torch/gen_clip_case.py --random $tower --seed $s --out CASE" \
       "(ResNet: then clip_parity --dump-masks M CASE and again with --masks M)" >>"$dir/$s.tap"
   fi
