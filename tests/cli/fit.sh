@@ -61,7 +61,7 @@ that "adam, with fastai's defaults in the resolved recipe" \
 that "sgd trains" 'run 0 fit "$tmp/base.yaml" --set optimizer.name=sgd --out "$tmp/o2"'
 that "one_cycle fills its parameters" \
   'run 0 fit "$tmp/base.yaml" --set schedule.name=one_cycle --out "$tmp/o3" && grep -q "div_final: 100000" "$tmp/o3/recipe.yaml" && grep -q "pct_start: 0.25" "$tmp/o3/recipe.yaml"'
-that "flat_cos with the seed's pct_start changes the losses" \
+that "flat_cos with the fastai/self_supervised CLIP module's pct_start (0.25) changes the losses" \
   'run 0 fit "$tmp/base.yaml" --set schedule.name=flat_cos --set schedule.pct_start=0.25 --out "$tmp/o4" && losses "$tmp/o4" >"$tmp/l4" && ! cmp -s "$tmp/la" "$tmp/l4"'
 that "an lr_mult glob that matches nothing: exit 2 at its position" \
   'run 2 fit "$tmp/base.yaml" --set "optimizer.lr_mult={visul.*: 2}" && grep -q "optimizer.lr_mult: .visul.\*. matches no tensor" "$tmp/err"'

@@ -59,7 +59,7 @@ classes="['t-shirt/top', trouser, pullover, dress, coat, sandal, shirt, sneaker,
 
 echo "1..33"
 
-# ---- retrieval_at_k, the seed's names
+# ---- retrieval_at_k, the fastai/self_supervised CLIP module's names
 synthetic seed "{retrieval_at_k: {k: 5}}, {retrieval_at_k: {k: mean}}, {retrieval_at_k: {k: median}}"
 fit "retrieval_at_k at 5, mean and median" 0 seed
 lines "two epochs recorded" "$tmp/seed.out/metrics.jsonl" 2

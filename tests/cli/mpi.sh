@@ -151,7 +151,7 @@ if ! mpi2 fit "$tmp/both.yaml" --out "$tmp/both" >"$tmp/out" 2>"$tmp/err" &&
   ok "clip_trainer and distributed_clip_trainer together: the run stops, saying which to keep"
 else not_ok "two loss callbacks on 2 ranks" "$tmp/err"; fi
 
-# ---- the seed's variant
+# ---- the fastai/self_supervised CLIP module's variant (gather_with_grad: false)
 recipe nograd 8 "ddp, {distributed_clip_trainer: {gather_with_grad: false}}"
 if mpi2 fit "$tmp/nograd.yaml" --out "$tmp/nograd" >"$tmp/out" 2>"$tmp/err" &&
    ! "$diff" "$tmp/one/final.safetensors" "$tmp/nograd/final.safetensors" "" 1e-5 >"$tmp/diff"; then

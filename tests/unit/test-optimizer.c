@@ -1187,7 +1187,7 @@ test_schedule_flat_cos(void)
   double mom = 0;
   g_assert_cmpfloat_with_epsilon(ct_schedule_eval_pct(s, 1.0, &mom), end, 1e-15);
   g_assert_true(isnan(mom));
-  /* the seed script's pct_start .25 */
+  /* the fastai/self_supervised CLIP module's training script's pct_start .25 */
   sset(s, "pct_start", 0.25);
   check_at(s, 24, 100, lr, NAN);
   check_at(s, 25, 100, lr, NAN);

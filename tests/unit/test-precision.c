@@ -303,7 +303,7 @@ test_loss_scale(void)
   g_free(tokens);
 }
 
-/* The activation arena of the seed's vitb32 at batch 16, computed without
+/* The activation arena of vitb32 (the fastai/self_supervised CLIP module's ViT-B/32) at batch 16, computed without
  * allocating it: the issue's targets (>= 40% less with half precision,
  * >= 60% less with two checkpoint chunks) hold.  Since float32 recomputes
  * ln_1 and ln_2 in backward instead of saving them, while half precision
