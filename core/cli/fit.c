@@ -132,13 +132,13 @@ ct_cli_plugins(int argc, char **argv)
       printf("%s %s\n  %s\n\nfile:    %s\nABI:     %u.%u\norder:   %d\nruns in: %s\nevents: ",
              d->name, d->version ? d->version : "", d->doc ? d->doc : "", file, d->abi_major,
              d->abi_minor, d->order,
-             d->run == CT_RUN_TRAIN   ? "training"
-             : d->run == CT_RUN_VALID ? "validation"
+             ct_plugin_desc_run(d) == CT_RUN_TRAIN   ? "training"
+             : ct_plugin_desc_run(d) == CT_RUN_VALID ? "validation"
                                       : "training and validation");
       for (int ev = 0; ev < CT_N_EVENTS; ev++)
         if (d->events & CT_EVENT_BIT(ev))
           printf(" %s", ct_event_name(ev));
-      CtGradsUse use = d->abi_minor >= 2 ? (CtGradsUse) d->grads : CT_GRADS_UNDECLARED;
+      CtGradsUse use = ct_plugin_desc_grads(d);
       printf("\ngrads:   %s\n\nparameters:\n",
              use == CT_GRADS_UNUSED ? "unused (optimizer.step_in_backward auto may run)"
              : use == CT_GRADS_WHOLE

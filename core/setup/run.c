@@ -411,12 +411,6 @@ load_plugins(CtRecipe *r, const char *section, GPtrArray *search, GPtrArray *out
 
 /* ---------------------------------------------------------------- the fused step */
 
-static CtGradsUse
-grads_use(const CtPluginDescriptor *d)
-{
-  return d->abi_minor >= 2 ? (CtGradsUse) d->grads : CT_GRADS_UNDECLARED;
-}
-
 /* optimizer.step_in_backward steps each block before backward ends.
  * "true": refused with a callback that needs every gradient before any
  * step (CT_GRADS_WHOLE); "auto": on when every callback declares that it
@@ -432,7 +426,7 @@ resolve_step_in_backward(CtRecipe *r, GPtrArray *cbs, const char *recipe_path, g
   gboolean all_unused = TRUE;
   for (guint i = 0; i < cbs->len; i++) {
     CtCallback *cb = g_ptr_array_index(cbs, i);
-    CtGradsUse use = grads_use(cb->desc);
+    CtGradsUse use = ct_plugin_desc_grads(cb->desc);
     if (use == CT_GRADS_WHOLE && g_str_equal(v, "true")) {
       g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
                   "%s: %s: optimizer.step_in_backward steps each block inside backward, "
@@ -527,8 +521,7 @@ find_comm(GPtrArray *cbs, GError **error)
   CtComm *comm = NULL;
   for (guint i = 0; i < cbs->len; i++) {
     CtCallback *cb = g_ptr_array_index(cbs, i);
-    const CtCommOps *ops = cb->desc->abi_minor >= 1 && cb->desc->comm
-                             ? cb->desc->comm(cb->state) : NULL;
+    const CtCommOps *ops = ct_plugin_desc_comm(cb->desc, cb->state);
     if (!ops)
       continue;
     if (ops->struct_size < offsetof(CtCommOps, reserved)) {

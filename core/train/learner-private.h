@@ -91,9 +91,11 @@ struct CtLearner {
   gboolean stepped;          /* do_step ran in this batch */
 };
 
-/* Internal status: stop after this batch and save the training state.  It
- * unwinds the loop without running after_* events. */
-#define CT_STATUS_STOP ((CtStatus) 100)
+/* The core's internal statuses, in CtStatus's reserved range (learner.h).
+ * CT_STATUS_STOP: stop after this batch and save the training state.  It
+ * unwinds the loop without running after_* events.  A callback cannot
+ * return it: run_event refuses every status of the reserved range. */
+#define CT_STATUS_STOP CT_STATUS_CUSTOM_FIRST
 
 /* state.c: save the training state at the current batch, and load one
  * before ct_learner_fit() to resume where it was saved. */

@@ -51,7 +51,9 @@ ct_event_from_name(const char *name)
 const char *
 ct_status_name(CtStatus status)
 {
-  return (unsigned) status <= CT_STATUS_ERROR ? status_names[status] : "invalid";
+  if ((unsigned) status <= CT_STATUS_ERROR)
+    return status_names[status];
+  return status >= CT_STATUS_CUSTOM_FIRST ? "custom" : "invalid";
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -185,25 +187,24 @@ run_event(CtLearner *L, CtEvent ev)
     const CtPluginDescriptor *d = cb->desc;
     if (!(d->events & bit) || !d->on_event)
       continue;
-    if ((bit & CT_EVENTS_INNER) && d->run) {
-      if (L->training && !(d->run & CT_RUN_TRAIN))
-        continue;
-      if (!L->training && !(d->run & CT_RUN_VALID))
-        continue;
-    }
+    if ((bit & CT_EVENTS_INNER) &&
+        !(ct_plugin_desc_run(d) & (L->training ? CT_RUN_TRAIN : CT_RUN_VALID)))
+      continue;
     GError *e = NULL;
     CtStatus st = d->on_event(cb->state, L, ev, &e);
     if (st == CT_STATUS_OK) {
       g_clear_error(&e);
       continue;
     }
-    if (st == CT_STATUS_ERROR || (unsigned) st > CT_STATUS_ERROR) {
+    /* past CT_STATUS_ERROR: garbage, or the reserved range (the core's own
+     * statuses and a callback's private ones), which no callback returns */
+    gboolean invalid = (unsigned) st > CT_STATUS_ERROR;
+    if (st == CT_STATUS_ERROR || invalid) {
       g_clear_error(&L->error);
       g_set_error(&L->error, CT_ERROR, CT_ERROR_FAILED, "plugin %s failed in %s: %s",
                   cb->label, ct_event_name(ev),
                   e ? e->message
-                    : (unsigned) st > CT_STATUS_ERROR ? "it returned an invalid status"
-                                                      : "it gave no reason");
+                    : invalid ? "it returned an invalid status" : "it gave no reason");
       g_clear_error(&e);
       return CT_STATUS_ERROR;
     }
