@@ -639,132 +639,171 @@ install_signals(void)
 
 /* ---------------------------------------------------------------- the run */
 
-int
-ct_run_fit(const CtRunOptions *o, GError **error)
-{
-  int rc = 2;
-  CtLearner *L = NULL;
-  GPtrArray *cbs = g_ptr_array_new_with_free_func((GDestroyNotify) ct_callback_free);
-  GPtrArray *search = NULL;
-  g_autofree char *out = NULL, *yaml = NULL, *recipe_dir = NULL, *recipe_out = NULL;
-  CtConfig cfg;
-  CtData data = { 0 };
-  CtRecipe *r = NULL;
-  CtModel *m = NULL;
-  CtOptimizer *opt = NULL;
-  CtSchedule *sched = NULL;
-  CtComm *comm = NULL; /* the learner's once it exists */
+/* What a fit holds between its stages.  Each stage takes what it needs
+ * from here and leaves what it made; a value handed to the learner is
+ * cleared here, and run_clear frees whatever is still held. */
+typedef struct {
+  const CtRunOptions *o;
+  char *recipe_path;   /* o->recipe, or the resumed run's recipe.yaml */
+  char *recipe_dir;    /* relative paths of the recipe start here */
+  CtRecipe *recipe;    /* checked: every default filled */
+  CtConfig cfg;        /* the model section */
+  uint64_t seed;
+  GPtrArray *search;   /* plugin folders (char*) */
+  GPtrArray *cbs;      /* CtCallback*, created, until the learner takes them */
+  gboolean in_backward; /* optimizer.step_in_backward as resolved */
+  CtComm *comm;        /* until the learner takes it */
+  CtData data;         /* the datasets go to the loaders, the tokenizer stays */
+  int batch;
+  CtModel *model;
+  CtOptimizer *opt;
+  CtSchedule *sched;
+  int threads;
+  char *out;           /* the run folder */
+  char *yaml;          /* the resolved recipe's text */
+  CtLearner *learner;
+} Run;
 
-  g_autofree char *resume_recipe =
-    o->resume ? g_build_filename(o->resume, "recipe.yaml", NULL) : NULL;
-  const char *recipe_path = o->resume ? resume_recipe : o->recipe;
+/* A stage returns 0, or the exit status of ct_run_fit with ERROR set: 2
+ * for a bad recipe (or a plugin it names), 1 for a failure of the run. */
+typedef int (*Stage)(Run *run, GError **error);
+
+/* The recipe, its overrides and every core section, checked. */
+static int
+load_recipe(Run *run, GError **error)
+{
+  const CtRunOptions *o = run->o;
+  run->recipe_path = o->resume ? g_build_filename(o->resume, "recipe.yaml", NULL)
+                               : g_strdup(o->recipe);
   if (o->resume && o->sets && *o->sets) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                "--resume continues %s as recorded; --set would change it", recipe_path);
-    goto out;
+                "--resume continues %s as recorded; --set would change it", run->recipe_path);
+    return 2;
   }
-  r = ct_recipe_load(recipe_path, error);
+  CtRecipe *r = run->recipe = ct_recipe_load(run->recipe_path, error);
   if (!r)
-    goto out;
+    return 2;
   for (const char *const *s = o->sets; s && *s; s++)
     if (!ct_recipe_override(r, *s, error))
-      goto out;
-  if (!check_root(r, error) || !ct_data_check(r, error) ||
-      !check_model(r, &cfg, error) || !ct_optim_check(r, error) ||
-      !check_section(r, "fit", fit_schema, error) ||
+      return 2;
+  if (!check_root(r, error) || !ct_data_check(r, error) || !check_model(r, &run->cfg, error) ||
+      !ct_optim_check(r, error) || !check_section(r, "fit", fit_schema, error) ||
       !check_section(r, "output", output_schema, error))
-    goto out;
+    return 2;
+  run->seed = (uint64_t) get_int(r, "seed");
+  run->recipe_dir = g_path_get_dirname(run->recipe_path);
+  absolute_paths(r, run->recipe_dir);
+  return 0;
+}
 
+/* The plugins of callbacks and metrics, loaded, checked and created (a
+ * refusal of their parameters is a bad recipe too, reported before
+ * anything is written); then what they decide: the fused step and the
+ * process group, which every rank from here on knows its place in. */
+static int
+load_callbacks(Run *run, GError **error)
+{
+  CtRecipe *r = run->recipe;
   /* plugin_path: folders, relative to the recipe's folder */
-  GPtrArray *extra = g_ptr_array_new_with_free_func(g_free);
   CtRNode *pp = ct_rnode_get(ct_recipe_root(r), "plugin_path");
-  if (pp && ct_rnode_kind(pp) != CT_RNODE_SEQUENCE) {
-    g_ptr_array_free(extra, TRUE);
-    config_error(error, pp, "plugin_path: expected a list of folders");
-    goto out;
-  }
-  recipe_dir = g_path_get_dirname(recipe_path);
-  absolute_paths(r, recipe_dir);
+  if (pp && ct_rnode_kind(pp) != CT_RNODE_SEQUENCE)
+    return config_error(error, pp, "plugin_path: expected a list of folders"), 2;
+  GPtrArray *extra = g_ptr_array_new_with_free_func(g_free);
   for (size_t i = 0; pp && i < ct_rnode_n_items(pp); i++) {
     const char *dir = ct_rnode_scalar(ct_rnode_item(pp, i));
-    g_ptr_array_add(extra, g_path_is_absolute(dir) ? g_strdup(dir)
-                                                   : g_build_filename(recipe_dir, dir, NULL));
+    g_ptr_array_add(extra, g_path_is_absolute(dir)
+                             ? g_strdup(dir)
+                             : g_build_filename(run->recipe_dir, dir, NULL));
   }
   g_ptr_array_add(extra, NULL);
-  search = ct_plugin_search_path((const char *const *) extra->pdata);
+  run->search = ct_plugin_search_path((const char *const *) extra->pdata);
   g_ptr_array_free(extra, TRUE);
-  if (!load_plugins(r, "callbacks", search, cbs, error) ||
-      !load_plugins(r, "metrics", search, cbs, error))
-    goto out;
-
-  /* plugins check their parameters as they start: a refusal is a bad
-   * recipe too, reported before anything is written */
-  for (guint i = 0; i < cbs->len; i++) {
-    CtCallback *cb = g_ptr_array_index(cbs, i);
+  run->cbs = g_ptr_array_new_with_free_func((GDestroyNotify) ct_callback_free);
+  if (!load_plugins(r, "callbacks", run->search, run->cbs, error) ||
+      !load_plugins(r, "metrics", run->search, run->cbs, error))
+    return 2;
+  for (guint i = 0; i < run->cbs->len; i++) {
+    CtCallback *cb = g_ptr_array_index(run->cbs, i);
     GError *e = NULL;
     cb->state = cb->desc->create ? cb->desc->create(cb->params, &e) : NULL;
     if (cb->desc->create && !cb->state) {
       g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: %s: %s", cb->where, cb->label,
                   e ? e->message : "it refused its parameters without a reason");
       g_clear_error(&e);
-      goto out;
+      return 2;
     }
   }
+  if (!resolve_step_in_backward(r, run->cbs, run->recipe_path, &run->in_backward, error) ||
+      !(run->comm = find_comm(run->cbs, error)))
+    return 2;
+  return 0;
+}
 
-  gboolean in_backward;
-  if (!resolve_step_in_backward(r, cbs, recipe_path, &in_backward, error))
-    goto out;
+/* The datasets and the tokenizer: errors in the recipe's data section are
+ * still exit 2, those of the data itself 1. */
+static int
+build_data(Run *run, GError **error)
+{
+  if (!ct_data_open(run->recipe, run->recipe_dir, &run->cfg, run->seed, &run->data, error))
+    return (*error)->code != CT_ERROR_CONFIG ? 1 : 2;
+  return 0;
+}
 
-  /* the process group: a plugin that spans processes (MPI) provides it,
-   * and every rank from here on knows its place */
-  if (!(comm = find_comm(cbs, error)))
-    goto out;
-
-  /* the data: errors in the recipe's data section are still exit 2 */
-  uint64_t seed = (uint64_t) get_int(r, "seed");
-  if (!ct_data_open(r, recipe_dir, &cfg, seed, &data, error)) {
-    if (error && *error && (*error)->code != CT_ERROR_CONFIG)
-      rc = 1;
-    goto out;
-  }
-
-  /* the model and its optimizer: a glob that matches no tensor is still a
-   * bad recipe */
-  if (o->max_batch_budget && !o->resume && !pick_batch(r, &cfg, &data, o->max_batch_budget, in_backward, error))
-    goto out;
-  int batch = (int) get_int(r, "data.batch_size");
-  m = ct_model_new(&cfg, batch, error);
-  if (!m) {
-    rc = 1;
-    goto out;
-  }
+/* The model at the batch size (--max-batch-size picks it first), with its
+ * initial weights: a model.init of another config is a bad recipe. */
+static int
+build_model(Run *run, GError **error)
+{
+  CtRecipe *r = run->recipe;
+  if (run->o->max_batch_budget && !run->o->resume &&
+      !pick_batch(r, &run->cfg, &run->data, run->o->max_batch_budget, run->in_backward, error))
+    return 2;
+  run->batch = (int) get_int(r, "data.batch_size");
+  if (!(run->model = ct_model_new(&run->cfg, run->batch, error)))
+    return 1;
   if (get_bool(r, "model.checkpoint") &&
-      !ct_model_set_memory(m, CT_PRECISION_FP32, (int) get_int(r, "model.checkpoint_nchunks"),
-                           error)) {
-    rc = 1;
-    goto out;
-  }
-  ct_model_init_weights(m, seed);
-  if (!load_init(r, m, &cfg, error)) {
-    rc = (*error)->code == CT_ERROR_IO ? 1 : 2;
-    goto out;
-  }
-  if (!(opt = ct_optim_build(r, m, error)) || !(sched = ct_schedule_build(r, error)))
-    goto out;
+      !ct_model_set_memory(run->model, CT_PRECISION_FP32,
+                           (int) get_int(r, "model.checkpoint_nchunks"), error))
+    return 1;
+  ct_model_init_weights(run->model, run->seed);
+  if (!load_init(r, run->model, &run->cfg, error))
+    return (*error)->code == CT_ERROR_IO ? 1 : 2;
+  return 0;
+}
 
-  /* everything is valid: from here on, failures are run failures */
-  rc = 1;
-  int threads = o->threads > 0 ? o->threads : (int) get_int(r, "fit.threads");
+/* The optimizer and the schedule: a glob that matches no tensor is still
+ * a bad recipe.  After this stage everything is valid, and a failure is a
+ * failure of the run. */
+static int
+build_optimizer(Run *run, GError **error)
+{
+  if (!(run->opt = ct_optim_build(run->recipe, run->model, error)) ||
+      !(run->sched = ct_schedule_build(run->recipe, error)))
+    return 2;
+  return 0;
+}
+
+/* The threads, the signals, and the run folder: recipe.yaml, manifest.json
+ * and vocab.txt.  A resume continues the folder's resolved recipe.yaml,
+ * whose sha256 the training state records; a RECIPE argument is not read
+ * again.  Rank 0 alone writes the run's files, in the folder it named;
+ * the others wait for it. */
+static int
+prepare_folder(Run *run, GError **error)
+{
+  const CtRunOptions *o = run->o;
+  CtRecipe *r = run->recipe;
+  run->threads = o->threads > 0 ? o->threads : (int) get_int(r, "fit.threads");
   if (o->threads > 0) {
     g_autofree char *t = g_strdup_printf("%d", o->threads);
     ct_rnode_set_scalar(r, ct_rnode_get(ct_recipe_root(r), "fit"), "threads", t, "--threads");
   }
-  ct_set_num_threads(threads);
+  ct_set_num_threads(run->threads);
   const char *odir = ct_rnode_scalar(ct_recipe_lookup(r, "output.dir"));
-  out = o->resume    ? g_strdup(o->resume)
-        : o->out_dir ? g_strdup(o->out_dir)
-        : *odir      ? g_strdup(odir)
-                     : default_out_dir(recipe_path);
+  run->out = o->resume    ? g_strdup(o->resume)
+             : o->out_dir ? g_strdup(o->out_dir)
+             : *odir      ? g_strdup(odir)
+                          : default_out_dir(run->recipe_path);
   /* signals are handled from before the run folder exists: a signal sent
    * once its files appear (as a job scheduler or a test may) is never lost
    * nor left to the default action; it stops the fit after its first step */
@@ -772,106 +811,165 @@ ct_run_fit(const CtRunOptions *o, GError **error)
     stop_requested = 0;
     install_signals();
   }
-  /* rank 0's folder is everyone's (a default name holds rank 0's clock) */
-  if (!share_string(comm, &out, error))
-    goto out;
-  recipe_out = g_build_filename(out, "recipe.yaml", NULL);
-  yaml = ct_recipe_to_yaml(r);
-  /* a resume continues the run folder's resolved recipe.yaml, whose sha256
-   * the training state records; a RECIPE argument is not read again.  Rank
-   * 0 alone writes the run's files; the others wait for it. */
-  gboolean ready = ct_comm_rank(comm) != 0 || o->resume ||
-                   prepare_out(r, out, recipe_out, yaml, cbs, seed, threads, in_backward, &data,
-                               error);
-  if (!ct_comm_agree(comm, ready, "rank 0 could not prepare the run folder", error))
-    goto out;
+  if (!share_string(run->comm, &run->out, error))
+    return 1;
+  g_autofree char *recipe_out = g_build_filename(run->out, "recipe.yaml", NULL);
+  run->yaml = ct_recipe_to_yaml(r);
+  gboolean ready = ct_comm_rank(run->comm) != 0 || o->resume ||
+                   prepare_out(r, run->out, recipe_out, run->yaml, run->cbs, run->seed,
+                               run->threads, run->in_backward, &run->data, error);
+  return ct_comm_agree(run->comm, ready, "rank 0 could not prepare the run folder", error) ? 0
+                                                                                            : 1;
+}
 
-  CtDataset *train = data.train, *valid = data.valid;
-  data.train = data.valid = NULL; /* the loaders' now */
-  int workers = (int) get_int(r, "data.workers"), prefetch = (int) get_int(r, "data.prefetch");
-  CtLoader *tl = ct_loader_new(train, &cfg, batch, get_bool(r, "data.shuffle"),
-                               get_bool(r, "data.drop_last"), workers, prefetch, seed);
-  CtLoader *vl = valid ? ct_loader_new(valid, &cfg, batch, FALSE, FALSE, workers, prefetch, seed)
-                       : NULL;
-  L = ct_learner_new(m, opt, tl, vl, batch, (int) get_int(r, "fit.epochs"), seed, out, error);
-  if (!L)
-    goto out;
-  m = NULL; /* the learner's now */
-  opt = NULL;
-  ct_learner_set_comm(L, comm);
-  L->step_in_backward = in_backward;
-  if (L->step_in_backward && !ct_model_set_block_grads_scratch(L->model, TRUE, error))
-    goto out;
-  ct_learner_set_schedule(L, sched);
-  sched = NULL;
-  collect_values(L, ct_recipe_root(r), "");
-  L->tok = data.tok;
-  g_hash_table_insert(L->ckpt_meta, g_strdup("recipe"), g_strdup(yaml));
-  if (data.tok && data.learned) {
-    g_autofree char *vpath = g_build_filename(out, "vocab.txt", NULL);
-    char *text = NULL;
-    if (g_file_get_contents(vpath, &text, NULL, NULL))
-      g_hash_table_insert(L->ckpt_meta, g_strdup("vocab"), text);
-  } else if (data.tok) {
-    g_autofree char *vp = g_build_filename(recipe_dir, ct_rnode_scalar(ct_recipe_lookup(r, "data.vocab")), NULL);
-    const char *v = ct_rnode_scalar(ct_recipe_lookup(r, "data.vocab"));
-    g_autofree char *abs = g_path_is_absolute(v) ? g_strdup(v) : g_strdup(vp);
-    g_hash_table_insert(L->ckpt_meta, g_strdup("vocab_file"), g_strdup(v));
+/* The tokenizer's checkpoint metadata: the learned merges, or the merges
+ * file's path and sha256. */
+static void
+tokenizer_meta(Run *run)
+{
+  CtLearner *L = run->learner;
+  if (!run->data.tok)
+    return;
+  if (run->data.learned) {
+    g_autofree char *vpath = g_build_filename(run->out, "vocab.txt", NULL);
     g_autofree char *text = NULL;
-    gsize len = 0;
-    if (g_file_get_contents(abs, &text, &len, NULL))
-      g_hash_table_insert(L->ckpt_meta, g_strdup("vocab_sha256"),
-                          g_compute_checksum_for_data(G_CHECKSUM_SHA256, (guchar *) text, len));
+    if (g_file_get_contents(vpath, &text, NULL, NULL))
+      ct_learner_set_checkpoint_meta(L, "vocab", text);
+    return;
   }
-  while (cbs->len) /* hand them over, in recipe order */
-    ct_learner_add_callback(L, g_ptr_array_steal_index(cbs, 0));
-  L->recipe_sha256 = g_compute_checksum_for_string(G_CHECKSUM_SHA256, yaml, -1);
-  if (o->resume) {
-    g_autofree char *state = g_build_filename(out, "state.safetensors", NULL);
-    if (!ct_learner_load_state(L, state, error)) {
-      if ((*error)->code == CT_ERROR_CONFIG)
-        rc = 2; /* a state that is not this recipe's: bad usage */
-      goto out;
-    }
+  const char *v = ct_rnode_scalar(ct_recipe_lookup(run->recipe, "data.vocab"));
+  g_autofree char *abs = g_path_is_absolute(v) ? g_strdup(v)
+                                               : g_build_filename(run->recipe_dir, v, NULL);
+  ct_learner_set_checkpoint_meta(L, "vocab_file", v);
+  g_autofree char *text = NULL;
+  gsize len = 0;
+  if (g_file_get_contents(abs, &text, &len, NULL)) {
+    g_autofree char *sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (guchar *) text, len);
+    ct_learner_set_checkpoint_meta(L, "vocab_sha256", sha);
   }
-  L->stop_after = o->stop_after;
-  L->save_every = get_int(r, "fit.save_state_every");
-  if (o->time_limit > 0)
-    L->deadline = g_get_monotonic_time() + (gint64) (o->time_limit * 1e6);
-  if (o->handle_signals)
-    L->stop_flag = &stop_requested;
+}
+
+/* The loaders and the learner, which takes the model, the optimizer, the
+ * schedule, the process group and the callbacks (in recipe order). */
+static int
+build_learner(Run *run, GError **error)
+{
+  CtRecipe *r = run->recipe;
+  CtDataset *train = run->data.train, *valid = run->data.valid;
+  run->data.train = run->data.valid = NULL; /* the loaders' now */
+  int workers = (int) get_int(r, "data.workers"), prefetch = (int) get_int(r, "data.prefetch");
+  CtLoader *tl = ct_loader_new(train, &run->cfg, run->batch, get_bool(r, "data.shuffle"),
+                               get_bool(r, "data.drop_last"), workers, prefetch, run->seed);
+  CtLoader *vl = valid ? ct_loader_new(valid, &run->cfg, run->batch, FALSE, FALSE, workers,
+                                       prefetch, run->seed)
+                       : NULL;
+  CtLearner *L = run->learner = ct_learner_new(run->model, run->opt, tl, vl, run->batch,
+                                               (int) get_int(r, "fit.epochs"), run->seed,
+                                               run->out, error);
+  if (!L)
+    return 1;
+  run->model = NULL;
+  run->opt = NULL;
+  ct_learner_set_comm(L, g_steal_pointer(&run->comm));
+  if (!ct_learner_set_step_in_backward(L, run->in_backward, error))
+    return 1;
+  ct_learner_set_schedule(L, g_steal_pointer(&run->sched));
+  collect_values(L, ct_recipe_root(r), "");
+  ct_learner_set_tokenizer(L, run->data.tok);
+  ct_learner_set_recipe(L, run->yaml);
+  tokenizer_meta(run);
+  while (run->cbs->len)
+    ct_learner_add_callback(L, g_ptr_array_steal_index(run->cbs, 0));
+  return 0;
+}
+
+/* --resume: the training state of the run folder; one that is not this
+ * recipe's is bad usage. */
+static int
+restore_state(Run *run, GError **error)
+{
+  if (!run->o->resume)
+    return 0;
+  g_autofree char *state = g_build_filename(run->out, "state.safetensors", NULL);
+  if (!ct_learner_load_state(run->learner, state, error))
+    return (*error)->code == CT_ERROR_CONFIG ? 2 : 1;
+  return 0;
+}
+
+static int
+fit(Run *run, GError **error)
+{
+  const CtRunOptions *o = run->o;
+  CtLearner *L = run->learner;
+  CtLearnerStops stops = {
+    .stop_after = o->stop_after,
+    .save_every = get_int(run->recipe, "fit.save_state_every"),
+    .deadline = o->time_limit > 0 ? g_get_monotonic_time() + (gint64) (o->time_limit * 1e6) : 0,
+    .stop_flag = o->handle_signals ? &stop_requested : NULL,
+  };
+  ct_learner_set_stops(L, &stops);
   if (!ct_learner_fit(L, error))
-    goto out;
+    return 1;
   if (o->max_batch_budget && !o->resume)
     g_printerr("cliptrain: max-batch-size: the fit's peak resident memory was %.3f GiB\n",
                (double) ct_rss_peak() / 1073741824.0);
-  if (L->stopped && ct_comm_rank(comm) == 0)
+  if (ct_learner_stopped(L) && ct_learner_rank(L) == 0)
     g_printerr("cliptrain: stopped after %" G_GINT64_FORMAT " training steps; the training "
                "state is in %s/state.safetensors; continue with: cliptrain fit --resume %s\n",
-               L->train_iter, out, out);
-  rc = 0;
-out:
+               ct_learner_train_iter(L), run->out, run->out);
+  return 0;
+}
+
+/* The one cleanup path.  A failed rank of several ends them all, after
+ * saying why: the others may wait in a collective for it. */
+static void
+run_clear(Run *run, int rc, GError **error)
+{
+  CtComm *comm = run->learner ? ct_learner_comm(run->learner) : run->comm;
   if (rc != 0 && comm && ct_comm_size(comm) > 1) {
-    /* the other ranks may wait in a collective for this one: end them all,
-     * after saying why */
     g_printerr("cliptrain: rank %d of %d: %s\n", ct_comm_rank(comm), ct_comm_size(comm),
                error && *error ? (*error)->message : "the run failed");
     ct_comm_abort(comm, rc);
   }
-  if (!L)
-    ct_comm_free(comm);
-  ct_learner_free(L);
-  if (opt)
-    ct_optimizer_free(opt);
-  if (sched)
-    ct_schedule_free(sched);
-  ct_model_free(m);
-  ct_data_clear(&data); /* the tokenizer outlives the datasets */
-  g_ptr_array_free(cbs, TRUE);
-  if (search)
-    g_ptr_array_free(search, TRUE);
-  if (r)
-    ct_recipe_free(r);
+  ct_comm_free(run->comm);
+  ct_learner_free(run->learner);
+  if (run->opt)
+    ct_optimizer_free(run->opt);
+  if (run->sched)
+    ct_schedule_free(run->sched);
+  ct_model_free(run->model);
+  ct_data_clear(&run->data); /* the tokenizer outlives the learner */
+  if (run->cbs)
+    g_ptr_array_free(run->cbs, TRUE);
+  if (run->search)
+    g_ptr_array_free(run->search, TRUE);
+  if (run->recipe)
+    ct_recipe_free(run->recipe);
+  g_free(run->recipe_path);
+  g_free(run->recipe_dir);
+  g_free(run->out);
+  g_free(run->yaml);
+}
+
+int
+ct_run_fit(const CtRunOptions *o, GError **error)
+{
+  static const Stage stages[] = {
+    load_recipe,     /* the recipe and its sections, checked */
+    load_callbacks,  /* plugins: loaded, checked, created */
+    build_data,      /* datasets and tokenizer */
+    build_model,     /* the model and its initial weights */
+    build_optimizer, /* the optimizer and the schedule */
+    prepare_folder,  /* threads, signals, the run folder */
+    build_learner,   /* loaders and the learner, which takes everything */
+    restore_state,   /* --resume */
+    fit,             /* the loop */
+  };
+  Run run = { .o = o };
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < G_N_ELEMENTS(stages); i++)
+    rc = stages[i](&run, error);
+  run_clear(&run, rc, error);
   return rc;
 }
 

@@ -167,6 +167,48 @@ ct_learner_set_recipe_value(CtLearner *L, const char *path, const char *value)
   g_hash_table_replace(L->recipe_values, g_strdup(path), g_strdup(value));
 }
 
+gboolean
+ct_learner_set_step_in_backward(CtLearner *L, gboolean on, GError **error)
+{
+  L->step_in_backward = on;
+  return !on || ct_model_set_block_grads_scratch(L->model, TRUE, error);
+}
+
+void
+ct_learner_set_tokenizer(CtLearner *L, CtTokenizer *tok)
+{
+  L->tok = tok;
+}
+
+void
+ct_learner_set_checkpoint_meta(CtLearner *L, const char *key, const char *value)
+{
+  g_hash_table_replace(L->ckpt_meta, g_strdup(key), g_strdup(value));
+}
+
+void
+ct_learner_set_recipe(CtLearner *L, const char *yaml)
+{
+  ct_learner_set_checkpoint_meta(L, "recipe", yaml);
+  g_free(L->recipe_sha256);
+  L->recipe_sha256 = g_compute_checksum_for_string(G_CHECKSUM_SHA256, yaml, -1);
+}
+
+void
+ct_learner_set_stops(CtLearner *L, const CtLearnerStops *s)
+{
+  L->stop_after = s->stop_after;
+  L->save_every = s->save_every;
+  L->deadline = s->deadline;
+  L->stop_flag = s->stop_flag;
+}
+
+gboolean
+ct_learner_stopped(const CtLearner *L)
+{
+  return L->stopped;
+}
+
 static int
 cmp_callbacks(gconstpointer a, gconstpointer b)
 {
