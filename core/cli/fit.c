@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "cli/cli.h"
+#include "formats/recipe-schema.h"
 #include "train/plugin-loader.h"
 #include "setup/run.h"
 
@@ -81,16 +82,11 @@ print_params(const CtPluginDescriptor *d)
     printf("  (none)\n");
     return;
   }
-  static const char *const types[] = { "bool", "int", "double", "string", "list", "map" };
-  for (const CtParamSpec *p = d->params; p->name; p++) {
-    printf("  %-16s %-7s default %-12s %s", p->name, types[p->type],
-           p->default_value ? p->default_value : "(required)", p->doc ? p->doc : "");
-    if (p->min < p->max)
-      printf(" [%g, %g]", p->min, p->max);
-    if (p->choices)
-      printf(" (%s)", p->choices);
-    printf("\n");
-  }
+  GString *out = g_string_new(NULL);
+  for (const CtParamSpec *p = d->params; p->name; p++)
+    ct_param_describe(out, p->name, 16, p, NULL);
+  fputs(out->str, stdout);
+  g_string_free(out, TRUE);
 }
 
 int
