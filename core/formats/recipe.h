@@ -4,9 +4,10 @@
  *
  * Every error message starts with the position of the offending node:
  * "FILE:LINE:COLUMN: " (1-based line and column), or "--set ASSIGNMENT: "
- * for a value that came from an override.  The core sections' schemas live
- * in the caller (learner setup); this module checks any mapping against
- * any CtParamSpec table. */
+ * for a value that came from an override.  This module checks any mapping
+ * against any CtParamSpec table; recipe-schema.h binds such a table to a
+ * typed struct, and the core's sections are described in
+ * core/setup/sections.c. */
 #ifndef CT_RECIPE_H
 #define CT_RECIPE_H
 
