@@ -14,6 +14,7 @@ int ct_cli_init(int argc, char **argv);
 int ct_cli_tokenize(int argc, char **argv);
 int ct_cli_fit(int argc, char **argv);
 int ct_cli_plugins(int argc, char **argv);
+int ct_cli_recipe(int argc, char **argv);
 int ct_cli_embed(int argc, char **argv);
 int ct_cli_zeroshot(int argc, char **argv);
 int ct_cli_retrieve(int argc, char **argv);

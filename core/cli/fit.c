@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "cli/cli.h"
+#include "formats/recipe-schema.h"
 #include "train/plugin-loader.h"
 #include "setup/run.h"
 
@@ -81,16 +82,11 @@ print_params(const CtPluginDescriptor *d)
     printf("  (none)\n");
     return;
   }
-  static const char *const types[] = { "bool", "int", "double", "string", "list", "map" };
-  for (const CtParamSpec *p = d->params; p->name; p++) {
-    printf("  %-16s %-7s default %-12s %s", p->name, types[p->type],
-           p->default_value ? p->default_value : "(required)", p->doc ? p->doc : "");
-    if (p->min < p->max)
-      printf(" [%g, %g]", p->min, p->max);
-    if (p->choices)
-      printf(" (%s)", p->choices);
-    printf("\n");
-  }
+  GString *out = g_string_new(NULL);
+  for (const CtParamSpec *p = d->params; p->name; p++)
+    ct_param_describe(out, p->name, 16, p, NULL);
+  fputs(out->str, stdout);
+  g_string_free(out, TRUE);
 }
 
 int
@@ -132,13 +128,13 @@ ct_cli_plugins(int argc, char **argv)
       printf("%s %s\n  %s\n\nfile:    %s\nABI:     %u.%u\norder:   %d\nruns in: %s\nevents: ",
              d->name, d->version ? d->version : "", d->doc ? d->doc : "", file, d->abi_major,
              d->abi_minor, d->order,
-             d->run == CT_RUN_TRAIN   ? "training"
-             : d->run == CT_RUN_VALID ? "validation"
+             ct_plugin_desc_run(d) == CT_RUN_TRAIN   ? "training"
+             : ct_plugin_desc_run(d) == CT_RUN_VALID ? "validation"
                                       : "training and validation");
       for (int ev = 0; ev < CT_N_EVENTS; ev++)
         if (d->events & CT_EVENT_BIT(ev))
           printf(" %s", ct_event_name(ev));
-      CtGradsUse use = d->abi_minor >= 2 ? (CtGradsUse) d->grads : CT_GRADS_UNDECLARED;
+      CtGradsUse use = ct_plugin_desc_grads(d);
       printf("\ngrads:   %s\n\nparameters:\n",
              use == CT_GRADS_UNUSED ? "unused (optimizer.step_in_backward auto may run)"
              : use == CT_GRADS_WHOLE

@@ -15,6 +15,8 @@ static const char usage[] =
   "\n"
   "Commands:\n"
   "  fit        train from a YAML recipe: cliptrain fit RECIPE [--set KEY=VALUE]...\n"
+  "  recipe     every recipe key with its type, default, range and doc (--keys),\n"
+  "             or a recipe resolved as fit would run it: cliptrain recipe RECIPE\n"
   "  plugins    list the callback plugins found, or describe one\n"
   "  bench      time whole training steps (forward, loss, backward, AdamW)\n"
   "             on synthetic data and print one JSON line\n"
@@ -67,6 +69,8 @@ main(int argc, char **argv)
     return ct_cli_bench(argc - 1, argv + 1);
   if (strcmp(cmd, "fit") == 0)
     return ct_cli_fit(argc - 1, argv + 1);
+  if (strcmp(cmd, "recipe") == 0)
+    return ct_cli_recipe(argc - 1, argv + 1);
   if (strcmp(cmd, "plugins") == 0)
     return ct_cli_plugins(argc - 1, argv + 1);
   if (strcmp(cmd, "init") == 0)

@@ -122,6 +122,14 @@ kind_name(CtRNodeKind kind)
 
 /* ----------------------------------------------------------- messages */
 
+static void
+vfail(GError **error, int code, const char *where, const char *fmt, va_list ap)
+{
+  char *msg = g_strdup_vprintf(fmt, ap);
+  g_set_error(error, CT_ERROR, code, "%s: %s", where, msg);
+  g_free(msg);
+}
+
 /* Sets "WHERE: MESSAGE"; returns FALSE. */
 G_GNUC_PRINTF(4, 5)
 static gboolean
@@ -129,10 +137,8 @@ fail(GError **error, int code, const char *where, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  char *msg = g_strdup_vprintf(fmt, ap);
+  vfail(error, code, where, fmt, ap);
   va_end(ap);
-  g_set_error(error, CT_ERROR, code, "%s: %s", where, msg);
-  g_free(msg);
   return FALSE;
 }
 
@@ -736,7 +742,25 @@ ct_rnode_to_bool(const CtRNode *node, gboolean *out, GError **error)
   return read_bool(node, "", out, error);
 }
 
+gboolean
+ct_recipe_parse_double(const char *text, const char *where, double *out, GError **error)
+{
+  g_return_val_if_fail(text != NULL && where != NULL && out != NULL, FALSE);
+  const CtRNode node = { .kind = CT_RNODE_SCALAR, .where = (char *)where, .text = (char *)text };
+  return read_double(&node, "", out, error);
+}
+
 /* -------------------------------------------------------------- checks */
+
+gboolean
+ct_recipe_error(GError **error, const char *where, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vfail(error, CT_ERROR_CONFIG, where, fmt, ap);
+  va_end(ap);
+  return FALSE;
+}
 
 static size_t
 levenshtein(const char *a, const char *b)

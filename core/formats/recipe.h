@@ -4,9 +4,10 @@
  *
  * Every error message starts with the position of the offending node:
  * "FILE:LINE:COLUMN: " (1-based line and column), or "--set ASSIGNMENT: "
- * for a value that came from an override.  The core sections' schemas live
- * in the caller (learner setup); this module checks any mapping against
- * any CtParamSpec table. */
+ * for a value that came from an override.  This module checks any mapping
+ * against any CtParamSpec table; recipe-schema.h binds such a table to a
+ * typed struct, and the core's sections are described in
+ * core/setup/sections.c. */
 #ifndef CT_RECIPE_H
 #define CT_RECIPE_H
 
@@ -66,6 +67,10 @@ CtRNode *ct_rnode_ensure_mapping(CtRecipe *recipe, CtRNode *map, const char *key
 gboolean ct_rnode_to_int(const CtRNode *node, int64_t *out, GError **error);
 gboolean ct_rnode_to_double(const CtRNode *node, double *out, GError **error);
 gboolean ct_rnode_to_bool(const CtRNode *node, gboolean *out, GError **error);
+/* The same for TEXT written at WHERE, once out of the tree (a typed
+ * section's list value). */
+gboolean ct_recipe_parse_double(const char *text, const char *where, double *out,
+                                GError **error);
 
 /* Check mapping NODE against SCHEMA (terminated by name NULL):
  * - NODE must be a mapping (NULL counts as an empty one);
@@ -79,6 +84,11 @@ gboolean ct_rnode_to_bool(const CtRNode *node, gboolean *out, GError **error);
  * (short_epoch)"). */
 gboolean ct_recipe_check(CtRecipe *recipe, CtRNode *node, const char *context,
                          const CtParamSpec *schema, GError **error);
+
+/* Set a CT_ERROR_CONFIG error "WHERE: MESSAGE" (WHERE a position, as
+ * ct_rnode_where gives); returns FALSE. */
+gboolean ct_recipe_error(GError **error, const char *where, const char *fmt, ...)
+  G_GNUC_PRINTF(3, 4);
 
 /* The best match for WORD among CANDIDATES (NULL-terminated), or NULL. */
 const char *ct_did_you_mean(const char *word, const char *const *candidates);

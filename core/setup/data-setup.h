@@ -4,7 +4,7 @@
 #define CT_DATA_SETUP_H
 
 #include "data/dataset.h"
-#include "formats/recipe.h"
+#include "setup/sections.h"
 
 typedef struct {
   CtDataset *train;   /* (transfer full) */
@@ -13,13 +13,10 @@ typedef struct {
   gboolean learned;   /* the tokenizer was learned from the training captions */
 } CtData;
 
-/* Check `data:` against its schema (filling defaults) without opening
- * anything. */
-gboolean ct_data_check(CtRecipe *recipe, GError **error);
-/* Open the sources, split, subsample and build the tokenizer.  Paths in the
- * recipe are relative to RECIPE_DIR.  Errors from the data name the file
- * and row; errors in the recipe its position. */
-gboolean ct_data_open(CtRecipe *recipe, const char *recipe_dir, const CtConfig *cfg,
+/* Open the sources of section D, split, subsample and build the
+ * tokenizer.  Relative paths start at RECIPE_DIR.  Errors from the data
+ * name the file and row; errors in the recipe its position. */
+gboolean ct_data_open(const CtDataSection *d, const char *recipe_dir, const CtConfig *cfg,
                       uint64_t seed, CtData *data, GError **error);
 void ct_data_clear(CtData *data);
 

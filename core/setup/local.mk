@@ -1,4 +1,5 @@
-# core/setup: turning a recipe into a run: data, optimizer, batch-size search, fit.
+# core/setup: turning a recipe into a run: its typed sections, data, optimizer,
+# batch-size search, callbacks, the run folder, fit.
 # Included by the top Makefile.am; it may include headers from itself
 # and from the folders below it (tests/cli/check-layers.sh).
 libctcore_la_SOURCES += \
@@ -8,5 +9,12 @@ libctcore_la_SOURCES += \
 	%reldir%/max-batch.h \
 	%reldir%/optim-setup.c \
 	%reldir%/optim-setup.h \
+	%reldir%/run-callbacks.c \
+	%reldir%/run-folder.c \
+	%reldir%/run-private.h \
 	%reldir%/run.c \
-	%reldir%/run.h
+	%reldir%/run.h \
+	%reldir%/sections-keys.c \
+	%reldir%/sections-private.h \
+	%reldir%/sections.c \
+	%reldir%/sections.h

@@ -76,63 +76,25 @@ ct_parse_memory_budget(const char *text, size_t *bytes, GError **error)
   return FALSE;
 }
 
-/* The fp16 plugin's precision if the recipe's callbacks name it. */
-static CtPrecision
-recipe_precision(CtRecipe *r)
-{
-  CtRNode *cbs = ct_rnode_get(ct_recipe_root(r), "callbacks");
-  for (size_t i = 0; cbs && ct_rnode_kind(cbs) == CT_RNODE_SEQUENCE && i < ct_rnode_n_items(cbs);
-       i++) {
-    CtRNode *item = ct_rnode_item(cbs, i);
-    CtRNode *params = NULL;
-    if (ct_rnode_kind(item) == CT_RNODE_SCALAR && g_str_equal(ct_rnode_scalar(item), "fp16"))
-      return CT_PRECISION_FP16;
-    if (ct_rnode_kind(item) == CT_RNODE_MAPPING && (params = ct_rnode_get(item, "fp16"))) {
-      CtRNode *p = ct_rnode_kind(params) == CT_RNODE_MAPPING ? ct_rnode_get(params, "precision")
-                                                             : NULL;
-      CtPrecision prec = CT_PRECISION_FP16;
-      if (p && ct_rnode_kind(p) == CT_RNODE_SCALAR)
-        ct_precision_from_name(ct_rnode_scalar(p), &prec, NULL);
-      return prec;
-    }
-  }
-  return CT_PRECISION_FP32;
-}
-
-static int64_t
-lookup_int(CtRecipe *r, const char *path, int64_t fallback)
-{
-  int64_t v = fallback;
-  CtRNode *n = ct_recipe_lookup(r, path);
-  if (n)
-    ct_rnode_to_int(n, &v, NULL);
-  return v;
-}
-
 void
-ct_memory_plan(CtRecipe *r, const CtConfig *cfg, int batch, size_t base, gboolean fused,
-               CtMemoryPlan *plan)
+ct_memory_plan(const CtSections *s, CtPrecision precision, int batch, size_t base,
+               gboolean fused, CtMemoryPlan *plan)
 {
+  const CtConfig *cfg = &s->model.cfg;
   size_t n = ct_config_n_params(cfg), F = sizeof(float), B = (size_t) batch;
-  CtRNode *name = ct_recipe_lookup(r, "optimizer.name");
-  gboolean sgd = name && g_str_equal(ct_rnode_scalar(name), "sgd");
-  CtRNode *ck = ct_recipe_lookup(r, "model.checkpoint");
-  gboolean checkpoint = FALSE;
-  if (ck)
-    ct_rnode_to_bool(ck, &checkpoint, NULL);
-  int nchunks = checkpoint ? (int) lookup_int(r, "model.checkpoint_nchunks", 2) : 0;
+  gboolean sgd = g_str_equal(s->optimizer.name, "sgd");
+  int nchunks = s->model.checkpoint ? s->model.checkpoint_nchunks : 0;
   size_t R = cfg->image_resolution, E = cfg->embed_dim, T = cfg->context_length;
   /* one batch of images and tokens: in the learner and in each prefetched
    * slot of the training loader, plus the validation loader's */
   size_t one = B * (3 * R * R * F + T * sizeof(int32_t));
-  size_t slots = 1 + 2 * (size_t) lookup_int(r, "data.prefetch", 2);
+  size_t slots = 1 + 2 * (size_t) s->data.prefetch;
 
   /* master weights and gradients */
   plan->params = n * F + (fused ? ct_config_fused_grads(cfg) : n) * F;
-  CtRNode *sp = ct_recipe_lookup(r, "optimizer.state_precision");
-  size_t SF = sp && g_str_equal(ct_rnode_scalar(sp), "bf16") ? 2 : F;
+  size_t SF = g_str_equal(s->optimizer.state_precision, "bf16") ? 2 : F;
   plan->optimizer = (sgd ? 1 : 2) * n * SF; /* moments (sgd: momentum) */
-  plan->activations = ct_config_activation_bytes(cfg, batch, recipe_precision(r), nchunks);
+  plan->activations = ct_config_activation_bytes(cfg, batch, precision, nchunks);
   plan->batches = slots * one + 4 * B * E * F + 2 * B * B * F; /* features, d features, logits */
   plan->other = (size_t) 32 << 20;
   plan->base = base;
@@ -147,8 +109,8 @@ gib(size_t b)
 }
 
 int
-ct_max_batch_search(CtRecipe *r, const CtConfig *cfg, gboolean fused, size_t budget, int limit,
-                    GError **error)
+ct_max_batch_search(const CtSections *s, CtPrecision precision, gboolean fused, size_t budget,
+                    int limit, GError **error)
 {
   size_t base = ct_rss_now();
   CtMemoryPlan p;
@@ -158,7 +120,7 @@ ct_max_batch_search(CtRecipe *r, const CtConfig *cfg, gboolean fused, size_t bud
   int lo = 0, hi = limit; /* lo fits (0: none yet); everything above hi fails */
   int probe = 1;
   while (lo < hi) {
-    ct_memory_plan(r, cfg, probe, base, fused, &p);
+    ct_memory_plan(s, precision, probe, base, fused, &p);
     gboolean fits = p.total <= budget && p.activations > 0;
     g_printerr("cliptrain: max-batch-size: batch %d: %.3f GiB = params+grads %.3f + optimizer "
                "%.3f + activations %.3f + batches %.3f + other %.3f + base %.3f: %s\n",
@@ -182,7 +144,7 @@ ct_max_batch_search(CtRecipe *r, const CtConfig *cfg, gboolean fused, size_t bud
                 gib(p.total), gib(budget));
     return 0;
   }
-  ct_memory_plan(r, cfg, lo, base, fused, &p);
+  ct_memory_plan(s, precision, lo, base, fused, &p);
   g_printerr("cliptrain: max-batch-size: using batch %d (predicted %.3f GiB of %.3f)\n", lo,
              gib(p.total), gib(budget));
   return lo;

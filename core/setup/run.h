@@ -31,4 +31,11 @@ CT_API int ct_run_loader_bench(const CtRunOptions *options, int max_batches, CtL
  * 1 when the run fails; ERROR says why. */
 CT_API int ct_run_fit(const CtRunOptions *options, GError **error);
 
+/* `cliptrain recipe RECIPE`: the recipe resolved as a fit would write it
+ * into its run folder (overrides applied, every default filled, the
+ * plugins' included, paths absolute), without running anything: OPTIONS'
+ * recipe and sets are read.  *YAML (transfer full) on success; the exit
+ * status as ct_run_fit's. */
+CT_API int ct_run_resolve(const CtRunOptions *options, char **yaml, GError **error);
+
 #endif

@@ -91,9 +91,11 @@ struct CtLearner {
   gboolean stepped;          /* do_step ran in this batch */
 };
 
-/* Internal status: stop after this batch and save the training state.  It
- * unwinds the loop without running after_* events. */
-#define CT_STATUS_STOP ((CtStatus) 100)
+/* The core's internal statuses, in CtStatus's reserved range (learner.h).
+ * CT_STATUS_STOP: stop after this batch and save the training state.  It
+ * unwinds the loop without running after_* events.  A callback cannot
+ * return it: run_event refuses every status of the reserved range. */
+#define CT_STATUS_STOP CT_STATUS_CUSTOM_FIRST
 
 /* state.c: save the training state at the current batch, and load one
  * before ct_learner_fit() to resume where it was saved. */
@@ -115,6 +117,27 @@ void ct_learner_add_callback(CtLearner *learner, CtCallback *cb);
  * batch, from the training step and the fit's total steps. */
 void ct_learner_set_schedule(CtLearner *learner, CtSchedule *sched);
 void ct_learner_set_recipe_value(CtLearner *learner, const char *path, const char *value);
+/* The run sets everything else through these too, before ct_learner_fit().
+ * Step each residual block inside backward (optimizer.step_in_backward):
+ * the model's block gradients then live in a one-block scratch. */
+gboolean ct_learner_set_step_in_backward(CtLearner *learner, gboolean on, GError **error);
+/* The captions' tokenizer, borrowed: it must outlive the learner. */
+void ct_learner_set_tokenizer(CtLearner *learner, CtTokenizer *tok);
+/* Checkpoint metadata KEY = VALUE, both copied ("vocab", "vocab_file"). */
+void ct_learner_set_checkpoint_meta(CtLearner *learner, const char *key, const char *value);
+/* The resolved recipe's text: checkpoint metadata "recipe", and the sha256
+ * that a training state records and a resume must match. */
+void ct_learner_set_recipe(CtLearner *learner, const char *yaml);
+/* When a fit stops early, leaving a training state (all 0/NULL: never). */
+typedef struct {
+  int64_t stop_after;      /* after this many training steps in all */
+  int64_t save_every;      /* also save a training state every this many steps */
+  gint64 deadline;         /* at this monotonic time, in microseconds */
+  volatile int *stop_flag; /* once this is set (by a signal handler); borrowed */
+} CtLearnerStops;
+void ct_learner_set_stops(CtLearner *learner, const CtLearnerStops *stops);
+/* TRUE when the last fit stopped early and left a training state. */
+gboolean ct_learner_stopped(const CtLearner *learner);
 gboolean ct_learner_fit(CtLearner *learner, GError **error);
 
 /* recorder.c */

@@ -51,7 +51,9 @@ ct_event_from_name(const char *name)
 const char *
 ct_status_name(CtStatus status)
 {
-  return (unsigned) status <= CT_STATUS_ERROR ? status_names[status] : "invalid";
+  if ((unsigned) status <= CT_STATUS_ERROR)
+    return status_names[status];
+  return status >= CT_STATUS_CUSTOM_FIRST ? "custom" : "invalid";
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -165,6 +167,48 @@ ct_learner_set_recipe_value(CtLearner *L, const char *path, const char *value)
   g_hash_table_replace(L->recipe_values, g_strdup(path), g_strdup(value));
 }
 
+gboolean
+ct_learner_set_step_in_backward(CtLearner *L, gboolean on, GError **error)
+{
+  L->step_in_backward = on;
+  return !on || ct_model_set_block_grads_scratch(L->model, TRUE, error);
+}
+
+void
+ct_learner_set_tokenizer(CtLearner *L, CtTokenizer *tok)
+{
+  L->tok = tok;
+}
+
+void
+ct_learner_set_checkpoint_meta(CtLearner *L, const char *key, const char *value)
+{
+  g_hash_table_replace(L->ckpt_meta, g_strdup(key), g_strdup(value));
+}
+
+void
+ct_learner_set_recipe(CtLearner *L, const char *yaml)
+{
+  ct_learner_set_checkpoint_meta(L, "recipe", yaml);
+  g_free(L->recipe_sha256);
+  L->recipe_sha256 = g_compute_checksum_for_string(G_CHECKSUM_SHA256, yaml, -1);
+}
+
+void
+ct_learner_set_stops(CtLearner *L, const CtLearnerStops *s)
+{
+  L->stop_after = s->stop_after;
+  L->save_every = s->save_every;
+  L->deadline = s->deadline;
+  L->stop_flag = s->stop_flag;
+}
+
+gboolean
+ct_learner_stopped(const CtLearner *L)
+{
+  return L->stopped;
+}
+
 static int
 cmp_callbacks(gconstpointer a, gconstpointer b)
 {
@@ -185,25 +229,24 @@ run_event(CtLearner *L, CtEvent ev)
     const CtPluginDescriptor *d = cb->desc;
     if (!(d->events & bit) || !d->on_event)
       continue;
-    if ((bit & CT_EVENTS_INNER) && d->run) {
-      if (L->training && !(d->run & CT_RUN_TRAIN))
-        continue;
-      if (!L->training && !(d->run & CT_RUN_VALID))
-        continue;
-    }
+    if ((bit & CT_EVENTS_INNER) &&
+        !(ct_plugin_desc_run(d) & (L->training ? CT_RUN_TRAIN : CT_RUN_VALID)))
+      continue;
     GError *e = NULL;
     CtStatus st = d->on_event(cb->state, L, ev, &e);
     if (st == CT_STATUS_OK) {
       g_clear_error(&e);
       continue;
     }
-    if (st == CT_STATUS_ERROR || (unsigned) st > CT_STATUS_ERROR) {
+    /* past CT_STATUS_ERROR: garbage, or the reserved range (the core's own
+     * statuses and a callback's private ones), which no callback returns */
+    gboolean invalid = (unsigned) st > CT_STATUS_ERROR;
+    if (st == CT_STATUS_ERROR || invalid) {
       g_clear_error(&L->error);
       g_set_error(&L->error, CT_ERROR, CT_ERROR_FAILED, "plugin %s failed in %s: %s",
                   cb->label, ct_event_name(ev),
                   e ? e->message
-                    : (unsigned) st > CT_STATUS_ERROR ? "it returned an invalid status"
-                                                      : "it gave no reason");
+                    : invalid ? "it returned an invalid status" : "it gave no reason");
       g_clear_error(&e);
       return CT_STATUS_ERROR;
     }

@@ -96,6 +96,29 @@ ct_plugin_find(const char *name, GPtrArray *search, GError **error)
   return NULL;
 }
 
+/* ---------------------------------------------------------------- optional members */
+
+/* The ABI minor that appended each optional member (plugin.h). */
+enum { MINOR_COMM = 1, MINOR_GRADS = 2 };
+
+uint32_t
+ct_plugin_desc_run(const CtPluginDescriptor *d)
+{
+  return d->run ? d->run : CT_RUN_TRAIN | CT_RUN_VALID;
+}
+
+const CtCommOps *
+ct_plugin_desc_comm(const CtPluginDescriptor *d, void *state)
+{
+  return d->abi_minor >= MINOR_COMM && d->comm ? d->comm(state) : NULL;
+}
+
+CtGradsUse
+ct_plugin_desc_grads(const CtPluginDescriptor *d)
+{
+  return d->abi_minor >= MINOR_GRADS ? (CtGradsUse) d->grads : CT_GRADS_UNDECLARED;
+}
+
 /* ---------------------------------------------------------------- open */
 
 static gboolean
@@ -114,10 +137,10 @@ check_descriptor(const char *file, const CtPluginDescriptor *d, GError **error)
                 d->struct_size, d->abi_major, d->abi_minor);
     return FALSE;
   }
-  if (d->abi_minor >= 2 && d->grads > CT_GRADS_WHOLE) {
+  if ((uint32_t) ct_plugin_desc_grads(d) > CT_GRADS_WHOLE) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
                 "%s: plugin declares an unknown use of the gradients (grads = %u)", file,
-                d->grads);
+                (uint32_t) ct_plugin_desc_grads(d));
     return FALSE;
   }
   if (!d->name || !*d->name || !d->on_event) {

@@ -23,6 +23,23 @@ CT_API char *ct_plugin_find(const char *name, GPtrArray *search, GError **error)
  * versions. */
 CT_API const CtPluginDescriptor *ct_plugin_open(const char *file, GError **error);
 
+/* The descriptor's optional members, each resolved here alone with the
+ * ABI minor that added it and its default (as ggml's
+ * ggml_backend_buft_get_max_size): callers never test abi_minor nor a
+ * NULL member themselves.  DESC is a checked descriptor (ct_plugin_open).
+ *
+ * run: the CtRunIn flags of the inner-loop events; 0 means both. */
+CT_API uint32_t ct_plugin_desc_run(const CtPluginDescriptor *desc);
+/* comm (minor 1): the communicator table of STATE, the callback's state
+ * right after create(); NULL (a single process) before minor 1, without
+ * the function, or when it returns NULL. */
+CT_API const CtCommOps *ct_plugin_desc_comm(const CtPluginDescriptor *desc, void *state);
+/* grads (minor 2): what the callback does with the gradients;
+ * CT_GRADS_UNDECLARED before minor 2, whatever the field holds (it was
+ * reserved).  An unknown value is returned as is: ct_plugin_open refuses
+ * it. */
+CT_API CtGradsUse ct_plugin_desc_grads(const CtPluginDescriptor *desc);
+
 /* Every NAME -> file found on SEARCH (first one wins), sorted by name.
  * (transfer full): a GPtrArray of char*, name and file alternating. */
 CT_API GPtrArray *ct_plugin_list(GPtrArray *search);

@@ -36,6 +36,18 @@ typedef enum {
   CT_STATUS_CANCEL_EPOCH,    /* skip the rest of the epoch */
   CT_STATUS_CANCEL_FIT,      /* stop */
   CT_STATUS_ERROR,           /* a real error: the GError says what */
+  /* The reserved range, as GStreamer reserves GST_FLOW_CUSTOM_SUCCESS:
+   * values from CT_STATUS_CUSTOM_FIRST up are neither the loop's cancels
+   * nor errors, so that nobody casts a private value into this enum.
+   *   [CT_STATUS_CUSTOM_FIRST, CT_STATUS_CUSTOM_PLUGIN): the core's own
+   *     internal statuses (the loop's "stop and save the training state");
+   *   CT_STATUS_CUSTOM_PLUGIN and up: a callback's own statuses, to pass
+   *     between its own functions.
+   * on_event must return one of the statuses above, never one of these:
+   * the loop stops the run with an error naming the callback ("it returned
+   * an invalid status"). */
+  CT_STATUS_CUSTOM_FIRST = 100,
+  CT_STATUS_CUSTOM_PLUGIN = 128,
 } CtStatus;
 
 typedef enum {
@@ -82,7 +94,8 @@ typedef enum {
 CT_API const char *ct_event_name(CtEvent event);
 /* The event called NAME, or -1. */
 CT_API int ct_event_from_name(const char *name);
-/* "ok", "cancel_batch", ... (transfer none) */
+/* "ok", "cancel_batch", ... ; "custom" for the reserved range, "invalid"
+ * for any other value.  (transfer none) */
 CT_API const char *ct_status_name(CtStatus status);
 
 typedef struct CtLearner CtLearner;

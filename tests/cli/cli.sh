@@ -15,11 +15,12 @@ one_line() {
   fi
 }
 
-echo "1..22"
+echo "1..32"
 check "--version" 0 "$ct" --version
 expect "--version names the program" "$tmp/out" '^cliptrain [0-9]+\.[0-9]+\.[0-9]+$'
 check "--help" 0 "$ct" --help
 expect "--help lists bench" "$tmp/out" 'bench'
+cp "$tmp/out" "$tmp/help"
 check "no command is bad usage" 2 "$ct"
 check "unknown command is bad usage" 2 "$ct" frobnicate
 one_line "unknown command: one error line"
@@ -35,4 +36,32 @@ check "bench with --batch 0" 2 "$ct" bench --preset tiny --batch 0
 check "init writes weights" 0 "$ct" init --preset tiny --seed 1 --out "$tmp/w.safetensors"
 check "init into a missing folder fails" 1 "$ct" init --preset tiny --out "$tmp/no/such/dir/w.safetensors"
 expect "the error names the file" "$tmp/err" "no/such/dir/w.safetensors"
+
+# cliptrain recipe --keys describes every key that a resolved recipe holds:
+# those a fit writes into its recipe.yaml (cliptrain recipe RECIPE prints
+# the same), for each schedule (each has its own keys) and a ResNet model
+expect "--help lists recipe" "$tmp/help" '^  recipe '
+check "recipe --keys" 0 "$ct" recipe --keys
+cp "$tmp/out" "$tmp/keys"
+printf 'model: {preset: rn}\ndata: {n_train: 8, batch_size: 8}\n' >"$tmp/keys.yaml"
+: >"$tmp/resolved"
+for s in const one_cycle flat_cos warmup_cosine const_cooldown; do
+  "$ct" recipe "$tmp/keys.yaml" --set schedule.name=$s >>"$tmp/resolved" 2>>"$tmp/err" || echo "# $s failed" >>"$tmp/resolved"
+done
+that "recipe RECIPE resolves the recipe with each schedule" '! grep -q "^# " "$tmp/resolved"'
+awk '/^[a-z_]+:/ { sec = $1; sub(/:.*/, "", sec); if (sec == "seed") print "seed"; next }
+     /^  [a-z_0-9]+:/ && sec ~ /^(data|model|optimizer|schedule|fit|output)$/ {
+       k = $1; sub(/:.*/, "", k); print sec "." k }' "$tmp/resolved" | sort -u >"$tmp/written"
+that "the resolved recipes hold the keys of every section" '[ "$(wc -l <"$tmp/written")" -ge 80 ]'
+missing=$(while read -r k; do grep -q "^  $k " "$tmp/keys" || printf ' %s' "$k"; done <"$tmp/written")
+if [ -z "$missing" ]; then ok "recipe --keys describes every key of the resolved recipes"
+else not_ok "recipe --keys lacks:$missing" "$tmp/keys"; fi
+expect "recipe --keys gives a key's type, default, doc and range" "$tmp/keys" \
+  '^  data\.batch_size +int +default 16 +samples per batch \[1, 1048576\]$'
+expect "recipe --keys says the defaults another key chooses" "$tmp/keys" \
+  '^  optimizer\.lr +double +default 5e-4 .*by name: adam 1e-3, sgd 1e-2$'
+printf 'seed: 1\nfit: {epoch: 2}\n' >"$tmp/bad.yaml"
+check "recipe RECIPE with an unknown key is bad usage" 2 "$ct" recipe "$tmp/bad.yaml"
+expect "... naming file:line:col as fit does" "$tmp/err" 'bad.yaml:2:7: fit: unknown key .epoch.; did you mean .epochs.'
+check "recipe without --keys or a recipe is bad usage" 2 "$ct" recipe
 exit $fail

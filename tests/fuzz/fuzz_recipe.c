@@ -1,11 +1,10 @@
 /* fuzz_recipe.c: a recipe file of any bytes through the loader and the
  * validators: ct_recipe_load (extends resolved beside it), a --set
- * assignment (the bytes after the first NUL, if any), the data, optimizer
- * and schedule checks, a schema with every parameter type, fixed
+ * assignment (the bytes after the first NUL, if any), the core's typed
+ * sections (sections.c), a schema with every parameter type, fixed
  * overrides, lookups, and the resolved YAML, which must load again and
  * print the same (cliptrain fit OUT/recipe.yaml must repeat a run). */
-#include "setup/data-setup.h"
-#include "setup/optim-setup.h"
+#include "setup/sections.h"
 #include "formats/recipe.h"
 
 #include "fuzz-util.h"
@@ -83,10 +82,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   CtRNode *root = ct_recipe_root(r);
   if (!ct_recipe_check(r, ct_rnode_get(root, "fit"), "fit", fit_schema, &err))
     fuzz_check_error(&err, NULL);
-  if (!ct_data_check(r, &err))
+  CtSections sections = { 0 };
+  if (!ct_sections_read(r, CT_SECTIONS_ALL, &sections, &err))
     fuzz_check_error(&err, NULL);
-  if (!ct_optim_check(r, &err))
-    fuzz_check_error(&err, NULL);
+  ct_sections_clear(&sections);
   for (const char *const *o = overrides; *o; o++)
     ct_recipe_override(r, *o, NULL);
   for (size_t i = 0; i < ct_rnode_n_items(root); i++) {

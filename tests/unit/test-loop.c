@@ -206,6 +206,61 @@ test_error_names_callback(void)
   g_free(msg);
 }
 
+/* The reserved range is never a cancel nor a stop: a callback that
+ * returns one of its values (the core's own STOP included) fails the run. */
+static void
+test_reserved_status(void)
+{
+  const CtStatus reserved[] = { CT_STATUS_CUSTOM_FIRST, CT_STATUS_STOP, CT_STATUS_CUSTOM_PLUGIN,
+                                CT_STATUS_CUSTOM_PLUGIN + 7 };
+  g_assert_cmpint(CT_STATUS_STOP, >=, CT_STATUS_CUSTOM_FIRST);
+  g_assert_cmpint(CT_STATUS_STOP, <, CT_STATUS_CUSTOM_PLUGIN);
+  g_assert_cmpstr(ct_status_name(CT_STATUS_CUSTOM_PLUGIN), ==, "custom");
+  g_assert_cmpstr(ct_status_name((CtStatus) 50), ==, "invalid");
+  g_assert_cmpstr(ct_status_name(CT_STATUS_CANCEL_FIT), ==, "cancel_fit");
+  for (size_t i = 0; i < G_N_ELEMENTS(reserved); i++) {
+    gboolean ok;
+    char *msg = NULL;
+    g_autofree char *log = run_with(CT_EVENT_AFTER_LOSS, reserved[i], 1, TRUE, &ok, &msg);
+    g_assert_false(ok);
+    g_assert_nonnull(strstr(msg, "canceller (test) failed in after_loss"));
+    g_assert_nonnull(strstr(msg, "it returned an invalid status"));
+    g_assert_true(g_str_has_suffix(log, "after_pred after_loss"));
+    g_free(msg);
+  }
+}
+
+static const CtCommOps *
+no_comm(void *state)
+{
+  return state;
+}
+
+/* Optional members read through their accessors: each minor's field only
+ * from that minor on, with the defaults before it. */
+static void
+test_desc_accessors(void)
+{
+  static const CtCommOps ops = { .struct_size = sizeof(CtCommOps) };
+  CtPluginDescriptor d = spy_desc;
+  d.comm = no_comm;
+  d.grads = CT_GRADS_UNUSED;
+  d.run = 0;
+  d.abi_minor = 0;
+  g_assert_null(ct_plugin_desc_comm(&d, (void *) &ops));
+  g_assert_cmpint(ct_plugin_desc_grads(&d), ==, CT_GRADS_UNDECLARED);
+  g_assert_cmpuint(ct_plugin_desc_run(&d), ==, CT_RUN_TRAIN | CT_RUN_VALID);
+  d.abi_minor = 1;
+  g_assert_true(ct_plugin_desc_comm(&d, (void *) &ops) == &ops);
+  g_assert_cmpint(ct_plugin_desc_grads(&d), ==, CT_GRADS_UNDECLARED);
+  d.abi_minor = 2;
+  d.run = CT_RUN_VALID;
+  g_assert_cmpint(ct_plugin_desc_grads(&d), ==, CT_GRADS_UNUSED);
+  g_assert_cmpuint(ct_plugin_desc_run(&d), ==, CT_RUN_VALID);
+  d.comm = NULL;
+  g_assert_null(ct_plugin_desc_comm(&d, (void *) &ops));
+}
+
 static void
 test_no_loss(void)
 {
@@ -487,6 +542,8 @@ main(int argc, char **argv)
   g_test_add_func("/loop/event-order", test_event_order);
   g_test_add_func("/loop/cancels", test_cancels);
   g_test_add_func("/loop/error-names-callback", test_error_names_callback);
+  g_test_add_func("/loop/reserved-status", test_reserved_status);
+  g_test_add_func("/loop/plugin-desc-accessors", test_desc_accessors);
   g_test_add_func("/loop/no-loss", test_no_loss);
   g_test_add_func("/loop/callback-order", test_callback_order);
   g_test_add_func("/loop/run-in", test_run_in);

@@ -1,10 +1,14 @@
 /* test-recipe.c: YAML recipes: parsing with positions, aliases, extends
  * chains and cycles, --set overrides, schema checks (a table of broken
- * recipes), defaults, did-you-mean, YAML round trips and atomic writes. */
+ * recipes), defaults, did-you-mean, YAML round trips and atomic writes;
+ * the core's typed sections read from one schema table each. */
 #include "config.h"
 
 #include "formats/recipe.h"
+#include "setup/sections-private.h"
 #include "test-util.h"
+
+#include <cliptrain/schedule.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -861,6 +865,165 @@ test_write(void)
   g_free(dir);
 }
 
+/* ---------------------------------------------------------------- typed sections */
+
+static void
+test_sections_typed(void)
+{
+  GError *err = NULL;
+  CtRecipe *r = load("seed: 7\n"
+                     "data: {batch_size: 4, templates: ['a {label}', b], captions: {cat: a cat},\n"
+                     "       path: imgs, n_train: 3}\n"
+                     "model: {preset: rn, vision_layers: [1, 1, 2, 1], image_resolution: 32}\n"
+                     "optimizer: {name: adam, lr_mult: {'visual.*': 2}, freeze: [logit_scale]}\n"
+                     "schedule: {name: flat_cos}\n"
+                     "fit: {epochs: 3}\n");
+  CtSections s = { 0 };
+  g_assert_true(ct_sections_read(r, CT_SECTIONS_ALL, &s, &err));
+  g_assert_no_error(err);
+  g_assert_cmpuint(s.seed, ==, 7);
+  /* data: values, defaults, lists with their positions */
+  g_assert_cmpint(s.data.batch_size, ==, 4);
+  g_assert_cmpint(s.data.n_train, ==, 3);
+  g_assert_cmpstr(s.data.dataset, ==, "synthetic");
+  g_assert_true(s.data.shuffle);
+  g_assert_cmpfloat(s.data.min_scale, ==, 0.9);
+  g_assert_cmpuint(s.data.templates.n, ==, 2);
+  g_assert_cmpstr(s.data.templates.values[0], ==, "a {label}");
+  g_assert_null(s.data.templates.values[2]);
+  g_assert_cmpstr(s.data.captions.keys[0], ==, "cat");
+  g_assert_cmpstr(s.data.captions.values[0], ==, "a cat");
+  g_assert_cmpstr(s.data.captions.where[0], ==, "r.yaml:2:68");
+  g_assert_cmpstr(ct_section_where(&s.data.base, offsetof(CtDataSection, batch_size)), ==,
+                  "r.yaml:2:20");
+  g_assert_cmpstr(ct_section_where(&s.data.base, offsetof(CtDataSection, prefetch)), ==,
+                  "default");
+  g_assert_true(ct_section_is_set(&s.data.base, offsetof(CtDataSection, batch_size)));
+  g_assert_false(ct_section_is_set(&s.data.base, offsetof(CtDataSection, workers)));
+  /* model: the preset, the stages from a list, validated */
+  g_assert_cmpstr(s.model.preset, ==, "rn");
+  g_assert_cmpint(s.model.cfg.vision_stages[2], ==, 2);
+  g_assert_cmpint(s.model.cfg.vision_layers, ==, 5);
+  g_assert_cmpint(s.model.cfg.image_resolution, ==, 32);
+  g_assert_cmpint(s.model.cfg.embed_dim, ==, 64);
+  g_assert_cmpint(s.model.checkpoint_nchunks, ==, 2);
+  assert_scalar(r, "model.vision_stage3", "2", "r.yaml:4:36");
+  /* optimizer: adam's defaults; schedule: flat_cos's keys alone */
+  g_assert_cmpfloat(s.optimizer.lr, ==, 1e-3);
+  g_assert_cmpfloat(s.optimizer.beta2, ==, 0.99);
+  assert_scalar(r, "optimizer.eps", "1e-5", "default");
+  g_assert_cmpstr(s.optimizer.lr_mult.keys[0], ==, "visual.*");
+  g_assert_cmpstr(s.optimizer.freeze.where[0], ==, "r.yaml:5:60");
+  g_assert_cmpstr(s.optimizer.step_in_backward, ==, "auto");
+  g_assert_cmpfloat(s.schedule.pct_start, ==, 0.75);
+  g_assert_cmpfloat(s.schedule.div, ==, 0);
+  g_assert_null(ct_recipe_lookup(r, "schedule.div"));
+  CtRNode *sched = ct_recipe_lookup(r, "schedule");
+  g_assert_cmpstr(ct_rnode_key(sched, 1), ==, "pct_start");
+  g_assert_cmpstr(ct_rnode_key(sched, 2), ==, "div_final");
+  g_assert_cmpint(s.fit.epochs, ==, 3);
+  g_assert_cmpint(s.fit.threads, ==, 2);
+  g_assert_cmpstr(s.output.dir, ==, "");
+  g_assert_null(s.plugin_path[0]);
+  /* a value set later goes into the field and the tree */
+  ct_section_set_int(r, &s.data.base, offsetof(CtDataSection, batch_size), 9, "--here");
+  g_assert_cmpint(s.data.batch_size, ==, 9);
+  assert_scalar(r, "data.batch_size", "9", "--here");
+  ct_sections_absolute_paths(r, &s, "/base");
+  g_assert_cmpstr(s.data.path, ==, "/base/imgs");
+  assert_scalar(r, "data.path", "/base/imgs", "r.yaml:3:14");
+  g_assert_cmpstr(s.data.vocab, ==, "");
+  ct_sections_clear(&s);
+  ct_recipe_free(r);
+
+  /* the data and model sections alone (bench --loader): no optimizer read */
+  r = load("optimizer: {lr: fast}\n");
+  g_assert_true(ct_sections_read(r, CT_SECTIONS_DATA | CT_SECTIONS_MODEL, &s, &err));
+  g_assert_no_error(err);
+  g_assert_null(s.optimizer.name);
+  ct_sections_clear(&s);
+  ct_recipe_free(r);
+}
+
+/* Bad sections: the messages that `cliptrain fit` gives. */
+static void
+test_sections_errors(void)
+{
+  static const struct {
+    const char *yaml, *prefix, *text;
+  } rows[] = {
+    { "sed: 1\n", "r.yaml:1:6: ", "unknown section 'sed'; did you mean 'seed'? (known: seed, data, model" },
+    { "seed: -1\n", "r.yaml:1:7: ", "seed: expected a non-negative integer" },
+    { "data: {batch_size: 0}\n", "r.yaml:1:20: ", "data.batch_size: 0 is out of range [1, 1048576]" },
+    { "data: [1]\n", "r.yaml:1:7: ", "data: expected a mapping" },
+    { "model: 3\n", "r.yaml:1:8: ", "model: expected a mapping" },
+    { "model: {preset: vitb99}\n", "r.yaml:1:17: ", "model.preset: unknown preset 'vitb99'" },
+    { "model: {vision_layers: [1, 2]}\n", "r.yaml:1:24: ", "needs 4 counts" },
+    { "model: {vision_width: 30, vision_heads: 7}\n", "r.yaml:1:8: ", "model: " },
+    { "optimizer: {name: adamx}\n", "r.yaml:1:19: ", "optimizer.name: 'adamx' is not one of adam|adamw|sgd" },
+    { "schedule: {name: const, div: 2}\n", "r.yaml:1:25: ", "schedule: unknown key 'div' (known: name, warmup)" },
+    { "schedule: {name: cosine}\n", "r.yaml:1:18: ", "schedule.name: 'cosine' is not one of const|one_cycle" },
+    { "fit: {epoch: 2}\n", "r.yaml:1:7: ", "fit: unknown key 'epoch'; did you mean 'epochs'?" },
+    { "output: {dirs: x}\n", "r.yaml:1:10: ", "did you mean 'dir'?" },
+    { "plugin_path: x\n", "r.yaml:1:14: ", "plugin_path: expected a list of folders" },
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(rows); i++) {
+    GError *err = NULL;
+    CtRecipe *r = load(rows[i].yaml);
+    CtSections s = { 0 };
+    g_assert_false(ct_sections_read(r, CT_SECTIONS_ALL, &s, &err));
+    assert_error(&err, CT_ERROR_CONFIG, rows[i].prefix, rows[i].text);
+    ct_sections_clear(&s);
+    ct_recipe_free(r);
+  }
+}
+
+/* The tables agree with the modules they describe, and --keys says every
+ * key of them. */
+static void
+test_sections_tables(void)
+{
+  const CtSectionInfo *model = NULL, *schedule = NULL;
+  for (const CtSectionInfo *i = ct_section_infos; i->name; i++) {
+    if (g_str_equal(i->name, "model"))
+      model = i;
+    if (g_str_equal(i->name, "schedule"))
+      schedule = i;
+  }
+  g_assert_nonnull(model);
+  g_assert_nonnull(schedule);
+  /* model: preset, then every config key in ct_config_keys() order */
+  const char *const *ck = ct_config_keys();
+  for (size_t i = 0; ck[i]; i++)
+    g_assert_cmpstr(model->keys[i + 1].spec.name, ==, ck[i]);
+  /* schedule: every schedule's every parameter (but lr) is in the table */
+  g_autofree char *names = g_strjoinv("|", (char **) ct_schedule_names());
+  g_assert_cmpstr(schedule->keys[0].spec.choices, ==, names);
+  for (const char *const *n = ct_schedule_names(); *n; n++) {
+    g_auto(GStrv) d = ct_sections_schedule_defaults(*n);
+    for (char **p = d; p[0]; p += 2) {
+      gboolean found = FALSE;
+      for (const CtSectionKey *k = schedule->keys; k->spec.name; k++)
+        found = found || g_str_equal(k->spec.name, p[0]);
+      if (!found)
+        g_printerr("# schedule %s: parameter %s is not in the table\n", *n, p[0]);
+      g_assert_true(found);
+    }
+  }
+  g_autofree char *text = ct_sections_describe();
+  for (const CtParamSpec *p = ct_top_level_keys; p->name; p++) {
+    g_autofree char *line = g_strdup_printf("\n  %s ", p->name);
+    g_assert_nonnull(strstr(text, line));
+  }
+  for (const CtSectionInfo *i = ct_section_infos; i->name; i++)
+    for (const CtSectionKey *k = i->keys; k->spec.name; k++) {
+      g_autofree char *line = g_strdup_printf("\n  %s.%s ", i->name, k->spec.name);
+      if (!strstr(text, line))
+        g_printerr("# --keys lacks %s.%s\n", i->name, k->spec.name);
+      g_assert_nonnull(strstr(text, line));
+    }
+}
+
 int
 main(int argc, char **argv)
 {
@@ -878,5 +1041,8 @@ main(int argc, char **argv)
   g_test_add_func("/recipe/override/bad", test_override_bad);
   g_test_add_func("/recipe/to-yaml/roundtrip", test_to_yaml_roundtrip);
   g_test_add_func("/recipe/write/atomic", test_write);
+  g_test_add_func("/recipe/sections/typed", test_sections_typed);
+  g_test_add_func("/recipe/sections/errors", test_sections_errors);
+  g_test_add_func("/recipe/sections/tables", test_sections_tables);
   return g_test_run();
 }

@@ -1,0 +1,51 @@
+/* run-private.h: the parts of a run (run.c) that live in their own
+ * files: the recipe's plugins made callbacks (run-callbacks.c) and the run
+ * folder (run-folder.c).  Not installed. */
+#ifndef CT_RUN_PRIVATE_H
+#define CT_RUN_PRIVATE_H
+
+#include "setup/data-setup.h"
+#include "setup/sections.h"
+#include "train/learner-private.h"
+
+/* run-callbacks.c */
+
+/* The plugins of the recipe's callbacks and metrics, in order: found on
+ * SEARCH, opened, their parameters checked (defaults written into the
+ * tree) and filled; appended to CBS as CtCallback (not created yet).
+ * *PRECISION gets the activation precision of the first fp16 callback
+ * (CT_PRECISION_FP32 without one), for --max-batch-size.  Errors are
+ * CT_ERROR_CONFIG at the item's position. */
+gboolean ct_run_callbacks_load(CtRecipe *recipe, GPtrArray *search, GPtrArray *cbs,
+                               CtPrecision *precision, GError **error);
+/* create() each callback: a refusal of its parameters is a bad recipe
+ * (CT_ERROR_CONFIG, naming it). */
+gboolean ct_run_callbacks_create(GPtrArray *cbs, GError **error);
+/* optimizer.step_in_backward (VALUE: auto|true|false) with the callbacks'
+ * use of the gradients: "true" is refused with a callback that needs
+ * every gradient before any step (CT_GRADS_WHOLE); "auto" is on when every
+ * callback declares that it uses none (CT_GRADS_UNUSED).  RECIPE_PATH
+ * names a callback without a position. */
+gboolean ct_run_step_in_backward(const char *value, GPtrArray *cbs, const char *recipe_path,
+                                 gboolean *on, GError **error);
+/* The communicator of the first created callback that provides one
+ * (every other provider must see the same group), else a single process.
+ * (transfer full) */
+CtComm *ct_run_comm(GPtrArray *cbs, GError **error);
+
+/* run-folder.c */
+
+/* runs/<recipe's base name>-<local time>.  (transfer full) */
+char *ct_run_default_dir(const char *recipe_path);
+/* *S becomes rank 0's string on every rank of COMM. */
+gboolean ct_run_share_string(CtComm *comm, char **s, GError **error);
+/* A new run's folder OUT: recipe.yaml (RECIPE as YAML, the text YAML),
+ * manifest.json (version, recipe sha256, SEED, THREADS, the BLAS core,
+ * step_in_backward IN_BACKWARD, each plugin of CBS with its file's
+ * sha256), and vocab.txt when DATA's tokenizer was learned.  A folder that
+ * already holds a run is refused (CT_ERROR_IO). */
+gboolean ct_run_folder_prepare(CtRecipe *recipe, const char *out, const char *yaml,
+                               GPtrArray *cbs, uint64_t seed, int threads, gboolean in_backward,
+                               const CtData *data, GError **error);
+
+#endif
