@@ -3,7 +3,7 @@
  *   dataset: synthetic | image_folder | csv | tsv | idx | webdataset
  *
  * Labelled sources (image_folder, idx) get captions from their class names
- * through `captions` (a map, the seed's num_to_txt) and `templates`
+ * through `captions` (a map, the fastai/self_supervised CLIP module's num_to_txt) and `templates`
  * ("a photo of a {label}."; training draws one per sample and epoch,
  * validation uses the first).  Without `vocab`, BPE merges are learned from
  * the training captions up to `vocab_size` (0: the model's). */

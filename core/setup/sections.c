@@ -51,7 +51,7 @@ static const CtSectionKey data_keys[] = {
   D(valid_images, "valid_images", CT_PARAM_STRING, "t10k-images-idx3-ubyte.gz", "idx: validation images", 0, 0, NULL),
   D(valid_labels, "valid_labels", CT_PARAM_STRING, "t10k-labels-idx1-ubyte.gz", "idx: validation labels", 0, 0, NULL),
   D(classes, "classes", CT_PARAM_STRING, "", "idx class names: digits or fashion_mnist (empty: from the source)", 0, 0, "|digits|fashion_mnist"),
-  D(captions, "captions", CT_PARAM_MAP, "{}", "class name -> caption text (the seed's num_to_txt)", 0, 0, NULL),
+  D(captions, "captions", CT_PARAM_MAP, "{}", "class name -> caption text (num_to_txt in the fastai/self_supervised CLIP module)", 0, 0, NULL),
   D(templates, "templates", CT_PARAM_LIST, "['{label}']", "caption templates for labelled data", 0, 0, NULL),
   CT_PATH_KEY(CtDataSection, vocab, "vocab", "",
               "BPE merges file (OpenAI's bpe_simple_vocab_16e6.txt.gz); empty: learn"),
