@@ -3,23 +3,51 @@
 
 #include "base/profile-private.h"
 
+#include <time.h>
+
 int ct_prof_on;
 double ct_prof_s[CT_PROF_N];
+static gboolean enabled;
+static double t_open; /* when the open region began */
 
 static const char *const names[CT_PROF_N] = {
   "gemm", "attention", "layernorm", "gelu", "embed", "elementwise", "loss", "optimizer",
 };
 
+static double
+now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+}
+
+int
+ct_prof_enter(CtProfKind kind)
+{
+  ct_prof_on = 0; /* what runs inside is this region's */
+  t_open = now();
+  return kind;
+}
+
+void
+ct_prof_leave(int kind)
+{
+  ct_prof_s[kind] += now() - t_open;
+  ct_prof_on = enabled;
+}
+
 void
 ct_profile_enable(gboolean on)
 {
+  enabled = on;
   ct_prof_on = on ? 1 : 0;
 }
 
 gboolean
 ct_profile_enabled(void)
 {
-  return ct_prof_on;
+  return enabled;
 }
 
 void

@@ -11,6 +11,7 @@
 
 #include "kernels/ops.h"
 #include "base/parallel.h"
+#include "base/profile-private.h"
 
 #include <math.h>
 #include <string.h>
@@ -73,7 +74,9 @@ forward_range(void *ctx, size_t begin, size_t end, int thread)
 static void
 forward(AttJob *j, int B)
 {
+  CT_PROF_BEGIN(CT_PROF_ATTENTION);
   ct_parallel_for((size_t) B * j->H, 1, forward_range, j);
+  CT_PROF_END();
 }
 
 void
@@ -136,7 +139,9 @@ backward_range(void *ctx, size_t begin, size_t end, int thread)
 static void
 backward(AttJob *j, int B)
 {
+  CT_PROF_BEGIN(CT_PROF_ATTENTION);
   ct_parallel_for((size_t) B * j->H, 1, backward_range, j);
+  CT_PROF_END();
 }
 
 void

@@ -8,6 +8,7 @@
 
 #include "kernels/ops.h"
 #include "base/parallel.h"
+#include "base/profile-private.h"
 
 #include <math.h>
 
@@ -45,9 +46,11 @@ void
 ct_poolattn_forward(float *out, float *att, const float *q, const float *k, const float *v,
                     int B, int T, int C, int H, CtPrecision prec)
 {
+  CT_PROF_BEGIN(CT_PROF_ATTENTION);
   PoolAttJob j = { .out = out, .att = att, .q = q, .k = k, .v = v, .T = T, .C = C, .H = H,
                    .prec = prec };
   ct_parallel_for((size_t) B * H, 1, fwd_range, &j);
+  CT_PROF_END();
 }
 
 static void
@@ -83,9 +86,11 @@ ct_poolattn_backward(float *dq, float *dk, float *dv, const float *dout, const f
                      const float *k, const float *v, const float *att, int B, int T, int C,
                      int H, CtPrecision prec)
 {
+  CT_PROF_BEGIN(CT_PROF_ATTENTION);
   PoolAttJob j = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v,
                    .att = (float *) att, .T = T, .C = C, .H = H, .prec = prec };
   ct_parallel_for((size_t) B * H, 1, bwd_range, &j);
+  CT_PROF_END();
 }
 
 /* ---- tokens: [mean of x ; x] + positional embedding ---- */
@@ -93,6 +98,7 @@ ct_poolattn_backward(float *dq, float *dk, float *dv, const float *dout, const f
 void
 ct_poolattn_tokens_forward(float *X, const float *x, const float *pos, int B, int HW, int C)
 {
+  CT_PROF_BEGIN(CT_PROF_EMBED);
   int T = HW + 1;
   for (int b = 0; b < B; b++) {
     float *X0 = X + (size_t) b * T * C;
@@ -108,11 +114,13 @@ ct_poolattn_tokens_forward(float *X, const float *x, const float *pos, int B, in
       for (int c = 0; c < C; c++)
         X0[(size_t) (1 + i) * C + c] = xb[(size_t) i * C + c] + pos[(size_t) (1 + i) * C + c];
   }
+  CT_PROF_END();
 }
 
 void
 ct_poolattn_tokens_backward(float *dx, float *dpos, const float *dX, int B, int HW, int C)
 {
+  CT_PROF_BEGIN(CT_PROF_EMBED);
   int T = HW + 1;
   for (int b = 0; b < B; b++) {
     const float *d = dX + (size_t) b * T * C;
@@ -123,4 +131,5 @@ ct_poolattn_tokens_backward(float *dx, float *dpos, const float *dX, int B, int 
     for (size_t e = 0; e < (size_t) T * C; e++)
       dpos[e] += d[e];
   }
+  CT_PROF_END();
 }

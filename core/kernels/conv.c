@@ -15,6 +15,7 @@
 
 #include "kernels/ops.h"
 #include "base/parallel.h"
+#include "base/profile-private.h"
 
 #include <string.h>
 
@@ -137,6 +138,7 @@ void
 ct_conv2d_forward(CtPrecision prec, float *out, float *col, float *wr, const float *in,
                   const float *w, const CtConv *cv, int B)
 {
+  CT_PROF_BEGIN(CT_PROF_GEMM);
   int ckk = cv->C * cv->K * cv->K, HoWo = cv->Ho * cv->Wo;
   const float *wp = w;
   if (prec != CT_PRECISION_FP32) {
@@ -145,6 +147,7 @@ ct_conv2d_forward(CtPrecision prec, float *out, float *col, float *wr, const flo
   }
   if (is_pointwise(cv) && prec == CT_PRECISION_FP32) {
     ct_linear_forward(out, in, wp, NULL, B * HoWo, ckk, cv->OC);
+    CT_PROF_END();
     return;
   }
   int chunk = ct_conv_chunk(cv, B);
@@ -161,12 +164,14 @@ ct_conv2d_forward(CtPrecision prec, float *out, float *col, float *wr, const flo
                       cv->OC);
   }
   ct_round(prec, out, (size_t) B * HoWo * cv->OC);
+  CT_PROF_END();
 }
 
 void
 ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, float *dcol, float *wr,
                    float *dout, const float *in, const float *w, const CtConv *cv, int B)
 {
+  CT_PROF_BEGIN(CT_PROF_GEMM);
   int ckk = cv->C * cv->K * cv->K, HoWo = cv->Ho * cv->Wo;
   const float *wp = w;
   if (prec != CT_PRECISION_FP32) {
@@ -176,6 +181,7 @@ ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, float *d
   }
   if (is_pointwise(cv) && prec == CT_PRECISION_FP32) {
     ct_linear_backward(din, dw, NULL, dout, in, wp, B * HoWo, ckk, cv->OC);
+    CT_PROF_END();
     return;
   }
   int chunk = ct_conv_chunk(cv, B);
@@ -213,4 +219,5 @@ ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, float *d
     ColCtx x = { .cv = cv, .din = din + b0 * in_n, .dcol = dcol };
     ct_parallel_for((size_t) nb * cv->H, 4, col2im_rows, &x);
   }
+  CT_PROF_END();
 }

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "kernels/ops.h"
+#include "base/profile-private.h"
 
 #include <string.h>
 
@@ -11,6 +12,7 @@ void
 ct_token_embed_forward(float *out, const int32_t *tokens, const float *wte,
                        const float *wpe, int B, int T, int C)
 {
+  CT_PROF_BEGIN(CT_PROF_EMBED);
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++) {
       const float *e = wte + (size_t) tokens[b * T + t] * C;
@@ -19,12 +21,14 @@ ct_token_embed_forward(float *out, const int32_t *tokens, const float *wte,
       for (int c = 0; c < C; c++)
         o[c] = e[c] + p[c];
     }
+  CT_PROF_END();
 }
 
 void
 ct_token_embed_backward(float *dwte, float *dwpe, const float *dout,
                         const int32_t *tokens, int B, int T, int C)
 {
+  CT_PROF_BEGIN(CT_PROF_EMBED);
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++) {
       const float *d = dout + ((size_t) b * T + t) * C;
@@ -39,11 +43,13 @@ ct_token_embed_backward(float *dwte, float *dwpe, const float *dout,
           p[c] += d[c];
       }
     }
+  CT_PROF_END();
 }
 
 void
 ct_patchify(float *patches, const float *images, int B, int R, int P)
 {
+  CT_PROF_BEGIN(CT_PROF_EMBED);
   int G = R / P;
   size_t K = (size_t) 3 * P * P;
   for (int b = 0; b < B; b++)
@@ -56,12 +62,14 @@ ct_patchify(float *patches, const float *images, int B, int R, int P)
             memcpy(row + ((size_t) c * P + ky) * P, src, sizeof(float) * P);
           }
       }
+  CT_PROF_END();
 }
 
 void
 ct_patch_assemble_forward(float *out, const float *patch_out, const float *cls,
                           const float *pos, int B, int GG, int C)
 {
+  CT_PROF_BEGIN(CT_PROF_EMBED);
   int T = GG + 1;
   for (int b = 0; b < B; b++) {
     float *o = out + (size_t) b * T * C;
@@ -75,12 +83,14 @@ ct_patch_assemble_forward(float *out, const float *patch_out, const float *cls,
         dst[c] = src[c] + p[c];
     }
   }
+  CT_PROF_END();
 }
 
 void
 ct_patch_assemble_backward(float *dpatch_out, float *dcls, float *dpos,
                            const float *dout, int B, int GG, int C)
 {
+  CT_PROF_BEGIN(CT_PROF_EMBED);
   int T = GG + 1;
   for (int b = 0; b < B; b++) {
     const float *d = dout + (size_t) b * T * C;
@@ -101,4 +111,5 @@ ct_patch_assemble_backward(float *dpatch_out, float *dcls, float *dpos,
       }
     }
   }
+  CT_PROF_END();
 }

@@ -5,6 +5,7 @@
 #include "kernels/ops.h"
 #include "base/parallel.h"
 #include "base/vmath.h"
+#include "base/profile-private.h"
 
 #include <math.h>
 
@@ -149,8 +150,10 @@ gelu_forward_range(void *ctx, size_t begin, size_t end, int thread)
 void
 ct_quickgelu_forward(float *out, const float *in, size_t n)
 {
+  CT_PROF_BEGIN(CT_PROF_GELU);
   EwJob j = { .out = out, .in = in };
   ct_parallel_for(n, 16384, gelu_forward_range, &j);
+  CT_PROF_END();
 }
 
 static void
@@ -170,8 +173,10 @@ gelu_backward_range(void *ctx, size_t begin, size_t end, int thread)
 void
 ct_quickgelu_backward(float *din, const float *dout, const float *in, size_t n)
 {
+  CT_PROF_BEGIN(CT_PROF_GELU);
   EwJob j = { .out = din, .in = in, .dout = dout };
   ct_parallel_for(n, 16384, gelu_backward_range, &j);
+  CT_PROF_END();
 }
 
 typedef struct {
@@ -197,8 +202,18 @@ gelu_slope_range(void *ctx, size_t begin, size_t end, int thread)
 void
 ct_quickgelu_forward_slope(float *out, float *slope, const float *in, size_t n)
 {
+  CT_PROF_BEGIN(CT_PROF_GELU);
   SlopeJob j = { .out = out, .slope = slope, .in = in };
   ct_parallel_for(n, 16384, gelu_slope_range, &j);
+  CT_PROF_END();
+}
+
+void
+ct_quickgelu_backward_slope(float *d, const float *slope, size_t n)
+{
+  CT_PROF_BEGIN(CT_PROF_GELU);
+  ct_mul_inplace(d, slope, n);
+  CT_PROF_END();
 }
 
 /* ---------------------------------------------------------------- exp */

@@ -11,6 +11,7 @@
 #include "kernels/ops.h"
 #include "base/parallel.h"
 #include "base/vec.h"
+#include "base/profile-private.h"
 
 #include <math.h>
 
@@ -61,8 +62,10 @@ void
 ct_layernorm_forward(float *out, float *mean, float *rstd, const float *in,
                      const float *w, const float *b, int N, int C)
 {
+  CT_PROF_BEGIN(CT_PROF_LAYERNORM);
   LnJob j = { .out = out, .mean = mean, .rstd = rstd, .in = in, .w = w, .b = b, .C = C };
   ct_parallel_for((size_t) N, 16, forward_rows, &j);
+  CT_PROF_END();
 }
 
 /* d input of one row, added into DX: (C). */
@@ -141,10 +144,12 @@ ct_layernorm_backward(float *din, float *dw, float *db, const float *dout,
                       const float *in, const float *mean, const float *rstd,
                       const float *w, int N, int C)
 {
+  CT_PROF_BEGIN(CT_PROF_LAYERNORM);
   LnJob j = { .din = din, .dw = dw, .db = db, .dout = dout, .in = in, .cmean = mean,
               .crstd = rstd, .w = w, .N = N, .C = C };
   if (din)
     ct_parallel_for((size_t) N, 16, backward_rows, &j);
   if (dw || db)
     ct_parallel_for((size_t) (C + 15) / 16, 4, param_grad_range, &j);
+  CT_PROF_END();
 }

@@ -4,6 +4,7 @@
 #include "base/gemm.h"
 #include "kernels/ops.h"
 #include "base/parallel.h"
+#include "base/profile-private.h"
 
 #include <string.h>
 
@@ -44,16 +45,19 @@ void
 ct_linear_forward(float *out, const float *in, const float *w, const float *b,
                   int N, int C, int OC)
 {
+  CT_PROF_BEGIN(CT_PROF_GEMM);
   /* out's rows start as the bias (copied inside each thread's block of
    * rows), and the product adds to them */
   CtGemm g = { FALSE, TRUE, N, OC, C, 1.0f, in, C, w, C, b ? 1.0f : 0.0f, out, OC, b };
   ct_sgemm_many(&g, 1);
+  CT_PROF_END();
 }
 
 void
 ct_linear_backward(float *din, float *dw, float *db, const float *dout,
                    const float *in, const float *w, int N, int C, int OC)
 {
+  CT_PROF_BEGIN(CT_PROF_GEMM);
   /* din = dout @ w and dw = dout^T @ in side by side */
   CtGemm g[2];
   int n = 0;
@@ -68,18 +72,22 @@ ct_linear_backward(float *din, float *dw, float *db, const float *dout,
     /* a thread's share: at least 64 columns, 64 KiB of rows */
     ct_parallel_for((size_t) OC, MAX(64, 16384 / MAX(N, 1)), bias_range, &j);
   }
+  CT_PROF_END();
 }
 
 void
 ct_matmul_forward(float *out, const float *in, const float *w, int N, int C, int E)
 {
+  CT_PROF_BEGIN(CT_PROF_GEMM);
   ct_sgemm(FALSE, FALSE, N, E, C, 1.0f, in, C, w, E, 0.0f, out, E);
+  CT_PROF_END();
 }
 
 void
 ct_matmul_backward(float *din, float *dw, const float *dout, const float *in,
                    const float *w, int N, int C, int E)
 {
+  CT_PROF_BEGIN(CT_PROF_GEMM);
   CtGemm g[2];
   int n = 0;
   if (din)
@@ -88,4 +96,5 @@ ct_matmul_backward(float *din, float *dw, const float *dout, const float *in,
     g[n++] = (CtGemm) { TRUE, FALSE, C, E, N, 1.0f, in, C, dout, E, 1.0f, dw, E, NULL };
   if (n)
     ct_sgemm_many(g, n);
+  CT_PROF_END();
 }

@@ -6,7 +6,12 @@
  * ADD into their gradient outputs (+=) unless a comment says otherwise, so
  * that residual branches and shared weights just work; a NULL gradient
  * output is skipped.  Every matrix product goes through cblas_sgemm.
- * Nothing here allocates. */
+ * Nothing here allocates.
+ *
+ * Profiling: each kernel adds its own wall time to one counter of
+ * profile.h, named in brackets in its heading (a kernel that another
+ * calls counts in the caller's: base/profile-private.h), so that the
+ * model calls kernels as plain statements. */
 #ifndef CT_OPS_H
 #define CT_OPS_H
 
@@ -15,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- linear: out = in @ w^T + b (nn.Linear) ---- */
+/* ---- linear: out = in @ w^T + b (nn.Linear) [gemm] ---- */
 /* out: (N, OC); in: (N, C); w: (OC, C); b: (OC) or NULL */
 void ct_linear_forward(float *out, const float *in, const float *w, const float *b,
                        int N, int C, int OC);
@@ -23,14 +28,14 @@ void ct_linear_forward(float *out, const float *in, const float *w, const float 
 void ct_linear_backward(float *din, float *dw, float *db, const float *dout,
                         const float *in, const float *w, int N, int C, int OC);
 
-/* ---- matmul with a (C, E) matrix, as CLIP's proj: out = in @ w ---- */
+/* ---- matmul with a (C, E) matrix, as CLIP's proj: out = in @ w [gemm] ---- */
 /* out: (N, E); in: (N, C); w: (C, E) */
 void ct_matmul_forward(float *out, const float *in, const float *w, int N, int C, int E);
 /* din: (N, C) += dout @ w^T;  dw: (C, E) += in^T @ dout */
 void ct_matmul_backward(float *din, float *dw, const float *dout, const float *in,
                         const float *w, int N, int C, int E);
 
-/* ---- the same products at a precision (lowp.c) ----
+/* ---- the same products at a precision (lowp.c) [gemm] ----
  * At CT_PRECISION_FP32 these are the kernels above.  At bf16/fp16 they
  * round like autocast: the input IN (in place: it is what backward will
  * see), the weight (through WR, a scratch as large as w), the result; in
@@ -48,7 +53,17 @@ void ct_matmul_forward_p(CtPrecision prec, float *wr, float *out, float *in, con
 void ct_matmul_backward_p(CtPrecision prec, float *wr, float *din, float *dw, float *dout,
                           const float *in, const float *w, int N, int C, int E);
 
-/* ---- layer norm over the last dim, eps 1e-5 ---- */
+/* ---- precision.h's rounding and packing as kernels of the model's
+ * (lowp.c) [elementwise]; the kernels here call precision.h's, inside
+ * their own time ---- */
+/* dst: (n) = src: (n) rounded to PREC: ct_round_copy, or ct_round when
+ * dst equals src (nothing at float32) */
+void ct_lowp_round(CtPrecision prec, float *dst, const float *src, size_t n);
+/* h: (n) = the 16-bit codes of x: (n) in PREC (PACK: ct_pack16), or x =
+ * their values (ct_unpack16) */
+void ct_lowp_move16(CtPrecision prec, uint16_t *h, float *x, size_t n, int pack);
+
+/* ---- layer norm over the last dim, eps 1e-5 [layernorm] ---- */
 /* out: (N, C); mean, rstd: (N), saved for backward; in: (N, C); w, b: (C) */
 void ct_layernorm_forward(float *out, float *mean, float *rstd, const float *in,
                           const float *w, const float *b, int N, int C);
@@ -57,17 +72,19 @@ void ct_layernorm_backward(float *din, float *dw, float *db, const float *dout,
                            const float *in, const float *mean, const float *rstd,
                            const float *w, int N, int C);
 
-/* ---- QuickGELU: x * sigmoid(1.702 x) ---- */
+/* ---- QuickGELU: x * sigmoid(1.702 x) [gelu] ---- */
 /* out, in: (n) */
 void ct_quickgelu_forward(float *out, const float *in, size_t n);
 /* din: (n) is SET to dout * f'(in), not accumulated; din may alias dout. */
 void ct_quickgelu_backward(float *din, const float *dout, const float *in, size_t n);
 /* out: (n) f(in), and slope: (n) f'(in), from one exp an element: backward
- * then multiplies by the slope (ct_mul_inplace), to the bits of
- * ct_quickgelu_backward. */
+ * then multiplies by the slope (ct_quickgelu_backward_slope), to the bits
+ * of ct_quickgelu_backward. */
 void ct_quickgelu_forward_slope(float *out, float *slope, const float *in, size_t n);
+/* d: (n) *= slope: (n), as ct_mul_inplace (counted as gelu). */
+void ct_quickgelu_backward_slope(float *d, const float *slope, size_t n);
 
-/* ---- element-wise (elementwise.c) ---- */
+/* ---- element-wise (elementwise.c) [elementwise] ---- */
 /* acc: (n) += x: (n) */
 void ct_add_inplace(float *acc, const float *x, size_t n);
 /* acc: (n) *= x: (n) */
@@ -75,11 +92,16 @@ void ct_mul_inplace(float *acc, const float *x, size_t n);
 /* x: (n) = 0, on the pool in 64 KiB tasks (a memset on one thread was
  * the step's largest pass that did not scale with threads). */
 void ct_zero(float *x, size_t n);
+/* dst: (n) = src: (n), not overlapping */
+void ct_copy(float *dst, const float *src, size_t n);
+/* x: (n) *= s; nothing when s is 1 */
+void ct_scale(float *x, float s, size_t n);
 
 /* ---- multi-head self-attention core (after in_proj, before out_proj) ----
  * qkv: (B, T, 3C) packed as nn.MultiheadAttention's in_proj: q | k | v.
  * Head h uses columns h*D .. h*D+D-1 of each, D = C / H.  Scores are
- * scaled by 1/sqrt(D); with CAUSAL, key j > query i is masked out. */
+ * scaled by 1/sqrt(D); with CAUSAL, key j > query i is masked out.
+ * [attention] */
 /* out: (B, T, C); att: (B, H, T, T) softmax probabilities, saved.
  * At bf16/fp16 (PREC) the scores, the probabilities and OUT are rounded
  * (qkv must be rounded already); the softmax itself is float32. */
@@ -105,7 +127,7 @@ void ct_attention_rows_backward(float *dqkv, float *scratch, const float *dout, 
                                 const float *att, const int *sel, int B, int T, int C, int H,
                                 CtPrecision prec);
 
-/* ---- one row's softmax (softmax.c) ----
+/* ---- one row's softmax (softmax.c), inside attention: not timed ----
  * row: (T); its first N scores become probabilities, the rest 0.  The
  * sums run in 16 float lanes (element c in lane c % 16, the lanes summed
  * pairwise: i and i + 8, then + 4, + 2, + 1), the same bits on every CPU. */
@@ -114,7 +136,7 @@ void ct_softmax_row(float *row, int n, int T);
  * the same lanes; p: (T) the probabilities. */
 void ct_softmax_row_backward(float *d, const float *p, int T);
 
-/* ---- token embedding plus positional embedding ---- */
+/* ---- token embedding plus positional embedding [embed] ---- */
 /* out: (B, T, C); tokens: (B, T) in [0, V); wte: (V, C); wpe: (T_max >= T, C) */
 void ct_token_embed_forward(float *out, const int32_t *tokens, const float *wte,
                             const float *wpe, int B, int T, int C);
@@ -122,7 +144,7 @@ void ct_token_embed_forward(float *out, const int32_t *tokens, const float *wte,
 void ct_token_embed_backward(float *dwte, float *dwpe, const float *dout,
                              const int32_t *tokens, int B, int T, int C);
 
-/* ---- patch embedding: conv with stride = kernel = P, no bias ---- */
+/* ---- patch embedding: conv with stride = kernel = P, no bias [embed] ---- */
 /* patches: (B*G*G, 3*P*P) with columns ordered (c, ky, kx) as conv1.weight;
  * images: (B, 3, R, R); G = R / P */
 void ct_patchify(float *patches, const float *images, int B, int R, int P);
@@ -134,10 +156,13 @@ void ct_patch_assemble_forward(float *out, const float *patch_out, const float *
 void ct_patch_assemble_backward(float *dpatch_out, float *dcls, float *dpos,
                                 const float *dout, int B, int GG, int C);
 
-/* ---- row selection (class token, end-of-text token) ---- */
+/* ---- row selection (class token, end-of-text token) [embed] ---- */
 /* out: (B, C) = in[b, idx[b], :]; in: (B, T, C); idx: (B) */
 void ct_rows_gather(float *out, const float *in, const int *idx, int B, int T, int C);
-/* out: (B, C) += in[b, idx[b], :] */
+/* out: (B, C) = in: (B, C), rows selected already (readout pruning) */
+void ct_rows_copy(float *out, const float *in, int B, int C);
+/* out: (B, C) += in[b, idx[b], :]: the pruned block's residual add
+ * [elementwise] */
 void ct_rows_gather_add(float *out, const float *in, const int *idx, int B, int T, int C);
 /* din: (B, T, C) += scatter of dout: (B, C) */
 void ct_rows_scatter_add(float *din, const float *dout, const int *idx, int B, int T, int C);
@@ -145,7 +170,7 @@ void ct_rows_scatter_add(float *din, const float *dout, const int *idx, int B, i
  * first one on ties, as torch.argmax. */
 void ct_tokens_argmax(int *idx, const int32_t *tokens, int B, int T);
 
-/* ---- L2 normalisation of rows ---- */
+/* ---- L2 normalisation of rows [elementwise] ---- */
 /* out: (N, E); norm: (N) saved; in: (N, E) */
 void ct_l2norm_forward(float *out, float *norm, const float *in, int N, int E);
 /* din: (N, E) +=; out, norm from forward */
@@ -158,7 +183,7 @@ void ct_l2norm_backward(float *din, const float *dout, const float *out, const f
 
 /* A convolution's shapes: input (B, H, W, C) rows, or (B, C, H, W) when
  * nchw (the images); weight (OC, C, K, K) as nn.Conv2d's, no bias;
- * output (B, Ho, Wo, OC) rows. */
+ * output (B, Ho, Wo, OC) rows.  ct_conv2d_forward and _backward: [gemm] */
 typedef struct {
   int C, H, W, OC, K, stride, pad, nchw;
   int Ho, Wo;
@@ -189,13 +214,13 @@ void ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, flo
                         float *wr, float *dout, const float *in, const float *w,
                         const CtConv *cv, int B);
 
-/* ---- average pooling, kernel = stride = s (nn.AvgPool2d(s)) ---- */
+/* ---- average pooling, kernel = stride = s (nn.AvgPool2d(s)) [elementwise] ---- */
 /* out: (B, H/s, W/s, C) rows; in: (B, H, W, C) rows; remainders dropped */
 void ct_avgpool_forward(float *out, const float *in, int B, int H, int W, int C, int s);
 /* din: (B, H, W, C) +=; dout: (B, H/s, W/s, C) */
 void ct_avgpool_backward(float *din, const float *dout, int B, int H, int W, int C, int s);
 
-/* ---- BatchNorm2d over rows (N, C), eps 1e-5, momentum 0.1 ----
+/* ---- BatchNorm2d over rows (N, C), eps 1e-5, momentum 0.1 [layernorm] ----
  * out: (N, C); mean, rstd: (C) saved for backward (the batch's when
  * TRAINING, else the running ones'); run_mean, run_var: (C) running
  * statistics: read in eval mode, updated in training mode (unbiased
@@ -210,7 +235,7 @@ void ct_batchnorm_backward(float *din, float *dw, float *db, const float *dout,
                            const float *in, const float *mean, const float *rstd,
                            const float *w, int N, int C, int training);
 
-/* ---- ReLU ---- */
+/* ---- ReLU [elementwise] ---- */
 /* out, in: (n); out may equal in */
 void ct_relu_forward(float *out, const float *in, size_t n);
 /* d: (n) in place: d = d where out > 0, else 0 (out: the forward output) */
@@ -218,7 +243,8 @@ void ct_relu_backward(float *d, const float *out, size_t n);
 
 /* ---- AttentionPool2d's attention: one query per image ----
  * q: (B, C) token 0's query; k, v: (B, T, C); H heads of D = C / H;
- * out: (B, C); att: (B, H, T) probabilities, saved.  T <= 1024. */
+ * out: (B, C); att: (B, H, T) probabilities, saved.  T <= 1024.
+ * [attention]; the tokens, ct_poolattn_tokens_*: [embed] */
 void ct_poolattn_forward(float *out, float *att, const float *q, const float *k, const float *v,
                          int B, int T, int C, int H, CtPrecision prec);
 /* dq: (B, C) +=; dk, dv: (B, T, C) +=; dout: (B, C) */

@@ -7,6 +7,7 @@
 
 #include "kernels/ops.h"
 #include "base/parallel.h"
+#include "base/profile-private.h"
 
 #include <string.h>
 
@@ -44,8 +45,10 @@ pool_rows(void *vctx, size_t i0, size_t i1, int thread)
 void
 ct_avgpool_forward(float *out, const float *in, int B, int H, int W, int C, int s)
 {
+  CT_PROF_BEGIN(CT_PROF_ELEMENTWISE);
   PoolCtx x = { out, in, H, W, C, s };
   ct_parallel_for((size_t) B * (H / s), 2, pool_rows, &x);
+  CT_PROF_END();
 }
 
 typedef struct {
@@ -77,6 +80,8 @@ unpool_rows(void *vctx, size_t i0, size_t i1, int thread)
 void
 ct_avgpool_backward(float *din, const float *dout, int B, int H, int W, int C, int s)
 {
+  CT_PROF_BEGIN(CT_PROF_ELEMENTWISE);
   UnpoolCtx x = { din, dout, H, W, C, s };
   ct_parallel_for((size_t) B * H, 2, unpool_rows, &x);
+  CT_PROF_END();
 }

@@ -20,7 +20,6 @@
 
 #include "model/model-private.h"
 #include "kernels/ops.h"
-#include "base/profile-private.h"
 
 #include <string.h>
 
@@ -31,9 +30,8 @@ bn_fwd(const CtResNet *rn, int update, float *out, float *stats, int C, const Ct
        const CtBnParams *p, const float *in, size_t N)
 {
   int tr = rn->training;
-  PROF(CT_PROF_LAYERNORM, ct_batchnorm_forward(out, stats, stats + C,
-       !tr || update ? buf->mean : NULL, !tr || update ? buf->var : NULL, in, p->w, p->b,
-       (int) N, C, tr));
+  ct_batchnorm_forward(out, stats, stats + C, !tr || update ? buf->mean : NULL,
+                       !tr || update ? buf->var : NULL, in, p->w, p->b, (int) N, C, tr);
 }
 
 static void
@@ -41,15 +39,15 @@ bn_bwd(const CtResNet *rn, float *din, const CtBnParams *g, const float *dout, c
        const float *stats, const CtBnParams *p, size_t N, int C)
 {
   memset(din, 0, sizeof(float) * N * C);
-  PROF(CT_PROF_LAYERNORM, ct_batchnorm_backward(din, g->w, g->b, dout, in, stats, stats + C,
-       p->w, (int) N, C, rn->training));
+  ct_batchnorm_backward(din, g->w, g->b, dout, in, stats, stats + C, p->w, (int) N, C,
+                        rn->training);
 }
 
 static void
 conv_fwd(CtModel *m, float *out, const float *in, const float *w, const CtConv *cv, int B)
 {
   CtResNet *rn = &m->rn;
-  PROF(CT_PROF_GEMM, ct_conv2d_forward(m->prec, out, rn->col, rn->wr, in, w, cv, B));
+  ct_conv2d_forward(m->prec, out, rn->col, rn->wr, in, w, cv, B);
 }
 
 /* din (zeroed here unless ACC) and dw from dout (clobbered at half). */
@@ -60,8 +58,7 @@ conv_bwd(CtModel *m, float *din, int acc, float *dw, float *dout, const float *i
   CtResNet *rn = &m->rn;
   if (din && !acc)
     memset(din, 0, sizeof(float) * B * cv->H * cv->W * cv->C);
-  PROF(CT_PROF_GEMM, ct_conv2d_backward(m->prec, din, dw, rn->col, rn->dcol, rn->wr, dout, in, w,
-       cv, B));
+  ct_conv2d_backward(m->prec, din, dw, rn->col, rn->dcol, rn->wr, dout, in, w, cv, B);
 }
 
 /* ---------------------------------------------------------------- forward */
@@ -74,24 +71,24 @@ block_forward(CtModel *m, CtBottleneck *b, int B, int update)
   int P = b->P;
   conv_fwd(m, b->c1, b->x, b->p.conv1_w, &b->cv1, B);
   bn_fwd(rn, update, b->r1, b->stats, P, &b->b1, &b->p.bn1, b->c1, N);
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_forward(b->r1, b->r1, N * P));
+  ct_relu_forward(b->r1, b->r1, N * P);
   conv_fwd(m, b->c2, b->r1, b->p.conv2_w, &b->cv2, B);
   bn_fwd(rn, update, b->r2, b->stats + 2 * P, P, &b->b2, &b->p.bn2, b->c2, N);
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_forward(b->r2, b->r2, N * P));
+  ct_relu_forward(b->r2, b->r2, N * P);
   if (b->s > 1)
-    PROF(CT_PROF_ELEMENTWISE, ct_avgpool_forward(b->p2, b->r2, B, b->H, b->W, P, b->s));
+    ct_avgpool_forward(b->p2, b->r2, B, b->H, b->W, P, b->s);
   conv_fwd(m, b->c3, b->p2, b->p.conv3_w, &b->cv3, B);
   bn_fwd(rn, update, b->y, b->stats + 4 * P, 4 * P, &b->b3, &b->p.bn3, b->c3, No);
   if (b->ds) {
     if (b->s > 1)
-      PROF(CT_PROF_ELEMENTWISE, ct_avgpool_forward(b->px, b->x, B, b->H, b->W, b->Cin, b->s));
+      ct_avgpool_forward(b->px, b->x, B, b->H, b->W, b->Cin, b->s);
     conv_fwd(m, b->cd, b->px, b->p.ds_w, &b->cvd, B);
     bn_fwd(rn, update, rn->fwd_tmp, b->stats + 12 * P, 4 * P, &b->bd, &b->p.ds_bn, b->cd, No);
-    PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(b->y, rn->fwd_tmp, No * 4 * P));
+    ct_add_inplace(b->y, rn->fwd_tmp, No * 4 * P);
   } else {
-    PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(b->y, b->x, No * 4 * P));
+    ct_add_inplace(b->y, b->x, No * 4 * P);
   }
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_forward(b->y, b->y, No * 4 * P));
+  ct_relu_forward(b->y, b->y, No * 4 * P);
 }
 
 static void
@@ -122,34 +119,29 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
   memcpy(rn->img, images, sizeof(float) * B * 3 * rn->R * rn->R);
   conv_fwd(m, rn->s1c, rn->img, p->conv1_w, &rn->scv1, B);
   bn_fwd(rn, 1, rn->s1r, rn->sstats, W / 2, &rn->sb1, &p->bn1, rn->s1c, stem);
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_forward(rn->s1r, rn->s1r, stem * (W / 2)));
+  ct_relu_forward(rn->s1r, rn->s1r, stem * (W / 2));
   conv_fwd(m, rn->s2c, rn->s1r, p->conv2_w, &rn->scv2, B);
   bn_fwd(rn, 1, rn->s2r, rn->sstats + W, W / 2, &rn->sb2, &p->bn2, rn->s2c, stem);
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_forward(rn->s2r, rn->s2r, stem * (W / 2)));
+  ct_relu_forward(rn->s2r, rn->s2r, stem * (W / 2));
   conv_fwd(m, rn->s3c, rn->s2r, p->conv3_w, &rn->scv3, B);
   bn_fwd(rn, 1, rn->s3r, rn->sstats + 2 * W, W, &rn->sb3, &p->bn3, rn->s3c, stem);
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_forward(rn->s3r, rn->s3r, stem * W));
-  PROF(CT_PROF_ELEMENTWISE, ct_avgpool_forward(rn->stem_out, rn->s3r, B, (int) R2, (int) R2, W,
-       2));
+  ct_relu_forward(rn->s3r, rn->s3r, stem * W);
+  ct_avgpool_forward(rn->stem_out, rn->s3r, B, (int) R2, (int) R2, W, 2);
 
   /* layer1 .. layer4 */
   for (int k = 0; k < rn->nseg; k++)
     run_segment(m, k, 1);
 
   /* attention pool */
-  PROF(CT_PROF_EMBED, ct_poolattn_tokens_forward(rn->X, rn->out, p->pos, B, HW, C));
+  ct_poolattn_tokens_forward(rn->X, rn->out, p->pos, B, HW, C);
   for (int b = 0; b < B; b++)
     memcpy(rn->q0 + (size_t) b * C, rn->X + (size_t) b * T * C, sizeof(float) * C);
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(prec, rn->wr, rn->q, rn->q0, p->q_w, p->q_b, B, C, C));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(prec, rn->wr, rn->k, rn->X, p->k_w, p->k_b, B * T, C,
-       C));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(prec, rn->wr, rn->v, rn->X, p->v_w, p->v_b, B * T, C,
-       C));
-  PROF(CT_PROF_ATTENTION, ct_poolattn_forward(rn->o, rn->att, rn->q, rn->k, rn->v, B, T, C,
-       rn->H, prec));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(prec, rn->wr, m->va.feat, rn->o, p->c_w, p->c_b, B, C,
-       E));
-  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_forward(m->va.featn, m->va.norm, m->va.feat, B, E));
+  ct_linear_forward_p(prec, rn->wr, rn->q, rn->q0, p->q_w, p->q_b, B, C, C);
+  ct_linear_forward_p(prec, rn->wr, rn->k, rn->X, p->k_w, p->k_b, B * T, C, C);
+  ct_linear_forward_p(prec, rn->wr, rn->v, rn->X, p->v_w, p->v_b, B * T, C, C);
+  ct_poolattn_forward(rn->o, rn->att, rn->q, rn->k, rn->v, B, T, C, rn->H, prec);
+  ct_linear_forward_p(prec, rn->wr, m->va.feat, rn->o, p->c_w, p->c_b, B, C, E);
+  ct_l2norm_forward(m->va.featn, m->va.norm, m->va.feat, B, E);
 }
 
 /* ---------------------------------------------------------------- backward */
@@ -174,21 +166,21 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
                             h->ds_w ? h->ds_w + d : NULL,
                             { h->ds_w ? h->ds_bn.w + d : NULL, h->ds_w ? h->ds_bn.b + d : NULL } };
   CtBottleneckParams *g = &gs;
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_backward(dy, b->y, No * 4 * P));
+  ct_relu_backward(dy, b->y, No * 4 * P);
   /* main branch, backwards */
   bn_bwd(rn, t1, &g->bn3, dy, b->c3, b->stats + 4 * P, &b->p.bn3, No, 4 * P);
   conv_bwd(m, t2, 0, g->conv3_w, t1, b->p2, b->p.conv3_w, &b->cv3, B);
   float *dr2 = t2, *free1 = t1;
   if (b->s > 1) {
     memset(t1, 0, sizeof(float) * N * P);
-    PROF(CT_PROF_ELEMENTWISE, ct_avgpool_backward(t1, t2, B, b->H, b->W, P, b->s));
+    ct_avgpool_backward(t1, t2, B, b->H, b->W, P, b->s);
     dr2 = t1;
     free1 = t2;
   }
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_backward(dr2, b->r2, N * P));
+  ct_relu_backward(dr2, b->r2, N * P);
   bn_bwd(rn, free1, &g->bn2, dr2, b->c2, b->stats + 2 * P, &b->p.bn2, N, P);
   conv_bwd(m, dr2, 0, g->conv2_w, free1, b->r1, b->p.conv2_w, &b->cv2, B);
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_backward(dr2, b->r1, N * P));
+  ct_relu_backward(dr2, b->r1, N * P);
   bn_bwd(rn, free1, &g->bn1, dr2, b->c1, b->stats, &b->p.bn1, N, P);
   conv_bwd(m, dx, 0, g->conv1_w, free1, b->x, b->p.conv1_w, &b->cv1, B);
   /* shortcut */
@@ -196,12 +188,12 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
     bn_bwd(rn, t1, &g->ds_bn, dy, b->cd, b->stats + 12 * P, &b->p.ds_bn, No, 4 * P);
     if (b->s > 1) {
       conv_bwd(m, t2, 0, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
-      PROF(CT_PROF_ELEMENTWISE, ct_avgpool_backward(dx, t2, B, b->H, b->W, b->Cin, b->s));
+      ct_avgpool_backward(dx, t2, B, b->H, b->W, b->Cin, b->s);
     } else {
       conv_bwd(m, dx, 1, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
     }
   } else {
-    PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(dx, dy, No * 4 * P));
+    ct_add_inplace(dx, dy, No * 4 * P);
   }
   ct_model_block_done(m, b->g.conv1_w, at, grads_n);
 }
@@ -225,36 +217,30 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
   size_t R2 = rn->scv1.Ho, stem = (size_t) B * R2 * R2;
   CtPrecision prec = m->prec;
 
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E));
-  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_backward(sc->dfeat, dfeat, m->va.featn, m->va.norm, B, E));
-  if (m->loss_scale != 1.0f)
-    for (size_t i = 0; i < (size_t) B * E; i++)
-      sc->dfeat[i] *= m->loss_scale;
+  ct_zero(sc->dfeat, (size_t) B * E);
+  ct_l2norm_backward(sc->dfeat, dfeat, m->va.featn, m->va.norm, B, E);
+  ct_scale(sc->dfeat, m->loss_scale, (size_t) B * E); /* loss scaling */
 
   /* attention pool */
   memset(rn->dO, 0, sizeof(float) * B * C);
-  PROF(CT_PROF_GEMM, ct_linear_backward_p(prec, rn->wr, rn->dO, g->c_w, g->c_b, sc->dfeat, rn->o,
-       p->c_w, B, C, E));
+  ct_linear_backward_p(prec, rn->wr, rn->dO, g->c_w, g->c_b, sc->dfeat, rn->o, p->c_w, B, C, E);
   memset(rn->dq, 0, sizeof(float) * B * C);
   memset(rn->dk, 0, sizeof(float) * B * T * C);
   memset(rn->dv, 0, sizeof(float) * B * T * C);
-  PROF(CT_PROF_ATTENTION, ct_poolattn_backward(rn->dq, rn->dk, rn->dv, rn->dO, rn->q, rn->k,
-       rn->v, rn->att, B, T, C, rn->H, prec));
+  ct_poolattn_backward(rn->dq, rn->dk, rn->dv, rn->dO, rn->q, rn->k, rn->v, rn->att, B, T, C, rn->H,
+                       prec);
   memset(rn->dX, 0, sizeof(float) * B * T * C);
-  PROF(CT_PROF_GEMM, ct_linear_backward_p(prec, rn->wr, rn->dX, g->k_w, g->k_b, rn->dk, rn->X,
-       p->k_w, B * T, C, C));
+  ct_linear_backward_p(prec, rn->wr, rn->dX, g->k_w, g->k_b, rn->dk, rn->X, p->k_w, B * T, C, C);
   memset(rn->dk, 0, sizeof(float) * B * T * C); /* free now: v's input gradient */
-  PROF(CT_PROF_GEMM, ct_linear_backward_p(prec, rn->wr, rn->dk, g->v_w, g->v_b, rn->dv, rn->X,
-       p->v_w, B * T, C, C));
-  PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(rn->dX, rn->dk, (size_t) B * T * C));
+  ct_linear_backward_p(prec, rn->wr, rn->dk, g->v_w, g->v_b, rn->dv, rn->X, p->v_w, B * T, C, C);
+  ct_add_inplace(rn->dX, rn->dk, (size_t) B * T * C);
   memset(rn->dq0, 0, sizeof(float) * B * C);
-  PROF(CT_PROF_GEMM, ct_linear_backward_p(prec, rn->wr, rn->dq0, g->q_w, g->q_b, rn->dq, rn->q0,
-       p->q_w, B, C, C));
+  ct_linear_backward_p(prec, rn->wr, rn->dq0, g->q_w, g->q_b, rn->dq, rn->q0, p->q_w, B, C, C);
   for (int b = 0; b < B; b++)
     ct_add_inplace(rn->dX + (size_t) b * T * C, rn->dq0 + (size_t) b * C, C);
   float *dy = rn->g[0], *dx = rn->g[1];
   memset(dy, 0, sizeof(float) * B * HW * C);
-  PROF(CT_PROF_EMBED, ct_poolattn_tokens_backward(dy, g->pos, rn->dX, B, HW, C));
+  ct_poolattn_tokens_backward(dy, g->pos, rn->dX, B, HW, C);
 
   /* layer4 .. layer1, segment by segment */
   for (int k = rn->nseg - 1; k >= 0; k--) {
@@ -272,14 +258,14 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
   /* stem, backwards; dy: gradient w.r.t. stem_out */
   float *t1 = dx, *t2 = rn->g[2];
   memset(t1, 0, sizeof(float) * stem * W);
-  PROF(CT_PROF_ELEMENTWISE, ct_avgpool_backward(t1, dy, B, (int) R2, (int) R2, W, 2));
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_backward(t1, rn->s3r, stem * W));
+  ct_avgpool_backward(t1, dy, B, (int) R2, (int) R2, W, 2);
+  ct_relu_backward(t1, rn->s3r, stem * W);
   bn_bwd(rn, t2, &g->bn3, t1, rn->s3c, rn->sstats + 2 * W, &p->bn3, stem, W);
   conv_bwd(m, t1, 0, g->conv3_w, t2, rn->s2r, p->conv3_w, &rn->scv3, B);
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_backward(t1, rn->s2r, stem * (W / 2)));
+  ct_relu_backward(t1, rn->s2r, stem * (W / 2));
   bn_bwd(rn, t2, &g->bn2, t1, rn->s2c, rn->sstats + W, &p->bn2, stem, W / 2);
   conv_bwd(m, t1, 0, g->conv2_w, t2, rn->s1r, p->conv2_w, &rn->scv2, B);
-  PROF(CT_PROF_ELEMENTWISE, ct_relu_backward(t1, rn->s1r, stem * (W / 2)));
+  ct_relu_backward(t1, rn->s1r, stem * (W / 2));
   bn_bwd(rn, t2, &g->bn1, t1, rn->s1c, rn->sstats, &p->bn1, stem, W / 2);
   conv_bwd(m, NULL, 0, g->conv1_w, t2, rn->img, p->conv1_w, &rn->scv1, B);
 }

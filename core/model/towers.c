@@ -15,27 +15,17 @@
 
 #include "model/model-private.h"
 #include "kernels/ops.h"
-#include "base/profile-private.h"
 
 #include <string.h>
-
-/* Loss scaling: the gradient entering a tower, (n) scaled in place. */
-static void
-scale_grad(const CtModel *m, float *d, size_t n)
-{
-  if (m->loss_scale != 1.0f)
-    for (size_t i = 0; i < n; i++)
-      d[i] *= m->loss_scale;
-}
 
 /* rows: (B, C) the row IDX[b] of each sequence of S's output. */
 static void
 read_rows(float *rows, const CtStack *s, const int *idx, int B, int C)
 {
   if (s->sel) /* already (B, C) */
-    PROF(CT_PROF_EMBED, memcpy(rows, s->out, sizeof(float) * (size_t) B * C));
+    ct_rows_copy(rows, s->out, B, C);
   else
-    PROF(CT_PROF_EMBED, ct_rows_gather(rows, s->out, idx, B, s->Tr, C));
+    ct_rows_gather(rows, s->out, idx, B, s->Tr, C);
 }
 
 /* dx: the gradient w.r.t. S's output, from drow: (B, C) that of the rows
@@ -44,11 +34,32 @@ static void
 rows_grad(float *dx, const CtStack *s, const float *drow, const int *idx, int B, int C)
 {
   if (s->sel) {
-    PROF(CT_PROF_EMBED, memcpy(dx, drow, sizeof(float) * (size_t) B * C));
+    ct_rows_copy(dx, drow, B, C);
     return;
   }
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(dx, (size_t) B * s->Tr * C));
-  PROF(CT_PROF_EMBED, ct_rows_scatter_add(dx, drow, idx, B, s->Tr, C));
+  ct_zero(dx, (size_t) B * s->Tr * C);
+  ct_rows_scatter_add(dx, drow, idx, B, s->Tr, C);
+}
+
+/* A tower's head backward, into sc->drow: (B, C) the gradient w.r.t. the
+ * rows read, from dfeat: (B, E) that w.r.t. the L2-normalised features
+ * featn (norm: their norms), through the loss scale, the projection PROJ:
+ * (C, E) of LN, and the layer norm (MEAN, RSTD, LN_W) of ROWS.  DPROJ,
+ * DLN_W, DLN_B receive the parameters' gradients. */
+static void
+head_backward(CtModel *m, const float *dfeat, const float *featn, const float *norm,
+              const float *ln, const float *proj, float *dproj, const float *rows,
+              const float *mean, const float *rstd, const float *ln_w, float *dln_w,
+              float *dln_b, int B, int C, int E)
+{
+  CtScratch *sc = &m->sc;
+  ct_zero(sc->dfeat, (size_t) B * E);
+  ct_l2norm_backward(sc->dfeat, dfeat, featn, norm, B, E);
+  ct_scale(sc->dfeat, m->loss_scale, (size_t) B * E); /* loss scaling */
+  ct_zero(sc->dln, (size_t) B * C);
+  ct_matmul_backward_p(m->prec, sc->wr, sc->dln, dproj, sc->dfeat, ln, proj, B, C, E);
+  ct_zero(sc->drow, (size_t) B * C);
+  ct_layernorm_backward(sc->drow, dln_w, dln_b, sc->dln, rows, mean, rstd, ln_w, B, C);
 }
 
 void
@@ -62,21 +73,20 @@ ct_vision_forward(CtModel *m, const float *images, int B)
   int G = R / P, GG = G * G, T = GG + 1;
   a->B = B;
 
-  PROF(CT_PROF_EMBED, ct_patchify(a->patches, images, B, R, P));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(m->prec, m->sc.wr, a->patch_out, a->patches, p->conv1_w,
-       NULL, B * GG, 3 * P * P, W));
-  PROF(CT_PROF_EMBED, ct_patch_assemble_forward(a->x0, a->patch_out, p->cls, p->pos, B, GG, W));
-  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->stack.seg_in, a->ln_pre_mean, a->ln_pre_rstd,
-       a->x0, p->ln_pre_w, p->ln_pre_b, B * T, W));
+  ct_patchify(a->patches, images, B, R, P);
+  ct_linear_forward_p(m->prec, m->sc.wr, a->patch_out, a->patches, p->conv1_w, NULL, B * GG,
+                      3 * P * P, W);
+  ct_patch_assemble_forward(a->x0, a->patch_out, p->cls, p->pos, B, GG, W);
+  ct_layernorm_forward(a->stack.seg_in, a->ln_pre_mean, a->ln_pre_rstd, a->x0, p->ln_pre_w,
+                       p->ln_pre_b, B * T, W);
   a->stack.Tr = T;
   a->stack.sel = m->prune_readout ? a->cls_idx : NULL;
   ct_stack_forward(&a->stack, &m->sc, B);
   read_rows(a->rows, &a->stack, a->cls_idx, B, W);
-  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln_post, a->ln_post_mean, a->ln_post_rstd,
-       a->rows, p->ln_post_w, p->ln_post_b, B, W));
-  PROF(CT_PROF_GEMM, ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_post, p->proj, B, W,
-       E));
-  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_forward(a->featn, a->norm, a->feat, B, E));
+  ct_layernorm_forward(a->ln_post, a->ln_post_mean, a->ln_post_rstd, a->rows, p->ln_post_w,
+                       p->ln_post_b, B, W);
+  ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_post, p->proj, B, W, E);
+  ct_l2norm_forward(a->featn, a->norm, a->feat, B, E);
 }
 
 void
@@ -92,25 +102,19 @@ ct_vision_backward(CtModel *m, const float *dfeat)
   int E = c->embed_dim;
   int G = R / P, GG = G * G, T = GG + 1;
 
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E));
-  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E));
-  PROF(CT_PROF_ELEMENTWISE, scale_grad(m, sc->dfeat, (size_t) B * E));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dln, 0, sizeof(float) * (size_t) B * W));
-  PROF(CT_PROF_GEMM, ct_matmul_backward_p(m->prec, sc->wr, sc->dln, g->proj, sc->dfeat, a->ln_post,
-       p->proj, B, W, E));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->drow, 0, sizeof(float) * (size_t) B * W));
-  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->drow, g->ln_post_w, g->ln_post_b, sc->dln,
-       a->rows, a->ln_post_mean, a->ln_post_rstd, p->ln_post_w, B, W));
+  head_backward(m, dfeat, a->featn, a->norm, a->ln_post, p->proj, g->proj, a->rows,
+                a->ln_post_mean, a->ln_post_rstd, p->ln_post_w, g->ln_post_w, g->ln_post_b,
+                B, W, E);
   rows_grad(sc->dx, &a->stack, sc->drow, a->cls_idx, B, W);
   ct_stack_backward(&a->stack, sc, B);
   /* dx now holds d ln_pre output; dA receives d x0 */
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, (size_t) B * T * W));
-  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->dA, g->ln_pre_w, g->ln_pre_b, sc->dx, a->x0,
-       a->ln_pre_mean, a->ln_pre_rstd, p->ln_pre_w, B * T, W));
+  ct_zero(sc->dA, (size_t) B * T * W);
+  ct_layernorm_backward(sc->dA, g->ln_pre_w, g->ln_pre_b, sc->dx, a->x0, a->ln_pre_mean,
+                        a->ln_pre_rstd, p->ln_pre_w, B * T, W);
   float *dpatch = sc->dqkv; /* (B*GG, W), free at this point */
-  PROF(CT_PROF_EMBED, ct_patch_assemble_backward(dpatch, g->cls, g->pos, sc->dA, B, GG, W));
-  PROF(CT_PROF_GEMM, ct_linear_backward_p(m->prec, sc->wr, NULL, g->conv1_w, NULL, dpatch,
-       a->patches, p->conv1_w, B * GG, 3 * P * P, W));
+  ct_patch_assemble_backward(dpatch, g->cls, g->pos, sc->dA, B, GG, W);
+  ct_linear_backward_p(m->prec, sc->wr, NULL, g->conv1_w, NULL, dpatch, a->patches, p->conv1_w,
+                       B * GG, 3 * P * P, W);
 }
 
 void
@@ -122,7 +126,7 @@ ct_text_forward(CtModel *m, const int32_t *tokens, int B)
   int T = c->context_length, C = c->transformer_width, E = c->embed_dim;
   a->B = B;
 
-  PROF(CT_PROF_EMBED, ct_tokens_argmax(a->eot, tokens, B, T));
+  ct_tokens_argmax(a->eot, tokens, B, T);
   /* exact trimming: under the causal mask the end-of-text rows depend on
    * earlier positions only, so the tower runs up to the longest caption */
   int Tr = T;
@@ -135,14 +139,12 @@ ct_text_forward(CtModel *m, const int32_t *tokens, int B)
     memcpy(a->tokens + (size_t) b * Tr, tokens + (size_t) b * T, sizeof(int32_t) * Tr);
   a->stack.Tr = Tr;
   a->stack.sel = m->prune_readout ? a->eot : NULL;
-  PROF(CT_PROF_EMBED, ct_token_embed_forward(a->stack.seg_in, a->tokens, p->wte, p->wpe, B, Tr,
-                                             C));
+  ct_token_embed_forward(a->stack.seg_in, a->tokens, p->wte, p->wpe, B, Tr, C);
   ct_stack_forward(&a->stack, &m->sc, B);
   read_rows(a->rows, &a->stack, a->eot, B, C);
-  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->rows,
-       p->ln_f_w, p->ln_f_b, B, C));
-  PROF(CT_PROF_GEMM, ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_f, p->proj, B, C, E));
-  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_forward(a->featn, a->norm, a->feat, B, E));
+  ct_layernorm_forward(a->ln_f, a->ln_f_mean, a->ln_f_rstd, a->rows, p->ln_f_w, p->ln_f_b, B, C);
+  ct_matmul_forward_p(m->prec, m->sc.wr, a->feat, a->ln_f, p->proj, B, C, E);
+  ct_l2norm_forward(a->featn, a->norm, a->feat, B, E);
 }
 
 void
@@ -156,16 +158,9 @@ ct_text_backward(CtModel *m, const float *dfeat)
   int B = a->B;
   int T = a->stack.Tr, C = c->transformer_width, E = c->embed_dim;
 
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dfeat, 0, sizeof(float) * (size_t) B * E));
-  PROF(CT_PROF_ELEMENTWISE, ct_l2norm_backward(sc->dfeat, dfeat, a->featn, a->norm, B, E));
-  PROF(CT_PROF_ELEMENTWISE, scale_grad(m, sc->dfeat, (size_t) B * E));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->dln, 0, sizeof(float) * (size_t) B * C));
-  PROF(CT_PROF_GEMM, ct_matmul_backward_p(m->prec, sc->wr, sc->dln, g->proj, sc->dfeat, a->ln_f,
-       p->proj, B, C, E));
-  PROF(CT_PROF_ELEMENTWISE, memset(sc->drow, 0, sizeof(float) * (size_t) B * C));
-  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(sc->drow, g->ln_f_w, g->ln_f_b, sc->dln, a->rows,
-       a->ln_f_mean, a->ln_f_rstd, p->ln_f_w, B, C));
+  head_backward(m, dfeat, a->featn, a->norm, a->ln_f, p->proj, g->proj, a->rows, a->ln_f_mean,
+                a->ln_f_rstd, p->ln_f_w, g->ln_f_w, g->ln_f_b, B, C, E);
   rows_grad(sc->dx, &a->stack, sc->drow, a->eot, B, C);
   ct_stack_backward(&a->stack, sc, B);
-  PROF(CT_PROF_EMBED, ct_token_embed_backward(g->wte, g->wpe, sc->dx, a->tokens, B, T, C));
+  ct_token_embed_backward(g->wte, g->wpe, sc->dx, a->tokens, B, T, C);
 }

@@ -19,9 +19,6 @@
 
 #include "model/model-private.h"
 #include "kernels/ops.h"
-#include "base/profile-private.h"
-
-#include <string.h>
 
 /* ---------------------------------------------------------------- slots */
 
@@ -142,10 +139,7 @@ move_block(const CtStack *s, int j, const CtLayerActs *a, int B, const int *sel,
   };
   for (gsize i = 0; i < G_N_ELEMENTS(t); i++) {
     uint16_t *h = (uint16_t *) (void *) t[i].slot;
-    if (pack)
-      ct_pack16(p, h, t[i].work, t[i].n);
-    else
-      ct_unpack16(p, t[i].work, h, t[i].n);
+    ct_lowp_move16(p, h, t[i].work, t[i].n, pack);
   }
 }
 
@@ -159,32 +153,24 @@ block_forward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtLayerAc
 {
   CtPrecision pr = prec_of(s);
   int T = s->Tr, C = s->C, N = B * T, M = sel ? B : N;
-  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w,
-       p->ln1_b, N, C));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->qkv, a->ln1, p->in_w, p->in_b, N, C,
-       3 * C));
+  ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w, p->ln1_b, N, C);
+  ct_linear_forward_p(pr, sc->wr, a->qkv, a->ln1, p->in_w, p->in_b, N, C, 3 * C);
   if (sel)
-    PROF(CT_PROF_ATTENTION, ct_attention_rows_forward(a->atty, a->att, a->qkv, sel, B, T, C, s->H,
-         s->causal, pr));
+    ct_attention_rows_forward(a->atty, a->att, a->qkv, sel, B, T, C, s->H, s->causal, pr);
   else
-    PROF(CT_PROF_ATTENTION, ct_attention_forward(a->atty, a->att, a->qkv, B, T, C, s->H,
-         s->causal, pr));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->xmid, a->atty, p->out_w, p->out_b, M, C,
-       C));
+    ct_attention_forward(a->atty, a->att, a->qkv, B, T, C, s->H, s->causal, pr);
+  ct_linear_forward_p(pr, sc->wr, a->xmid, a->atty, p->out_w, p->out_b, M, C, C);
   if (sel)
-    PROF(CT_PROF_ELEMENTWISE, ct_rows_gather_add(a->xmid, a->x, sel, B, T, C));
+    ct_rows_gather_add(a->xmid, a->x, sel, B, T, C);
   else
-    PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(a->xmid, a->x, (size_t) N * C));
+    ct_add_inplace(a->xmid, a->x, (size_t) N * C);
 
-  PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w,
-       p->ln2_b, M, C));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, a->fc, a->ln2, p->fc_w, p->fc_b, M, C,
-       4 * C));
-  PROF(CT_PROF_GELU, ct_quickgelu_forward(a->gelu, a->fc, (size_t) M * 4 * C));
-  PROF(CT_PROF_ELEMENTWISE, ct_round(pr, a->gelu, (size_t) M * 4 * C));
-  PROF(CT_PROF_GEMM, ct_linear_forward_p(pr, sc->wr, xout, a->gelu, p->proj_w, p->proj_b, M, 4 * C,
-       C));
-  PROF(CT_PROF_ELEMENTWISE, ct_add_inplace(xout, a->xmid, (size_t) M * C));
+  ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w, p->ln2_b, M, C);
+  ct_linear_forward_p(pr, sc->wr, a->fc, a->ln2, p->fc_w, p->fc_b, M, C, 4 * C);
+  ct_quickgelu_forward(a->gelu, a->fc, (size_t) M * 4 * C);
+  ct_lowp_round(pr, a->gelu, a->gelu, (size_t) M * 4 * C);
+  ct_linear_forward_p(pr, sc->wr, xout, a->gelu, p->proj_w, p->proj_b, M, 4 * C, C);
+  ct_add_inplace(xout, a->xmid, (size_t) M * C);
 }
 
 /* sc->dx: (M, C) gradient w.r.t. the block's output in (M as in
@@ -211,55 +197,48 @@ block_backward(const CtStack *s, CtScratch *sc, const CtBlock *p, const CtBlock 
    * gradient, which itself stays float32 */
   float *dy = dx;
   if (pr != CT_PRECISION_FP32) {
-    PROF(CT_PROF_ELEMENTWISE, ct_round_copy(pr, sc->dr, dx, mc));
+    ct_lowp_round(pr, sc->dr, dx, mc);
     dy = sc->dr;
   }
 
   /* mlp branch: xout = xmid + c_proj(gelu(c_fc(ln_2(xmid)))); the GELU
    * output is recomputed from fc (cheap) rather than saved (4C a token),
    * its derivative in the same pass */
-  PROF(CT_PROF_GELU, ct_quickgelu_forward_slope(a->gelu, sc->slope, a->fc, 4 * mc));
-  PROF(CT_PROF_ELEMENTWISE, ct_round(pr, a->gelu, 4 * mc));
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dfc, 4 * mc));
-  PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dfc, g->proj_w, g->proj_b, dy, a->gelu,
-       p->proj_w, M, 4 * C, C));
-  PROF(CT_PROF_GELU, ct_mul_inplace(sc->dfc, sc->slope, 4 * mc));
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, mc));
+  ct_quickgelu_forward_slope(a->gelu, sc->slope, a->fc, 4 * mc);
+  ct_lowp_round(pr, a->gelu, a->gelu, 4 * mc);
+  ct_zero(sc->dfc, 4 * mc);
+  ct_linear_backward_p(pr, sc->wr, sc->dfc, g->proj_w, g->proj_b, dy, a->gelu, p->proj_w, M, 4 * C,
+                       C);
+  ct_quickgelu_backward_slope(sc->dfc, sc->slope, 4 * mc);
+  ct_zero(sc->dA, mc);
   if (pr == CT_PRECISION_FP32) /* not saved at float32: the same bits again */
-    PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w,
-         p->ln2_b, M, C));
-  PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->fc_w, g->fc_b, sc->dfc, a->ln2,
-       p->fc_w, M, C, 4 * C));
-  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(dx, g->ln2_w, g->ln2_b, sc->dA, a->xmid, a->mean2,
-       a->rstd2, p->ln2_w, M, C));
+    ct_layernorm_forward(a->ln2, a->mean2, a->rstd2, a->xmid, p->ln2_w, p->ln2_b, M, C);
+  ct_linear_backward_p(pr, sc->wr, sc->dA, g->fc_w, g->fc_b, sc->dfc, a->ln2, p->fc_w, M, C, 4 * C);
+  ct_layernorm_backward(dx, g->ln2_w, g->ln2_b, sc->dA, a->xmid, a->mean2, a->rstd2, p->ln2_w, M,
+                        C);
 
   /* attention branch: xmid = x + out_proj(attn(in_proj(ln_1(x)))) */
   if (pr != CT_PRECISION_FP32)
-    PROF(CT_PROF_ELEMENTWISE, ct_round_copy(pr, sc->dr, dx, mc));
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, mc));
-  PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->out_w, g->out_b, dy, a->atty,
-       p->out_w, M, C, C));
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dqkv, 3 * nc));
+    ct_lowp_round(pr, sc->dr, dx, mc);
+  ct_zero(sc->dA, mc);
+  ct_linear_backward_p(pr, sc->wr, sc->dA, g->out_w, g->out_b, dy, a->atty, p->out_w, M, C, C);
+  ct_zero(sc->dqkv, 3 * nc);
   if (sel) {
-    PROF(CT_PROF_ATTENTION, ct_attention_rows_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att,
-         sel, B, T, C, s->H, pr));
+    ct_attention_rows_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att, sel, B, T, C, s->H, pr);
     /* the residual gradient, (B, C), back to its rows of (N, C); dfc is
      * free by now */
-    PROF(CT_PROF_ELEMENTWISE, memcpy(sc->dfc, dx, sizeof(float) * mc));
-    PROF(CT_PROF_ELEMENTWISE, ct_zero(dx, nc));
-    PROF(CT_PROF_EMBED, ct_rows_scatter_add(dx, sc->dfc, sel, B, T, C));
+    ct_copy(sc->dfc, dx, mc);
+    ct_zero(dx, nc);
+    ct_rows_scatter_add(dx, sc->dfc, sel, B, T, C);
   } else {
-    PROF(CT_PROF_ATTENTION, ct_attention_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att, B,
-         T, C, s->H, pr));
+    ct_attention_backward(sc->dqkv, sc->datt, sc->dA, a->qkv, a->att, B, T, C, s->H, pr);
   }
-  PROF(CT_PROF_ELEMENTWISE, ct_zero(sc->dA, nc));
+  ct_zero(sc->dA, nc);
   if (pr == CT_PRECISION_FP32)
-    PROF(CT_PROF_LAYERNORM, ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w,
-         p->ln1_b, N, C));
-  PROF(CT_PROF_GEMM, ct_linear_backward_p(pr, sc->wr, sc->dA, g->in_w, g->in_b, sc->dqkv, a->ln1,
-       p->in_w, N, C, 3 * C));
-  PROF(CT_PROF_LAYERNORM, ct_layernorm_backward(dx, g->ln1_w, g->ln1_b, sc->dA, a->x, a->mean1,
-       a->rstd1, p->ln1_w, N, C));
+    ct_layernorm_forward(a->ln1, a->mean1, a->rstd1, a->x, p->ln1_w, p->ln1_b, N, C);
+  ct_linear_backward_p(pr, sc->wr, sc->dA, g->in_w, g->in_b, sc->dqkv, a->ln1, p->in_w, N, C,
+                       3 * C);
+  ct_layernorm_backward(dx, g->ln1_w, g->ln1_b, sc->dA, a->x, a->mean1, a->rstd1, p->ln1_w, N, C);
   ct_model_block_done(s->owner, home->in_w, at, grads_n);
 }
 
@@ -300,7 +279,7 @@ run_segment(CtStack *s, CtScratch *sc, int k, int B)
     const int *sel = block_sel(s, l0 + j);
     block_forward(s, sc, &s->p[l0 + j], &a, next, B, sel);
     if (half)
-      PROF(CT_PROF_ELEMENTWISE, move_block(s, j, &a, B, sel, TRUE));
+      move_block(s, j, &a, B, sel, TRUE);
     cur = next;
   }
   s->store->holder = s;
@@ -332,11 +311,11 @@ ct_stack_backward(CtStack *s, CtScratch *sc, int B)
       CtLayerActs a = acts_view(s, sc, j, x);
       const int *sel = block_sel(s, l0 + j);
       if (half)
-        PROF(CT_PROF_ELEMENTWISE, move_block(s, j, &a, B, sel, FALSE));
+        move_block(s, j, &a, B, sel, FALSE);
       if (half && j == 0 && k > 0) {
         /* without checkpointing this block's input would have been saved
          * in 16 bits: see the same rounded values, for identical results */
-        PROF(CT_PROF_ELEMENTWISE, ct_round_copy(prec_of(s), sc->xa, x, (size_t) B * s->Tr * s->C));
+        ct_lowp_round(prec_of(s), sc->xa, x, (size_t) B * s->Tr * s->C);
         a.x = sc->xa;
       }
       block_backward(s, sc, &s->p[l0 + j], &s->g[l0 + j], &a, B, sel);
