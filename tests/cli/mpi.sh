@@ -1,5 +1,5 @@
 #!/bin/sh
-# mpi.sh: distributed training (issue 7) with mpiexec -np 2 on this machine.
+# mpi.sh: distributed training with mpiexec -np 2 on this machine.
 #
 # 2 ranks x batch 8 with ddp + distributed_clip_trainer against 1 process x
 # batch 16 with clip_trainer: the same losses, metrics and parameters after

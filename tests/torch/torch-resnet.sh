@@ -3,7 +3,7 @@
 # tests/torch/gen_clip_case.py (bench/torch_clip.py's OpenAI ModifiedResNet,
 # float64):
 #   - stages 2,1,1,2, 96 px (a 3x3 final grid), 2 pool heads, batch 3;
-#   - the three shapes that issue 20 reported as failing: stages 2,1,2,1
+#   - the three shapes a report of wrong ResNet gradients named: stages 2,1,2,1
 #     width 12 at 96 px batch 4; 3,3,2,2 width 8 at 64 px batch 6;
 #     2,3,1,3 width 12 at 32 px (1x1 maps) batch 4.
 # Shapes like these fail a float32 pass against a float64 reference for
@@ -65,6 +65,6 @@ case_() {
   fi
 }
 case_ rn-2112 plain 7 3 2,1,1,2 8 2 96
-case_ issue20-a masked 1 4 2,1,2,1 12 6 96
-case_ issue20-b masked 2 6 3,3,2,2 8 4 64
-case_ issue20-c masked 3 4 2,3,1,3 12 6 32
+case_ report-a masked 1 4 2,1,2,1 12 6 96
+case_ report-b masked 2 6 3,3,2,2 8 4 64
+case_ report-c masked 3 4 2,3,1,3 12 6 32
