@@ -122,11 +122,21 @@ kind_name(CtRNodeKind kind)
 
 /* ----------------------------------------------------------- messages */
 
+static void append_escaped(GString *g, const char *s, size_t limit);
+
+/* Sets "WHERE: MESSAGE" with every control character escaped, so that the
+ * error stays one line whatever text from the recipe it quotes (a key
+ * with a newline in it, say). */
 static void
 vfail(GError **error, int code, const char *where, const char *fmt, va_list ap)
 {
   char *msg = g_strdup_vprintf(fmt, ap);
-  g_set_error(error, CT_ERROR, code, "%s: %s", where, msg);
+  GString *line = g_string_new(NULL);
+  append_escaped(line, where, SIZE_MAX);
+  g_string_append(line, ": ");
+  append_escaped(line, msg, SIZE_MAX);
+  g_set_error_literal(error, CT_ERROR, code, line->str);
+  g_string_free(line, TRUE);
   g_free(msg);
 }
 

@@ -43,6 +43,9 @@ that "a used run folder is refused" 'run 1 fit "$tmp/base.yaml" --out "$tmp/a" &
 printf 'seed: 1\nfit: {epoch: 2}\n' >"$tmp/bad1.yaml"
 that "an unknown key: exit 2, file:line:col, did-you-mean" \
   'run 2 fit "$tmp/bad1.yaml" && grep -q "bad1.yaml:2:7: fit: unknown key .epoch.; did you mean .epochs." "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]'
+printf 'seed: 1\n"da\\nta\\x1b[31m": {}\n' >"$tmp/badkey.yaml"
+that "a key with a newline and an escape in it: one line, escaped" \
+  'run 2 fit "$tmp/badkey.yaml" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "unknown section .da.x0ata.x1b.31m." "$tmp/err"'
 printf 'seed: 1\noptimizer:\n  lr: fast\n' >"$tmp/bad2.yaml"
 that "a wrong type: exit 2 with the position" 'run 2 fit "$tmp/bad2.yaml" && grep -q "bad2.yaml:3:7: optimizer.lr" "$tmp/err"'
 printf 'seed: 1\nfit:\n  epochs: 0\n' >"$tmp/bad3.yaml"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # tests/fuzz/run.sh [SECONDS]: build every libFuzzer target in tests/fuzz/
 # with clang, AddressSanitizer and UndefinedBehaviorSanitizer, against the
-# sources in core/ directly (no configure, no libtool), then run each for
+# sources in core/'s layers directly (no configure, no libtool), then run each for
 # SECONDS (default 20) from its seed corpus in tests/fuzz/corpus/TARGET
 # (and its dictionary TARGET.dict, if any).
 # Exits 1 when any target crashes, leaks, takes over 30 s on one input,
@@ -50,7 +50,7 @@ san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-poin
 cflags="-std=c11 -D_GNU_SOURCE -g -O1 $warn $san -I$build -I$top/include -I$top/core
   -DCT_PLUGINSDIR=\"$build/plugins\" -DCT_BUILDDIR=\"$build\" -DCT_FUZZ_SRCDIR=\"$top\"
   -DCT_IMAGE_MAX_PIXELS=4000000u $deps_cflags"
-export cc cflags build
+export cc cflags build top
 
 # The library objects, rebuilt when a source or any header is newer, or
 # the flags changed.
@@ -58,10 +58,12 @@ if [ "$(cat "$build/flags" 2>/dev/null)" != "$cc $cflags" ]; then
   rm -f "$build"/obj/*.o
   echo "$cc $cflags" > "$build/flags"
 fi
-newest_header=$(ls -t "$top"/core/*.h "$top"/include/cliptrain/*.h | head -n 1)
+# the library's sources: every layer of core/ but the program (core/cli)
+lib_sources=$(find "$top/core" -name '*.c' ! -path "$top/core/cli/*" | sort)
+newest_header=$(ls -t $(find "$top/core" "$top/include/cliptrain" -name '*.h') | head -n 1)
 stale=""
-for src in "$top"/core/*.c; do
-  obj="$build/obj/$(basename "$src" .c).o"
+for src in $lib_sources; do
+  obj="$build/obj/$(echo "${src#"$top"/core/}" | tr / _ | sed 's/\.c$//').o"
   if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] || [ "$newest_header" -nt "$obj" ]; then
     stale="$stale $src"
   fi
@@ -70,7 +72,7 @@ if [ -n "$stale" ]; then
   echo "fuzz: compiling$(echo "$stale" | wc -w | sed 's/^ */ /') core sources with $cc"
   # shellcheck disable=SC2086
   printf '%s\n' $stale | xargs -P "$jobs" -I{} sh -c \
-    'o="$build/obj/$(basename {} .c).o"; nice $cc $cflags -fsanitize=fuzzer-no-link -c {} -o "$o" || { rm -f "$o"; exit 1; }'
+    'o="$build/obj/$(echo "{}" | sed "s|^$top/core/||; s|/|_|g; s|\.c\$||").o"; nice $cc $cflags -fsanitize=fuzzer-no-link -c {} -o "$o" || { rm -f "$o"; exit 1; }'
 fi
 rm -f "$build/libfuzzcore.a"
 ar rcs "$build/libfuzzcore.a" "$build"/obj/*.o
