@@ -22,7 +22,7 @@ optimizer: {weight_decay: 0.05}
 fit: {epochs: 3}
 YAML
 
-echo "1..31"
+echo "1..32"
 that "a run succeeds" 'run 0 fit "$tmp/base.yaml" --out "$tmp/a"'
 for f in recipe.yaml manifest.json metrics.jsonl history.csv final.safetensors; do
   that "the run folder holds $f" '[ -s "$tmp/a/$f" ]'
