@@ -18,7 +18,7 @@ static const char *const top_names[] = { "seed", "data", "model", "optimizer", "
 
 const CtParamSpec ct_top_level_keys[] = {
   CT_PARAM("seed", CT_PARAM_INT, "0",
-           "the seed of every random draw (initial weights, data order, augmentation), a "
+           "the recipe's seed for every random draw (initial weights, data order, augmentation), a "
            "non-negative integer", 0, 0, NULL),
   CT_PARAM("extends", CT_PARAM_STRING, "",
            "a recipe (relative to this one's folder) that this one is deep-merged over", 0, 0,

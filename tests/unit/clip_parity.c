@@ -349,6 +349,22 @@ pass_clear(Pass *p)
   g_free(p->buffers);
 }
 
+/* The yardstick KIND.NAME that the case stores for tensor NAME (f32err:
+ * PyTorch float32's error; bf16err: PyTorch autocast's), in *E; FALSE
+ * when the case has none. */
+static gboolean
+yardstick(const CtSafetensors *st, const char *kind, const char *name, double *e)
+{
+  g_autofree char *key = g_strconcat(kind, ".", name, NULL);
+  float v;
+  if (!ct_safetensors_find(st, key))
+    return FALSE;
+  GError *error = NULL;
+  g_assert_true(ct_safetensors_read_f32(st, key, &v, 1, &error));
+  *e = v;
+  return TRUE;
+}
+
 /* Compares OURS with tensor NAME of the case: max |ours - ref| within
  * ATOL + RTOL max |ref|, or, when L2 > 0, ||ours - ref|| within L2 ||ref||
  * (+ ATOL). */
@@ -376,13 +392,9 @@ compare(Report *r, const CtSafetensors *st, const char *name, const float *ours,
     err = INFINITY;
   double tol = l2 > 0 ? atol + l2 * sqrt(ssr) : atol + rtol * maxref;
   /* PyTorch's own float32 error on this tensor, when the case has it */
-  g_autofree char *yard = g_strconcat("f32err.", name, NULL);
-  if (l2 == 0 && ct_safetensors_find(st, yard)) {
-    float e;
-    GError *error = NULL;
-    g_assert_true(ct_safetensors_read_f32(st, yard, &e, 1, &error));
+  double e;
+  if (l2 == 0 && yardstick(st, "f32err", name, &e))
     tol = fmax(tol, TORCH_F32 * e);
-  }
   if (g_getenv("CT_PARITY_VERBOSE"))
     g_test_message("%s: %s error %.4g, tolerance %.4g (max |ref| %.4g, ||ref|| %.4g)", name,
                    l2 > 0 ? "L2" : "max", err, tol, maxref, sqrt(ssr));
@@ -413,14 +425,9 @@ compare_reference(Report *r, const Case *c, CtModel *m, const Pass *p, CtPrecisi
   const char *fnames[2] = { "output.image_features", "output.text_features" };
   const float *fvals[2] = { p->img, p->txt };
   for (int k = 0; k < 2; k++) {
-    double feat = l2 > 0 ? l2 : 1e-5;
-    g_autofree char *yard = g_strconcat("bf16err.", fnames[k], NULL);
-    if (l2 > 0 && ct_safetensors_find(st, yard)) {
-      float e;
-      GError *error = NULL;
-      g_assert_true(ct_safetensors_read_f32(st, yard, &e, 1, &error));
+    double feat = l2 > 0 ? l2 : 1e-5, e;
+    if (l2 > 0 && yardstick(st, "bf16err", fnames[k], &e))
       feat = fmax(feat, autocast * e);
-    }
     compare(r, st, fnames[k], fvals[k], (size_t) B * E, feat, 0, 0);
   }
   if (l2 == 0) {
@@ -461,12 +468,10 @@ compare_reference(Report *r, const Case *c, CtModel *m, const Pass *p, CtPrecisi
   if (l2 > 0) {
     GArray *es = g_array_new(FALSE, FALSE, sizeof(double));
     for (size_t i = 0; i < nt; i++) {
-      g_autofree char *yard = g_strconcat("bf16err.grad.", ct_model_tensor(m, i)->name, NULL);
-      float e;
-      if (ct_safetensors_find(st, yard) && ct_safetensors_read_f32(st, yard, &e, 1, NULL)) {
-        double d = e;
-        g_array_append_val(es, d);
-      }
+      g_autofree char *name = g_strconcat("grad.", ct_model_tensor(m, i)->name, NULL);
+      double e;
+      if (yardstick(st, "bf16err", name, &e))
+        g_array_append_val(es, e);
     }
     if (es->len) {
       g_array_sort(es, cmp_double);
@@ -481,12 +486,8 @@ compare_reference(Report *r, const Case *c, CtModel *m, const Pass *p, CtPrecisi
       unjudged++;
       continue;
     }
-    double tl2 = l2;
-    g_autofree char *yard = g_strconcat("bf16err.", name, NULL);
-    if (l2 > 0 && ct_safetensors_find(st, yard)) {
-      float e;
-      GError *error = NULL;
-      g_assert_true(ct_safetensors_read_f32(st, yard, &e, 1, &error));
+    double tl2 = l2, e;
+    if (l2 > 0 && yardstick(st, "bf16err", name, &e)) {
       tl2 = fmax(tl2, autocast * fmax(e, torch_med));
       if (e > 0) {
         double se = 0, sr = 0;
@@ -536,14 +537,9 @@ compare_reference(Report *r, const Case *c, CtModel *m, const Pass *p, CtPrecisi
     double mx = 0;
     for (size_t k = 0; k < rn; k++)
       mx = fmax(mx, fabs(ref[k]));
-    double btol = (l2 > 0 ? l2 : 1e-4) * fmax(1, mx);
-    g_autofree char *yard = g_strconcat("bf16err.", name, NULL);
-    if (l2 > 0 && ct_safetensors_find(st, yard)) {
-      float e;
-      GError *error = NULL;
-      g_assert_true(ct_safetensors_read_f32(st, yard, &e, 1, &error));
+    double btol = (l2 > 0 ? l2 : 1e-4) * fmax(1, mx), e;
+    if (l2 > 0 && yardstick(st, "bf16err", name, &e))
       btol = fmax(btol, autocast * e);
-    }
     compare(r, st, name, p->buffers + info->offset, info->numel, btol, 0, 0);
   }
   const CtTensorInfo *flips = ct_safetensors_find(st, "masks.flips");
