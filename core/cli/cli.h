@@ -61,6 +61,10 @@ float *ct_cli_encode_texts(CtModel *m, const CtTokenizer *tok, const char *const
 gboolean ct_cli_parse(int *argc, char ***argv, const GOptionEntry *entries, const char *summary,
                       const char *description, GError **error);
 
+/* FALSE, after a one-line error for CMD, when a --set value in SETS has
+ * no '=' (`--set fit.epochs 2`, whose value ARGV then holds). */
+gboolean ct_cli_check_sets(const char *cmd, char *const *sets, int argc, char **argv);
+
 /* strcmp of two char * pointed to, for sorting. */
 int ct_cli_strcmp_p(const void *a, const void *b);
 

@@ -25,6 +25,21 @@ parse_duration(const char *text, double *seconds)
   return unit > 0;
 }
 
+gboolean
+ct_cli_check_sets(const char *cmd, char *const *sets, int argc, char **argv)
+{
+  for (char *const *s = sets; s && *s; s++)
+    if (!strchr(*s, '=')) {
+      /* `--set fit.epochs 2`: the value became an argument */
+      const char *next = argc > 2 ? argv[2] : NULL;
+      g_autofree char *ex = g_strdup_printf("%s=%s", *s, next ? next : "VALUE");
+      ct_cli_error("%s: --set %s: expected KEY=VALUE in one argument, as in --set %s", cmd, *s,
+                   ex);
+      return FALSE;
+    }
+  return TRUE;
+}
+
 int
 ct_cli_fit(int argc, char **argv)
 {
@@ -47,6 +62,8 @@ ct_cli_fit(int argc, char **argv)
   gboolean ok = ct_cli_parse(
     &argc, &argv, entries, "RECIPE.yaml - train a CLIP model from a recipe",
     NULL, &error);
+  if (ok && !ct_cli_check_sets("fit", sets, argc, argv))
+    return CT_EXIT_USAGE;
   double limit = 0;
   if (ok && time_limit && !parse_duration(time_limit, &limit)) {
     ct_cli_error("fit: --time-limit '%s' is not a duration such as 90s, 30m, 2h or 1d",

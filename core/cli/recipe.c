@@ -28,6 +28,8 @@ ct_cli_recipe(int argc, char **argv)
                              "folder: overrides applied, every default\nfilled (the plugins' "
                              "too), paths made absolute.",
                              &error);
+  if (ok && !ct_cli_check_sets("recipe", sets, argc, argv))
+    return CT_EXIT_USAGE;
   if (!ok || (keys ? argc != 1 : argc != 2)) {
     ct_cli_error("recipe: %s", error ? error->message
                                : keys ? "--keys takes no recipe"

@@ -217,16 +217,29 @@ ct_section_set_int(CtRecipe *r, CtSection *s, size_t offset, int64_t value, cons
   store_int(s, &s->keys[k], value);
 }
 
+/* PATH absolute: from NODE's base folder (its file's, or the current
+ * directory for a --set value), else from DIR.  (transfer full) */
+char *
+ct_recipe_absolute_path(const CtRNode *node, const char *path, const char *dir)
+{
+  if (g_path_is_absolute(path))
+    return g_strdup(path);
+  const char *from = node && ct_rnode_base(node) ? ct_rnode_base(node) : dir;
+  g_autofree char *abs_from = g_canonicalize_filename(from ? from : ".", NULL);
+  return g_canonicalize_filename(path, abs_from);
+}
+
 void
 ct_section_absolute_paths(CtRecipe *r, CtSection *s, const char *dir)
 {
+  if (!s->key_where)
+    return; /* not read */
+  CtRNode *sec = ct_rnode_get(ct_recipe_root(r), s->name);
   for (gssize k = 0; s->key_where && s->keys[k].spec.name; k++) {
     char **p = field(s, &s->keys[k]);
     if (!(s->keys[k].flags & CT_KEY_PATH) || !**p || g_path_is_absolute(*p))
       continue;
-    char *abs = g_canonicalize_filename(*p, dir);
-    if (!abs) /* DIR relative: GLib refuses it, and the path stays as it is */
-      continue;
+    char *abs = ct_recipe_absolute_path(ct_rnode_get(sec, s->keys[k].spec.name), *p, dir);
     g_autofree char *where = g_strdup(s->key_where[k]);
     set_text(r, s, k, abs, where);
     g_free(*p);

@@ -89,11 +89,15 @@ gboolean ct_section_is_set(const CtSection *section, size_t offset);
  * resolved recipe says it), at position WHERE. */
 void ct_section_set_int(CtRecipe *recipe, CtSection *section, size_t offset, int64_t value,
                         const char *where);
-/* Make every non-empty relative CT_KEY_PATH value absolute from DIR, in
- * the fields and in the tree, keeping their positions: the resolved
- * recipe (and --resume, which reads it from the run folder) then finds
- * the same files from anywhere. */
+/* Make every non-empty relative CT_KEY_PATH value absolute, in the fields
+ * and in the tree, keeping their positions: a value written in a recipe
+ * file starts from that file's folder, a --set value from the current
+ * directory, one made by code from DIR.  The resolved recipe (and
+ * --resume, which reads it from the run folder) then finds the same files
+ * from anywhere. */
 void ct_section_absolute_paths(CtRecipe *recipe, CtSection *section, const char *dir);
+/* PATH made absolute the same way, for the value of NODE.  (transfer full) */
+char *ct_recipe_absolute_path(const CtRNode *node, const char *path, const char *dir);
 
 /* The scalar text of KEY in section NAME before any check, or NULL when
  * the section or the key is absent or not of that shape; *WHERE (may be

@@ -34,6 +34,9 @@ struct CtRNode {
   GPtrArray *items;  /* CtRNode *: sequence items or mapping values */
   GPtrArray *keys;   /* char *: mapping keys */
   GPtrArray *kwhere; /* char *: positions of the mapping keys */
+  char *base;        /* absolute folder that relative paths in this node
+                      * start from: its file's, or the current directory
+                      * for a --set value; NULL for nodes made by code */
 };
 
 struct CtRecipe {
@@ -75,6 +78,7 @@ node_free(CtRNode *n)
   }
   g_free(n->text);
   g_free(n->where);
+  g_free(n->base);
   g_free(n);
 }
 
@@ -188,6 +192,7 @@ typedef struct {
   yaml_document_t doc;
   const char *name;  /* file name in positions */
   const char *fixed; /* position text of every node (--set), or NULL */
+  char *base;        /* every node's base folder (absolute) */
   size_t n_nodes;
 } Doc;
 
@@ -274,15 +279,27 @@ convert(Doc *D, int id, int depth, GError **error)
     }
   }
   g_free(where);
+  if (node)
+    node->base = g_strdup(D->base);
   return node;
 }
 
-/* Parses one YAML document.  NAME is the file name in positions, or FIXED
- * the position text of every node.  (transfer full) */
-static CtRNode *
-parse_yaml(const char *name, const char *fixed, const char *data, size_t len, GError **error)
+/* The absolute folder of file NAME.  (transfer full) */
+static char *
+base_folder(const char *name)
 {
-  Doc D = { .name = name, .fixed = fixed };
+  g_autofree char *dir = g_path_get_dirname(name);
+  return g_canonicalize_filename(dir, NULL);
+}
+
+/* Parses one YAML document.  NAME is the file name in positions, or FIXED
+ * the position text of every node.  BASE (or NULL) is the folder that
+ * relative paths in the nodes start from (ct_rnode_base).  (transfer full) */
+static CtRNode *
+parse_yaml(const char *name, const char *fixed, const char *base, const char *data, size_t len,
+           GError **error)
+{
+  Doc D = { .name = name, .fixed = fixed, .base = (char *) base };
   yaml_parser_t yp;
   yaml_document_t extra;
   CtRNode *root = NULL;
@@ -298,8 +315,10 @@ parse_yaml(const char *name, const char *fixed, const char *data, size_t len, GE
   }
   if (!yaml_document_get_root_node(&D.doc)) { /* no document */
     char *where = fixed ? g_strdup(fixed) : g_strdup_printf("%s:1:1", name);
-    if (fixed)
+    if (fixed) {
       root = node_new(CT_RNODE_SCALAR, fixed, "");
+      root->base = g_strdup(base);
+    }
     else
       fail(error, CT_ERROR_CONFIG, where, "the recipe is empty; expected a mapping");
     g_free(where);
@@ -405,7 +424,10 @@ load_tree(const char *path, const char *data, size_t len, const char *ext_where,
       g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(e));
     goto out;
   }
-  if (!(root = parse_yaml(path, NULL, data, len, error)))
+  char *folder = owned ? base_folder(path) : NULL; /* a file's; none for data */
+  root = parse_yaml(path, NULL, folder, data, len, error);
+  g_free(folder);
+  if (!root)
     goto out;
   if (root->kind != CT_RNODE_MAPPING) {
     fail(error, CT_ERROR_CONFIG, root->where, "the root of a recipe must be a mapping, got a %s",
@@ -499,6 +521,56 @@ parse_index(const char *s, guint n, guint *out)
   return *s != '\0';
 }
 
+/* Whether ITEM names plugin or value NAME: a scalar NAME, or a mapping
+ * whose only key is NAME ({name: {params}}). */
+static gboolean
+item_is(const CtRNode *item, const CtRNode *value)
+{
+  if (value->kind != CT_RNODE_SCALAR)
+    return FALSE;
+  if (item->kind == CT_RNODE_SCALAR)
+    return strcmp(item->text, value->text) == 0;
+  return item->kind == CT_RNODE_MAPPING && item->keys->len == 1 &&
+         strcmp(item->keys->pdata[0], value->text) == 0;
+}
+
+/* PATH+=VALUE appends VALUE (the items of a sequence VALUE) to the
+ * sequence at CUR (TARGET in messages); PATH-=VALUE removes every item
+ * that is VALUE (or names the plugin VALUE).  VALUE is taken. */
+static gboolean
+edit_list(CtRecipe *recipe, CtRNode *cur, const char *target, gboolean add, CtRNode *value,
+          const char *where, GError **error)
+{
+  if (cur->kind != CT_RNODE_SEQUENCE) {
+    node_free(value);
+    return fail(error, CT_ERROR_CONFIG, where, "'%s' (at %s) is a %s; %s works on lists",
+                SHOW(target), cur->where, kind_name(cur->kind), add ? "+=" : "-=");
+  }
+  if (add) {
+    if (value->kind == CT_RNODE_SEQUENCE) {
+      for (guint i = 0; i < value->items->len; i++)
+        g_ptr_array_add(cur->items, value->items->pdata[i]);
+      g_ptr_array_set_size(value->items, 0);
+      node_free(value);
+    } else
+      g_ptr_array_add(cur->items, value);
+    return TRUE;
+  }
+  guint removed = 0;
+  for (guint i = 0; i < cur->items->len;)
+    if (item_is(cur->items->pdata[i], value)) {
+      g_ptr_array_add(recipe->dead, g_ptr_array_steal_index(cur->items, i));
+      removed++;
+    } else
+      i++;
+  gboolean ok = removed > 0 ||
+                fail(error, CT_ERROR_CONFIG, where, "'%s' (at %s) has no item '%s'",
+                     SHOW(target), cur->where, value->kind == CT_RNODE_SCALAR
+                                                 ? SHOW(value->text) : kind_name(value->kind));
+  node_free(value);
+  return ok;
+}
+
 gboolean
 ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error)
 {
@@ -513,10 +585,17 @@ ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error)
   char *where = g_string_free(w, FALSE);
   const char *eq = strchr(assignment, '=');
   char *path = g_strstrip(g_strndup(assignment, eq ? (gsize)(eq - assignment) : 0));
+  /* "+=" appends to a list, "-=" removes from it */
+  char op = *path && strchr("+-", path[strlen(path) - 1]) ? path[strlen(path) - 1] : 0;
+  if (op) {
+    path[strlen(path) - 1] = '\0';
+    g_strchomp(path);
+  }
   char **seg = g_strsplit(path, ".", -1);
   CtRNode *value = NULL, *cur = recipe->root;
   gboolean ok = FALSE;
   guint idx;
+  char *cwd = NULL;
 
   if (!utf8) {
     fail(error, CT_ERROR_CONFIG, where, "not valid UTF-8");
@@ -531,18 +610,35 @@ ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error)
       fail(error, CT_ERROR_CONFIG, where, "empty segment in path '%s'", SHOW(path));
       goto out;
     }
-  if (!(value = parse_yaml(NULL, where, eq + 1, strlen(eq + 1), error)))
+  cwd = g_get_current_dir(); /* a --set path starts here */
+  if (!(value = parse_yaml(NULL, where, cwd, eq + 1, strlen(eq + 1), error)))
     goto out;
   for (guint i = 0; seg[i]; i++) {
     gboolean last = seg[i + 1] == NULL;
     if (cur->kind == CT_RNODE_MAPPING) {
       CtRNode *next = ct_rnode_get(cur, seg[i]);
+      if (last && op == '+' && !next) /* a list that is not there yet */
+        map_append(cur, seg[i], where, next = node_new(CT_RNODE_SEQUENCE, where, NULL));
+      if (last && op) {
+        if (!next) {
+          fail(error, CT_ERROR_CONFIG, where, "'%s' is not set; -= has nothing to remove",
+               SHOW(path));
+          goto out;
+        }
+        ok = edit_list(recipe, next, path, op == '+', g_steal_pointer(&value), where, error);
+        goto out;
+      }
       if (last)
         map_put(recipe->dead, cur, seg[i], where, value);
       else if (!next)
         map_append(cur, seg[i], where, next = node_new(CT_RNODE_MAPPING, where, NULL));
       cur = next;
     } else if (cur->kind == CT_RNODE_SEQUENCE && parse_index(seg[i], cur->items->len, &idx)) {
+      if (last && op) {
+        ok = edit_list(recipe, cur->items->pdata[idx], path, op == '+', g_steal_pointer(&value),
+                       where, error);
+        goto out;
+      }
       if (last) {
         g_ptr_array_add(recipe->dead, cur->items->pdata[idx]);
         cur->items->pdata[idx] = value;
@@ -571,6 +667,7 @@ out:
   g_strfreev(seg);
   g_free(path);
   g_free(where);
+  g_free(cwd);
   return ok;
 }
 
@@ -640,6 +737,13 @@ ct_rnode_item(const CtRNode *node, size_t i)
 }
 
 const char *
+ct_rnode_base(const CtRNode *node)
+{
+  g_return_val_if_fail(node != NULL, NULL);
+  return node->base;
+}
+
+const char *
 ct_rnode_key(const CtRNode *node, size_t i)
 {
   g_return_val_if_fail(node != NULL, NULL);
@@ -661,6 +765,18 @@ ct_rnode_set_scalar(CtRecipe *recipe, CtRNode *map, const char *key, const char 
   g_return_val_if_fail(recipe && map && map->keys && key && value && where, NULL);
   CtRNode *n = node_new(CT_RNODE_SCALAR, where, value);
   map_put(recipe->dead, map, key, where, n);
+  return n;
+}
+
+CtRNode *
+ct_rnode_set_item_scalar(CtRecipe *recipe, CtRNode *seq, size_t i, const char *value,
+                         const char *where)
+{
+  g_return_val_if_fail(recipe && seq && seq->kind == CT_RNODE_SEQUENCE && value && where, NULL);
+  g_return_val_if_fail(i < seq->items->len, NULL);
+  CtRNode *n = node_new(CT_RNODE_SCALAR, where, value);
+  g_ptr_array_add(recipe->dead, seq->items->pdata[i]);
+  seq->items->pdata[i] = n;
   return n;
 }
 
@@ -925,7 +1041,7 @@ ct_recipe_check(CtRecipe *recipe, CtRNode *node, const char *context, const CtPa
     CtRNode *def;
     if (schema[k].type == CT_PARAM_LIST || schema[k].type == CT_PARAM_MAP) {
       const char *text = schema[k].default_value;
-      if (!(def = parse_yaml(NULL, "default", text, strlen(text), error)))
+      if (!(def = parse_yaml(NULL, "default", NULL, text, strlen(text), error)))
         goto out;
       if (node)
         map_put(recipe->dead, node, names[k], "default", def);

@@ -35,7 +35,11 @@ void ct_recipe_free(CtRecipe *recipe);
 /* Apply "a.b.c=VALUE": VALUE is parsed as YAML (a scalar, or a flow
  * sequence/mapping such as [1, 2] or {pct: 0.1}); intermediate mappings
  * are created.  Positions of the new nodes read "--set a.b.c=VALUE".
- * An assignment without '=' or with an empty path is an error. */
+ * "a.b+=VALUE" appends VALUE (or a sequence VALUE's items) to the list at
+ * a.b (created when absent); "a.b-=NAME" removes the items that are NAME
+ * or a one-key mapping {NAME: ...} (a plugin with parameters), and is an
+ * error when there is none.  An assignment without '=' or with an empty
+ * path is an error. */
 gboolean ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error);
 
 CtRNode *ct_recipe_root(CtRecipe *recipe);
@@ -46,6 +50,10 @@ CtRNode *ct_recipe_lookup(CtRecipe *recipe, const char *path);
 CtRNodeKind ct_rnode_kind(const CtRNode *node);
 /* "FILE:LINE:COLUMN" or "--set ..." (transfer none) */
 const char *ct_rnode_where(const CtRNode *node);
+/* The absolute folder a relative path written in NODE starts from: the
+ * folder of the recipe file that holds it, the current directory for a
+ * --set value, NULL for a node made by code.  (transfer none) */
+const char *ct_rnode_base(const CtRNode *node);
 /* A scalar's text.  (transfer none) */
 const char *ct_rnode_scalar(const CtRNode *node);
 /* Items of a sequence, or key/value pairs of a mapping, in order. */
@@ -57,6 +65,10 @@ CtRNode *ct_rnode_get(const CtRNode *map, const char *key); /* NULL if absent */
  * WHERE is its position text.  Returns the new node. */
 CtRNode *ct_rnode_set_scalar(CtRecipe *recipe, CtRNode *map, const char *key,
                              const char *value, const char *where);
+/* Replace item I of sequence SEQ with a scalar VALUE at WHERE.  Returns
+ * the new node. */
+CtRNode *ct_rnode_set_item_scalar(CtRecipe *recipe, CtRNode *seq, size_t i, const char *value,
+                                  const char *where);
 /* Make KEY of MAP an empty mapping if absent; returns it (or the existing
  * node, which may be of another kind). */
 CtRNode *ct_rnode_ensure_mapping(CtRecipe *recipe, CtRNode *map, const char *key,

@@ -179,7 +179,8 @@ read_recipe(Run *run, CtSectionsPart parts, GError **error)
       return 2;
   if (!ct_sections_read(r, parts, &run->sec, error))
     return 2;
-  run->recipe_dir = g_path_get_dirname(run->recipe_path);
+  g_autofree char *dir = g_path_get_dirname(run->recipe_path);
+  run->recipe_dir = g_canonicalize_filename(dir, NULL);
   return 0;
 }
 
@@ -193,19 +194,12 @@ load_recipe(Run *run, GError **error)
   return rc;
 }
 
-/* The plugins of callbacks and metrics, found (plugin_path first,
- * relative to the recipe's folder), opened and their parameters checked. */
+/* The plugins of callbacks and metrics, found (plugin_path first, made
+ * absolute by load_recipe), opened and their parameters checked. */
 static int
 load_callbacks(Run *run, GError **error)
 {
-  GPtrArray *extra = g_ptr_array_new_with_free_func(g_free);
-  for (char **dir = run->sec.plugin_path; *dir; dir++)
-    g_ptr_array_add(extra, g_path_is_absolute(*dir)
-                             ? g_strdup(*dir)
-                             : g_build_filename(run->recipe_dir, *dir, NULL));
-  g_ptr_array_add(extra, NULL);
-  run->search = ct_plugin_search_path((const char *const *) extra->pdata);
-  g_ptr_array_free(extra, TRUE);
+  run->search = ct_plugin_search_path((const char *const *) run->sec.plugin_path);
   run->cbs = g_ptr_array_new_with_free_func((GDestroyNotify) ct_callback_free);
   return ct_run_callbacks_load(run->recipe, run->search, run->cbs, &run->precision, error)
            ? 0 : 2;
@@ -493,7 +487,10 @@ ct_run_resolve(const CtRunOptions *o, char **yaml, GError **error)
 static int
 load_data_sections(Run *run, GError **error)
 {
-  return read_recipe(run, CT_SECTIONS_DATA | CT_SECTIONS_MODEL, error);
+  int rc = read_recipe(run, CT_SECTIONS_DATA | CT_SECTIONS_MODEL, error);
+  if (rc == 0)
+    ct_sections_absolute_paths(run->recipe, &run->sec, run->recipe_dir);
+  return rc;
 }
 
 int

@@ -177,8 +177,8 @@ static const CtSectionKey fit_keys[] = {
 };
 
 static const CtSectionKey output_keys[] = {
-  CT_KEY(CtOutputSection, dir, "dir", CT_PARAM_STRING, "",
-         "run folder (empty: runs/<recipe>-<time>)", 0, 0, NULL),
+  CT_PATH_KEY(CtOutputSection, dir, "dir", "",
+              "run folder (empty: runs/<recipe>-<time> in the current directory)"),
   CT_KEY_END,
 };
 
@@ -459,6 +459,18 @@ ct_sections_absolute_paths(CtRecipe *r, CtSections *s, const char *dir)
 {
   ct_section_absolute_paths(r, &s->data.base, dir);
   ct_section_absolute_paths(r, &s->model.base, dir);
+  ct_section_absolute_paths(r, &s->output.base, dir);
+  CtRNode *pp = ct_rnode_get(ct_recipe_root(r), "plugin_path");
+  for (size_t i = 0; s->plugin_path && s->plugin_path[i]; i++) {
+    if (g_path_is_absolute(s->plugin_path[i]))
+      continue;
+    CtRNode *item = ct_rnode_item(pp, i);
+    char *abs = ct_recipe_absolute_path(item, s->plugin_path[i], dir);
+    g_autofree char *where = g_strdup(ct_rnode_where(item));
+    ct_rnode_set_item_scalar(r, pp, i, abs, where);
+    g_free(s->plugin_path[i]);
+    s->plugin_path[i] = abs;
+  }
 }
 
 /* ---------------------------------------------------------------- plugin lists */

@@ -121,8 +121,10 @@ typedef enum {
 gboolean ct_sections_read(CtRecipe *recipe, CtSectionsPart which, CtSections *out,
                           GError **error);
 void ct_sections_clear(CtSections *sections);
-/* data.path, data.valid_path, data.vocab and model.init made absolute
- * from DIR (the recipe's folder), in the fields and the tree. */
+/* data.path, data.valid_path, data.vocab, model.init, output.dir and
+ * plugin_path made absolute, in the fields and the tree: a value from a
+ * recipe file from that file's folder, a --set value from the current
+ * directory (ct_section_absolute_paths); DIR for the rest. */
 void ct_sections_absolute_paths(CtRecipe *recipe, CtSections *sections, const char *dir);
 
 /* One item of `callbacks` or `metrics`, normalised to {NAME: {params}}. */

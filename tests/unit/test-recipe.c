@@ -689,6 +689,72 @@ test_override(void)
   ct_recipe_free(r);
 }
 
+/* += appends to a list (made when absent), -= removes a name or the
+ * plugin of that name with its parameters; both refuse what is no list. */
+static void
+test_override_lists(void)
+{
+  CtRecipe *r = load(set_yaml);
+  set_ok(r, "callbacks+=report");
+  g_assert_cmpuint(ct_rnode_n_items(ct_recipe_lookup(r, "callbacks")), ==, 4);
+  assert_scalar(r, "callbacks.3", "report", "--set callbacks+=report");
+  set_ok(r, "callbacks -= short_epoch"); /* a plugin with parameters */
+  g_assert_cmpuint(ct_rnode_n_items(ct_recipe_lookup(r, "callbacks")), ==, 3);
+  assert_scalar(r, "callbacks.1", "plain", "r.yaml:7:5");
+  set_ok(r, "tags+=[u, v]"); /* a sequence's items */
+  g_assert_cmpuint(ct_rnode_n_items(ct_recipe_lookup(r, "tags")), ==, 4);
+  assert_scalar(r, "tags.3", "v", NULL);
+  set_ok(r, "tags-=x");
+  assert_scalar(r, "tags.0", "y", NULL);
+  set_ok(r, "metrics+={zero_shot: {top_k: 3}}"); /* a new list */
+  assert_scalar(r, "metrics.0.zero_shot.top_k", "3", NULL);
+  static const struct {
+    const char *assignment, *text;
+  } rows[] = {
+    { "callbacks-=nothing", "'callbacks' (at r.yaml:4:3) has no item 'nothing'" },
+    { "optimizer.lr+=1", "'optimizer.lr' (at r.yaml:2:7) is a scalar; += works on lists" },
+    { "optimizer-=lr", "is a mapping; -= works on lists" },
+    { "absent-=x", "'absent' is not set; -= has nothing to remove" },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS(rows); i++) {
+    GError *err = NULL;
+    g_autofree char *prefix = g_strdup_printf("--set %s: ", rows[i].assignment);
+    g_assert_false(ct_recipe_override(r, rows[i].assignment, &err));
+    assert_error(&err, CT_ERROR_CONFIG, prefix, rows[i].text);
+  }
+  ct_recipe_free(r);
+}
+
+/* A node's base folder: its recipe file's folder (absolute), the current
+ * directory for a --set value; ct_recipe_absolute_path uses it. */
+static void
+test_node_base(void)
+{
+  g_autofree char *dir = g_dir_make_tmp("ct-base-XXXXXX", NULL);
+  g_autofree char *file = g_build_filename(dir, "r.yaml", NULL);
+  g_assert_true(g_file_set_contents(file, "data: {path: imgs}\n", -1, NULL));
+  CtRecipe *r = ct_recipe_load(file, NULL);
+  g_assert_nonnull(r);
+  CtRNode *p = ct_recipe_lookup(r, "data.path");
+  g_assert_cmpstr(ct_rnode_base(p), ==, dir);
+  g_autofree char *abs = ct_recipe_absolute_path(p, "imgs", "/elsewhere");
+  g_autofree char *want = g_build_filename(dir, "imgs", NULL);
+  g_assert_cmpstr(abs, ==, want);
+  set_ok(r, "data.path=other");
+  g_autofree char *cwd = g_get_current_dir();
+  p = ct_recipe_lookup(r, "data.path");
+  g_assert_cmpstr(ct_rnode_base(p), ==, cwd);
+  g_autofree char *abs2 = ct_recipe_absolute_path(p, "../x", "/elsewhere");
+  g_autofree char *up = g_path_get_dirname(cwd);
+  g_autofree char *want2 = g_build_filename(up, "x", NULL);
+  g_assert_cmpstr(abs2, ==, want2);
+  g_autofree char *same = ct_recipe_absolute_path(p, "/abs/y", "/elsewhere");
+  g_assert_cmpstr(same, ==, "/abs/y");
+  ct_recipe_free(r);
+  g_unlink(file);
+  g_rmdir(dir);
+}
+
 static void
 test_override_bad(void)
 {
@@ -1039,6 +1105,8 @@ main(int argc, char **argv)
   g_test_add_func("/recipe/extends/missing", test_extends_missing);
   g_test_add_func("/recipe/override/ok", test_override);
   g_test_add_func("/recipe/override/bad", test_override_bad);
+  g_test_add_func("/recipe/override/lists", test_override_lists);
+  g_test_add_func("/recipe/node-base", test_node_base);
   g_test_add_func("/recipe/to-yaml/roundtrip", test_to_yaml_roundtrip);
   g_test_add_func("/recipe/write/atomic", test_write);
   g_test_add_func("/recipe/sections/typed", test_sections_typed);
