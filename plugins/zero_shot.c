@@ -1,8 +1,10 @@
 /* zero_shot: CLIP's zero-shot classification accuracy on the validation set.
  *
- * before_validate builds one vector per class: every template filled with
- * the class's label is encoded by the text tower (at most max_batch prompts
- * at a time), the normalised features are averaged over the templates and
+ * before_fit tokenizes every prompt and every class's validation caption,
+ * so that a prompt too long for the context (or two classes whose captions
+ * are the same) stops the run before its first step.  before_validate
+ * builds one vector per class: every template filled with the class's
+ * label is encoded by the text tower (at most max_batch prompts at a time), the normalised features are averaged over the templates and
  * normalised again, giving a (C, E) matrix.  (This overwrites the model's
  * text activations, which is harmless before the first validation batch.)
  *
@@ -32,6 +34,7 @@ typedef struct {
   int C, E, T;
   float *classes;   /* (C, E) */
   int32_t *labels;  /* (C, T) tokens of each class's validation caption */
+  int32_t *prompts; /* (C * NT, T) tokens of every class's prompts, NT templates */
   float *logits;    /* (max_batch, C) */
   int64_t n, top1, topk;
 } ZeroShot;
@@ -66,8 +69,9 @@ normalise(float *x, int n)
     x[i] *= inv;
 }
 
+/* Tokenize every class's validation caption and prompts (before_fit). */
 static gboolean
-build_classes(ZeroShot *s, CtLearner *L, GError **error)
+tokenize_classes(ZeroShot *s, CtLearner *L, GError **error)
 {
   CtTokenizer *tok = ct_learner_tokenizer(L);
   CtModel *m = ct_learner_model(L);
@@ -78,14 +82,9 @@ build_classes(ZeroShot *s, CtLearner *L, GError **error)
                      ? ct_learner_recipe_value(L, "data.templates.0")
                      : s->templates[0];
   int C = s->C, NT = (int) g_strv_length(s->templates), P = C * NT;
-  int T = s->T = ct_model_config(m)->context_length, E = s->E = ct_model_config(m)->embed_dim;
-  int mb = ct_model_max_batch(m);
-  s->classes = g_renew(float, s->classes, (size_t) C * E);
+  int T = s->T = ct_model_config(m)->context_length;
   s->labels = g_renew(int32_t, s->labels, (size_t) C * T);
-  s->logits = g_renew(float, s->logits, (size_t) mb * C);
-  memset(s->classes, 0, sizeof(float) * C * E);
-  int32_t *prompts = g_new(int32_t, (size_t) P * T);
-  float *tmp = g_new(float, E);
+  s->prompts = g_renew(int32_t, s->prompts, (size_t) P * T);
   gboolean ok = TRUE;
   for (int c = 0; c < C && ok; c++) {
     g_autofree char *key = g_strconcat("data.captions.", s->class_names[c], NULL);
@@ -95,8 +94,8 @@ build_classes(ZeroShot *s, CtLearner *L, GError **error)
     ok = ct_tokenizer_tokenize(tok, caption, T, truncate, s->labels + (size_t) c * T, error);
     for (int t = 0; t < NT && ok; t++) {
       g_autofree char *prompt = fill(s->templates[t], label);
-      ok = ct_tokenizer_tokenize(tok, prompt, T, truncate, prompts + ((size_t) c * NT + t) * T,
-                                 error);
+      ok = ct_tokenizer_tokenize(tok, prompt, T, truncate,
+                                 s->prompts + ((size_t) c * NT + t) * T, error);
     }
     for (int d = 0; d < c && ok; d++)
       if (memcmp(s->labels + (size_t) d * T, s->labels + (size_t) c * T, sizeof(int32_t) * T) == 0) {
@@ -106,9 +105,27 @@ build_classes(ZeroShot *s, CtLearner *L, GError **error)
         ok = FALSE;
       }
   }
+  if (!ok)
+    g_prefix_error(error, "zero_shot: ");
+  return ok;
+}
+
+/* The (C, E) class vectors from the prompts (before_validate). */
+static gboolean
+build_classes(ZeroShot *s, CtLearner *L, GError **error)
+{
+  CtModel *m = ct_learner_model(L);
+  int C = s->C, NT = (int) g_strv_length(s->templates), P = C * NT, T = s->T;
+  int E = s->E = ct_model_config(m)->embed_dim;
+  int mb = ct_model_max_batch(m);
+  s->classes = g_renew(float, s->classes, (size_t) C * E);
+  s->logits = g_renew(float, s->logits, (size_t) mb * C);
+  memset(s->classes, 0, sizeof(float) * C * E);
+  float *tmp = g_new(float, E);
+  gboolean ok = TRUE;
   for (int p0 = 0; p0 < P && ok; p0 += mb) {
     int b = MIN(mb, P - p0);
-    if (!(ok = ct_model_encode_text(m, prompts + (size_t) p0 * T, b, error)))
+    if (!(ok = ct_model_encode_text(m, s->prompts + (size_t) p0 * T, b, error)))
       break;
     const float *f = ct_model_text_features(m);
     for (int i = 0; i < b; i++) {
@@ -121,7 +138,6 @@ build_classes(ZeroShot *s, CtLearner *L, GError **error)
   }
   for (int c = 0; c < C && ok; c++)
     normalise(s->classes + (size_t) c * E, E);
-  g_free(prompts);
   g_free(tmp);
   if (!ok)
     g_prefix_error(error, "zero_shot: ");
@@ -168,11 +184,14 @@ static CtStatus
 on_event(void *state, CtLearner *L, CtEvent event, GError **error)
 {
   ZeroShot *s = state;
-  if (event == CT_EVENT_BEFORE_FIT && !ct_learner_tokenizer(L)) {
-    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                "zero_shot needs labelled data with a tokenizer (dataset idx or image_folder), "
-                "not synthetic data");
-    return CT_STATUS_ERROR;
+  if (event == CT_EVENT_BEFORE_FIT) {
+    if (!ct_learner_tokenizer(L)) {
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                  "zero_shot needs labelled data with a tokenizer (dataset idx or image_folder), "
+                  "not synthetic data");
+      return CT_STATUS_ERROR;
+    }
+    return tokenize_classes(s, L, error) ? CT_STATUS_OK : CT_STATUS_ERROR;
   } else if (event == CT_EVENT_BEFORE_VALIDATE) {
     s->n = s->top1 = s->topk = 0;
     if (!build_classes(s, L, error))
@@ -208,6 +227,7 @@ destroy(void *state)
   g_free(s->topk_name);
   g_free(s->classes);
   g_free(s->labels);
+  g_free(s->prompts);
   g_free(s->logits);
   g_free(s);
 }

@@ -639,6 +639,16 @@ ct_recipe_override(CtRecipe *recipe, const char *assignment, GError **error)
                        where, error);
         goto out;
       }
+      CtRNode *item = cur->items->pdata[idx];
+      if (!last && item->kind == CT_RNODE_SCALAR && strcmp(item->text, seg[i + 1]) == 0) {
+        /* callbacks.1.fault.x=... on `- fault`: the plugin gets its
+         * parameters' mapping, {fault: {}} */
+        CtRNode *params = node_new(CT_RNODE_MAPPING, item->where, NULL);
+        CtRNode *plugin = node_new(CT_RNODE_MAPPING, item->where, NULL);
+        map_append(plugin, item->text, item->where, params);
+        g_ptr_array_add(recipe->dead, item);
+        cur->items->pdata[idx] = plugin;
+      }
       if (last) {
         g_ptr_array_add(recipe->dead, cur->items->pdata[idx]);
         cur->items->pdata[idx] = value;

@@ -35,6 +35,8 @@ void ct_recipe_free(CtRecipe *recipe);
 /* Apply "a.b.c=VALUE": VALUE is parsed as YAML (a scalar, or a flow
  * sequence/mapping such as [1, 2] or {pct: 0.1}); intermediate mappings
  * are created.  Positions of the new nodes read "--set a.b.c=VALUE".
+ * A list item written as a plain name takes parameters as if written
+ * {NAME: {}}: "callbacks.1.short_epoch.pct=0.1" on `- short_epoch`.
  * "a.b+=VALUE" appends VALUE (or a sequence VALUE's items) to the list at
  * a.b (created when absent); "a.b-=NAME" removes the items that are NAME
  * or a one-key mapping {NAME: ...} (a plugin with parameters), and is an

@@ -1,6 +1,7 @@
-/* run-folder.c: a run's folder: its name, and what a new run writes
- * there before the fit (recipe.yaml, manifest.json, vocab.txt); metrics
- * and states come later, from the learner. */
+/* run-folder.c: a run's folder: its name, what a new run writes there
+ * before the fit (recipe.yaml, manifest.json, vocab.txt) and after it
+ * (finished.json), and its removal when a run fails before its first
+ * step; metrics, models and states come from the learner and plugins. */
 #include "config.h"
 
 #include "setup/run-private.h"
@@ -10,7 +11,20 @@
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Model files (model*.safetensors) before the rest, then by name. */
+static int
+models_first(const void *a, const void *b)
+{
+  const char *x = *(char *const *) a, *y = *(char *const *) b;
+  gboolean mx = g_str_has_prefix(x, "model") && g_str_has_suffix(x, ".safetensors");
+  gboolean my = g_str_has_prefix(y, "model") && g_str_has_suffix(y, ".safetensors");
+  return mx != my ? (mx ? -1 : 1) : strcmp(x, y);
+}
 
 static gboolean
 write_manifest(const char *out, const char *recipe_yaml, GPtrArray *cbs, uint64_t seed,
@@ -125,4 +139,137 @@ ct_run_folder_prepare(CtRecipe *r, const char *out, const char *yaml, GPtrArray 
       return FALSE;
   }
   return TRUE;
+}
+
+/* ---------------------------------------------------------------- the end */
+
+/* The folder's plain files, sorted, model files first.  (transfer full) */
+static GPtrArray *
+folder_files(const char *out)
+{
+  GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+  GDir *d = g_dir_open(out, 0, NULL);
+  const char *name;
+  while (d && (name = g_dir_read_name(d))) {
+    g_autofree char *p = g_build_filename(out, name, NULL);
+    if (g_file_test(p, G_FILE_TEST_IS_REGULAR) && !strstr(name, ".tmp."))
+      g_ptr_array_add(names, g_strdup(name));
+  }
+  if (d)
+    g_dir_close(d);
+  g_ptr_array_sort(names, (GCompareFunc) models_first);
+  return names;
+}
+
+/* "812 B", "1.7 KiB", "3.2 MiB", "1.1 GiB" (ASCII, whatever the locale) */
+static char *
+human_size(goffset n)
+{
+  static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+  double v = (double) n;
+  int u = 0;
+  while (v >= 1024 && u < 4)
+    v /= 1024, u++;
+  return u ? g_strdup_printf("%.1f %s", v, unit[u])
+           : g_strdup_printf("%" G_GINT64_FORMAT " B", (gint64) n);
+}
+
+gboolean
+ct_run_folder_finish(const char *out, CtLearner *L, GError **error)
+{
+  g_autoptr(GDateTime) now = g_date_time_new_now_local();
+  g_autofree char *stamp = g_date_time_format(now, "%Y-%m-%d %H:%M:%S");
+  GPtrArray *files = folder_files(out);
+  g_ptr_array_add(files, g_strdup("finished.json"));
+  JsonBuilder *b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "finished");
+  json_builder_add_string_value(b, stamp);
+  json_builder_set_member_name(b, "train_steps");
+  json_builder_add_int_value(b, ct_learner_train_iter(L));
+  json_builder_set_member_name(b, "epochs");
+  json_builder_add_int_value(b, ct_recorder_n_epochs(ct_learner_recorder(L)));
+  json_builder_set_member_name(b, "files");
+  json_builder_begin_array(b);
+  for (guint i = 0; i < files->len; i++)
+    json_builder_add_string_value(b, files->pdata[i]);
+  json_builder_end_array(b);
+  json_builder_end_object(b);
+  JsonNode *root = json_builder_get_root(b);
+  g_autofree char *text = json_to_string(root, TRUE);
+  json_node_unref(root);
+  g_object_unref(b);
+  g_autofree char *path = g_build_filename(out, "finished.json", NULL);
+  gboolean ok = g_file_set_contents_full(path, text, -1,
+                                         G_FILE_SET_CONTENTS_CONSISTENT |
+                                           G_FILE_SET_CONTENTS_DURABLE,
+                                         0644, error);
+  if (!ok)
+    g_prefix_error(error, "%s: ", path);
+  else {
+    printf("cliptrain: finished after %" G_GINT64_FORMAT " training steps; %s holds:\n",
+           ct_learner_train_iter(L), out);
+    for (guint i = 0; i < files->len; i++) {
+      g_autofree char *p = g_build_filename(out, files->pdata[i], NULL);
+      GStatBuf st;
+      g_autofree char *size = g_stat(p, &st) == 0 ? human_size(st.st_size) : g_strdup("?");
+      printf("  %-28s %s\n", (char *) files->pdata[i], size);
+    }
+    fflush(stdout);
+  }
+  g_ptr_array_unref(files);
+  return ok;
+}
+
+gboolean
+ct_run_folder_finished(const char *out, char **text)
+{
+  g_autofree char *path = g_build_filename(out, "finished.json", NULL);
+  if (text)
+    *text = NULL;
+  if (!g_file_test(path, G_FILE_TEST_EXISTS))
+    return FALSE;
+  JsonParser *p = json_parser_new();
+  if (text && json_parser_load_from_file(p, path, NULL) &&
+      JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
+    JsonObject *o = json_node_get_object(json_parser_get_root(p));
+    *text = g_strdup_printf("on %s after %" G_GINT64_FORMAT " training steps",
+                            json_object_get_string_member_with_default(o, "finished", "?"),
+                            json_object_get_int_member_with_default(o, "train_steps", 0));
+  }
+  g_object_unref(p);
+  return TRUE;
+}
+
+/* Remove DIR and what it holds, without following links; DEPTH bounds it. */
+static void
+remove_tree(const char *dir, int depth)
+{
+  GDir *d = depth < 8 ? g_dir_open(dir, 0, NULL) : NULL;
+  const char *name;
+  while (d && (name = g_dir_read_name(d))) {
+    g_autofree char *p = g_build_filename(dir, name, NULL);
+    GStatBuf st;
+    if (g_lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+      remove_tree(p, depth + 1);
+    else
+      g_unlink(p);
+  }
+  if (d)
+    g_dir_close(d);
+  g_rmdir(dir);
+}
+
+void
+ct_run_folder_remove(const char *out, gboolean created)
+{
+  if (created) {
+    remove_tree(out, 0);
+    return;
+  }
+  static const char *const ours[] = { "recipe.yaml", "manifest.json", "vocab.txt" };
+  for (size_t i = 0; i < G_N_ELEMENTS(ours); i++) {
+    g_autofree char *p = g_build_filename(out, ours[i], NULL);
+    g_unlink(p);
+  }
 }

@@ -47,5 +47,16 @@ gboolean ct_run_share_string(CtComm *comm, char **s, GError **error);
 gboolean ct_run_folder_prepare(CtRecipe *recipe, const char *out, const char *yaml,
                                GPtrArray *cbs, uint64_t seed, int threads, gboolean in_backward,
                                const CtData *data, GError **error);
+/* After a fit that ran to its end: OUT/finished.json (the time, the
+ * training steps and epochs, and the folder's files), and a list of the
+ * files on stdout, the model first. */
+gboolean ct_run_folder_finish(const char *out, CtLearner *learner, GError **error);
+/* Whether OUT holds a run that finished; *TEXT (transfer full, may be
+ * NULL) then says when and after how many steps. */
+gboolean ct_run_folder_finished(const char *out, char **text);
+/* Remove the folder OUT of a run that failed before its first step: all of
+ * it when this run made it (CREATED), else only the files a run writes
+ * before the fit (recipe.yaml, manifest.json, vocab.txt). */
+void ct_run_folder_remove(const char *out, gboolean created);
 
 #endif

@@ -14,6 +14,7 @@
 #include "train/plugin-loader.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -150,6 +151,9 @@ typedef struct {
   CtSchedule *sched;
   int threads;
   char *out;            /* the run folder */
+  gboolean written;     /* this run wrote the folder's first files (rank 0) */
+  gboolean created;     /* ... and made the folder itself */
+  gboolean done;        /* nothing more to do (a finished run resumed): exit 0 */
   char *yaml;           /* the resolved recipe's text */
   CtLearner *learner;
 } Run;
@@ -171,6 +175,15 @@ read_recipe(Run *run, CtSectionsPart parts, GError **error)
                 "--resume continues %s as recorded; --set would change it", run->recipe_path);
     return 2;
   }
+  g_autofree char *when = NULL;
+  if (o->resume && ct_run_folder_finished(o->resume, &when)) {
+    printf("cliptrain: %s: the run finished %s; there is nothing to resume (its files are "
+           "listed in %s/finished.json)\n",
+           o->resume, when ? when : "", o->resume);
+    fflush(stdout);
+    run->done = TRUE;
+    return 0;
+  }
   CtRecipe *r = run->recipe = ct_recipe_load(run->recipe_path, error);
   if (!r)
     return 2;
@@ -189,7 +202,7 @@ static int
 load_recipe(Run *run, GError **error)
 {
   int rc = read_recipe(run, CT_SECTIONS_ALL, error);
-  if (rc == 0)
+  if (rc == 0 && !run->done)
     ct_sections_absolute_paths(run->recipe, &run->sec, run->recipe_dir);
   return rc;
 }
@@ -294,12 +307,20 @@ prepare_folder(Run *run, GError **error)
   if (!ct_run_share_string(run->comm, &run->out, error))
     return 1;
   run->yaml = ct_recipe_to_yaml(run->recipe);
-  gboolean ready = ct_comm_rank(run->comm) != 0 || o->resume ||
-                   ct_run_folder_prepare(run->recipe, run->out, run->yaml, run->cbs,
-                                         run->sec.seed, run->threads, run->in_backward,
-                                         &run->data, error);
-  return ct_comm_agree(run->comm, ready, "rank 0 could not prepare the run folder", error) ? 0
-                                                                                            : 1;
+  gboolean first = ct_comm_rank(run->comm) == 0 && !o->resume;
+  run->created = first && !g_file_test(run->out, G_FILE_TEST_EXISTS);
+  gboolean ready = !first || ct_run_folder_prepare(run->recipe, run->out, run->yaml, run->cbs,
+                                                   run->sec.seed, run->threads,
+                                                   run->in_backward, &run->data, error);
+  run->written = first && ready;
+  if (!ct_comm_agree(run->comm, ready, "rank 0 could not prepare the run folder", error))
+    return 1;
+  if (ct_comm_rank(run->comm) == 0) { /* on stdout: stderr's last line is an error, if any */
+    printf("cliptrain: %s %s\n", o->resume ? "resuming the run in" : "the run's folder is",
+           run->out);
+    fflush(stdout);
+  }
+  return 0;
 }
 
 /* The tokenizer's checkpoint metadata: the learned merges, or the merges
@@ -395,8 +416,20 @@ fit(Run *run, GError **error)
     .stop_flag = o->handle_signals ? &stop_requested : NULL,
   };
   ct_learner_set_stops(L, &stops);
-  if (!ct_learner_fit(L, error))
+  if (!ct_learner_fit(L, error)) {
+    /* after a failure between steps, the state to continue from */
+    g_autofree char *state = g_build_filename(run->out, "state.safetensors", NULL);
+    GError *e = NULL;
+    if (ct_learner_save_recovery_state(L, state, &e)) {
+      char *msg = g_strdup_printf("%s; the training state after step %" G_GINT64_FORMAT
+                                  " is in %s: continue with: cliptrain fit --resume %s",
+                                  (*error)->message, ct_learner_train_iter(L), state, run->out);
+      g_free((*error)->message);
+      (*error)->message = msg;
+    }
+    g_clear_error(&e);
     return 1;
+  }
   if (o->max_batch_budget && !o->resume)
     g_printerr("cliptrain: max-batch-size: the fit's peak resident memory was %.3f GiB\n",
                (double) ct_rss_peak() / 1073741824.0);
@@ -404,6 +437,9 @@ fit(Run *run, GError **error)
     g_printerr("cliptrain: stopped after %" G_GINT64_FORMAT " training steps; the training "
                "state is in %s/state.safetensors; continue with: cliptrain fit --resume %s\n",
                ct_learner_train_iter(L), run->out, run->out);
+  else if (!ct_learner_stopped(L) && ct_learner_rank(L) == 0 &&
+           !ct_run_folder_finish(run->out, L, error))
+    return 1;
   return 0;
 }
 
@@ -418,8 +454,13 @@ run_clear(Run *run, int rc, GError **error)
                error && *error ? (*error)->message : "the run failed");
     ct_comm_abort(comm, rc);
   }
+  /* a run that failed before its first step leaves no folder to block --out */
+  gboolean remove = rc != 0 && run->written &&
+                    (!run->learner || ct_learner_whole_steps(run->learner) == 0);
   ct_comm_free(run->comm);
   ct_learner_free(run->learner);
+  if (remove)
+    ct_run_folder_remove(run->out, run->created);
   if (run->opt)
     ct_optimizer_free(run->opt);
   if (run->sched)
@@ -445,7 +486,7 @@ run_stages(const CtRunOptions *o, const Stage *stages, size_t n, Run *run, GErro
 {
   int rc = 0;
   run->o = o;
-  for (size_t i = 0; rc == 0 && i < n; i++)
+  for (size_t i = 0; rc == 0 && !run->done && i < n; i++)
     rc = stages[i](run, error);
   return rc;
 }

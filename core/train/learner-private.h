@@ -73,6 +73,9 @@ struct CtLearner {
   /* stopping and resuming (state.c) */
   char *recipe_sha256;    /* of the resolved recipe; a resume must match it */
   gboolean resuming;      /* the next training phase starts at resume_batch */
+  gboolean in_step;       /* a training batch is under way: the parameters may be half
+                           * stepped, and no recovery state can be saved */
+  int safe_next;          /* the batch of this epoch a recovery state resumes at */
   int resume_epoch, resume_batch;
   int64_t stop_after;     /* stop after this many training batches in all (0: never) */
   gint64 deadline;        /* stop at this monotonic time in microseconds (0: never) */
@@ -101,6 +104,15 @@ struct CtLearner {
  * before ct_learner_fit() to resume where it was saved. */
 gboolean ct_learner_save_state(CtLearner *learner, const char *path, GError **error);
 gboolean ct_learner_load_state(CtLearner *learner, const char *path, GError **error);
+/* After ct_learner_fit() failed: save the training state at PATH as of the
+ * last whole training batch, so that a resume redoes what failed (the
+ * batch's data, the validation, the epoch's end).  FALSE, with ERROR
+ * saying why, when no step ran, when the failure came inside a training
+ * batch (the parameters may be half stepped), or with several ranks (the
+ * others may be waiting in a collective). */
+gboolean ct_learner_save_recovery_state(CtLearner *learner, const char *path, GError **error);
+/* Training steps that ran to their end (a failed one is not counted). */
+int64_t ct_learner_whole_steps(const CtLearner *learner);
 
 /* Takes ownership of MODEL, OPT, TRAIN and VALID and of the loaders'
  * datasets (VALID may be NULL).  OPT must be MODEL's. */

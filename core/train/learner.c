@@ -445,10 +445,15 @@ all_batches(CtLearner *L)
       st = fail(L, e);
       break;
     }
+    L->in_step = L->training;
     st = with_events(L, do_one_batch, CT_EVENT_BEFORE_BATCH, CT_EVENT_AFTER_BATCH,
                      CT_EVENT_AFTER_CANCEL_BATCH, CT_STATUS_CANCEL_BATCH);
     if (L->training)
       L->train_iter++;
+    if (L->training && st != CT_STATUS_ERROR) { /* the batch is whole */
+      L->in_step = FALSE;
+      L->safe_next = L->iter + 1;
+    }
     if (st == CT_STATUS_OK && L->training)
       st = maybe_stop(L);
     if (st != CT_STATUS_OK)
@@ -538,6 +543,7 @@ fit_body(CtLearner *L)
   if (rs != CT_STATUS_OK)
     return rs;
   for (L->epoch = L->resuming ? L->resume_epoch : 0; L->epoch < L->n_epoch; L->epoch++) {
+    L->safe_next = L->resuming ? L->resume_batch : 0;
     CtStatus st = with_events(L, epoch_body, CT_EVENT_BEFORE_EPOCH, CT_EVENT_AFTER_EPOCH,
                               CT_EVENT_AFTER_CANCEL_EPOCH, CT_STATUS_CANCEL_EPOCH);
     GError *e = NULL;

@@ -262,6 +262,30 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
   return TRUE;
 }
 
+int64_t
+ct_learner_whole_steps(const CtLearner *L)
+{
+  return L->train_iter - (L->in_step ? 1 : 0);
+}
+
+gboolean
+ct_learner_save_recovery_state(CtLearner *L, const char *path, GError **error)
+{
+  const char *why = ct_learner_whole_steps(L) == 0 ? "no training step had run"
+                    : L->in_step                  ? "it failed inside a training step"
+                    : ct_comm_size(L->comm) > 1 ? "the run has several ranks"
+                                                  : NULL;
+  if (why) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "no training state was saved: %s", why);
+    return FALSE;
+  }
+  int iter = L->iter;
+  L->iter = L->safe_next - 1; /* the state records the next batch as iter + 1 */
+  gboolean ok = ct_learner_save_state(L, path, error);
+  L->iter = iter;
+  return ok;
+}
+
 static gboolean
 meta_int(const CtSafetensors *st, const char *key, int64_t *out, GError **error)
 {

@@ -8,6 +8,9 @@ builddir=${CT_BUILDDIR:-.}
 srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 ct="$builddir/cliptrain"
 tmp=$(mktemp -d)
+# a GLib-CRITICAL or warning must never reach a user: it aborts the command
+G_DEBUG=fatal-warnings
+export G_DEBUG
 trap 'rm -rf "$tmp"' EXIT
 n=0
 fail=0

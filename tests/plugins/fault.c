@@ -9,6 +9,8 @@
  *   fail_create    create() refuses, with a message
  *   fail_event     on_event returns an error at this event ("after_epoch")
  *   slow_ms        sleep this long after each training batch (for signals)
+ *   fail_once      a file: fail at fail_event only while it does not exist,
+ *                  creating it (so that a resumed run gets past the fault)
  * Runs after clip_trainer (order 1). */
 #include <cliptrain/plugin.h>
 
@@ -21,6 +23,7 @@ typedef struct {
   int fail_event; /* -1: never */
   int64_t slow_ms;
   int64_t skipped;
+  char *fail_once; /* "" or a marker file */
 } Fault;
 
 static gboolean
@@ -34,6 +37,11 @@ static CtStatus
 on_event(void *state, CtLearner *L, CtEvent event, GError **error)
 {
   Fault *s = state;
+  if ((int) event == s->fail_event && *s->fail_once) {
+    if (g_file_test(s->fail_once, G_FILE_TEST_EXISTS))
+      return CT_STATUS_OK;
+    g_file_set_contents(s->fail_once, "", 0, NULL);
+  }
   if ((int) event == s->fail_event) {
     g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "fault: failing in %s as asked",
                 ct_event_name(event));
@@ -85,14 +93,24 @@ create(const CtParams *params, GError **error)
   s->nan_images = strcmp(ct_params_get_string(params, "nan_what"), "images") == 0;
   s->handled = ct_params_get_bool(params, "handled");
   s->slow_ms = ct_params_get_int(params, "slow_ms");
+  s->fail_once = g_strdup(ct_params_get_string(params, "fail_once"));
   const char *ev = ct_params_get_string(params, "fail_event");
   s->fail_event = *ev ? ct_event_from_name(ev) : -1;
   if (*ev && s->fail_event < 0) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "fault: no event '%s'", ev);
+    g_free(s->fail_once);
     g_free(s);
     return NULL;
   }
   return s;
+}
+
+static void
+destroy(void *state)
+{
+  Fault *s = state;
+  g_free(s->fail_once);
+  g_free(s);
 }
 
 static const CtParamSpec schema[] = {
@@ -103,6 +121,8 @@ static const CtParamSpec schema[] = {
            NULL),
   CT_PARAM("fail_create", CT_PARAM_BOOL, "false", "refuse to start", 0, 0, NULL),
   CT_PARAM("fail_event", CT_PARAM_STRING, "", "fail at this event", 0, 0, NULL),
+  CT_PARAM("fail_once", CT_PARAM_STRING, "", "fail only while this file is missing (made then)",
+           0, 0, NULL),
   CT_PARAM("slow_ms", CT_PARAM_INT, "0", "sleep after each training batch (ms)", 0, 1e6, NULL),
   CT_PARAM_END,
 };
@@ -111,4 +131,4 @@ static const CtParamSpec schema[] = {
 
 CT_PLUGIN_DEFINE(.name = "fault", .version = "1", .doc = "Makes things fail, for the tests",
                  .order = 1, .events = ALL_EVENTS, .params = schema, .create = create,
-                 .destroy = g_free, .on_event = on_event)
+                 .destroy = destroy, .on_event = on_event)

@@ -706,6 +706,8 @@ test_override_lists(void)
   assert_scalar(r, "tags.3", "v", NULL);
   set_ok(r, "tags-=x");
   assert_scalar(r, "tags.0", "y", NULL);
+  set_ok(r, "callbacks.1.plain.k=2"); /* a plain name takes parameters */
+  assert_scalar(r, "callbacks.1.plain.k", "2", "--set callbacks.1.plain.k=2");
   set_ok(r, "metrics+={zero_shot: {top_k: 3}}"); /* a new list */
   assert_scalar(r, "metrics.0.zero_shot.top_k", "3", NULL);
   static const struct {
