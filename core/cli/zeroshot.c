@@ -108,7 +108,7 @@ ct_cli_zeroshot(int argc, char **argv)
         g_ptr_array_add(labels, g_strdup(*p));
   }
   const char *usage = error ? error->message
-                      : !model ? "--model FILE is required"
+                      : !model ? "--model FILE|RUN_DIR is required"
                       : !labels->len ? "--labels A,B,... is required"
                       : argc < 2 ? "no images given"
                       : top_k < 1 ? "--top-k must be positive"
@@ -131,10 +131,9 @@ ct_cli_zeroshot(int argc, char **argv)
   if (templates && !templates->len)
     g_set_error(&error, CT_ERROR, CT_ERROR_FORMAT, "%s: no templates in it", tfile);
   GPtrArray *paths = error ? NULL : ct_cli_image_paths(argv + 1, &error);
-  CtModel *m = paths ? ct_model_new_from_file_heads(model, batch, vheads, theads, &error) : NULL;
-  if (m)
-    ct_model_set_training(m, FALSE); /* inference: BatchNorm's running statistics */
-  CtTokenizer *tok = m ? ct_cli_tokenizer(model, vocab, m, &error) : NULL;
+  g_autofree char *mpath = NULL; /* the file --model names */
+  CtModel *m = paths ? ct_cli_model_open(model, batch, vheads, theads, &mpath, &error) : NULL;
+  CtTokenizer *tok = m ? ct_cli_tokenizer(mpath, vocab, m, &error) : NULL;
   float *cls = tok ? class_vectors(m, tok, labels, templates, &error) : NULL;
   float *img = cls ? ct_cli_encode_images(m, (const char *const *) paths->pdata, paths->len,
                                           &error)
