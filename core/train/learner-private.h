@@ -89,6 +89,7 @@ struct CtLearner {
   gboolean nonfinite_handled;
   gboolean step_in_backward; /* optimizer.step_in_backward: blocks step inside backward */
   gboolean stepped;          /* do_step ran in this batch */
+  gboolean validate_only;    /* ct_learner_validate: no training, no train_loss */
 };
 
 /* The core's internal statuses, in CtStatus's reserved range (learner.h).

@@ -613,6 +613,7 @@ ct_learner_validate(CtLearner *L, GError **error)
     return FALSE;
   }
   L->n_train_batches = 0; /* no training: pct_train stays 0 */
+  L->validate_only = TRUE;
   g_ptr_array_sort(L->cbs, cmp_callbacks);
   L->epoch = 0;
   L->train_iter = 0;
