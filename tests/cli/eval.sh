@@ -4,13 +4,14 @@
 # equal between them); `cliptrain eval`'s JSON against what the fit
 # recorded for the same weights; `cliptrain zeroshot --data` against
 # eval's zero_shot metric, its per-class table and confusion matrix; and
-# the one-line errors.  On Fashion-MNIST (Debian's dataset-fashion-mnist)
+# the one-line errors.  A tiny ResNet checks the BatchNorm statistics of
+# a state; the rest runs on Fashion-MNIST (Debian's dataset-fashion-mnist)
 # when it is installed, else those tests are skipped.  Prints TAP.
 . "$(dirname "$0")/tap.sh"
 fm=/usr/share/datasets/fashion-mnist
 src="$srcdir/tests/data/sources"
 
-echo "1..39"
+echo "1..42"
 
 # one_line FILE: FILE is one line starting "cliptrain: " (no GLib noise)
 one_line() { [ "$(wc -l <"$1")" -eq 1 ] && grep -q '^cliptrain: ' "$1" && ! grep -q 'CRITICAL\|assert' "$1"; }
@@ -19,9 +20,25 @@ json_value() { grep -o "\"$2\" *: *[^,} ]*" "$1" | head -n 1 | sed 's/.*: *//'; 
 # line_count FILE WORD: the k of "WORD x (k/n)"
 line_count() { sed -n "s/^$2 [0-9.]* (\([0-9]*\)\/[0-9]*)\$/\1/p" "$1"; }
 
+# ---- a tiny ResNet on synthetic data: BatchNorm statistics in the state
+cat >"$tmp/rn.yaml" <<'YAML'
+seed: 5
+model: {preset: rn, image_resolution: 32, vision_width: 8, vision_heads: 2, vision_layers: [1, 2, 1, 1]}
+data: {dataset: synthetic, n_train: 48, n_valid: 16, batch_size: 8}
+optimizer: {lr: 1.0e-3}
+fit: {epochs: 1, threads: 1, save_state_every: 6}
+callbacks: [clip_trainer, {save_model: {at_end: true, fname: final}}]
+YAML
+that "a tiny ResNet trains 6 steps, its state saved at the last" \
+  'run 0 fit "$tmp/rn.yaml" --out "$tmp/rn" && [ -f "$tmp/rn/final.safetensors" ] && [ -f "$tmp/rn/state.safetensors" ]'
+that "its final weights and its state give the same image features" \
+  'run 0 embed --model "$tmp/rn/final.safetensors" --images "$src/rgb0.png" "$src/photo.jpg" --out "$tmp/rf.npy" && run 0 embed --model "$tmp/rn/state.safetensors" --images "$src/rgb0.png" "$src/photo.jpg" --out "$tmp/rs.npy" && cmp -s "$tmp/rf.npy" "$tmp/rs.npy"'
+that "eval of its state gives the fit's valid_loss exactly" \
+  'run 0 eval "$tmp/rn.yaml" --model "$tmp/rn/state.safetensors" && [ -n "$(json_value "$tmp/out" valid_loss)" ] && [ "$(json_value "$tmp/out" valid_loss)" = "$(json_value "$tmp/rn/metrics.jsonl" valid_loss)" ]'
+
 if [ ! -f "$fm/t10k-labels-idx1-ubyte.gz" ]; then
-  i=0
-  while [ $i -lt 39 ]; do skip "Fashion-MNIST is not installed in $fm"; i=$((i + 1)); done
+  i=3
+  while [ $i -lt 42 ]; do skip "Fashion-MNIST is not installed in $fm"; i=$((i + 1)); done
   exit 0
 fi
 
