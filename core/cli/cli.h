@@ -18,6 +18,7 @@ int ct_cli_recipe(int argc, char **argv);
 int ct_cli_embed(int argc, char **argv);
 int ct_cli_zeroshot(int argc, char **argv);
 int ct_cli_retrieve(int argc, char **argv);
+int ct_cli_eval(int argc, char **argv);
 
 /* embed.c: what embed, zeroshot and retrieve share. */
 typedef struct CtModel CtModel;
@@ -39,6 +40,16 @@ float *ct_cli_encode_texts(CtModel *m, const CtTokenizer *tok, const char *const
                            size_t n, int context_length, gboolean truncate, const char *where,
                            GError **error);
 
+/* model-arg.c: --model ARG: a weights file, a training state file, or a
+ * run folder (its model.safetensors, else its state.safetensors).  The
+ * file's path, or NULL with an error naming a folder that has neither.
+ * (transfer full) */
+char *ct_cli_model_path(const char *arg, GError **error);
+/* The model of --model ARG, in inference mode, at MAX_BATCH; *PATH gets
+ * the file read (transfer full), for the tokenizer and messages. */
+CtModel *ct_cli_model_open(const char *arg, int max_batch, int vision_heads, int text_heads,
+                           char **path, GError **error);
+
 /* --vision-heads and --text-heads for weights without config metadata
  * (OpenAI's rule, width / 64, otherwise). */
 #define CT_CLI_HEADS_OPTIONS(vh, th)                                                           \
@@ -47,10 +58,11 @@ float *ct_cli_encode_texts(CtModel *m, const CtTokenizer *tok, const char *const
   { "text-heads", 0, 0, G_OPTION_ARG_INT, &(th),                                               \
     "Text tower heads, for weights without config metadata (default: width / 64)", "N" }
 
-/* --model FILE (with the two heads options) and --vocab FILE, as embed,
+/* --model FILE|RUN_DIR (with the two heads options) and --vocab FILE, as embed,
  * zeroshot and retrieve take them. */
 #define CT_CLI_MODEL_OPTIONS(model, vocab, vh, th)                                              \
-  { "model", 'm', 0, G_OPTION_ARG_FILENAME, &(model), "Weights (safetensors)", "FILE" },        \
+  { "model", 'm', 0, G_OPTION_ARG_FILENAME, &(model),                                          \
+    "Weights (safetensors), a training state, or a run folder", "FILE|RUN_DIR" },               \
   CT_CLI_HEADS_OPTIONS(vh, th),                                                                \
   { "vocab", 'v', 0, G_OPTION_ARG_FILENAME, &(vocab),                                          \
     "Merges file (default: the checkpoint's learned vocabulary)", "FILE" }

@@ -364,7 +364,7 @@ ct_cli_embed(int argc, char **argv)
     "Exit status: 0 success, 1 failure, 2 bad usage.\n",
     &error);
   const char *usage = error ? error->message
-                      : !model ? "--model FILE is required"
+                      : !model ? "--model FILE|RUN_DIR is required"
                       : !out ? "--out F is required"
                       : !images == !texts ? "give either --images or --texts"
                       : argc > 1 && !images ? "unexpected argument"
@@ -405,12 +405,12 @@ ct_cli_embed(int argc, char **argv)
       g_ptr_array_unref(ids);
       return fail(error);
     }
-  CtModel *m = ct_model_new_from_file_heads(model, batch, vheads, theads, &error);
+  g_autofree char *mpath = NULL; /* the file --model names */
+  CtModel *m = ct_cli_model_open(model, batch, vheads, theads, &mpath, &error);
   if (!m) {
     g_ptr_array_unref(ids);
     return fail(error);
   }
-  ct_model_set_training(m, FALSE); /* inference: BatchNorm's running statistics */
   int status = CT_EXIT_OK;
   const CtConfig *c = ct_model_config(m);
   float *feats = NULL;
@@ -421,7 +421,7 @@ ct_cli_embed(int argc, char **argv)
     status = CT_EXIT_USAGE;
   } else if (images)
     feats = ct_cli_encode_images(m, (const char *const *) ids->pdata, ids->len, &error);
-  else if ((tok = ct_cli_tokenizer(model, vocab, m, &error)))
+  else if ((tok = ct_cli_tokenizer(mpath, vocab, m, &error)))
     feats = ct_cli_encode_texts(m, tok, (const char *const *) ids->pdata, ids->len,
                                 context_length ? context_length : c->context_length, truncate,
                                 strcmp(texts, "-") ? texts : "stdin", &error);
@@ -430,7 +430,7 @@ ct_cli_embed(int argc, char **argv)
     ok = feats && (g_str_has_suffix(out, ".npy")
                      ? write_npy(out, feats, ids->len, E, ids, &error)
                      : write_safetensors(out, feats, ids->len, E, ids, images ? "image" : "text",
-                                         model, &error));
+                                         mpath, &error));
     if (!ok)
       status = fail(error);
   }

@@ -8,8 +8,10 @@ cliptrain_SOURCES = \
 	%reldir%/bench.c \
 	%reldir%/blas.c \
 	%reldir%/embed.c \
+	%reldir%/eval.c \
 	%reldir%/fit.c \
 	%reldir%/init.c \
+	%reldir%/model-arg.c \
 	%reldir%/recipe.c \
 	%reldir%/retrieve.c \
 	%reldir%/tokenize.c \

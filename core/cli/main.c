@@ -26,6 +26,8 @@ static const char usage[] =
   "             (.safetensors or .npy)\n"
   "  zeroshot   classify images by labels and prompt templates\n"
   "  retrieve   the images of an embedded index nearest to a text query\n"
+  "  eval       a trained model's metrics on a recipe's validation set:\n"
+  "             cliptrain eval RECIPE --model RUN_DIR (JSON)\n"
   "\n"
   "Options:\n"
   "  --help     show this help\n"
@@ -83,6 +85,8 @@ main(int argc, char **argv)
     return ct_cli_zeroshot(argc - 1, argv + 1);
   if (strcmp(cmd, "retrieve") == 0)
     return ct_cli_retrieve(argc - 1, argv + 1);
+  if (strcmp(cmd, "eval") == 0)
+    return ct_cli_eval(argc - 1, argv + 1);
   ct_cli_error("unknown command '%s'; run 'cliptrain --help'", cmd);
   return CT_EXIT_USAGE;
 }
@@ -91,6 +95,11 @@ gboolean
 ct_cli_parse(int *argc, char ***argv, const GOptionEntry *entries, const char *summary,
              const char *description, GError **error)
 {
+  /* --help's usage line: "cliptrain COMMAND", not the bare command */
+  if (*argc > 0 && !g_get_prgname()) {
+    g_autofree char *name = g_strconcat("cliptrain ", (*argv)[0], NULL);
+    g_set_prgname(name);
+  }
   GOptionContext *ctx = g_option_context_new(summary);
   if (description)
     g_option_context_set_description(ctx, description);

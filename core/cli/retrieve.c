@@ -107,7 +107,7 @@ ct_cli_retrieve(int argc, char **argv)
     "Exit status: 0 success, 1 failure, 2 bad usage.\n",
     &error);
   const char *usage = error ? error->message
-                      : !model ? "--model FILE is required"
+                      : !model ? "--model FILE|RUN_DIR is required"
                       : !index ? "--index F is required"
                       : !query ? "--query TEXT is required"
                       : argc > 1 ? "unexpected argument"
@@ -118,19 +118,18 @@ ct_cli_retrieve(int argc, char **argv)
     return CT_EXIT_USAGE;
   }
   Index ix = { 0 };
-  CtModel *m = ct_model_new_from_file_heads(model, 1, vheads, theads, &error);
-  if (m)
-    ct_model_set_training(m, FALSE); /* inference: BatchNorm's running statistics */
-  CtTokenizer *tok = m ? ct_cli_tokenizer(model, vocab, m, &error) : NULL;
+  g_autofree char *mpath = NULL; /* the file --model names */
+  CtModel *m = ct_cli_model_open(model, 1, vheads, theads, &mpath, &error);
+  CtTokenizer *tok = m ? ct_cli_tokenizer(mpath, vocab, m, &error) : NULL;
   ok = tok && index_load(&ix, index, ct_model_config(m)->embed_dim, &error);
   const char *const q[1] = { query };
   float *qf = ok ? ct_cli_encode_texts(m, tok, q, 1, ct_model_config(m)->context_length, FALSE,
                                        NULL, &error)
                  : NULL;
   int status = CT_EXIT_OK;
-  g_autofree char *sha = qf && ix.model_sha ? ct_file_sha256(model, NULL) : NULL;
+  g_autofree char *sha = qf && ix.model_sha ? ct_file_sha256(mpath, NULL) : NULL;
   if (sha && strcmp(sha, ix.model_sha) != 0)
-    ct_cli_error("retrieve: warning: %s was written with other weights than %s", index, model);
+    ct_cli_error("retrieve: warning: %s was written with other weights than %s", index, mpath);
   if (!qf) {
     ct_cli_error("retrieve: %s", error->message);
     g_error_free(error);

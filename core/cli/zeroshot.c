@@ -1,9 +1,12 @@
 /* zeroshot.c: `cliptrain zeroshot`, classify images by labels: each class
  * vector is the re-normalised mean over the templates of the normalised
- * text features; logits 100 image . class, softmax, top k. */
+ * text features; logits 100 image . class, softmax, top k.  With --data
+ * RECIPE, over a labelled split of the recipe's data instead: top-1 and
+ * top-5 accuracy, a per-class table and the confusion matrix. */
 #include "config.h"
 
 #include "cli/cli.h"
+#include "setup/run.h"
 
 #include <cliptrain/cliptrain.h>
 
@@ -78,12 +81,112 @@ fail(GError *error)
   return CT_EXIT_FAILURE;
 }
 
+/* NAME as a CSV field: quoted (RFC 4180) when it holds a comma, a quote or
+ * a line break. */
+static void
+append_field(GString *s, const char *name)
+{
+  if (!strpbrk(name, ",\"\r\n")) {
+    g_string_append(s, name);
+    return;
+  }
+  g_string_append_c(s, '"');
+  for (const char *p = name; *p; p++) {
+    if (*p == '"')
+      g_string_append_c(s, '"');
+    g_string_append_c(s, *p);
+  }
+  g_string_append_c(s, '"');
+}
+
+/* The confusion matrix as CSV: a header "true\\predicted,CLASS,...", then
+ * a row per true class: its name and its count per predicted class. */
+static char *
+confusion_csv(const CtZeroshotResult *r, int C)
+{
+  GString *s = g_string_new("true\\predicted");
+  for (int c = 0; c < C; c++) {
+    g_string_append_c(s, ',');
+    append_field(s, r->classes[c]);
+  }
+  g_string_append_c(s, '\n');
+  for (int t = 0; t < C; t++) {
+    append_field(s, r->classes[t]);
+    for (int c = 0; c < C; c++)
+      g_string_append_printf(s, ",%" G_GINT64_FORMAT, r->confusion[(size_t) t * C + c]);
+    g_string_append_c(s, '\n');
+  }
+  return g_string_free(s, FALSE);
+}
+
+/* zeroshot --data: the accuracy over a labelled split. */
+static int
+over_data(const char *recipe, char **sets, const char *model, const char *split, gint64 limit,
+          GPtrArray *labels, GPtrArray *templates, const char *confusion, int threads)
+{
+  GError *error = NULL;
+  g_autofree char *path = ct_cli_model_path(model, &error);
+  if (!path)
+    return fail(error);
+  if (labels->len)
+    g_ptr_array_add(labels, NULL);
+  if (templates)
+    g_ptr_array_add(templates, NULL);
+  CtRunOptions o = { .recipe = recipe, .sets = (const char *const *) sets, .threads = threads };
+  CtZeroshotOptions z = {
+    .model = path, .split = split, .limit = limit,
+    .labels = labels->len ? (const char *const *) labels->pdata : NULL,
+    .templates = templates ? (const char *const *) templates->pdata : NULL,
+  };
+  CtZeroshotResult r;
+  int rc = ct_run_zeroshot(&o, &z, &r, &error);
+  if (rc != 0) {
+    ct_cli_error("zeroshot: %s", error ? error->message : "failed");
+    g_clear_error(&error);
+    return rc;
+  }
+  int C = (int) g_strv_length(r.classes);
+  printf("samples %" G_GINT64_FORMAT "\n", r.n);
+  printf("top1 %.4f (%" G_GINT64_FORMAT "/%" G_GINT64_FORMAT ")\n", (double) r.top1 / r.n,
+         r.top1, r.n);
+  printf("top5 %.4f (%" G_GINT64_FORMAT "/%" G_GINT64_FORMAT ")\n", (double) r.top5 / r.n,
+         r.top5, r.n);
+  printf("\n%-24s %8s %8s\n", "class", "count", "top1");
+  for (int c = 0; c < C; c++) {
+    int64_t count = 0, hit = r.confusion[(size_t) c * C + c];
+    for (int k = 0; k < C; k++)
+      count += r.confusion[(size_t) c * C + k];
+    if (count)
+      printf("%-24s %8" G_GINT64_FORMAT " %8.4f\n", r.classes[c], count, (double) hit / count);
+    else
+      printf("%-24s %8d %8s\n", r.classes[c], 0, "-");
+  }
+  if (confusion) {
+    g_autofree char *csv = confusion_csv(&r, C);
+    if (!g_file_set_contents_full(confusion, csv, -1,
+                                  G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
+                                  0666, &error)) {
+      rc = fail(error);
+    }
+  }
+  if (rc == 0 && (fflush(stdout) != 0 || ferror(stdout))) {
+    ct_cli_error("zeroshot: cannot write stdout");
+    rc = CT_EXIT_FAILURE;
+  }
+  ct_zeroshot_result_clear(&r);
+  return rc;
+}
+
 int
 ct_cli_zeroshot(int argc, char **argv)
 {
   g_autofree char *model = NULL, *vocab = NULL, *labels_arg = NULL, *tfile = NULL;
-  gint top_k = 5, batch = 32;
+  g_autofree char *data = NULL, *split = NULL, *confusion = NULL;
+  g_auto(GStrv) sets = NULL;
+  gint64 limit = 0;
+  gint top_k = 5, batch = 32, threads = 0;
   gint vheads = 0, theads = 0;
+  gboolean top_k_set = FALSE, batch_set = FALSE;
   GOptionEntry entries[] = {
     CT_CLI_MODEL_OPTIONS(model, vocab, vheads, theads),
     { "labels", 'l', 0, G_OPTION_ARG_STRING, &labels_arg, "Class names, comma-separated",
@@ -92,12 +195,38 @@ ct_cli_zeroshot(int argc, char **argv)
       "Prompt templates, one a line, with {label} (default: 'a photo of a {label}.')", "FILE" },
     { "top-k", 'k', 0, G_OPTION_ARG_INT, &top_k, "Labels shown per image (5)", "N" },
     { "batch", 'b', 0, G_OPTION_ARG_INT, &batch, "Samples per forward pass (32)", "N" },
+    { "data", 'd', 0, G_OPTION_ARG_FILENAME, &data,
+      "Classify a labelled split of this recipe's data instead of IMAGEs", "RECIPE.yaml" },
+    { "split", 0, 0, G_OPTION_ARG_STRING, &split, "With --data: valid (default) or train",
+      "SPLIT" },
+    { "limit", 0, 0, G_OPTION_ARG_INT64, &limit, "With --data: the first N samples only", "N" },
+    { "confusion", 0, 0, G_OPTION_ARG_FILENAME, &confusion,
+      "With --data: write the confusion matrix (rows true, columns predicted)", "FILE.csv" },
+    { "set", 's', 0, G_OPTION_ARG_STRING_ARRAY, &sets,
+      "With --data: override a recipe key (repeatable)", "KEY=VALUE" },
+    { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "With --data: BLAS threads (default: fit.threads)",
+      "N" },
     { NULL },
   };
+  for (int i = 1; i < argc; i++) { /* options that --data does not take */
+    top_k_set = top_k_set || g_str_has_prefix(argv[i], "--top-k") || !strcmp(argv[i], "-k");
+    batch_set = batch_set || g_str_has_prefix(argv[i], "--batch") || !strcmp(argv[i], "-b");
+  }
   GError *error = NULL;
   gboolean ok = ct_cli_parse(
     &argc, &argv, entries, "IMAGE... - zero-shot classification by labels",
     "Prints 'IMAGE: label p, label p, ...' per image, most probable first.\n"
+    "\n"
+    "With --data RECIPE.yaml, classifies the samples of a labelled split of the\n"
+    "recipe's data (idx, image_folder, or captions that name the classes) as\n"
+    "the zero_shot metric does, in the recipe's batches, and prints top-1 and\n"
+    "top-5 accuracy and a table of each class's count and top-1 accuracy.  The\n"
+    "classes are --labels (label i is the i-th), else the recipe's zero_shot\n"
+    "class_names, else the data's class names; the templates --templates, else\n"
+    "zero_shot's, else data.templates.  Example:\n"
+    "  cliptrain zeroshot --model RUN_DIR --data recipes/fashion_mnist.yaml \\\n"
+    "    --confusion confusion.csv\n"
+    "See docs/models.md, \"Using a trained model\".\n"
     "Exit status: 0 success, 1 failure, 2 bad usage.\n",
     &error);
   GPtrArray *labels = g_ptr_array_new_with_free_func(g_free);
@@ -107,9 +236,45 @@ ct_cli_zeroshot(int argc, char **argv)
       if (*g_strstrip(*p))
         g_ptr_array_add(labels, g_strdup(*p));
   }
+  if (ok && data) {
+    const char *usage = !model ? "--model FILE|RUN_DIR is required"
+                        : argc > 1 ? "--data takes no IMAGE arguments"
+                        : vocab ? "--data tokenizes with the recipe's data; drop --vocab"
+                        : top_k_set || batch_set ? "--data scores top-1 and top-5 in the "
+                                                   "recipe's batches; drop --top-k and --batch"
+                        : split && strcmp(split, "valid") && strcmp(split, "train")
+                          ? "--split must be valid or train"
+                        : limit < 0 || threads < 0 ? "--limit and --threads must be positive"
+                                                   : NULL;
+    if (usage) {
+      ct_cli_error("zeroshot: %s", usage);
+      g_ptr_array_unref(labels);
+      return CT_EXIT_USAGE;
+    }
+    GPtrArray *templates = tfile ? ct_cli_read_lines(tfile, &error) : NULL;
+    for (guint i = 0; templates && i < templates->len;)
+      if (!*g_strstrip((char *) templates->pdata[i]))
+        g_ptr_array_remove_index(templates, i);
+      else
+        i++;
+    int rc;
+    if (tfile && !templates)
+      rc = fail(error);
+    else if (templates && !templates->len) {
+      ct_cli_error("zeroshot: %s: no templates in it", tfile);
+      rc = CT_EXIT_USAGE;
+    } else
+      rc = over_data(data, sets, model, split, limit, labels, templates, confusion, threads);
+    if (templates)
+      g_ptr_array_unref(templates);
+    g_ptr_array_unref(labels);
+    return rc;
+  }
   const char *usage = error ? error->message
-                      : !model ? "--model FILE is required"
-                      : !labels->len ? "--labels A,B,... is required"
+                      : !model ? "--model FILE|RUN_DIR is required"
+                      : split || limit || confusion || sets || threads
+                        ? "--split, --limit, --confusion, --set and --threads go with --data"
+                      : !labels->len ? "--labels A,B,... is required (or --data RECIPE)"
                       : argc < 2 ? "no images given"
                       : top_k < 1 ? "--top-k must be positive"
                       : batch < 1 ? "--batch must be positive" : NULL;
@@ -131,10 +296,9 @@ ct_cli_zeroshot(int argc, char **argv)
   if (templates && !templates->len)
     g_set_error(&error, CT_ERROR, CT_ERROR_FORMAT, "%s: no templates in it", tfile);
   GPtrArray *paths = error ? NULL : ct_cli_image_paths(argv + 1, &error);
-  CtModel *m = paths ? ct_model_new_from_file_heads(model, batch, vheads, theads, &error) : NULL;
-  if (m)
-    ct_model_set_training(m, FALSE); /* inference: BatchNorm's running statistics */
-  CtTokenizer *tok = m ? ct_cli_tokenizer(model, vocab, m, &error) : NULL;
+  g_autofree char *mpath = NULL; /* the file --model names */
+  CtModel *m = paths ? ct_cli_model_open(model, batch, vheads, theads, &mpath, &error) : NULL;
+  CtTokenizer *tok = m ? ct_cli_tokenizer(mpath, vocab, m, &error) : NULL;
   float *cls = tok ? class_vectors(m, tok, labels, templates, &error) : NULL;
   float *img = cls ? ct_cli_encode_images(m, (const char *const *) paths->pdata, paths->len,
                                           &error)

@@ -88,3 +88,26 @@ ct_dataset_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *to
     return synthetic_get(ds, index, image, tokens);
   return ds->get(ds, ds->indices ? ds->indices[index] : index, epoch, image, tokens, error);
 }
+
+gboolean
+ct_dataset_label(CtDataset *ds, size_t index, int *label, char **caption, GError **error)
+{
+  *label = -1;
+  if (caption)
+    *caption = NULL;
+  if (index >= ds->n) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "sample %zu is beyond the %zu samples",
+                index, ds->n);
+    return FALSE;
+  }
+  if (ds->synthetic)
+    return TRUE;
+  return ct_source_get(ds->src, ds->indices ? ds->indices[index] : index, NULL, caption, label,
+                       error);
+}
+
+const char *const *
+ct_dataset_class_names(const CtDataset *ds)
+{
+  return ds->src ? (const char *const *) ds->src->class_names : NULL;
+}

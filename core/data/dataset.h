@@ -65,6 +65,14 @@ size_t ct_dataset_len(const CtDataset *ds);
 /* image: (3, R, R); tokens: (context_length) */
 gboolean ct_dataset_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens,
                         GError **error);
+/* Sample INDEX's class in its source: *LABEL >= 0 for a labelled source
+ * (idx, image_folder), else -1 with *CAPTION (transfer full; may be NULL
+ * to skip) its caption; synthetic data has neither.  The image is not
+ * read. */
+gboolean ct_dataset_label(CtDataset *ds, size_t index, int *label, char **caption,
+                          GError **error);
+/* The source's class names (index = label), or NULL.  (transfer none) */
+const char *const *ct_dataset_class_names(const CtDataset *ds);
 /* Use only source samples INDICES (n of them; transfer full). */
 void ct_dataset_set_indices(CtDataset *ds, size_t *indices, size_t n);
 /* Images skipped as unreadable so far (skip_corrupt), and reset. */

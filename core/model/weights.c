@@ -427,6 +427,10 @@ ct_model_new_from_file_heads(const char *path, int max_batch, int vision_heads,
   CtSafetensors *st = ct_safetensors_open(path, error);
   if (!st)
     return NULL;
+  /* a training state (ct_learner_save_state) holds the parameters and
+   * buffers as "model.NAME", beside the optimizer's and recorder's data */
+  const char *pre = g_strcmp0(ct_safetensors_metadata(st, "format"),
+                              "cliptrain training state 1") == 0 ? "model." : NULL;
   gboolean has_config = FALSE;
   for (const char *const *key = ct_config_keys(); *key && !has_config; key++) {
     g_autofree char *mk = g_strconcat("config.", *key, NULL);
@@ -435,11 +439,11 @@ ct_model_new_from_file_heads(const char *path, int max_batch, int vision_heads,
   CtConfig cfg;
   CtModel *m = NULL;
   if (has_config ? ct_config_from_metadata(&cfg, st, error)
-                 : ct_config_from_weights(&cfg, st, NULL, vision_heads, transformer_heads,
+                 : ct_config_from_weights(&cfg, st, pre, vision_heads, transformer_heads,
                                           error)) {
     if (!(m = ct_model_new(&cfg, max_batch, error)))
       g_prefix_error(error, "%s: ", path);
-    else if (!ct_model_load_from(m, st, NULL, TRUE, error))
+    else if (!ct_model_load_from(m, st, pre, TRUE, error))
       g_clear_pointer(&m, ct_model_free);
   }
   ct_safetensors_free(st);

@@ -10,6 +10,7 @@ libctcore_la_SOURCES += \
 	%reldir%/optim-setup.c \
 	%reldir%/optim-setup.h \
 	%reldir%/run-callbacks.c \
+	%reldir%/run-eval.c \
 	%reldir%/run-folder.c \
 	%reldir%/run-private.h \
 	%reldir%/run.c \

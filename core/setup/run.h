@@ -38,4 +38,43 @@ CT_API int ct_run_fit(const CtRunOptions *options, GError **error);
  * status as ct_run_fit's. */
 CT_API int ct_run_resolve(const CtRunOptions *options, char **yaml, GError **error);
 
+/* `cliptrain eval` (run-eval.c): the recipe's validation set through the
+ * weights in MODEL_PATH (a weights file or a training state) with the
+ * recipe's metrics and the callbacks that take part in validation (not
+ * save_model, csv_logger, report, early_stopping), as a fit's validation;
+ * no run folder.  OPTIONS' recipe, sets and threads are read.  RES gets
+ * the values logged (valid_loss, the metrics: train_loss and time left
+ * out).  Returns an exit status as ct_run_fit; a recipe without a
+ * validation set, or weights of another config, is 2. */
+typedef struct {
+  char **names;      /* NULL-terminated */
+  double *values;    /* one per name */
+  int64_t n_samples; /* in the validation set */
+} CtEvalResult;
+CT_API int ct_run_eval(const CtRunOptions *options, const char *model_path, CtEvalResult *res,
+                       GError **error);
+CT_API void ct_eval_result_clear(CtEvalResult *res);
+
+/* `cliptrain zeroshot --data`: zero-shot classification of a labelled
+ * split of the recipe's data, by the zero_shot metric's rule. */
+typedef struct {
+  const char *model;             /* a weights file or a training state */
+  const char *split;             /* "valid" (NULL) or "train" */
+  int64_t limit;                 /* the first LIMIT samples (0: all) */
+  const char *const *labels;     /* class names, label i = labels[i]; NULL: the recipe's */
+  const char *const *templates;  /* NULL: the recipe's */
+} CtZeroshotOptions;
+typedef struct {
+  char **classes;      /* C of them, NULL-terminated */
+  int64_t *confusion;  /* (C, C): row = true class, column = top-1 prediction */
+  int64_t n, top1, top5;
+} CtZeroshotResult;
+/* The classes are --labels, else the recipe's zero_shot metric's
+ * class_names (samples matched to them by name), else the data's own
+ * class names (data.classes, the folders); the templates likewise, else
+ * data.templates.  Returns an exit status as ct_run_fit. */
+CT_API int ct_run_zeroshot(const CtRunOptions *options, const CtZeroshotOptions *z,
+                           CtZeroshotResult *res, GError **error);
+CT_API void ct_zeroshot_result_clear(CtZeroshotResult *res);
+
 #endif

@@ -92,6 +92,7 @@ struct CtLearner {
   gboolean nonfinite_handled;
   gboolean step_in_backward; /* optimizer.step_in_backward: blocks step inside backward */
   gboolean stepped;          /* do_step ran in this batch */
+  gboolean validate_only;    /* ct_learner_validate: no training, no train_loss */
 };
 
 /* The core's internal statuses, in CtStatus's reserved range (learner.h).
@@ -120,6 +121,13 @@ CtLearner *ct_learner_new(CtModel *model, CtOptimizer *opt, CtLoader *train, CtL
                           int batch_size, int n_epoch, uint64_t seed, const char *out_dir,
                           GError **error);
 void ct_learner_free(CtLearner *learner);
+/* The validation set once through the model, without training: the
+ * events before_fit, before_epoch, before_validate, the validation
+ * batches (after_pred, after_loss, ...), after_validate, after_epoch and
+ * after_fit, with the cancels as in a fit.  The values logged (valid_loss,
+ * metrics) are the recorder's row 0.  TRAIN may be NULL (ct_learner_new);
+ * fails when there is no validation batch. */
+gboolean ct_learner_validate(CtLearner *learner, GError **error);
 /* Takes ownership of COMM, replacing the single-process one.  Ranks other
  * than 0 then write no recorder files. */
 void ct_learner_set_comm(CtLearner *learner, CtComm *comm);

@@ -599,6 +599,47 @@ ct_learner_fit(CtLearner *L, GError **error)
   return TRUE;
 }
 
+/* ---------------------------------------------------------------- validation alone */
+
+static CtStatus
+validate_epoch(CtLearner *L)
+{
+  return with_events(L, do_validate, CT_EVENT_BEFORE_EPOCH, CT_EVENT_AFTER_EPOCH,
+                     CT_EVENT_AFTER_CANCEL_EPOCH, CT_STATUS_CANCEL_EPOCH);
+}
+
+gboolean
+ct_learner_validate(CtLearner *L, GError **error)
+{
+  int W = ct_comm_size(L->comm);
+  if (L->valid && W > 1)
+    ct_loader_set_shard(L->valid, ct_comm_rank(L->comm), W, TRUE);
+  if (!L->valid || ct_loader_n_batches(L->valid) == 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "the validation set is empty");
+    return FALSE;
+  }
+  L->n_train_batches = 0; /* no training: pct_train stays 0 */
+  L->validate_only = TRUE;
+  g_ptr_array_sort(L->cbs, cmp_callbacks);
+  L->epoch = 0;
+  L->train_iter = 0;
+  L->training = FALSE;
+  L->stopped = FALSE;
+  CtStatus st = with_events(L, validate_epoch, CT_EVENT_BEFORE_FIT, CT_EVENT_AFTER_FIT,
+                            CT_EVENT_AFTER_CANCEL_FIT, CT_STATUS_CANCEL_FIT);
+  if (st == CT_STATUS_ERROR) {
+    g_propagate_error(error, L->error);
+    L->error = NULL;
+    return FALSE;
+  }
+  if (st != CT_STATUS_OK) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "%s escaped the validation",
+                ct_status_name(st));
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* ---------------------------------------------------------------- accessors */
 
 CtModel *

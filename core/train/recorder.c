@@ -317,7 +317,8 @@ recorder_event(void *state, CtLearner *L, CtEvent ev, GError **error)
       valid_sum = sums[1];
       valid_n = sums[2];
     }
-    ct_recorder_log(rec, "train_loss", smooth);
+    if (!L->validate_only) /* ct_learner_validate trains nothing */
+      ct_recorder_log(rec, "train_loss", smooth);
     if (valid_n > 0)
       ct_recorder_log(rec, "valid_loss", valid_sum / valid_n);
     ct_recorder_log(rec, "time", time);

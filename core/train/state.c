@@ -4,6 +4,8 @@
  * the recorder's per-batch losses and learning rates (F64), and in the
  * metadata the loop's position (epoch, next training batch, training
  * iterations, optimizer steps), the recorder's smoothing state and rows,
+ * the model's config ("config.*") and the tokenizer ("vocab", or
+ * "vocab_file" and "vocab_sha256") as checkpoints carry them,
  * each plugin's saved state (base64), and the sha256 of the resolved
  * recipe, which a resume must match.  The optimizer's state goes into
  * state-opt-STEP.safetensors beside it (ct_optimizer_save), written first
@@ -224,6 +226,20 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
     };
     for (size_t i = 0; i < G_N_ELEMENTS(meta); i++)
       ct_safetensors_writer_set_metadata(w, meta[i].key, meta[i].value);
+    /* what makes the state usable as weights on its own (cliptrain embed
+     * --model STATE): the model's config and the tokenizer, as
+     * checkpoints carry them */
+    for (const char *const *key = ct_config_keys(); *key; key++) {
+      g_autofree char *mk = g_strconcat("config.", *key, NULL);
+      g_autofree char *val = g_strdup_printf("%ld", ct_config_get(ct_model_config(m), *key));
+      ct_safetensors_writer_set_metadata(w, mk, val);
+    }
+    static const char *const tok_keys[] = { "vocab", "vocab_file", "vocab_sha256" };
+    for (size_t i = 0; i < G_N_ELEMENTS(tok_keys); i++) {
+      const char *v = g_hash_table_lookup(L->ckpt_meta, tok_keys[i]);
+      if (v)
+        ct_safetensors_writer_set_metadata(w, tok_keys[i], v);
+    }
     for (int r = 0; shas && r < W; r++) { /* each rank's shard, by name and sha256 */
       g_autofree char *k1 = g_strdup_printf("optimizer_file.%d", r);
       g_autofree char *v1 =

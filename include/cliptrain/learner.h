@@ -152,7 +152,8 @@ CT_API gboolean ct_learner_training(const CtLearner *learner);
  * Saved callback states are restored right after before_fit. */
 CT_API gboolean ct_learner_resumed(const CtLearner *learner);
 CT_API uint64_t ct_learner_seed(const CtLearner *learner);
-/* The run's output folder.  (transfer none) */
+/* The run's output folder, or NULL when there is none (cliptrain eval
+ * runs the validation alone and writes no files).  (transfer none) */
 CT_API const char *ct_learner_out_dir(const CtLearner *learner);
 /* A value of the resolved recipe by dotted path ("fit.epochs"), as text,
  * or NULL.  (transfer none) */

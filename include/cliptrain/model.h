@@ -300,8 +300,10 @@ CT_API gboolean ct_config_from_weights(CtConfig *cfg, const CtSafetensors *st,
                                        int transformer_heads, GError **error);
 /* A model for the weights in PATH, loaded (F32, F16, BF16 or F64): its
  * config from the "config.*" metadata when the file has any, else from the
- * tensors' shapes (ct_config_from_weights, heads from the widths).  Errors
- * name PATH.  (transfer full): free with ct_model_free(). */
+ * tensors' shapes (ct_config_from_weights, heads from the widths).  A
+ * training state (metadata format "cliptrain training state 1") is read
+ * through its "model."-prefixed tensors.  Errors name PATH.  (transfer
+ * full): free with ct_model_free(). */
 CT_API CtModel *ct_model_new_from_file(const char *path, int max_batch, GError **error);
 /* The same, with head counts for a file without config metadata (0: the
  * width / 64 rule); the metadata's heads win when present. */

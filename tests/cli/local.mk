@@ -12,6 +12,7 @@ cli_tests = \
 	%reldir%/resume.sh \
 	%reldir%/precision.sh \
 	%reldir%/commands.sh \
+	%reldir%/eval.sh \
 	%reldir%/metrics.sh
 # a tiny ResNet recipe trains, resumes bit for bit and saves
 cli_tests += %reldir%/resnet-fit.sh
