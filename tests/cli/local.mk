@@ -13,6 +13,8 @@ cli_tests = \
 	%reldir%/precision.sh \
 	%reldir%/commands.sh \
 	%reldir%/metrics.sh
+# every subcommand's --help: the program's name, an example, a docs page
+cli_tests += %reldir%/help.sh
 # a tiny ResNet recipe trains, resumes bit for bit and saves
 cli_tests += %reldir%/resnet-fit.sh
 # core/'s folders include and call only downwards
