@@ -67,9 +67,10 @@ CtModel *ct_cli_model_open(const char *arg, int max_batch, int vision_heads, int
   { "vocab", 'v', 0, G_OPTION_ARG_FILENAME, &(vocab),                                          \
     "Merges file (default: the checkpoint's learned vocabulary)", "FILE" }
 
-/* Parse a subcommand's options: SUMMARY after the usage line,
- * DESCRIPTION (or NULL) at the end of --help.  FALSE with ERROR set on a
- * bad option. */
+/* Parse a subcommand's options ((*argv)[0] is the subcommand): --help
+ * shows "Usage: cliptrain CMD [OPTION?] SUMMARY", the options, DESCRIPTION
+ * (or NULL), then the example and docs page of CMD's row in main.c's
+ * table.  FALSE with ERROR set on a bad option. */
 gboolean ct_cli_parse(int *argc, char ***argv, const GOptionEntry *entries, const char *summary,
                       const char *description, GError **error);
 

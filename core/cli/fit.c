@@ -109,13 +109,14 @@ print_params(const CtPluginDescriptor *d)
 int
 ct_cli_plugins(int argc, char **argv)
 {
-  if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
-    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-      printf("Usage: cliptrain plugins [NAME]\n\nList the plugins found, or describe one.\n"
-             "Search order: CLIPTRAIN_PLUGIN_PATH, %s, the build tree.\n", CT_PLUGINSDIR);
-      return CT_EXIT_OK;
-    }
-    ct_cli_error("plugins: usage: cliptrain plugins [NAME]");
+  GOptionEntry entries[] = { { NULL } };
+  GError *error = NULL;
+  g_autofree char *where = g_strdup_printf(
+    "Search order: CLIPTRAIN_PLUGIN_PATH, %s, the build tree.", CT_PLUGINSDIR);
+  if (!ct_cli_parse(&argc, &argv, entries, "[NAME] - list the plugins found, or describe one",
+                    where, &error) || argc > 2) {
+    ct_cli_error("plugins: %s", error ? error->message : "usage: cliptrain plugins [NAME]");
+    g_clear_error(&error);
     return CT_EXIT_USAGE;
   }
   GPtrArray *search = ct_plugin_search_path(NULL);

@@ -8,33 +8,89 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char usage[] =
-  "Usage: cliptrain COMMAND [OPTIONS]\n"
-  "\n"
-  "Train CLIP models in C.\n"
-  "\n"
-  "Commands:\n"
-  "  fit        train from a YAML recipe: cliptrain fit RECIPE [--set KEY=VALUE]...\n"
-  "  recipe     every recipe key with its type, default, range and doc (--keys),\n"
-  "             or a recipe resolved as fit would run it: cliptrain recipe RECIPE\n"
-  "  plugins    list the callback plugins found, or describe one\n"
-  "  bench      time whole training steps (forward, loss, backward, AdamW)\n"
-  "             on synthetic data and print one JSON line\n"
-  "  init       write OpenAI-initialised weights for a preset (safetensors)\n"
-  "  tokenize   print CLIP token ids of captions on stdin, one line each\n"
-  "  embed      write L2-normalised features of images or texts\n"
-  "             (.safetensors or .npy)\n"
-  "  zeroshot   classify images by labels and prompt templates\n"
-  "  retrieve   the images of an embedded index nearest to a text query\n"
-  "  eval       a trained model's metrics on a recipe's validation set:\n"
-  "             cliptrain eval RECIPE --model RUN_DIR (JSON)\n"
-  "\n"
-  "Options:\n"
-  "  --help     show this help\n"
-  "  --version  show the version\n"
-  "\n"
-  "Run 'cliptrain COMMAND --help' for a command's options.\n"
-  "Exit status: 0 success, 1 failure while running, 2 bad usage.\n";
+/* The subcommands.  `cliptrain --help` lists them from this table, and
+ * ct_cli_parse ends each one's --help with its example and its docs page,
+ * so that a new subcommand needs only a row here (and a test in
+ * tests/cli/help.sh reads the list back from `cliptrain --help`). */
+typedef struct {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *summary; /* its lines in `cliptrain --help`, "\n" between */
+  const char *example; /* whole commands, one a line */
+  const char *docs;    /* docs/PAGE.md#section, from the top source folder */
+} CtCliCommand;
+
+static const CtCliCommand commands[] = {
+  { "fit", ct_cli_fit, "train from a YAML recipe: cliptrain fit RECIPE [--set KEY=VALUE]...",
+    "cliptrain fit recipes/fashion_mnist.yaml\n"
+    "cliptrain fit recipes/fashion_mnist.yaml --set fit.epochs=1 --out runs/fm1\n"
+    "cliptrain fit --resume runs/fm1",
+    "docs/training.md#cliptrain-fit" },
+  { "recipe", ct_cli_recipe,
+    "every recipe key with its type, default, range and doc (--keys),\n"
+    "or a recipe resolved as fit would run it: cliptrain recipe RECIPE",
+    "cliptrain recipe --keys\n"
+    "cliptrain recipe recipes/fashion_mnist.yaml --set optimizer.lr=3e-4",
+    "docs/training.md#recipes" },
+  { "plugins", ct_cli_plugins, "list the callback plugins found, or describe one",
+    "cliptrain plugins\n"
+    "cliptrain plugins retrieval_at_k",
+    "docs/plugins.md#the-shipped-plugins" },
+  { "bench", ct_cli_bench,
+    "time whole training steps (forward, loss, backward, AdamW)\n"
+    "on synthetic data and print one JSON line",
+    "cliptrain bench --preset vitb32 --batch 16 --steps 3\n"
+    "cliptrain bench --sgemm 2048",
+    "docs/performance.md#measuring-cliptrain-bench" },
+  { "init", ct_cli_init, "write OpenAI-initialised weights for a preset (safetensors)",
+    "cliptrain init --preset vitb32 --seed 0 --out vitb32.safetensors",
+    "docs/models.md#cliptrain-init" },
+  { "tokenize", ct_cli_tokenize, "print CLIP token ids of captions on stdin, one line each",
+    "echo 'a photo of a cat.' | cliptrain tokenize --vocab runs/fm1/vocab.txt",
+    "docs/data.md#the-tokenizer" },
+  { "embed", ct_cli_embed, "write L2-normalised features of images or texts\n(.safetensors or .npy)",
+    "cliptrain embed --model runs/fm1/model.safetensors --images photos/ --out photos.safetensors",
+    "docs/models.md#using-a-trained-model" },
+  { "zeroshot", ct_cli_zeroshot, "classify images by labels and prompt templates",
+    "cliptrain zeroshot --model runs/fm1/model.safetensors --labels \"shirt,sneaker,bag\" photo.png",
+    "docs/models.md#using-a-trained-model" },
+  { "retrieve", ct_cli_retrieve, "the images of an embedded index nearest to a text query",
+    "cliptrain retrieve --model runs/fm1/model.safetensors --index photos.safetensors "
+    "--query \"a photo of a bag\"",
+    "docs/models.md#using-a-trained-model" },
+  { "eval", ct_cli_eval,
+    "a trained model's metrics on a recipe's validation set:\n"
+    "cliptrain eval RECIPE --model RUN_DIR (JSON)",
+    "cliptrain eval recipes/fashion_mnist.yaml --model runs/fashion --out eval.json",
+    "docs/models.md#using-a-trained-model" },
+};
+
+static const CtCliCommand *
+find_command(const char *name)
+{
+  for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+    if (strcmp(commands[i].name, name) == 0)
+      return &commands[i];
+  return NULL;
+}
+
+static void
+print_usage(FILE *to)
+{
+  fputs("Usage: cliptrain COMMAND [OPTIONS]\n\nTrain CLIP models in C.\n\nCommands:\n", to);
+  for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+    g_auto(GStrv) lines = g_strsplit(commands[i].summary, "\n", -1);
+    for (char **l = lines; *l; l++)
+      fprintf(to, "  %-10s %s\n", l == lines ? commands[i].name : "", *l);
+  }
+  fputs("\nOptions:\n"
+        "  --help     show this help\n"
+        "  --version  show the version\n"
+        "\n"
+        "Run 'cliptrain COMMAND --help' for a command's options, an example and its docs page.\n"
+        "Exit status: 0 success, 1 failure while running, 2 bad usage.\n",
+        to);
+}
 
 void
 ct_cli_error(const char *fmt, ...)
@@ -55,38 +111,21 @@ main(int argc, char **argv)
 {
   ct_cli_blas_setup(argv);
   if (argc < 2) {
-    fputs(usage, stderr);
+    print_usage(stderr);
     return CT_EXIT_USAGE;
   }
   const char *cmd = argv[1];
   if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-    fputs(usage, stdout);
+    print_usage(stdout);
     return CT_EXIT_OK;
   }
   if (strcmp(cmd, "--version") == 0) {
     printf("cliptrain %s\n", ct_version());
     return CT_EXIT_OK;
   }
-  if (strcmp(cmd, "bench") == 0)
-    return ct_cli_bench(argc - 1, argv + 1);
-  if (strcmp(cmd, "fit") == 0)
-    return ct_cli_fit(argc - 1, argv + 1);
-  if (strcmp(cmd, "recipe") == 0)
-    return ct_cli_recipe(argc - 1, argv + 1);
-  if (strcmp(cmd, "plugins") == 0)
-    return ct_cli_plugins(argc - 1, argv + 1);
-  if (strcmp(cmd, "init") == 0)
-    return ct_cli_init(argc - 1, argv + 1);
-  if (strcmp(cmd, "tokenize") == 0)
-    return ct_cli_tokenize(argc - 1, argv + 1);
-  if (strcmp(cmd, "embed") == 0)
-    return ct_cli_embed(argc - 1, argv + 1);
-  if (strcmp(cmd, "zeroshot") == 0)
-    return ct_cli_zeroshot(argc - 1, argv + 1);
-  if (strcmp(cmd, "retrieve") == 0)
-    return ct_cli_retrieve(argc - 1, argv + 1);
-  if (strcmp(cmd, "eval") == 0)
-    return ct_cli_eval(argc - 1, argv + 1);
+  const CtCliCommand *c = find_command(cmd);
+  if (c)
+    return c->run(argc - 1, argv + 1);
   ct_cli_error("unknown command '%s'; run 'cliptrain --help'", cmd);
   return CT_EXIT_USAGE;
 }
@@ -95,16 +134,30 @@ gboolean
 ct_cli_parse(int *argc, char ***argv, const GOptionEntry *entries, const char *summary,
              const char *description, GError **error)
 {
-  /* --help's usage line: "cliptrain COMMAND", not the bare command */
-  if (*argc > 0 && !g_get_prgname()) {
-    g_autofree char *name = g_strconcat("cliptrain ", (*argv)[0], NULL);
-    g_set_prgname(name);
+  /* "Usage: cliptrain fit [OPTION?] ...", and the row's example and docs
+   * page at the end */
+  const char *name = *argc > 0 ? (*argv)[0] : "";
+  const CtCliCommand *c = find_command(name);
+  g_autofree char *prgname = g_strdup_printf("cliptrain %s", name);
+  g_set_prgname(prgname);
+  GString *desc = g_string_new(description);
+  if (description && !g_str_has_suffix(description, "\n"))
+    g_string_append_c(desc, '\n');
+  if (c) {
+    if (desc->len)
+      g_string_append_c(desc, '\n');
+    g_auto(GStrv) lines = g_strsplit(c->example, "\n", -1);
+    g_string_append(desc, g_strv_length(lines) > 1 ? "Examples:\n" : "Example:\n");
+    for (char **l = lines; *l; l++)
+      g_string_append_printf(desc, "  %s\n", *l);
+    g_string_append_printf(desc, "\nDocumentation: %s (in the source tree)\n", c->docs);
   }
   GOptionContext *ctx = g_option_context_new(summary);
-  if (description)
-    g_option_context_set_description(ctx, description);
+  if (desc->len)
+    g_option_context_set_description(ctx, desc->str);
   g_option_context_add_main_entries(ctx, entries, NULL);
   gboolean ok = g_option_context_parse(ctx, argc, argv, error);
   g_option_context_free(ctx);
+  g_string_free(desc, TRUE);
   return ok;
 }

@@ -219,7 +219,17 @@ syntax_error(const Doc *D, yaml_parser_t *yp, const char *data, size_t len, GErr
   }
   const char *problem = yp->problem ? yp->problem : "invalid YAML";
   char *where = mark_where(D, m);
-  if (D->fixed)
+  /* a --set value: text such as "a {label}." inside a [list] reads as
+   * YAML flow syntax; say how to quote it */
+  gboolean flow = FALSE;
+  for (size_t i = 0; i < len; i++)
+    flow |= strchr("{}[],:#", data[i]) != NULL && data[i] != '\0';
+  if (D->fixed && flow)
+    fail(error, CT_ERROR_CONFIG, where,
+         "%s (at column %zu of the value); YAML reads { } [ ] , : # as syntax: quote an item "
+         "that holds them, e.g. --set \"data.templates=['a {label}.', 'a photo of a {label}.']\"",
+         problem, m.column + 1);
+  else if (D->fixed)
     fail(error, CT_ERROR_CONFIG, where, "%s (at column %zu of the value)", problem, m.column + 1);
   else if (yp->context)
     fail(error, CT_ERROR_CONFIG, where, "%s (%s at %zu:%zu)", problem, yp->context,

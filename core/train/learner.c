@@ -727,6 +727,11 @@ int ct_learner_epoch(const CtLearner *L) { return L->epoch; }
 int ct_learner_n_epoch(const CtLearner *L) { return L->n_epoch; }
 int ct_learner_iter(const CtLearner *L) { return L->iter; }
 int ct_learner_n_iter(const CtLearner *L) { return L->n_iter; }
+int64_t
+ct_learner_n_valid(const CtLearner *L)
+{
+  return L->valid ? (int64_t) ct_dataset_len(ct_loader_dataset(L->valid)) : 0;
+}
 int64_t ct_learner_train_iter(const CtLearner *L) { return L->train_iter; }
 gboolean ct_learner_training(const CtLearner *L) { return L->training; }
 gboolean ct_learner_resumed(const CtLearner *L) { return L->resumed; }

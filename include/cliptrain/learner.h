@@ -147,6 +147,9 @@ CT_API int64_t ct_learner_train_iter(const CtLearner *learner); /* training batc
 /* Fraction of training done: train_iter / (n_epoch * training batches). */
 CT_API double ct_learner_pct_train(const CtLearner *learner);
 CT_API gboolean ct_learner_training(const CtLearner *learner);
+/* Samples in the whole validation set (all ranks' shards together); 0
+ * without one.  Known from before_fit on. */
+CT_API int64_t ct_learner_n_valid(const CtLearner *learner);
 /* TRUE when this fit continues a saved training state (--resume): files
  * a callback writes should then be appended to, not started again.
  * Saved callback states are restored right after before_fit. */

@@ -15,7 +15,7 @@ one_line() {
   fi
 }
 
-echo "1..32"
+echo "1..34"
 check "--version" 0 "$ct" --version
 expect "--version names the program" "$tmp/out" '^cliptrain [0-9]+\.[0-9]+\.[0-9]+$'
 check "--help" 0 "$ct" --help
@@ -64,4 +64,10 @@ printf 'seed: 1\nfit: {epoch: 2}\n' >"$tmp/bad.yaml"
 check "recipe RECIPE with an unknown key is bad usage" 2 "$ct" recipe "$tmp/bad.yaml"
 expect "... naming file:line:col as fit does" "$tmp/err" 'bad.yaml:2:7: fit: unknown key .epoch.; did you mean .epochs.'
 check "recipe without --keys or a recipe is bad usage" 2 "$ct" recipe
+# docs/training.md's --set example: a list item holding { } must be quoted,
+# and the error for an unquoted one says so
+that "--set with a quoted list item holding {label} works" \
+  "run 0 recipe '$srcdir/recipes/synthetic.yaml' --set \"data.templates=['a {label}.']\" && grep -q \"^  - 'a {label}.'\$\" '$tmp/out'"
+that "--set with an unquoted one: one line that says to quote it" \
+  "run 2 recipe '$srcdir/recipes/synthetic.yaml' --set 'data.templates=[a {label}.]' && [ \$(wc -l <'$tmp/err') -eq 1 ] && grep -q \"quote an item that holds them, e.g. --set \\\"data.templates=\" '$tmp/err'"
 exit $fail

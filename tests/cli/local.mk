@@ -14,6 +14,11 @@ cli_tests = \
 	%reldir%/commands.sh \
 	%reldir%/eval.sh \
 	%reldir%/metrics.sh
+# every subcommand's --help: the program's name, an example, a docs page
+cli_tests += %reldir%/help.sh
+# every fenced block of README.md and docs/*.md run, checked or skipped
+# with its reason (the docs travel in the tarball for distcheck)
+cli_tests += %reldir%/doc-snippets.sh
 # a tiny ResNet recipe trains, resumes bit for bit and saves
 cli_tests += %reldir%/resnet-fit.sh
 # core/'s folders include and call only downwards

@@ -57,7 +57,7 @@ fit() { check "$1" "$2" "$ct" fit "$tmp/$3.yaml" --out "$tmp/$3.out"; }
 
 classes="['t-shirt/top', trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot]"
 
-echo "1..33"
+echo "1..40"
 
 # ---- retrieval_at_k, the fastai/self_supervised CLIP module's names
 synthetic seed "{retrieval_at_k: {k: 5}}, {retrieval_at_k: {k: mean}}, {retrieval_at_k: {k: median}}"
@@ -87,6 +87,15 @@ expect "the error names k" "$tmp/err" "k: 'fifty' is not an integer >= 1, 'mean'
 lines "the error is one line" "$tmp/err" 1
 synthetic zerok "{retrieval_at_k: {k: 0}}"
 fit "k 0 is refused" "1|2" zerok
+# item 4 of the metrics: a k above the validation set's 20 samples is
+# refused in before_fit, before any training step
+synthetic bigk "{retrieval_at_k: {k: 21}}"
+fit "k 21 with 20 validation samples is refused" 1 bigk
+expect "... naming the plugin and the set's size" "$tmp/err" \
+  "retrieval_at_k: k 21 is larger than the validation set \(20 samples\)"
+lines "... in one line" "$tmp/err" 1
+if [ ! -s "$tmp/bigk.out/metrics.jsonl" ]; then ok "... before training"
+else not_ok "k 21 trained first" "$tmp/bigk.out/metrics.jsonl"; fi
 synthetic baddir "{retrieval_at_k: {direction: image_to_txt}}"
 fit "an unknown direction is refused" 2 baddir
 expect "did you mean 'image_to_text'" "$tmp/err" "did you mean 'image_to_text'"
@@ -107,8 +116,19 @@ else not_ok "zero_shot on synthetic data trained first" "$tmp/synth.out/metrics.
 
 # ---- zero_shot on Fashion-MNIST
 if [ -f "$fm/t10k-labels-idx1-ubyte.gz" ]; then
-  fashion zs 512 "{zero_shot: {class_names: $classes, templates: ['a photo of a {label}.', 'a {label}.']}}, {retrieval_at_k: {k: 5}}"
+  fashion zs 512 "{zero_shot: {class_names: $classes, templates: ['a photo of a {label}.', 'a {label}.']}}, {retrieval_at_k: {k: 5}}, {retrieval_at_k: {k: 5, hit: exact}}"
   fit "zero_shot on Fashion-MNIST" 0 zs
+  # 256 validation captions, 10 distinct: an exact pair ranks behind the
+  # equal captions before it (at most 5 of a class can be in the top 5:
+  # <= 50/256); with hit: class any sample of the class is a hit
+  in_range "idx data: retrieval_at_k's auto hit is class (class_retrieval_at_5)" zs class_retrieval_at_5 0 1
+  in_range "hit: exact logs retrieval_at_5, low on repeated captions" zs retrieval_at_5 0 0.196
+  values zs class_retrieval_at_5 >"$tmp/cls"
+  values zs retrieval_at_5 | paste "$tmp/cls" - >"$tmp/ce"
+  if [ "$(wc -l <"$tmp/ce")" -eq 2 ] &&
+     awk '!($1 + 0 > 0 && $1 + 0 >= 2 * $2) { bad = 1 } END { exit bad }' "$tmp/ce"; then
+    ok "class_retrieval_at_5 at least twice retrieval_at_5"
+  else not_ok "class recall not above exact recall" "$tmp/zs.out/metrics.jsonl"; fi
   in_range "zero_shot_top1 in [0, 1]" zs zero_shot_top1 0 1
   values zs zero_shot_top1 >"$tmp/top1"
   values zs zero_shot_top5 | paste "$tmp/top1" - >"$tmp/both"
@@ -129,6 +149,6 @@ if [ -f "$fm/t10k-labels-idx1-ubyte.gz" ]; then
     not_ok "top_k 3 logs no zero_shot_top5" "$tmp/mapped.out/metrics.jsonl"
   else ok "top_k 3 logs no zero_shot_top5"; fi
 else
-  for i in 1 2 3 4 5 6 7 8; do skip "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"; done
+  for i in 1 2 3 4 5 6 7 8 9 10 11; do skip "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"; done
 fi
 exit $fail

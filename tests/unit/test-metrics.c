@@ -1,5 +1,6 @@
 /* test-metrics.c: the ranking math of plugins/retrieval_at_k.c against a
- * brute-force N x N argsort, with ties and chunk boundaries.  The plugin's
+ * brute-force N x N argsort, with ties and chunk boundaries; hit: class's
+ * grouped ranks too.  The plugin's
  * source is included so that its static functions are reachable. */
 #include "../../plugins/retrieval_at_k.c"
 
@@ -100,6 +101,56 @@ test_ranks_vs_brute_force(void)
     }
 }
 
+/* hit: class: for each query, the number of keys of other groups before
+ * the first key of its own group in the argsorted row */
+static void
+test_grouped_vs_brute_force(void)
+{
+  static const size_t ns[] = { 1, 2, 7, 257, 300 };
+  static const size_t chunks[] = { 1, 3, 256 };
+  for (size_t a = 0; a < G_N_ELEMENTS(ns); a++)
+    for (size_t c = 0; c < G_N_ELEMENTS(chunks); c++)
+      for (int q = 1; q <= 4; q *= 4) {
+        size_t n = ns[a], chunk = chunks[c];
+        int e = 3;
+        GRand *rng = g_rand_new_with_seed((guint32) (n * 31 + chunk * 7 + q));
+        float *img = g_new(float, n * e), *txt = g_new(float, n * e);
+        fill_features(img, n, e, q, rng);
+        fill_features(txt, n, e, q, rng);
+        int64_t *grp = g_new(int64_t, n), *got = g_new(int64_t, n);
+        for (size_t i = 0; i < n; i++)
+          grp[i] = g_rand_int_range(rng, 0, 5); /* 5 classes */
+        float *buf = g_new(float, chunk * n);
+        compute_ranks_grouped(img, txt, grp, n, e, chunk, buf, got);
+        double *s = g_new(double, n);
+        size_t *idx = g_new(size_t, n);
+        for (size_t i = 0; i < n; i++) {
+          for (size_t j = 0; j < n; j++) {
+            s[j] = 0;
+            for (int d = 0; d < e; d++)
+              s[j] += (double) img[i * e + d] * txt[j * e + d];
+            idx[j] = j;
+          }
+          sort_row = s;
+          qsort(idx, n, sizeof *idx, cmp_desc);
+          int64_t want = 0;
+          for (size_t p = 0; grp[idx[p]] != grp[i]; p++)
+            want++;
+          if (got[i] != want)
+            g_error("grouped n %zu chunk %zu q %d: rank of %zu is %" G_GINT64_FORMAT
+                    ", brute force %" G_GINT64_FORMAT, n, chunk, q, i, got[i], want);
+        }
+        g_free(s);
+        g_free(idx);
+        g_free(img);
+        g_free(txt);
+        g_free(grp);
+        g_free(got);
+        g_free(buf);
+        g_rand_free(rng);
+      }
+}
+
 static void
 test_all_tied(void)
 {
@@ -151,13 +202,16 @@ test_append_grows(void)
   Retrieval s = { 0 };
   int E = 5;
   float img[7 * 5], txt[7 * 5];
+  int64_t grp[7];
   CtComm *single = ct_comm_new(NULL, NULL, NULL); /* one process: a copy */
   for (int round = 0; round < 100; round++) {
     for (int i = 0; i < 7 * E; i++) {
       img[i] = (float) (round * 1000 + i);
       txt[i] = -img[i];
     }
-    g_assert_true(append(&s, single, img, txt, 7, E, NULL));
+    for (int i = 0; i < 7; i++)
+      grp[i] = round * 7 + i;
+    g_assert_true(append(&s, single, img, txt, grp, 7, E, NULL));
   }
   g_assert_cmpuint(s.n, ==, 700);
   g_assert_cmpuint(s.cap, >=, 700);
@@ -166,9 +220,11 @@ test_append_grows(void)
       float want = (float) ((r / 7) * 1000 + (r % 7) * E + c);
       g_assert_cmpfloat(s.img[r * E + c], ==, want);
       g_assert_cmpfloat(s.txt[r * E + c], ==, -want);
+      g_assert_cmpint(s.group[r], ==, (int64_t) r);
     }
   g_free(s.img);
   g_free(s.txt);
+  g_free(s.group);
   ct_comm_free(single);
 }
 
@@ -178,6 +234,7 @@ main(int argc, char **argv)
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/metrics/ranks-vs-brute-force", test_ranks_vs_brute_force);
   g_test_add_func("/metrics/all-tied", test_all_tied);
+  g_test_add_func("/metrics/grouped-vs-brute-force", test_grouped_vs_brute_force);
   g_test_add_func("/metrics/rank-stat", test_rank_stat);
   g_test_add_func("/metrics/chunk-budget", test_chunk_budget);
   g_test_add_func("/metrics/append-grows", test_append_grows);
