@@ -105,8 +105,18 @@ tokenize_classes(ZeroShot *s, CtLearner *L, GError **error)
         ok = FALSE;
       }
   }
-  if (!ok)
+  if (!ok) {
     g_prefix_error(error, "zero_shot: ");
+    const char *vocab = ct_learner_recipe_value(L, "data.vocab");
+    if (g_str_has_prefix((*error)->message, "zero_shot: caption") && (!vocab || !*vocab)) {
+      /* a learned vocabulary splits words the captions lack into bytes */
+      char *msg = g_strconcat((*error)->message, " (the BPE merges were learned from the "
+                            "training captions, data.templates: a word they lack takes a token a "
+                            "byte; add it to the data's templates, or set data.vocab)", NULL);
+      g_free((*error)->message);
+      (*error)->message = msg;
+    }
+  }
   return ok;
 }
 

@@ -76,11 +76,6 @@ ct_cli_eval(int argc, char **argv)
     "(valid_loss), as the last validation of a fit would, without training and\n"
     "without a run folder.  The JSON ({\"metrics\": {NAME: VALUE, ...}, ...}) goes\n"
     "to stdout, or to --out with the values also printed as NAME VALUE lines.\n"
-    "\n"
-    "Example:\n"
-    "  cliptrain eval recipes/fashion_mnist.yaml --model runs/fashion_mnist-DATE\n"
-    "\n"
-    "See docs/models.md, \"Using a trained model\".\n"
     "Exit status: 0 success, 1 failure, 2 bad usage or a bad recipe.\n",
     &error);
   const char *usage = error ? error->message

@@ -52,6 +52,7 @@ static const CtCliCommand commands[] = {
     "cliptrain embed --model runs/fm1/model.safetensors --images photos/ --out photos.safetensors",
     "docs/models.md#using-a-trained-model" },
   { "zeroshot", ct_cli_zeroshot, "classify images by labels and prompt templates",
+    "cliptrain zeroshot --model runs/fashion --data recipes/fashion_mnist.yaml --confusion confusion.csv\n"
     "cliptrain zeroshot --model runs/fm1/model.safetensors --labels \"shirt,sneaker,bag\" photo.png",
     "docs/models.md#using-a-trained-model" },
   { "retrieve", ct_cli_retrieve, "the images of an embedded index nearest to a text query",

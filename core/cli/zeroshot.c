@@ -223,10 +223,7 @@ ct_cli_zeroshot(int argc, char **argv)
     "top-5 accuracy and a table of each class's count and top-1 accuracy.  The\n"
     "classes are --labels (label i is the i-th), else the recipe's zero_shot\n"
     "class_names, else the data's class names; the templates --templates, else\n"
-    "zero_shot's, else data.templates.  Example:\n"
-    "  cliptrain zeroshot --model RUN_DIR --data recipes/fashion_mnist.yaml \\\n"
-    "    --confusion confusion.csv\n"
-    "See docs/models.md, \"Using a trained model\".\n"
+    "zero_shot's, else data.templates.\n"
     "Exit status: 0 success, 1 failure, 2 bad usage.\n",
     &error);
   GPtrArray *labels = g_ptr_array_new_with_free_func(g_free);

@@ -2,9 +2,11 @@
 # doc-snippets.sh: every fenced block of README.md and docs/*.md is checked
 # or skipped with its reason, so that an example that breaks fails the
 # suite.  The convention (docs/testing.md#documentation-snippets):
-#   ```sh       commands, run from a copy of the top source folder with the
-#               built cliptrain (fit cut short by --stop-after 1 and its own
-#               --out, bench by --steps 1; under mpirun/mpiexec/srun, fit
+#   ```sh       commands, run from a copy of the top source folder (one for
+#               each page, so that a page's commands see each other's
+#               files) with the built cliptrain (fit cut short by
+#               --stop-after 1, into its --out or a folder of its own,
+#               bench by --steps 1; under mpirun/mpiexec/srun, fit
 #               is validated by `cliptrain recipe` with the same recipe and
 #               --set options); a command that is not cliptrain's fails
 #               unless the block is marked only-cliptrain
@@ -142,17 +144,22 @@ cmd=${1:-}
 drop=0
 case $cmd in
 fit)
+  out=$SNIPPET_OUT
   for a do
     shift
     [ $drop = 1 ] && { drop=0; continue; }
+    [ $drop = out ] && { drop=0; out=$a; continue; }
     case $a in
-    --out | -o | --stop-after | --time-limit | --threads | -t | --max-batch-size) drop=1; continue ;;
-    --out=* | --stop-after=* | --time-limit=* | --threads=* | --max-batch-size=*) continue ;;
+    --out | -o) drop=out; continue ;;
+    --out=*) out=${a#--out=}; continue ;;
+    --resume | -r) out= ;;
+    --stop-after | --time-limit | --threads | -t | --max-batch-size) drop=1; continue ;;
+    --stop-after=* | --time-limit=* | --threads=* | --max-batch-size=*) continue ;;
     esac
     set -- "$@" "$a"
   done
   if [ -n "${SNIPPET_VALIDATE:-}" ]; then exec "$ct" recipe "$@" >/dev/null; fi
-  exec "$ct" fit "$@" --stop-after 1 --out "$SNIPPET_OUT" ;;
+  exec "$ct" fit "$@" --stop-after 1 ${out:+--out "$out"} ;;
 bench)
   for a do
     shift

@@ -45,7 +45,7 @@ metrics:
   - zero_shot: {class_names: [cat, dog], templates: ['a photo of a {label}.', 'a {label}.']}
 YAML
 
-echo "1..27"
+echo "1..26"
 cd "$tmp/elsewhere" || exit 1
 that "a relative recipe with relative data and plugin paths runs from another folder" \
   'run 0 fit ../proj/recipes/r.yaml --out run --stop-after 3'
