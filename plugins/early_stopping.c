@@ -23,6 +23,8 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
 {
   EarlyStopping *s = state;
   double v;
+  if (event == CT_EVENT_BEFORE_FIT) /* a monitor that is never logged: before any step */
+    return ct_recorder_check_monitor(L, s->monitor, error) ? CT_STATUS_OK : CT_STATUS_ERROR;
   if (!ct_recorder_monitor(L, s->monitor, &v, error))
     return CT_STATUS_ERROR;
   gboolean better = s->less ? v + s->min_delta < s->best : v - s->min_delta > s->best;
@@ -101,6 +103,6 @@ static const CtParamSpec schema[] = {
 
 CT_PLUGIN_DEFINE(.name = "early_stopping", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "Stops the fit when a monitored value stops improving (fastai EarlyStoppingCallback)",
-                 .order = 60, .events = CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH), .params = schema,
+                 .order = 60, .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) | CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH), .params = schema,
                  .create = create, .destroy = destroy, .on_event = on_event,
                  .state_save = state_save, .state_load = state_load)

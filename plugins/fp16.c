@@ -67,6 +67,10 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   case CT_EVENT_BEFORE_FIT:
     if (!ct_model_set_memory(m, s->precision, ct_model_checkpoint_nchunks(m), error))
       return CT_STATUS_ERROR;
+    if (scaler) {
+      ct_recorder_declare(ct_learner_recorder(L), "loss_scale");
+      ct_recorder_declare(ct_learner_recorder(L), "skipped_steps");
+    }
     return CT_STATUS_OK;
   case CT_EVENT_BEFORE_TRAIN:
     /* here rather than at before_fit: a resumed fit restores the state

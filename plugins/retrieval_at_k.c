@@ -234,6 +234,7 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
     }
     g_free(s->name);
     s->name = metric_name(s);
+    ct_recorder_declare(ct_learner_recorder(L), s->name);
   } else if (event == CT_EVENT_BEFORE_VALIDATE) {
     s->n = 0;
   } else if (event == CT_EVENT_AFTER_PRED) {

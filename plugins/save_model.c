@@ -66,6 +66,9 @@ static CtStatus
 on_event(void *state, CtLearner *L, CtEvent event, GError **error)
 {
   SaveModel *s = state;
+  if (event == CT_EVENT_BEFORE_FIT) /* a monitor that is never logged: before any step */
+    return s->every_epoch || s->at_end || ct_recorder_check_monitor(L, s->monitor, error)
+             ? CT_STATUS_OK : CT_STATUS_ERROR;
   if (event == CT_EVENT_AFTER_FIT)
     return s->at_end && !save(s, L, s->fname, s->last_epoch, error) ? CT_STATUS_ERROR
                                                                      : CT_STATUS_OK;
@@ -168,6 +171,7 @@ static const CtParamSpec schema[] = {
 CT_PLUGIN_DEFINE(.name = "save_model", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .doc = "Saves the model when a monitored value improves (fastai SaveModelCallback)",
                  .order = 60,
-                 .events = CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH) | CT_EVENT_BIT(CT_EVENT_AFTER_FIT),
+                 .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) | CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH) |
+                           CT_EVENT_BIT(CT_EVENT_AFTER_FIT),
                  .params = schema, .create = create, .destroy = destroy, .on_event = on_event,
                  .state_save = state_save, .state_load = state_load)

@@ -201,6 +201,9 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
                   "not synthetic data");
       return CT_STATUS_ERROR;
     }
+    ct_recorder_declare(ct_learner_recorder(L), "zero_shot_top1");
+    if (s->top_k > 1)
+      ct_recorder_declare(ct_learner_recorder(L), s->topk_name);
     return tokenize_classes(s, L, error) ? CT_STATUS_OK : CT_STATUS_ERROR;
   } else if (event == CT_EVENT_BEFORE_VALIDATE) {
     s->n = s->top1 = s->topk = 0;

@@ -30,6 +30,7 @@ struct CtRecorder {
   int64_t count;             /* batches in the EMA */
   GArray *losses, *lrs;      /* of double, per training batch */
   GPtrArray *names;          /* of char*, NULL-terminated view kept in names_v */
+  GPtrArray *declared;       /* of char*: names plugins will log (ct_recorder_declare) */
   GArray *rows;              /* of GHashTable* name -> double*, per epoch */
   int n_epochs;              /* completed */
   double train_sum;          /* for the epoch's train loss */

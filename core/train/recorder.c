@@ -27,6 +27,7 @@ ct_recorder_init(CtRecorder *rec, const char *out_dir)
   rec->losses = g_array_new(FALSE, FALSE, sizeof(double));
   rec->lrs = g_array_new(FALSE, FALSE, sizeof(double));
   rec->names = g_ptr_array_new_with_free_func(g_free);
+  rec->declared = g_ptr_array_new_with_free_func(g_free);
   g_ptr_array_add(rec->names, NULL); /* keeps the array NULL-terminated */
   rec->rows = g_array_new(FALSE, TRUE, sizeof(GHashTable *));
   rec->out_dir = g_strdup(out_dir);
@@ -39,6 +40,7 @@ ct_recorder_clear(CtRecorder *rec)
   g_array_free(rec->losses, TRUE);
   g_array_free(rec->lrs, TRUE);
   g_ptr_array_free(rec->names, TRUE);
+  g_ptr_array_free(rec->declared, TRUE);
   for (guint i = 0; i < rec->rows->len; i++)
     g_hash_table_destroy(g_array_index(rec->rows, GHashTable *, i));
   g_array_free(rec->rows, TRUE);
@@ -140,6 +142,37 @@ ct_recorder_monitor(CtLearner *L, const char *monitor, double *value, GError **e
               "monitor '%s' was not logged in epoch %d (logged: %s)", monitor,
               ct_learner_epoch(L), *names ? names : "nothing");
   return FALSE;
+}
+
+void
+ct_recorder_declare(CtRecorder *rec, const char *name)
+{
+  g_return_if_fail(rec != NULL && name != NULL);
+  for (guint i = 0; i < rec->declared->len; i++)
+    if (strcmp(rec->declared->pdata[i], name) == 0)
+      return;
+  g_ptr_array_add(rec->declared, g_strdup(name));
+}
+
+gboolean
+ct_recorder_check_monitor(CtLearner *L, const char *monitor, GError **error)
+{
+  CtRecorder *rec = ct_learner_recorder(L);
+  gboolean valid = ct_learner_n_valid(L) > 0;
+  GString *known = g_string_new(valid ? "train_loss, valid_loss" : "train_loss");
+  gboolean ok = strcmp(monitor, "train_loss") == 0 || (valid && strcmp(monitor, "valid_loss") == 0);
+  for (guint i = 0; i < rec->declared->len; i++) {
+    ok = ok || strcmp(rec->declared->pdata[i], monitor) == 0;
+    g_string_append_printf(known, ", %s", (const char *) rec->declared->pdata[i]);
+  }
+  if (!ok) {
+    const char *why = !valid && strcmp(monitor, "valid_loss") == 0
+                        ? " (the recipe's data has no validation set)" : "";
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "monitor '%s' will not be logged%s; the run logs %s", monitor, why, known->str);
+  }
+  g_string_free(known, TRUE);
+  return ok;
 }
 
 gboolean

@@ -225,6 +225,15 @@ CT_API gboolean ct_recorder_get(const CtRecorder *rec, int epoch, const char *na
  * naming it and listing what was logged. */
 CT_API gboolean ct_recorder_monitor(CtLearner *learner, const char *monitor, double *value,
                                     GError **error);
+/* A plugin that logs NAME every epoch declares it in before_fit, so that
+ * a tracker's monitor can be checked before the first training step. */
+CT_API void ct_recorder_declare(CtRecorder *rec, const char *name);
+/* For trackers, in before_fit (they run after the metrics, which declare
+ * theirs first): FALSE with an error listing what the run logs when
+ * MONITOR is neither train_loss, valid_loss (with a validation set) nor a
+ * declared name. */
+CT_API gboolean ct_recorder_check_monitor(CtLearner *learner, const char *monitor,
+                                          GError **error);
 /* Whether smaller is better for COMP ("less", "greater", or "auto": less
  * for monitors whose name contains "loss" or "error", as fastai). */
 CT_API gboolean ct_monitor_less_is_better(const char *comp, const char *monitor);

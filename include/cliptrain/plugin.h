@@ -47,9 +47,10 @@ G_BEGIN_DECLS
 /* ABI version.  The major changes when a struct layout or a meaning
  * changes; the minor when something is appended.  A plugin built with
  * (major M, minor m) loads into a core with major M and minor >= m.
- * Minor 1 added `comm`; minor 2 added `grads`. */
+ * Minor 1 added `comm`; minor 2 added `grads`; minor 3 added
+ * ct_recorder_declare and ct_recorder_check_monitor. */
 #define CT_PLUGIN_ABI_MAJOR 1
-#define CT_PLUGIN_ABI_MINOR 2
+#define CT_PLUGIN_ABI_MINOR 3
 
 typedef enum {
   CT_PARAM_BOOL,

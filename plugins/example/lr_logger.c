@@ -23,6 +23,10 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
 {
   LrLogger *s = state;
   double lr = 0;
+  if (event == CT_EVENT_BEFORE_FIT) { /* what it logs, so that a monitor may name it */
+    ct_recorder_declare(ct_learner_recorder(L), "last_lr");
+    return CT_STATUS_OK;
+  }
   ct_learner_get_hparam(L, "lr", &lr);
   if (event == CT_EVENT_AFTER_TRAIN) {
     ct_recorder_log(ct_learner_recorder(L), "last_lr", lr);
@@ -53,6 +57,7 @@ static const CtParamSpec schema[] = {
 CT_PLUGIN_DEFINE(.name = "lr_logger", .version = "0.1",
                  .doc = "Prints the learning rate and smoothed loss every few batches (example)",
                  .order = 60,
-                 .events = CT_EVENT_BIT(CT_EVENT_AFTER_BATCH) | CT_EVENT_BIT(CT_EVENT_AFTER_TRAIN),
+                 .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) | CT_EVENT_BIT(CT_EVENT_AFTER_BATCH) |
+                           CT_EVENT_BIT(CT_EVENT_AFTER_TRAIN),
                  .run = CT_RUN_TRAIN, .grads = CT_GRADS_UNUSED, .params = schema,
                  .create = create, .destroy = g_free, .on_event = on_event)

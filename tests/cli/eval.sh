@@ -83,20 +83,20 @@ mkdir "$tmp/cwd"
 that "eval RECIPE --model RUN_DIR --out FILE succeeds" \
   '(cd "$tmp/cwd" && "$ct" eval "$tmp/fm.yaml" $S --model "$r" --out e.json >"$tmp/out" 2>"$tmp/err")'
 e="$tmp/cwd/e.json"
-that "its JSON has valid_loss, zero_shot_top1, zero_shot_top5, retrieval_at_5" \
-  '(for k in valid_loss zero_shot_top1 zero_shot_top5 retrieval_at_5; do [ -n "$(json_value "$e" $k)" ] || exit 1; done)'
+that "its JSON has valid_loss, zero_shot_top1, zero_shot_top5, class_retrieval_at_5" \
+  '(for k in valid_loss zero_shot_top1 zero_shot_top5 class_retrieval_at_5; do [ -n "$(json_value "$e" $k)" ] || exit 1; done)'
 that "and no train_loss nor time" '! grep -q "train_loss\|\"time\"" "$e"'
 that "it says the validation samples" '[ "$(json_value "$e" valid_samples)" = 300 ]'
 that "it prints the values as NAME VALUE lines" 'grep -q "^zero_shot_top1 [0-9.]*$" "$tmp/out"'
 that "it writes nothing but --out (no run folder)" '[ "$(ls "$tmp/cwd")" = e.json ]'
 # the fit's last validation saw the same weights: the values agree exactly
 # (the same batches, kernels and summation order; threads do not change it)
-for k in valid_loss zero_shot_top1 zero_shot_top5 retrieval_at_5; do
+for k in valid_loss zero_shot_top1 zero_shot_top5 class_retrieval_at_5; do
   that "eval's $k equals the fit's (metrics.jsonl) exactly" \
     '[ -n "$(json_value "$r/metrics.jsonl" $k)" ] && [ "$(json_value "$e" $k)" = "$(json_value "$r/metrics.jsonl" $k)" ]'
 done
 that "eval --model STATE with --threads 2 gives the same JSON metrics, on stdout" \
-  'run 0 eval "$tmp/fm.yaml" $S --model "$r/state.safetensors" --threads 2 && (for k in valid_loss zero_shot_top1 zero_shot_top5 retrieval_at_5; do [ -n "$(json_value "$e" $k)" ] && [ "$(json_value "$tmp/out" $k)" = "$(json_value "$e" $k)" ] || exit 1; done)'
+  'run 0 eval "$tmp/fm.yaml" $S --model "$r/state.safetensors" --threads 2 && (for k in valid_loss zero_shot_top1 zero_shot_top5 class_retrieval_at_5; do [ -n "$(json_value "$e" $k)" ] && [ "$(json_value "$tmp/out" $k)" = "$(json_value "$e" $k)" ] || exit 1; done)'
 that "eval --help says cliptrain eval, an example and docs/models.md" \
   'run 0 eval --help && grep -q "cliptrain eval" "$tmp/out" && grep -q "Example" "$tmp/out" && grep -q "docs/models.md" "$tmp/out"'
 that "eval without --model is bad usage" 'run 2 eval "$tmp/fm.yaml" && one_line "$tmp/err"'
