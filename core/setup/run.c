@@ -401,6 +401,7 @@ fit(Run *run, GError **error)
     .stop_flag = o->handle_signals ? &stop_requested : NULL,
   };
   ct_learner_set_stops(L, &stops);
+  ct_learner_set_log_every(L, run->sec.output.log_every_steps, run->sec.output.log_every_seconds);
   if (!ct_learner_fit(L, error))
     return 1;
   if (o->max_batch_budget && !o->resume)

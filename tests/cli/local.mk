@@ -17,6 +17,8 @@ cli_tests = \
 cli_tests += %reldir%/resnet-fit.sh
 # core/'s folders include and call only downwards
 cli_tests += %reldir%/check-layers.sh
+# what a fit prints as it goes: log lines, the progress bar, a plugin's stop
+cli_tests += %reldir%/logging.sh
 # the HTML report plugin
 cli_tests += %reldir%/report.sh
 # faults on purpose: NaN losses, a full disk, signals, plugin loading and
