@@ -558,11 +558,10 @@ fit_body(CtLearner *L)
     if (st != CT_STATUS_ERROR && ct_recorder_n_epochs(&L->rec) == L->epoch + 1 &&
         !ct_recorder_flush(&L->rec, L->epoch, &e))
       return fail(L, e);
-    /* a plugin stopped the fit: the state to inspect or resume is kept,
-     * saved before after_cancel_fit and after_fit run */
-    if (st == CT_STATUS_CANCEL_FIT) {
-      g_autofree char *path = g_build_filename(L->out_dir ? L->out_dir : ".",
-                                               "state.safetensors", NULL);
+    /* a plugin stopped the fit: the state to inspect or resume is kept in
+     * the run folder, saved before after_cancel_fit and after_fit run */
+    if (st == CT_STATUS_CANCEL_FIT && L->out_dir) {
+      g_autofree char *path = g_build_filename(L->out_dir, "state.safetensors", NULL);
       if (!ct_learner_save_state(L, path, &e))
         return fail(L, e);
       L->cancel_saved = TRUE;
@@ -586,7 +585,7 @@ say_cancelled(CtLearner *L)
          : g_strdup_printf("during epoch %d/%d", L->epoch, L->n_epoch);
   g_autofree char *state =
     L->cancel_saved ? g_strdup_printf("; the training state is in %s/state.safetensors",
-                                      L->out_dir ? L->out_dir : ".")
+                                      L->out_dir)
                     : g_strdup("");
   ct_learner_log(L, "cliptrain: %s stopped the fit %s (step %" G_GINT64_FORMAT "): %s%s",
                  L->cancel_by->desc->name, when, L->train_iter,
