@@ -131,8 +131,13 @@ ct_learner_mfu(CtLearner *L)
   CtPace *p = &L->pace;
   if (p->steps == 0 || p->ema_s <= 0)
     return NAN;
-  if (p->sgemm_rate <= 0)
+  if (p->sgemm_rate <= 0) {
+    /* a display may ask inside a step (progress, in after_batch): the
+     * measurement is no part of the step's time */
+    gint64 t0 = g_get_monotonic_time();
     p->sgemm_rate = ct_sgemm_rate(SGEMM_SECONDS);
+    p->step_start += g_get_monotonic_time() - t0;
+  }
   if (p->sgemm_rate <= 0)
     return NAN;
   return p->flops_per_sample * (p->ema_n / p->ema_s) / p->sgemm_rate;

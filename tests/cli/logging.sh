@@ -44,7 +44,7 @@ sane() {
     END { if (bad != "" || NR == 0) { print "bad" bad; exit 1 } }'
 }
 
-echo "1..30"
+echo "1..31"
 
 # ---- off a terminal (stderr is a file here)
 recipe steps 2 "{log_every_steps: 2, log_every_seconds: 0}"
@@ -105,8 +105,29 @@ if script --version 2>/dev/null | grep -q util-linux; then
   expect "the bar shows loss, lr, samples/s, mfu and eta" "$tmp/tty" \
     ' loss [0-9.]+ lr [0-9.]+e-[0-9]+ [0-9.]+ samples/s mfu [0-9.]+% eta [0-9:]+'
   that "no log lines under the bar" '! grep -Eq "step [0-9]+/[0-9]+ \(" "$tmp/tty" || { cat "$tmp/tty" >>"$tmp/err"; false; }'
+  # a message printed while the bar is up (the skipped image, at the end
+  # of the training batches) clears the bar's line first
+  src="$srcdir/tests/data/sources"
+  for split in train valid; do
+    mkdir -p "$tmp/folder/$split/cat" "$tmp/folder/$split/dog"
+    for k in 0 1 2 3; do
+      cp "$src/rgb$k.png" "$tmp/folder/$split/cat/$k.png"
+      cp "$src/rgb$k.png" "$tmp/folder/$split/dog/$k.png"
+    done
+  done
+  cp "$src/corrupt.png" "$tmp/folder/train/cat/bad.png"
+  cat >"$tmp/folder.yaml" <<EOF
+model: {preset: tiny, image_resolution: 16, vision_patch_size: 8, vocab_size: 600, context_length: 12}
+data: {dataset: image_folder, path: folder, templates: ['a photo of a {label}.'], batch_size: 2, corrupt: skip}
+fit: {epochs: 1, threads: 1}
+callbacks: [clip_trainer, progress]
+EOF
+  script -qec "$ct fit $tmp/folder.yaml --out $tmp/folder.out" /dev/null >"$tmp/tty" 2>&1 </dev/null
+  esc=$(printf '\033')
+  expect "a line printed during the bar clears it first" "$tmp/tty" \
+    "K${cr}${esc}\[Kcliptrain: epoch 0: training: skipped 1 unreadable image"
 else
-  for k in 1 2 3 4; do skip "progress bar on a terminal: no util-linux script(1)"; done
+  for k in 1 2 3 4 5; do skip "progress bar on a terminal: no util-linux script(1)"; done
 fi
 
 exit $fail
