@@ -425,10 +425,13 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
   if (rank == 0)
     remove_stale_temporaries(dir);
   const char *by = ct_safetensors_metadata(st, "stopped_by");
-  if (by && rank == 0)
+  if (by && rank == 0 && epoch < L->n_epoch)
     g_printerr("cliptrain: %s had stopped this fit after epoch %" G_GINT64_FORMAT
                "; it goes on from epoch %" G_GINT64_FORMAT "\n",
                by, epoch - 1, epoch);
+  else if (by && rank == 0)
+    g_printerr("cliptrain: %s had stopped this fit after its last epoch; no epoch is left\n",
+               by);
   L->resume_epoch = (int) epoch;
   L->resume_batch = (int) next;
   L->train_iter = titer;
