@@ -1,8 +1,9 @@
 /* early_stopping: fastai's EarlyStoppingCallback.  After each epoch, reads
  * MONITOR from the recorder; when it has not improved on the best value
  * (by more than min_delta, in the direction COMP) for PATIENCE epochs in a
- * row, prints "No improvement since epoch E: early stopping" and cancels
- * the fit.  The best value and the count survive a checkpoint resume. */
+ * row, cancels the fit, giving the learner its reason ("valid_loss has
+ * not improved since epoch E (best B)"), which the learner prints with
+ * the plugin's name.  The best value and the count survive a resume. */
 #include <cliptrain/plugin.h>
 
 #include <math.h>
@@ -35,8 +36,8 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   }
   if (++s->wait < s->patience)
     return CT_STATUS_OK;
-  fprintf(stderr, "No improvement since epoch %d: early stopping\n",
-          ct_learner_epoch(L) - s->wait);
+  ct_learner_cancel_reason(L, "%s has not improved since epoch %d (best %g, patience %d)",
+                           s->monitor, ct_learner_epoch(L) - s->wait, s->best, s->patience);
   return CT_STATUS_CANCEL_FIT;
 }
 

@@ -1,11 +1,16 @@
 /* progress: fastai's ProgressCallback, on stderr.  On a terminal, a live
- * bar (epoch e/n, phase, batch i/n, elapsed<remaining, smoothed loss),
- * redrawn in place at most ten times a second; on a terminal or not, one
- * line per epoch with the recorder's values (train_loss, valid_loss, the
- * metrics, time) under a header printed once (again if new names appear).
- * Runs after the recorder (order 50) and before the trackers (60) that may
- * cancel the fit, so the last epoch's line is printed too.  Nothing is
- * allocated per batch. */
+ * bar (epoch e/n, phase, batch i/n of the batches the phase will run, so
+ * short_epoch's, the phase's elapsed<remaining, then the smoothed loss,
+ * lr, samples a second, MFU and the whole fit's ETA, as the core's log
+ * line), redrawn in place at most ten times a second; on a terminal or
+ * not, one line per epoch with the recorder's values (train_loss,
+ * valid_loss, the metrics, time) under a header printed once (again if new
+ * names appear).  Epochs count from 0 in both, as fastai's table.  The
+ * bar registers itself as the learner's live display: lines printed with
+ * ct_learner_log() clear it first, and the core's periodic log lines are
+ * left out while it shows.  Runs after the recorder (order 50) and before
+ * the trackers (60) that may cancel the fit, so the last epoch's line is
+ * printed too.  Nothing is allocated per batch. */
 #include <cliptrain/plugin.h>
 
 #include <math.h>
@@ -22,6 +27,7 @@ typedef struct {
   gint64 phase_start; /* microseconds, monotonic */
   gint64 last_draw;
   int header_n;       /* names in the header printed, 0 before */
+  CtLearner *shown;   /* the learner whose display the bar is, or NULL */
 } Progress;
 
 /* [h:]mm:ss */
@@ -36,6 +42,17 @@ fmt_time(char *buf, size_t size, double secs)
   return buf;
 }
 
+/* V with FORMAT, or "-" when V is not a number (before the first step) */
+static const char *
+fmt_num(char *buf, size_t size, const char *format, double v)
+{
+  if (isfinite(v))
+    snprintf(buf, size, format, v);
+  else
+    g_strlcpy(buf, "-", size);
+  return buf;
+}
+
 static void
 clear_bar(Progress *s)
 {
@@ -45,25 +62,40 @@ clear_bar(Progress *s)
 }
 
 static void
-draw_bar(Progress *s, CtLearner *L)
+display_clear(void *data)
+{
+  clear_bar(data);
+}
+
+/* At most every REDRAW_US, and always at the phase's end (FINAL) */
+static void
+draw_bar(Progress *s, CtLearner *L, gboolean final)
 {
   gint64 now = g_get_monotonic_time();
-  int i = ct_learner_iter(L) + 1, n = ct_learner_n_iter(L);
-  if (now - s->last_draw < REDRAW_US && i < n)
+  int i = MIN(ct_learner_iter(L) + 1, ct_learner_n_iter(L)), n = ct_learner_planned_iter(L);
+  if (now - s->last_draw < REDRAW_US && i < n && !final)
     return;
   s->last_draw = now;
   double elapsed = (now - s->phase_start) / 1e6;
-  double left = n > 0 && i > 0 ? elapsed * (n - i) / i : 0;
+  double left = n > i && i > 0 ? elapsed * (n - i) / i : 0;
   int fill = n > 0 ? (int) ((long) BAR_WIDTH * i / n) : 0;
-  char bar[BAR_WIDTH + 1], t0[16], t1[16], line[200];
+  fill = MIN(fill, BAR_WIDTH);
+  char bar[BAR_WIDTH + 1], t0[16], t1[16], t2[16], lr[24] = "-", sps[24], mfu[24], line[320];
   memset(bar, '#', (size_t) fill);
   memset(bar + fill, '-', (size_t) (BAR_WIDTH - fill));
   bar[BAR_WIDTH] = 0;
-  snprintf(line, sizeof line, "\repoch %d/%d %s [%s] %d/%d %s<%s loss %.4f\033[K",
-           ct_learner_epoch(L) + 1, ct_learner_n_epoch(L),
+  double v;
+  if (ct_learner_get_hparam(L, "lr", &v))
+    snprintf(lr, sizeof lr, "%.2e", v);
+  snprintf(line, sizeof line,
+           "\repoch %d/%d %s [%s] %d/%d %s<%s loss %.4f lr %s %s samples/s mfu %s eta %s\033[K",
+           ct_learner_epoch(L), ct_learner_n_epoch(L),
            ct_learner_training(L) ? "train" : "valid", bar, i, n,
            fmt_time(t0, sizeof t0, elapsed), fmt_time(t1, sizeof t1, left),
-           ct_recorder_smooth_loss(ct_learner_recorder(L)));
+           ct_recorder_smooth_loss(ct_learner_recorder(L)), lr,
+           fmt_num(sps, sizeof sps, "%.1f", ct_learner_samples_per_s(L)),
+           fmt_num(mfu, sizeof mfu, "%.1f%%", 100 * ct_learner_mfu(L)),
+           fmt_time(t2, sizeof t2, ct_learner_eta(L)));
   fputs(line, stderr);
   s->drawn = TRUE;
 }
@@ -114,6 +146,10 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   case CT_EVENT_BEFORE_FIT:
     s->tty = isatty(fileno(stderr));
     s->header_n = 0;
+    if (s->tty) {
+      ct_learner_set_display(L, display_clear, s);
+      s->shown = L;
+    }
     break;
   case CT_EVENT_BEFORE_TRAIN:
   case CT_EVENT_BEFORE_VALIDATE:
@@ -122,13 +158,23 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
     break;
   case CT_EVENT_AFTER_BATCH:
     if (s->tty)
-      draw_bar(s, L);
+      draw_bar(s, L, FALSE);
+    break;
+  /* the phase's last batch, whose after_batch may not reach us: a callback
+   * before us (short_epoch) may have cancelled the phase in it */
+  case CT_EVENT_AFTER_TRAIN:
+  case CT_EVENT_AFTER_VALIDATE:
+    if (s->tty && ct_learner_iter(L) >= 0)
+      draw_bar(s, L, TRUE);
     break;
   case CT_EVENT_AFTER_EPOCH:
     print_epoch(s, L);
     break;
   case CT_EVENT_AFTER_FIT:
     clear_bar(s);
+    if (s->shown)
+      ct_learner_set_display(s->shown, NULL, NULL);
+    s->shown = NULL;
     break;
   default:
     break;
@@ -146,8 +192,11 @@ create(const CtParams *params, GError **error)
 static void
 destroy(void *state)
 {
-  clear_bar(state);
-  g_free(state);
+  Progress *s = state;
+  clear_bar(s);
+  if (s->shown) /* a fit that failed before after_fit */
+    ct_learner_set_display(s->shown, NULL, NULL);
+  g_free(s);
 }
 
 CT_PLUGIN_DEFINE(.name = "progress", .version = "1.0", .grads = CT_GRADS_UNUSED,
@@ -155,7 +204,8 @@ CT_PLUGIN_DEFINE(.name = "progress", .version = "1.0", .grads = CT_GRADS_UNUSED,
                  .order = 55,
                  .events = CT_EVENT_BIT(CT_EVENT_BEFORE_FIT) | CT_EVENT_BIT(CT_EVENT_BEFORE_TRAIN) |
                            CT_EVENT_BIT(CT_EVENT_BEFORE_VALIDATE) |
-                           CT_EVENT_BIT(CT_EVENT_AFTER_BATCH) | CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH) |
+                           CT_EVENT_BIT(CT_EVENT_AFTER_BATCH) | CT_EVENT_BIT(CT_EVENT_AFTER_TRAIN) |
+                           CT_EVENT_BIT(CT_EVENT_AFTER_VALIDATE) | CT_EVENT_BIT(CT_EVENT_AFTER_EPOCH) |
                            CT_EVENT_BIT(CT_EVENT_AFTER_FIT),
                  .run = CT_RUN_TRAIN | CT_RUN_VALID, .params = NULL, .create = create,
                  .destroy = destroy, .on_event = on_event)

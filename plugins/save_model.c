@@ -86,7 +86,7 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
     return CT_STATUS_OK;
   s->best = v;
   if (ct_learner_rank(L) == 0)
-    fprintf(stderr, "Better model found at epoch %d with %s value: %g.\n", epoch, s->monitor, v);
+    ct_learner_log(L, "Better model found at epoch %d with %s value: %g.", epoch, s->monitor, v);
   return save(s, L, s->fname, epoch, error) ? CT_STATUS_OK : CT_STATUS_ERROR;
 }
 

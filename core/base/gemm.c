@@ -158,3 +158,47 @@ ct_sgemm(gboolean trans_a, gboolean trans_b, int M, int N, int K, float alpha, c
   CtGemm g = { trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL };
   ct_sgemm_many(&g, 1);
 }
+
+/* One N x N x N product on A, B, C, in seconds. */
+static double
+time_product(const float *a, const float *b, float *c, int n)
+{
+  gint64 t0 = g_get_monotonic_time();
+  ct_sgemm(FALSE, FALSE, n, n, n, 1, a, n, b, n, 0, c, n);
+  return (g_get_monotonic_time() - t0) / 1e6;
+}
+
+double
+ct_sgemm_rate(double seconds)
+{
+  float *a = NULL, *b = NULL, *c = NULL; /* (n, n) each */
+  double t = 0, best = 0;
+  gint64 start = g_get_monotonic_time();
+  int n = 256;
+  for (;; n *= 2) { /* grow the product until it takes 20 ms or more */
+    size_t nn = (size_t) n * n;
+    g_free(a);
+    g_free(b);
+    g_free(c);
+    a = g_new(float, nn);
+    b = g_new(float, nn);
+    c = g_new(float, nn);
+    for (size_t i = 0; i < nn; i++) { /* any finite values: the rate does not depend on them */
+      a[i] = (float) (i % 7) * 0.25f - 0.75f;
+      b[i] = (float) (i % 5) * 0.5f - 1.0f;
+    }
+    t = time_product(a, b, c, n); /* a warm-up too: the pages are touched */
+    if (t >= 0.02 || n >= 2048)
+      break;
+  }
+  double flop = 2.0 * n * n * (double) n;
+  for (int i = 0; i < 2 || (g_get_monotonic_time() - start) / 1e6 < seconds; i++) {
+    t = time_product(a, b, c, n);
+    if (t > 0)
+      best = MAX(best, flop / t);
+  }
+  g_free(a);
+  g_free(b);
+  g_free(c);
+  return best;
+}

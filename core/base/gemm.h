@@ -34,4 +34,11 @@ typedef struct {
  * so the bits are those of the products one after the other. */
 void ct_sgemm_many(const CtGemm *g, int n);
 
+/* The reference rate of a fit's MFU figure, in FLOP/s: ct_sgemm on the
+ * pool's threads, as training runs it, on square products grown from 256
+ * until one takes 20 ms (at most 2048), the best of those timed within
+ * about SECONDS (two at least).  Allocates its operands for the
+ * measurement only. */
+double ct_sgemm_rate(double seconds);
+
 #endif

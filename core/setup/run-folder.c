@@ -189,6 +189,10 @@ ct_run_folder_finish(const char *out, CtLearner *L, GError **error)
   json_builder_add_int_value(b, ct_learner_train_iter(L));
   json_builder_set_member_name(b, "epochs");
   json_builder_add_int_value(b, ct_recorder_n_epochs(ct_learner_recorder(L)));
+  if (L->cancel_by) { /* a plugin ended the fit (early_stopping) */
+    json_builder_set_member_name(b, "stopped_by");
+    json_builder_add_string_value(b, L->cancel_by->desc->name);
+  }
   json_builder_set_member_name(b, "files");
   json_builder_begin_array(b);
   for (guint i = 0; i < files->len; i++)
@@ -233,9 +237,12 @@ ct_run_folder_finished(const char *out, char **text)
   if (text && json_parser_load_from_file(p, path, NULL) &&
       JSON_NODE_HOLDS_OBJECT(json_parser_get_root(p))) {
     JsonObject *o = json_node_get_object(json_parser_get_root(p));
-    *text = g_strdup_printf("on %s after %" G_GINT64_FORMAT " training steps",
+    const char *by = json_object_get_string_member_with_default(o, "stopped_by", NULL);
+    g_autofree char *stopped = by ? g_strdup_printf(" (%s stopped it)", by) : g_strdup("");
+    *text = g_strdup_printf("on %s after %" G_GINT64_FORMAT " training steps%s",
                             json_object_get_string_member_with_default(o, "finished", "?"),
-                            json_object_get_int_member_with_default(o, "train_steps", 0));
+                            json_object_get_int_member_with_default(o, "train_steps", 0),
+                            stopped);
   }
   g_object_unref(p);
   return TRUE;

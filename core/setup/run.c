@@ -416,6 +416,7 @@ fit(Run *run, GError **error)
     .stop_flag = o->handle_signals ? &stop_requested : NULL,
   };
   ct_learner_set_stops(L, &stops);
+  ct_learner_set_log_every(L, run->sec.output.log_every_steps, run->sec.output.log_every_seconds);
   if (!ct_learner_fit(L, error)) {
     /* after a failure between steps, the state to continue from */
     g_autofree char *state = g_build_filename(run->out, "state.safetensors", NULL);

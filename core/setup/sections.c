@@ -179,6 +179,11 @@ static const CtSectionKey fit_keys[] = {
 static const CtSectionKey output_keys[] = {
   CT_PATH_KEY(CtOutputSection, dir, "dir", "",
               "run folder (empty: runs/<recipe>-<time> in the current directory)"),
+  CT_KEY(CtOutputSection, log_every_steps, "log_every_steps", CT_PARAM_INT, "100",
+         "a log line on stderr every N training steps (0: not by steps)", 0, 1e12, NULL),
+  CT_KEY(CtOutputSection, log_every_seconds, "log_every_seconds", CT_PARAM_DOUBLE, "30",
+         "... or every N seconds, whichever comes first (0: not by time; both 0: no log lines)",
+         0, 1e9, NULL),
   CT_KEY_END,
 };
 
@@ -190,7 +195,7 @@ const CtSectionInfo ct_section_infos[] = {
   { "schedule", "the learning-rate schedule; each reads only its own parameters",
     schedule_keys },
   { "fit", "the loop", fit_keys },
-  { "output", "the run folder", output_keys },
+  { "output", "the run folder and the log lines on stderr", output_keys },
   { NULL, NULL, NULL },
 };
 

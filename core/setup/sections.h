@@ -91,6 +91,8 @@ typedef struct {
 typedef struct {
   CtSection base;
   char *dir;             /* "" for runs/<recipe>-<time> */
+  int64_t log_every_steps;  /* a log line every N training steps (0: not by steps) */
+  double log_every_seconds; /* ... or every N seconds (0: not by time) */
 } CtOutputSection;
 
 /* The whole recipe but its plugin lists.  Zero-initialise; free with

@@ -39,6 +39,20 @@ struct CtRecorder {
   char *out_dir;             /* metrics.jsonl and history.csv go here (may be NULL) */
 };
 
+/* The fit's pace and its periodic log line (pace.c).  Nothing here is
+ * allocated per step. */
+typedef struct {
+  int64_t every_steps;     /* a log line every this many training steps (0: never) */
+  double every_seconds;    /* ... or this many seconds since the last (0: never) */
+  gint64 fit_start;        /* monotonic microseconds when this process's fit began */
+  gint64 last_log;         /* ... when the last log line was printed (fit_start before) */
+  gint64 step_start;       /* ... when the current training batch began */
+  int64_t steps;           /* training steps timed in this process */
+  double ema_s, ema_n;     /* EMAs of a step's seconds and samples (their ratio needs no debias) */
+  double flops_per_sample; /* the model's training FLOPs a sample */
+  double sgemm_rate;       /* FLOP/s of ct_sgemm at the fit's threads; 0 before it is measured */
+} CtPace;
+
 struct CtLearner {
   CtModel *model;
   CtOptimizer *opt;
@@ -57,6 +71,18 @@ struct CtLearner {
 
   /* loop state */
   int epoch, iter, n_iter, n_train_batches;
+  int next_batch;         /* the epoch's next training batch, for a saved state */
+  int planned;            /* batches the current phase will run (set_planned_iter) */
+  int planned_train;      /* ... the last training phase's, for the ETA */
+  CtPace pace;
+  CtDisplayClear display_clear; /* a live display on stderr (progress's bar), or NULL */
+  void *display_data;
+  /* a callback cancelled the fit: which one (the first), and why */
+  const CtCallback *cancel_by;
+  const CtCallback *current_cb; /* the callback whose on_event runs, or NULL */
+  const CtCallback *reason_by;  /* the one that gave cancel_reason */
+  char *cancel_reason;
+  gboolean cancel_saved;        /* its training state was saved */
   int64_t train_iter;
   gboolean training;
   int B;                  /* current batch's size */
@@ -76,7 +102,6 @@ struct CtLearner {
   gboolean resuming;      /* the next training phase starts at resume_batch */
   gboolean in_step;       /* a training batch is under way: the parameters may be half
                            * stepped, and no recovery state can be saved */
-  int safe_next;          /* the batch of this epoch a recovery state resumes at */
   int resume_epoch, resume_batch;
   int64_t stop_after;     /* stop after this many training batches in all (0: never) */
   gint64 deadline;        /* stop at this monotonic time in microseconds (0: never) */
@@ -160,6 +185,17 @@ void ct_learner_set_stops(CtLearner *learner, const CtLearnerStops *stops);
 /* TRUE when the last fit stopped early and left a training state. */
 gboolean ct_learner_stopped(const CtLearner *learner);
 gboolean ct_learner_fit(CtLearner *learner, GError **error);
+
+/* pace.c: the fit's start; a training batch's start and end (after
+ * train_iter counts it), which prints the periodic log line when due. */
+/* A log line every STEPS training steps or SECONDS seconds, whichever
+ * comes first (0: not by that measure; both 0: never). */
+void ct_learner_set_log_every(CtLearner *learner, int64_t steps, double seconds);
+void ct_pace_fit_start(CtLearner *learner);
+void ct_pace_step_start(CtLearner *learner);
+void ct_pace_step_end(CtLearner *learner);
+/* [h:]mm:ss of SECS into BUF (0 for a negative or non-finite SECS). */
+const char *ct_pace_time(char *buf, size_t size, double secs);
 
 /* recorder.c */
 void ct_recorder_init(CtRecorder *rec, const char *out_dir);

@@ -18,6 +18,7 @@
 #include <cliptrain/rng.h>
 
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 static const char *const event_names[CT_N_EVENTS] = {
@@ -141,6 +142,7 @@ ct_learner_free(CtLearner *L)
   g_free(L->recipe_sha256);
   g_free(L->last_state);
   g_free(L->pending_opt);
+  g_free(L->cancel_reason);
   ct_comm_free(L->comm);
   if (L->pending_states)
     g_hash_table_destroy(L->pending_states);
@@ -233,7 +235,11 @@ run_event(CtLearner *L, CtEvent ev)
         !(ct_plugin_desc_run(d) & (L->training ? CT_RUN_TRAIN : CT_RUN_VALID)))
       continue;
     GError *e = NULL;
+    L->current_cb = cb;
     CtStatus st = d->on_event(cb->state, L, ev, &e);
+    L->current_cb = NULL;
+    if (st == CT_STATUS_CANCEL_FIT && !L->cancel_by)
+      L->cancel_by = cb;
     if (st == CT_STATUS_OK) {
       g_clear_error(&e);
       continue;
@@ -433,6 +439,8 @@ all_batches(CtLearner *L)
   CtStatus st = CT_STATUS_OK;
   for (L->iter = first; L->iter < L->n_iter; L->iter++) {
     GError *e = NULL;
+    if (L->training)
+      ct_pace_step_start(L);
     if (!ct_loader_next(ld, L->images, L->tokens, &L->B, &e)) {
       st = fail(L, e);
       break;
@@ -448,11 +456,13 @@ all_batches(CtLearner *L)
     L->in_step = L->training;
     st = with_events(L, do_one_batch, CT_EVENT_BEFORE_BATCH, CT_EVENT_AFTER_BATCH,
                      CT_EVENT_AFTER_CANCEL_BATCH, CT_STATUS_CANCEL_BATCH);
-    if (L->training)
+    if (L->training) {
       L->train_iter++;
+      L->next_batch = L->iter + 1;
+    }
     if (L->training && st != CT_STATUS_ERROR) { /* the batch is whole */
       L->in_step = FALSE;
-      L->safe_next = L->iter + 1;
+      ct_pace_step_end(L); /* timed, and the periodic log line when due */
     }
     if (st == CT_STATUS_OK && L->training)
       st = maybe_stop(L);
@@ -462,8 +472,8 @@ all_batches(CtLearner *L)
   ct_loader_stop(ld); /* drop what was prepared for batches not taken */
   int skipped = ct_dataset_take_skipped(ct_loader_dataset(ld));
   if (skipped > 0)
-    g_printerr("cliptrain: epoch %d: %s: skipped %d unreadable image%s\n", L->epoch,
-               L->training ? "training" : "validation", skipped, skipped == 1 ? "" : "s");
+    ct_learner_log(L, "cliptrain: epoch %d: %s: skipped %d unreadable image%s", L->epoch,
+                   L->training ? "training" : "validation", skipped, skipped == 1 ? "" : "s");
   return st;
 }
 
@@ -471,7 +481,8 @@ static CtStatus
 do_train(CtLearner *L)
 {
   L->training = TRUE;
-  L->n_iter = L->n_train_batches;
+  L->n_iter = L->planned = L->planned_train = L->n_train_batches;
+  L->next_batch = L->resuming ? L->resume_batch : 0;
   ct_model_set_training(L->model, TRUE); /* BatchNorm: batch statistics */
   return with_events(L, all_batches, CT_EVENT_BEFORE_TRAIN, CT_EVENT_AFTER_TRAIN,
                      CT_EVENT_AFTER_CANCEL_TRAIN, CT_STATUS_CANCEL_TRAIN);
@@ -483,7 +494,8 @@ do_validate(CtLearner *L)
   if (!L->valid || ct_loader_n_batches(L->valid) == 0)
     return CT_STATUS_OK;
   L->training = FALSE;
-  L->n_iter = ct_loader_n_batches(L->valid);
+  L->next_batch = L->n_train_batches; /* this epoch's training is over */
+  L->n_iter = L->planned = ct_loader_n_batches(L->valid);
   /* eval mode for the whole validation, its callbacks included (BatchNorm
    * uses and keeps the running statistics), then back to training */
   ct_model_set_training(L->model, FALSE);
@@ -543,17 +555,44 @@ fit_body(CtLearner *L)
   if (rs != CT_STATUS_OK)
     return rs;
   for (L->epoch = L->resuming ? L->resume_epoch : 0; L->epoch < L->n_epoch; L->epoch++) {
-    L->safe_next = L->resuming ? L->resume_batch : 0;
     CtStatus st = with_events(L, epoch_body, CT_EVENT_BEFORE_EPOCH, CT_EVENT_AFTER_EPOCH,
                               CT_EVENT_AFTER_CANCEL_EPOCH, CT_STATUS_CANCEL_EPOCH);
     GError *e = NULL;
     if (st != CT_STATUS_ERROR && ct_recorder_n_epochs(&L->rec) == L->epoch + 1 &&
         !ct_recorder_flush(&L->rec, L->epoch, &e))
       return fail(L, e);
+    /* a plugin stopped the fit: the state to inspect or resume is kept in
+     * the run folder, saved before after_cancel_fit and after_fit run */
+    if (st == CT_STATUS_CANCEL_FIT && L->out_dir) {
+      g_autofree char *path = g_build_filename(L->out_dir, "state.safetensors", NULL);
+      if (!ct_learner_save_state(L, path, &e))
+        return fail(L, e);
+      L->cancel_saved = TRUE;
+    }
     if (st != CT_STATUS_OK)
       return st;
   }
   return CT_STATUS_OK;
+}
+
+/* "cliptrain: early_stopping stopped the fit after epoch 3/10 (step
+ * 48): valid_loss has not improved since epoch 1; the training state is
+ * in OUT/state.safetensors" */
+static void
+say_cancelled(CtLearner *L)
+{
+  const char *reason = L->reason_by == L->cancel_by ? L->cancel_reason : NULL;
+  gboolean done = ct_recorder_n_epochs(&L->rec) > L->epoch;
+  g_autofree char *when =
+    done ? g_strdup_printf("after epoch %d/%d", L->epoch, L->n_epoch)
+         : g_strdup_printf("during epoch %d/%d", L->epoch, L->n_epoch);
+  g_autofree char *state =
+    L->cancel_saved ? g_strdup_printf("; the training state is in %s/state.safetensors",
+                                      L->out_dir)
+                    : g_strdup("");
+  ct_learner_log(L, "cliptrain: %s stopped the fit %s (step %" G_GINT64_FORMAT "): %s%s",
+                 L->cancel_by->desc->name, when, L->train_iter,
+                 reason ? reason : "it gave no reason", state);
 }
 
 gboolean
@@ -581,9 +620,14 @@ ct_learner_fit(CtLearner *L, GError **error)
     L->train_iter = 0;
   L->training = FALSE;
   L->stopped = FALSE;
+  L->cancel_by = L->reason_by = NULL;
+  L->cancel_saved = FALSE;
+  ct_pace_fit_start(L);
   CtStatus st = with_events(L, fit_body, CT_EVENT_BEFORE_FIT, CT_EVENT_AFTER_FIT,
                             CT_EVENT_AFTER_CANCEL_FIT, CT_STATUS_CANCEL_FIT);
   ct_model_set_backward_hook(L->model, NULL, NULL);
+  if (st != CT_STATUS_ERROR && L->cancel_by && ct_comm_rank(L->comm) == 0)
+    say_cancelled(L);
   if (st == CT_STATUS_ERROR) {
     g_propagate_error(error, L->error);
     L->error = NULL;
@@ -753,6 +797,18 @@ ct_learner_pct_train(const CtLearner *L)
 {
   double total = (double) L->n_epoch * L->n_train_batches;
   return total > 0 ? L->train_iter / total : 0.0;
+}
+
+void
+ct_learner_cancel_reason(CtLearner *L, const char *format, ...)
+{
+  g_return_if_fail(L != NULL && format != NULL);
+  va_list ap;
+  va_start(ap, format);
+  g_free(L->cancel_reason);
+  L->cancel_reason = g_strdup_vprintf(format, ap);
+  va_end(ap);
+  L->reason_by = L->current_cb;
 }
 
 const char *

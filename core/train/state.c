@@ -181,6 +181,12 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
       return FALSE;
     }
   }
+  /* where a resume starts: the next training batch of this epoch, or,
+   * once the epoch is over (a plugin stopped the fit after it), the next
+   * epoch's first */
+  gboolean epoch_done = L->rec.n_epochs > L->epoch;
+  int epoch = epoch_done ? L->epoch + 1 : L->epoch;
+  int next = epoch_done ? 0 : L->next_batch;
   if (rank == 0) {
     CtSafetensorsWriter *w = ct_safetensors_writer_new();
     CtModel *m = L->model;
@@ -212,8 +218,8 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
     } meta[] = {
       { "format", g_strdup("cliptrain training state 1") },
       { "recipe_sha256", g_strdup(L->recipe_sha256 ? L->recipe_sha256 : "") },
-      { "epoch", g_strdup_printf("%d", L->epoch) },
-      { "next_batch", g_strdup_printf("%d", L->iter + 1) },
+      { "epoch", g_strdup_printf("%d", epoch) },
+      { "next_batch", g_strdup_printf("%d", next) },
       { "train_iter", g_strdup_printf("%" G_GINT64_FORMAT, L->train_iter) },
       { "world_size", g_strdup_printf("%d", W) },
       { "optimizer_sharded", g_strdup(sharded ? "1" : "0") },
@@ -240,6 +246,8 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
       if (v)
         ct_safetensors_writer_set_metadata(w, tok_keys[i], v);
     }
+    if (L->cancel_by) /* a plugin stopped the fit: a resume says so */
+      ct_safetensors_writer_set_metadata(w, "stopped_by", L->cancel_by->desc->name);
     for (int r = 0; shas && r < W; r++) { /* each rank's shard, by name and sha256 */
       g_autofree char *k1 = g_strdup_printf("optimizer_file.%d", r);
       g_autofree char *v1 =
@@ -295,11 +303,7 @@ ct_learner_save_recovery_state(CtLearner *L, const char *path, GError **error)
     g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "no training state was saved: %s", why);
     return FALSE;
   }
-  int iter = L->iter;
-  L->iter = L->safe_next - 1; /* the state records the next batch as iter + 1 */
-  gboolean ok = ct_learner_save_state(L, path, error);
-  L->iter = iter;
-  return ok;
+  return ct_learner_save_state(L, path, error); /* at next_batch, as a stop saves it */
 }
 
 static gboolean
@@ -456,6 +460,14 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
     goto out;
   if (rank == 0)
     remove_stale_temporaries(dir);
+  const char *by = ct_safetensors_metadata(st, "stopped_by");
+  if (by && rank == 0 && epoch < L->n_epoch)
+    g_printerr("cliptrain: %s had stopped this fit after epoch %" G_GINT64_FORMAT
+               "; it goes on from epoch %" G_GINT64_FORMAT "\n",
+               by, epoch - 1, epoch);
+  else if (by && rank == 0)
+    g_printerr("cliptrain: %s had stopped this fit after its last epoch; no epoch is left\n",
+               by);
   L->resume_epoch = (int) epoch;
   L->resume_batch = (int) next;
   L->train_iter = titer;

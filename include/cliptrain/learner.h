@@ -143,6 +143,13 @@ CT_API int ct_learner_epoch(const CtLearner *learner);     /* 0-based */
 CT_API int ct_learner_n_epoch(const CtLearner *learner);
 CT_API int ct_learner_iter(const CtLearner *learner);      /* batch in this phase, 0-based */
 CT_API int ct_learner_n_iter(const CtLearner *learner);    /* batches in this phase */
+/* Batches this phase will run: n_iter, unless a callback that cuts the
+ * phase short (short_epoch) said fewer, at before_train or
+ * before_validate, with set_planned_iter (N is clamped to [1, n_iter]).
+ * Progress displays count to it; the fit's ETA counts the training
+ * phase's. */
+CT_API int ct_learner_planned_iter(const CtLearner *learner);
+CT_API void ct_learner_set_planned_iter(CtLearner *learner, int n);
 CT_API int64_t ct_learner_train_iter(const CtLearner *learner); /* training batches so far */
 /* Fraction of training done: train_iter / (n_epoch * training batches). */
 CT_API double ct_learner_pct_train(const CtLearner *learner);
@@ -166,6 +173,47 @@ CT_API const char *ct_learner_recipe_value(const CtLearner *learner, const char 
  * or NULL with synthetic data.  (transfer none) */
 typedef struct _CtTokenizer CtTokenizer;
 CT_API CtTokenizer *ct_learner_tokenizer(CtLearner *learner);
+
+/* ---- the fit's pace, and lines on stderr ----
+ * Figures of this process's fit, the same that the core's periodic log
+ * line prints (output.log_every_steps, output.log_every_seconds; see
+ * docs/training.md, "Logging"). */
+/* Seconds since this fit began (in this process: a resumed fit counts
+ * from its resume). */
+CT_API double ct_learner_elapsed(const CtLearner *learner);
+/* Training samples a second, all ranks together: the data loading, the
+ * step and the batch's callbacks, over recent training steps (an
+ * exponential moving average, beta 0.9); NAN before the first step. */
+CT_API double ct_learner_samples_per_s(const CtLearner *learner);
+/* The training steps' share of the machine's matrix-product rate, as
+ * llm.c's MFU: the model's training FLOPs a sample (ct_config_step_flops,
+ * whole context) times the samples a second of this rank, over the rate
+ * of ct_sgemm on large square products at the fit's threads, measured
+ * once, on the first call (about 0.2 s).  0.25 is 25%.  NAN before the
+ * first step. */
+CT_API double ct_learner_mfu(CtLearner *learner);
+/* Seconds left in the fit: its training steps still to run (the planned
+ * batches of every epoch left) at the pace so far (wall time a training
+ * step, validation included once one has run).  NAN before the first
+ * step. */
+CT_API double ct_learner_eta(const CtLearner *learner);
+/* A live display on stderr (the progress plugin's bar on a terminal)
+ * registers CLEAR, which wipes it off the current line: lines printed
+ * with ct_learner_log() call it first.  While one is registered, the core
+ * prints no periodic log lines: the display shows the same figures.
+ * CLEAR NULL unregisters. */
+typedef void (*CtDisplayClear)(void *data);
+CT_API void ct_learner_set_display(CtLearner *learner, CtDisplayClear clear, void *data);
+/* Print one line on stderr (a newline is added), clearing a live display
+ * first.  It prints on the rank that calls it: print from rank 0 unless
+ * the line is about the rank's own part. */
+CT_API void ct_learner_log(CtLearner *learner, const char *format, ...) G_GNUC_PRINTF(2, 3);
+/* A callback that returns CT_STATUS_CANCEL_FIT says why, in a few words,
+ * before returning ("valid_loss has not improved since epoch 1").  The
+ * learner then prints which plugin stopped the fit, after which epoch,
+ * and this reason, and saves the training state (state.safetensors). */
+CT_API void ct_learner_cancel_reason(CtLearner *learner, const char *format, ...)
+  G_GNUC_PRINTF(2, 3);
 
 /* ---- the current batch ---- */
 CT_API int ct_learner_batch_size(const CtLearner *learner);

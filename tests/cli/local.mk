@@ -25,6 +25,8 @@ cli_tests += %reldir%/resnet-fit.sh
 cli_tests += %reldir%/check-layers.sh
 # run folders, paths, resume and failures, from a user's side
 cli_tests += %reldir%/run-folder.sh
+# what a fit prints as it goes: log lines, the progress bar, a plugin's stop
+cli_tests += %reldir%/logging.sh
 # the HTML report plugin
 cli_tests += %reldir%/report.sh
 # faults on purpose: NaN losses, a full disk, signals, plugin loading and

@@ -83,7 +83,8 @@ lines "the error is one line" "$tmp/err" 1
 recipe early 5 "{early_stopping: {monitor: train_loss, comp: greater, patience: 1}}"
 fit "early_stopping" 0 early
 lines "early_stopping stopped after 2 of 5 epochs" "$tmp/early.out/metrics.jsonl" 2
-expect "early_stopping says so" "$tmp/err" '^No improvement since epoch 0: early stopping$'
+expect "early_stopping says so, with its reason" "$tmp/err" \
+  '^cliptrain: early_stopping stopped the fit after epoch 1/5 \(step 8\): train_loss has not improved since epoch 0 '
 recipe patient 4 "{early_stopping: {monitor: train_loss, comp: greater, patience: 2}}"
 fit "early_stopping patience 2" 0 patient
 lines "patience 2 waits one more epoch" "$tmp/patient.out/metrics.jsonl" 3
@@ -134,7 +135,7 @@ else not_ok "progress wrote to stdout or drew a bar" "$tmp/out"; fi
 recipe bar 2 progress
 if script --version 2>/dev/null | grep -q util-linux; then
   script -qec "$ct fit $tmp/bar.yaml --out $tmp/bar.out" /dev/null >"$tmp/tty" 2>&1 </dev/null
-  if grep -q "$(printf '\r')epoch 2/2 valid \[#*\] 2/2 " "$tmp/tty" &&
+  if grep -q "$(printf '\r')epoch 1/2 valid \[#*\] 2/2 " "$tmp/tty" &&
      grep -Eq '(^|K)1 +[0-9]+\.[0-9]{6} ' "$tmp/tty"; then
     ok "progress draws a bar on a terminal, and keeps the epoch lines"
   else not_ok "progress on a terminal" "$tmp/tty"; fi
