@@ -11,7 +11,9 @@
 #include <cliptrain/plugin.h>
 
 #include <math.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SMOOTH_BETA 0.98
 
@@ -292,6 +294,14 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
     g_free(s->path);
     s->path = g_path_is_absolute(s->fname) || !out ? g_strdup(s->fname)
                                                    : g_build_filename(out, s->fname, NULL);
+    /* a folder it cannot write into fails the run now, not after an epoch */
+    g_autofree char *dir = g_path_get_dirname(s->path);
+    if (!g_file_test(dir, G_FILE_TEST_IS_DIR) || access(dir, W_OK) != 0) {
+      g_set_error(error, CT_ERROR, CT_ERROR_IO, "report: %s: cannot write into %s: %s", s->path,
+                  dir, g_file_test(dir, G_FILE_TEST_IS_DIR) ? g_strerror(errno)
+                                                            : "no such folder");
+      return CT_STATUS_ERROR;
+    }
     return CT_STATUS_OK;
   }
   if (event == CT_EVENT_AFTER_EPOCH && !s->every_epoch)

@@ -45,7 +45,7 @@ metrics:
   - zero_shot: {class_names: [cat, dog], templates: ['a photo of a {label}.', 'a {label}.']}
 YAML
 
-echo "1..28"
+echo "1..29"
 cd "$tmp/elsewhere" || exit 1
 that "a relative recipe with relative data and plugin paths runs from another folder" \
   'run 0 fit ../proj/recipes/r.yaml --out run --stop-after 3'
@@ -90,6 +90,8 @@ that "a plugin failing in before_fit leaves no folder" \
   'run 1 fit recipes/r.yaml --out early --set callbacks.1.fault.fail_event=before_fit && [ ! -e early ]'
 that "a monitor no plugin logs fails before the first step, saying what is logged" \
   'run 1 fit recipes/r.yaml --out early --set "callbacks.2={save_model: {monitor: zero_shot_top}}" && grep -q "monitor .zero_shot_top. will not be logged; the run logs train_loss, valid_loss, zero_shot_top1, zero_shot_top5" "$tmp/err" && [ ! -e early ]'
+that "a report it cannot write fails before the first step" \
+  'run 1 fit recipes/r.yaml --out early --set "callbacks+={report: {fname: nowhere/r.html}}" && grep -q "report: .*nowhere/r.html: cannot write into .*nowhere: no such folder" "$tmp/err" && [ ! -e early ]'
 that "one a metric declares is taken" \
   'run 0 fit recipes/r.yaml --out declared --stop-after 1 --set "callbacks+={early_stopping: {monitor: zero_shot_top1}}"'
 mkdir -p "$tmp/proj/mine" && echo keep >"$tmp/proj/mine/notes.txt"
