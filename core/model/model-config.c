@@ -124,6 +124,17 @@ ct_config_keys(void)
   return keys;
 }
 
+char *
+ct_config_diff(const CtConfig *got, const CtConfig *want)
+{
+  GString *diff = g_string_new(NULL);
+  for (const char *const *k = ct_config_keys(); *k; k++)
+    if (ct_config_get(got, *k) != ct_config_get(want, *k))
+      g_string_append_printf(diff, "%s%s %ld (the recipe says %ld)", diff->len ? ", " : "", *k,
+                             ct_config_get(got, *k), ct_config_get(want, *k));
+  return g_string_free(diff, diff->len == 0);
+}
+
 gboolean
 ct_config_preset(const char *name, CtConfig *cfg, GError **error)
 {

@@ -65,16 +65,10 @@ eval_recipe(Eval *ev, const CtRunOptions *o, GError **error)
       return 2;
   if (!ct_sections_read(ev->recipe, CT_SECTIONS_ALL, &ev->sec, error))
     return 2;
-  ev->recipe_dir = g_path_get_dirname(o->recipe);
-  ct_sections_absolute_paths(ev->recipe, &ev->sec, ev->recipe_dir);
-  GPtrArray *extra = g_ptr_array_new_with_free_func(g_free);
-  for (char **dir = ev->sec.plugin_path; *dir; dir++)
-    g_ptr_array_add(extra, g_path_is_absolute(*dir)
-                             ? g_strdup(*dir)
-                             : g_build_filename(ev->recipe_dir, *dir, NULL));
-  g_ptr_array_add(extra, NULL);
-  ev->search = ct_plugin_search_path((const char *const *) extra->pdata);
-  g_ptr_array_free(extra, TRUE);
+  g_autofree char *dir = g_path_get_dirname(o->recipe);
+  ev->recipe_dir = g_canonicalize_filename(dir, NULL);
+  ct_sections_absolute_paths(ev->recipe, &ev->sec, ev->recipe_dir); /* plugin_path too */
+  ev->search = ct_plugin_search_path((const char *const *) ev->sec.plugin_path);
   ev->cbs = g_ptr_array_new_with_free_func((GDestroyNotify) ct_callback_free);
   CtPrecision precision;
   return ct_run_callbacks_load(ev->recipe, ev->search, ev->cbs, &precision, error) ? 0 : 2;
@@ -97,20 +91,13 @@ eval_model(Eval *ev, const char *path, GError **error)
                                            rc->transformer_heads, error);
   if (!ev->model)
     return 1;
-  const CtConfig *mc = ct_model_config(ev->model);
-  GString *diff = g_string_new(NULL);
-  for (const char *const *k = ct_config_keys(); *k; k++)
-    if (ct_config_get(mc, *k) != ct_config_get(rc, *k))
-      g_string_append_printf(diff, "%s%s %ld (the recipe says %ld)", diff->len ? ", " : "", *k,
-                             ct_config_get(mc, *k), ct_config_get(rc, *k));
-  if (diff->len) {
+  g_autofree char *diff = ct_config_diff(ct_model_config(ev->model), rc);
+  if (diff) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
                 "%s: the model does not match the recipe's model: %s; use the recipe it was "
-                "trained with", path, diff->str);
-    g_string_free(diff, TRUE);
+                "trained with", path, diff);
     return 2;
   }
-  g_string_free(diff, TRUE);
   const CtModelSection *ms = &ev->sec.model;
   if (ms->checkpoint &&
       !ct_model_set_memory(ev->model, CT_PRECISION_FP32, ms->checkpoint_nchunks, error))

@@ -41,22 +41,14 @@ load_init(const CtModelSection *ms, CtModel *m, GError **error)
                     ? ct_config_from_metadata(&wc, st, &e)
                     : ct_config_from_weights(&wc, st, NULL, cfg->vision_heads,
                                              cfg->transformer_heads, &e);
-  if (have) {
-    GString *diff = g_string_new(NULL);
-    for (const char *const *k = ct_config_keys(); *k; k++)
-      if (ct_config_get(&wc, *k) != ct_config_get(cfg, *k))
-        g_string_append_printf(diff, "%s%s %ld (the recipe says %ld)", diff->len ? ", " : "",
-                               *k, ct_config_get(&wc, *k), ct_config_get(cfg, *k));
-    if (diff->len) {
-      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                  "%s: model.init: %s does not match the recipe's model: %s; set model.preset "
-                  "and the keys to the weights' config",
-                  where, path, diff->str);
-      g_string_free(diff, TRUE);
-      ct_safetensors_free(st);
-      return FALSE;
-    }
-    g_string_free(diff, TRUE);
+  g_autofree char *diff = have ? ct_config_diff(&wc, cfg) : NULL;
+  if (diff) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: model.init: %s does not match the recipe's model: %s; set model.preset "
+                "and the keys to the weights' config",
+                where, path, diff);
+    ct_safetensors_free(st);
+    return FALSE;
   }
   g_clear_error(&e);
   gboolean ok = ct_model_load_from(m, st, NULL, TRUE, error);

@@ -57,6 +57,9 @@ CT_API gboolean ct_config_set(CtConfig *cfg, const char *key, long value, GError
 CT_API long ct_config_get(const CtConfig *cfg, const char *key);
 /* NULL-terminated list of the config keys.  (transfer none) */
 CT_API const char *const *ct_config_keys(void);
+/* The keys where GOT differs from WANT, as "key 4 (the recipe says 8), ...",
+ * or NULL when they agree.  (transfer full) */
+CT_API char *ct_config_diff(const CtConfig *got, const CtConfig *want);
 /* Model FLOPs of one training step (forward + backward = 3 x forward
  * matmul FLOPs) at BATCH with TEXT_TOKENS text positions per caption. */
 CT_API double ct_config_step_flops(const CtConfig *cfg, int batch, int text_tokens);

@@ -11,7 +11,7 @@
 fm=/usr/share/datasets/fashion-mnist
 src="$srcdir/tests/data/sources"
 
-echo "1..42"
+echo "1..44"
 
 # one_line FILE: FILE is one line starting "cliptrain: " (no GLib noise)
 one_line() { [ "$(wc -l <"$1")" -eq 1 ] && grep -q '^cliptrain: ' "$1" && ! grep -q 'CRITICAL\|assert' "$1"; }
@@ -38,7 +38,7 @@ that "eval of its state gives the fit's valid_loss exactly" \
 
 if [ ! -f "$fm/t10k-labels-idx1-ubyte.gz" ]; then
   i=3
-  while [ $i -lt 42 ]; do skip "Fashion-MNIST is not installed in $fm"; i=$((i + 1)); done
+  while [ $i -lt 44 ]; do skip "Fashion-MNIST is not installed in $fm"; i=$((i + 1)); done
   exit 0
 fi
 
@@ -68,6 +68,10 @@ mkdir "$tmp/stateonly"
 cp "$r/state.safetensors" "$r/recipe.yaml" "$tmp/stateonly/"
 that "a run folder without model.safetensors gives its state.safetensors" \
   'run 0 embed --model "$tmp/stateonly" --texts "$tmp/texts.txt" --out "$tmp/so.npy" && cmp -s "$tmp/w.npy" "$tmp/so.npy"'
+that "retrieve --model RUN_DIR searches an index embedded by the same model" \
+  'run 0 embed --model "$r" --images "$src/rgb0.png" "$src/rgb1.png" "$src/photo.jpg" --out "$tmp/idx.safetensors" && run 0 retrieve --model "$r" --index "$tmp/idx.safetensors" --query "a photo of a bag." -k 3 && [ "$(grep -c "^[-0-9.]* $src/" "$tmp/out")" -eq 3 ]'
+that "zeroshot --model RUN_DIR labels images" \
+  'run 0 zeroshot --model "$r" --labels "bag,sneaker" "$src/rgb0.png" && grep -q "^$src/rgb0.png: \(bag\|sneaker\) [01]\.[0-9]*, \(bag\|sneaker\) " "$tmp/out"'
 mkdir "$tmp/nothing"
 that "a folder with neither is a one-line error naming it" \
   'run 1 embed --model "$tmp/nothing" --texts "$tmp/texts.txt" --out "$tmp/x.npy" && one_line "$tmp/err" && grep -q "$tmp/nothing: a folder without model.safetensors or state.safetensors" "$tmp/err"'
