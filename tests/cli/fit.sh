@@ -22,7 +22,7 @@ optimizer: {weight_decay: 0.05}
 fit: {epochs: 3}
 YAML
 
-echo "1..32"
+echo "1..34"
 that "a run succeeds" 'run 0 fit "$tmp/base.yaml" --out "$tmp/a"'
 for f in recipe.yaml manifest.json metrics.jsonl history.csv final.safetensors; do
   that "the run folder holds $f" '[ -s "$tmp/a/$f" ]'
@@ -74,6 +74,12 @@ that "model.init fine-tunes from earlier weights" \
   'run 0 fit "$tmp/base.yaml" --set "model.init=$tmp/a/final.safetensors" --set fit.epochs=1 --out "$tmp/ft" && grep -q "init: $tmp/a/final.safetensors" "$tmp/ft/recipe.yaml" && [ "$(head -c 60 "$tmp/ft/metrics.jsonl")" != "$(head -c 60 "$tmp/a/metrics.jsonl")" ]'
 that "weights of another config: exit 2 naming the keys that differ" \
   'run 2 fit "$tmp/base.yaml" --set "model.init=$tmp/a/final.safetensors" --set model.vision_width=32 --set model.vision_heads=1 && grep -q "vision_width 64 (the recipe says 32)" "$tmp/err"'
+# optimizer values the optimizer refuses: at their position in the recipe
+sed 's/^optimizer: {lr: 1.0e-3}/optimizer: {lr: 1.0e-3, name: adam, beta1: 1}/' "$tmp/base.yaml" >"$tmp/beta1.yaml"
+that "optimizer.beta1: 1 is refused at its file:line:column, exit 2" \
+  'run 2 fit "$tmp/beta1.yaml" && grep -q "^cliptrain: $tmp/beta1.yaml:4:[0-9]*: optimizer.beta1: .*out of range (\[0, 1))$" "$tmp/err"'
+that "optimizer.eps: 0 (a NaN at step 2) is refused, exit 2" \
+  'run 2 fit "$tmp/base.yaml" --set optimizer.eps=0 && grep -q "^cliptrain: --set optimizer.eps=0: optimizer.eps: .*out of range (finite, > 0)$" "$tmp/err"'
 printf 'seed: 1\ndata: {n_train: 16, batch_size: 8}\n' >"$tmp/noloss.yaml"
 that "no loss callback: exit 1 naming clip_trainer" 'run 1 fit "$tmp/noloss.yaml" --out "$tmp/g" && grep -q "clip_trainer" "$tmp/err"'
 exit $fail
