@@ -13,7 +13,7 @@
  * state-opt-STEP.safetensors beside it (ct_optimizer_save), written first
  * and named with its sha256 in the state, so that a crash between the two
  * writes leaves the previous pair intact; older optimizer files are then
- * removed.  With several ranks, rank 0 writes the state (the ranks hold
+ * removed, and a failed state write removes the new optimizer file.  With several ranks, rank 0 writes the state (the ranks hold
  * the same parameters) and, for a sharded optimizer (ddp's zero), every
  * rank writes its own state-opt-STEP.rank-R.safetensors first; the ranks
  * agree that every write succeeded before the state is written and before
@@ -140,6 +140,18 @@ check_finite(CtLearner *L, GError **error)
 
 #define OTHER_RANK_FAILED "another rank could not save its part of the training state"
 
+/* After a failed save: this rank's new optimizer file goes, so that none is
+ * left without its state; one of the same name that the state in place
+ * names (saved at this very step) stays. */
+static void
+drop_new_opt_file(const CtLearner *L, const char *dir, const char *leaf)
+{
+  if (!leaf || (L->last_state && L->last_state_iter == L->train_iter))
+    return;
+  g_autofree char *p = g_build_filename(dir, leaf, NULL);
+  g_unlink(p);
+}
+
 /* The optimizer's file: rank 0's for a whole optimizer, every rank's own
  * shard for a sharded one (ddp's zero).  Sets *LEAF and *SHA. */
 static gboolean
@@ -171,8 +183,10 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
   /* ranks hold the same parameters: rank 0 checks and writes them */
   gboolean ok = (rank != 0 || check_finite(L, error)) &&
                 save_optimizer_part(L, dir, sharded, &opt_leaf, &opt_sha, error);
-  if (!ct_comm_agree(L->comm, ok, OTHER_RANK_FAILED, ok ? error : NULL))
+  if (!ct_comm_agree(L->comm, ok, OTHER_RANK_FAILED, ok ? error : NULL)) {
+    drop_new_opt_file(L, dir, opt_leaf);
     return FALSE;
+  }
   char *shas = NULL; /* (W, 65) every rank's shard sha256, NUL-terminated */
   if (sharded && W > 1) {
     char mine[65] = { 0 };
@@ -180,6 +194,7 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
     shas = g_new0(char, (size_t) W * 65);
     if (!ct_comm_allgatherv(L->comm, mine, 65, shas, NULL, CT_COMM_BYTE, error)) {
       g_free(shas);
+      drop_new_opt_file(L, dir, opt_leaf);
       return FALSE;
     }
   }
@@ -281,8 +296,10 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
       g_free(meta[i].value);
   }
   g_free(shas);
-  if (!ct_comm_agree(L->comm, ok, OTHER_RANK_FAILED, ok ? error : NULL))
+  if (!ct_comm_agree(L->comm, ok, OTHER_RANK_FAILED, ok ? error : NULL)) {
+    drop_new_opt_file(L, dir, opt_leaf);
     return FALSE;
+  }
   /* the new state is in place: this rank's older optimizer files go */
   if (opt_leaf)
     remove_other_opt_files(dir, opt_leaf, sharded ? rank : -1);

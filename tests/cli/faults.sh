@@ -19,7 +19,7 @@ callbacks: [clip_trainer${2:+, $2}]
 EOF
 }
 
-echo "1..26"
+echo "1..30"
 
 # ---------------------------------------------------------------- NaN
 if [ -f "$plugins/fault.so" ]; then
@@ -82,6 +82,27 @@ if command -v prlimit >/dev/null 2>&1; then
     '[ $st -eq 1 ] && grep -q "$tmp/d2/state-opt-3.safetensors: write failed: File too large" "$tmp/err"'
   that "no state is left behind, and what is there is whole" \
     '[ ! -e "$tmp/d2/state.safetensors" ] && whole "$tmp/d2"'
+  # pairs: a failure of the second file removes the first, so that no
+  # state-opt-N is left without its state, and no weights without their .opt
+  recipe pair "{save_model: {at_end: true, fname: final, with_opt: true}}"
+  limited 1500000 fit "$tmp/pair.yaml" --out "$tmp/d6"
+  st=$?
+  that "save_model with_opt: the .opt file not fitting is an error naming it" \
+    '[ $st -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "$tmp/d6/final.opt.safetensors: write failed: File too large; $tmp/d6/final.safetensors, written before it, was removed with it" "$tmp/err"'
+  that "and leaves neither half of the pair" \
+    '[ ! -e "$tmp/d6/final.safetensors" ] && [ ! -e "$tmp/d6/final.opt.safetensors" ] && whole "$tmp/d6"'
+  if [ -f "$plugins/big_state.so" ]; then
+    # a 3 MB plugin state: the optimizer's file (2.3 MB) fits, the state does not
+    recipe bigst "{big_state: {bytes: 3000000}}"
+    limited 3000000 fit "$tmp/bigst.yaml" --stop-after 3 --out "$tmp/d7"
+    st=$?
+    that "a training state not fitting after its optimizer file: exit 1 naming the state" \
+      '[ $st -eq 1 ] && grep -q "$tmp/d7/state.safetensors: write failed: File too large" "$tmp/err"'
+    that "and no state-opt-3 is left without its state" \
+      '[ ! -e "$tmp/d7/state-opt-3.safetensors" ] && [ ! -e "$tmp/d7/state.safetensors" ] && whole "$tmp/d7"'
+  else
+    skip "tests/plugins/big_state.so is not built"; skip "tests/plugins/big_state.so is not built"
+  fi
   # metrics.jsonl grows by a row per epoch until the limit cuts a row short
   recipe grow
   sed -i 's/n_train: 64/n_train: 8/; s/n_valid: 16/n_valid: 8/; s/epochs: 2/epochs: 60/' "$tmp/grow.yaml"
@@ -112,7 +133,7 @@ if command -v prlimit >/dev/null 2>&1; then
   that "a weights file that is not a regular file (a FIFO, /dev/full) is refused, naming it" \
     'run 1 init --preset tiny --out "$tmp/fifo" && grep -q "$tmp/fifo: not a regular file" "$tmp/err" && [ -p "$tmp/fifo" ]'
 else
-  for i in 1 2 3 4 5 6 7 8 9 10 11; do skip "prlimit (util-linux) is not installed"; done
+  for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do skip "prlimit (util-linux) is not installed"; done
 fi
 
 # ---------------------------------------------------------------- signals
