@@ -109,7 +109,7 @@ if command -v prlimit >/dev/null 2>&1; then
   limited 3000 fit "$tmp/grow.yaml" --out "$tmp/d3"
   st=$?
   that "metrics.jsonl reaching the limit: exit 1, naming it" \
-    '[ $st -eq 1 ] && grep -q "$tmp/d3/metrics.jsonl: cannot append: File too large" "$tmp/err"'
+    '[ $st -eq 1 ] && grep -q "$tmp/d3/metrics.jsonl: write failed: File too large" "$tmp/err"'
   that "it holds whole rows only" 'whole "$tmp/d3"'
   # csv_logger appending to a file that nearly reaches the limit already
   mkdir "$tmp/csvdir"
@@ -120,7 +120,7 @@ if command -v prlimit >/dev/null 2>&1; then
   limited $((size + 10)) fit "$tmp/csvgrow.yaml" --out "$tmp/d4"
   st=$?
   that "csv_logger's file reaching the limit: exit 1, naming it" \
-    '[ $st -eq 1 ] && grep -q "csv_logger (.*) failed in after_epoch: $tmp/csvdir/log.csv: File too large" "$tmp/err"'
+    '[ $st -eq 1 ] && grep -q "csv_logger (.*) failed in after_epoch: $tmp/csvdir/log.csv: write failed: File too large" "$tmp/err"'
   that "log.csv is cut back to its whole rows" \
     '[ "$(wc -c <"$tmp/csvdir/log.csv")" -eq $size ] && whole "$tmp/csvdir"'
   limited 200 fit "$tmp/disk.yaml" --out "$tmp/d5"
