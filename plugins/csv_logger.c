@@ -44,7 +44,8 @@ append(CsvLogger *s, const GString *text, GError **error)
       int err = k < 0 ? errno : ENOSPC;
       if (ftruncate(s->fd, size) != 0)
         err = errno;
-      return io_error(s, err, error);
+      g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: write failed: %s", s->path, g_strerror(err));
+      return CT_STATUS_ERROR;
     }
     off += (size_t) k;
   }

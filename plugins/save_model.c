@@ -10,6 +10,7 @@
  * every rank to OUT/FNAME.opt.rank-R.safetensors. */
 #include <cliptrain/plugin.h>
 
+#include <glib/gstdio.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,10 +56,22 @@ save(SaveModel *s, CtLearner *L, const char *name, int epoch, GError **error)
                                                  ct_learner_rank(L));
     opt_path = g_build_filename(out, rank_leaf, NULL);
   }
-  gboolean ok = (ct_learner_rank(L) != 0 || ct_model_save(ct_learner_model(L), path, meta, error)) &&
-                (!s->with_opt || (!sharded && ct_learner_rank(L) != 0) ||
-                 ct_learner_save_optimizer(L, opt_path, error));
+  gboolean wrote = ct_learner_rank(L) == 0;
+  gboolean model_ok = !wrote || ct_model_save(ct_learner_model(L), path, meta, error);
+  gboolean ok = model_ok && (!s->with_opt || (!sharded && ct_learner_rank(L) != 0) ||
+                             ct_learner_save_optimizer(L, opt_path, error));
   g_hash_table_destroy(meta);
+  /* the optimizer's file failed after the weights were written: neither
+   * the new weights nor an older optimizer file is left, so that no half
+   * of a pair is taken for the whole */
+  if (!ok && model_ok && wrote && error && *error) {
+    g_unlink(path);
+    g_unlink(opt_path);
+    char *msg = g_strdup_printf("%s; %s, written before it, was removed with it",
+                                (*error)->message, path);
+    g_free((*error)->message);
+    (*error)->message = msg;
+  }
   return ok;
 }
 

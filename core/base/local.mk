@@ -4,6 +4,8 @@
 # and from the folders below it (tests/cli/check-layers.sh).
 libctcore_la_SOURCES += \
 	%reldir%/error.c \
+	%reldir%/file-write.c \
+	%reldir%/file-write.h \
 	%reldir%/gemm.c \
 	%reldir%/gemm.h \
 	%reldir%/hash.c \

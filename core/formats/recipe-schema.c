@@ -217,6 +217,22 @@ ct_section_set_int(CtRecipe *r, CtSection *s, size_t offset, int64_t value, cons
   store_int(s, &s->keys[k], value);
 }
 
+gboolean
+ct_section_check_int(const CtSection *s, size_t offset, int64_t value, const char *where,
+                     GError **error)
+{
+  gssize k = key_index(s, offset);
+  g_return_val_if_fail(k >= 0 && s->keys[k].spec.type == CT_PARAM_INT, FALSE);
+  const CtParamSpec *spec = &s->keys[k].spec;
+  double d = (double) value;
+  if (!(spec->min < spec->max) || (d >= spec->min && d <= spec->max))
+    return TRUE;
+  g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+              "%s: %s.%s: %" G_GINT64_FORMAT " is out of range [%.0f, %.0f]", where, s->name,
+              spec->name, value, spec->min, spec->max);
+  return FALSE;
+}
+
 /* PATH absolute: from NODE's base folder (its file's, or the current
  * directory for a --set value), else from DIR.  (transfer full) */
 char *

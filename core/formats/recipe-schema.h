@@ -89,6 +89,11 @@ gboolean ct_section_is_set(const CtSection *section, size_t offset);
  * resolved recipe says it), at position WHERE. */
 void ct_section_set_int(CtRecipe *recipe, CtSection *section, size_t offset, int64_t value,
                         const char *where);
+/* Check VALUE, given at WHERE (a command-line option, say), against the
+ * range of the INT key at OFFSET, as a recipe's value is checked: FALSE
+ * with "WHERE: SECTION.KEY: VALUE is out of range [MIN, MAX]". */
+gboolean ct_section_check_int(const CtSection *section, size_t offset, int64_t value,
+                              const char *where, GError **error);
 /* Make every non-empty relative CT_KEY_PATH value absolute, in the fields
  * and in the tree, keeping their positions: a value written in a recipe
  * file starts from that file's folder, a --set value from the current

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include "formats/recipe.h"
+#include "base/file-write.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1162,59 +1163,12 @@ ct_recipe_to_yaml(CtRecipe *recipe)
   return recipe_to_yaml(recipe, NULL);
 }
 
-/* Replaces PATH with DATA: a temporary file in the same folder (mode 0666
- * less the umask, or the replaced file's), written in full, synced,
- * renamed over PATH, then the folder synced. */
-static gboolean
-write_atomic(const char *path, const char *data, size_t len, GError **error)
-{
-  char *tmp = g_strdup_printf("%s.tmp.XXXXXX", path), *dir = g_path_get_dirname(path);
-  const char *what = "cannot create temporary file";
-  struct stat sb;
-  gboolean ok = FALSE, renamed = FALSE;
-  int dfd = -1, fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0666), rc;
-  gboolean created = fd >= 0;
-  if (fd < 0)
-    goto out;
-  what = "write failed";
-  if (stat(path, &sb) == 0 && fchmod(fd, sb.st_mode & 07777) < 0)
-    goto out;
-  for (size_t off = 0; off < len;) {
-    ssize_t k = write(fd, data + off, len - off);
-    if (k < 0 && errno != EINTR)
-      goto out;
-    off += k > 0 ? (size_t)k : 0;
-  }
-  if (fsync(fd) < 0)
-    goto out;
-  rc = close(fd);
-  fd = -1;
-  if (rc < 0 || rename(tmp, path) < 0)
-    goto out;
-  renamed = TRUE;
-  what = "cannot sync its folder";
-  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  ok = dfd >= 0 && (fsync(dfd) == 0 || errno == EINVAL);
-out:
-  if (!ok)
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s: %s", path, what, g_strerror(errno));
-  if (fd >= 0)
-    close(fd);
-  if (dfd >= 0)
-    close(dfd);
-  if (!ok && created && !renamed)
-    unlink(tmp);
-  g_free(dir);
-  g_free(tmp);
-  return ok;
-}
-
 gboolean
 ct_recipe_write(CtRecipe *recipe, const char *path, GError **error)
 {
   g_return_val_if_fail(recipe != NULL && path != NULL, FALSE);
   char *text = recipe_to_yaml(recipe, error);
-  gboolean ok = text && write_atomic(path, text, strlen(text), error);
+  gboolean ok = text && ct_file_write_atomic(path, text, strlen(text), error);
   g_free(text);
   return ok;
 }

@@ -1,10 +1,11 @@
 /* weights.c: model weights to and from safetensors, under OpenAI's
- * state-dict names.  Loading checks every tensor's presence and shape
- * before the model is touched; saving is atomic. */
+ * state-dict names.  Loading checks every tensor's presence, shape and
+ * finiteness (no NaN or inf) before the model is touched; saving is atomic. */
 #include "config.h"
 
 #include "model/model-private.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +55,49 @@ check_tensor(const CtSafetensors *st, const char *key, const CtParamInfo *info, 
   return t;
 }
 
+/* The index of T's first NaN or inf element (T a float tensor of ST), or
+ * -1: read as stored, before the model is touched. */
+static gssize
+first_nonfinite(const CtSafetensors *st, const CtTensorInfo *t)
+{
+  const guint8 *p = ct_safetensors_data(st, t);
+  for (size_t i = 0; i < t->numel; i++) {
+    gboolean bad;
+    if (t->dtype == CT_DTYPE_F32) {
+      float v;
+      memcpy(&v, p + i * 4, 4);
+      bad = !isfinite(v);
+    } else if (t->dtype == CT_DTYPE_F64) {
+      double v;
+      memcpy(&v, p + i * 8, 8);
+      bad = !isfinite(v);
+    } else { /* F16, BF16: the exponent's bits all set */
+      guint16 h;
+      memcpy(&h, p + i * 2, 2);
+      h = GUINT16_FROM_LE(h);
+      bad = t->dtype == CT_DTYPE_F16 ? (h & 0x7C00) == 0x7C00 : (h & 0x7F80) == 0x7F80;
+    }
+    if (bad)
+      return (gssize) i;
+  }
+  return -1;
+}
+
+/* KEY of ST, checked as check_tensor does and for NaN or inf values. */
+static const CtTensorInfo *
+check_finite_tensor(const CtSafetensors *st, const char *key, const CtParamInfo *info,
+                    GError **error)
+{
+  const CtTensorInfo *t = check_tensor(st, key, info, error);
+  gssize bad = t ? first_nonfinite(st, t) : -1;
+  if (bad < 0)
+    return t;
+  g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+              "%s: tensor '%s' holds NaN or inf (element %zd of %zu): these weights cannot be "
+              "used", ct_safetensors_path(st), key, bad, t->numel);
+  return NULL;
+}
+
 gboolean
 ct_param_shape_matches(const CtParamInfo *want, const CtTensorInfo *got)
 {
@@ -81,7 +125,7 @@ ct_model_load_from(CtModel *m, const CtSafetensors *st, const char *prefix, gboo
   for (guint i = 0; i < m->infos->len; i++) {
     const CtParamInfo *info = &g_array_index(m->infos, CtParamInfo, i);
     g_autofree char *key = g_strconcat(pre, info->name, NULL);
-    if (check_tensor(st, key, info, &e))
+    if (check_finite_tensor(st, key, info, &e))
       continue;
     if (!e)
       g_set_error(&e, CT_ERROR, CT_ERROR_MISSING, "%s: tensor '%s' is missing", path, key);
@@ -93,7 +137,7 @@ ct_model_load_from(CtModel *m, const CtSafetensors *st, const char *prefix, gboo
   for (guint i = 0; i < m->buf_infos->len; i++) {
     const CtParamInfo *info = &g_array_index(m->buf_infos, CtParamInfo, i);
     g_autofree char *key = g_strconcat(pre, info->name, NULL);
-    if (check_tensor(st, key, info, &e) || (!e && !strict))
+    if (check_finite_tensor(st, key, info, &e) || (!e && !strict))
       continue;
     if (!e)
       g_set_error(&e, CT_ERROR, CT_ERROR_MISSING,

@@ -31,14 +31,22 @@ ct_optim_build(const CtOptimizerSection *o, CtModel *model, GError **error)
     return NULL;
   const struct {
     const char *name;
-    double value;
-  } hparams[] = { { "lr", o->lr }, { "beta1", o->beta1 }, { "beta2", o->beta2 },
-                  { "eps", o->eps }, { "weight_decay", o->weight_decay } };
+    size_t offset;
+  } hparams[] = { { "lr", offsetof(CtOptimizerSection, lr) },
+                  { "beta1", offsetof(CtOptimizerSection, beta1) },
+                  { "beta2", offsetof(CtOptimizerSection, beta2) },
+                  { "eps", offsetof(CtOptimizerSection, eps) },
+                  { "weight_decay", offsetof(CtOptimizerSection, weight_decay) } };
   for (size_t i = 0; i < G_N_ELEMENTS(hparams); i++) {
     if (isnan(ct_optimizer_get(opt, hparams[i].name))) /* not a parameter of this kind (sgd) */
       continue;
-    if (!ct_optimizer_set(opt, hparams[i].name, hparams[i].value, error))
+    double v = *(const double *) ((const char *) o + hparams[i].offset);
+    if (!ct_optimizer_set(opt, hparams[i].name, v, error)) {
+      /* at the value's position, as the recipe's own range checks say it */
+      g_prefix_error(error, "%s: optimizer.%s: ", ct_section_where(&o->base, hparams[i].offset),
+                     hparams[i].name);
       goto fail;
+    }
   }
   CtPrecision sp;
   if (!ct_precision_from_name(o->state_precision, &sp, error) ||

@@ -74,11 +74,19 @@ eval_recipe(Eval *ev, const CtRunOptions *o, GError **error)
   return ct_run_callbacks_load(ev->recipe, ev->search, ev->cbs, &precision, error) ? 0 : 2;
 }
 
-/* The threads: --threads, else fit.threads. */
-static void
-eval_threads(Eval *ev, const CtRunOptions *o)
+/* The threads: --threads (checked as fit.threads is), else fit.threads.
+ * 0, or 2 for a --threads out of range. */
+static int
+eval_threads(Eval *ev, const CtRunOptions *o, GError **error)
 {
+  if (o->threads > 0) {
+    g_autofree char *where = g_strdup_printf("--threads %d", o->threads);
+    if (!ct_section_check_int(&ev->sec.fit.base, offsetof(CtFitSection, threads), o->threads,
+                              where, error))
+      return 2;
+  }
   ct_set_num_threads(o->threads > 0 ? o->threads : ev->sec.fit.threads);
+  return 0;
 }
 
 /* The model in PATH at the recipe's batch size, in inference mode; a
@@ -168,8 +176,9 @@ ct_run_eval(const CtRunOptions *o, const char *model_path, CtEvalResult *res, GE
   /* the learner wants an optimizer; it never steps */
   if (rc == 0 && !(opt = ct_optim_build(&ev.sec.optimizer, ev.model, error)))
     rc = 2;
+  if (rc == 0)
+    rc = eval_threads(&ev, o, error);
   if (rc == 0) {
-    eval_threads(&ev, o);
     const CtDataSection *d = &ev.sec.data;
     CtDataset *valid = g_steal_pointer(&ev.data.valid);
     res->n_samples = (int64_t) ct_dataset_len(valid);
@@ -467,8 +476,9 @@ ct_run_zeroshot(const CtRunOptions *o, const CtZeroshotOptions *z, CtZeroshotRes
   float *cls = NULL, *images = NULL, *logits = NULL;
   int32_t *tokens = NULL;
   CtLoader *ld = NULL;
+  if (rc == 0)
+    rc = eval_threads(&ev, o, error);
   if (rc == 0) {
-    eval_threads(&ev, o);
     cls = class_vectors(ev.model, ev.data.tok, d->truncate, (char **) texts->pdata, C, tmpl,
                         error);
     if (!cls)

@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include "setup/run-private.h"
+#include "base/file-write.h"
 
 #include <cblas.h>
 #include <cliptrain/tokenizer.h>
@@ -73,13 +74,7 @@ write_manifest(const char *out, const char *recipe_yaml, GPtrArray *cbs, uint64_
   g_object_unref(gen);
   g_object_unref(b);
   g_autofree char *path = g_build_filename(out, "manifest.json", NULL);
-  if (!g_file_set_contents_full(path, text, -1,
-                                G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
-                                0644, error)) {
-    g_prefix_error(error, "%s: ", path);
-    return FALSE;
-  }
-  return TRUE;
+  return ct_file_write_atomic(path, text, strlen(text), error);
 }
 
 char *
@@ -204,13 +199,8 @@ ct_run_folder_finish(const char *out, CtLearner *L, GError **error)
   json_node_unref(root);
   g_object_unref(b);
   g_autofree char *path = g_build_filename(out, "finished.json", NULL);
-  gboolean ok = g_file_set_contents_full(path, text, -1,
-                                         G_FILE_SET_CONTENTS_CONSISTENT |
-                                           G_FILE_SET_CONTENTS_DURABLE,
-                                         0644, error);
-  if (!ok)
-    g_prefix_error(error, "%s: ", path);
-  else {
+  gboolean ok = ct_file_write_atomic(path, text, strlen(text), error);
+  if (ok) {
     printf("cliptrain: finished after %" G_GINT64_FORMAT " training steps; %s holds:\n",
            ct_learner_train_iter(L), out);
     for (guint i = 0; i < files->len; i++) {

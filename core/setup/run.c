@@ -279,10 +279,19 @@ prepare_folder(Run *run, GError **error)
 {
   const CtRunOptions *o = run->o;
   CtFitSection *fit = &run->sec.fit;
-  if (o->threads > 0)
-    ct_section_set_int(run->recipe, &fit->base, offsetof(CtFitSection, threads), o->threads,
-                       "--threads");
-  run->threads = fit->threads;
+  /* --threads is checked as fit.threads is; a resume takes it for this
+   * process only (results do not depend on it), leaving the recorded
+   * recipe, and so its sha256, as it was */
+  if (o->threads > 0) {
+    g_autofree char *where = g_strdup_printf("--threads %d", o->threads);
+    if (!ct_section_check_int(&fit->base, offsetof(CtFitSection, threads), o->threads, where,
+                              error))
+      return 2;
+    if (!o->resume)
+      ct_section_set_int(run->recipe, &fit->base, offsetof(CtFitSection, threads), o->threads,
+                         "--threads");
+  }
+  run->threads = o->threads > 0 ? o->threads : fit->threads;
   ct_set_num_threads(run->threads);
   const char *odir = run->sec.output.dir;
   run->out = o->resume    ? g_strdup(o->resume)

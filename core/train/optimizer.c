@@ -224,13 +224,16 @@ ct_optimizer_set(CtOptimizer *opt, const char *name, double value, GError **erro
                 name ? name : "(null)", known);
     return FALSE;
   }
-  gboolean ok = isfinite(value) && value >= 0;
+  /* eps divides: 0 makes 0/0 of a gradient that stays 0 */
+  gboolean ok = isfinite(value) && (h == H_EPS ? value > 0 : value >= 0);
   if (h == H_MOM || h == H_SQR_MOM)
     ok = ok && value < 1;
   if (!ok) {
     g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
                 "optimizer hyper-parameter '%s' = %g is out of range (%s)", name, value,
-                h == H_MOM || h == H_SQR_MOM ? "[0, 1)" : "finite, >= 0");
+                h == H_MOM || h == H_SQR_MOM ? "[0, 1)"
+                : h == H_EPS                 ? "finite, > 0"
+                                             : "finite, >= 0");
     return FALSE;
   }
   opt->hp[h] = value;

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "train/learner-private.h"
+#include "base/file-write.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -244,7 +245,7 @@ append_jsonl(CtRecorder *rec, int epoch, GError **error)
     err = errno;
   }
   if (!ok)
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot append: %s", path,
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: write failed: %s", path,
                 g_strerror(err));
   return ok;
 }
@@ -268,13 +269,8 @@ write_history(CtRecorder *rec, GError **error)
     g_string_append_c(s, '\n');
   }
   g_autofree char *path = g_build_filename(rec->out_dir, "history.csv", NULL);
-  gboolean ok = g_file_set_contents_full(path, s->str, (gssize) s->len,
-                                         G_FILE_SET_CONTENTS_CONSISTENT |
-                                           G_FILE_SET_CONTENTS_DURABLE,
-                                         0644, error);
+  gboolean ok = ct_file_write_atomic(path, s->str, s->len, error);
   g_string_free(s, TRUE);
-  if (!ok)
-    g_prefix_error(error, "history.csv: ");
   return ok;
 }
 
@@ -289,13 +285,8 @@ ct_recorder_rewrite(CtRecorder *rec, GError **error)
     g_string_append_printf(s, "%s\n", line);
   }
   g_autofree char *path = g_build_filename(rec->out_dir, "metrics.jsonl", NULL);
-  gboolean ok = g_file_set_contents_full(path, s->str, (gssize) s->len,
-                                         G_FILE_SET_CONTENTS_CONSISTENT |
-                                           G_FILE_SET_CONTENTS_DURABLE,
-                                         0644, error);
+  gboolean ok = ct_file_write_atomic(path, s->str, s->len, error);
   g_string_free(s, TRUE);
-  if (!ok)
-    g_prefix_error(error, "metrics.jsonl: ");
   return ok && write_history(rec, error);
 }
 

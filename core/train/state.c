@@ -6,12 +6,14 @@
  * iterations, optimizer steps), the recorder's smoothing state and rows,
  * the model's config ("config.*") and the tokenizer ("vocab", or
  * "vocab_file" and "vocab_sha256") as checkpoints carry them,
- * each plugin's saved state (base64), and the sha256 of the resolved
- * recipe, which a resume must match.  The optimizer's state goes into
+ * and the sha256 of the resolved recipe, which a resume must match.  Each
+ * plugin's saved state is a U8 tensor "plugin.POS.NAME" in the file's
+ * body, so that its size is not bounded by the header's (states written
+ * before kept it base64 in the metadata under the same key: still read).  The optimizer's state goes into
  * state-opt-STEP.safetensors beside it (ct_optimizer_save), written first
  * and named with its sha256 in the state, so that a crash between the two
  * writes leaves the previous pair intact; older optimizer files are then
- * removed.  With several ranks, rank 0 writes the state (the ranks hold
+ * removed, and a failed state write removes the new optimizer file.  With several ranks, rank 0 writes the state (the ranks hold
  * the same parameters) and, for a sharded optimizer (ddp's zero), every
  * rank writes its own state-opt-STEP.rank-R.safetensors first; the ranks
  * agree that every write succeeded before the state is written and before
@@ -138,6 +140,18 @@ check_finite(CtLearner *L, GError **error)
 
 #define OTHER_RANK_FAILED "another rank could not save its part of the training state"
 
+/* After a failed save: this rank's new optimizer file goes, so that none is
+ * left without its state; one of the same name that the state in place
+ * names (saved at this very step) stays. */
+static void
+drop_new_opt_file(const CtLearner *L, const char *dir, const char *leaf)
+{
+  if (!leaf || (L->last_state && L->last_state_iter == L->train_iter))
+    return;
+  g_autofree char *p = g_build_filename(dir, leaf, NULL);
+  g_unlink(p);
+}
+
 /* The optimizer's file: rank 0's for a whole optimizer, every rank's own
  * shard for a sharded one (ddp's zero).  Sets *LEAF and *SHA. */
 static gboolean
@@ -169,8 +183,10 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
   /* ranks hold the same parameters: rank 0 checks and writes them */
   gboolean ok = (rank != 0 || check_finite(L, error)) &&
                 save_optimizer_part(L, dir, sharded, &opt_leaf, &opt_sha, error);
-  if (!ct_comm_agree(L->comm, ok, OTHER_RANK_FAILED, ok ? error : NULL))
+  if (!ct_comm_agree(L->comm, ok, OTHER_RANK_FAILED, ok ? error : NULL)) {
+    drop_new_opt_file(L, dir, opt_leaf);
     return FALSE;
+  }
   char *shas = NULL; /* (W, 65) every rank's shard sha256, NUL-terminated */
   if (sharded && W > 1) {
     char mine[65] = { 0 };
@@ -178,6 +194,7 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
     shas = g_new0(char, (size_t) W * 65);
     if (!ct_comm_allgatherv(L->comm, mine, 65, shas, NULL, CT_COMM_BYTE, error)) {
       g_free(shas);
+      drop_new_opt_file(L, dir, opt_leaf);
       return FALSE;
     }
   }
@@ -256,27 +273,33 @@ ct_learner_save_state(CtLearner *L, const char *path, GError **error)
       ct_safetensors_writer_set_metadata(w, k1, v1);
       ct_safetensors_writer_set_metadata(w, k2, shas + (size_t) r * 65);
     }
-    for (guint i = 0; i < L->cbs->len; i++) {
+    /* plugin states: byte tensors, borrowed by the writer until written */
+    GPtrArray *held = g_ptr_array_new_with_free_func((GDestroyNotify) g_bytes_unref);
+    for (guint i = 0; ok && i < L->cbs->len; i++) {
       CtCallback *cb = g_ptr_array_index(L->cbs, i);
       if (!cb->desc->state_save)
         continue;
       GBytes *bytes = cb->desc->state_save(cb->state);
+      if (!bytes)
+        bytes = g_bytes_new(NULL, 0);
+      g_ptr_array_add(held, bytes);
       gsize len;
-      const guchar *data = bytes ? g_bytes_get_data(bytes, &len) : NULL;
+      const void *data = g_bytes_get_data(bytes, &len);
+      int64_t n = (int64_t) len;
       g_autofree char *key = g_strdup_printf("plugin.%d.%s", cb->position, cb->desc->name);
-      g_autofree char *val = g_base64_encode(data, data ? len : 0);
-      ct_safetensors_writer_set_metadata(w, key, val);
-      if (bytes)
-        g_bytes_unref(bytes);
+      ok = ct_safetensors_writer_add(w, key, CT_DTYPE_U8, 1, &n, data, error);
     }
     ok = ok && ct_safetensors_writer_write(w, path, error);
     ct_safetensors_writer_free(w);
+    g_ptr_array_unref(held);
     for (size_t i = 0; i < G_N_ELEMENTS(meta); i++)
       g_free(meta[i].value);
   }
   g_free(shas);
-  if (!ct_comm_agree(L->comm, ok, OTHER_RANK_FAILED, ok ? error : NULL))
+  if (!ct_comm_agree(L->comm, ok, OTHER_RANK_FAILED, ok ? error : NULL)) {
+    drop_new_opt_file(L, dir, opt_leaf);
     return FALSE;
+  }
   /* the new state is in place: this rank's older optimizer files go */
   if (opt_leaf)
     remove_other_opt_files(dir, opt_leaf, sharded ? rank : -1);
@@ -370,6 +393,36 @@ load_recorder(CtRecorder *rec, const CtSafetensors *st, GError **error)
   return TRUE;
 }
 
+/* The plugins' saved states into STATES (key "plugin.POS.NAME" -> GBytes):
+ * U8 tensors, or base64 metadata in states written before. */
+static gboolean
+load_plugin_states(GHashTable *states, const CtSafetensors *st, GError **error)
+{
+  const char **keys = ct_safetensors_metadata_keys(st);
+  for (const char **k = keys; *k; k++) {
+    if (!g_str_has_prefix(*k, "plugin."))
+      continue;
+    gsize len;
+    guchar *data = g_base64_decode(ct_safetensors_metadata(st, *k), &len);
+    g_hash_table_insert(states, g_strdup(*k), g_bytes_new_take(data, len));
+  }
+  g_free(keys);
+  for (size_t i = 0; i < ct_safetensors_n_tensors(st); i++) {
+    const CtTensorInfo *t = ct_safetensors_tensor(st, i);
+    if (!g_str_has_prefix(t->name, "plugin."))
+      continue;
+    if (t->dtype != CT_DTYPE_U8 || t->ndim != 1) {
+      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                  "%s: tensor '%s' (a plugin's saved state) must be U8 with one dim",
+                  ct_safetensors_path(st), t->name);
+      return FALSE;
+    }
+    g_hash_table_insert(states, g_strdup(t->name),
+                        g_bytes_new(ct_safetensors_data(st, t), t->nbytes));
+  }
+  return TRUE;
+}
+
 gboolean
 ct_learner_load_state(CtLearner *L, const char *path, GError **error)
 {
@@ -444,16 +497,8 @@ ct_learner_load_state(CtLearner *L, const char *path, GError **error)
   /* callback states: restored after before_fit (see learner.c) */
   L->pending_states = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                             (GDestroyNotify) g_bytes_unref);
-  const char **keys = ct_safetensors_metadata_keys(st);
-  for (const char **k = keys; *k; k++) {
-    const char *key = *k;
-    if (!g_str_has_prefix(key, "plugin."))
-      continue;
-    gsize len;
-    guchar *data = g_base64_decode(ct_safetensors_metadata(st, key), &len);
-    g_hash_table_insert(L->pending_states, g_strdup(key), g_bytes_new_take(data, len));
-  }
-  g_free(keys);
+  if (!load_plugin_states(L->pending_states, st, error))
+    goto out;
   /* files written after this state was saved (by a run killed later) are
    * written again as the run goes on */
   if (!ct_recorder_rewrite(&L->rec, error))

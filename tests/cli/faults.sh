@@ -19,7 +19,7 @@ callbacks: [clip_trainer${2:+, $2}]
 EOF
 }
 
-echo "1..24"
+echo "1..30"
 
 # ---------------------------------------------------------------- NaN
 if [ -f "$plugins/fault.so" ]; then
@@ -30,6 +30,15 @@ if [ -f "$plugins/fault.so" ]; then
   that "the state it names is whole" '"$check_run" "$tmp/nan" >"$tmp/out" 2>"$tmp/err"'
   that "and resumes: from step 6 the run reaches the NaN of step 7 again" \
     'run 1 fit --resume "$tmp/nan" && grep -q "training step 7 .*the loss is NaN" "$tmp/err"'
+  # a state whose weights hold a NaN (written by hand: fit never saves
+  # one) is refused on resume, naming the tensor, and never called good
+  cp -r "$tmp/nan" "$tmp/nanw"
+  hl=$(head -c 4 "$tmp/nanw/state.safetensors" | od -An -tu4 | tr -d ' ')
+  printf '\000\000\300\177' | dd of="$tmp/nanw/state.safetensors" bs=1 seek=$((8 + hl)) conv=notrunc 2>/dev/null
+  that "resuming from a state with a NaN weight: exit 1 naming the file and the tensor" \
+    'run 1 fit --resume "$tmp/nanw" && grep -q "$tmp/nanw/state.safetensors: tensor .model\.[a-z_.0-9]*. holds NaN or inf" "$tmp/err"'
+  that "one line, which does not call that state good" \
+    '[ "$(wc -l <"$tmp/err")" -eq 1 ] && ! grep -q "good" "$tmp/err"'
   recipe img "{fault: {nan_step: 2, nan_what: images}}"
   that "a NaN pixel makes the loss NaN: the run stops at step 2" \
     'run 1 fit "$tmp/img.yaml" --out "$tmp/img" && grep -q "training step 2 (epoch 0, batch 1): the loss is NaN; no training state was saved before it" "$tmp/err"'
@@ -42,7 +51,7 @@ if [ -f "$plugins/fault.so" ]; then
   that "with finite weights and validation losses" \
     '[ -s "$tmp/handled/state.safetensors" ] && [ "$(grep -c "\"valid_loss\":[0-9]" "$tmp/handled/metrics.jsonl")" -eq 2 ]'
 else
-  for i in 1 2 3 4 5 6 7 8; do skip "tests/plugins/fault.so is not built ($plugins)"; done
+  for i in 1 2 3 4 5 6 7 8 9 10; do skip "tests/plugins/fault.so is not built ($plugins)"; done
 fi
 
 # ---------------------------------------------------------------- a full disk
@@ -73,13 +82,34 @@ if command -v prlimit >/dev/null 2>&1; then
     '[ $st -eq 1 ] && grep -q "$tmp/d2/state-opt-3.safetensors: write failed: File too large" "$tmp/err"'
   that "no state is left behind, and what is there is whole" \
     '[ ! -e "$tmp/d2/state.safetensors" ] && whole "$tmp/d2"'
+  # pairs: a failure of the second file removes the first, so that no
+  # state-opt-N is left without its state, and no weights without their .opt
+  recipe pair "{save_model: {at_end: true, fname: final, with_opt: true}}"
+  limited 1500000 fit "$tmp/pair.yaml" --out "$tmp/d6"
+  st=$?
+  that "save_model with_opt: the .opt file not fitting is an error naming it" \
+    '[ $st -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "$tmp/d6/final.opt.safetensors: write failed: File too large; $tmp/d6/final.safetensors, written before it, was removed with it" "$tmp/err"'
+  that "and leaves neither half of the pair" \
+    '[ ! -e "$tmp/d6/final.safetensors" ] && [ ! -e "$tmp/d6/final.opt.safetensors" ] && whole "$tmp/d6"'
+  if [ -f "$plugins/big_state.so" ]; then
+    # a 3 MB plugin state: the optimizer's file (2.3 MB) fits, the state does not
+    recipe bigst "{big_state: {bytes: 3000000}}"
+    limited 3000000 fit "$tmp/bigst.yaml" --stop-after 3 --out "$tmp/d7"
+    st=$?
+    that "a training state not fitting after its optimizer file: exit 1 naming the state" \
+      '[ $st -eq 1 ] && grep -q "$tmp/d7/state.safetensors: write failed: File too large" "$tmp/err"'
+    that "and no state-opt-3 is left without its state" \
+      '[ ! -e "$tmp/d7/state-opt-3.safetensors" ] && [ ! -e "$tmp/d7/state.safetensors" ] && whole "$tmp/d7"'
+  else
+    skip "tests/plugins/big_state.so is not built"; skip "tests/plugins/big_state.so is not built"
+  fi
   # metrics.jsonl grows by a row per epoch until the limit cuts a row short
   recipe grow
   sed -i 's/n_train: 64/n_train: 8/; s/n_valid: 16/n_valid: 8/; s/epochs: 2/epochs: 60/' "$tmp/grow.yaml"
   limited 3000 fit "$tmp/grow.yaml" --out "$tmp/d3"
   st=$?
   that "metrics.jsonl reaching the limit: exit 1, naming it" \
-    '[ $st -eq 1 ] && grep -q "$tmp/d3/metrics.jsonl: cannot append: File too large" "$tmp/err"'
+    '[ $st -eq 1 ] && grep -q "$tmp/d3/metrics.jsonl: write failed: File too large" "$tmp/err"'
   that "it holds whole rows only" 'whole "$tmp/d3"'
   # csv_logger appending to a file that nearly reaches the limit already
   mkdir "$tmp/csvdir"
@@ -90,7 +120,7 @@ if command -v prlimit >/dev/null 2>&1; then
   limited $((size + 10)) fit "$tmp/csvgrow.yaml" --out "$tmp/d4"
   st=$?
   that "csv_logger's file reaching the limit: exit 1, naming it" \
-    '[ $st -eq 1 ] && grep -q "csv_logger (.*) failed in after_epoch: $tmp/csvdir/log.csv: File too large" "$tmp/err"'
+    '[ $st -eq 1 ] && grep -q "csv_logger (.*) failed in after_epoch: $tmp/csvdir/log.csv: write failed: File too large" "$tmp/err"'
   that "log.csv is cut back to its whole rows" \
     '[ "$(wc -c <"$tmp/csvdir/log.csv")" -eq $size ] && whole "$tmp/csvdir"'
   limited 200 fit "$tmp/disk.yaml" --out "$tmp/d5"
@@ -103,7 +133,7 @@ if command -v prlimit >/dev/null 2>&1; then
   that "a weights file that is not a regular file (a FIFO, /dev/full) is refused, naming it" \
     'run 1 init --preset tiny --out "$tmp/fifo" && grep -q "$tmp/fifo: not a regular file" "$tmp/err" && [ -p "$tmp/fifo" ]'
 else
-  for i in 1 2 3 4 5 6 7 8 9 10 11; do skip "prlimit (util-linux) is not installed"; done
+  for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do skip "prlimit (util-linux) is not installed"; done
 fi
 
 # ---------------------------------------------------------------- signals

@@ -22,7 +22,7 @@ optimizer: {weight_decay: 0.05}
 fit: {epochs: 3}
 YAML
 
-echo "1..32"
+echo "1..36"
 that "a run succeeds" 'run 0 fit "$tmp/base.yaml" --out "$tmp/a"'
 for f in recipe.yaml manifest.json metrics.jsonl history.csv final.safetensors; do
   that "the run folder holds $f" '[ -s "$tmp/a/$f" ]'
@@ -74,6 +74,21 @@ that "model.init fine-tunes from earlier weights" \
   'run 0 fit "$tmp/base.yaml" --set "model.init=$tmp/a/final.safetensors" --set fit.epochs=1 --out "$tmp/ft" && grep -q "init: $tmp/a/final.safetensors" "$tmp/ft/recipe.yaml" && [ "$(head -c 60 "$tmp/ft/metrics.jsonl")" != "$(head -c 60 "$tmp/a/metrics.jsonl")" ]'
 that "weights of another config: exit 2 naming the keys that differ" \
   'run 2 fit "$tmp/base.yaml" --set "model.init=$tmp/a/final.safetensors" --set model.vision_width=32 --set model.vision_heads=1 && grep -q "vision_width 64 (the recipe says 32)" "$tmp/err"'
+# a NaN in model.init's first stored tensor: refused on load, naming the
+# file and the tensor (not "the loss is NaN" at step 1)
+run 0 init --preset tiny --out "$tmp/nan.safetensors"
+hl=$(head -c 4 "$tmp/nan.safetensors" | od -An -tu4 | tr -d ' ')
+printf '\000\000\300\177' | dd of="$tmp/nan.safetensors" bs=1 seek=$((8 + hl)) conv=notrunc 2>/dev/null
+that "model.init with a NaN weight: exit 2 naming the file and the tensor" \
+  'run 2 fit "$tmp/base.yaml" --set "model.init=$tmp/nan.safetensors" --out "$tmp/nanrun" && grep -q "^cliptrain: .*$tmp/nan.safetensors: tensor .[a-z_.0-9]*. holds NaN or inf (element 0 of [0-9]*)" "$tmp/err" && [ ! -e "$tmp/nanrun" ]'
+that "embed refuses those weights too" \
+  'run 1 embed --model "$tmp/nan.safetensors" --images "$srcdir/tests/data/sources/rgb0.png" --out "$tmp/nan.npy" && grep -q "holds NaN or inf" "$tmp/err"'
+# optimizer values the optimizer refuses: at their position in the recipe
+sed 's/^optimizer: {lr: 1.0e-3}/optimizer: {lr: 1.0e-3, name: adam, beta1: 1}/' "$tmp/base.yaml" >"$tmp/beta1.yaml"
+that "optimizer.beta1: 1 is refused at its file:line:column, exit 2" \
+  'run 2 fit "$tmp/beta1.yaml" && grep -q "^cliptrain: $tmp/beta1.yaml:4:[0-9]*: optimizer.beta1: .*out of range (\[0, 1))$" "$tmp/err"'
+that "optimizer.eps: 0 (a NaN at step 2) is refused, exit 2" \
+  'run 2 fit "$tmp/base.yaml" --set optimizer.eps=0 && grep -q "^cliptrain: --set optimizer.eps=0: optimizer.eps: .*out of range (finite, > 0)$" "$tmp/err"'
 printf 'seed: 1\ndata: {n_train: 16, batch_size: 8}\n' >"$tmp/noloss.yaml"
 that "no loss callback: exit 1 naming clip_trainer" 'run 1 fit "$tmp/noloss.yaml" --out "$tmp/g" && grep -q "clip_trainer" "$tmp/err"'
 exit $fail

@@ -148,6 +148,9 @@ test_kinds(void)
   g_assert_false(ct_optimizer_set(adam, "eps", NAN, &error));
   g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
   g_clear_error(&error);
+  g_assert_false(ct_optimizer_set(adam, "eps", 0.0, &error)); /* 0/0 at a zero gradient */
+  g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
+  g_clear_error(&error);
   g_assert_cmpfloat(ct_optimizer_get(adam, "mom"), ==, 0.8); /* unchanged */
 
   /* buffers by name */
