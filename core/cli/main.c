@@ -100,11 +100,13 @@ ct_cli_error(const char *fmt, ...)
   va_start(ap, fmt);
   g_autofree char *msg = g_strdup_vprintf(fmt, ap);
   va_end(ap);
-  /* one line: newlines inside a message become spaces */
+  /* one line: newlines inside a message become spaces, and any other
+   * control character quoted from a file is escaped */
   for (char *p = msg; *p; p++)
     if (*p == '\n')
       *p = ' ';
-  fprintf(stderr, "cliptrain: %s\n", msg);
+  g_autofree char *safe = ct_cli_escape(msg);
+  fprintf(stderr, "cliptrain: %s\n", safe);
 }
 
 int

@@ -65,6 +65,27 @@ ct_plugin_list(GPtrArray *search)
   return out;
 }
 
+GPtrArray *
+ct_plugin_list_all(GPtrArray *search)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+  GPtrArray *names = ct_plugin_list(search);
+  for (guint k = 0; k < names->len; k += 2) {
+    g_autofree char *fname = g_strconcat(names->pdata[k], ".so", NULL);
+    for (guint i = 0; i < search->len; i++) {
+      char *path = g_build_filename(g_ptr_array_index(search, i), fname, NULL);
+      if (!g_file_test(path, G_FILE_TEST_EXISTS | G_FILE_TEST_IS_SYMLINK)) {
+        g_free(path);
+        continue;
+      }
+      g_ptr_array_add(out, g_strdup(names->pdata[k]));
+      g_ptr_array_add(out, path);
+    }
+  }
+  g_ptr_array_free(names, TRUE);
+  return out;
+}
+
 char *
 ct_plugin_find(const char *name, GPtrArray *search, GError **error)
 {

@@ -9,10 +9,10 @@
 plugins=${CT_TEST_PLUGINS:-$builddir/tests/plugins/.libs}
 unset CLIPTRAIN_PLUGIN_PATH
 
-echo "1..27"
+echo "1..32"
 if [ ! -f "$plugins/fault.so" ]; then
   i=0
-  while [ $i -lt 27 ]; do skip "the test plugins are not built ($plugins)"; i=$((i + 1)); done
+  while [ $i -lt 32 ]; do skip "the test plugins are not built ($plugins)"; i=$((i + 1)); done
   exit 0
 fi
 ct=$(cd "$(dirname "$ct")" && pwd)/$(basename "$ct")
@@ -104,6 +104,22 @@ fi
 chmod -t "$tmp/ww"
 rm "$tmp/link/fault.so" && ln -s "$tmp/p/fault.so" "$tmp/link/fault.so"
 that "a symlink in a safe folder to a safe plugin loads" 'run 0 fit "$tmp/link.yaml" --out "$tmp/s6"'
+
+# ---- what `cliptrain plugins` prints: escaped, and which file wins
+mkdir -m 755 "$tmp/h" "$tmp/h2"
+cp "$plugins/hostile_doc.so" "$plugins/fault.so" "$tmp/h/" && cp "$plugins/fault.so" "$tmp/h2/"
+cp "$plugins/fault.so" "$tmp/h2/impostor.so" && chmod 755 "$tmp/h"/*.so "$tmp/h2"/*.so
+esc=$(printf '\033')
+that "cliptrain plugins prints a doc's control characters escaped, on one line" \
+  'CLIPTRAIN_PLUGIN_PATH="$tmp/h:$tmp/h2" run 0 plugins && ! grep -q "$esc" "$tmp/out" && grep -qF "red \x1b[31mALERT\x1b[0m\x0asecond line\x0d" "$tmp/out" && [ "$(grep -c "^hostile_doc " "$tmp/out")" -eq 1 ]'
+that "cliptrain plugins NAME escapes the version, the doc and the parameters' docs" \
+  'CLIPTRAIN_PLUGIN_PATH="$tmp/h" run 0 plugins hostile_doc && ! grep -q "$esc" "$tmp/out" && grep -qF "hostile_doc 1\x1b[31m" "$tmp/out" && grep -qF "a level\x1b]0;retitled\x07 of \x1b[2Jnothing" "$tmp/out"'
+that "a second fault.so later on the search path is flagged, naming the file that wins" \
+  'CLIPTRAIN_PLUGIN_PATH="$tmp/h:$tmp/h2" run 0 plugins && grep -q "^fault  *Makes things fail" "$tmp/out" && grep -q "^fault  *(not loaded: $tmp/h2/fault.so is hidden by $tmp/h/fault.so, found first on the search path)" "$tmp/out" && [ "$(grep -c "^fault " "$tmp/out")" -eq 2 ]'
+that "a file whose descriptor claims another name is listed by its file name, as not loadable" \
+  'CLIPTRAIN_PLUGIN_PATH="$tmp/h:$tmp/h2" run 0 plugins && grep -q "^impostor  *(cannot load: $tmp/h2/impostor.so declares the name .fault., not .impostor.)" "$tmp/out"'
+that "and cliptrain plugins impostor refuses it (exit 2)" \
+  'CLIPTRAIN_PLUGIN_PATH="$tmp/h2" run 2 plugins impostor && grep -q "impostor.so declares the name .fault., not .impostor." "$tmp/err"'
 
 # ---- broken plugins: one line naming the file
 recipe "$tmp/abi.yaml" abi_old_major "$tmp/p"
