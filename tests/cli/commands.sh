@@ -40,7 +40,7 @@ unit_rows() {
 row() { od -An -v -tf4 -j$(($2 + $4 * $3 * 4)) -N$(($3 * 4)) "$1" | tr -s ' ' '\n' | sed '/^$/d'; }
 st_data() { echo $((8 + $(od -An -tu8 -N8 "$1"))); }
 
-echo "1..36"
+echo "1..39"
 that "a tiny model trains (the fixture)" 'run 0 fit "$tmp/r.yaml" --out "$tmp/run"'
 
 # ---- embed images
@@ -84,6 +84,14 @@ that "each names its image and both labels, probabilities descending and summing
 printf 'a photo of a {label}.\na {}.\n\n' >"$tmp/templates.txt"
 that "--templates and --top-k 1: one label per image" \
   'run 0 zeroshot --model "$m" --labels cat,dog,bird --templates "$tmp/templates.txt" --top-k 1 "$v/cat" && [ "$(wc -l <"$tmp/out")" -eq 6 ] && ! grep -q "," "$tmp/out"'
+
+printf 'a photo of a {label}.\n\na photo.\n' >"$tmp/notmpl.txt"
+that "a --templates line without {label} or {} is refused with file:line (exit 2)" \
+  'run 2 zeroshot --model "$m" --labels cat,dog --templates "$tmp/notmpl.txt" "$v/cat" && [ ! -s "$tmp/out" ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "notmpl.txt:3: template .a photo.. has no {label} (or {})" "$tmp/err"'
+that "with --data too, which fills only {label} (as the zero_shot metric)" \
+  'run 2 zeroshot --model "$m" --data "$tmp/r.yaml" --templates "$tmp/templates.txt" && grep -q "templates.txt:2: template .a {}.. has no {label}:" "$tmp/err"'
+that "a recipe's data.templates without {label} is refused by zeroshot --data" \
+  '(cd "$tmp" && run 2 zeroshot --model "$m" --data r.yaml --set "data.templates=[a photo.]") && grep -q "template .a photo.. has no {label}" "$tmp/err"'
 
 # ---- retrieve
 that "retrieve prints the top-k images" \
