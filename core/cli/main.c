@@ -161,6 +161,23 @@ ct_cli_parse(int *argc, char ***argv, const GOptionEntry *entries, const char *s
   g_option_context_add_main_entries(ctx, entries, NULL);
   gboolean ok = g_option_context_parse(ctx, argc, argv, error);
   g_option_context_free(ctx);
+  /* an empty path (--out "") names nothing: bad usage, said so, rather
+   * than a failure with an empty file name in it */
+  for (const GOptionEntry *e = entries; ok && e->long_name; e++) {
+    gboolean empty = FALSE;
+    if (e->arg == G_OPTION_ARG_FILENAME) {
+      const char *v = *(char **) e->arg_data;
+      empty = v && !*v;
+    } else if (e->arg == G_OPTION_ARG_FILENAME_ARRAY) {
+      for (char **v = *(char ***) e->arg_data; v && *v; v++)
+        empty = empty || !**v;
+    }
+    if (empty) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--%s \"\": an empty path names no file or folder", e->long_name);
+      ok = FALSE;
+    }
+  }
   g_string_free(desc, TRUE);
   return ok;
 }

@@ -15,7 +15,7 @@ one_line() {
   fi
 }
 
-echo "1..34"
+echo "1..36"
 check "--version" 0 "$ct" --version
 expect "--version names the program" "$tmp/out" '^cliptrain [0-9]+\.[0-9]+\.[0-9]+$'
 check "--help" 0 "$ct" --help
@@ -70,4 +70,8 @@ that "--set with a quoted list item holding {label} works" \
   "run 0 recipe '$srcdir/recipes/synthetic.yaml' --set \"data.templates=['a {label}.']\" && grep -q \"^  - 'a {label}.'\$\" '$tmp/out'"
 that "--set with an unquoted one: one line that says to quote it" \
   "run 2 recipe '$srcdir/recipes/synthetic.yaml' --set 'data.templates=[a {label}.]' && [ \$(wc -l <'$tmp/err') -eq 1 ] && grep -q \"quote an item that holds them, e.g. --set \\\"data.templates=\" '$tmp/err'"
+that "fit --out \"\" is bad usage (exit 2) saying the path is empty" \
+  'run 2 fit "$srcdir/recipes/synthetic.yaml" --out "" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "^cliptrain: fit: --out \"\": an empty path names no file or folder$" "$tmp/err"'
+that "so are eval, embed and init --out \"\", and fit --resume \"\"" \
+  'run 2 eval "$srcdir/recipes/synthetic.yaml" --model "$tmp/w.safetensors" --out "" && grep -q "eval: --out \"\": an empty path" "$tmp/err" && run 2 embed --model "$tmp/w.safetensors" --texts - --out "" && run 2 init --preset tiny --out "" && grep -q "init: --out \"\": an empty path" "$tmp/err" && run 2 fit --resume "" && grep -q "fit: --resume \"\": an empty path" "$tmp/err"'
 exit $fail
