@@ -15,7 +15,7 @@ one_line() {
   fi
 }
 
-echo "1..41"
+echo "1..43"
 check "--version" 0 "$ct" --version
 expect "--version names the program" "$tmp/out" '^cliptrain [0-9]+\.[0-9]+\.[0-9]+$'
 check "--help" 0 "$ct" --help
@@ -94,4 +94,11 @@ else
   skip "no de_DE locale can be built here (localedef)"
   skip "no de_DE locale can be built here (localedef)"
 fi
+
+# ---- long values are quoted cut: "... (N bytes)"
+awk 'BEGIN { printf "model: {preset: "; for (i = 0; i < 100000; i++) printf "x"; print "}" }' >"$tmp/bigpreset.yaml"
+that "a 100 kB preset value gives a one-line error of readable length, saying its size" \
+  'run 2 recipe "$tmp/bigpreset.yaml" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && [ "$(wc -c <"$tmp/err")" -lt 400 ] && grep -q "unknown preset .x*\.\.\. (100000 bytes)." "$tmp/err"'
+that "so does a long unknown key given by --set" \
+  'run 2 recipe "$srcdir/recipes/synthetic.yaml" --set "fit.$(awk "BEGIN { for (i = 0; i < 5000; i++) printf \"k\" }")=1" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && [ "$(wc -c <"$tmp/err")" -lt 600 ] && grep -q "(5000 bytes)" "$tmp/err"'
 exit $fail
