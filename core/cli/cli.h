@@ -20,6 +20,11 @@ int ct_cli_zeroshot(int argc, char **argv);
 int ct_cli_retrieve(int argc, char **argv);
 int ct_cli_eval(int argc, char **argv);
 
+/* escape.c: S with every control character (C0, DEL, C1) and every byte
+ * that is no UTF-8 written as an escape (\x1b, \u009b), for printing
+ * text read from files on a terminal; "" for NULL.  (transfer full) */
+char *ct_cli_escape(const char *s);
+
 /* embed.c: what embed, zeroshot and retrieve share. */
 typedef struct CtModel CtModel;
 typedef struct _CtTokenizer CtTokenizer;

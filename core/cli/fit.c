@@ -92,6 +92,19 @@ ct_cli_fit(int argc, char **argv)
   return rc;
 }
 
+/* OUT's lines, each escaped (ct_cli_escape), to stdout. */
+static void
+print_escaped_lines(const char *text)
+{
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  for (char **l = lines; *l; l++) {
+    if (!l[1] && !**l) /* after the last newline */
+      break;
+    g_autofree char *safe = ct_cli_escape(*l);
+    printf("%s\n", safe);
+  }
+}
+
 static void
 print_params(const CtPluginDescriptor *d)
 {
@@ -102,8 +115,36 @@ print_params(const CtPluginDescriptor *d)
   GString *out = g_string_new(NULL);
   for (const CtParamSpec *p = d->params; p->name; p++)
     ct_param_describe(out, p->name, 16, p, NULL);
-  fputs(out->str, stdout);
+  print_escaped_lines(out->str);
   g_string_free(out, TRUE);
+}
+
+/* One line of `cliptrain plugins` for FILE, found for NAME; WINNER is the
+ * file loading NAME would use (the first on the search path). */
+static void
+list_one(const char *name, const char *file, const char *winner)
+{
+  g_autofree char *sname = ct_cli_escape(name), *sfile = ct_cli_escape(file);
+  if (!winner || strcmp(file, winner) != 0) {
+    g_autofree char *swin = ct_cli_escape(winner);
+    printf("%-18s (not loaded: %s is hidden by %s, found first on the search path)\n", sname,
+           sfile, winner ? swin : "no regular file");
+    return;
+  }
+  GError *e = NULL;
+  const CtPluginDescriptor *d = ct_plugin_open(file, &e);
+  if (d && strcmp(d->name, name) != 0) {
+    g_autofree char *claimed = ct_cli_escape(d->name);
+    printf("%-18s (cannot load: %s declares the name '%s', not '%s')\n", sname, sfile, claimed,
+           sname);
+  } else if (d) {
+    g_autofree char *doc = ct_cli_escape(d->doc);
+    printf("%-18s %s\n", sname, doc);
+  } else {
+    g_autofree char *msg = ct_cli_escape(e->message);
+    printf("%-18s (cannot load: %s)\n", sname, msg);
+    g_error_free(e);
+  }
 }
 
 int
@@ -122,16 +163,11 @@ ct_cli_plugins(int argc, char **argv)
   GPtrArray *search = ct_plugin_search_path(NULL);
   int rc = CT_EXIT_OK;
   if (argc == 1) {
-    GPtrArray *all = ct_plugin_list(search);
+    GPtrArray *all = ct_plugin_list_all(search);
     for (guint i = 0; i < all->len; i += 2) {
-      GError *e = NULL;
-      const CtPluginDescriptor *d = ct_plugin_open(g_ptr_array_index(all, i + 1), &e);
-      if (d)
-        printf("%-18s %s\n", d->name, d->doc ? d->doc : "");
-      else {
-        printf("%-18s (cannot load: %s)\n", (char *) g_ptr_array_index(all, i), e->message);
-        g_error_free(e);
-      }
+      const char *name = all->pdata[i];
+      g_autofree char *winner = ct_plugin_find(name, search, NULL);
+      list_one(name, all->pdata[i + 1], winner);
     }
     g_ptr_array_free(all, TRUE);
   } else {
@@ -142,9 +178,15 @@ ct_cli_plugins(int argc, char **argv)
       ct_cli_error("plugins: %s", e->message);
       g_error_free(e);
       rc = CT_EXIT_USAGE;
+    } else if (strcmp(d->name, argv[1]) != 0) {
+      g_autofree char *claimed = ct_cli_escape(d->name);
+      ct_cli_error("plugins: %s declares the name '%s', not '%s'", file, claimed, argv[1]);
+      rc = CT_EXIT_USAGE;
     } else {
+      g_autofree char *sname = ct_cli_escape(d->name), *sversion = ct_cli_escape(d->version),
+                      *sdoc = ct_cli_escape(d->doc), *sfile = ct_cli_escape(file);
       printf("%s %s\n  %s\n\nfile:    %s\nABI:     %u.%u\norder:   %d\nruns in: %s\nevents: ",
-             d->name, d->version ? d->version : "", d->doc ? d->doc : "", file, d->abi_major,
+             sname, sversion, sdoc, sfile, d->abi_major,
              d->abi_minor, d->order,
              ct_plugin_desc_run(d) == CT_RUN_TRAIN   ? "training"
              : ct_plugin_desc_run(d) == CT_RUN_VALID ? "validation"

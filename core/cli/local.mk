@@ -8,6 +8,7 @@ cliptrain_SOURCES = \
 	%reldir%/bench.c \
 	%reldir%/blas.c \
 	%reldir%/embed.c \
+	%reldir%/escape.c \
 	%reldir%/eval.c \
 	%reldir%/fit.c \
 	%reldir%/init.c \

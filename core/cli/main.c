@@ -5,6 +5,7 @@
 
 #include <cliptrain/cliptrain.h>
 
+#include <locale.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -100,16 +101,23 @@ ct_cli_error(const char *fmt, ...)
   va_start(ap, fmt);
   g_autofree char *msg = g_strdup_vprintf(fmt, ap);
   va_end(ap);
-  /* one line: newlines inside a message become spaces */
+  /* one line: newlines inside a message become spaces, and any other
+   * control character quoted from a file is escaped */
   for (char *p = msg; *p; p++)
     if (*p == '\n')
       *p = ' ';
-  fprintf(stderr, "cliptrain: %s\n", msg);
+  g_autofree char *safe = ct_cli_escape(msg);
+  fprintf(stderr, "cliptrain: %s\n", safe);
 }
 
 int
 main(int argc, char **argv)
 {
+  /* the user's locale for text (messages, the terminal's charset), but
+   * numbers keep C's '.' everywhere they are printed or parsed: JSON, CSV,
+   * YAML, metrics and state files */
+  setlocale(LC_ALL, "");
+  setlocale(LC_NUMERIC, "C");
   ct_cli_blas_setup(argv);
   if (argc < 2) {
     print_usage(stderr);
@@ -156,9 +164,54 @@ ct_cli_parse(int *argc, char ***argv, const GOptionEntry *entries, const char *s
   GOptionContext *ctx = g_option_context_new(summary);
   if (desc->len)
     g_option_context_set_description(ctx, desc->str);
-  g_option_context_add_main_entries(ctx, entries, NULL);
+  /* text options are read as the bytes given, as UTF-8 whatever the
+   * locale (GOption would convert a STRING from the locale's charset,
+   * and in the C locale refuse "café"), then checked to be UTF-8 */
+  size_t n = 0;
+  while (entries[n].long_name)
+    n++;
+  GOptionEntry *raw = g_new0(GOptionEntry, n + 1);
+  memcpy(raw, entries, n * sizeof *raw);
+  for (size_t i = 0; i < n; i++)
+    raw[i].arg = raw[i].arg == G_OPTION_ARG_STRING         ? G_OPTION_ARG_FILENAME
+                 : raw[i].arg == G_OPTION_ARG_STRING_ARRAY ? G_OPTION_ARG_FILENAME_ARRAY
+                                                           : raw[i].arg;
+  g_option_context_add_main_entries(ctx, raw, NULL);
   gboolean ok = g_option_context_parse(ctx, argc, argv, error);
   g_option_context_free(ctx);
+  g_free(raw);
+  for (const GOptionEntry *e = entries; ok && e->long_name; e++) {
+    gboolean bad = FALSE;
+    if (e->arg == G_OPTION_ARG_STRING) {
+      const char *v = *(char **) e->arg_data;
+      bad = v && !g_utf8_validate(v, -1, NULL);
+    } else if (e->arg == G_OPTION_ARG_STRING_ARRAY) {
+      for (char **v = *(char ***) e->arg_data; v && *v; v++)
+        bad = bad || !g_utf8_validate(*v, -1, NULL);
+    }
+    if (bad) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--%s: the value is not UTF-8 text", e->long_name);
+      ok = FALSE;
+    }
+  }
+  /* an empty path (--out "") names nothing: bad usage, said so, rather
+   * than a failure with an empty file name in it */
+  for (const GOptionEntry *e = entries; ok && e->long_name; e++) {
+    gboolean empty = FALSE;
+    if (e->arg == G_OPTION_ARG_FILENAME) {
+      const char *v = *(char **) e->arg_data;
+      empty = v && !*v;
+    } else if (e->arg == G_OPTION_ARG_FILENAME_ARRAY) {
+      for (char **v = *(char ***) e->arg_data; v && *v; v++)
+        empty = empty || !**v;
+    }
+    if (empty) {
+      g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                  "--%s \"\": an empty path names no file or folder", e->long_name);
+      ok = FALSE;
+    }
+  }
   g_string_free(desc, TRUE);
   return ok;
 }

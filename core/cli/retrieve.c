@@ -52,7 +52,12 @@ index_load(Index *ix, const char *path, int dim, GError **error)
     g_set_error(error, CT_ERROR, CT_ERROR_SHAPE,
                 "%s: the index's features have shape %s but the model's embed_dim is %d", path,
                 shape, dim);
-  } else if (!json_parser_load_from_data(p, ids, -1, NULL) ||
+  } else if (t->shape[0] == 0)
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "%s: the index holds no images (features of shape [0, %d]): nothing to "
+                "retrieve from",
+                path, dim);
+  else if (!json_parser_load_from_data(p, ids, -1, NULL) ||
              !JSON_NODE_HOLDS_ARRAY(json_parser_get_root(p)) ||
              json_array_get_length(a = json_node_get_array(json_parser_get_root(p))) !=
                (guint) t->shape[0])
@@ -69,6 +74,15 @@ index_load(Index *ix, const char *path, int dim, GError **error)
       g_ptr_array_add(ix->ids, g_strdup(s ? s : "?"));
     }
     ok = ct_safetensors_read_f32(st, "features", ix->feats, ix->n * ix->dim, error);
+    /* a NaN similarity sorts nowhere: refused here, naming the row */
+    for (size_t i = 0; ok && i < ix->n * ix->dim; i++)
+      if (!isfinite(ix->feats[i])) {
+        g_autofree char *id = ct_cli_escape(ix->ids->pdata[i / ix->dim]);
+        g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                    "%s: the features of row %zu (%s) are not finite (%g): embed it again",
+                    path, i / ix->dim, id, ix->feats[i]);
+        ok = FALSE;
+      }
     ix->model_sha = g_strdup(ct_safetensors_metadata(st, "model_sha256"));
   }
   g_object_unref(p);
@@ -130,6 +144,13 @@ ct_cli_retrieve(int argc, char **argv)
   g_autofree char *sha = qf && ix.model_sha ? ct_file_sha256(mpath, NULL) : NULL;
   if (sha && strcmp(sha, ix.model_sha) != 0)
     ct_cli_error("retrieve: warning: %s was written with other weights than %s", index, mpath);
+  for (size_t e = 0; qf && e < ix.dim; e++)
+    if (!isfinite(qf[e])) {
+      g_set_error(&error, CT_ERROR, CT_ERROR_INVALID,
+                  "the query's features are not finite (%g): the weights of %s are broken",
+                  qf[e], mpath);
+      g_clear_pointer(&qf, g_free);
+    }
   if (!qf) {
     ct_cli_error("retrieve: %s", error->message);
     g_error_free(error);
@@ -149,7 +170,10 @@ ct_cli_retrieve(int argc, char **argv)
     sort_sims = sim;
     qsort(order, ix.n, sizeof *order, by_sim);
     for (size_t r = 0; r < MIN((size_t) top_k, ix.n); r++)
-      printf("%.4f %s\n", sim[order[r]], (const char *) ix.ids->pdata[order[r]]);
+    {
+      g_autofree char *id = ct_cli_escape(ix.ids->pdata[order[r]]);
+      printf("%.4f %s\n", sim[order[r]], id);
+    }
     g_free(sim);
     g_free(order);
     if (fflush(stdout) != 0 || ferror(stdout)) {

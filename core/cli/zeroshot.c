@@ -30,6 +30,43 @@ fill(const char *t, const char *label)
   return g_string_free(s, FALSE);
 }
 
+/* The templates of --templates FILE: its non-blank lines, stripped, each
+ * holding "{label}" (or "{}" when BRACES, OpenAI's form; the --data path
+ * fills only "{label}", as the zero_shot metric does).  A line without
+ * one would give every class the same prompt: refused with FILE:LINE.
+ * NULL with ERROR set.  (transfer full) */
+static GPtrArray *
+read_templates(const char *file, gboolean braces, GError **error)
+{
+  GPtrArray *lines = ct_cli_read_lines(file, error);
+  if (!lines)
+    return NULL;
+  GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+  for (guint i = 0; i < lines->len; i++) {
+    char *t = g_strstrip((char *) lines->pdata[i]);
+    if (!*t)
+      continue;
+    if (!strstr(t, "{label}") && !(braces && strstr(t, "{}"))) {
+      g_autofree char *shown = ct_cli_escape(t);
+      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                  "%s:%u: template '%.80s%s' has no {label}%s: every class would get the same "
+                  "prompt",
+                  file, i + 1, shown, strlen(shown) > 80 ? "..." : "", braces ? " (or {})" : "");
+      g_ptr_array_unref(out);
+      g_ptr_array_unref(lines);
+      return NULL;
+    }
+    g_ptr_array_add(out, g_strdup(t));
+  }
+  g_ptr_array_unref(lines);
+  if (!out->len) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: no templates in it", file);
+    g_ptr_array_unref(out);
+    return NULL;
+  }
+  return out;
+}
+
 /* (n_labels, E) class vectors. */
 static float *
 class_vectors(CtModel *m, const CtTokenizer *tok, GPtrArray *labels, GPtrArray *templates,
@@ -156,10 +193,11 @@ over_data(const char *recipe, char **sets, const char *model, const char *split,
     int64_t count = 0, hit = r.confusion[(size_t) c * C + c];
     for (int k = 0; k < C; k++)
       count += r.confusion[(size_t) c * C + k];
+    g_autofree char *name = ct_cli_escape(r.classes[c]);
     if (count)
-      printf("%-24s %8" G_GINT64_FORMAT " %8.4f\n", r.classes[c], count, (double) hit / count);
+      printf("%-24s %8" G_GINT64_FORMAT " %8.4f\n", name, count, (double) hit / count);
     else
-      printf("%-24s %8d %8s\n", r.classes[c], 0, "-");
+      printf("%-24s %8d %8s\n", name, 0, "-");
   }
   if (confusion) {
     g_autofree char *csv = confusion_csv(&r, C);
@@ -248,18 +286,11 @@ ct_cli_zeroshot(int argc, char **argv)
       g_ptr_array_unref(labels);
       return CT_EXIT_USAGE;
     }
-    GPtrArray *templates = tfile ? ct_cli_read_lines(tfile, &error) : NULL;
-    for (guint i = 0; templates && i < templates->len;)
-      if (!*g_strstrip((char *) templates->pdata[i]))
-        g_ptr_array_remove_index(templates, i);
-      else
-        i++;
+    GPtrArray *templates = tfile ? read_templates(tfile, FALSE, &error) : NULL;
     int rc;
-    if (tfile && !templates)
-      rc = fail(error);
-    else if (templates && !templates->len) {
-      ct_cli_error("zeroshot: %s: no templates in it", tfile);
-      rc = CT_EXIT_USAGE;
+    if (tfile && !templates) {
+      rc = g_error_matches(error, CT_ERROR, CT_ERROR_FORMAT) ? CT_EXIT_USAGE : CT_EXIT_FAILURE;
+      fail(error);
     } else
       rc = over_data(data, sets, model, split, limit, labels, templates, confusion, threads);
     if (templates)
@@ -281,17 +312,16 @@ ct_cli_zeroshot(int argc, char **argv)
     g_ptr_array_unref(labels);
     return CT_EXIT_USAGE;
   }
-  GPtrArray *templates = tfile ? ct_cli_read_lines(tfile, &error)
+  GPtrArray *templates = tfile ? read_templates(tfile, TRUE, &error)
                                : g_ptr_array_new_with_free_func(g_free);
-  if (templates && !tfile)
+  if (!templates) {
+    int rc = g_error_matches(error, CT_ERROR, CT_ERROR_FORMAT) ? CT_EXIT_USAGE : CT_EXIT_FAILURE;
+    fail(error);
+    g_ptr_array_unref(labels);
+    return rc;
+  }
+  if (!tfile)
     g_ptr_array_add(templates, g_strdup("a photo of a {label}."));
-  for (guint i = 0; templates && i < templates->len;)
-    if (!*g_strstrip((char *) templates->pdata[i]))
-      g_ptr_array_remove_index(templates, i);
-    else
-      i++;
-  if (templates && !templates->len)
-    g_set_error(&error, CT_ERROR, CT_ERROR_FORMAT, "%s: no templates in it", tfile);
   GPtrArray *paths = error ? NULL : ct_cli_image_paths(argv + 1, &error);
   g_autofree char *mpath = NULL; /* the file --model names */
   CtModel *m = paths ? ct_cli_model_open(model, batch, vheads, theads, &mpath, &error) : NULL;
@@ -320,9 +350,12 @@ ct_cli_zeroshot(int argc, char **argv)
       p[c] /= sum;
     sort_probs = p;
     qsort(order, C, sizeof *order, by_prob);
-    printf("%s:", (const char *) paths->pdata[i]);
-    for (size_t r = 0; r < MIN((size_t) top_k, C); r++)
-      printf("%s %s %.4f", r ? "," : "", (const char *) labels->pdata[order[r]], p[order[r]]);
+    g_autofree char *shown = ct_cli_escape(paths->pdata[i]);
+    printf("%s:", shown);
+    for (size_t r = 0; r < MIN((size_t) top_k, C); r++) {
+      g_autofree char *label = ct_cli_escape(labels->pdata[order[r]]);
+      printf("%s %s %.4f", r ? "," : "", label, p[order[r]]);
+    }
     putchar('\n');
   }
   if (status == CT_EXIT_OK && (fflush(stdout) != 0 || ferror(stdout))) {

@@ -41,7 +41,7 @@ source_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens
       return FALSE;
     }
     g_clear_error(&e);
-    g_atomic_int_inc(&ds->skipped);
+    ct_dataset_note_skipped(ds, i);
     i = (i + 1) % n_src; /* the next sample stands in */
   }
   if (!caption) {
@@ -70,6 +70,7 @@ CtDataset *
 ct_dataset_new_source(CtSource *src, CtTokenizer *tok, const CtDatasetOptions *options)
 {
   CtDataset *ds = g_new0(CtDataset, 1);
+  g_mutex_init(&ds->skipped_lock);
   ds->src = src;
   ds->tok = tok;
   ds->o = *options;

@@ -14,6 +14,7 @@ ct_dataset_new_synthetic(const CtConfig *cfg, size_t n, uint64_t seed, int split
                          int caption_tokens)
 {
   CtDataset *ds = g_new0(CtDataset, 1);
+  g_mutex_init(&ds->skipped_lock);
   ds->synthetic = TRUE;
   ds->cfg = *cfg;
   ds->n = n;
@@ -33,6 +34,9 @@ ct_dataset_free(CtDataset *ds)
   g_free(ds->indices);
   g_strfreev(ds->o.templates);
   g_strfreev(ds->o.class_captions);
+  if (ds->skipped)
+    g_hash_table_destroy(ds->skipped);
+  g_mutex_clear(&ds->skipped_lock);
   g_free(ds);
 }
 
@@ -50,10 +54,25 @@ ct_dataset_set_indices(CtDataset *ds, size_t *indices, size_t n)
   ds->n = n;
 }
 
+void
+ct_dataset_note_skipped(CtDataset *ds, size_t source_index)
+{
+  g_mutex_lock(&ds->skipped_lock);
+  if (!ds->skipped)
+    ds->skipped = g_hash_table_new(g_direct_hash, g_direct_equal);
+  g_hash_table_add(ds->skipped, GSIZE_TO_POINTER(source_index + 1));
+  g_mutex_unlock(&ds->skipped_lock);
+}
+
 int
 ct_dataset_take_skipped(CtDataset *ds)
 {
-  return g_atomic_int_and(&ds->skipped, 0);
+  g_mutex_lock(&ds->skipped_lock);
+  int n = ds->skipped ? (int) g_hash_table_size(ds->skipped) : 0;
+  if (ds->skipped)
+    g_hash_table_remove_all(ds->skipped);
+  g_mutex_unlock(&ds->skipped_lock);
+  return n;
 }
 
 static gboolean

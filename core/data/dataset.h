@@ -50,7 +50,11 @@ struct CtDataset {
   CtSource *src;
   CtTokenizer *tok;
   CtDatasetOptions o; /* with owned copies of the arrays */
-  gint skipped;       /* atomic */
+  /* skip_corrupt: the source indices found unreadable since the last
+   * ct_dataset_take_skipped, a set, so that an image read twice (as a
+   * stand-in, by a prefetch, by another worker) counts once */
+  GMutex skipped_lock;
+  GHashTable *skipped; /* index + 1 -> itself; NULL until one is found */
   uint64_t seed;
   size_t *indices; /* (n) sample i is source sample indices[i]; NULL: identity */
   gboolean (*get)(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens,
@@ -75,7 +79,10 @@ gboolean ct_dataset_label(CtDataset *ds, size_t index, int *label, char **captio
 const char *const *ct_dataset_class_names(const CtDataset *ds);
 /* Use only source samples INDICES (n of them; transfer full). */
 void ct_dataset_set_indices(CtDataset *ds, size_t *indices, size_t n);
-/* Images skipped as unreadable so far (skip_corrupt), and reset. */
+/* The distinct images found unreadable (skip_corrupt) since the last
+ * call, and reset: each counted once whatever the workers and prefetch. */
 int ct_dataset_take_skipped(CtDataset *ds);
+/* Notes SOURCE_INDEX as unreadable (dataset-source.c); thread-safe. */
+void ct_dataset_note_skipped(CtDataset *ds, size_t source_index);
 
 #endif

@@ -137,7 +137,7 @@ vfail(GError **error, int code, const char *where, const char *fmt, va_list ap)
 {
   char *msg = g_strdup_vprintf(fmt, ap);
   GString *line = g_string_new(NULL);
-  append_escaped(line, where, SIZE_MAX);
+  append_escaped(line, where, 200); /* a 10 MB --set is its own where */
   g_string_append(line, ": ");
   append_escaped(line, msg, SIZE_MAX);
   g_set_error_literal(error, CT_ERROR, code, line->str);
@@ -173,14 +173,25 @@ append_escaped(GString *g, const char *s, size_t limit)
     g_string_append(g, "...");
 }
 
-/* User text for a one-line message, in BUF. */
+char *
+ct_quote_cut(const char *s)
+{
+  GString *g = g_string_new(NULL);
+  s = s ? s : "";
+  append_escaped(g, s, 80);
+  if (g_str_has_suffix(g->str, "...") && !g_str_has_suffix(s, "..."))
+    g_string_append_printf(g, " (%zu bytes)", strlen(s));
+  return g_string_free(g, FALSE);
+}
+
+/* User text for a one-line message, in BUF: at most about 80 characters
+ * of it, then "... (N bytes)". */
 static const char *
 show(char *buf, const char *s)
 {
-  GString *g = g_string_new(NULL);
-  append_escaped(g, s, 80);
-  g_strlcpy(buf, g->str, 256);
-  g_string_free(g, TRUE);
+  char *cut = ct_quote_cut(s);
+  g_strlcpy(buf, cut, 256);
+  g_free(cut);
   return buf;
 }
 #define SHOW(s) show((char[256]){ 0 }, (s))

@@ -106,6 +106,10 @@ gboolean ct_recipe_error(GError **error, const char *where, const char *fmt, ...
 
 /* The best match for WORD among CANDIDATES (NULL-terminated), or NULL. */
 const char *ct_did_you_mean(const char *word, const char *const *candidates);
+/* S for quoting in a one-line error: control characters escaped, cut
+ * after about 80 characters with "... (N bytes)" so that a 10 MB value
+ * gives a readable line.  (transfer full) */
+char *ct_quote_cut(const char *s);
 
 /* The tree as YAML (block style, keys in order).  (transfer full) */
 char *ct_recipe_to_yaml(CtRecipe *recipe);

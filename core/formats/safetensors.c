@@ -596,7 +596,8 @@ ct_safetensors_read_f32(const CtSafetensors *st, const char *name, float *dst, s
   double d;
   switch (e->info.dtype) {
   case CT_DTYPE_F32:
-    memcpy(dst, src, n * 4);
+    if (n > 0) /* a 0-element tensor: DST may be NULL (g_new(float, 0)) */
+      memcpy(dst, src, n * 4);
     break;
   case CT_DTYPE_F16:
     for (size_t i = 0; i < n; i++) {
@@ -631,7 +632,8 @@ ct_safetensors_read_i64(const CtSafetensors *st, const char *name, int64_t *dst,
   const guint8 *src = st->data + e->begin;
   CtDtype dt = e->info.dtype;
   if (dt == CT_DTYPE_I64) {
-    memcpy(dst, src, n * 8);
+    if (n > 0) /* a 0-element tensor: DST may be NULL */
+      memcpy(dst, src, n * 8);
     return TRUE;
   }
   for (size_t i = 0; i < n; i++) {

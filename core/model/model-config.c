@@ -4,6 +4,7 @@
 #include <cliptrain/model.h>
 
 #include "model/model-config-private.h"
+#include "formats/recipe.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -145,7 +146,8 @@ ct_config_preset(const char *name, CtConfig *cfg, GError **error)
       return TRUE;
     }
   g_autofree char *list = g_strjoinv(", ", (char **) preset_names);
-  g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "unknown preset '%s' (known: %s)", name, list);
+  g_autofree char *shown = ct_quote_cut(name);
+  g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "unknown preset '%s' (known: %s)", shown, list);
   return FALSE;
 }
 
@@ -163,7 +165,8 @@ ct_config_set(CtConfig *cfg, const char *key, long value, GError **error)
 {
   int i = key_index(key);
   if (i < 0) {
-    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "unknown model config key '%s'", key);
+    g_autofree char *shown = ct_quote_cut(key);
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "unknown model config key '%s'", shown);
     return FALSE;
   }
   if (value < 0 || value > (1L << 24)) {

@@ -70,9 +70,9 @@ ct_parse_memory_budget(const char *text, size_t *bytes, GError **error)
       *bytes = (size_t) (v * units[i].factor);
       return TRUE;
     }
+  g_autofree char *shown = ct_quote_cut(text);
   g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
-              "--max-batch-size: '%s' is not a memory size (e.g. 6GiB, 1500MiB or auto)",
-              text ? text : "");
+              "--max-batch-size: '%s' is not a memory size (e.g. 6GiB, 1500MiB or auto)", shown);
   return FALSE;
 }
 

@@ -18,8 +18,9 @@
 static gboolean
 no_match(GError **error, const char *where, const char *what, const char *glob)
 {
+  g_autofree char *shown = ct_quote_cut(glob);
   g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: optimizer.%s: '%s' matches no tensor",
-              where, what, glob);
+              where, what, shown);
   return FALSE;
 }
 

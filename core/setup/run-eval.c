@@ -452,6 +452,15 @@ ct_run_zeroshot(const CtRunOptions *o, const CtZeroshotOptions *z, CtZeroshotRes
     } else if (!tmpl || !*tmpl) {
       g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "no prompt templates");
       rc = 2;
+    } else {
+      /* a template without {label} gives every class the same prompt */
+      for (const char *const *t = tmpl; rc == 0 && *t; t++)
+        if (!strstr(*t, "{label}")) {
+          g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                      "prompt template '%.80s%s' has no {label}: every class would get the "
+                      "same prompt", *t, strlen(*t) > 80 ? "..." : "");
+          rc = 2;
+        }
     }
   }
   if (rc == 0 && z->limit > 0 && (size_t) z->limit < ct_dataset_len(ds)) {

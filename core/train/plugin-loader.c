@@ -7,8 +7,12 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------- search */
 
@@ -58,6 +62,27 @@ ct_plugin_list(GPtrArray *search)
   }
   g_list_free(keys);
   g_hash_table_destroy(seen);
+  return out;
+}
+
+GPtrArray *
+ct_plugin_list_all(GPtrArray *search)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+  GPtrArray *names = ct_plugin_list(search);
+  for (guint k = 0; k < names->len; k += 2) {
+    g_autofree char *fname = g_strconcat(names->pdata[k], ".so", NULL);
+    for (guint i = 0; i < search->len; i++) {
+      char *path = g_build_filename(g_ptr_array_index(search, i), fname, NULL);
+      if (!g_file_test(path, G_FILE_TEST_EXISTS | G_FILE_TEST_IS_SYMLINK)) {
+        g_free(path);
+        continue;
+      }
+      g_ptr_array_add(out, g_strdup(names->pdata[k]));
+      g_ptr_array_add(out, path);
+    }
+  }
+  g_ptr_array_free(names, TRUE);
   return out;
 }
 
@@ -158,44 +183,145 @@ check_descriptor(const char *file, const CtPluginDescriptor *d, GError **error)
   return TRUE;
 }
 
-/* Code that others could have replaced is not run: the plugin file and
- * its folder must not be writable by group or others.  A sticky folder
- * such as /tmp is refused too: others cannot replace a plugin there, but
- * they can put one in first. */
+/* Who may have changed a file or folder: root and the user running us
+ * only (as OpenSSH's safe_path for authorized_keys). */
 static gboolean
+trusted_owner(uid_t uid)
+{
+  return uid == 0 || uid == geteuid();
+}
+
+static char *
+owner_name(uid_t uid)
+{
+  struct passwd *pw = getpwuid(uid);
+  return pw ? g_strdup_printf("%s (uid %u)", pw->pw_name, (unsigned) uid)
+            : g_strdup_printf("uid %u", (unsigned) uid);
+}
+
+static const char *
+writers(mode_t mode)
+{
+  return mode & S_IWOTH ? "others" : "its group";
+}
+
+/* FILE names the plugin in messages; REAL is its resolved path (shown too
+ * when FILE is a symlink).  Each folder from REAL's up to / must be owned
+ * by root or us and not writable by group or others.  A writable folder
+ * with the sticky bit (/tmp) above the plugin's own folder is accepted
+ * when the component below it is owned by root or us: others can neither
+ * rename nor remove it there.  The plugin's own folder gets no such
+ * exception: others could put a plugin in it first. */
+static gboolean
+check_folders(const char *file, const char *real, GError **error)
+{
+  g_autofree char *child = g_strdup(real);
+  uid_t child_uid = 0;
+  struct stat st;
+  if (lstat(child, &st) == 0)
+    child_uid = st.st_uid;
+  gboolean own = TRUE; /* the plugin's own folder */
+  for (;;) {
+    g_autofree char *dir = g_path_get_dirname(child);
+    if (stat(dir, &st) != 0) {
+      g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot load plugin: %s: %s", file, dir,
+                  g_strerror(errno));
+      return FALSE;
+    }
+    const char *what = own ? "the plugin's folder" : "the folder";
+    const char *above = own ? "" : " above the plugin";
+    if (!trusted_owner(st.st_uid)) {
+      g_autofree char *who = owner_name(st.st_uid);
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                  "%s: %s %s%s is owned by %s, not by root or you: refused", file, what, dir,
+                  above, who);
+      return FALSE;
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+      gboolean sticky = (st.st_mode & S_ISVTX) != 0;
+      if (own || !sticky || !trusted_owner(child_uid)) {
+        g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                    "%s: %s %s%s is writable by %s (mode %04o%s): refused; chmod go-w it",
+                    file, what, dir, above, writers(st.st_mode),
+                    (unsigned) (st.st_mode & 07777),
+                    own ? "" : sticky ? ", sticky but its entry is not ours" : ", not sticky");
+        return FALSE;
+      }
+    }
+    if (strcmp(dir, "/") == 0 || strcmp(dir, child) == 0)
+      return TRUE;
+    g_free(child);
+    child = g_steal_pointer(&dir);
+    child_uid = st.st_uid;
+    own = FALSE;
+  }
+}
+
+/* Code that others could have replaced is not run.  The file FILE
+ * resolves to (realpath) must be a regular file owned by root or us and
+ * not writable by group or others, and so must every folder up to /
+ * (check_folders).  When FILE is a symlink, the folders holding the link
+ * are checked too: whoever may write them may point it elsewhere.  The
+ * resolved path, to be opened, or NULL.  (transfer full) */
+static char *
 check_permissions(const char *file, GError **error)
 {
-  g_autofree char *dir = g_path_get_dirname(file);
-  struct stat fs, ds;
-  if (stat(file, &fs) != 0 || stat(dir, &ds) != 0) {
+  char *real = realpath(file, NULL);
+  struct stat fs;
+  if (!real || stat(real, &fs) != 0) {
     g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot load plugin: %s", file,
                 g_strerror(errno));
-    return FALSE;
+    free(real);
+    return NULL;
+  }
+  g_autofree char *resolved = g_strdup(real);
+  free(real);
+  g_autofree char *shown =
+    strcmp(resolved, file) != 0 ? g_strdup_printf(" %s", resolved) : g_strdup("");
+  if (!S_ISREG(fs.st_mode)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG, "%s: plugin file%s is not a regular file",
+                file, shown);
+    return NULL;
+  }
+  if (!trusted_owner(fs.st_uid)) {
+    g_autofree char *who = owner_name(fs.st_uid);
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: plugin file%s is owned by %s, not by root or you: refused", file, shown,
+                who);
+    return NULL;
   }
   if (fs.st_mode & (S_IWGRP | S_IWOTH)) {
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                "%s: plugin file is writable by %s (mode %04o): refused; chmod go-w it",
-                file, fs.st_mode & S_IWOTH ? "others" : "its group",
-                (unsigned) (fs.st_mode & 07777));
-    return FALSE;
+                "%s: plugin file%s is writable by %s (mode %04o): refused; chmod go-w it", file,
+                shown, writers(fs.st_mode), (unsigned) (fs.st_mode & 07777));
+    return NULL;
   }
-  if (ds.st_mode & (S_IWGRP | S_IWOTH)) {
-    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                "%s: the plugin's folder %s is writable by %s (mode %04o): refused; chmod "
-                "go-w it",
-                file, dir, ds.st_mode & S_IWOTH ? "others" : "its group",
-                (unsigned) (ds.st_mode & 07777));
-    return FALSE;
+  if (!check_folders(file, resolved, error))
+    return NULL;
+  /* the link itself: its folder, resolved, with the link's own name */
+  g_autofree char *dir = g_path_get_dirname(file);
+  g_autofree char *base = g_path_get_basename(file);
+  char *rdir = realpath(dir, NULL);
+  if (!rdir) {
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot load plugin: %s: %s", file, dir,
+                g_strerror(errno));
+    return NULL;
   }
-  return TRUE;
+  g_autofree char *link = g_build_filename(rdir, base, NULL);
+  free(rdir);
+  if (strcmp(link, resolved) != 0 && !check_folders(file, link, error))
+    return NULL;
+  return g_steal_pointer(&resolved);
 }
 
 const CtPluginDescriptor *
 ct_plugin_open(const char *file, GError **error)
 {
-  if (!check_permissions(file, error))
+  /* the checked file itself, not a path that could be re-pointed since */
+  g_autofree char *real = check_permissions(file, error);
+  if (!real)
     return NULL;
-  void *h = dlopen(file, RTLD_NOW | RTLD_LOCAL);
+  void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
   if (!h) {
     g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot load plugin: %s", file, dlerror());
     return NULL;

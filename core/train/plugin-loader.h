@@ -44,6 +44,11 @@ CT_API CtGradsUse ct_plugin_desc_grads(const CtPluginDescriptor *desc);
  * (transfer full): a GPtrArray of char*, name and file alternating. */
 CT_API GPtrArray *ct_plugin_list(GPtrArray *search);
 
+/* Every NAME.so on SEARCH, those that a first one hides included: sorted
+ * by name, then in search order (the first of a name is the one
+ * ct_plugin_find gives).  (transfer full): name and file alternating. */
+CT_API GPtrArray *ct_plugin_list_all(GPtrArray *search);
+
 /* Parameters from a checked mapping of scalars (every schema key present).
  * (transfer full) */
 typedef struct CtRNode CtRNode;

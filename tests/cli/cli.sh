@@ -15,7 +15,7 @@ one_line() {
   fi
 }
 
-echo "1..34"
+echo "1..43"
 check "--version" 0 "$ct" --version
 expect "--version names the program" "$tmp/out" '^cliptrain [0-9]+\.[0-9]+\.[0-9]+$'
 check "--help" 0 "$ct" --help
@@ -70,4 +70,35 @@ that "--set with a quoted list item holding {label} works" \
   "run 0 recipe '$srcdir/recipes/synthetic.yaml' --set \"data.templates=['a {label}.']\" && grep -q \"^  - 'a {label}.'\$\" '$tmp/out'"
 that "--set with an unquoted one: one line that says to quote it" \
   "run 2 recipe '$srcdir/recipes/synthetic.yaml' --set 'data.templates=[a {label}.]' && [ \$(wc -l <'$tmp/err') -eq 1 ] && grep -q \"quote an item that holds them, e.g. --set \\\"data.templates=\" '$tmp/err'"
+that "fit --out \"\" is bad usage (exit 2) saying the path is empty" \
+  'run 2 fit "$srcdir/recipes/synthetic.yaml" --out "" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "^cliptrain: fit: --out \"\": an empty path names no file or folder$" "$tmp/err"'
+that "so are eval, embed and init --out \"\", and fit --resume \"\"" \
+  'run 2 eval "$srcdir/recipes/synthetic.yaml" --model "$tmp/w.safetensors" --out "" && grep -q "eval: --out \"\": an empty path" "$tmp/err" && run 2 embed --model "$tmp/w.safetensors" --texts - --out "" && run 2 init --preset tiny --out "" && grep -q "init: --out \"\": an empty path" "$tmp/err" && run 2 fit --resume "" && grep -q "fit: --resume \"\": an empty path" "$tmp/err"'
+
+# ---- the locale: text as UTF-8 whatever the locale, numbers always with '.'
+that "--set with non-ASCII text works in the C locale" \
+  '(LC_ALL=C && export LC_ALL && run 0 recipe "$srcdir/recipes/synthetic.yaml" --set "data.templates=[\"café {label}\"]") && grep -q "café {label}" "$tmp/out"'
+that "a --set value that is not UTF-8 is bad usage, in one line" \
+  'run 2 recipe "$srcdir/recipes/synthetic.yaml" --set "data.templates=[\"caf$(printf "\351") {label}\"]" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "recipe: --set: the value is not UTF-8 text" "$tmp/err"'
+mkdir "$tmp/loc"
+if localedef -i de_DE -f UTF-8 "$tmp/loc/de_DE.UTF-8" >/dev/null 2>&1 &&
+  [ "$(LOCPATH="$tmp/loc" LC_ALL=de_DE.UTF-8 locale decimal_point 2>/dev/null)" = "," ]; then
+  that "with decimal commas (de_DE.UTF-8), fit writes '.' decimals in recipe.yaml and metrics.jsonl" \
+    '(LOCPATH="$tmp/loc" LC_ALL=de_DE.UTF-8 && export LOCPATH LC_ALL && run 0 fit "$srcdir/recipes/synthetic.yaml" --set data.n_train=16 --set data.n_valid=8 --set data.batch_size=8 --set fit.epochs=2 --set fit.threads=1 --set optimizer.lr=0.0005 --stop-after 3 --out "$tmp/dé") && grep -q "^  lr: 0.0005$" "$tmp/dé/recipe.yaml" && grep -q "[0-9]\.[0-9]" "$tmp/dé/metrics.jsonl" && ! grep -q "[0-9],[0-9]" "$tmp/dé/metrics.jsonl"'
+  that "and prints a folder's non-ASCII name as it is in a UTF-8 locale" \
+    'grep -q "state is in $tmp/dé/state.safetensors" "$tmp/err"'
+  that "eval prints its NAME VALUE lines and JSON with '.' decimals there too" \
+    '(LOCPATH="$tmp/loc" LC_ALL=de_DE.UTF-8 && export LOCPATH LC_ALL && run 0 eval "$srcdir/recipes/synthetic.yaml" --set data.n_valid=8 --set fit.threads=1 --model "$tmp/dé") && grep -q "^valid_loss [0-9]*\.[0-9]*$" "$tmp/err" && ! grep -q "[0-9],[0-9]" "$tmp/out" "$tmp/err"'
+else
+  skip "no de_DE locale can be built here (localedef)"
+  skip "no de_DE locale can be built here (localedef)"
+  skip "no de_DE locale can be built here (localedef)"
+fi
+
+# ---- long values are quoted cut: "... (N bytes)"
+awk 'BEGIN { printf "model: {preset: "; for (i = 0; i < 100000; i++) printf "x"; print "}" }' >"$tmp/bigpreset.yaml"
+that "a 100 kB preset value gives a one-line error of readable length, saying its size" \
+  'run 2 recipe "$tmp/bigpreset.yaml" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && [ "$(wc -c <"$tmp/err")" -lt 400 ] && grep -q "unknown preset .x*\.\.\. (100000 bytes)." "$tmp/err"'
+that "so does a long unknown key given by --set" \
+  'run 2 recipe "$srcdir/recipes/synthetic.yaml" --set "fit.$(awk "BEGIN { for (i = 0; i < 5000; i++) printf \"k\" }")=1" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && [ "$(wc -c <"$tmp/err")" -lt 600 ] && grep -q "(5000 bytes)" "$tmp/err"'
 exit $fail

@@ -40,7 +40,7 @@ unit_rows() {
 row() { od -An -v -tf4 -j$(($2 + $4 * $3 * 4)) -N$(($3 * 4)) "$1" | tr -s ' ' '\n' | sed '/^$/d'; }
 st_data() { echo $((8 + $(od -An -tu8 -N8 "$1"))); }
 
-echo "1..33"
+echo "1..39"
 that "a tiny model trains (the fixture)" 'run 0 fit "$tmp/r.yaml" --out "$tmp/run"'
 
 # ---- embed images
@@ -85,11 +85,36 @@ printf 'a photo of a {label}.\na {}.\n\n' >"$tmp/templates.txt"
 that "--templates and --top-k 1: one label per image" \
   'run 0 zeroshot --model "$m" --labels cat,dog,bird --templates "$tmp/templates.txt" --top-k 1 "$v/cat" && [ "$(wc -l <"$tmp/out")" -eq 6 ] && ! grep -q "," "$tmp/out"'
 
+printf 'a photo of a {label}.\n\na photo.\n' >"$tmp/notmpl.txt"
+that "a --templates line without {label} or {} is refused with file:line (exit 2)" \
+  'run 2 zeroshot --model "$m" --labels cat,dog --templates "$tmp/notmpl.txt" "$v/cat" && [ ! -s "$tmp/out" ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "notmpl.txt:3: template .a photo.. has no {label} (or {})" "$tmp/err"'
+that "with --data too, which fills only {label} (as the zero_shot metric)" \
+  'run 2 zeroshot --model "$m" --data "$tmp/r.yaml" --templates "$tmp/templates.txt" && grep -q "templates.txt:2: template .a {}.. has no {label}:" "$tmp/err"'
+that "a recipe's data.templates without {label} is refused by zeroshot --data" \
+  '(cd "$tmp" && run 2 zeroshot --model "$m" --data r.yaml --set "data.templates=[a photo.]") && grep -q "template .a photo.. has no {label}" "$tmp/err"'
+
 # ---- retrieve
 that "retrieve prints the top-k images" \
   'run 0 retrieve --model "$m" --index "$tmp/img.safetensors" --query "a photo of a dog." --top-k 5 && [ "$(wc -l <"$tmp/out")" -eq 5 ]'
 that "as 'similarity path', most similar first" \
   'sort -c -s -r -n -k1,1 "$tmp/out" && awk "\$1 !~ /^-?[01]\.[0-9][0-9][0-9][0-9]\$/ { exit 1 }" "$tmp/out" && cut -d" " -f2 "$tmp/out" | while read -r f; do [ -f "$f" ] || exit 1; done'
+
+# st_write FILE HEADER: a safetensors file of HEADER (padded) and no data
+st_write() {
+  h=$2
+  while [ $(((${#h} + 8) % 8)) -ne 0 ]; do h="$h "; done
+  printf "$(printf '\\%03o\\%03o\\%03o' $((${#h} & 255)) $((${#h} >> 8 & 255)) 0)\0\0\0\0\0%s" "$h" >"$1"
+}
+st_write "$tmp/empty.safetensors" '{"__metadata__":{"ids":"[]","kind":"image"},"features":{"dtype":"F32","shape":[0,64],"data_offsets":[0,0]}}'
+that "an index of no images is refused in one line (exit 1), not an empty answer" \
+  'run 1 retrieve --model "$m" --index "$tmp/empty.safetensors" --query dog && [ ! -s "$tmp/out" ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "empty.safetensors: the index holds no images" "$tmp/err"'
+cp "$tmp/img.safetensors" "$tmp/nan.safetensors"
+printf '\000\000\300\177' | dd of="$tmp/nan.safetensors" bs=1 seek=$(($(st_data "$tmp/nan.safetensors") + 64 * 4 * 2 + 12)) conv=notrunc 2>/dev/null
+that "an index with a NaN feature is refused, naming the row and its image" \
+  'run 1 retrieve --model "$m" --index "$tmp/nan.safetensors" --query dog && [ ! -s "$tmp/out" ] && grep -q "nan.safetensors: the features of row 2 ($v/cat/2.png) are not finite (nan)" "$tmp/err"'
+mkdir "$tmp/ctl" && cp "$v/cat/0.png" "$tmp/ctl/$(printf 'red\033[31m\nx').png"
+that "retrieve prints an image path's control characters escaped, one line per image" \
+  'run 0 embed --model "$m" --images "$tmp/ctl" --out "$tmp/ctl.safetensors" && run 0 retrieve --model "$m" --index "$tmp/ctl.safetensors" --query dog && [ "$(wc -l <"$tmp/out")" -eq 1 ] && ! grep -q "$(printf "\033")" "$tmp/out" && grep -qF "$tmp/ctl/red\x1b[31m\x0ax.png" "$tmp/out"'
 
 # ---- errors
 that "a missing model is an error naming it" \

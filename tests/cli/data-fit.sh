@@ -34,7 +34,7 @@ data:
   batch_size: 4
 YAML
 
-echo "1..18"
+echo "1..21"
 that "an image folder trains" 'run 0 fit "$tmp/folder.yaml" --out "$tmp/a"'
 that "the learned vocabulary is saved with the run" '[ -s "$tmp/a/vocab.txt" ] && head -1 "$tmp/a/vocab.txt" | grep -q "^#version"'
 that "the checkpoint carries the learned vocabulary and the recipe" \
@@ -49,6 +49,15 @@ that "and the error names the file" 'grep -q "folder/train/cat/bad.png" "$tmp/er
 that "with corrupt: skip it trains" 'run 0 fit "$tmp/folder.yaml" --set data.corrupt=skip --set data.shuffle=false --out "$tmp/f"'
 that "and counts what it skipped" 'grep -q "skipped 1 unreadable image" "$tmp/err"'
 rm "$tmp/folder/train/cat/bad.png"
+# 8 bad images among 20: each counted once per epoch, whatever the workers
+for cls in cat dog; do
+  for k in 0 1 2 3; do cp "$src/corrupt.png" "$tmp/folder/train/$cls/bad$k.png"; done
+done
+for w in 0 1 3; do
+  that "8 corrupt images are counted 8 times a training epoch with data.workers=$w" \
+    'run 0 fit "$tmp/folder.yaml" --set data.corrupt=skip --set data.workers=$w --set data.prefetch=4 --out "$tmp/skip$w" && [ "$(grep -c "epoch [01]: training: skipped 8 unreadable images$" "$tmp/err")" -eq 2 ] && [ "$(grep -c "skipped" "$tmp/err")" -eq 2 ]'
+done
+rm "$tmp/folder/train/cat/bad"?.png "$tmp/folder/train/dog/bad"?.png
 
 that "a missing folder is an error naming it" 'run 1 fit "$tmp/folder.yaml" --set data.path=nowhere --out "$tmp/g" && grep -q "nowhere" "$tmp/err"'
 
