@@ -12,6 +12,7 @@ libctcore_la_SOURCES += \
 	%reldir%/run-callbacks.c \
 	%reldir%/run-eval.c \
 	%reldir%/run-folder.c \
+	%reldir%/run-lock.c \
 	%reldir%/run-private.h \
 	%reldir%/run.c \
 	%reldir%/run.h \

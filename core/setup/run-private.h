@@ -59,4 +59,15 @@ gboolean ct_run_folder_finished(const char *out, char **text);
  * before the fit (recipe.yaml, manifest.json, vocab.txt). */
 void ct_run_folder_remove(const char *out, gboolean created);
 
+/* run-lock.c */
+
+/* One run at a time in a run folder: an exclusive lock on OUT/.lock (made
+ * with OUT, when missing), which holds this process's PID, until
+ * ct_run_unlock.  A folder another run holds is refused (CT_ERROR_IO)
+ * naming its PID, and left as it is. */
+typedef struct CtRunLock CtRunLock;
+CtRunLock *ct_run_lock(const char *out, GError **error);
+/* Remove OUT/.lock and release it (NULL: nothing). */
+void ct_run_unlock(CtRunLock *lock);
+
 #endif

@@ -143,6 +143,7 @@ typedef struct {
   CtSchedule *sched;
   int threads;
   char *out;            /* the run folder */
+  CtRunLock *lock;      /* rank 0's lock on it, for the whole run */
   gboolean written;     /* this run wrote the folder's first files (rank 0) */
   gboolean created;     /* ... and made the folder itself */
   gboolean done;        /* nothing more to do (a finished run resumed): exit 0 */
@@ -299,11 +300,15 @@ prepare_folder(Run *run, GError **error)
   if (!ct_run_share_string(run->comm, &run->out, error))
     return 1;
   run->yaml = ct_recipe_to_yaml(run->recipe);
-  gboolean first = ct_comm_rank(run->comm) == 0 && !o->resume;
+  gboolean rank0 = ct_comm_rank(run->comm) == 0;
+  gboolean first = rank0 && !o->resume;
   run->created = first && !g_file_test(run->out, G_FILE_TEST_EXISTS);
-  gboolean ready = !first || ct_run_folder_prepare(run->recipe, run->out, run->yaml, run->cbs,
-                                                   run->sec.seed, run->threads,
-                                                   run->in_backward, &run->data, error);
+  /* rank 0 locks the folder before it writes there (a new run) or reads
+   * its state (a resume), until the run ends: a second run is refused */
+  gboolean ready = !rank0 || (run->lock = ct_run_lock(run->out, error)) != NULL;
+  if (ready && first)
+    ready = ct_run_folder_prepare(run->recipe, run->out, run->yaml, run->cbs, run->sec.seed,
+                                  run->threads, run->in_backward, &run->data, error);
   run->written = first && ready;
   if (!ct_comm_agree(run->comm, ready, "rank 0 could not prepare the run folder", error))
     return 1;
@@ -454,6 +459,7 @@ run_clear(Run *run, int rc, GError **error)
   ct_learner_free(run->learner);
   if (remove)
     ct_run_folder_remove(run->out, run->created);
+  ct_run_unlock(run->lock); /* after the removal: no other run sees half a folder */
   if (run->opt)
     ct_optimizer_free(run->opt);
   if (run->sched)
