@@ -14,6 +14,7 @@ libctcore_la_SOURCES += \
 	%reldir%/run-folder.c \
 	%reldir%/run-lock.c \
 	%reldir%/run-private.h \
+	%reldir%/run-signals.c \
 	%reldir%/run.c \
 	%reldir%/run.h \
 	%reldir%/sections-keys.c \

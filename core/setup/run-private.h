@@ -70,4 +70,17 @@ CtRunLock *ct_run_lock(const char *out, GError **error);
 /* Remove OUT/.lock and release it (NULL: nothing). */
 void ct_run_unlock(CtRunLock *lock);
 
+/* run-signals.c */
+
+/* A fit's signals from now on: the first SIGINT, SIGTERM or SIGHUP sets
+ * the stop flag (a second quits at once, 128 + the signal); SIGUSR1 and
+ * SIGUSR2 set the save flag to their name; SIGPIPE is ignored; SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL and SIGABRT say which plugin and event of
+ * ct_learner_fitting were running, then take their former action; exit()
+ * during a fit ends the process with status 1, saying where.  Both flags
+ * start cleared. */
+void ct_run_signals_install(void);
+volatile int *ct_run_signals_stop_flag(void);
+const char *volatile *ct_run_signals_save_flag(void);
+
 #endif
