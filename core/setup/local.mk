@@ -12,7 +12,9 @@ libctcore_la_SOURCES += \
 	%reldir%/run-callbacks.c \
 	%reldir%/run-eval.c \
 	%reldir%/run-folder.c \
+	%reldir%/run-lock.c \
 	%reldir%/run-private.h \
+	%reldir%/run-signals.c \
 	%reldir%/run.c \
 	%reldir%/run.h \
 	%reldir%/sections-keys.c \

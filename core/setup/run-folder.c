@@ -138,7 +138,8 @@ ct_run_folder_prepare(CtRecipe *r, const char *out, const char *yaml, GPtrArray 
 
 /* ---------------------------------------------------------------- the end */
 
-/* The folder's plain files, sorted, model files first.  (transfer full) */
+/* The folder's plain files, sorted, model files first; not temporary
+ * files, nor hidden ones (the run's .lock).  (transfer full) */
 static GPtrArray *
 folder_files(const char *out)
 {
@@ -147,7 +148,7 @@ folder_files(const char *out)
   const char *name;
   while (d && (name = g_dir_read_name(d))) {
     g_autofree char *p = g_build_filename(out, name, NULL);
-    if (g_file_test(p, G_FILE_TEST_IS_REGULAR) && !strstr(name, ".tmp."))
+    if (g_file_test(p, G_FILE_TEST_IS_REGULAR) && !strstr(name, ".tmp.") && name[0] != '.')
       g_ptr_array_add(names, g_strdup(name));
   }
   if (d)

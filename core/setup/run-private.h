@@ -59,4 +59,28 @@ gboolean ct_run_folder_finished(const char *out, char **text);
  * before the fit (recipe.yaml, manifest.json, vocab.txt). */
 void ct_run_folder_remove(const char *out, gboolean created);
 
+/* run-lock.c */
+
+/* One run at a time in a run folder: an exclusive lock on OUT/.lock (made
+ * with OUT, when missing), which holds this process's PID, until
+ * ct_run_unlock.  A folder another run holds is refused (CT_ERROR_IO)
+ * naming its PID, and left as it is. */
+typedef struct CtRunLock CtRunLock;
+CtRunLock *ct_run_lock(const char *out, GError **error);
+/* Remove OUT/.lock and release it (NULL: nothing). */
+void ct_run_unlock(CtRunLock *lock);
+
+/* run-signals.c */
+
+/* A fit's signals from now on: the first SIGINT, SIGTERM or SIGHUP sets
+ * the stop flag (a second quits at once, 128 + the signal); SIGUSR1 and
+ * SIGUSR2 set the save flag to their name; SIGPIPE is ignored; SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL and SIGABRT say which plugin and event of
+ * ct_learner_fitting were running, then take their former action; exit()
+ * during a fit ends the process with status 1, saying where.  Both flags
+ * start cleared. */
+void ct_run_signals_install(void);
+volatile int *ct_run_signals_stop_flag(void);
+const char *volatile *ct_run_signals_save_flag(void);
+
 #endif

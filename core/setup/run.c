@@ -13,7 +13,6 @@
 #include "setup/run-private.h"
 #include "train/plugin-loader.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -76,51 +75,6 @@ pick_batch(CtRecipe *r, CtSections *s, CtPrecision precision, const CtData *data
   return TRUE;
 }
 
-/* ---------------------------------------------------------------- signals */
-
-/* The first SIGINT or SIGTERM asks the loop to stop after the current
- * step and save a training state; a second one ends the process at once,
- * with the shell's status for a death by that signal (130, 143).  Only
- * async-signal-safe calls here: write() and _exit(). */
-static volatile int stop_requested;
-
-static void
-say(const char *msg)
-{
-  ssize_t k = write(STDERR_FILENO, msg, strlen(msg));
-  (void) k;
-}
-
-static void
-on_signal(int sig)
-{
-  const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
-  if (stop_requested) {
-    say("cliptrain: ");
-    say(name);
-    say(" again: quitting at once; the last training state saved is kept\n");
-    _exit(128 + sig);
-  }
-  stop_requested = 1;
-  say("cliptrain: ");
-  say(name);
-  say(": stopping after this step to save the training state (send it again to quit at "
-      "once)\n");
-}
-
-static void
-install_signals(void)
-{
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaddset(&sa.sa_mask, SIGINT);
-  sigaddset(&sa.sa_mask, SIGTERM);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-}
-
 /* ---------------------------------------------------------------- the run */
 
 /* What a fit holds between its stages.  Each stage takes what it needs
@@ -143,6 +97,7 @@ typedef struct {
   CtSchedule *sched;
   int threads;
   char *out;            /* the run folder */
+  CtRunLock *lock;      /* rank 0's lock on it, for the whole run */
   gboolean written;     /* this run wrote the folder's first files (rank 0) */
   gboolean created;     /* ... and made the folder itself */
   gboolean done;        /* nothing more to do (a finished run resumed): exit 0 */
@@ -301,18 +256,20 @@ prepare_folder(Run *run, GError **error)
   /* signals are handled from before the run folder exists: a signal sent
    * once its files appear (as a job scheduler or a test may) is never lost
    * nor left to the default action; it stops the fit after its first step */
-  if (o->handle_signals) {
-    stop_requested = 0;
-    install_signals();
-  }
+  if (o->handle_signals)
+    ct_run_signals_install();
   if (!ct_run_share_string(run->comm, &run->out, error))
     return 1;
   run->yaml = ct_recipe_to_yaml(run->recipe);
-  gboolean first = ct_comm_rank(run->comm) == 0 && !o->resume;
+  gboolean rank0 = ct_comm_rank(run->comm) == 0;
+  gboolean first = rank0 && !o->resume;
   run->created = first && !g_file_test(run->out, G_FILE_TEST_EXISTS);
-  gboolean ready = !first || ct_run_folder_prepare(run->recipe, run->out, run->yaml, run->cbs,
-                                                   run->sec.seed, run->threads,
-                                                   run->in_backward, &run->data, error);
+  /* rank 0 locks the folder before it writes there (a new run) or reads
+   * its state (a resume), until the run ends: a second run is refused */
+  gboolean ready = !rank0 || (run->lock = ct_run_lock(run->out, error)) != NULL;
+  if (ready && first)
+    ready = ct_run_folder_prepare(run->recipe, run->out, run->yaml, run->cbs, run->sec.seed,
+                                  run->threads, run->in_backward, &run->data, error);
   run->written = first && ready;
   if (!ct_comm_agree(run->comm, ready, "rank 0 could not prepare the run folder", error))
     return 1;
@@ -413,8 +370,10 @@ fit(Run *run, GError **error)
   CtLearnerStops stops = {
     .stop_after = o->stop_after,
     .save_every = run->sec.fit.save_state_every,
+    .save_seconds = run->sec.fit.save_state_every_seconds,
     .deadline = o->time_limit > 0 ? g_get_monotonic_time() + (gint64) (o->time_limit * 1e6) : 0,
-    .stop_flag = o->handle_signals ? &stop_requested : NULL,
+    .stop_flag = o->handle_signals ? ct_run_signals_stop_flag() : NULL,
+    .save_flag = o->handle_signals ? ct_run_signals_save_flag() : NULL,
   };
   ct_learner_set_stops(L, &stops);
   ct_learner_set_log_every(L, run->sec.output.log_every_steps, run->sec.output.log_every_seconds);
@@ -442,6 +401,8 @@ fit(Run *run, GError **error)
   else if (!ct_learner_stopped(L) && ct_learner_rank(L) == 0 &&
            !ct_run_folder_finish(run->out, L, error))
     return 1;
+  fflush(stdout);
+  ct_learner_check_outputs(L); /* the last lines too: a closed stdout is said, not fatal */
   return 0;
 }
 
@@ -463,6 +424,7 @@ run_clear(Run *run, int rc, GError **error)
   ct_learner_free(run->learner);
   if (remove)
     ct_run_folder_remove(run->out, run->created);
+  ct_run_unlock(run->lock); /* after the removal: no other run sees half a folder */
   if (run->opt)
     ct_optimizer_free(run->opt);
   if (run->sched)

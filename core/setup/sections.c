@@ -173,6 +173,10 @@ static const CtSectionKey fit_keys[] = {
   CT_KEY(CtFitSection, save_state_every, "save_state_every", CT_PARAM_INT, "0",
          "also save the training state every N training steps, for --resume after a crash "
          "(0: only when stopped)", 0, 1e12, NULL),
+  CT_KEY(CtFitSection, save_state_every_seconds, "save_state_every_seconds", CT_PARAM_DOUBLE,
+         "1800", "... and after the first step that ends this many seconds after the last "
+         "state saved, so that a crash loses at most that much training (0: not by time)", 0,
+         1e9, NULL),
   CT_KEY_END,
 };
 

@@ -86,6 +86,7 @@ typedef struct {
   int epochs;
   int threads;
   int64_t save_state_every;
+  double save_state_every_seconds;
 } CtFitSection;
 
 typedef struct {

@@ -80,6 +80,7 @@ struct CtLearner {
   /* a callback cancelled the fit: which one (the first), and why */
   const CtCallback *cancel_by;
   const CtCallback *current_cb; /* the callback whose on_event runs, or NULL */
+  CtEvent current_event;        /* ... and the event it runs */
   const CtCallback *reason_by;  /* the one that gave cancel_reason */
   char *cancel_reason;
   gboolean cancel_saved;        /* its training state was saved */
@@ -110,6 +111,10 @@ struct CtLearner {
   gboolean resumed;       /* this fit continues a saved state */
   GHashTable *pending_states; /* "plugin.POS.NAME" -> GBytes, applied after before_fit */
   int64_t save_every;     /* also save a training state every this many training steps (0: never) */
+  double save_seconds;    /* ... and after a step that ends this long after the last save (0: never) */
+  gint64 last_save;       /* monotonic microseconds of the last state saved (the fit's start before) */
+  const char *volatile *save_flag; /* set asynchronously (a signal) to why: save after this step, go on */
+  guint output_failed;    /* bit 0: stdout, bit 1: stderr failed and was reported (output-errors.c) */
   char *last_state;       /* the last training state saved or resumed from, or NULL */
   char *pending_opt;      /* optimizer state to load after before_fit (a resume), or NULL */
   int64_t last_state_iter; /* its training step */
@@ -178,13 +183,30 @@ void ct_learner_set_recipe(CtLearner *learner, const char *yaml);
 typedef struct {
   int64_t stop_after;      /* after this many training steps in all */
   int64_t save_every;      /* also save a training state every this many steps */
+  double save_seconds;     /* ... and when this many seconds passed since the last one */
   gint64 deadline;         /* at this monotonic time, in microseconds */
   volatile int *stop_flag; /* once this is set (by a signal handler); borrowed */
+  /* when this is set (by a signal handler, to a static text saying why,
+   * "SIGUSR1"), save a training state after the current step and go on;
+   * the learner sets it back to NULL.  Borrowed */
+  const char *volatile *save_flag;
 } CtLearnerStops;
 void ct_learner_set_stops(CtLearner *learner, const CtLearnerStops *stops);
 /* TRUE when the last fit stopped early and left a training state. */
 gboolean ct_learner_stopped(const CtLearner *learner);
 gboolean ct_learner_fit(CtLearner *learner, GError **error);
+
+/* The learner whose ct_learner_fit() runs in this process, or NULL; with
+ * its current_cb, current_event, train_iter, in_step, last_state and
+ * out_dir, it tells a fatal signal's handler (which may only read) which
+ * plugin and event were running.  Kept by pointer stores alone. */
+extern const CtLearner *volatile ct_learner_fitting;
+
+/* output-errors.c: whether writing to stdout or stderr failed (a closed
+ * pipe, a full disk); each stream's failure is said once, in the run
+ * folder's log.txt (and on stderr when only stdout failed), and the fit
+ * goes on. */
+void ct_learner_check_outputs(CtLearner *learner);
 
 /* pace.c: the fit's start; a training batch's start and end (after
  * train_iter counts it), which prints the periodic log line when due. */

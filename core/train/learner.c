@@ -57,6 +57,8 @@ ct_status_name(CtStatus status)
   return status >= CT_STATUS_CUSTOM_FIRST ? "custom" : "invalid";
 }
 
+const CtLearner *volatile ct_learner_fitting;
+
 /* ---------------------------------------------------------------- setup */
 
 void
@@ -203,6 +205,8 @@ ct_learner_set_stops(CtLearner *L, const CtLearnerStops *s)
   L->save_every = s->save_every;
   L->deadline = s->deadline;
   L->stop_flag = s->stop_flag;
+  L->save_seconds = s->save_seconds;
+  L->save_flag = s->save_flag;
 }
 
 gboolean
@@ -235,6 +239,7 @@ run_event(CtLearner *L, CtEvent ev)
         !(ct_plugin_desc_run(d) & (L->training ? CT_RUN_TRAIN : CT_RUN_VALID)))
       continue;
     GError *e = NULL;
+    L->current_event = ev;
     L->current_cb = cb;
     CtStatus st = d->on_event(cb->state, L, ev, &e);
     L->current_cb = NULL;
@@ -403,23 +408,36 @@ do_one_batch(CtLearner *L)
 static CtStatus
 maybe_stop(CtLearner *L)
 {
-  gboolean stop = (L->stop_after > 0 && L->train_iter >= L->stop_after) ||
-                  (L->deadline > 0 && g_get_monotonic_time() >= L->deadline) ||
-                  (L->stop_flag && *L->stop_flag);
+  gint64 now = g_get_monotonic_time();
+  const char *asked = L->save_flag ? *L->save_flag : NULL; /* a signal's "save now" */
+  if (asked)
+    *L->save_flag = NULL;
+  /* clocks and signals differ: every rank stops (or saves) if one does */
+  int64_t want[3] = {
+    (L->stop_after > 0 && L->train_iter >= L->stop_after) ||
+      (L->deadline > 0 && now >= L->deadline) || (L->stop_flag && *L->stop_flag),
+    asked != NULL,
+    L->save_seconds > 0 && now - L->last_save >= (gint64) (L->save_seconds * 1e6),
+  };
   GError *e = NULL;
-  if (ct_comm_size(L->comm) > 1) { /* clocks and signals differ: every rank stops if one does */
-    int64_t any = stop;
-    if (!ct_comm_allreduce(L->comm, &any, 1, CT_COMM_I64, CT_COMM_MAX, &e))
-      return fail(L, e);
-    stop = any != 0;
-  }
-  gboolean periodic = L->save_every > 0 && L->train_iter % L->save_every == 0;
+  if (ct_comm_size(L->comm) > 1 &&
+      !ct_comm_allreduce(L->comm, want, 3, CT_COMM_I64, CT_COMM_MAX, &e))
+    return fail(L, e);
+  gboolean stop = want[0] != 0;
+  gboolean periodic = (L->save_every > 0 && L->train_iter % L->save_every == 0) || want[1] ||
+                      want[2];
+  ct_learner_check_outputs(L);
   if (!stop && !periodic)
     return CT_STATUS_OK;
   g_autofree char *path = g_build_filename(L->out_dir ? L->out_dir : ".", "state.safetensors",
                                            NULL);
   if (!ct_learner_save_state(L, path, &e))
     return fail(L, e);
+  L->last_save = g_get_monotonic_time();
+  if (want[1] && !stop && ct_comm_rank(L->comm) == 0)
+    ct_learner_log(L, "cliptrain: %s: saved the training state after step %" G_GINT64_FORMAT
+                      " in %s; training goes on",
+                   asked ? asked : "another rank's signal", L->train_iter, path);
   if (!stop)
     return CT_STATUS_OK;
   L->stopped = TRUE;
@@ -623,8 +641,11 @@ ct_learner_fit(CtLearner *L, GError **error)
   L->cancel_by = L->reason_by = NULL;
   L->cancel_saved = FALSE;
   ct_pace_fit_start(L);
+  L->last_save = g_get_monotonic_time();
+  ct_learner_fitting = L;
   CtStatus st = with_events(L, fit_body, CT_EVENT_BEFORE_FIT, CT_EVENT_AFTER_FIT,
                             CT_EVENT_AFTER_CANCEL_FIT, CT_STATUS_CANCEL_FIT);
+  ct_learner_fitting = NULL;
   ct_model_set_backward_hook(L->model, NULL, NULL);
   if (st != CT_STATUS_ERROR && L->cancel_by && ct_comm_rank(L->comm) == 0)
     say_cancelled(L);

@@ -7,6 +7,7 @@ libctcore_la_SOURCES += \
 	%reldir%/learner-private.h \
 	%reldir%/learner.c \
 	%reldir%/optimizer.c \
+	%reldir%/output-errors.c \
 	%reldir%/pace.c \
 	%reldir%/plugin-loader.c \
 	%reldir%/plugin-loader.h \

@@ -33,6 +33,11 @@ cli_tests += %reldir%/report.sh
 # failures, SIGKILL at random moments, valgrind; tests/sanitize.sh runs the
 # whole suite under ASan, LSan and UBSan (not part of make check)
 cli_tests += %reldir%/faults.sh %reldir%/plugin-load.sh %reldir%/chaos.sh %reldir%/valgrind.sh
+# one run at a time in a run folder (its lock)
+cli_tests += %reldir%/run-lock.sh
+# SIGHUP, SIGUSR1/2, SIGPIPE and broken outputs; plugins that segfault,
+# abort or exit(0)
+cli_tests += %reldir%/signals.sh
 # the distributed plugins under mpiexec (skipped without MPI)
 cli_tests += %reldir%/mpi.sh
 TESTS += $(cli_tests)

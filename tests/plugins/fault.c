@@ -11,10 +11,15 @@
  *   slow_ms        sleep this long after each training batch (for signals)
  *   fail_once      a file: fail at fail_event only while it does not exist,
  *                  creating it (so that a resumed run gets past the fault)
+ *   crash          at after_batch of training step crash_step (1-based):
+ *                  "segv" dereferences a NULL pointer, "abort" calls
+ *                  abort(), "exit0" calls exit(0)
+ *   crash_step     the step of crash
  * Runs after clip_trainer (order 1). */
 #include <cliptrain/plugin.h>
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -24,7 +29,23 @@ typedef struct {
   int64_t slow_ms;
   int64_t skipped;
   char *fail_once; /* "" or a marker file */
+  char crash;      /* 0, 's'egv, 'a'bort, 'e'xit0 */
+  int64_t crash_step;
 } Fault;
+
+/* A crash, as asked, at after_batch of training step crash_step. */
+static void
+crash_now(const Fault *s, CtLearner *L)
+{
+  if (!s->crash || !ct_learner_training(L) || ct_learner_train_iter(L) + 1 != s->crash_step)
+    return;
+  if (s->crash == 'e')
+    exit(0);
+  if (s->crash == 'a')
+    abort();
+  volatile int *volatile nowhere = NULL;
+  *nowhere = 1;
+}
 
 static gboolean
 nan_now(const Fault *s, CtLearner *L)
@@ -70,6 +91,7 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   case CT_EVENT_AFTER_BATCH:
     if (s->slow_ms > 0 && ct_learner_training(L))
       g_usleep((gulong) s->slow_ms * 1000);
+    crash_now(s, L);
     break;
   case CT_EVENT_AFTER_FIT:
     if (s->handled && s->skipped)
@@ -94,6 +116,8 @@ create(const CtParams *params, GError **error)
   s->handled = ct_params_get_bool(params, "handled");
   s->slow_ms = ct_params_get_int(params, "slow_ms");
   s->fail_once = g_strdup(ct_params_get_string(params, "fail_once"));
+  s->crash = ct_params_get_string(params, "crash")[0];
+  s->crash_step = ct_params_get_int(params, "crash_step");
   const char *ev = ct_params_get_string(params, "fail_event");
   s->fail_event = *ev ? ct_event_from_name(ev) : -1;
   if (*ev && s->fail_event < 0) {
@@ -124,6 +148,9 @@ static const CtParamSpec schema[] = {
   CT_PARAM("fail_once", CT_PARAM_STRING, "", "fail only while this file is missing (made then)",
            0, 0, NULL),
   CT_PARAM("slow_ms", CT_PARAM_INT, "0", "sleep after each training batch (ms)", 0, 1e6, NULL),
+  CT_PARAM("crash", CT_PARAM_STRING, "", "crash at after_batch of crash_step", 0, 0,
+           "|segv|abort|exit0"),
+  CT_PARAM("crash_step", CT_PARAM_INT, "1", "training step (1-based) of crash", 1, 1e12, NULL),
   CT_PARAM_END,
 };
 
