@@ -165,7 +165,14 @@ idx_free(CtSource *src)
   g_free(s);
 }
 
-static const CtSourceVTable idx_vtable = { idx_len, idx_get, idx_free };
+static char *
+idx_where(CtSource *src, size_t index)
+{
+  IdxSource *s = (IdxSource *)src;
+  return g_strdup_printf("%s: image %zu", s->images_path, index);
+}
+
+static const CtSourceVTable idx_vtable = { idx_len, idx_get, idx_free, idx_where };
 
 CtSource *
 ct_source_idx_new(const char *images_path, const char *labels_path,
