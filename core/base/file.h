@@ -7,7 +7,8 @@
  * once, without blocking, in one line that names the path; and nothing
  * is read or inflated past a limit that the caller gives.  Large buffers
  * are allocated with g_try_malloc: running out of memory is an error
- * naming the file, never GLib's abort. */
+ * naming the file, never GLib's abort.  The program (core/cli) reads its
+ * own input files with these too, hence CT_API. */
 #ifndef CT_FILE_H
 #define CT_FILE_H
 
@@ -20,13 +21,13 @@
  * WHAT says what was expected ("a CSV file"), for the message about a
  * folder.  The fd (close it), or -1 with CT_ERROR_IO naming PATH (and
  * errno open's, when open failed).  *SB (may be NULL) gets its fstat. */
-int ct_file_open_regular(const char *path, const char *what, struct stat *sb, GError **error);
+CT_API int ct_file_open_regular(const char *path, const char *what, struct stat *sb, GError **error);
 
 /* Reads the regular file PATH whole, refusing one over MAX bytes
  * (CT_ERROR_FORMAT, naming WHAT and the limit).  *DATA (transfer full)
  * ends with a NUL after its *LEN bytes. */
-gboolean ct_file_read_all(const char *path, const char *what, size_t max, char **data,
-                          size_t *len, GError **error);
+CT_API gboolean ct_file_read_all(const char *path, const char *what, size_t max, char **data,
+                                 size_t *len, GError **error);
 
 /* Gunzips DATA[0..LEN) (one gzip member, or several one after another)
  * into *OUT (transfer full, a NUL after its *OUT_LEN bytes).  Output past
