@@ -25,10 +25,23 @@ kind_name(mode_t mode)
   return "not a file";
 }
 
+/* "20 bytes", "64 MiB", "1.5 GiB": g_format_size's, without its
+ * no-break space, which greps and some terminals trip on. */
 static char *
 size_text(guint64 bytes)
 {
-  return g_format_size_full(bytes, G_FORMAT_SIZE_IEC_UNITS);
+  static const char *const units[] = { "KiB", "MiB", "GiB", "TiB" };
+  if (bytes < 1024)
+    return g_strdup_printf("%" G_GUINT64_FORMAT " bytes", bytes);
+  int u = 0;
+  guint64 scale = 1024;
+  while (u < 3 && bytes >= scale * 1024) {
+    scale *= 1024;
+    u++;
+  }
+  if (bytes % scale == 0)
+    return g_strdup_printf("%" G_GUINT64_FORMAT " %s", bytes / scale, units[u]);
+  return g_strdup_printf("%.1f %s", (double)bytes / (double)scale, units[u]);
 }
 
 int

@@ -33,6 +33,10 @@ cli_tests += %reldir%/report.sh
 # failures, SIGKILL at random moments, valgrind; tests/sanitize.sh runs the
 # whole suite under ASan, LSan and UBSan (not part of make check)
 cli_tests += %reldir%/faults.sh %reldir%/plugin-load.sh %reldir%/chaos.sh %reldir%/valgrind.sh
+# input files read with bounds: FIFOs, devices and folders refused at
+# once, gzip bombs stopped at their header or a limit, CSV limits, and
+# captions too long for the context named by file and row
+cli_tests += %reldir%/reads.sh
 # the distributed plugins under mpiexec (skipped without MPI)
 cli_tests += %reldir%/mpi.sh
 TESTS += $(cli_tests)
