@@ -1,7 +1,7 @@
 #!/bin/sh
 # reads.sh: every file a user names is read with bounds.  A FIFO, a
 # device or a folder where a file is expected (recipe, extends:, CSV, tar
-# shard, IDX, vocabulary, weights, texts) is refused at once in one line
+# shard, IDX, vocabulary, weights, training state, texts) is refused at once in one line
 # naming it; gzip bombs (an IDX file, a merges file) are stopped at their
 # header or a limit, under a memory limit too; CSV limits; and a caption
 # too long for the context names its file and row, tar entry or image.
@@ -44,7 +44,7 @@ YAML
 mkfifo "$tmp/fifo"
 printf 'extends: fifo\n' >"$tmp/ext.yaml"
 
-echo "1..25"
+echo "1..26"
 
 # ---------------------------------------------------------------- not regular files
 that "a FIFO as the recipe is refused at once, exit 2" \
@@ -73,7 +73,9 @@ that "a FIFO as IDX images is refused at once" \
   'limited 1 fit "$tmp/csv.yaml" --set data.dataset=idx --set data.path="$tmp" --set data.train_images=fifo --out "$tmp/r8" && one_line "$tmp/fifo: not a regular file \(a FIFO\), not an IDX file"'
 that "a folder as --texts says so" \
   'limited 1 embed --model "$tmp/nowhere.safetensors" --texts "$tmp/csv" --out "$tmp/e.npy" && one_line "$tmp/csv: is a folder, not a text file"'
-that "and every FIFO is still there, unread" '[ -p "$tmp/fifo" ]'
+that "a FIFO as the training state of --resume is refused at once" \
+  'run 0 fit "$srcdir/recipes/synthetic.yaml" --set fit.save_state_every=2 --stop-after 2 --out "$tmp/s" && rm "$tmp/s/state.safetensors" && mkfifo "$tmp/s/state.safetensors" && limited 1 fit --resume "$tmp/s" && grep -q "$tmp/s/state.safetensors: not a regular file (a FIFO), not a safetensors file" "$tmp/err"'
+that "and every FIFO is still there, unread" '[ -p "$tmp/fifo" ] && [ -p "$tmp/s/state.safetensors" ]'
 
 # ---------------------------------------------------------------- gzip bombs
 # 400 MB of zeros in 0.4 MB: more than the 300 MB the runs may map
