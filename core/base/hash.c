@@ -3,15 +3,23 @@
 
 #include <cliptrain/ct-common.h>
 
+#include "base/file.h"
+
 #include <errno.h>
 #include <stdio.h>
+#include <unistd.h>
 
 char *
 ct_file_sha256(const char *path, GError **error)
 {
-  FILE *f = fopen(path, "rb");
+  /* a regular file only: a FIFO would block and /dev/zero never end */
+  int fd = ct_file_open_regular(path, "a file", NULL, error);
+  FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
   if (!f) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(errno));
+    if (fd >= 0) {
+      g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(errno));
+      close(fd);
+    }
     return NULL;
   }
   GChecksum *sum = g_checksum_new(G_CHECKSUM_SHA256);

@@ -1,9 +1,12 @@
-# core/base: the foundations every other folder may use: errors, hashing, the RNG,
+# core/base: the foundations every other folder may use: errors, hashing, bounded
+# file reads, the RNG,
 # the thread pool, gemm, bf16/fp16 rounding, vector math, profiling.
 # Included by the top Makefile.am; it may include headers from itself
 # and from the folders below it (tests/cli/check-layers.sh).
 libctcore_la_SOURCES += \
 	%reldir%/error.c \
+	%reldir%/file.c \
+	%reldir%/file.h \
 	%reldir%/file-write.c \
 	%reldir%/file-write.h \
 	%reldir%/gemm.c \

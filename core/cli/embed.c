@@ -3,6 +3,7 @@
  * that zeroshot and retrieve share. */
 #include "config.h"
 
+#include "base/file.h"
 #include "cli/cli.h"
 
 #include <cliptrain/cliptrain.h>
@@ -289,22 +290,29 @@ write_safetensors(const char *path, const float *x, size_t n, size_t e, GPtrArra
 
 /* ------------------------------------------------------------ texts */
 
+/* the most text a --texts or --templates file may hold */
+#define LINES_MAX_BYTES ((size_t) 256 << 20)
+
 GPtrArray *
 ct_cli_read_lines(const char *path, GError **error)
 {
   g_autofree char *text = NULL;
-  gsize len = 0;
+  size_t len = 0;
   if (strcmp(path, "-") == 0) {
     GString *s = g_string_new(NULL);
     char buf[1 << 16];
     size_t k;
-    while ((k = fread(buf, 1, sizeof buf, stdin)) > 0)
+    while ((k = fread(buf, 1, sizeof buf, stdin)) > 0 && s->len <= LINES_MAX_BYTES)
       g_string_append_len(s, buf, (gssize) k);
     len = s->len;
     text = g_string_free(s, FALSE);
-  } else if (!g_file_get_contents(path, &text, &len, NULL)) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: cannot read: %s", path, g_strerror(errno));
-    return NULL;
+    if (len > LINES_MAX_BYTES) {
+      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "standard input: more than %d MiB of text",
+                  (int) (LINES_MAX_BYTES >> 20));
+      return NULL;
+    }
+  } else if (!ct_file_read_all(path, "a text file", LINES_MAX_BYTES, &text, &len, error)) {
+    return NULL; /* a folder, a FIFO or /dev/zero is refused, naming PATH */
   }
   if (memchr(text, '\0', len)) {
     g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: holds a NUL byte", path);

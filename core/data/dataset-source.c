@@ -52,9 +52,17 @@ source_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens
     const char *tmpl = nt ? o->templates[o->random_template ? ct_rng_below(&rng, nt) : 0] : "{label}";
     caption = fill_template(tmpl, name);
   }
+  GError *terr = NULL;
   gboolean ok = ct_tokenizer_tokenize(ds->tok, caption, o->context_length, o->truncate, tokens,
-                                      error);
-  if (ok) {
+                                      &terr);
+  if (!ok) {
+    /* the tokenizer names the caption; the source says where it is */
+    g_autofree char *where = ct_source_where(ds->src, i);
+    g_autofree char *shown = where ? ct_source_one_line(where) : NULL;
+    if (shown)
+      g_prefix_error(&terr, "%s: ", shown);
+    g_propagate_error(error, terr);
+  } else {
     if (o->augment)
       ct_image_random_resized_crop(img, o->size, o->min_scale, o->ratio_lo, o->ratio_hi,
                                    o->hflip, &rng, o->mean, o->std, image);

@@ -24,6 +24,8 @@
 
 #include <cliptrain/image.h>
 
+#include "base/file.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <png.h>
@@ -400,73 +402,20 @@ ct_image_decode(const void *data, size_t len, const char *name, GError **error)
   return NULL;
 }
 
-/* Reads the regular file PATH whole.  A FIFO, a device such as /dev/zero
- * or /dev/stdin, or a folder is refused at once (g_file_get_contents would
- * block on the first and read the second until memory runs out), and so is
- * a file over CT_IMAGE_MAX_FILE_BYTES.  (transfer full) */
-static guint8 *
-read_image_file(const char *path, size_t *len, GError **error)
-{
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  struct stat sb;
-  guint8 *data = NULL;
-  if (fd < 0 || fstat(fd, &sb) < 0) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(errno));
-    goto out;
-  }
-  if (!S_ISREG(sb.st_mode)) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: not a regular file", path);
-    goto out;
-  }
-  if ((guint64)sb.st_size > CT_IMAGE_MAX_FILE_BYTES) {
-    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
-                "%s: image file of %" G_GUINT64_FORMAT " bytes is too large (limit %"
-                G_GUINT64_FORMAT " bytes)", path, (guint64)sb.st_size, CT_IMAGE_MAX_FILE_BYTES);
-    goto out;
-  }
-  /* The size may change under us: read what is there, up to the limit. */
-  size_t cap = (size_t)sb.st_size + 1, n = 0;
-  data = g_malloc(cap);
-  for (;;) {
-    ssize_t k = read(fd, data + n, cap - n);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k < 0) {
-      g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(errno));
-      g_clear_pointer(&data, g_free);
-      goto out;
-    }
-    if (k == 0)
-      break;
-    n += (size_t)k;
-    if (n == cap) {
-      if (n > CT_IMAGE_MAX_FILE_BYTES) {
-        g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: image file grew past %" G_GUINT64_FORMAT
-                    " bytes while being read", path, CT_IMAGE_MAX_FILE_BYTES);
-        g_clear_pointer(&data, g_free);
-        goto out;
-      }
-      cap *= 2;
-      data = g_realloc(data, cap);
-    }
-  }
-  *len = n;
-out:
-  if (fd >= 0)
-    close(fd);
-  return data;
-}
-
 CtImage *
 ct_image_load(const char *path, GError **error)
 {
   g_return_val_if_fail(path != NULL, NULL);
   g_return_val_if_fail(error == NULL || *error == NULL, NULL);
+  /* A FIFO, a device such as /dev/zero or /dev/stdin, or a folder is
+   * refused at once (g_file_get_contents would block on the first and
+   * read the second until memory runs out), and so is a file over
+   * CT_IMAGE_MAX_FILE_BYTES. */
   size_t len = 0;
-  guint8 *data = read_image_file(path, &len, error);
-  if (!data)
+  char *data = NULL;
+  if (!ct_file_read_all(path, "an image file", CT_IMAGE_MAX_FILE_BYTES, &data, &len, error))
     return NULL;
-  CtImage *image = ct_image_decode(data, len, path, error);
+  CtImage *image = ct_image_decode((const guint8 *)data, len, path, error);
   g_free(data);
   return image;
 }

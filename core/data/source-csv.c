@@ -10,8 +10,10 @@
  * Lines end with LF or CRLF; blank lines are skipped; a UTF-8 byte order
  * mark is skipped.
  *
- * Open reads the whole file and validates every row: the column count,
- * a non-empty image path and a valid UTF-8 caption.  Errors read
+ * Open reads the whole file (a regular file of at most CSV_MAX_BYTES)
+ * and validates every row: the column count, a non-empty image path, a
+ * valid UTF-8 caption, and the limits below (path and caption lengths,
+ * the number of rows).  Errors read
  * "FILE:LINE: ...", LINE being the 1-based line where the row starts (the
  * header is line 1).  Relative image paths are relative to the file's
  * folder.  Open does not check that the images exist: get() reads and
@@ -19,8 +21,10 @@
  * shared memory and files, so it is safe from any number of threads. */
 #include "config.h"
 
+#include "base/file.h"
 #include "data/source.h"
 
+#include <limits.h>
 #include <string.h>
 
 typedef struct {
@@ -29,8 +33,17 @@ typedef struct {
   GStringChunk *strings;
   char **images;   /* n, in strings */
   char **captions; /* n, in strings */
+  int *lines;      /* n: where each row starts, for messages */
   size_t n;
 } CsvSource;
+
+/* What a table may hold: lines are counted in an int, so the file stays
+ * under 2 GiB; a caption is a few words (and is cut to the context anyway);
+ * an image path is a path. */
+#define CSV_MAX_BYTES ((size_t)INT_MAX - 1)
+#define CSV_MAX_ROWS 100000000u
+#define CSV_MAX_CAPTION_BYTES 65536u
+#define CSV_MAX_PATH_BYTES 4096u
 
 /* The fields of one record, as slices of BUF. */
 typedef struct {
@@ -43,15 +56,6 @@ typedef struct {
   const char *p, *end;
   int line; /* of *p, 1-based */
 } Cursor;
-
-/* The reason in GLib's file errors ("Failed to open file “PATH”: REASON"),
- * so that ours name the path once. */
-static const char *
-file_error_reason(const GError *e)
-{
-  const char *r = e->domain == G_FILE_ERROR ? strrchr(e->message, ':') : NULL;
-  return r && r[1] == ' ' && r[2] ? r + 2 : e->message;
-}
 
 /* Appends field F (LEN bytes) as an error message shows it: valid UTF-8,
  * control characters (a quoted field may hold line breaks) as \xNN, cut
@@ -203,10 +207,18 @@ csv_free(CtSource *src)
   g_string_chunk_free(s->strings);
   g_free(s->images);
   g_free(s->captions);
+  g_free(s->lines);
   g_free(s);
 }
 
-static const CtSourceVTable csv_vtable = { csv_len, csv_get, csv_free };
+static char *
+csv_where(CtSource *src, size_t index)
+{
+  CsvSource *s = (CsvSource *)src;
+  return index < s->n ? g_strdup_printf("%s:%d", s->path, s->lines[index]) : NULL;
+}
+
+static const CtSourceVTable csv_vtable = { csv_len, csv_get, csv_free, csv_where };
 
 #define FIELD(r, i) ((r)->buf->str + g_array_index((r)->start, size_t, (i)))
 #define FIELD_LEN(r, i) (g_array_index((r)->len, size_t, (i)))
@@ -223,14 +235,10 @@ ct_source_csv_new(const char *path, char sep, const char *image_column,
     caption_column = "title";
 
   char *text = NULL;
-  gsize text_len = 0;
-  GError *ferr = NULL;
-  if (!g_file_get_contents(path, &text, &text_len, &ferr)) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path,
-                file_error_reason(ferr));
-    g_error_free(ferr);
+  size_t text_len = 0;
+  if (!ct_file_read_all(path, sep == '\t' ? "a TSV file" : "a CSV file", CSV_MAX_BYTES, &text,
+                        &text_len, error))
     return NULL;
-  }
 
   Cursor c = { text, text + text_len, 1 };
   if (text_len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
@@ -241,6 +249,7 @@ ct_source_csv_new(const char *path, char sep, const char *image_column,
   GStringChunk *strings = g_string_chunk_new(1 << 16);
   GPtrArray *images = g_ptr_array_new();
   GPtrArray *captions = g_ptr_array_new();
+  GArray *lines = g_array_new(FALSE, FALSE, sizeof(int));
   char *dir = g_path_get_dirname(path);
   CsvSource *s = NULL;
 
@@ -292,8 +301,29 @@ ct_source_csv_new(const char *path, char sep, const char *image_column,
       got = -1;
       break;
     }
+    if (img_len > CSV_MAX_PATH_BYTES) {
+      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                  "%s:%d: image path of %zu bytes is longer than the limit of %u", path, line,
+                  img_len, CSV_MAX_PATH_BYTES);
+      got = -1;
+      break;
+    }
     const char *cap = FIELD(&r, caption_col);
     size_t cap_len = FIELD_LEN(&r, caption_col);
+    if (cap_len > CSV_MAX_CAPTION_BYTES) {
+      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                  "%s:%d: caption of %zu bytes is longer than the limit of %u", path, line,
+                  cap_len, CSV_MAX_CAPTION_BYTES);
+      got = -1;
+      break;
+    }
+    if (images->len >= CSV_MAX_ROWS) {
+      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                  "%s:%d: more than %u rows; split the table into several files", path, line,
+                  CSV_MAX_ROWS);
+      got = -1;
+      break;
+    }
     if (!g_utf8_validate(cap, (gssize)cap_len, NULL)) {
       g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s:%d: caption is not valid UTF-8", path,
                   line);
@@ -308,6 +338,7 @@ ct_source_csv_new(const char *path, char sep, const char *image_column,
       g_free(full);
     }
     g_ptr_array_add(captions, g_string_chunk_insert(strings, cap));
+    g_array_append_val(lines, line);
   }
   if (got < 0)
     goto out;
@@ -324,7 +355,9 @@ ct_source_csv_new(const char *path, char sep, const char *image_column,
   s->n = images->len;
   s->images = (char **)g_ptr_array_free(images, FALSE);
   s->captions = (char **)g_ptr_array_free(captions, FALSE);
+  s->lines = (int *)g_array_free(lines, FALSE);
   images = captions = NULL;
+  lines = NULL;
 
 out:
   if (strings)
@@ -333,6 +366,8 @@ out:
     g_ptr_array_free(images, TRUE);
   if (captions)
     g_ptr_array_free(captions, TRUE);
+  if (lines)
+    g_array_free(lines, TRUE);
   g_string_free(r.buf, TRUE);
   g_array_free(r.start, TRUE);
   g_array_free(r.len, TRUE);

@@ -14,6 +14,7 @@
 #include "data/source.h"
 
 #include <string.h>
+#include <sys/stat.h>
 
 #include <glib/gstdio.h>
 
@@ -51,11 +52,29 @@ cmp_str(gconstpointer a, gconstpointer b)
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* FALSE, naming DIR, when DIR is there but is not a folder (a file, or a
+ * FIFO): open would say "Not a directory" about a path below it. */
+static gboolean
+check_folder(const char *dir, GError **error)
+{
+  struct stat sb;
+  if (stat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: is %s, not a folder of images", dir,
+                S_ISREG(sb.st_mode)    ? "a file"
+                : S_ISFIFO(sb.st_mode) ? "a FIFO"
+                                       : "a device or socket");
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* Sorted names in DIR that pass WANT_DIR (folders) or image_name (files).
  * (transfer full) */
 static GPtrArray *
 list_dir(const char *dir, gboolean want_dirs, GError **error)
 {
+  if (!check_folder(dir, error))
+    return NULL;
   GError *derr = NULL;
   GDir *d = g_dir_open(dir, 0, &derr);
   if (!d) {
@@ -114,12 +133,22 @@ folder_free(CtSource *src)
   g_free(s);
 }
 
-static const CtSourceVTable folder_vtable = { folder_len, folder_get, folder_free };
+static char *
+folder_where(CtSource *src, size_t index)
+{
+  FolderSource *s = (FolderSource *)src;
+  return index < s->n ? g_strdup(s->paths[index]) : NULL;
+}
+
+static const CtSourceVTable folder_vtable = { folder_len, folder_get, folder_free,
+                                              folder_where };
 
 CtSource *
 ct_source_image_folder_new(const char *root, const char *split, GError **error)
 {
   g_return_val_if_fail(root, NULL);
+  if (!check_folder(root, error))
+    return NULL;
   char *dir = split ? g_build_filename(root, split, NULL) : g_strdup(root);
   GPtrArray *classes = list_dir(dir, TRUE, error);
   if (!classes) {

@@ -3,22 +3,23 @@
  *
  * Both files are read whole into memory at open (and gunzipped there when
  * they start with the gzip signature): Fashion-MNIST's train images are
- * 47 MB raw.  Open validates the magic numbers (0x00000803 for images
- * (N, H, W) u8, 0x00000801 for labels (N) u8), that each file's length is
- * exactly its header's, that both hold N samples, and that every label
- * names a class.  get() copies one image out of the table: it only reads
+ * 47 MB raw.  Open first inflates only the two headers and validates
+ * them: the magic numbers (0x00000803 for images (N, H, W) u8, 0x00000801
+ * for labels (N) u8), that both hold N samples, and that the size each
+ * declares is at most IDX_MAX_BYTES and one its file can hold.  Then it
+ * inflates each file up to its declared size and no further (so a gzip
+ * bomb costs no more than its header admits), checks that the data is
+ * exactly that long, and that every label names a class.  get() copies one image out of the table: it only reads
  * shared memory, so it is safe from any number of threads.
  *
  * CLASS_NAMES: NULL-terminated; NULL means the labels' decimal names
  * "0", "1", ... up to the largest label found. */
 #include "config.h"
 
+#include "base/file.h"
 #include "data/source.h"
 
-#include <errno.h>
 #include <string.h>
-
-#include <gio/gio.h>
 
 typedef struct {
   CtSource base;
@@ -32,15 +33,8 @@ typedef struct {
 #define IDX_IMAGES_MAGIC 0x00000803u
 #define IDX_LABELS_MAGIC 0x00000801u
 #define IDX_MAX_DIM 65536u
-
-/* The reason in GLib's file errors ("Failed to open file “PATH”: REASON"),
- * so that ours name the path once. */
-static const char *
-file_error_reason(const GError *e)
-{
-  const char *r = e->domain == G_FILE_ERROR ? strrchr(e->message, ':') : NULL;
-  return r && r[1] == ' ' && r[2] ? r + 2 : e->message;
-}
+/* The most an IDX file may hold, inflated: EMNIST's largest is 547 MB. */
+#define IDX_MAX_BYTES ((size_t)2 << 30)
 
 static guint32
 read_be32(const guint8 *p)
@@ -48,92 +42,93 @@ read_be32(const guint8 *p)
   return ((guint32)p[0] << 24) | ((guint32)p[1] << 16) | ((guint32)p[2] << 8) | (guint32)p[3];
 }
 
-/* Gunzips DATA[0..len) into *OUT (transfer full).  A gzip stream that
- * ends early or is corrupt is an error naming PATH. */
+/* One IDX file as read from disk: gzipped or not. */
+typedef struct {
+  const char *path;
+  char *raw; /* the file's bytes */
+  size_t raw_len;
+  gboolean gz;
+  guint8 header[16];
+} IdxFile;
+
+/* Reads F->path whole (at most IDX_MAX_BYTES) and its first HLEN bytes
+ * of data (inflated when gzipped: only those) into F->header. */
 static gboolean
-gunzip(const char *path, const guint8 *data, size_t len, guint8 **out, size_t *out_len,
-       GError **error)
+idx_read_header(IdxFile *f, size_t hlen, const char *what, GError **error)
 {
-  /* The trailer's ISIZE (length mod 2^32) is a good first guess. */
-  size_t cap = 1 << 16;
-  if (len >= 18) {
-    guint32 isize = (guint32)data[len - 4] | ((guint32)data[len - 3] << 8) |
-                    ((guint32)data[len - 2] << 16) | ((guint32)data[len - 1] << 24);
-    if (isize > cap)
-      cap = (size_t)isize + 1;
-  }
-  guint8 *buf = g_malloc(cap);
-  size_t in_pos = 0, out_pos = 0;
-  GZlibDecompressor *z = g_zlib_decompressor_new(G_ZLIB_COMPRESSOR_FORMAT_GZIP);
-  gboolean ok = FALSE;
-  for (;;) {
-    if (out_pos == cap) {
-      cap *= 2;
-      buf = g_realloc(buf, cap);
-    }
-    gsize nread = 0, nwritten = 0;
-    GError *zerr = NULL;
-    GConverterResult r =
-        g_converter_convert(G_CONVERTER(z), data + in_pos, len - in_pos, buf + out_pos,
-                            cap - out_pos, G_CONVERTER_INPUT_AT_END, &nread, &nwritten, &zerr);
-    in_pos += nread;
-    out_pos += nwritten;
-    if (r == G_CONVERTER_FINISHED) {
-      ok = TRUE;
-      break;
-    }
-    if (r == G_CONVERTER_ERROR) {
-      if (g_error_matches(zerr, G_IO_ERROR, G_IO_ERROR_NO_SPACE)) {
-        g_error_free(zerr);
-        cap *= 2;
-        buf = g_realloc(buf, cap);
-        continue;
-      }
-      if (g_error_matches(zerr, G_IO_ERROR, G_IO_ERROR_PARTIAL_INPUT))
-        g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: truncated gzip data", path);
-      else
-        g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: corrupt gzip data: %s", path,
-                    zerr->message);
-      g_error_free(zerr);
-      break;
-    }
-    if (nread == 0 && nwritten == 0 && in_pos == len) {
-      /* No progress with all input given: the stream ended early. */
-      g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: truncated gzip data", path);
-      break;
-    }
-  }
-  g_object_unref(z);
-  if (!ok) {
-    g_free(buf);
+  if (!ct_file_read_all(f->path, "an IDX file", IDX_MAX_BYTES, &f->raw, &f->raw_len, error))
+    return FALSE;
+  f->gz = ct_is_gzip(f->raw, f->raw_len);
+  const guint8 *head = (const guint8 *)f->raw;
+  guint8 *inflated = NULL;
+  size_t got = f->raw_len;
+  if (f->gz && !ct_gunzip(f->path, "an IDX header", head, f->raw_len, hlen, TRUE, &inflated,
+                          &got, error))
+    return FALSE;
+  if (got < hlen) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                "%s: %zu bytes is too short for an IDX %s header (%zu bytes)", f->path, got,
+                what, hlen);
+    g_free(inflated);
     return FALSE;
   }
-  *out = g_realloc(buf, out_pos ? out_pos : 1);
-  *out_len = out_pos;
+  memcpy(f->header, inflated ? inflated : head, hlen);
+  g_free(inflated);
   return TRUE;
 }
 
-/* Reads PATH whole, gunzipping it when it starts with the gzip magic. */
+/* Whether F can hold WANT bytes of data, header included: at most
+ * IDX_MAX_BYTES, exactly the file's length when it is not gzipped, and no
+ * more than deflate's best ratio (1032:1) allows when it is, so that a
+ * lying header is found before anything is inflated.  SAYS is the
+ * header's claim ("60000 images of 28x28"), for the messages. */
 static gboolean
-read_idx_file(const char *path, guint8 **out, size_t *out_len, GError **error)
+idx_check_size(const IdxFile *f, guint64 want, const char *says, GError **error)
 {
-  char *raw = NULL;
-  gsize raw_len = 0;
-  GError *ferr = NULL;
-  if (!g_file_get_contents(path, &raw, &raw_len, &ferr)) {
-    g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path,
-                file_error_reason(ferr));
-    g_error_free(ferr);
+  if (want > IDX_MAX_BYTES) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                "%s: header says %s (%" G_GUINT64_FORMAT " bytes), over the limit of %"
+                G_GUINT64_FORMAT " bytes for an IDX file", f->path, says, want,
+                (guint64)IDX_MAX_BYTES);
     return FALSE;
   }
-  if (raw_len >= 2 && (guint8)raw[0] == 0x1f && (guint8)raw[1] == 0x8b) {
-    gboolean ok = gunzip(path, (const guint8 *)raw, raw_len, out, out_len, error);
-    g_free(raw);
-    return ok;
+  if (!f->gz && want != f->raw_len) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                "%s: header says %s (%" G_GUINT64_FORMAT " bytes) but the data is %zu bytes%s",
+                f->path, says, want, f->raw_len, want > f->raw_len ? " (truncated)" : "");
+    return FALSE;
   }
-  *out = (guint8 *)raw;
-  *out_len = raw_len;
+  if (f->gz && want / 1032 > f->raw_len) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                "%s: header says %s (%" G_GUINT64_FORMAT " bytes) but %zu bytes of gzip data "
+                "cannot hold that much (truncated)", f->path, says, want, f->raw_len);
+    return FALSE;
+  }
   return TRUE;
+}
+
+/* F's data, header included, WANT bytes (checked by idx_check_size):
+ * F's buffer when it is not gzipped, else inflated up to WANT bytes and
+ * no further.  (transfer full) */
+static guint8 *
+idx_read_body(IdxFile *f, size_t want, const char *says, GError **error)
+{
+  if (!f->gz)
+    return (guint8 *)g_steal_pointer(&f->raw);
+  guint8 *out = NULL;
+  size_t got = 0;
+  g_autofree char *what = g_strdup_printf("the %s its header says", says);
+  if (!ct_gunzip(f->path, what, (const guint8 *)f->raw, f->raw_len, want, FALSE, &out, &got,
+                 error))
+    return NULL;
+  if (got != want) {
+    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
+                "%s: header says %s (%zu bytes) but the data is %zu bytes (truncated)", f->path,
+                says, want, got);
+    g_free(out);
+    return NULL;
+  }
+  return out;
 }
 
 static size_t
@@ -170,76 +165,57 @@ idx_free(CtSource *src)
   g_free(s);
 }
 
-static const CtSourceVTable idx_vtable = { idx_len, idx_get, idx_free };
+static char *
+idx_where(CtSource *src, size_t index)
+{
+  IdxSource *s = (IdxSource *)src;
+  return g_strdup_printf("%s: image %zu", s->images_path, index);
+}
+
+static const CtSourceVTable idx_vtable = { idx_len, idx_get, idx_free, idx_where };
 
 CtSource *
 ct_source_idx_new(const char *images_path, const char *labels_path,
                   const char *const *class_names, GError **error)
 {
   g_return_val_if_fail(images_path && labels_path, NULL);
+  /* Both headers are read and checked against each other before either
+   * file is inflated: a small gzip file may inflate to gigabytes. */
+  IdxFile fi = { .path = images_path }, fl = { .path = labels_path };
   guint8 *images = NULL, *labels = NULL;
-  size_t images_len = 0, labels_len = 0;
-  if (!read_idx_file(images_path, &images, &images_len, error))
-    return NULL;
-  if (!read_idx_file(labels_path, &labels, &labels_len, error)) {
-    g_free(images);
-    return NULL;
-  }
-
-  guint32 n = 0, h = 0, w = 0, nl = 0;
-  if (images_len < 16) {
-    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
-                "%s: %zu bytes is too short for an IDX images header (16 bytes)", images_path,
-                images_len);
+  char *says_images = NULL, *says_labels = NULL;
+  if (!idx_read_header(&fi, 16, "images", error) || !idx_read_header(&fl, 8, "labels", error))
     goto fail;
-  }
-  guint32 magic = read_be32(images);
+
+  guint32 magic = read_be32(fi.header);
   if (magic != IDX_IMAGES_MAGIC) {
     g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
                 "%s: magic 0x%08x is not IDX u8 images (0x%08x)", images_path, magic,
                 IDX_IMAGES_MAGIC);
     goto fail;
   }
-  n = read_be32(images + 4);
-  h = read_be32(images + 8);
-  w = read_be32(images + 12);
+  guint32 n = read_be32(fi.header + 4), h = read_be32(fi.header + 8),
+          w = read_be32(fi.header + 12);
   if (h == 0 || w == 0 || h > IDX_MAX_DIM || w > IDX_MAX_DIM) {
     g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: bad image size %ux%u", images_path, w,
                 h);
     goto fail;
   }
-  guint64 want = 16 + (guint64)n * h * w;
-  if (want != images_len) {
-    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
-                "%s: header says %u images of %ux%u (%" G_GUINT64_FORMAT
-                " bytes) but the data is %zu bytes%s",
-                images_path, n, w, h, want, images_len,
-                want > images_len ? " (truncated)" : "");
-    goto fail;
-  }
-
-  if (labels_len < 8) {
-    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
-                "%s: %zu bytes is too short for an IDX labels header (8 bytes)", labels_path,
-                labels_len);
-    goto fail;
-  }
-  magic = read_be32(labels);
+  magic = read_be32(fl.header);
   if (magic != IDX_LABELS_MAGIC) {
     g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
                 "%s: magic 0x%08x is not IDX u8 labels (0x%08x)", labels_path, magic,
                 IDX_LABELS_MAGIC);
     goto fail;
   }
-  nl = read_be32(labels + 4);
-  if (8 + (guint64)nl != labels_len) {
-    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT,
-                "%s: header says %u labels (%" G_GUINT64_FORMAT
-                " bytes) but the data is %zu bytes%s",
-                labels_path, nl, 8 + (guint64)nl, labels_len,
-                8 + (guint64)nl > labels_len ? " (truncated)" : "");
+  guint32 nl = read_be32(fl.header + 4);
+  says_images = g_strdup_printf("%u images of %ux%u", n, w, h);
+  says_labels = g_strdup_printf("%u labels", nl);
+  /* n < 2^32 and h, w <= 2^16: no overflow */
+  guint64 want = 16 + (guint64)n * h * w;
+  if (!idx_check_size(&fi, want, says_images, error) ||
+      !idx_check_size(&fl, 8 + (guint64)nl, says_labels, error))
     goto fail;
-  }
   if (nl != n) {
     g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: %u labels but %s has %u images",
                 labels_path, nl, images_path, n);
@@ -249,6 +225,11 @@ ct_source_idx_new(const char *images_path, const char *labels_path,
     g_set_error(error, CT_ERROR, CT_ERROR_MISSING, "%s: no images", images_path);
     goto fail;
   }
+  if (!(images = idx_read_body(&fi, (size_t)want, says_images, error)) ||
+      !(labels = idx_read_body(&fl, 8 + (size_t)nl, says_labels, error)))
+    goto fail;
+  g_clear_pointer(&fi.raw, g_free);
+  g_clear_pointer(&fl.raw, g_free);
 
   guint n_classes = class_names ? g_strv_length((char **)class_names) : 0;
   int max_label = 0;
@@ -279,9 +260,15 @@ ct_source_idx_new(const char *images_path, const char *labels_path,
   s->n = n;
   s->height = (int)h;
   s->width = (int)w;
+  g_free(says_images);
+  g_free(says_labels);
   return &s->base;
 
 fail:
+  g_free(fi.raw);
+  g_free(fl.raw);
+  g_free(says_images);
+  g_free(says_labels);
   g_free(images);
   g_free(labels);
   return NULL;

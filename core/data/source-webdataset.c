@@ -15,7 +15,10 @@
  * other extensions (json, cls, ...) are ignored.  Keys are grouped within
  * a shard (not only consecutive entries); the same key in two shards makes
  * two samples.  Samples are in shard order, then in order of each key's
- * first entry.  A key with two images, or two captions, is an error.
+ * first entry.  A key with two images, or two captions, is an error, and
+ * so is a caption over WDS_MAX_CAPTION bytes or any member over
+ * WDS_MAX_MEMBER.  A shard must be a regular file (a FIFO or a device is
+ * refused at once).
  *
  * Keys that lack an image or a caption are skipped: open reports how many
  * with one g_message() line, and fails (CT_ERROR_MISSING) only when no
@@ -37,6 +40,7 @@
  * those, so it is harmless. */
 #include "config.h"
 
+#include "base/file.h"
 #include "data/source.h"
 
 #include <errno.h>
@@ -46,9 +50,9 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <glib/gstdio.h>
 
 #define WDS_MAX_MEMBER ((gint64)1 << 30)
+#define WDS_MAX_CAPTION 65536 /* bytes of a .txt member, as a CSV caption */
 #define WDS_MAX_SHARDS 1000000
 #define WDS_READ_BLOCK 65536
 
@@ -289,10 +293,11 @@ archive_msg(struct archive *a)
 static gboolean
 open_shard_fd(const char *path, int *fd_out, GError **error)
 {
-  int fd = g_open(path, O_RDONLY | O_CLOEXEC, 0);
+  GError *e = NULL;
+  int fd = ct_file_open_regular(path, "a tar shard", NULL, &e);
   if (fd < 0) {
-    int e = errno;
-    wds_error(error, CT_ERROR_IO, "%s: %s", path, g_strerror(e));
+    wds_error(error, CT_ERROR_IO, "%s", e->message);
+    g_error_free(e);
     return FALSE;
   }
   *fd_out = fd;
@@ -371,6 +376,12 @@ index_shard(WdsSource *s, guint32 shard_index, GArray *samples, GError **error)
       if (size < 0 || size > WDS_MAX_MEMBER) {
         wds_error(error, CT_ERROR_FORMAT, "%s: entry '%s': bad size %" G_GINT64_FORMAT,
                     path, name, size);
+        goto out;
+      }
+      if (kind == 2 && size > WDS_MAX_CAPTION) {
+        wds_error(error, CT_ERROR_FORMAT,
+                  "%s: entry '%s': caption of %" G_GINT64_FORMAT " bytes is longer than the "
+                  "limit of %d", path, name, size, WDS_MAX_CAPTION);
         goto out;
       }
       char *key = g_strndup(name, key_len);
@@ -488,7 +499,11 @@ read_member(WdsSource *s, const Sample *sm, const Member *m, const char *ext, GE
                 path, want, name ? name : "?");
     goto out;
   }
-  data = g_malloc((size_t)m->size + 1);
+  if (!(data = g_try_malloc((size_t)m->size + 1))) {
+    wds_error(error, CT_ERROR_IO, "%s: entry '%s': out of memory reading its %" G_GINT64_FORMAT
+              " bytes", path, want, m->size);
+    goto out;
+  }
   size_t got = 0;
   while (got < (size_t)m->size) {
     la_ssize_t n = archive_read_data(a, data + got, (size_t)m->size - got);
@@ -575,7 +590,17 @@ wds_free(CtSource *src)
   g_free(s);
 }
 
-static const CtSourceVTable wds_vtable = { wds_len, wds_get, wds_free };
+static char *
+wds_where(CtSource *src, size_t index)
+{
+  WdsSource *s = (WdsSource *)src;
+  if (index >= s->n)
+    return NULL;
+  const Sample *sm = &s->samples[index];
+  return g_strdup_printf("%s: entry '%s.%s'", s->shards[sm->shard], sm->key, sm->text_ext);
+}
+
+static const CtSourceVTable wds_vtable = { wds_len, wds_get, wds_free, wds_where };
 
 CtSource *
 ct_source_webdataset_new(const char *pattern, GError **error)

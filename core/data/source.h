@@ -16,6 +16,10 @@ typedef struct {
   gboolean (*get)(CtSource *src, size_t index, CtImage **image, char **caption, int *label,
                   GError **error);
   void (*free)(CtSource *src);
+  /* Where sample INDEX comes from, for messages about it that the source
+   * does not make itself (a caption too long to tokenize): "FILE:LINE",
+   * "SHARD: MEMBER", an image's path.  May be NULL.  (transfer full) */
+  char *(*where)(CtSource *src, size_t index);
 } CtSourceVTable;
 
 struct CtSource {
@@ -35,6 +39,13 @@ ct_source_get(CtSource *s, size_t i, CtImage **image, char **caption, int *label
               GError **error)
 {
   return s->vt->get(s, i, image, caption, label, error);
+}
+
+/* The vtable's where(), or NULL when the source has none.  (transfer full) */
+static inline char *
+ct_source_where(CtSource *s, size_t i)
+{
+  return s->vt->where ? s->vt->where(s, i) : NULL;
 }
 
 static inline void

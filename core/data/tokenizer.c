@@ -24,6 +24,9 @@
 
 #include <cliptrain/tokenizer.h>
 
+#include "base/file.h"
+
+#include <errno.h>
 #include <gio/gio.h>
 #include <string.h>
 
@@ -47,6 +50,9 @@ extern const size_t ct_cased_len;
 #define EOW "</w>"
 /* OpenAI reads merges = lines[1 : 49152 - 256 - 2 + 1]. */
 #define OPENAI_MAX_MERGES (49152 - 256 - 2)
+/* The most a merges file may hold, gzipped or inflated: OpenAI's is
+ * 1.4 MB inflated, and only its first OPENAI_MAX_MERGES lines are read. */
+#define VOCAB_MAX_BYTES ((size_t) 64 << 20)
 /* Pieces whose BPE is remembered; beyond this the cache stops growing. */
 #define CACHE_MAX_ENTRIES (1 << 18)
 
@@ -688,8 +694,7 @@ ct_tokenizer_new_from_merges(const char *const *merges, size_t n, GError **error
   return build(merges, n);
 }
 
-/* Runs data through a zlib (de)compressor; decompressing, one gzip member
- * may follow another, as Python's gzip module allows.  (transfer full) */
+/* Runs data through a zlib compressor.  (transfer full) */
 static GBytes *
 convert_all(GConverter *conv, const guint8 *data, gsize len, GError **error)
 {
@@ -721,20 +726,6 @@ convert_all(GConverter *conv, const guint8 *data, gsize len, GError **error)
   return g_byte_array_free_to_bytes(out);
 }
 
-static GBytes *
-gunzip(const char *path, const guint8 *data, gsize len, GError **error)
-{
-  GZlibDecompressor *dec = g_zlib_decompressor_new(G_ZLIB_COMPRESSOR_FORMAT_GZIP);
-  GError *err = NULL;
-  GBytes *out = convert_all(G_CONVERTER(dec), data, len, &err);
-  g_object_unref(dec);
-  if (!out) {
-    g_set_error(error, CT_ERROR, CT_ERROR_FORMAT, "%s: bad gzip data: %s", path, err->message);
-    g_error_free(err);
-  }
-  return out;
-}
-
 /* g_strsplit(S, "\n", MAX) over the N bytes of S, with memchr.  Under
  * AddressSanitizer g_strsplit is quadratic (its strstr interceptor takes
  * the strlen of the rest for every line: minutes for OpenAI's 262,000
@@ -761,20 +752,25 @@ ct_tokenizer_new_from_file(const char *path, GError **error)
 {
   g_return_val_if_fail(path != NULL, NULL);
   char *data = NULL;
-  gsize len = 0;
+  size_t len = 0;
   GError *err = NULL;
-  if (!g_file_get_contents(path, &data, &len, &err)) {
-    g_set_error(error, CT_ERROR, err->code == G_FILE_ERROR_NOENT ? CT_ERROR_MISSING : CT_ERROR_IO,
-                "cannot read the vocabulary: %s", err->message);
-    g_error_free(err);
+  errno = 0;
+  if (!ct_file_read_all(path, "a vocabulary file", VOCAB_MAX_BYTES, &data, &len, &err)) {
+    if (errno == ENOENT)
+      err->code = CT_ERROR_MISSING;
+    g_propagate_error(error, err);
     return NULL;
   }
   GBytes *text;
-  if (len >= 2 && (guint8) data[0] == 0x1f && (guint8) data[1] == 0x8b) {
-    text = gunzip(path, (const guint8 *) data, len, error);
+  if (ct_is_gzip(data, len)) {
+    guint8 *plain = NULL;
+    size_t plain_len = 0;
+    gboolean ok = ct_gunzip(path, "a vocabulary file", (const guint8 *) data, len,
+                            VOCAB_MAX_BYTES, FALSE, &plain, &plain_len, error);
     g_free(data);
-    if (!text)
+    if (!ok)
       return NULL;
+    text = g_bytes_new_take(plain, plain_len);
   } else
     text = g_bytes_new_take(data, len);
   gsize n;

@@ -9,6 +9,7 @@
  * the recipe is freed, so pointers handed out stay valid. */
 #include "config.h"
 
+#include "base/file.h"
 #include "formats/recipe.h"
 #include "base/file-write.h"
 
@@ -363,35 +364,6 @@ parse_yaml(const char *name, const char *fixed, const char *base, const char *da
 
 /* ------------------------------------------------------------ loading */
 
-/* (transfer full), or NULL with *ERR set to an errno value. */
-static char *
-read_file(const char *path, size_t *len, int *err)
-{
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  GString *buf = g_string_new(NULL);
-  char chunk[16384];
-  ssize_t k = 0;
-  while (fd >= 0 && ((k = read(fd, chunk, sizeof chunk)) != 0)) {
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k < 0 || buf->len + (size_t)k > MAX_FILE_SIZE) {
-      errno = k < 0 ? errno : EFBIG;
-      break;
-    }
-    g_string_append_len(buf, chunk, k);
-  }
-  if (fd < 0 || k != 0) {
-    *err = errno;
-    if (fd >= 0)
-      close(fd);
-    g_string_free(buf, TRUE);
-    return NULL;
-  }
-  close(fd);
-  *len = buf->len;
-  return g_string_free(buf, FALSE);
-}
-
 /* Merges mapping OVER into mapping BASE and frees OVER: mappings merge key
  * by key, anything else replaces.  New keys come after BASE's. */
 static void
@@ -438,13 +410,18 @@ load_tree(const char *path, const char *data, size_t len, const char *ext_where,
       goto out;
     }
   }
-  int e = 0;
-  if (!data && !(data = owned = read_file(path, &len, &e))) {
-    if (ext_where)
-      fail(error, CT_ERROR_IO, ext_where, "extends: %s: %s", path, g_strerror(e));
-    else
-      g_set_error(error, CT_ERROR, CT_ERROR_IO, "%s: %s", path, g_strerror(e));
-    goto out;
+  GError *rerr = NULL;
+  if (!data) {
+    /* a regular file only: a FIFO would block and /dev/zero never end */
+    if (!ct_file_read_all(path, "a recipe file", MAX_FILE_SIZE, &owned, &len, &rerr)) {
+      if (ext_where)
+        fail(error, rerr->code, ext_where, "extends: %s", rerr->message);
+      else
+        g_propagate_error(error, g_steal_pointer(&rerr));
+      g_clear_error(&rerr);
+      goto out;
+    }
+    data = owned;
   }
   char *folder = owned ? base_folder(path) : NULL; /* a file's; none for data */
   root = parse_yaml(path, NULL, folder, data, len, error);

@@ -10,6 +10,7 @@
  * temporary file in the same folder. */
 #include "config.h"
 
+#include "base/file.h"
 #include "formats/safetensors-private.h"
 
 #include <errno.h>
@@ -400,17 +401,10 @@ ct_safetensors_open(const char *path, GError **error)
   st->by_name = g_hash_table_new(g_str_hash, g_str_equal);
   st->metadata = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
 
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    set_error(error, CT_ERROR_IO, path, NULL, "cannot open: %s", g_strerror(errno));
+  /* a regular file only: a FIFO is refused without blocking */
+  int fd = ct_file_open_regular(path, "a safetensors file", NULL, error);
+  if (fd < 0)
     goto fail;
-  }
-  struct stat sb;
-  if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-    set_error(error, CT_ERROR_IO, path, NULL, "not a regular file");
-    close(fd);
-    goto fail;
-  }
   st->map = g_mapped_file_new_from_fd(fd, FALSE, &merr);
   close(fd);
   if (!st->map) {

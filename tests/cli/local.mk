@@ -38,6 +38,10 @@ cli_tests += %reldir%/run-lock.sh
 # SIGHUP, SIGUSR1/2, SIGPIPE and broken outputs; plugins that segfault,
 # abort or exit(0)
 cli_tests += %reldir%/signals.sh
+# input files read with bounds: FIFOs, devices and folders refused at
+# once, gzip bombs stopped at their header or a limit, CSV limits, and
+# captions too long for the context named by file and row
+cli_tests += %reldir%/reads.sh
 # the distributed plugins under mpiexec (skipped without MPI)
 cli_tests += %reldir%/mpi.sh
 TESTS += $(cli_tests)

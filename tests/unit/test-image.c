@@ -442,7 +442,8 @@ test_load_errors(void)
    * neither read until memory runs out nor waited on */
   g_assert_null(ct_image_load("/dev/zero", &error));
   g_assert_error(error, CT_ERROR, CT_ERROR_IO);
-  g_assert_cmpstr(error->message, ==, "/dev/zero: not a regular file");
+  g_assert_cmpstr(error->message, ==,
+                  "/dev/zero: not a regular file (a character device), not an image file");
   g_clear_error(&error);
   char *fifo = g_build_filename(dir, "fifo.png", NULL);
   g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);

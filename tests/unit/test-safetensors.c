@@ -723,7 +723,7 @@ test_missing_file(void)
   char *dir = ct_test_make_tmpdir("ct-st-XXXXXX");
   char *path = g_build_filename(dir, "absent.safetensors", NULL);
   expect_open_error(path, CT_ERROR_IO, "No such file", NULL);
-  expect_open_error(dir, CT_ERROR_IO, "not a regular file", NULL);
+  expect_open_error(dir, CT_ERROR_IO, "is a folder, not a safetensors file", NULL);
   g_free(path);
   ct_test_count_entries(dir, TRUE);
   g_free(dir);
