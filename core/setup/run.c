@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include "setup/run.h"
+#include "base/file.h"
 #include "setup/max-batch.h"
 #include "setup/optim-setup.h"
 #include "setup/run-private.h"
@@ -292,7 +293,8 @@ tokenizer_meta(Run *run)
   if (run->data.learned) {
     g_autofree char *vpath = g_build_filename(run->out, "vocab.txt", NULL);
     g_autofree char *text = NULL;
-    if (g_file_get_contents(vpath, &text, NULL, NULL))
+    size_t n = 0;
+    if (ct_file_read_all(vpath, "vocabulary", (size_t) 64 << 20, &text, &n, NULL))
       ct_learner_set_checkpoint_meta(L, "vocab", text);
     return;
   }
@@ -300,12 +302,9 @@ tokenizer_meta(Run *run)
   g_autofree char *abs = g_path_is_absolute(v) ? g_strdup(v)
                                                : g_build_filename(run->recipe_dir, v, NULL);
   ct_learner_set_checkpoint_meta(L, "vocab_file", v);
-  g_autofree char *text = NULL;
-  gsize len = 0;
-  if (g_file_get_contents(abs, &text, &len, NULL)) {
-    g_autofree char *sha = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (guchar *) text, len);
+  g_autofree char *sha = ct_file_sha256(abs, NULL); /* a regular file, read in bounded parts */
+  if (sha)
     ct_learner_set_checkpoint_meta(L, "vocab_sha256", sha);
-  }
 }
 
 /* Every scalar of the resolved recipe, for ct_learner_recipe_value. */
