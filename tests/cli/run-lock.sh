@@ -22,7 +22,7 @@ fi
 cat >"$tmp/r.yaml" <<EOF
 seed: 5
 model: {preset: tiny}
-data: {dataset: synthetic, n_train: 64, n_valid: 16, batch_size: 8}
+data: {dataset: synthetic, n_train: 128, n_valid: 16, batch_size: 8}
 fit: {epochs: 2, threads: 1}
 plugin_path: [$plugins]
 callbacks: [clip_trainer, {fault: {slow_ms: 200}}]

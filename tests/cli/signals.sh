@@ -50,7 +50,10 @@ wait $pid
 st=$?
 that "SIGHUP stops the run after its step, saves the state and exits 0, as SIGTERM" \
   '[ $st -eq 0 ] && grep -q "SIGHUP: stopping after this step" "$tmp/err" && grep -q "continue with: cliptrain fit --resume $tmp/hup" "$tmp/err" && "$check_run" "$tmp/hup" >/dev/null'
-start slow "$tmp/hup2"
+# steps of 2 s, so that the second signal surely comes while the first
+# waits for the step to end, however loaded the machine
+recipe slower "slow_ms: 2000" "" 6000
+start slower "$tmp/hup2"
 kill -HUP $pid
 wait_for "$tmp/err" "SIGHUP: stopping"
 kill -HUP $pid
