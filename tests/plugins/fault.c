@@ -19,6 +19,7 @@
 #include <cliptrain/plugin.h>
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,7 +44,9 @@ crash_now(const Fault *s, CtLearner *L)
     exit(0);
   if (s->crash == 'a')
     abort();
-  volatile int *volatile nowhere = NULL;
+  /* an unmapped, aligned, non-null address: a real SIGSEGV, which
+   * UndefinedBehaviorSanitizer's null check does not report first */
+  volatile int *volatile nowhere = (volatile int *) (uintptr_t) 16;
   *nowhere = 1;
 }
 
