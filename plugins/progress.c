@@ -30,18 +30,6 @@ typedef struct {
   CtLearner *shown;   /* the learner whose display the bar is, or NULL */
 } Progress;
 
-/* [h:]mm:ss */
-static const char *
-fmt_time(char *buf, size_t size, double secs)
-{
-  long t = isfinite(secs) && secs > 0 ? (long) (secs + 0.5) : 0;
-  if (t >= 3600)
-    snprintf(buf, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-  else
-    snprintf(buf, size, "%02ld:%02ld", t / 60, t % 60);
-  return buf;
-}
-
 /* V with FORMAT, or "-" when V is not a number (before the first step) */
 static const char *
 fmt_num(char *buf, size_t size, const char *format, double v)
@@ -91,11 +79,11 @@ draw_bar(Progress *s, CtLearner *L, gboolean final)
            "\repoch %d/%d %s [%s] %d/%d %s<%s loss %.4f lr %s %s samples/s mfu %s eta %s\033[K",
            ct_learner_epoch(L), ct_learner_n_epoch(L),
            ct_learner_training(L) ? "train" : "valid", bar, i, n,
-           fmt_time(t0, sizeof t0, elapsed), fmt_time(t1, sizeof t1, left),
+           ct_format_duration(t0, sizeof t0, elapsed), ct_format_duration(t1, sizeof t1, left),
            ct_recorder_smooth_loss(ct_learner_recorder(L)), lr,
            fmt_num(sps, sizeof sps, "%.1f", ct_learner_samples_per_s(L)),
            fmt_num(mfu, sizeof mfu, "%.1f%%", 100 * ct_learner_mfu(L)),
-           fmt_time(t2, sizeof t2, ct_learner_eta(L)));
+           ct_format_duration(t2, sizeof t2, ct_learner_eta(L)));
   fputs(line, stderr);
   s->drawn = TRUE;
 }
@@ -127,7 +115,7 @@ print_epoch(Progress *s, CtLearner *L)
     double v;
     if (ct_recorder_get(rec, epoch, names[k], &v)) {
       if (strcmp(names[k], "time") == 0)
-        fmt_time(buf, sizeof buf, v);
+        ct_format_duration(buf, sizeof buf, v);
       else
         snprintf(buf, sizeof buf, "%.6f", v);
     }

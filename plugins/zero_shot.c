@@ -24,7 +24,6 @@
 #include <cliptrain/plugin.h>
 #include <cliptrain/tokenizer.h>
 
-#include <math.h>
 #include <string.h>
 
 typedef struct {
@@ -38,36 +37,6 @@ typedef struct {
   float *logits;    /* (max_batch, C) */
   int64_t n, top1, topk;
 } ZeroShot;
-
-/* TMPL with its first "{label}" replaced, as the data does */
-static char *
-fill(const char *tmpl, const char *label)
-{
-  const char *at = strstr(tmpl, "{label}");
-  return at ? g_strdup_printf("%.*s%s%s", (int) (at - tmpl), tmpl, label, at + 7)
-            : g_strdup(tmpl);
-}
-
-/* 0-based position of TRUTH in a stable descending sort of the C logits */
-static int
-class_rank(const float *logits, int C, int truth)
-{
-  int r = 0;
-  for (int c = 0; c < C; c++)
-    r += c < truth ? logits[c] >= logits[truth] : logits[c] > logits[truth];
-  return r;
-}
-
-static void
-normalise(float *x, int n)
-{
-  double ss = 0;
-  for (int i = 0; i < n; i++)
-    ss += (double) x[i] * x[i];
-  float inv = ss > 0 ? (float) (1 / sqrt(ss)) : 0.0f;
-  for (int i = 0; i < n; i++)
-    x[i] *= inv;
-}
 
 /* Tokenize every class's validation caption and prompts (before_fit). */
 static gboolean
@@ -90,10 +59,10 @@ tokenize_classes(ZeroShot *s, CtLearner *L, GError **error)
     g_autofree char *key = g_strconcat("data.captions.", s->class_names[c], NULL);
     const char *label = ct_learner_recipe_value(L, key) ? ct_learner_recipe_value(L, key)
                                                         : s->class_names[c];
-    g_autofree char *caption = fill(lt, label);
+    g_autofree char *caption = ct_template_fill(lt, label);
     ok = ct_tokenizer_tokenize(tok, caption, T, truncate, s->labels + (size_t) c * T, error);
     for (int t = 0; t < NT && ok; t++) {
-      g_autofree char *prompt = fill(s->templates[t], label);
+      g_autofree char *prompt = ct_template_fill(s->templates[t], label);
       ok = ct_tokenizer_tokenize(tok, prompt, T, truncate,
                                  s->prompts + ((size_t) c * NT + t) * T, error);
     }
@@ -125,33 +94,14 @@ static gboolean
 build_classes(ZeroShot *s, CtLearner *L, GError **error)
 {
   CtModel *m = ct_learner_model(L);
-  int C = s->C, NT = (int) g_strv_length(s->templates), P = C * NT, T = s->T;
+  int C = s->C, NT = (int) g_strv_length(s->templates);
   int E = s->E = ct_model_config(m)->embed_dim;
-  int mb = ct_model_max_batch(m);
   s->classes = g_renew(float, s->classes, (size_t) C * E);
-  s->logits = g_renew(float, s->logits, (size_t) mb * C);
-  memset(s->classes, 0, sizeof(float) * C * E);
-  float *tmp = g_new(float, E);
-  gboolean ok = TRUE;
-  for (int p0 = 0; p0 < P && ok; p0 += mb) {
-    int b = MIN(mb, P - p0);
-    if (!(ok = ct_model_encode_text(m, s->prompts + (size_t) p0 * T, b, error)))
-      break;
-    const float *f = ct_model_text_features(m);
-    for (int i = 0; i < b; i++) {
-      memcpy(tmp, f + (size_t) i * E, sizeof(float) * E);
-      normalise(tmp, E);
-      float *dst = s->classes + (size_t) ((p0 + i) / NT) * E;
-      for (int e = 0; e < E; e++)
-        dst[e] += tmp[e];
-    }
-  }
-  for (int c = 0; c < C && ok; c++)
-    normalise(s->classes + (size_t) c * E, E);
-  g_free(tmp);
-  if (!ok)
-    g_prefix_error(error, "zero_shot: ");
-  return ok;
+  s->logits = g_renew(float, s->logits, (size_t) ct_model_max_batch(m) * C);
+  if (ct_model_class_vectors(m, s->prompts, C, NT, s->classes, error))
+    return TRUE;
+  g_prefix_error(error, "zero_shot: ");
+  return FALSE;
 }
 
 /* Score one validation batch. */
@@ -182,7 +132,7 @@ score_batch(ZeroShot *s, CtLearner *L, GError **error)
                   ct_learner_iter(L), b, g_strstrip(text));
       return FALSE;
     }
-    int r = class_rank(s->logits + (size_t) b * C, C, truth);
+    int r = ct_class_rank(s->logits + (size_t) b * C, C, truth);
     s->top1 += r == 0;
     s->topk += r < s->top_k;
   }

@@ -1,5 +1,5 @@
 # core/base: the foundations every other folder may use: errors, hashing, bounded
-# file reads, the RNG,
+# file reads, caption templates and durations (text.c), the RNG,
 # the thread pool, gemm, bf16/fp16 rounding, vector math, profiling.
 # Included by the top Makefile.am; it may include headers from itself
 # and from the folders below it (tests/cli/check-layers.sh).
@@ -19,5 +19,6 @@ libctcore_la_SOURCES += \
 	%reldir%/profile-private.h \
 	%reldir%/profile.c \
 	%reldir%/rng.c \
+	%reldir%/text.c \
 	%reldir%/vec.h \
 	%reldir%/vmath.h

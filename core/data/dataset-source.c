@@ -10,16 +10,6 @@
 
 #include <string.h>
 
-/* "a photo of a {label}." with {label} replaced */
-static char *
-fill_template(const char *tmpl, const char *label)
-{
-  const char *at = strstr(tmpl, "{label}");
-  if (!at)
-    return g_strdup(tmpl);
-  return g_strdup_printf("%.*s%s%s", (int) (at - tmpl), tmpl, label, at + 7);
-}
-
 static gboolean
 source_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens,
            GError **error)
@@ -50,7 +40,7 @@ source_get(CtDataset *ds, size_t index, int epoch, float *image, int32_t *tokens
                          ? names[label] : "?";
     guint nt = o->templates ? g_strv_length(o->templates) : 0;
     const char *tmpl = nt ? o->templates[o->random_template ? ct_rng_below(&rng, nt) : 0] : "{label}";
-    caption = fill_template(tmpl, name);
+    caption = ct_template_fill(tmpl, name);
   }
   GError *terr = NULL;
   gboolean ok = ct_tokenizer_tokenize(ds->tok, caption, o->context_length, o->truncate, tokens,

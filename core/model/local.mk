@@ -3,6 +3,7 @@
 # Included by the top Makefile.am; it may include headers from itself
 # and from the folders below it (tests/cli/check-layers.sh).
 libctcore_la_SOURCES += \
+	%reldir%/classes.c \
 	%reldir%/model-config-private.h \
 	%reldir%/model-config.c \
 	%reldir%/model-private.h \

@@ -23,7 +23,6 @@
 
 #include <cliptrain/plugin.h>
 
-#include <math.h>
 #include <string.h>
 
 /* What eval and zeroshot hold; eval_clear frees it. */
@@ -231,26 +230,6 @@ ct_run_eval(const CtRunOptions *o, const char *model_path, CtEvalResult *res, GE
 
 /* ---------------------------------------------------------------- zeroshot */
 
-/* TMPL with its first "{label}" replaced, as the data and zero_shot do. */
-static char *
-fill(const char *tmpl, const char *label)
-{
-  const char *at = strstr(tmpl, "{label}");
-  return at ? g_strdup_printf("%.*s%s%s", (int) (at - tmpl), tmpl, label, at + 7)
-            : g_strdup(tmpl);
-}
-
-static void
-normalise(float *x, int n)
-{
-  double ss = 0;
-  for (int i = 0; i < n; i++)
-    ss += (double) x[i] * x[i];
-  float inv = ss > 0 ? (float) (1 / sqrt(ss)) : 0.0f;
-  for (int i = 0; i < n; i++)
-    x[i] *= inv;
-}
-
 /* The caption text of class NAME: data.captions maps it when it has it. */
 static const char *
 caption_of(const CtDataSection *d, const char *name)
@@ -262,56 +241,30 @@ caption_of(const CtDataSection *d, const char *name)
 }
 
 /* (C, E) class vectors of TEXTS (the label text of each class) in
- * TEMPLATES, tokenized by the data's tokenizer, encoded max_batch at a
- * time, as zero_shot builds them. */
+ * TEMPLATES, tokenized by the data's tokenizer, as zero_shot builds them
+ * (ct_model_class_vectors).  (transfer full) */
 static float *
 class_vectors(CtModel *m, const CtTokenizer *tok, gboolean truncate, char **texts, int C,
               const char *const *templates, GError **error)
 {
-  int NT = (int) g_strv_length((char **) templates), P = C * NT;
+  int NT = (int) g_strv_length((char **) templates);
   int T = ct_model_config(m)->context_length, E = ct_model_config(m)->embed_dim;
-  int mb = ct_model_max_batch(m);
-  float *cls = g_new0(float, (size_t) C * E), *tmp = g_new(float, E);
-  int32_t *prompts = g_new(int32_t, (size_t) P * T);
+  float *cls = g_new(float, (size_t) C * E);
+  int32_t *prompts = g_new(int32_t, (size_t) C * NT * T); /* (C * NT, T) */
   gboolean ok = TRUE;
   for (int c = 0; c < C && ok; c++)
     for (int t = 0; t < NT && ok; t++) {
-      g_autofree char *prompt = fill(templates[t], texts[c]);
+      g_autofree char *prompt = ct_template_fill(templates[t], texts[c]);
       ok = ct_tokenizer_tokenize(tok, prompt, T, truncate, prompts + ((size_t) c * NT + t) * T,
                                  error);
       if (!ok)
         g_prefix_error(error, "prompt '%s': ", prompt);
     }
-  for (int p0 = 0; p0 < P && ok; p0 += mb) {
-    int b = MIN(mb, P - p0);
-    if (!(ok = ct_model_encode_text(m, prompts + (size_t) p0 * T, b, error)))
-      break;
-    const float *f = ct_model_text_features(m);
-    for (int i = 0; i < b; i++) {
-      memcpy(tmp, f + (size_t) i * E, sizeof(float) * E);
-      normalise(tmp, E);
-      float *dst = cls + (size_t) ((p0 + i) / NT) * E;
-      for (int e = 0; e < E; e++)
-        dst[e] += tmp[e];
-    }
-  }
-  for (int c = 0; c < C && ok; c++)
-    normalise(cls + (size_t) c * E, E);
+  ok = ok && ct_model_class_vectors(m, prompts, C, NT, cls, error);
   g_free(prompts);
-  g_free(tmp);
   if (!ok)
     g_clear_pointer(&cls, g_free);
   return cls;
-}
-
-/* 0-based position of TRUTH in a stable descending sort of the C logits */
-static int
-class_rank(const float *logits, int C, int truth)
-{
-  int r = 0;
-  for (int c = 0; c < C; c++)
-    r += c < truth ? logits[c] >= logits[truth] : logits[c] > logits[truth];
-  return r;
 }
 
 void
@@ -347,7 +300,7 @@ sample_classes(CtDataset *ds, const char *split, char **classes, char **texts, i
   int *truth = g_new(int, MAX(n, 1));
   char **captions = g_new0(char *, C + 1);
   for (int c = 0; c < C; c++)
-    captions[c] = fill(label_template, texts[c]);
+    captions[c] = ct_template_fill(label_template, texts[c]);
   gboolean ok = TRUE;
   for (size_t i = 0; i < n && ok; i++) {
     int label = -1;
@@ -518,7 +471,7 @@ ct_run_zeroshot(const CtRunOptions *o, const CtZeroshotOptions *z, CtZeroshotRes
                logits, C);
       for (int i = 0; i < b; i++, at++) {
         const float *l = logits + (size_t) i * C;
-        int t = truth[at], r = class_rank(l, C, t), best = 0;
+        int t = truth[at], r = ct_class_rank(l, C, t), best = 0;
         for (int c = 1; c < C; c++)
           if (l[c] > l[best])
             best = c;

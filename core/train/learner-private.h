@@ -216,8 +216,6 @@ void ct_learner_set_log_every(CtLearner *learner, int64_t steps, double seconds)
 void ct_pace_fit_start(CtLearner *learner);
 void ct_pace_step_start(CtLearner *learner);
 void ct_pace_step_end(CtLearner *learner);
-/* [h:]mm:ss of SECS into BUF (0 for a negative or non-finite SECS). */
-const char *ct_pace_time(char *buf, size_t size, double secs);
 
 /* recorder.c */
 void ct_recorder_init(CtRecorder *rec, const char *out_dir);

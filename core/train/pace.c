@@ -30,17 +30,6 @@
 #define EMA_BETA 0.9
 #define SGEMM_SECONDS 0.2
 
-const char *
-ct_pace_time(char *buf, size_t size, double secs)
-{
-  long t = isfinite(secs) && secs > 0 ? (long) (secs + 0.5) : 0;
-  if (t >= 3600)
-    snprintf(buf, size, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-  else
-    snprintf(buf, size, "%02ld:%02ld", t / 60, t % 60);
-  return buf;
-}
-
 void
 ct_learner_set_log_every(CtLearner *L, int64_t steps, double seconds)
 {
@@ -85,8 +74,8 @@ print_line(CtLearner *L)
              "mfu %s  elapsed %s  eta %s",
              L->epoch, L->n_epoch, L->iter + 1, L->planned, L->train_iter,
              ct_recorder_smooth_loss(&L->rec), lr, sps, mfu,
-             ct_pace_time(t0, sizeof t0, ct_learner_elapsed(L)),
-             ct_pace_time(t1, sizeof t1, ct_learner_eta(L)));
+             ct_format_duration(t0, sizeof t0, ct_learner_elapsed(L)),
+             ct_format_duration(t1, sizeof t1, ct_learner_eta(L)));
   ct_learner_log(L, "%s", line);
 }
 

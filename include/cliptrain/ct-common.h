@@ -34,6 +34,14 @@ typedef enum {
 
 CT_API GQuark ct_error_quark(void);
 
+/* TMPL with its first "{label}" replaced by LABEL, as the data captions
+ * labelled samples and zero_shot fills its prompts (TMPL as it is
+ * without one).  (transfer full) */
+CT_API char *ct_template_fill(const char *tmpl, const char *label);
+/* SECONDS as "mm:ss", or "h:mm:ss" from an hour on (0 for a negative or
+ * non-finite value), into BUF; returns BUF. */
+CT_API const char *ct_format_duration(char *buf, size_t size, double seconds);
+
 /* The SHA-256 of a file's bytes, in hex.  (transfer full) */
 CT_API char *ct_file_sha256(const char *path, GError **error);
 

@@ -171,6 +171,16 @@ CT_API gboolean ct_model_forward(CtModel *model, const float *images, const int3
                                  int batch, GError **error);
 CT_API gboolean ct_model_encode_image(CtModel *model, const float *images, int batch,
                                       GError **error);
+/* Zero-shot class vectors: PROMPTS (n_classes * n_templates,
+ * context_length) token rows, class-major, are encoded max_batch at a
+ * time; each class's vector, written to OUT (n_classes, embed_dim), is
+ * the re-normalised sum of its prompts' L2-normalised text features.
+ * Overwrites the text tower's activations. */
+CT_API gboolean ct_model_class_vectors(CtModel *model, const int32_t *prompts, int n_classes,
+                                       int n_templates, float *out, GError **error);
+/* The 0-based position of class TRUTH in a stable descending sort of
+ * LOGITS (n_classes): 0 is a top-1 hit, below k a top-k hit. */
+CT_API int ct_class_rank(const float *logits, int n_classes, int truth);
 CT_API gboolean ct_model_encode_text(CtModel *model, const int32_t *tokens, int batch,
                                      GError **error);
 /* L2-normalised features of the last forward pass, (batch, embed_dim).
