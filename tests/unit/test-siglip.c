@@ -1,0 +1,206 @@
+/* test-siglip: SigLIP's sigmoid loss (ct_siglip_loss).
+ *
+ * The loss against its definition computed here in double, for batches of
+ * 1, 3, 7 and 16 and a rank's rows against a larger gathered batch; every
+ * gradient (images, texts, logit_scale, logit_bias) against central finite
+ * differences; bit-identical results for every chunk size; the rows of
+ * ranks adding up to the whole batch's loss and gradients; and no rows at
+ * all.  The PyTorch parity of the same cases is tests/torch/siglip.sh. */
+#include "config.h"
+
+#include "test-util.h"
+
+#include <cliptrain/cliptrain.h>
+#include <math.h>
+#include <string.h>
+
+static CtRng rng;
+
+typedef struct {
+  int B, G, E, offset, chunk;
+  float *img, *txt, t, b, *logits;
+  double weight;
+} Ctx;
+
+static Ctx
+ctx_new(int B, int G, int E, int offset, int chunk)
+{
+  Ctx c = { .B = B, .G = G, .E = E, .offset = offset, .chunk = chunk, .t = 1.3f, .b = -2.0f,
+            .weight = 1.0 / G };
+  c.img = ct_test_randn(&rng, (size_t) MAX(B, 1) * E, 0.5);
+  c.txt = ct_test_randn(&rng, (size_t) G * E, 0.5);
+  c.logits = g_new(float, (size_t) chunk * G);
+  return c;
+}
+
+static void
+ctx_free(Ctx *c)
+{
+  g_free(c->img), g_free(c->txt), g_free(c->logits);
+}
+
+static double
+loss_only(void *p)
+{
+  Ctx *c = p;
+  return ct_siglip_loss(c->logits, NULL, NULL, NULL, NULL, c->img, c->txt, c->offset, c->t, c->b,
+                        c->weight, c->B, c->G, c->E, c->chunk);
+}
+
+/* The definition, in double. */
+static double
+reference(const Ctx *c)
+{
+  double s = exp(c->t), sum = 0;
+  for (int i = 0; i < c->B; i++)
+    for (int j = 0; j < c->G; j++) {
+      double z = s * ct_test_dot(c->img + (size_t) i * c->E, c->txt + (size_t) j * c->E, c->E) +
+                 c->b;
+      double y = j == c->offset + i ? 1 : -1;
+      sum += log1p(exp(-y * z)); /* -log sigmoid(y z); small z here */
+    }
+  return c->weight * sum;
+}
+
+static void
+test_reference(void)
+{
+  static const int sizes[] = { 1, 3, 7, 16 };
+  for (size_t k = 0; k < G_N_ELEMENTS(sizes); k++) {
+    Ctx c = ctx_new(sizes[k], sizes[k], 8, 0, 4);
+    double got = loss_only(&c), want = reference(&c);
+    g_test_message("B %d: loss %.9g, reference %.9g", c.B, got, want);
+    g_assert_cmpfloat(fabs(got - want), <=, 1e-5 * fabs(want));
+    ctx_free(&c);
+  }
+  /* a rank's 3 rows, its captions at 4..6 of 9 gathered */
+  Ctx c = ctx_new(3, 9, 8, 4, 2);
+  g_assert_cmpfloat(fabs(loss_only(&c) - reference(&c)), <=, 1e-5 * reference(&c));
+  ctx_free(&c);
+  /* large logits: the log-sigmoid does not overflow */
+  c = ctx_new(4, 4, 8, 0, 4);
+  c.t = 6.0f, c.b = 30.0f;
+  double big = loss_only(&c);
+  g_assert_true(isfinite(big) && big > 10);
+  ctx_free(&c);
+}
+
+static void
+check_fd(int B, int G, int offset)
+{
+  Ctx c = ctx_new(B, G, 6, offset, 2);
+  float *dimg = g_new(float, (size_t) B * c.E), *dtxt = g_new(float, (size_t) G * c.E), dt, db;
+  ct_siglip_loss(c.logits, dimg, dtxt, &dt, &db, c.img, c.txt, c.offset, c.t, c.b, c.weight, B,
+                 G, c.E, c.chunk);
+  ct_test_check_grad("siglip d_img", c.img, dimg, (size_t) B * c.E, loss_only, &c, 1e-3, 1e-5,
+                     2e-3);
+  ct_test_check_grad("siglip d_txt", c.txt, dtxt, (size_t) G * c.E, loss_only, &c, 1e-3, 1e-5,
+                     2e-3);
+  ct_test_check_grad("siglip d_logit_scale", &c.t, &dt, 1, loss_only, &c, 1e-3, 1e-5, 2e-3);
+  ct_test_check_grad("siglip d_logit_bias", &c.b, &db, 1, loss_only, &c, 1e-3, 1e-5, 2e-3);
+  g_free(dimg), g_free(dtxt);
+  ctx_free(&c);
+}
+
+static void
+test_finite_differences(void)
+{
+  check_fd(5, 5, 0);
+  check_fd(1, 1, 0);
+  check_fd(3, 7, 2); /* a rank's rows */
+}
+
+typedef struct {
+  double loss;
+  float *dimg, *dtxt, dt, db;
+} Out;
+
+static Out
+run(Ctx *c, int chunk)
+{
+  Out o = { 0 };
+  o.dimg = g_new(float, (size_t) MAX(c->B, 1) * c->E);
+  o.dtxt = g_new(float, (size_t) c->G * c->E);
+  float *logits = g_new(float, (size_t) chunk * c->G);
+  o.loss = ct_siglip_loss(logits, o.dimg, o.dtxt, &o.dt, &o.db, c->img, c->txt, c->offset, c->t,
+                          c->b, c->weight, c->B, c->G, c->E, chunk);
+  g_free(logits);
+  return o;
+}
+
+static void
+out_free(Out *o)
+{
+  g_free(o->dimg), g_free(o->dtxt);
+}
+
+static void
+test_chunks(void)
+{
+  /* sizes past OpenBLAS's small-matrix kernels, and odd ones */
+  static const int shapes[][3] = { { 37, 37, 0 }, { 5, 23, 11 }, { 130, 130, 0 } };
+  static const int chunks[] = { 1, 2, 3, 5, 16, 64, 1000 };
+  for (size_t s = 0; s < G_N_ELEMENTS(shapes); s++) {
+    Ctx c = ctx_new(shapes[s][0], shapes[s][1], 48, shapes[s][2], 1);
+    Out base = run(&c, chunks[0]);
+    for (size_t k = 1; k < G_N_ELEMENTS(chunks); k++) {
+      Out o = run(&c, chunks[k]);
+      g_assert_true(memcmp(&o.loss, &base.loss, sizeof o.loss) == 0);
+      g_assert_true(memcmp(o.dimg, base.dimg, sizeof(float) * c.B * c.E) == 0);
+      g_assert_true(memcmp(o.dtxt, base.dtxt, sizeof(float) * c.G * c.E) == 0);
+      g_assert_true(memcmp(&o.dt, &base.dt, sizeof o.dt) == 0);
+      g_assert_true(memcmp(&o.db, &base.db, sizeof o.db) == 0);
+      out_free(&o);
+    }
+    out_free(&base);
+    ctx_free(&c);
+  }
+}
+
+/* Three ranks of 4, 3 and 0 rows against the 7 gathered: their terms add
+ * up to the whole batch's, and each rank's image rows are the whole
+ * batch's rows, bit for bit. */
+static void
+test_ranks(void)
+{
+  Ctx all = ctx_new(7, 7, 16, 0, 3);
+  Out whole = run(&all, 3);
+  static const int rows[] = { 4, 3, 0 };
+  double loss = 0, dt = 0, db = 0;
+  double *dtxt = g_new0(double, 7 * 16);
+  int off = 0;
+  for (size_t r = 0; r < G_N_ELEMENTS(rows); r++) {
+    Ctx c = all;
+    c.B = rows[r], c.offset = off, c.img = all.img + off * 16;
+    Out o = run(&c, 2);
+    loss += o.loss, dt += o.dt, db += o.db;
+    for (int k = 0; k < 7 * 16; k++)
+      dtxt[k] += o.dtxt[k];
+    if (rows[r] > 0)
+      g_assert_true(memcmp(o.dimg, whole.dimg + off * 16, sizeof(float) * rows[r] * 16) == 0);
+    else
+      g_assert_cmpfloat(o.loss, ==, 0.0);
+    off += rows[r];
+    out_free(&o);
+  }
+  g_assert_cmpfloat(fabs(loss - whole.loss), <=, 1e-12 * whole.loss);
+  g_assert_cmpfloat(fabs(dt - whole.dt), <=, 1e-5 * (fabs(whole.dt) + 1e-3));
+  g_assert_cmpfloat(fabs(db - whole.db), <=, 1e-5 * (fabs(whole.db) + 1e-3));
+  for (int k = 0; k < 7 * 16; k++)
+    g_assert_cmpfloat(fabs(dtxt[k] - whole.dtxt[k]), <=, 1e-6);
+  g_free(dtxt);
+  out_free(&whole);
+  ctx_free(&all);
+}
+
+int
+main(int argc, char **argv)
+{
+  g_test_init(&argc, &argv, NULL);
+  ct_rng_init(&rng, 24);
+  g_test_add_func("/siglip/reference", test_reference);
+  g_test_add_func("/siglip/finite-differences", test_finite_differences);
+  g_test_add_func("/siglip/chunks-bit-identical", test_chunks);
+  g_test_add_func("/siglip/ranks", test_ranks);
+  return g_test_run();
+}
