@@ -27,6 +27,7 @@ unit_tests += %reldir%/test-shard
 unit_tests += %reldir%/test-siglip
 # check-run DIR: is every file of a run folder whole? (chaos.sh, faults.sh)
 # st-diff A B: do two safetensors files agree? (mpi.sh)
-check_PROGRAMS += $(unit_tests) %reldir%/check-run %reldir%/st-diff
+# siglip_parity CASES: ct_siglip_loss against PyTorch (tests/torch/siglip.sh)
+check_PROGRAMS += $(unit_tests) %reldir%/check-run %reldir%/st-diff %reldir%/siglip_parity
 TESTS += $(unit_tests)
 EXTRA_DIST += %reldir%/test-util.h
