@@ -162,10 +162,15 @@ ct_model_load_from(CtModel *m, const CtSafetensors *st, const char *prefix, gboo
       const char *name = t->name + plen;
       if (ct_model_find(m, name) || ct_model_find_buffer(m, name) || ignored_key(m, name))
         continue;
-      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                  "%s: tensor '%s' is not a parameter of this model: the config does not "
-                  "match the weights",
-                  path, t->name);
+      if (strcmp(name, "logit_bias") == 0)
+        g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                    "%s: tensor '%s' is SigLIP's, and this model has no logit_bias: list "
+                    "siglip_trainer in the recipe's callbacks", path, t->name);
+      else
+        g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                    "%s: tensor '%s' is not a parameter of this model: the config does not "
+                    "match the weights",
+                    path, t->name);
       return FALSE;
     }
   }

@@ -12,7 +12,7 @@
 # Prints TAP; the tensor values are read with python3 (no packages).
 . "$(dirname "$0")/tap.sh"
 diff="$builddir/tests/unit/st-diff"
-echo "1..20"
+echo "1..22"
 
 recipe() { # NAME BATCH CALLBACKS [EXTRA YAML]
   cat >"$tmp/$1.yaml" <<EOF
@@ -97,6 +97,13 @@ that "a run stopped after 4 steps resumes to the bits of the run never stopped" 
 recipe chunk 16 "{siglip_trainer: {chunk: 3}}"
 that "chunk 3 gives the bits of chunk 64" \
   'run 0 fit "$tmp/chunk.yaml" --out "$tmp/chunk" && "$diff" "$m" "$tmp/chunk/final.safetensors" "" 0 >"$tmp/err" 2>&1 && [ "$(value "$tmp/chunk" valid_loss 2)" = "$(value "$tmp/sig" valid_loss 2)" ]'
+recipe clipsig 16 clip_trainer
+sed -i "s|^model: {preset: tiny}|model: {preset: tiny, init: $tmp/sig.safetensors}|" "$tmp/clipsig.yaml"
+that "a CLIP recipe that starts from SigLIP weights is told to list siglip_trainer (exit 2)" \
+  'run 2 fit "$tmp/clipsig.yaml" --out "$tmp/cs" && grep -q "tensor .logit_bias. is SigLIP.s, and this model has no logit_bias: list siglip_trainer" "$tmp/err" && [ "$(wc -l <"$tmp/err")" -eq 1 ]'
+recipe ga 8 "siglip_trainer, {grad_accumulation: {n: 2}}"
+that "grad_accumulation (CLIP's loss) with siglip_trainer is refused (exit 1)" \
+  'run 1 fit "$tmp/ga.yaml" --out "$tmp/ga" && grep -q "grad_accumulation accumulates CLIP.s contrastive loss" "$tmp/err"'
 recipe two 16 "clip_trainer, siglip_trainer"
 that "a second loss callback is refused (exit 1)" \
   'run 1 fit "$tmp/two.yaml" --out "$tmp/two" && grep -q "siglip_trainer.*another callback already computed this batch.s loss" "$tmp/err"'
