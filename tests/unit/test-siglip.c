@@ -5,12 +5,15 @@
  * gradient (images, texts, logit_scale, logit_bias) against central finite
  * differences; bit-identical results for every chunk size; the rows of
  * ranks adding up to the whole batch's loss and gradients; and no rows at
- * all.  The PyTorch parity of the same cases is tests/torch/siglip.sh. */
+ * all.  The model's logit_bias: its place after logit_scale, its
+ * initialisation, saving and loading with and without it.  The PyTorch
+ * parity of the loss is tests/torch/siglip.sh. */
 #include "config.h"
 
 #include "test-util.h"
 
 #include <cliptrain/cliptrain.h>
+#include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
 
@@ -193,6 +196,54 @@ test_ranks(void)
   ctx_free(&all);
 }
 
+/* The model's logit_bias (CT_MODEL_LOGIT_BIAS): after logit_scale,
+ * initialised to -10, saved with config.logit_bias and found again by
+ * ct_model_new_from_file; a file without it (CLIP weights) loads into a
+ * model with it, which keeps its value; a model without it refuses a
+ * file with it, naming siglip_trainer. */
+static void
+test_model_bias(void)
+{
+  CtConfig cfg;
+  GError *error = NULL;
+  g_assert_true(ct_config_preset("tiny", &cfg, NULL));
+  g_autofree char *dir = g_dir_make_tmp("ct-test-siglip-XXXXXX", NULL);
+  g_autofree char *with = g_build_filename(dir, "with.safetensors", NULL);
+  g_autofree char *without = g_build_filename(dir, "without.safetensors", NULL);
+  CtModel *a = ct_model_new_extras(&cfg, 2, CT_MODEL_LOGIT_BIAS, &error);
+  CtModel *b = ct_model_new(&cfg, 2, &error);
+  g_assert_no_error(error);
+  g_assert_true(ct_model_logit_bias(b) == NULL && ct_model_find(b, "logit_bias") == NULL);
+  g_assert_cmpuint(ct_model_n_params(a), ==, ct_model_n_params(b) + 1);
+  g_assert_cmpstr(ct_model_tensor(a, 3)->name, ==, "logit_bias");
+  g_assert_cmpstr(ct_model_tensor(a, 2)->name, ==, "logit_scale");
+  ct_model_init_weights(a, 1);
+  ct_model_init_weights(b, 1);
+  g_assert_cmpfloat(*ct_model_logit_bias(a), ==, -10.0f);
+  *ct_model_logit_bias(a) = -3.25f;
+  g_assert_true(ct_model_save(a, with, NULL, &error));
+  g_assert_true(ct_model_save(b, without, NULL, &error));
+  CtModel *c = ct_model_new_from_file(with, 2, &error);
+  g_assert_no_error(error);
+  g_assert_cmpuint(ct_model_extras(c), ==, CT_MODEL_LOGIT_BIAS);
+  g_assert_cmpfloat(*ct_model_logit_bias(c), ==, -3.25f);
+  g_assert_true(memcmp(ct_model_params(a), ct_model_params(c),
+                       sizeof(float) * ct_model_n_params(a)) == 0);
+  CtModel *d = ct_model_new_from_file(without, 2, &error);
+  g_assert_no_error(error);
+  g_assert_cmpuint(ct_model_extras(d), ==, 0);
+  g_assert_true(ct_model_load(a, without, &error)); /* CLIP weights: the bias stays */
+  g_assert_no_error(error);
+  g_assert_cmpfloat(*ct_model_logit_bias(a), ==, -3.25f);
+  g_assert_cmpfloat(*ct_model_logit_scale(a), ==, *ct_model_logit_scale(b));
+  g_assert_false(ct_model_load(b, with, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_CONFIG);
+  g_assert_nonnull(strstr(error->message, "siglip_trainer"));
+  g_clear_error(&error);
+  ct_model_free(a), ct_model_free(b), ct_model_free(c), ct_model_free(d);
+  g_unlink(with), g_unlink(without), g_rmdir(dir);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -202,5 +253,6 @@ main(int argc, char **argv)
   g_test_add_func("/siglip/finite-differences", test_finite_differences);
   g_test_add_func("/siglip/chunks-bit-identical", test_chunks);
   g_test_add_func("/siglip/ranks", test_ranks);
+  g_test_add_func("/siglip/model-logit-bias", test_model_bias);
   return g_test_run();
 }
