@@ -17,22 +17,15 @@
 #include <math.h>
 #include <string.h>
 
-/* log sigmoid(m) without overflow: min(m, 0) - log1p(e^-|m|) */
+/* -log sigmoid(m) and sigmoid(-m) from one exp, without overflow:
+ *   -log sigmoid(m) = max(-m, 0) + log1p(e^-|m|)
+ *   sigmoid(-m) = e^-m / (1 + e^-m) for m >= 0, 1 / (1 + e^m) below */
 static double
-log_sigmoid(double m)
+neg_log_sigmoid(double m, double *sig_neg)
 {
-  return fmin(m, 0.0) - log1p(exp(-fabs(m)));
-}
-
-/* sigmoid(-m) = 1 / (1 + e^m), without overflow */
-static double
-sigmoid_neg(double m)
-{
-  if (m >= 0) {
-    double e = exp(-m);
-    return e / (1.0 + e);
-  }
-  return 1.0 / (1.0 + exp(m));
+  double e = exp(-fabs(m));
+  *sig_neg = m >= 0 ? e / (1.0 + e) : 1.0 / (1.0 + e);
+  return fmax(-m, 0.0) + log1p(e);
 }
 
 static double
@@ -57,10 +50,10 @@ siglip_loss(float *logits, float *d_img, float *d_txt, float *d_logit_scale,
       for (int j = 0; j < G; j++) {
         double y = j == pos ? 1.0 : -1.0;
         double z = (double) (row[j] + logit_bias);
-        double m = y * z;
-        row_loss -= log_sigmoid(m);
+        double sig_neg;
+        row_loss += neg_log_sigmoid(y * z, &sig_neg);
         /* d (-log sigmoid(y z)) / d z = -y sigmoid(-y z) */
-        float dl = (float) (weight * -y * sigmoid_neg(m));
+        float dl = (float) (weight * -y * sig_neg);
         row_dt += (double) dl * row[j]; /* d z / d t = s <img, txt> */
         row_db += dl;
         row[j] = dl;
