@@ -61,11 +61,13 @@ start(Siglip *s, CtLearner *L, GError **error)
   s->G = ct_model_max_batch(m) * W;
   s->txt_all = g_try_new0(float, (size_t) s->G * E);
   s->d_txt_all = g_try_new0(float, (size_t) s->G * E);
-  s->logits = g_try_new0(float, (size_t) MIN(s->chunk, s->G) * s->G);
+  /* the loss holds the rows of a chunk (whole blocks) of this rank's batch */
+  int rows = MIN(CT_SIGLIP_CHUNK_ROWS(s->chunk), ct_model_max_batch(m));
+  s->logits = g_try_new0(float, (size_t) rows * s->G);
   s->counts = g_new0(size_t, W);
   if (!s->txt_all || !s->d_txt_all || !s->logits) {
     g_set_error(error, CT_ERROR, CT_ERROR_FAILED, "out of memory for the loss's %d x %d logits",
-                MIN(s->chunk, s->G), s->G);
+                rows, s->G);
     return FALSE;
   }
   return TRUE;
@@ -182,8 +184,8 @@ static const CtParamSpec schema[] = {
   CT_PARAM("max_logit_scale", CT_PARAM_DOUBLE, "4.605170185988092",
            "t is clamped to [0, this] after every step (ln 100, as clip_trainer)", 0, 100, NULL),
   CT_PARAM("chunk", CT_PARAM_INT, "64",
-           "image rows scored at a time: the loss holds chunk x (global batch) logits; the "
-           "results do not depend on it",
+           "image rows scored at a time, rounded up to a multiple of 16: the loss holds that "
+           "many x (global batch) logits; the results do not depend on it",
            1, 1 << 20, NULL),
   CT_PARAM_END,
 };

@@ -44,15 +44,20 @@ CT_API double ct_clip_loss_rows(float *logits, float *d_q, float *d_k, float *d_
  * process; a rank of N gives its own images against the gathered texts of
  * every rank, weighted 1 / (global batch).
  *
- * logits: (CHUNK, G) work space: the loss runs CHUNK image rows at a time
- *         and holds no more logits than that; the results are
- *         bit-identical for any CHUNK >= 1.
+ * logits: (CT_SIGLIP_CHUNK_ROWS(CHUNK), G) work space: the loss runs
+ *         CHUNK image rows at a time, rounded up to a multiple of
+ *         CT_SIGLIP_BLOCK (the rows of one matrix product), and holds no
+ *         more logits than that; the results are bit-identical for any
+ *         CHUNK >= 1.
  * d_img: (B, E), d_txt: (G, E): gradients of the loss, SET; d_txt is what
  *         these rows' terms say of every text.  d_logit_scale,
  *         d_logit_bias: (1) SET.  Each may be NULL.
  * img: (B, E), txt: (G, E).  B may be 0 (the loss and d_txt are then 0).
  * Returns the (weighted) loss.  Allocates nothing; every product is a
  * cblas_sgemm (ct_sgemm). */
+#define CT_SIGLIP_BLOCK 16
+#define CT_SIGLIP_CHUNK_ROWS(chunk) \
+  ((((chunk) + CT_SIGLIP_BLOCK - 1) / CT_SIGLIP_BLOCK) * CT_SIGLIP_BLOCK)
 CT_API double ct_siglip_loss(float *logits, float *d_img, float *d_txt, float *d_logit_scale,
                              float *d_logit_bias, const float *img, const float *txt,
                              int offset, float logit_scale, float logit_bias, double weight,

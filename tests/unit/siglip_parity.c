@@ -81,7 +81,7 @@ main(int argc, char **argv)
     static const int chunks[] = { 1, 2, 5, 0 };
     for (size_t c = 0; c < G_N_ELEMENTS(chunks) && !bad; c++) {
       int chunk = chunks[c] ? chunks[c] : B;
-      float *logits = g_new(float, (size_t) chunk * G);
+      float *logits = g_new(float, (size_t) CT_SIGLIP_CHUNK_ROWS(chunk) * G);
       float *gi = g_new(float, ni), *gt = g_new(float, nt), gs, gb;
       double l = ct_siglip_loss(logits, gi, gt, &gs, &gb, img, txt, offset, params[0], params[1],
                                 1.0 / G, B, G, E, chunk);
