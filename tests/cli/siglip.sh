@@ -47,8 +47,8 @@ that "... its model saves logit_bias, and its metadata says so" \
   '[ -n "$(scalar "$m" logit_bias)" ] && grep -aq "\"config.logit_bias\": *\"1\"" "$m"'
 that "... and its losses are finite and fall" \
   'a=$(value "$tmp/sig" train_loss 1) b=$(value "$tmp/sig" train_loss 2) && awk -v a="$a" -v b="$b" "BEGIN { exit !(a > 0 && b > 0 && b < a) }"'
-check "--set callbacks=[siglip_trainer] trains the shipped synthetic recipe" 0 \
-  "$ct" fit "$srcdir/recipes/synthetic.yaml" --set 'callbacks=[siglip_trainer]' --set fit.epochs=1 --out "$tmp/ship"
+check "callbacks-=clip_trainer, callbacks+=siglip_trainer trains the shipped synthetic recipe" 0 \
+  "$ct" fit "$srcdir/recipes/synthetic.yaml" --set 'callbacks-=clip_trainer' --set 'callbacks+=siglip_trainer' --set fit.epochs=1 --out "$tmp/ship"
 
 recipe lr0 16 siglip_trainer "optimizer: {name: sgd, lr: 0}"
 that "a fresh model starts at t = log 10 and b = -10" \
