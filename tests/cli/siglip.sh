@@ -4,6 +4,7 @@
 # logit_bias (recorded in the metadata); a fresh model starts at the
 # paper's t = log 10 and b = -10 (or the plugin's init_* values), CLIP
 # weights from model.init keep their logit_scale and get init_logit_bias;
+# logit_scale is clamped to max_logit_scale;
 # the saved model loads in eval (the same valid_loss), zeroshot and embed;
 # a stopped run resumes to the bits of one never stopped; the chunk size
 # does not change a bit; a second loss callback and a model without
@@ -12,7 +13,7 @@
 # Prints TAP; the tensor values are read with python3 (no packages).
 . "$(dirname "$0")/tap.sh"
 diff="$builddir/tests/unit/st-diff"
-echo "1..22"
+echo "1..23"
 
 recipe() { # NAME BATCH CALLBACKS [EXTRA YAML]
   cat >"$tmp/$1.yaml" <<EOF
@@ -56,6 +57,9 @@ that "a fresh model starts at t = log 10 and b = -10" \
 recipe init 16 "{siglip_trainer: {init_logit_scale: 1.5, init_logit_bias: -4}}" "optimizer: {name: sgd, lr: 0}"
 that "... or at init_logit_scale and init_logit_bias" \
   'run 0 fit "$tmp/init.yaml" --out "$tmp/init" && [ "$(scalar "$tmp/init/final.safetensors" logit_bias)" = "-4.0" ] && [ "$(scalar "$tmp/init/final.safetensors" logit_scale)" = "1.5" ]'
+recipe clamp 16 "{siglip_trainer: {max_logit_scale: 1.25}}"
+that "logit_scale is clamped to max_logit_scale after every step" \
+  'run 0 fit "$tmp/clamp.yaml" --out "$tmp/clamp" && [ "$(scalar "$tmp/clamp/final.safetensors" logit_scale)" = "1.25" ]'
 recipe clipinit 16 "{siglip_trainer: {init_logit_bias: -7}}" "optimizer: {name: sgd, lr: 0}"
 sed -i "s|^model: {preset: tiny}|model: {preset: tiny, init: $tmp/clip.safetensors}|" "$tmp/clipinit.yaml"
 that "CLIP weights from model.init keep their logit_scale and get init_logit_bias" \
