@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include "test-util.h"
+#include "train/plugin-loader.h"
 
 #include <cliptrain/cliptrain.h>
 #include <glib/gstdio.h>
@@ -246,6 +247,34 @@ test_model_bias(void)
   g_unlink(with), g_unlink(without), g_rmdir(dir);
 }
 
+static int init_calls;
+
+static void
+count_init(void *state, CtModel *model)
+{
+  init_calls++;
+}
+
+/* model_extras and init_model are read from ABI 1.4 on: before it their
+ * bytes were reserved, and are ignored whatever they hold. */
+static void
+test_descriptor(void)
+{
+  CtPluginDescriptor d = { .abi_major = CT_PLUGIN_ABI_MAJOR, .abi_minor = 3,
+                           .struct_size = sizeof(CtPluginDescriptor), .name = "x",
+                           .model_extras = CT_MODEL_LOGIT_BIAS, .init_model = count_init };
+  g_assert_cmpuint(ct_plugin_desc_model_extras(&d), ==, 0);
+  ct_plugin_desc_init_model(&d, NULL, NULL);
+  g_assert_cmpint(init_calls, ==, 0);
+  d.abi_minor = 4;
+  g_assert_cmpuint(ct_plugin_desc_model_extras(&d), ==, CT_MODEL_LOGIT_BIAS);
+  ct_plugin_desc_init_model(&d, NULL, NULL);
+  g_assert_cmpint(init_calls, ==, 1);
+  d.init_model = NULL;
+  ct_plugin_desc_init_model(&d, NULL, NULL); /* optional */
+  g_assert_cmpint(init_calls, ==, 1);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -256,5 +285,6 @@ main(int argc, char **argv)
   g_test_add_func("/siglip/chunks-bit-identical", test_chunks);
   g_test_add_func("/siglip/ranks", test_ranks);
   g_test_add_func("/siglip/model-logit-bias", test_model_bias);
+  g_test_add_func("/siglip/descriptor", test_descriptor);
   return g_test_run();
 }
