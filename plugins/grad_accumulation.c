@@ -116,6 +116,12 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
   Accum *a = state;
   switch (event) {
   case CT_EVENT_BEFORE_FIT:
+    if (ct_model_logit_bias(ct_learner_model(L))) { /* siglip_trainer's model */
+      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                  "grad_accumulation accumulates CLIP's contrastive loss, and this model has "
+                  "SigLIP's logit_bias (siglip_trainer): drop grad_accumulation");
+      return CT_STATUS_ERROR;
+    }
     allocate(a, L);
     a->j = 0;
     return CT_STATUS_OK;

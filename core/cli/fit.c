@@ -195,11 +195,14 @@ ct_cli_plugins(int argc, char **argv)
         if (d->events & CT_EVENT_BIT(ev))
           printf(" %s", ct_event_name(ev));
       CtGradsUse use = ct_plugin_desc_grads(d);
-      printf("\ngrads:   %s\n\nparameters:\n",
+      printf("\ngrads:   %s\n",
              use == CT_GRADS_UNUSED ? "unused (optimizer.step_in_backward auto may run)"
              : use == CT_GRADS_WHOLE
                ? "whole (needs every gradient before any step: no step_in_backward)"
                : "undeclared (optimizer.step_in_backward auto stays off)");
+      if (ct_plugin_desc_model_extras(d) & CT_MODEL_LOGIT_BIAS)
+        printf("model:   adds the parameter logit_bias\n");
+      printf("\nparameters:\n");
       print_params(d);
     }
   }

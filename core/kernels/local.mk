@@ -17,4 +17,5 @@ libctcore_la_SOURCES += \
 	%reldir%/pool.c \
 	%reldir%/relu.c \
 	%reldir%/rows.c \
+	%reldir%/siglip-loss.c \
 	%reldir%/softmax.c

@@ -176,6 +176,8 @@ struct CtModel {
   CtVisionParams vp, vg;       /* parameter and gradient views */
   CtTextParams tp, tg;
   float *logit_scale, *dlogit_scale; /* (1) */
+  uint32_t extras;             /* CtModelExtras */
+  float *logit_bias, *dlogit_bias; /* (1) with CT_MODEL_LOGIT_BIAS, else NULL */
   float *arena;                /* activations and scratch, one allocation */
   size_t arena_floats;
   CtPrecision prec;            /* of products and saved activations */

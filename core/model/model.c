@@ -126,6 +126,9 @@ build_layout(Layout *lo)
   add_tensor(lo, &m->logit_scale, &m->dlogit_scale,
              (CtInitSpec) { CT_INIT_CONST, log(1.0 / 0.07) }, FALSE, "logit_scale", 0, 0, 0, 0,
              0);
+  if (m->extras & CT_MODEL_LOGIT_BIAS) /* SigLIP's, after logit_scale as in open_clip */
+    add_tensor(lo, &m->logit_bias, &m->dlogit_bias, (CtInitSpec) { CT_INIT_CONST, -10.0 },
+               FALSE, "logit_bias", 0, 0, 0, 0, 0);
   if (resnet)
     ct_resnet_layout(lo, m);
   else
@@ -374,7 +377,17 @@ alloc_grads(size_t n_params)
 CtModel *
 ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
 {
+  return ct_model_new_extras(cfg, max_batch, 0, error);
+}
+
+CtModel *
+ct_model_new_extras(const CtConfig *cfg, int max_batch, uint32_t extras, GError **error)
+{
   g_return_val_if_fail(cfg != NULL, NULL);
+  if (extras & ~(uint32_t) CT_MODEL_LOGIT_BIAS) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID, "unknown model extras 0x%x", extras);
+    return NULL;
+  }
   CtConfig c = *cfg;
   if (!ct_config_validate(&c, error))
     return NULL;
@@ -384,6 +397,7 @@ ct_model_new(const CtConfig *cfg, int max_batch, GError **error)
   }
   CtModel *m = g_new0(CtModel, 1);
   m->cfg = c;
+  m->extras = extras;
   m->max_batch = max_batch;
   m->infos = g_array_new(FALSE, TRUE, sizeof(CtParamInfo));
   m->inits = g_array_new(FALSE, TRUE, sizeof(CtInitSpec));
@@ -705,6 +719,18 @@ float *
 ct_model_logit_scale(CtModel *m)
 {
   return m->logit_scale;
+}
+
+float *
+ct_model_logit_bias(CtModel *m)
+{
+  return m->logit_bias;
+}
+
+uint32_t
+ct_model_extras(const CtModel *m)
+{
+  return m->extras;
 }
 
 const float *

@@ -98,6 +98,15 @@ check_finite_tensor(const CtSafetensors *st, const char *key, const CtParamInfo 
   return NULL;
 }
 
+/* TRUE for a parameter that a file may lack: logit_bias (SigLIP's), which
+ * CLIP weights do not have; it then keeps its value (its initialisation,
+ * or the siglip_trainer's init_logit_bias). */
+static gboolean
+optional_param(const CtParamInfo *info)
+{
+  return strcmp(info->name, "logit_bias") == 0;
+}
+
 gboolean
 ct_param_shape_matches(const CtParamInfo *want, const CtTensorInfo *got)
 {
@@ -125,7 +134,7 @@ ct_model_load_from(CtModel *m, const CtSafetensors *st, const char *prefix, gboo
   for (guint i = 0; i < m->infos->len; i++) {
     const CtParamInfo *info = &g_array_index(m->infos, CtParamInfo, i);
     g_autofree char *key = g_strconcat(pre, info->name, NULL);
-    if (check_finite_tensor(st, key, info, &e))
+    if (check_finite_tensor(st, key, info, &e) || (!e && optional_param(info)))
       continue;
     if (!e)
       g_set_error(&e, CT_ERROR, CT_ERROR_MISSING, "%s: tensor '%s' is missing", path, key);
@@ -153,16 +162,23 @@ ct_model_load_from(CtModel *m, const CtSafetensors *st, const char *prefix, gboo
       const char *name = t->name + plen;
       if (ct_model_find(m, name) || ct_model_find_buffer(m, name) || ignored_key(m, name))
         continue;
-      g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
-                  "%s: tensor '%s' is not a parameter of this model: the config does not "
-                  "match the weights",
-                  path, t->name);
+      if (strcmp(name, "logit_bias") == 0)
+        g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                    "%s: tensor '%s' is SigLIP's, and this model has no logit_bias: list "
+                    "siglip_trainer in the recipe's callbacks", path, t->name);
+      else
+        g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                    "%s: tensor '%s' is not a parameter of this model: the config does not "
+                    "match the weights",
+                    path, t->name);
       return FALSE;
     }
   }
   for (guint i = 0; i < m->infos->len; i++) {
     const CtParamInfo *info = &g_array_index(m->infos, CtParamInfo, i);
     g_autofree char *key = g_strconcat(pre, info->name, NULL);
+    if (optional_param(info) && !ct_safetensors_find(st, key))
+      continue; /* keeps its value */
     if (!ct_safetensors_read_f32(st, key, m->params + info->offset, info->numel, error))
       return FALSE;
   }
@@ -216,6 +232,8 @@ ct_model_save(CtModel *m, const char *path, GHashTable *metadata, GError **error
     g_autofree char *val = g_strdup_printf("%ld", ct_config_get(&m->cfg, *key));
     ct_safetensors_writer_set_metadata(w, mk, val);
   }
+  if (m->extras & CT_MODEL_LOGIT_BIAS)
+    ct_safetensors_writer_set_metadata(w, "config.logit_bias", "1");
   ct_safetensors_writer_set_metadata(w, "format", "pt");
   ct_safetensors_writer_set_metadata(w, "cliptrain.version", ct_version());
   ok = ct_safetensors_writer_write(w, path, error);
@@ -457,6 +475,15 @@ ct_config_from_weights(CtConfig *cfg, const CtSafetensors *st, const char *prefi
   return TRUE;
 }
 
+uint32_t
+ct_model_extras_of_file(const CtSafetensors *st, const char *prefix)
+{
+  g_autofree char *key = g_strconcat(prefix ? prefix : "", "logit_bias", NULL);
+  gboolean bias = g_strcmp0(ct_safetensors_metadata(st, "config.logit_bias"), "1") == 0 ||
+                  ct_safetensors_find(st, key) != NULL;
+  return bias ? CT_MODEL_LOGIT_BIAS : 0;
+}
+
 CtModel *
 ct_model_new_from_file(const char *path, int max_batch, GError **error)
 {
@@ -485,7 +512,7 @@ ct_model_new_from_file_heads(const char *path, int max_batch, int vision_heads,
   if (has_config ? ct_config_from_metadata(&cfg, st, error)
                  : ct_config_from_weights(&cfg, st, pre, vision_heads, transformer_heads,
                                           error)) {
-    if (!(m = ct_model_new(&cfg, max_batch, error)))
+    if (!(m = ct_model_new_extras(&cfg, max_batch, ct_model_extras_of_file(st, pre), error)))
       g_prefix_error(error, "%s: ", path);
     else if (!ct_model_load_from(m, st, pre, TRUE, error))
       g_clear_pointer(&m, ct_model_free);

@@ -202,12 +202,19 @@ build_model(Run *run, GError **error)
       !pick_batch(run->recipe, &run->sec, run->precision, &run->data, run->o->max_batch_budget,
                   run->in_backward, error))
     return 2;
-  if (!(run->model = ct_model_new(&ms->cfg, run->sec.data.batch_size, error)))
+  uint32_t extras = 0; /* the parameters the callbacks need (a SigLIP loss's logit_bias) */
+  for (guint i = 0; i < run->cbs->len; i++)
+    extras |= ct_plugin_desc_model_extras(((CtCallback *) g_ptr_array_index(run->cbs, i))->desc);
+  if (!(run->model = ct_model_new_extras(&ms->cfg, run->sec.data.batch_size, extras, error)))
     return 1;
   if (ms->checkpoint &&
       !ct_model_set_memory(run->model, CT_PRECISION_FP32, ms->checkpoint_nchunks, error))
     return 1;
   ct_model_init_weights(run->model, run->sec.seed);
+  for (guint i = 0; i < run->cbs->len; i++) { /* then the callbacks' own initialisation */
+    CtCallback *cb = g_ptr_array_index(run->cbs, i);
+    ct_plugin_desc_init_model(cb->desc, cb->state, run->model);
+  }
   if (!load_init(ms, run->model, error))
     return (*error)->code == CT_ERROR_IO ? 1 : 2;
   return 0;

@@ -91,6 +91,7 @@ struct CtLearner {
   int32_t *tokens;        /* (batch_size, context) */
   float *d_img, *d_txt;   /* (batch_size, E) */
   float d_logit_scale;
+  float d_logit_bias;     /* with a logit_bias (SigLIP) */
   float *scratch[2];      /* (batch_size, batch_size) each */
   double loss;
   gboolean has_loss;

@@ -322,6 +322,9 @@ do_backward(CtLearner *L)
   /* the towers scale their gradients by the loss scale (fp16); so must this */
   ct_model_grads(L->model)[ct_model_find(L->model, "logit_scale")->offset] +=
     L->d_logit_scale * ct_model_loss_scale(L->model);
+  const CtParamInfo *bias = ct_model_find(L->model, "logit_bias");
+  if (bias)
+    ct_model_grads(L->model)[bias->offset] += L->d_logit_bias * ct_model_loss_scale(L->model);
   return L->layer_status;
 }
 
@@ -363,6 +366,7 @@ do_one_batch(CtLearner *L)
   memset(L->d_img, 0, sizeof(float) * L->B * c->embed_dim);
   memset(L->d_txt, 0, sizeof(float) * L->B * c->embed_dim);
   L->d_logit_scale = 0;
+  L->d_logit_bias = 0;
   CtStatus st = run_event(L, CT_EVENT_AFTER_PRED);
   if (st != CT_STATUS_OK)
     return st;
@@ -810,6 +814,7 @@ gboolean ct_learner_has_loss(const CtLearner *L) { return L->has_loss; }
 float *ct_learner_d_image_features(CtLearner *L) { return L->d_img; }
 float *ct_learner_d_text_features(CtLearner *L) { return L->d_txt; }
 float *ct_learner_d_logit_scale(CtLearner *L) { return &L->d_logit_scale; }
+float *ct_learner_d_logit_bias(CtLearner *L) { return &L->d_logit_bias; }
 CtRecorder *ct_learner_recorder(CtLearner *L) { return &L->rec; }
 CtTokenizer *ct_learner_tokenizer(CtLearner *L) { return L->tok; }
 

@@ -124,7 +124,7 @@ ct_plugin_find(const char *name, GPtrArray *search, GError **error)
 /* ---------------------------------------------------------------- optional members */
 
 /* The ABI minor that appended each optional member (plugin.h). */
-enum { MINOR_COMM = 1, MINOR_GRADS = 2 };
+enum { MINOR_COMM = 1, MINOR_GRADS = 2, MINOR_MODEL = 4 };
 
 uint32_t
 ct_plugin_desc_run(const CtPluginDescriptor *d)
@@ -144,6 +144,19 @@ ct_plugin_desc_grads(const CtPluginDescriptor *d)
   return d->abi_minor >= MINOR_GRADS ? (CtGradsUse) d->grads : CT_GRADS_UNDECLARED;
 }
 
+uint32_t
+ct_plugin_desc_model_extras(const CtPluginDescriptor *d)
+{
+  return d->abi_minor >= MINOR_MODEL ? d->model_extras : 0;
+}
+
+void
+ct_plugin_desc_init_model(const CtPluginDescriptor *d, void *state, CtModel *model)
+{
+  if (d->abi_minor >= MINOR_MODEL && d->init_model)
+    d->init_model(state, model);
+}
+
 /* ---------------------------------------------------------------- open */
 
 static gboolean
@@ -160,6 +173,12 @@ check_descriptor(const char *file, const CtPluginDescriptor *d, GError **error)
     g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
                 "%s: plugin descriptor is %u bytes, too small for ABI %u.%u", file,
                 d->struct_size, d->abi_major, d->abi_minor);
+    return FALSE;
+  }
+  if (ct_plugin_desc_model_extras(d) & ~(uint32_t) CT_MODEL_LOGIT_BIAS) {
+    g_set_error(error, CT_ERROR, CT_ERROR_CONFIG,
+                "%s: plugin asks for unknown model parameters (model_extras = 0x%x)", file,
+                ct_plugin_desc_model_extras(d));
     return FALSE;
   }
   if ((uint32_t) ct_plugin_desc_grads(d) > CT_GRADS_WHOLE) {

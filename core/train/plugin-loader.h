@@ -39,6 +39,12 @@ CT_API const CtCommOps *ct_plugin_desc_comm(const CtPluginDescriptor *desc, void
  * reserved).  An unknown value is returned as is: ct_plugin_open refuses
  * it. */
 CT_API CtGradsUse ct_plugin_desc_grads(const CtPluginDescriptor *desc);
+/* model_extras (minor 4): the CtModelExtras the plugin needs; 0 before. */
+CT_API uint32_t ct_plugin_desc_model_extras(const CtPluginDescriptor *desc);
+/* init_model (minor 4): let STATE's plugin initialise a fresh MODEL;
+ * nothing before minor 4 or without the function. */
+CT_API void ct_plugin_desc_init_model(const CtPluginDescriptor *desc, void *state,
+                                      CtModel *model);
 
 /* Every NAME -> file found on SEARCH (first one wins), sorted by name.
  * (transfer full): a GPtrArray of char*, name and file alternating. */

@@ -236,6 +236,10 @@ CT_API gboolean ct_learner_has_loss(const CtLearner *learner);
 CT_API float *ct_learner_d_image_features(CtLearner *learner);
 CT_API float *ct_learner_d_text_features(CtLearner *learner);
 CT_API float *ct_learner_d_logit_scale(CtLearner *learner);
+/* d loss / d logit_bias, (1), zeroed before after_pred like the others;
+ * backward adds it to the gradient of the model's logit_bias, when the
+ * model has one (ct_model_logit_bias).  ABI minor 4. */
+CT_API float *ct_learner_d_logit_bias(CtLearner *learner);
 /* Non-finite losses.  By default a training batch whose loss is NaN or
  * infinite stops the run (fastai's TerminateOnNaN) with an error giving
  * the training step and the last good training state.  A callback that

@@ -92,6 +92,19 @@ typedef struct CtModel CtModel;
  * Parameters are zero until ct_model_init_weights() or ct_model_load().
  * (transfer full): free with ct_model_free(). */
 CT_API CtModel *ct_model_new(const CtConfig *cfg, int max_batch, GError **error);
+/* Parameters beyond OpenAI's CLIP that a loss needs, as flags. */
+typedef enum {
+  /* "logit_bias", a scalar after logit_scale (open_clip's SigLIP): the
+   * siglip_trainer plugin asks for it.  Initialised to -10. */
+  CT_MODEL_LOGIT_BIAS = 1 << 0,
+} CtModelExtras;
+/* ct_model_new with EXTRAS (CtModelExtras flags).  ct_model_save() writes
+ * the extra tensors and records them in the metadata ("config.logit_bias":
+ * "1"); ct_model_new_from_file() gives a model the extras its file has. */
+CT_API CtModel *ct_model_new_extras(const CtConfig *cfg, int max_batch, uint32_t extras,
+                                    GError **error);
+/* The model's CtModelExtras flags. */
+CT_API uint32_t ct_model_extras(const CtModel *model);
 CT_API void ct_model_free(CtModel *model);
 
 /* (transfer none) */
@@ -161,6 +174,9 @@ CT_API gboolean ct_model_training(const CtModel *model);
 
 /* Pointer to the (log) logit scale parameter.  (transfer none) */
 CT_API float *ct_model_logit_scale(CtModel *model);
+/* Pointer to the logit bias (SigLIP), or NULL when the model has none
+ * (CT_MODEL_LOGIT_BIAS).  (transfer none) */
+CT_API float *ct_model_logit_bias(CtModel *model);
 
 /* Forward pass of both towers over BATCH samples.
  *   images: (batch, 3, R, R) normalised pixels
@@ -280,6 +296,11 @@ CT_API gboolean ct_param_shape_matches(const CtParamInfo *want, const CtTensorIn
  * ignored). */
 CT_API gboolean ct_model_load_from(CtModel *model, const CtSafetensors *st,
                                    const char *prefix, gboolean strict, GError **error);
+/* The CtModelExtras of the weights in ST: CT_MODEL_LOGIT_BIAS when the
+ * metadata says config.logit_bias = 1 or tensor "<prefix>logit_bias" is
+ * there.  A model with extras loads a file without them (CLIP's weights):
+ * the extra parameters keep their values. */
+CT_API uint32_t ct_model_extras_of_file(const CtSafetensors *st, const char *prefix);
 /* Open PATH and load it strictly, without a prefix. */
 CT_API gboolean ct_model_load(CtModel *model, const char *path, GError **error);
 /* Write every parameter, then every buffer, as F32 under OpenAI's names,

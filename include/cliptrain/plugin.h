@@ -48,9 +48,12 @@ G_BEGIN_DECLS
  * changes; the minor when something is appended.  A plugin built with
  * (major M, minor m) loads into a core with major M and minor >= m.
  * Minor 1 added `comm`; minor 2 added `grads`; minor 3 added
- * ct_recorder_declare and ct_recorder_check_monitor. */
+ * ct_recorder_declare and ct_recorder_check_monitor; minor 4 added
+ * `model_extras` and `init_model` (in reserved space: the struct's size is
+ * unchanged), ct_learner_d_logit_bias, ct_model_logit_bias and
+ * ct_siglip_loss. */
 #define CT_PLUGIN_ABI_MAJOR 1
-#define CT_PLUGIN_ABI_MINOR 3
+#define CT_PLUGIN_ABI_MINOR 4
 
 typedef enum {
   CT_PARAM_BOOL,
@@ -152,7 +155,14 @@ typedef struct {
   const CtCommOps *(*comm)(void *state);
   /* CtGradsUse (minor 2): what the callback does with the gradients */
   uint32_t grads;
-  void *reserved[6];
+  /* CtModelExtras (minor 4): parameters the model must have for this
+   * callback (a loss's): a run that lists it builds its model with them */
+  uint32_t model_extras;
+  /* Optional (minor 4): called once when a fit initialises a fresh model
+   * (after create(), before model.init's weights load over it, which
+   * overwrite what they hold; a resume then loads its state over both) */
+  void (*init_model)(void *state, CtModel *model);
+  void *reserved[5];
 } CtPluginDescriptor;
 
 #define CT_PLUGIN_SYMBOL "ct_plugin_descriptor"

@@ -55,7 +55,7 @@ that "a missing plugin: exit 2 naming it" 'run 2 fit "$tmp/bad4.yaml" && grep -q
 if [ -n "$CT_TEST_PLUGINS" ] && [ -f "$CT_TEST_PLUGINS/abi_future.so" ]; then
   printf 'plugin_path: [%s]\ncallbacks: [clip_trainer, abi_future]\n' "$CT_TEST_PLUGINS" >"$tmp/abi.yaml"
   that "a plugin built for another ABI: exit 2 naming both versions" \
-    'run 2 fit "$tmp/abi.yaml" --out "$tmp/h" && grep -q "abi.yaml:2:27: callbacks.1: .*abi_future.so: plugin ABI 1.99 does not match cliptrain.s 1.3" "$tmp/err"'
+    'run 2 fit "$tmp/abi.yaml" --out "$tmp/h" && grep -q "abi.yaml:2:27: callbacks.1: .*abi_future.so: plugin ABI 1.99 does not match cliptrain.s 1.4" "$tmp/err"'
 else
   skip "the test plugins are not built (CT_TEST_PLUGINS)"
 fi

@@ -21,6 +21,8 @@ cli_tests += %reldir%/help.sh
 cli_tests += %reldir%/doc-snippets.sh
 # a tiny ResNet recipe trains, resumes bit for bit and saves
 cli_tests += %reldir%/resnet-fit.sh
+# SigLIP's loss: logit_bias saved and loaded, init, resume, 2 ranks with MPI
+cli_tests += %reldir%/siglip.sh
 # core/'s folders include and call only downwards
 cli_tests += %reldir%/check-layers.sh
 # run folders, paths, resume and failures, from a user's side

@@ -124,7 +124,7 @@ that "and cliptrain plugins impostor refuses it (exit 2)" \
 # ---- broken plugins: one line naming the file
 recipe "$tmp/abi.yaml" abi_old_major "$tmp/p"
 that "an ABI mismatch names the file and both versions (exit 2)" \
-  'run 2 fit "$tmp/abi.yaml" --out "$tmp/b1" && grep -q "callbacks.1: $tmp/p/abi_old_major.so: plugin ABI 0.3 does not match cliptrain.s 1.3" "$tmp/err"'
+  'run 2 fit "$tmp/abi.yaml" --out "$tmp/b1" && grep -q "callbacks.1: $tmp/p/abi_old_major.so: plugin ABI 0.3 does not match cliptrain.s 1.4" "$tmp/err"'
 recipe "$tmp/nosym.yaml" no_symbol "$tmp/p"
 that "a missing entry symbol names the file and the symbol" \
   'run 2 fit "$tmp/nosym.yaml" --out "$tmp/b2" && grep -q "$tmp/p/no_symbol.so: no symbol ct_plugin_descriptor" "$tmp/err"'

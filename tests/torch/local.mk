@@ -12,8 +12,10 @@ torch_tests += %reldir%/torch-resnet.sh
 # 16 random shapes of both towers against PyTorch, every variant of the
 # pass (parity-sweep.sh N SEED runs more)
 torch_tests += %reldir%/parity-sweep.sh
+# SigLIP's sigmoid loss and its gradients against PyTorch
+torch_tests += %reldir%/siglip.sh
 TESTS += $(torch_tests)
 EXTRA_DIST += $(torch_tests) %reldir%/torch-python.sh \
 	%reldir%/gen_clip_case.py %reldir%/check_torch_clip.py %reldir%/torch_roundtrip.py \
-	%reldir%/check_optimizer_torch.py \
+	%reldir%/check_optimizer_torch.py %reldir%/gen_siglip_case.py \
 	%reldir%/gen_image_cases.py %reldir%/gen_source_fixtures.py %reldir%/gen_tokenizer_tables.py

@@ -23,8 +23,11 @@ unit_tests += %reldir%/test-metrics
 unit_tests += %reldir%/test-optimizer
 # the distributed sampler and the loss of a rank's rows, without MPI
 unit_tests += %reldir%/test-shard
+# SigLIP's sigmoid loss: definition, finite differences, chunks, ranks
+unit_tests += %reldir%/test-siglip
 # check-run DIR: is every file of a run folder whole? (chaos.sh, faults.sh)
 # st-diff A B: do two safetensors files agree? (mpi.sh)
-check_PROGRAMS += $(unit_tests) %reldir%/check-run %reldir%/st-diff
+# siglip_parity CASES: ct_siglip_loss against PyTorch (tests/torch/siglip.sh)
+check_PROGRAMS += $(unit_tests) %reldir%/check-run %reldir%/st-diff %reldir%/siglip_parity
 TESTS += $(unit_tests)
 EXTRA_DIST += %reldir%/test-util.h

@@ -373,8 +373,8 @@ test_plugin_abi(void)
     const char *file;
     const char *expect;
   } rows[] = {
-    { "abi_future.so", "plugin ABI 1.99 does not match cliptrain's 1.3" },
-    { "abi_old_major.so", "plugin ABI 0.3 does not match cliptrain's 1.3" },
+    { "abi_future.so", "plugin ABI 1.99 does not match cliptrain's 1.4" },
+    { "abi_old_major.so", "plugin ABI 0.3 does not match cliptrain's 1.4" },
     { "no_symbol.so", "no symbol ct_plugin_descriptor" },
   };
   for (size_t i = 0; i < G_N_ELEMENTS(rows); i++) {
