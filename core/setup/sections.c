@@ -104,6 +104,9 @@ static const CtSectionKey model_keys[] = {
          "activation checkpointing: recompute blocks in backward", 0, 0, NULL),
   CT_KEY(CtModelSection, checkpoint_nchunks, "checkpoint_nchunks", CT_PARAM_INT, "2",
          "segments of each tower's blocks when checkpointing", 1, 4096, NULL),
+  CT_KEY(CtModelSection, patch_dropout, "patch_dropout", CT_PARAM_DOUBLE, "0",
+         "FLIP patch dropout: the fraction of a ViT image's patch tokens dropped in training "
+         "(0: off; below 1); validation and inference use every token", 0, 1, NULL),
   CT_KEY_END,
 };
 #undef M

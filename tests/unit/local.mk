@@ -16,7 +16,8 @@ unit_tests = \
 	%reldir%/clip_parity \
 	%reldir%/test-image \
 	%reldir%/test-precision \
-	%reldir%/test-checkpoint
+	%reldir%/test-checkpoint \
+	%reldir%/test-patch-dropout
 # metric plugins: test-metrics.c includes plugins/retrieval_at_k.c
 unit_tests += %reldir%/test-metrics
 # the general optimizer and the schedules
