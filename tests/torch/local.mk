@@ -12,8 +12,11 @@ torch_tests += %reldir%/torch-resnet.sh
 # 16 random shapes of both towers against PyTorch, every variant of the
 # pass (parity-sweep.sh N SEED runs more)
 torch_tests += %reldir%/parity-sweep.sh
+# patch dropout against an open_clip-style PyTorch tower (tests/unit/pdrop-pass
+# writes cliptrain's pass, check_patch_dropout.py compares)
+torch_tests += %reldir%/patch-dropout.sh
 TESTS += $(torch_tests)
 EXTRA_DIST += $(torch_tests) %reldir%/torch-python.sh \
 	%reldir%/gen_clip_case.py %reldir%/check_torch_clip.py %reldir%/torch_roundtrip.py \
-	%reldir%/check_optimizer_torch.py \
+	%reldir%/check_optimizer_torch.py %reldir%/check_patch_dropout.py \
 	%reldir%/gen_image_cases.py %reldir%/gen_source_fixtures.py %reldir%/gen_tokenizer_tables.py

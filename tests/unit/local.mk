@@ -26,6 +26,7 @@ unit_tests += %reldir%/test-optimizer
 unit_tests += %reldir%/test-shard
 # check-run DIR: is every file of a run folder whole? (chaos.sh, faults.sh)
 # st-diff A B: do two safetensors files agree? (mpi.sh)
-check_PROGRAMS += $(unit_tests) %reldir%/check-run %reldir%/st-diff
+# pdrop-pass: a case's pass under patch dropout (tests/torch/patch-dropout.sh)
+check_PROGRAMS += $(unit_tests) %reldir%/check-run %reldir%/st-diff %reldir%/pdrop-pass
 TESTS += $(unit_tests)
 EXTRA_DIST += %reldir%/test-util.h
