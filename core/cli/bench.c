@@ -356,6 +356,9 @@ ct_cli_bench(int argc, char **argv)
   double flops = ct_config_step_flops(&cfg, batch, text_tokens);
   if (!no_prune)
     flops -= ct_config_readout_saving(&cfg, batch, text_tokens);
+  int kept = 0;
+  if (patch_dropout > 0 && ct_model_kept_patches(m, &kept))
+    flops -= ct_config_patch_dropout_saving(&cfg, batch, kept, !no_prune);
 
   JsonBuilder *jb = json_builder_new();
   json_builder_begin_object(jb);
@@ -375,6 +378,8 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("trim_text", boolean, !no_trim);
   MEMBER("prune_readout", boolean, !no_prune);
   MEMBER("patch_dropout", double, patch_dropout);
+  if (kept > 0)
+    MEMBER("patches_kept", int, kept);
   MEMBER("precision", string, precision);
   MEMBER("checkpoint", int, checkpoint);
   MEMBER("optimizer_state", string, ct_precision_name(state_prec));
