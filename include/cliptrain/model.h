@@ -151,10 +151,11 @@ CT_API const CtParamInfo *ct_model_buffer_tensor(const CtModel *model, size_t i)
 CT_API const CtParamInfo *ct_model_find_buffer(const CtModel *model, const char *name);
 
 /* Training or eval mode, as nn.Module.train()/eval(): it matters for
- * BatchNorm only (a ResNet image tower).  In training mode (the default)
+ * BatchNorm (a ResNet image tower) and patch dropout (a ViT's, off by
+ * default; ct_model_set_patch_dropout).  In training mode (the default)
  * a forward normalises with the batch's statistics and updates the
- * running ones; in eval mode it uses the running statistics and changes
- * nothing.  The learner runs validation in eval mode and training in
+ * running ones, and drops patches; in eval mode it uses the running
+ * statistics, keeps every patch and changes nothing.  The learner runs validation in eval mode and training in
  * training mode; embed, zeroshot and retrieve run in eval mode. */
 CT_API void ct_model_set_training(CtModel *model, gboolean training);
 CT_API gboolean ct_model_training(const CtModel *model);
