@@ -405,6 +405,15 @@ read_model(CtRecipe *r, CtSections *s, GError **error)
   }
   if (!layers_given && ct_config_is_resnet(&m->cfg))
     ct_section_set_int(r, &m->base, vl, m->cfg.vision_layers, "default");
+  /* patch dropout: below 1 (the schema's range includes its end), and a
+   * ViT's only */
+  const char *pd = ct_section_where(&m->base, offsetof(CtModelSection, patch_dropout));
+  if (m->patch_dropout >= 1)
+    return ct_recipe_error(error, pd, "model.patch_dropout: patch dropout %g is out of range: "
+                           "expected 0 <= p < 1", m->patch_dropout);
+  if (m->patch_dropout > 0 && ct_config_is_resnet(&m->cfg))
+    return ct_recipe_error(error, pd, "model.patch_dropout: patch dropout %g needs a ViT image "
+                           "tower; this model's is a ResNet", m->patch_dropout);
   return TRUE;
 }
 

@@ -19,7 +19,7 @@ callbacks:
 YAML
 sed 's/, patch_dropout: 0.5//' "$tmp/r.yaml" >"$tmp/none.yaml"
 
-echo "1..12"
+echo "1..14"
 that "a run with patch_dropout 0.5" 'run 0 fit "$tmp/r.yaml" --out "$tmp/straight"'
 that "the resolved recipe says it" 'grep -q "patch_dropout: 0.5" "$tmp/straight/recipe.yaml"'
 that "the same run again: the same weights, bit for bit" \
@@ -39,6 +39,11 @@ that "patch_dropout 1 is refused in one line (exit 2)" \
   'run 2 fit "$tmp/r.yaml" --set model.patch_dropout=1 --out "$tmp/bad" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "model.patch_dropout: patch dropout 1 is out of range" "$tmp/err"'
 that "a ResNet image tower refuses it in one line (exit 2)" \
   'run 2 fit "$tmp/r.yaml" --set model.preset=rn --out "$tmp/rn" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "patch_dropout.*needs a ViT image tower" "$tmp/err"'
+sed 's/patch_dropout: 0.5/patch_dropout: 1.0/' "$tmp/r.yaml" >"$tmp/one.yaml"
+that "cliptrain recipe refuses 1 in one line naming the file and line (exit 2)" \
+  'run 2 recipe "$tmp/one.yaml" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "one.yaml:2:.*model.patch_dropout: patch dropout 1 is out of range" "$tmp/err"'
+that "and fit writes no run folder for it" \
+  'run 2 fit "$tmp/one.yaml" --out "$tmp/one" && [ ! -e "$tmp/one" ]'
 that "bench --patch-dropout 0.75 runs the tower on fewer tokens" \
   'run 0 bench -p tiny -b 4 -s 1 -t 1 --patch-dropout 0.75 && grep -q "\"patch_dropout\":0.75" "$tmp/out"'
 that "bench --patch-dropout 1 is bad usage" 'run 2 bench -p tiny -b 4 -s 1 --patch-dropout 1'
