@@ -26,6 +26,7 @@ typedef struct {
   int cap_b;        /* rows per micro-batch the buffers hold */
   size_t npix, ctx, E;
   int *sizes;       /* (n) rows of each cached micro-batch */
+  uint64_t *keys;   /* (n) its patch-dropout key: a re-run keeps the same patches */
   float *images;    /* (n, cap_b, 3, R, R) cached inputs */
   int32_t *tokens;  /* (n, cap_b, ctx) */
   float *img, *txt; /* (n * cap_b, E) cached features, packed */
@@ -37,6 +38,7 @@ static void
 release(Accum *a)
 {
   g_free(a->sizes);
+  g_free(a->keys);
   g_free(a->images);
   g_free(a->tokens);
   g_free(a->img);
@@ -60,6 +62,7 @@ allocate(Accum *a, CtLearner *L)
   a->E = c->embed_dim;
   size_t rows = (size_t) a->n * a->cap_b;
   a->sizes = g_new0(int, a->n);
+  a->keys = g_new0(uint64_t, a->n);
   a->images = g_new(float, rows * a->npix);
   a->tokens = g_new(int32_t, rows * a->ctx);
   a->img = g_new(float, rows * a->E);
@@ -91,6 +94,7 @@ accumulate(Accum *a, CtLearner *L, GError **error)
                              a->txt, *ct_model_logit_scale(m), (int) N, (int) E);
   for (int k = 0; k + 1 < a->j; k++) {
     size_t off = offset(a, k);
+    ct_model_set_patch_dropout_key(m, a->keys[k]);
     if (!ct_model_forward(m, a->images + (size_t) k * a->cap_b * a->npix,
                           a->tokens + (size_t) k * a->cap_b * a->ctx, a->sizes[k], error))
       return FALSE;
@@ -100,6 +104,7 @@ accumulate(Accum *a, CtLearner *L, GError **error)
    * activations, so they must be this batch's again */
   int k = a->j - 1;
   size_t off = offset(a, k);
+  ct_model_set_patch_dropout_key(m, a->keys[k]);
   if (!ct_model_forward(m, a->images + (size_t) k * a->cap_b * a->npix,
                         a->tokens + (size_t) k * a->cap_b * a->ctx, a->sizes[k], error))
     return FALSE;
@@ -133,6 +138,7 @@ on_event(void *state, CtLearner *L, CtEvent event, GError **error)
     int B = ct_learner_batch_size(L);
     int k = a->j++;
     a->sizes[k] = B;
+    a->keys[k] = ct_model_patch_dropout_key(ct_learner_model(L));
     size_t off = offset(a, k);
     memcpy(a->images + (size_t) k * a->cap_b * a->npix, ct_learner_images(L),
            sizeof(float) * B * a->npix);

@@ -187,6 +187,7 @@ ct_cli_bench(int argc, char **argv)
   gint64 seed = 0;
   g_autofree char *loader = NULL;
   int loader_batches = 0, checkpoint = 0;
+  double patch_dropout = 0;
   gboolean profile = FALSE, no_trim = FALSE, no_prune = FALSE, in_backward = TRUE, whole_step = FALSE;
   GOptionEntry entries[] = {
     { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
@@ -203,6 +204,7 @@ ct_cli_bench(int argc, char **argv)
     { "step-in-backward", 0, 0, G_OPTION_ARG_NONE, &in_backward, "Step each block inside backward from a one-block gradient scratch, as fit does by default (optimizer.step_in_backward: auto); the default", NULL },
     { "whole-step", 0, 0, G_OPTION_ARG_NONE, &whole_step, "Instead, step after backward, the whole gradient buffer resident (optimizer.step_in_backward: false)", NULL },
     { "no-trim", 0, 0, G_OPTION_ARG_NONE, &no_trim, "Run the text tower over the whole context even for short captions", NULL },
+    { "patch-dropout", 0, 0, G_OPTION_ARG_DOUBLE, &patch_dropout, "FLIP patch dropout: drop this fraction of each image's patch tokens, in [0, 1) (0: off; a ViT only)", "P" },
     { "no-prune", 0, 0, G_OPTION_ARG_NONE, &no_prune, "Run the towers' last blocks for every row, not only the rows they read", NULL },
     { "profile", 0, 0, G_OPTION_ARG_NONE, &profile, "Also report where the time goes: ms per step and % by kind of work", NULL },
     { "sgemm", 0, 0, G_OPTION_ARG_INT, &sgemm, "Instead, time cblas_sgemm on N x N x N products", "N" },
@@ -272,6 +274,12 @@ ct_cli_bench(int argc, char **argv)
   ct_model_init_weights(m, (uint64_t) seed);
   ct_model_set_trim_text(m, !no_trim);
   ct_model_set_prune_readout(m, !no_prune);
+  if (!ct_model_set_patch_dropout(m, patch_dropout, (uint64_t) seed, &error)) {
+    ct_cli_error("bench: --patch-dropout: %s", error->message);
+    g_error_free(error);
+    ct_model_free(m);
+    return CT_EXIT_USAGE;
+  }
   /* open_clip's AdamW defaults (betas 0.9, 0.98, eps 1e-6, wd 0.2) */
   CtOptimizer *opt = ct_optimizer_new(m, "adamw", &error);
   if (!opt || !ct_optimizer_set(opt, "lr", 1e-4, &error) ||
@@ -313,6 +321,7 @@ ct_cli_bench(int argc, char **argv)
       ct_profile_enable(TRUE);
     }
     gint64 t0 = g_get_monotonic_time();
+    ct_model_set_patch_dropout_key(m, (uint64_t) (s + 1)); /* other patches each step */
     if (!ct_model_forward(m, images, tokens, batch, &error)) {
       ct_cli_error("bench: %s", error->message);
       g_error_free(error);
@@ -347,6 +356,9 @@ ct_cli_bench(int argc, char **argv)
   double flops = ct_config_step_flops(&cfg, batch, text_tokens);
   if (!no_prune)
     flops -= ct_config_readout_saving(&cfg, batch, text_tokens);
+  int kept = 0;
+  if (patch_dropout > 0 && ct_model_kept_patches(m, &kept))
+    flops -= ct_config_patch_dropout_saving(&cfg, batch, kept, !no_prune);
 
   JsonBuilder *jb = json_builder_new();
   json_builder_begin_object(jb);
@@ -365,6 +377,9 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("caption_tokens", int, caption_tokens);
   MEMBER("trim_text", boolean, !no_trim);
   MEMBER("prune_readout", boolean, !no_prune);
+  MEMBER("patch_dropout", double, patch_dropout);
+  if (kept > 0)
+    MEMBER("patches_kept", int, kept);
   MEMBER("precision", string, precision);
   MEMBER("checkpoint", int, checkpoint);
   MEMBER("optimizer_state", string, ct_precision_name(state_prec));

@@ -46,22 +46,60 @@ ct_token_embed_backward(float *dwte, float *dwpe, const float *dout,
   CT_PROF_END();
 }
 
+/* One patch: its row of 3*P*P pixels, columns (c, ky, kx), from image IMG:
+ * (3, R, R) at grid cell (gy, gx). */
+static void
+patch_row(float *row, const float *img, int R, int P, int gy, int gx)
+{
+  for (int c = 0; c < 3; c++)
+    for (int ky = 0; ky < P; ky++) {
+      const float *src = img + ((size_t) c * R + gy * P + ky) * R + gx * P;
+      memcpy(row + ((size_t) c * P + ky) * P, src, sizeof(float) * P);
+    }
+}
+
 void
-ct_patchify(float *patches, const float *images, int B, int R, int P)
+ct_patchify_kept(float *patches, const float *images, const int *keep, int B, int R, int P,
+                 int K)
 {
   CT_PROF_BEGIN(CT_PROF_EMBED);
   int G = R / P;
-  size_t K = (size_t) 3 * P * P;
+  size_t D = (size_t) 3 * P * P;
   for (int b = 0; b < B; b++)
-    for (int gy = 0; gy < G; gy++)
-      for (int gx = 0; gx < G; gx++) {
-        float *row = patches + (((size_t) b * G + gy) * G + gx) * K;
-        for (int c = 0; c < 3; c++)
-          for (int ky = 0; ky < P; ky++) {
-            const float *src = images + (((size_t) b * 3 + c) * R + gy * P + ky) * R + gx * P;
-            memcpy(row + ((size_t) c * P + ky) * P, src, sizeof(float) * P);
-          }
-      }
+    for (int j = 0; j < K; j++) {
+      int i = keep ? keep[(size_t) b * K + j] : j; /* the patch's grid index */
+      patch_row(patches + ((size_t) b * K + j) * D, images + (size_t) b * 3 * R * R, R, P,
+                i / G, i % G);
+    }
+  CT_PROF_END();
+}
+
+void
+ct_patchify(float *patches, const float *images, int B, int R, int P)
+{
+  int G = R / P;
+  ct_patchify_kept(patches, images, NULL, B, R, P, G * G);
+}
+
+void
+ct_patch_assemble_kept_forward(float *out, const float *patch_out, const float *cls,
+                               const float *pos, const int *keep, int B, int K, int C)
+{
+  CT_PROF_BEGIN(CT_PROF_EMBED);
+  int T = K + 1;
+  for (int b = 0; b < B; b++) {
+    float *o = out + (size_t) b * T * C;
+    for (int c = 0; c < C; c++)
+      o[c] = cls[c] + pos[c];
+    for (int j = 0; j < K; j++) {
+      int i = keep ? keep[(size_t) b * K + j] : j;
+      const float *src = patch_out + ((size_t) b * K + j) * C;
+      const float *p = pos + (size_t) (1 + i) * C;
+      float *dst = o + (size_t) (1 + j) * C;
+      for (int c = 0; c < C; c++)
+        dst[c] = src[c] + p[c];
+    }
+  }
   CT_PROF_END();
 }
 
@@ -69,18 +107,33 @@ void
 ct_patch_assemble_forward(float *out, const float *patch_out, const float *cls,
                           const float *pos, int B, int GG, int C)
 {
+  ct_patch_assemble_kept_forward(out, patch_out, cls, pos, NULL, B, GG, C);
+}
+
+void
+ct_patch_assemble_kept_backward(float *dpatch_out, float *dcls, float *dpos,
+                                const float *dout, const int *keep, int B, int K, int C)
+{
   CT_PROF_BEGIN(CT_PROF_EMBED);
-  int T = GG + 1;
+  int T = K + 1;
   for (int b = 0; b < B; b++) {
-    float *o = out + (size_t) b * T * C;
-    for (int c = 0; c < C; c++)
-      o[c] = cls[c] + pos[c];
-    for (int i = 0; i < GG; i++) {
-      const float *src = patch_out + ((size_t) b * GG + i) * C;
-      const float *p = pos + (size_t) (1 + i) * C;
-      float *dst = o + (size_t) (1 + i) * C;
-      for (int c = 0; c < C; c++)
-        dst[c] = src[c] + p[c];
+    const float *d = dout + (size_t) b * T * C;
+    for (int c = 0; c < C; c++) {
+      if (dcls)
+        dcls[c] += d[c];
+      if (dpos)
+        dpos[c] += d[c];
+    }
+    for (int j = 0; j < K; j++) {
+      int i = keep ? keep[(size_t) b * K + j] : j;
+      const float *src = d + (size_t) (1 + j) * C;
+      if (dpatch_out)
+        memcpy(dpatch_out + ((size_t) b * K + j) * C, src, sizeof(float) * C);
+      if (dpos) {
+        float *p = dpos + (size_t) (1 + i) * C;
+        for (int c = 0; c < C; c++)
+          p[c] += src[c];
+      }
     }
   }
   CT_PROF_END();
@@ -90,26 +143,5 @@ void
 ct_patch_assemble_backward(float *dpatch_out, float *dcls, float *dpos,
                            const float *dout, int B, int GG, int C)
 {
-  CT_PROF_BEGIN(CT_PROF_EMBED);
-  int T = GG + 1;
-  for (int b = 0; b < B; b++) {
-    const float *d = dout + (size_t) b * T * C;
-    for (int c = 0; c < C; c++) {
-      if (dcls)
-        dcls[c] += d[c];
-      if (dpos)
-        dpos[c] += d[c];
-    }
-    for (int i = 0; i < GG; i++) {
-      const float *src = d + (size_t) (1 + i) * C;
-      if (dpatch_out)
-        memcpy(dpatch_out + ((size_t) b * GG + i) * C, src, sizeof(float) * C);
-      if (dpos) {
-        float *p = dpos + (size_t) (1 + i) * C;
-        for (int c = 0; c < C; c++)
-          p[c] += src[c];
-      }
-    }
-  }
-  CT_PROF_END();
+  ct_patch_assemble_kept_backward(dpatch_out, dcls, dpos, dout, NULL, B, GG, C);
 }

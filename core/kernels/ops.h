@@ -155,6 +155,17 @@ void ct_patch_assemble_forward(float *out, const float *patch_out, const float *
 /* dpatch_out: (B*GG, C) is SET; dcls: (C) +=; dpos: (1+GG, C) +=; dout: (B, 1+GG, C) */
 void ct_patch_assemble_backward(float *dpatch_out, float *dcls, float *dpos,
                                 const float *dout, int B, int GG, int C);
+/* Patch dropout: the same for the K patches of each image that KEEP: (B, K)
+ * grid indices in [0, GG) names (all GG in order when KEEP is NULL).
+ * patches: (B*K, 3*P*P); out: (B, 1+K, C), row 1+j = patch_out[b*K+j] +
+ * pos[1 + keep[b*K+j]]; dpatch_out: (B*K, C) is SET; dpos receives the
+ * kept positions' (and the class position's) gradients only. */
+void ct_patchify_kept(float *patches, const float *images, const int *keep, int B, int R, int P,
+                      int K);
+void ct_patch_assemble_kept_forward(float *out, const float *patch_out, const float *cls,
+                                    const float *pos, const int *keep, int B, int K, int C);
+void ct_patch_assemble_kept_backward(float *dpatch_out, float *dcls, float *dpos,
+                                     const float *dout, const int *keep, int B, int K, int C);
 
 /* ---- row selection (class token, end-of-text token) [embed] ---- */
 /* out: (B, C) = in[b, idx[b], :]; in: (B, T, C); idx: (B) */

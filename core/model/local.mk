@@ -8,6 +8,7 @@ libctcore_la_SOURCES += \
 	%reldir%/model-config.c \
 	%reldir%/model-private.h \
 	%reldir%/model.c \
+	%reldir%/patch-dropout.c \
 	%reldir%/resnet-layout.c \
 	%reldir%/resnet-private.h \
 	%reldir%/resnet.c \

@@ -338,6 +338,21 @@ ct_config_readout_saving(const CtConfig *c, int batch, int text_tokens)
   return 3.0 * batch * f;
 }
 
+double
+ct_config_patch_dropout_saving(const CtConfig *c, int batch, int keep, gboolean prune)
+{
+  if (ct_config_is_resnet(c))
+    return 0;
+  double G = c->image_resolution / c->vision_patch_size, GG = G * G;
+  double W = c->vision_width, P = c->vision_patch_size;
+  int L = c->vision_layers;
+  double all = 2.0 * GG * 3 * P * P * W + stack_flops(L, GG + 1, W) -
+               (prune ? pruned_flops(L, GG + 1, W) : 0);
+  double kept = 2.0 * keep * 3 * P * P * W + stack_flops(L, keep + 1.0, W) -
+                (prune ? pruned_flops(L, keep + 1.0, W) : 0);
+  return 3.0 * batch * (all - kept);
+}
+
 static size_t
 stack_params(int layers, size_t W)
 {

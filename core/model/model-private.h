@@ -110,9 +110,12 @@ typedef struct {
 
 typedef struct {
   int B;                       /* batch of the last forward */
-  float *patches;              /* (max_B*GG, 3*P*P) */
-  float *patch_out;            /* (max_B*GG, W) conv1 output */
-  float *x0;                   /* (max_B, T, W) before ln_pre */
+  int K;                       /* patches each image kept in the last forward: GG, or
+                                * fewer under patch dropout */
+  const int *keep;             /* (B, K) their grid indices, ascending, or NULL for all */
+  float *patches;              /* (max_B*K, 3*P*P) */
+  float *patch_out;            /* (max_B*K, W) conv1 output */
+  float *x0;                   /* (max_B, 1+K, W) before ln_pre */
   float *ln_pre_mean, *ln_pre_rstd; /* (max_B*T) */
   CtStack stack;               /* seg_in[0] is ln_pre's output */
   int *cls_idx;                /* (max_B) all zero: the class token */
@@ -202,6 +205,12 @@ struct CtModel {
   float *buffers;              /* (n_buffers) BatchNorm running statistics */
   GArray *buf_infos;           /* of CtParamInfo, offsets into buffers */
   CtResNet rn;                 /* the image tower when cfg is a ResNet */
+  /* patch dropout (patch-dropout.c): in training mode each image keeps
+   * ct_patch_dropout_count() of its patches, drawn from (seed, key, sample) */
+  double pdrop;                /* the probability, 0 <= pdrop < 1; 0: off */
+  uint64_t pdrop_seed, pdrop_key;
+  int *pdrop_keep;             /* (max_B, GG) the kept indices of the last draw, or NULL
+                                * for a ResNet */
 };
 
 /* A transformer block's gradient count: its tensors are contiguous, from
@@ -242,6 +251,14 @@ void ct_vision_forward(CtModel *m, const float *images, int B);
 void ct_vision_backward(CtModel *m, const float *dfeat);
 void ct_text_forward(CtModel *m, const int32_t *tokens, int B);
 void ct_text_backward(CtModel *m, const float *dfeat);
+
+/* patch-dropout.c */
+/* Patches kept of GG at probability PROB: max(1, floor(GG * (1 - PROB))). */
+int ct_patch_dropout_count(int GG, double prob);
+/* The patches the next image forward of B images keeps: NULL (all GG) in
+ * eval mode or with patch dropout off; otherwise m->pdrop_keep, filled
+ * with (B, *K) ascending grid indices. */
+const int *ct_patch_dropout_draw(CtModel *m, int B, int GG, int *K);
 
 /* resnet-layout.c */
 /* Shapes of M's ResNet tower from its config (allocates rn.blocks). */

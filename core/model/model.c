@@ -444,6 +444,10 @@ ct_model_new_extras(const CtConfig *cfg, int max_batch, uint32_t extras, GError 
     return NULL;
   }
   m->va.cls_idx = g_new0(int, max_batch);
+  m->va.K = ct_config_is_resnet(&c) ? 0 : (c.image_resolution / c.vision_patch_size) *
+                                           (c.image_resolution / c.vision_patch_size);
+  /* patch dropout's kept indices: allocated here, so no step allocates */
+  m->pdrop_keep = ct_config_is_resnet(&c) ? NULL : g_new0(int, (size_t) max_batch * m->va.K);
   m->ta.eot = g_new0(int, max_batch);
   m->ta.tokens = g_new0(int32_t, (size_t) max_batch * c.context_length);
   return m;
@@ -477,6 +481,7 @@ ct_model_free(CtModel *m)
   g_free(m->block_grads);
   g_free(m->arena);
   g_free(m->va.cls_idx);
+  g_free(m->pdrop_keep);
   g_free(m->ta.eot);
   g_free(m->ta.tokens);
   g_free(m);

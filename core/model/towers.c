@@ -2,6 +2,7 @@
  *
  * Image: conv1 -> [class ; patches] + pos -> ln_pre -> blocks ->
  *        ln_post(class token) @ proj -> L2 normalise.
+ *        Under patch dropout (patch-dropout.c) "patches" are the kept ones.
  * Text:  token_embedding + pos -> causal blocks -> ln_final(end-of-text
  *        row) @ text_projection -> L2 normalise.
  * ln_final is applied to the end-of-text rows only: layer norm acts on each
@@ -70,13 +71,19 @@ ct_vision_forward(CtModel *m, const float *images, int B)
   const CtVisionParams *p = &m->vp;
   int P = c->vision_patch_size, R = c->image_resolution, W = c->vision_width;
   int E = c->embed_dim;
-  int G = R / P, GG = G * G, T = GG + 1;
+  int G = R / P, GG = G * G;
   a->B = B;
 
-  ct_patchify(a->patches, images, B, R, P);
-  ct_linear_forward_p(m->prec, m->sc.wr, a->patch_out, a->patches, p->conv1_w, NULL, B * GG,
+  /* patch dropout: the patch embedding acts on each patch alone, so only
+   * the K kept patches are gathered and embedded; the blocks run on 1+K */
+  int K;
+  a->keep = ct_patch_dropout_draw(m, B, GG, &K);
+  a->K = K;
+  int T = K + 1;
+  ct_patchify_kept(a->patches, images, a->keep, B, R, P, K);
+  ct_linear_forward_p(m->prec, m->sc.wr, a->patch_out, a->patches, p->conv1_w, NULL, B * K,
                       3 * P * P, W);
-  ct_patch_assemble_forward(a->x0, a->patch_out, p->cls, p->pos, B, GG, W);
+  ct_patch_assemble_kept_forward(a->x0, a->patch_out, p->cls, p->pos, a->keep, B, K, W);
   ct_layernorm_forward(a->stack.seg_in, a->ln_pre_mean, a->ln_pre_rstd, a->x0, p->ln_pre_w,
                        p->ln_pre_b, B * T, W);
   a->stack.Tr = T;
@@ -98,9 +105,9 @@ ct_vision_backward(CtModel *m, const float *dfeat)
   CtVisionParams *g = &m->vg;
   CtScratch *sc = &m->sc;
   int B = a->B;
-  int P = c->vision_patch_size, R = c->image_resolution, W = c->vision_width;
+  int P = c->vision_patch_size, W = c->vision_width;
   int E = c->embed_dim;
-  int G = R / P, GG = G * G, T = GG + 1;
+  int K = a->K, T = K + 1; /* the patches the forward kept */
 
   head_backward(m, dfeat, a->featn, a->norm, a->ln_post, p->proj, g->proj, a->rows,
                 a->ln_post_mean, a->ln_post_rstd, p->ln_post_w, g->ln_post_w, g->ln_post_b,
@@ -111,10 +118,10 @@ ct_vision_backward(CtModel *m, const float *dfeat)
   ct_zero(sc->dA, (size_t) B * T * W);
   ct_layernorm_backward(sc->dA, g->ln_pre_w, g->ln_pre_b, sc->dx, a->x0, a->ln_pre_mean,
                         a->ln_pre_rstd, p->ln_pre_w, B * T, W);
-  float *dpatch = sc->dqkv; /* (B*GG, W), free at this point */
-  ct_patch_assemble_backward(dpatch, g->cls, g->pos, sc->dA, B, GG, W);
+  float *dpatch = sc->dqkv; /* (B*K, W), free at this point */
+  ct_patch_assemble_kept_backward(dpatch, g->cls, g->pos, sc->dA, a->keep, B, K, W);
   ct_linear_backward_p(m->prec, sc->wr, NULL, g->conv1_w, NULL, dpatch, a->patches, p->conv1_w,
-                       B * GG, 3 * P * P, W);
+                       B * K, 3 * P * P, W);
 }
 
 void

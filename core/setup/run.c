@@ -210,6 +210,11 @@ build_model(Run *run, GError **error)
   if (ms->checkpoint &&
       !ct_model_set_memory(run->model, CT_PRECISION_FP32, ms->checkpoint_nchunks, error))
     return 1;
+  if (!ct_model_set_patch_dropout(run->model, ms->patch_dropout, run->sec.seed, error)) {
+    g_prefix_error(error, "%s: model.patch_dropout: ",
+                   ct_section_where(&ms->base, offsetof(CtModelSection, patch_dropout)));
+    return 2;
+  }
   ct_model_init_weights(run->model, run->sec.seed);
   for (guint i = 0; i < run->cbs->len; i++) { /* then the callbacks' own initialisation */
     CtCallback *cb = g_ptr_array_index(run->cbs, i);

@@ -104,6 +104,9 @@ static const CtSectionKey model_keys[] = {
          "activation checkpointing: recompute blocks in backward", 0, 0, NULL),
   CT_KEY(CtModelSection, checkpoint_nchunks, "checkpoint_nchunks", CT_PARAM_INT, "2",
          "segments of each tower's blocks when checkpointing", 1, 4096, NULL),
+  CT_KEY(CtModelSection, patch_dropout, "patch_dropout", CT_PARAM_DOUBLE, "0",
+         "FLIP patch dropout: the fraction of a ViT image's patch tokens dropped in training "
+         "(0: off; below 1); validation and inference use every token", 0, 1, NULL),
   CT_KEY_END,
 };
 #undef M
@@ -402,6 +405,15 @@ read_model(CtRecipe *r, CtSections *s, GError **error)
   }
   if (!layers_given && ct_config_is_resnet(&m->cfg))
     ct_section_set_int(r, &m->base, vl, m->cfg.vision_layers, "default");
+  /* patch dropout: below 1 (the schema's range includes its end), and a
+   * ViT's only */
+  const char *pd = ct_section_where(&m->base, offsetof(CtModelSection, patch_dropout));
+  if (m->patch_dropout >= 1)
+    return ct_recipe_error(error, pd, "model.patch_dropout: patch dropout %g is out of range: "
+                           "expected 0 <= p < 1", m->patch_dropout);
+  if (m->patch_dropout > 0 && ct_config_is_resnet(&m->cfg))
+    return ct_recipe_error(error, pd, "model.patch_dropout: patch dropout %g needs a ViT image "
+                           "tower; this model's is a ResNet", m->patch_dropout);
   return TRUE;
 }
 

@@ -52,6 +52,7 @@ typedef struct {
   char *init;            /* weights to start from, or "" */
   gboolean checkpoint;
   int checkpoint_nchunks;
+  double patch_dropout;  /* training only: not a config key, so weights load either way */
 } CtModelSection;
 
 /* optimizer: the kind, its hyper-parameters (the kind's defaults), and

@@ -357,6 +357,11 @@ do_one_batch(CtLearner *L)
 {
   const CtConfig *c = ct_model_config(L->model);
   GError *e = NULL;
+  /* patch dropout draws from (seed, key, sample): the key is the training
+   * step and the rank, restored on resume; validation runs in eval mode */
+  if (L->training)
+    ct_model_set_patch_dropout_key(L->model, (uint64_t) L->train_iter * ct_comm_size(L->comm) +
+                                               (uint64_t) ct_comm_rank(L->comm));
   /* a rank's share of a short last validation batch may be empty: its
    * callbacks still run (they may take part in collectives), on no rows */
   if (L->B > 0 && !ct_model_forward(L->model, L->images, L->tokens, L->B, &e))

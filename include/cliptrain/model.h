@@ -164,10 +164,11 @@ CT_API const CtParamInfo *ct_model_buffer_tensor(const CtModel *model, size_t i)
 CT_API const CtParamInfo *ct_model_find_buffer(const CtModel *model, const char *name);
 
 /* Training or eval mode, as nn.Module.train()/eval(): it matters for
- * BatchNorm only (a ResNet image tower).  In training mode (the default)
+ * BatchNorm (a ResNet image tower) and patch dropout (a ViT's, off by
+ * default; ct_model_set_patch_dropout).  In training mode (the default)
  * a forward normalises with the batch's statistics and updates the
- * running ones; in eval mode it uses the running statistics and changes
- * nothing.  The learner runs validation in eval mode and training in
+ * running ones, and drops patches; in eval mode it uses the running
+ * statistics, keeps every patch and changes nothing.  The learner runs validation in eval mode and training in
  * training mode; embed, zeroshot and retrieve run in eval mode. */
 CT_API void ct_model_set_training(CtModel *model, gboolean training);
 CT_API gboolean ct_model_training(const CtModel *model);
@@ -225,6 +226,27 @@ CT_API void ct_model_set_trim_text(CtModel *model, gboolean on);
  * the products of vitb32's step.  Features and gradients equal the
  * unpruned ones up to float rounding. */
 CT_API void ct_model_set_prune_readout(CtModel *model, gboolean on);
+
+/* Patch dropout (FLIP; open_clip's PatchDropout), off by default: in
+ * training mode (ct_model_set_training) each ViT image keeps
+ * K = max(1, floor(GG * (1 - PROB))) of its GG patch tokens and its class
+ * token, after the positional embedding; the tower then runs on 1 + K
+ * tokens (only the kept patches are embedded), and conv1 and the
+ * positional embedding receive gradients for the kept patches only.  Eval
+ * mode uses every token.  Sample b of a forward keeps the patches drawn
+ * from (SEED, the key, b) alone: the learner sets the key to the training
+ * step before each forward, so runs and resumed runs draw the same.
+ * Fails for PROB outside [0, 1) (CT_ERROR_INVALID) and for PROB > 0 on a
+ * ResNet image tower (CT_ERROR_CONFIG). */
+CT_API gboolean ct_model_set_patch_dropout(CtModel *model, double prob, uint64_t seed,
+                                           GError **error);
+CT_API double ct_model_patch_dropout(const CtModel *model);
+CT_API void ct_model_set_patch_dropout_key(CtModel *model, uint64_t key);
+CT_API uint64_t ct_model_patch_dropout_key(const CtModel *model);
+/* The patches the last image forward kept: (batch, *K) grid indices
+ * (row-major over the G x G grid), ascending in each row; NULL when it
+ * kept all (*K is then GG).  (transfer none): valid until the next forward. */
+CT_API const int *ct_model_kept_patches(const CtModel *model, int *k);
 
 /* ---- memory: precision and activation checkpointing ---- */
 

@@ -10,6 +10,7 @@ cli_tests = \
 	%reldir%/fit.sh \
 	%reldir%/data-fit.sh \
 	%reldir%/resume.sh \
+	%reldir%/patch-dropout.sh \
 	%reldir%/precision.sh \
 	%reldir%/commands.sh \
 	%reldir%/eval.sh \

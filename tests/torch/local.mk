@@ -14,8 +14,11 @@ torch_tests += %reldir%/torch-resnet.sh
 torch_tests += %reldir%/parity-sweep.sh
 # SigLIP's sigmoid loss and its gradients against PyTorch
 torch_tests += %reldir%/siglip.sh
+# patch dropout against an open_clip-style PyTorch tower (tests/unit/pdrop-pass
+# writes cliptrain's pass, check_patch_dropout.py compares)
+torch_tests += %reldir%/patch-dropout.sh
 TESTS += $(torch_tests)
 EXTRA_DIST += $(torch_tests) %reldir%/torch-python.sh \
 	%reldir%/gen_clip_case.py %reldir%/check_torch_clip.py %reldir%/torch_roundtrip.py \
-	%reldir%/check_optimizer_torch.py %reldir%/gen_siglip_case.py \
+	%reldir%/check_optimizer_torch.py %reldir%/gen_siglip_case.py %reldir%/check_patch_dropout.py \
 	%reldir%/gen_image_cases.py %reldir%/gen_source_fixtures.py %reldir%/gen_tokenizer_tables.py

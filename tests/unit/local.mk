@@ -16,7 +16,8 @@ unit_tests = \
 	%reldir%/clip_parity \
 	%reldir%/test-image \
 	%reldir%/test-precision \
-	%reldir%/test-checkpoint
+	%reldir%/test-checkpoint \
+	%reldir%/test-patch-dropout
 # metric plugins: test-metrics.c includes plugins/retrieval_at_k.c
 unit_tests += %reldir%/test-metrics
 # the general optimizer and the schedules
@@ -28,6 +29,8 @@ unit_tests += %reldir%/test-siglip
 # check-run DIR: is every file of a run folder whole? (chaos.sh, faults.sh)
 # st-diff A B: do two safetensors files agree? (mpi.sh)
 # siglip_parity CASES: ct_siglip_loss against PyTorch (tests/torch/siglip.sh)
-check_PROGRAMS += $(unit_tests) %reldir%/check-run %reldir%/st-diff %reldir%/siglip_parity
+# pdrop-pass: a case's pass under patch dropout (tests/torch/patch-dropout.sh)
+check_PROGRAMS += $(unit_tests) %reldir%/check-run %reldir%/st-diff %reldir%/siglip_parity \
+                  %reldir%/pdrop-pass
 TESTS += $(unit_tests)
 EXTRA_DIST += %reldir%/test-util.h

@@ -419,12 +419,13 @@ static CtPluginDescriptor grad_spy_desc = {
 /* One step over 32 samples: as one batch, or as 4 micro-batches of 8 with
  * grad_accumulation.  Returns the gradients at the step. */
 static float *
-accumulated_grads(int batch, const CtPluginDescriptor *accum, int *steps)
+accumulated_grads(int batch, const CtPluginDescriptor *accum, double pdrop, int *steps)
 {
   CtConfig cfg;
   g_assert_true(ct_config_preset("tiny", &cfg, NULL));
   CtModel *m = ct_model_new(&cfg, batch, NULL);
   ct_model_init_weights(m, 3);
+  g_assert_true(ct_model_set_patch_dropout(m, pdrop, 7, NULL));
   CtOptimizer *opt = ct_optimizer_new(m, "adamw", NULL);
   CtDataset *tr = ct_dataset_new_synthetic(&cfg, 32, 7, 0, 0);
   CtLoader *tl = ct_loader_new(tr, &cfg, batch, TRUE, TRUE, 0, 1, 7);
@@ -468,8 +469,8 @@ test_grad_accumulation(void)
   const CtPluginDescriptor *accum = ct_plugin_open(path, &error);
   g_assert_no_error(error);
   int s1, s4;
-  g_autofree float *full = accumulated_grads(32, NULL, &s1);
-  g_autofree float *acc = accumulated_grads(8, accum, &s4);
+  g_autofree float *full = accumulated_grads(32, NULL, 0, &s1);
+  g_autofree float *acc = accumulated_grads(8, accum, 0, &s4);
   g_assert_cmpint(s1, ==, 1);
   g_assert_cmpint(s4, ==, 1); /* one step for four micro-batches */
   CtConfig cfg;
@@ -484,6 +485,86 @@ test_grad_accumulation(void)
                  maxg);
   g_assert_cmpfloat(maxg, >, 0);
   g_assert_cmpfloat(maxd, <=, 1e-5 * maxg);
+}
+
+/* Under patch dropout: the step's gradients as grad_accumulation must give
+ * them, by hand.  Micro-batch k of 8 is drawn under its training step k
+ * (the learner's key); the loss is over the 32 features; each micro-batch's
+ * backward runs on the activations of its own draw, so an earlier
+ * micro-batch re-run at step 3 must keep the patches of its step. */
+static float *
+accumulated_by_hand(double pdrop)
+{
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("tiny", &cfg, NULL));
+  CtModel *m = ct_model_new(&cfg, 8, NULL);
+  ct_model_init_weights(m, 3);
+  g_assert_true(ct_model_set_patch_dropout(m, pdrop, 7, NULL));
+  CtDataset *tr = ct_dataset_new_synthetic(&cfg, 32, 7, 0, 0);
+  CtLoader *tl = ct_loader_new(tr, &cfg, 8, TRUE, TRUE, 0, 1, 7);
+  size_t npix = (size_t) 3 * cfg.image_resolution * cfg.image_resolution;
+  int E = cfg.embed_dim, T = cfg.context_length, B;
+  g_autofree float *images = g_new(float, 32 * npix);
+  g_autofree int32_t *tokens = g_new(int32_t, 32 * T);
+  g_autofree float *img = g_new(float, 32 * E), *txt = g_new(float, 32 * E);
+  g_autofree float *di = g_new(float, 32 * E), *dt = g_new(float, 32 * E);
+  g_autofree float *logits = g_new(float, 32 * 32), *scr = g_new(float, 32 * 32);
+  ct_loader_start_at(tl, 0, 0);
+  for (int k = 0; k < 4; k++) {
+    g_assert_true(ct_loader_next(tl, images + k * 8 * npix, tokens + k * 8 * T, &B, NULL));
+    g_assert_cmpint(B, ==, 8);
+    ct_model_set_patch_dropout_key(m, k);
+    g_assert_true(ct_model_forward(m, images + k * 8 * npix, tokens + k * 8 * T, 8, NULL));
+    memcpy(img + k * 8 * E, ct_model_image_features(m), sizeof(float) * 8 * E);
+    memcpy(txt + k * 8 * E, ct_model_text_features(m), sizeof(float) * 8 * E);
+  }
+  float ds;
+  ct_clip_loss(logits, di, dt, &ds, scr, img, txt, *ct_model_logit_scale(m), 32, E);
+  ct_model_zero_grad(m);
+  for (int k = 0; k < 4; k++) {
+    ct_model_set_patch_dropout_key(m, k);
+    g_assert_true(ct_model_forward(m, images + k * 8 * npix, tokens + k * 8 * T, 8, NULL));
+    ct_model_backward(m, di + k * 8 * E, dt + k * 8 * E);
+  }
+  ct_model_grads(m)[ct_model_find(m, "logit_scale")->offset] += ds;
+  float *g = g_memdup2(ct_model_grads(m), sizeof(float) * ct_model_n_params(m));
+  ct_loader_stop(tl);
+  ct_loader_free(tl);
+  ct_dataset_free(tr);
+  ct_model_free(m);
+  return g;
+}
+
+static void
+test_grad_accumulation_patch_dropout(void)
+{
+  const char *dir = g_getenv("CT_BUILDDIR");
+  if (!dir) {
+    g_test_skip("CT_BUILDDIR is not set");
+    return;
+  }
+  g_autofree char *path = g_build_filename(dir, "plugins", ".libs", "grad_accumulation.so", NULL);
+  GError *error = NULL;
+  const CtPluginDescriptor *accum = ct_plugin_open(path, &error);
+  g_assert_no_error(error);
+  int s4;
+  g_autofree float *acc = accumulated_grads(8, accum, 0.5, &s4);
+  g_autofree float *ref = accumulated_by_hand(0.5);
+  g_autofree float *none = accumulated_grads(8, accum, 0, &s4);
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("tiny", &cfg, NULL));
+  size_t n = ct_config_n_params(&cfg);
+  double maxg = 0, maxd = 0, maxo = 0;
+  for (size_t i = 0; i < n; i++) {
+    maxg = fmax(maxg, fabs(ref[i]));
+    maxd = fmax(maxd, fabs((double) ref[i] - acc[i]));
+    maxo = fmax(maxo, fabs((double) ref[i] - none[i]));
+  }
+  g_test_message("patch dropout 0.5, 4 x 8 accumulated vs by hand: max |difference| %.3g, "
+                 "max |gradient| %.3g; without patch dropout %.3g apart", maxd, maxg, maxo);
+  g_assert_cmpfloat(maxg, >, 0);
+  g_assert_cmpfloat(maxd, <=, 1e-5 * maxg);
+  g_assert_cmpfloat(maxo, >, 1e-3 * maxg); /* the patches dropped do matter */
 }
 
 /* ---------------------------------------------------------------- modes */
@@ -550,6 +631,7 @@ main(int argc, char **argv)
   g_test_add_func("/loop/recorder", test_recorder);
   g_test_add_func("/loop/plugin-abi", test_plugin_abi);
   g_test_add_func("/loop/grad-accumulation", test_grad_accumulation);
+  g_test_add_func("/loop/grad-accumulation-patch-dropout", test_grad_accumulation_patch_dropout);
   g_test_add_func("/loop/train-eval-mode", test_train_eval_mode);
   return g_test_run();
 }
