@@ -21,6 +21,8 @@ unit_tests = \
 unit_tests += %reldir%/test-metrics
 # the general optimizer and the schedules
 unit_tests += %reldir%/test-optimizer
+# LiT-style locking: frozen groups run no backward
+unit_tests += %reldir%/test-lock
 # the distributed sampler and the loss of a rank's rows, without MPI
 unit_tests += %reldir%/test-shard
 # check-run DIR: is every file of a run folder whole? (chaos.sh, faults.sh)
