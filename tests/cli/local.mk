@@ -21,6 +21,8 @@ cli_tests += %reldir%/help.sh
 cli_tests += %reldir%/doc-snippets.sh
 # a tiny ResNet recipe trains, resumes bit for bit and saves
 cli_tests += %reldir%/resnet-fit.sh
+# LiT-style locking and layer-wise lr decay from a recipe; --print-lr-groups
+cli_tests += %reldir%/lock.sh
 # core/'s folders include and call only downwards
 cli_tests += %reldir%/check-layers.sh
 # run folders, paths, resume and failures, from a user's side
