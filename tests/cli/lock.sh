@@ -26,7 +26,7 @@ YAML
 # row GROUP: the --print-lr-groups rows of GROUP (a fixed string)
 row() { awk -v g="$1" '$1 == g' "$tmp/out"; }
 
-echo "1..22"
+echo "1..25"
 check "fit --print-lr-groups exits 0" 0 "$ct" fit "$tmp/lock.yaml" --print-lr-groups --out "$tmp/none"
 that "... without a run folder" '[ ! -e "$tmp/none" ]'
 expect "... a header with the optimizer and lr" "$tmp/out" '^# adamw, lr 0.001, weight decay 0.2'
@@ -76,4 +76,9 @@ that "two locked fits at different learning rates" \
   'run 0 fit "$tmp/lock.yaml" --out "$tmp/a" && run 0 fit "$tmp/lock.yaml" --set optimizer.lr=0.05 --out "$tmp/b"'
 that "... keep the locked image blocks and text tower identical, and train the rest" \
   '"$builddir/tests/unit/st-diff" "$tmp/a/final.safetensors" "$tmp/b/final.safetensors" visual.transformer.resblocks.0. 0 >/dev/null && "$builddir/tests/unit/st-diff" "$tmp/a/final.safetensors" "$tmp/b/final.safetensors" transformer. 0 >/dev/null && ! "$builddir/tests/unit/st-diff" "$tmp/a/final.safetensors" "$tmp/b/final.safetensors" visual.proj 0 >/dev/null && ! "$builddir/tests/unit/st-diff" "$tmp/a/final.safetensors" "$tmp/b/final.safetensors" visual.transformer.resblocks.1. 0 >/dev/null'
+
+# bench times a locked step the same way
+check "bench --lock-image 0 --lock-text 1" 0 "$ct" bench --preset tiny --steps 1 --lock-image 0 --lock-text 1
+expect "... says so in its JSON" "$tmp/out" '"lock_image":0,"lock_text":1'
+check "bench --lock-image -2 is bad usage" 2 "$ct" bench --preset tiny --steps 1 --lock-image -2
 exit $fail
