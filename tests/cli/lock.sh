@@ -2,8 +2,9 @@
 # lock.sh: LiT-style locking and layer-wise lr decay from a recipe:
 # optimizer.lock_image / lock_text as booleans or as open_clip's options,
 # optimizer.layer_decay, `cliptrain fit --print-lr-groups`, one-line errors
-# for bad values, and locked tensors that training leaves as they were.
-# Prints TAP.
+# for bad values, and locked tensors that training leaves as they were, on
+# one process and on 2 MPI ranks with ddp (which sends no locked group's
+# gradients).  Prints TAP.
 . "$(dirname "$0")/tap.sh"
 
 cat >"$tmp/base.yaml" <<'YAML'
@@ -26,7 +27,7 @@ YAML
 # row GROUP: the --print-lr-groups rows of GROUP (a fixed string)
 row() { awk -v g="$1" '$1 == g' "$tmp/out"; }
 
-echo "1..25"
+echo "1..28"
 check "fit --print-lr-groups exits 0" 0 "$ct" fit "$tmp/lock.yaml" --print-lr-groups --out "$tmp/none"
 that "... without a run folder" '[ ! -e "$tmp/none" ]'
 expect "... a header with the optimizer and lr" "$tmp/out" '^# adamw, lr 0.001, weight decay 0.2'
@@ -81,4 +82,41 @@ that "... keep the locked image blocks and text tower identical, and train the r
 check "bench --lock-image 0 --lock-text 1" 0 "$ct" bench --preset tiny --steps 1 --lock-image 0 --lock-text 1
 expect "... says so in its JSON" "$tmp/out" '"lock_image":0,"lock_text":1'
 check "bench --lock-image -2 is bad usage" 2 "$ct" bench --preset tiny --steps 1 --lock-image -2
+
+# ddp on 2 ranks (zero too) with locked groups, which it does not send:
+# the parameters of 1 process, the locked ones bit for bit
+cat >"$tmp/one.yaml" <<'YAML'
+seed: 3
+model: {preset: tiny}
+data: {dataset: synthetic, n_train: 32, n_valid: 16, batch_size: 16}
+optimizer: {name: sgd, lr: 0.1, lock_image: {unlocked_groups: 2}, lock_text: {unlocked_layers: 1}}
+fit: {epochs: 1, threads: 1}
+callbacks: [clip_trainer, {save_model: {at_end: true, fname: final}}]
+YAML
+sed -e 's/batch_size: 16/batch_size: 8/' \
+    -e 's/callbacks: \[clip_trainer,/callbacks: [{ddp: {zero: true}}, distributed_clip_trainer,/' \
+    "$tmp/one.yaml" >"$tmp/ddp.yaml"
+if [ "${CT_HAVE_MPI:-no}" != yes ] || [ -z "${CT_MPIEXEC:-}" ] || ! command -v "$CT_MPIEXEC" >/dev/null; then
+  skip "no MPI build or no mpiexec"; skip "no MPI build or no mpiexec"; skip "no MPI build or no mpiexec"
+else
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  export OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM
+  CLIPTRAIN_PLUGIN_PATH="$builddir/plugins/.libs"
+  export CLIPTRAIN_PLUGIN_PATH
+  if [ -n "${ASAN_OPTIONS:-}" ]; then # as mpi.sh: Open MPI's own leaks suppressed
+    cat "$srcdir/tests/lsan.supp" "$srcdir/tests/lsan-mpi.supp" >"$tmp/lsan.supp"
+    ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"
+    LSAN_OPTIONS="suppressions=$tmp/lsan.supp:print_suppressions=0"
+    OMPI_MCA_mca_base_component_disable_dlclose=1
+    export ASAN_OPTIONS LSAN_OPTIONS OMPI_MCA_mca_base_component_disable_dlclose
+  fi
+  over=
+  "$CT_MPIEXEC" --version 2>/dev/null | grep -q 'Open MPI' && over=--oversubscribe
+  that "a locked fit on 1 process and on 2 ranks with ddp (zero)" \
+    'run 0 fit "$tmp/one.yaml" --out "$tmp/one" && timeout 300 "$CT_MPIEXEC" $over -np 2 "$ct" fit "$tmp/ddp.yaml" --out "$tmp/ddp" >"$tmp/out" 2>"$tmp/err"'
+  that "... end with the same parameters within 1e-5" \
+    '"$builddir/tests/unit/st-diff" "$tmp/one/final.safetensors" "$tmp/ddp/final.safetensors" "" 1e-5 >"$tmp/err"'
+  that "... the locked ones bit for bit" \
+    '"$builddir/tests/unit/st-diff" "$tmp/one/final.safetensors" "$tmp/ddp/final.safetensors" visual.transformer.resblocks.0. 0 >"$tmp/err" && "$builddir/tests/unit/st-diff" "$tmp/one/final.safetensors" "$tmp/ddp/final.safetensors" transformer. 0 >"$tmp/err"'
+fi
 exit $fail
