@@ -164,6 +164,7 @@ test_grads_resnet(void)
   check_grads(TRUE, CT_PRECISION_FP32, 0);
   check_grads(TRUE, CT_PRECISION_FP32, 2);
   check_grads(TRUE, CT_PRECISION_BF16, 0);
+  check_grads(TRUE, CT_PRECISION_BF16, 2);
 }
 
 /* ---------------------------------------------------------------- groups */
