@@ -167,7 +167,8 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
 /* ---------------------------------------------------------------- backward */
 
 /* DY: (B*Ho*Wo, 4P) gradient w.r.t. the block's output, clobbered; DX:
- * (B*H*W, Cin) receives the gradient w.r.t. its input; T1, T2: scratch. */
+ * (B*H*W, Cin) receives the gradient w.r.t. its input, or NULL when no
+ * block below runs backward (frozen); T1, T2: scratch. */
 static void
 block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *t1, float *t2)
 {
@@ -206,13 +207,15 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
   /* shortcut */
   if (b->ds) {
     bn_bwd(rn, t1, &g->ds_bn, dy, b->cd, b->stats + 12 * P, &b->p.ds_bn, No, 4 * P);
-    if (b->s > 1) {
+    if (!dx) {
+      conv_bwd(m, NULL, 0, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
+    } else if (b->s > 1) {
       conv_bwd(m, t2, 0, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
       ct_avgpool_backward(dx, t2, B, b->H, b->W, b->Cin, b->s);
     } else {
       conv_bwd(m, dx, 1, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
     }
-  } else {
+  } else if (dx) {
     ct_add_inplace(dx, dy, No * 4 * P);
   }
   ct_model_block_done(m, b->g.conv1_w, at, grads_n);
@@ -273,7 +276,10 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
     if (rn->held_seg != k || rn->held_gen != rn->gen)
       run_segment(m, k, 0); /* checkpointing: recompute it */
     for (int i = i1 - 1; i >= MAX(i0, rn->frozen_blocks); i--) {
-      block_backward(m, &rn->blocks[i], B, dy, dx, rn->g[2], rn->g[3]);
+      /* the lowest block that runs: no input gradient when nothing below
+       * wants it */
+      gboolean last = i == rn->frozen_blocks && n_frozen >= 1;
+      block_backward(m, &rn->blocks[i], B, dy, last ? NULL : dx, rn->g[2], rn->g[3]);
       float *t = dy;
       dy = dx;
       dx = t;
