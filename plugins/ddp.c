@@ -12,7 +12,9 @@
  * embeddings, projections, logit_scale) go too, every request is waited
  * for, and the sums are divided by the number of ranks: every rank then
  * holds the gradient of the global batch's mean loss and takes the same
- * step.
+ * step.  The tensors of a tower's locked groups, which the model runs no
+ * backward for (ct_model_frozen_groups), keep zero gradients on every
+ * rank and are not sent.
  *
  * With zero: true (ZeRO stage 1), each rank keeps the optimizer state of
  * 1/N of the flat parameters (ct_optimizer_set_shard).  Buckets are
@@ -51,7 +53,9 @@ typedef struct {
   Range *pending;     /* (cap) ready gradients not sent yet, merged when adjacent */
   int n_pending;
   size_t pending_floats;
-  Range *sent;        /* (cap) ranges sent in this backward */
+  Range *sent;        /* (cap + n_frozen) ranges sent in this backward */
+  Range *frozen;      /* (n_frozen) the locked groups' tensors, merged: never sent */
+  int n_frozen;
   int n_sent;
   MPI_Request *reqs;  /* (cap) in flight */
   int n_reqs;
@@ -144,8 +148,10 @@ finish_backward(Ddp *d, GError **error)
 {
   if (!flush_pending(d, error))
     return FALSE;
-  /* what no layer reported: sent in the gaps between the sent ranges */
-  int n_sent = d->n_sent;
+  /* what no layer reported: sent in the gaps between the sent ranges and
+   * the locked groups' (zero everywhere) */
+  memcpy(d->sent + d->n_sent, d->frozen, sizeof(Range) * (size_t) d->n_frozen);
+  int n_sent = d->n_sent + d->n_frozen;
   qsort(d->sent, (size_t) n_sent, sizeof(Range), cmp_range);
   size_t at = 0;
   for (int i = 0; i < n_sent; i++) {
@@ -197,7 +203,21 @@ start(Ddp *d, CtLearner *L, GError **error)
   int W = d->mpi.size;
   d->cap = (int) (2 * ct_model_n_tensors(d->model) + 8) * W;
   d->pending = g_new0(Range, d->cap);
-  d->sent = g_new0(Range, d->cap);
+  d->sent = g_new0(Range, d->cap + (int) ct_model_n_tensors(d->model));
+  d->frozen = g_new0(Range, ct_model_n_tensors(d->model));
+  d->n_frozen = 0;
+  for (size_t i = 0; i < ct_model_n_tensors(d->model); i++) {
+    const char *tower;
+    int g = ct_model_lock_group(d->model, i, &tower);
+    if (!tower || g >= ct_model_frozen_groups(d->model, tower))
+      continue;
+    const CtParamInfo *t = ct_model_tensor(d->model, i);
+    Range *last = d->n_frozen ? &d->frozen[d->n_frozen - 1] : NULL;
+    if (last && last->off + last->n == t->offset)
+      last->n += t->numel;
+    else
+      d->frozen[d->n_frozen++] = (Range) { t->offset, t->numel };
+  }
   d->reqs = g_new0(MPI_Request, d->cap);
   d->shard_off = g_new0(size_t, W);
   d->shard_n = g_new0(size_t, W);
@@ -340,6 +360,7 @@ destroy(void *state)
   Ddp *d = state;
   g_free(d->pending);
   g_free(d->sent);
+  g_free(d->frozen);
   g_free(d->reqs);
   g_free(d->shard_off);
   g_free(d->shard_n);

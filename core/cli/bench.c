@@ -186,8 +186,8 @@ ct_cli_bench(int argc, char **argv)
   int batch = 16, steps = 3, threads = 2, caption_tokens = 0, sgemm = 0;
   gint64 seed = 0;
   g_autofree char *loader = NULL;
-  int loader_batches = 0, checkpoint = 0;
   double patch_dropout = 0;
+  int loader_batches = 0, checkpoint = 0, lock_image = -1, lock_text = -1;
   gboolean profile = FALSE, no_trim = FALSE, no_prune = FALSE, in_backward = TRUE, whole_step = FALSE;
   GOptionEntry entries[] = {
     { "loader", 0, 0, G_OPTION_ARG_FILENAME, &loader, "Instead, time the data loader of RECIPE alone: images per second", "RECIPE" },
@@ -206,6 +206,8 @@ ct_cli_bench(int argc, char **argv)
     { "no-trim", 0, 0, G_OPTION_ARG_NONE, &no_trim, "Run the text tower over the whole context even for short captions", NULL },
     { "patch-dropout", 0, 0, G_OPTION_ARG_DOUBLE, &patch_dropout, "FLIP patch dropout: drop this fraction of each image's patch tokens, in [0, 1) (0: off; a ViT only)", "P" },
     { "no-prune", 0, 0, G_OPTION_ARG_NONE, &no_prune, "Run the towers' last blocks for every row, not only the rows they read", NULL },
+    { "lock-image", 0, 0, G_OPTION_ARG_INT, &lock_image, "Lock the image tower but its top N lock groups (optimizer.lock_image: {unlocked_groups: N}; 0: all of it): its locked part runs no backward", "N" },
+    { "lock-text", 0, 0, G_OPTION_ARG_INT, &lock_text, "Lock the text tower but its top N lock groups (optimizer.lock_text: {unlocked_layers: N})", "N" },
     { "profile", 0, 0, G_OPTION_ARG_NONE, &profile, "Also report where the time goes: ms per step and % by kind of work", NULL },
     { "sgemm", 0, 0, G_OPTION_ARG_INT, &sgemm, "Instead, time cblas_sgemm on N x N x N products", "N" },
     { NULL },
@@ -225,6 +227,11 @@ ct_cli_bench(int argc, char **argv)
     in_backward = FALSE;
   if (threads < 1 || steps < 1 || batch < 1 || sgemm < 0 || checkpoint < 0) {
     ct_cli_error("bench: --threads, --steps and --batch must be at least 1, --checkpoint at "
+                 "least 0");
+    return CT_EXIT_USAGE;
+  }
+  if (lock_image < -1 || lock_text < -1) {
+    ct_cli_error("bench: --lock-image and --lock-text take a count of unlocked groups, at "
                  "least 0");
     return CT_EXIT_USAGE;
   }
@@ -288,6 +295,20 @@ ct_cli_bench(int argc, char **argv)
     g_error_free(error);
     return CT_EXIT_FAILURE;
   }
+  /* a lock as the recipe's: the optimizer freezes, the model skips */
+  const struct {
+    const char *tower;
+    int unlocked;
+  } locks[] = { { "image", lock_image }, { "text", lock_text } };
+  for (size_t t = 0; t < G_N_ELEMENTS(locks); t++)
+    if (locks[t].unlocked >= 0 &&
+        (!ct_optimizer_lock_groups(opt, locks[t].tower, locks[t].unlocked, FALSE, &error) ||
+         !ct_model_set_frozen_groups(m, locks[t].tower,
+                                     ct_optimizer_frozen_groups(opt, locks[t].tower), &error))) {
+      ct_cli_error("bench: --lock-%s: %s", locks[t].tower, error->message);
+      g_error_free(error);
+      return CT_EXIT_USAGE;
+    }
 
   /* everything a step touches is allocated here, before the first step */
   size_t nimg = (size_t) batch * 3 * R * R;
@@ -384,6 +405,8 @@ ct_cli_bench(int argc, char **argv)
   MEMBER("checkpoint", int, checkpoint);
   MEMBER("optimizer_state", string, ct_precision_name(state_prec));
   MEMBER("step_in_backward", boolean, in_backward);
+  MEMBER("lock_image", int, lock_image); /* unlocked groups; -1: not locked */
+  MEMBER("lock_text", int, lock_text);
   MEMBER("params", int, (gint64) ct_model_n_params(m));
   MEMBER("samples_per_s", double, round(batch / sec * 1000) / 1000);
   MEMBER("step_ms", double, round(sec * 1e4) / 10);

@@ -48,6 +48,7 @@ ct_cli_fit(int argc, char **argv)
   int threads = 0;
   g_autofree char *resume = NULL, *time_limit = NULL, *max_batch = NULL;
   gint64 stop_after = 0;
+  gboolean print_groups = FALSE;
   GOptionEntry entries[] = {
     { "resume", 'r', 0, G_OPTION_ARG_FILENAME, &resume, "Continue the run in DIR from its training state (its recipe.yaml is used)", "DIR" },
     { "stop-after", 0, 0, G_OPTION_ARG_INT64, &stop_after, "Stop after N training steps in all, leaving a resumable state", "N" },
@@ -56,6 +57,7 @@ ct_cli_fit(int argc, char **argv)
     { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out, "Run folder (default: output.dir, else runs/RECIPE-TIME)", "DIR" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "BLAS threads (default: fit.threads)", "N" },
     { "max-batch-size", 0, 0, G_OPTION_ARG_STRING, &max_batch, "Train with the largest batch whose predicted memory fits BUDGET (6GiB, 1500MiB, auto)", "BUDGET" },
+    { "print-lr-groups", 0, 0, G_OPTION_ARG_NONE, &print_groups, "Print the optimizer's parameter groups (lr multiplier from lr_mult and layer_decay, weight decay, locked or not, tensors, parameters) and exit without training", NULL },
     { NULL },
   };
   GError *error = NULL;
@@ -84,6 +86,17 @@ ct_cli_fit(int argc, char **argv)
   }
   CtRunOptions o = { argc == 2 ? argv[1] : NULL, (const char *const *) sets, out, threads,
                      resume, stop_after, limit, TRUE, max_batch };
+  if (print_groups) {
+    g_autofree char *text = NULL;
+    int rc = ct_run_lr_groups(&o, &text, &error);
+    if (rc != 0) {
+      ct_cli_error("%s", error ? error->message : "fit --print-lr-groups failed");
+      g_clear_error(&error);
+    } else {
+      fputs(text, stdout);
+    }
+    return rc;
+  }
   int rc = ct_run_fit(&o, &error);
   if (rc != 0) {
     ct_cli_error("%s", error ? error->message : "fit failed");

@@ -4,6 +4,7 @@
 # and from the folders below it (tests/cli/check-layers.sh).
 libctcore_la_SOURCES += \
 	%reldir%/classes.c \
+	%reldir%/groups.c \
 	%reldir%/model-config-private.h \
 	%reldir%/model-config.c \
 	%reldir%/model-private.h \

@@ -65,6 +65,8 @@ typedef struct CtStack {
                                 * tower reads from out, or NULL for every row */
   CtActStore *store;
   uint64_t gen;                /* forward passes so far */
+  int n_frozen;                /* backward stops above blocks [0, n_frozen): they take no
+                                * gradient, and no segment of theirs alone is recomputed */
 } CtStack;
 
 /* Backward work space, shared by both towers; sized for the larger.
@@ -211,7 +213,14 @@ struct CtModel {
   uint64_t pdrop_seed, pdrop_key;
   int *pdrop_keep;             /* (max_B, GG) the kept indices of the last draw, or NULL
                                 * for a ResNet */
+  int frozen_groups[2];        /* image, text: lock groups from the bottom that run no
+                                * backward (ct_model_set_frozen_groups) */
+  gboolean freeze_bn_stats;    /* BatchNorm of the frozen groups in eval mode */
 };
+
+/* groups.c */
+/* 0 for "image", 1 for "text", -1 for anything else. */
+int ct_tower_index(const char *tower);
 
 /* A transformer block's gradient count: its tensors are contiguous, from
  * in_proj_weight to ln_2.bias, at width C. */
@@ -243,7 +252,8 @@ size_t ct_stack_slot_bytes(const CtStack *s, int half);
 /* seg_in[0] -> out for B sequences. */
 void ct_stack_forward(CtStack *s, CtScratch *sc, int B);
 /* sc->dx: (B*T, C) in, (B, C) with s->sel: gradient w.r.t. out; out:
- * (B*T, C) gradient w.r.t. seg_in[0]. */
+ * (B*T, C) gradient w.r.t. seg_in[0], or, with s->n_frozen > 0, w.r.t.
+ * block n_frozen's input (no block below it runs). */
 void ct_stack_backward(CtStack *s, CtScratch *sc, int B);
 
 /* towers.c */

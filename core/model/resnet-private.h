@@ -79,6 +79,10 @@ typedef struct {
   int held_seg;               /* the segment whose activations the shared region holds */
   uint64_t gen, held_gen;     /* forward passes; the pass held_seg belongs to */
   int training;               /* the BatchNorm mode of the last forward */
+  int frozen_groups;          /* the tower's frozen lock groups at the last forward */
+  int frozen_blocks;          /* blocks [0, frozen_blocks) run no backward (frozen groups) */
+  int bn_eval_blocks;         /* blocks [0, bn_eval_blocks) run BatchNorm in eval mode */
+  int bn_eval_stem;           /* the stem's BatchNorm in eval mode (freeze_bn_stats) */
   /* activations (views into the arena) */
   int B;
   float *img;                 /* (B, 3, R, R) the images, for conv1's weight gradient */

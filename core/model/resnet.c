@@ -23,13 +23,13 @@
 
 #include <string.h>
 
-/* BN forward in the pass's mode; UPDATE: move the running statistics
- * (training mode, not a recomputation). */
+/* BN forward in mode TR (the pass's, or eval for a group whose statistics
+ * are frozen); UPDATE: move the running statistics (training mode, not a
+ * recomputation). */
 static void
-bn_fwd(const CtResNet *rn, int update, float *out, float *stats, int C, const CtBnBuffers *buf,
+bn_fwd(int tr, int update, float *out, float *stats, int C, const CtBnBuffers *buf,
        const CtBnParams *p, const float *in, size_t N)
 {
-  int tr = rn->training;
   ct_batchnorm_forward(out, stats, stats + C, !tr || update ? buf->mean : NULL,
                        !tr || update ? buf->var : NULL, in, p->w, p->b, (int) N, C, tr);
 }
@@ -61,29 +61,47 @@ conv_bwd(CtModel *m, float *din, int acc, float *dw, float *dout, const float *i
   ct_conv2d_backward(m->prec, din, dw, rn->col, rn->dcol, rn->wr, dout, in, w, cv, B);
 }
 
+/* ---------------------------------------------------------------- frozen groups */
+
+/* From the image tower's frozen lock groups (groups.c: 0 the stem, 1..4
+ * layer1..4, 5 the pool): the blocks that run no backward, and those
+ * whose BatchNorm runs in eval mode (freeze_bn_stats). */
+static void
+frozen_extent(CtModel *m)
+{
+  CtResNet *rn = &m->rn;
+  int n = m->frozen_groups[0], stages = CLAMP(n - 1, 0, 4), blocks = 0;
+  for (int s = 0; s < stages; s++)
+    blocks += m->cfg.vision_stages[s];
+  rn->frozen_groups = n;
+  rn->frozen_blocks = blocks;
+  rn->bn_eval_blocks = m->freeze_bn_stats ? blocks : 0;
+  rn->bn_eval_stem = m->freeze_bn_stats && n >= 1;
+}
+
 /* ---------------------------------------------------------------- forward */
 
 static void
-block_forward(CtModel *m, CtBottleneck *b, int B, int update)
+block_forward(CtModel *m, CtBottleneck *b, int B, int update, int tr)
 {
   CtResNet *rn = &m->rn;
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo;
   int P = b->P;
   conv_fwd(m, b->c1, b->x, b->p.conv1_w, &b->cv1, B);
-  bn_fwd(rn, update, b->r1, b->stats, P, &b->b1, &b->p.bn1, b->c1, N);
+  bn_fwd(tr, update, b->r1, b->stats, P, &b->b1, &b->p.bn1, b->c1, N);
   ct_relu_forward(b->r1, b->r1, N * P);
   conv_fwd(m, b->c2, b->r1, b->p.conv2_w, &b->cv2, B);
-  bn_fwd(rn, update, b->r2, b->stats + 2 * P, P, &b->b2, &b->p.bn2, b->c2, N);
+  bn_fwd(tr, update, b->r2, b->stats + 2 * P, P, &b->b2, &b->p.bn2, b->c2, N);
   ct_relu_forward(b->r2, b->r2, N * P);
   if (b->s > 1)
     ct_avgpool_forward(b->p2, b->r2, B, b->H, b->W, P, b->s);
   conv_fwd(m, b->c3, b->p2, b->p.conv3_w, &b->cv3, B);
-  bn_fwd(rn, update, b->y, b->stats + 4 * P, 4 * P, &b->b3, &b->p.bn3, b->c3, No);
+  bn_fwd(tr, update, b->y, b->stats + 4 * P, 4 * P, &b->b3, &b->p.bn3, b->c3, No);
   if (b->ds) {
     if (b->s > 1)
       ct_avgpool_forward(b->px, b->x, B, b->H, b->W, b->Cin, b->s);
     conv_fwd(m, b->cd, b->px, b->p.ds_w, &b->cvd, B);
-    bn_fwd(rn, update, rn->fwd_tmp, b->stats + 12 * P, 4 * P, &b->bd, &b->p.ds_bn, b->cd, No);
+    bn_fwd(tr, update, rn->fwd_tmp, b->stats + 12 * P, 4 * P, &b->bd, &b->p.ds_bn, b->cd, No);
     ct_add_inplace(b->y, rn->fwd_tmp, No * 4 * P);
   } else {
     ct_add_inplace(b->y, b->x, No * 4 * P);
@@ -97,7 +115,7 @@ run_segment(CtModel *m, int k, int update)
   CtResNet *rn = &m->rn;
   int i0 = k * rn->seglen, i1 = MIN(rn->nblocks, i0 + rn->seglen);
   for (int i = i0; i < i1; i++)
-    block_forward(m, &rn->blocks[i], rn->B, update);
+    block_forward(m, &rn->blocks[i], rn->B, update, rn->training && i >= rn->bn_eval_blocks);
   rn->held_seg = k;
   rn->held_gen = rn->gen;
 }
@@ -114,17 +132,19 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
   rn->gen++;
   rn->training = m->training;
   m->va.B = B;
+  frozen_extent(m);
+  int str = rn->training && !rn->bn_eval_stem; /* the stem's BN mode */
 
   /* stem */
   memcpy(rn->img, images, sizeof(float) * B * 3 * rn->R * rn->R);
   conv_fwd(m, rn->s1c, rn->img, p->conv1_w, &rn->scv1, B);
-  bn_fwd(rn, 1, rn->s1r, rn->sstats, W / 2, &rn->sb1, &p->bn1, rn->s1c, stem);
+  bn_fwd(str, 1, rn->s1r, rn->sstats, W / 2, &rn->sb1, &p->bn1, rn->s1c, stem);
   ct_relu_forward(rn->s1r, rn->s1r, stem * (W / 2));
   conv_fwd(m, rn->s2c, rn->s1r, p->conv2_w, &rn->scv2, B);
-  bn_fwd(rn, 1, rn->s2r, rn->sstats + W, W / 2, &rn->sb2, &p->bn2, rn->s2c, stem);
+  bn_fwd(str, 1, rn->s2r, rn->sstats + W, W / 2, &rn->sb2, &p->bn2, rn->s2c, stem);
   ct_relu_forward(rn->s2r, rn->s2r, stem * (W / 2));
   conv_fwd(m, rn->s3c, rn->s2r, p->conv3_w, &rn->scv3, B);
-  bn_fwd(rn, 1, rn->s3r, rn->sstats + 2 * W, W, &rn->sb3, &p->bn3, rn->s3c, stem);
+  bn_fwd(str, 1, rn->s3r, rn->sstats + 2 * W, W, &rn->sb3, &p->bn3, rn->s3c, stem);
   ct_relu_forward(rn->s3r, rn->s3r, stem * W);
   ct_avgpool_forward(rn->stem_out, rn->s3r, B, (int) R2, (int) R2, W, 2);
 
@@ -147,7 +167,8 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
 /* ---------------------------------------------------------------- backward */
 
 /* DY: (B*Ho*Wo, 4P) gradient w.r.t. the block's output, clobbered; DX:
- * (B*H*W, Cin) receives the gradient w.r.t. its input; T1, T2: scratch. */
+ * (B*H*W, Cin) receives the gradient w.r.t. its input, or NULL when no
+ * block below runs backward (frozen); T1, T2: scratch. */
 static void
 block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *t1, float *t2)
 {
@@ -186,13 +207,15 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
   /* shortcut */
   if (b->ds) {
     bn_bwd(rn, t1, &g->ds_bn, dy, b->cd, b->stats + 12 * P, &b->p.ds_bn, No, 4 * P);
-    if (b->s > 1) {
+    if (!dx) {
+      conv_bwd(m, NULL, 0, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
+    } else if (b->s > 1) {
       conv_bwd(m, t2, 0, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
       ct_avgpool_backward(dx, t2, B, b->H, b->W, b->Cin, b->s);
     } else {
       conv_bwd(m, dx, 1, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
     }
-  } else {
+  } else if (dx) {
     ct_add_inplace(dx, dy, No * 4 * P);
   }
   ct_model_block_done(m, b->g.conv1_w, at, grads_n);
@@ -216,6 +239,9 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
   int B = rn->B, W = rn->W, C = rn->C, T = rn->T, HW = rn->S * rn->S, E = rn->E;
   size_t R2 = rn->scv1.Ho, stem = (size_t) B * R2 * R2;
   CtPrecision prec = m->prec;
+  int n_frozen = rn->frozen_groups; /* as the forward saw them */
+  if (n_frozen >= 6)
+    return; /* the whole tower is frozen */
 
   ct_zero(sc->dfeat, (size_t) B * E);
   ct_l2norm_backward(sc->dfeat, dfeat, m->va.featn, m->va.norm, B, E);
@@ -242,19 +268,26 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
   memset(dy, 0, sizeof(float) * B * HW * C);
   ct_poolattn_tokens_backward(dy, g->pos, rn->dX, B, HW, C);
 
-  /* layer4 .. layer1, segment by segment */
+  /* layer4 .. layer1, segment by segment, down to the frozen blocks */
   for (int k = rn->nseg - 1; k >= 0; k--) {
+    int i0 = k * rn->seglen, i1 = MIN(rn->nblocks, i0 + rn->seglen);
+    if (i1 <= rn->frozen_blocks)
+      break; /* frozen from here down: no recomputation either */
     if (rn->held_seg != k || rn->held_gen != rn->gen)
       run_segment(m, k, 0); /* checkpointing: recompute it */
-    int i0 = k * rn->seglen, i1 = MIN(rn->nblocks, i0 + rn->seglen);
-    for (int i = i1 - 1; i >= i0; i--) {
-      block_backward(m, &rn->blocks[i], B, dy, dx, rn->g[2], rn->g[3]);
+    for (int i = i1 - 1; i >= MAX(i0, rn->frozen_blocks); i--) {
+      /* the lowest block that runs: no input gradient when nothing below
+       * wants it */
+      gboolean last = i == rn->frozen_blocks && n_frozen >= 1;
+      block_backward(m, &rn->blocks[i], B, dy, last ? NULL : dx, rn->g[2], rn->g[3]);
       float *t = dy;
       dy = dx;
       dx = t;
     }
   }
 
+  if (n_frozen >= 1)
+    return; /* the stem is frozen */
   /* stem, backwards; dy: gradient w.r.t. stem_out */
   float *t1 = dx, *t2 = rn->g[2];
   memset(t1, 0, sizeof(float) * stem * W);

@@ -46,21 +46,40 @@ rows_grad(float *dx, const CtStack *s, const float *drow, const int *idx, int B,
  * rows read, from dfeat: (B, E) that w.r.t. the L2-normalised features
  * featn (norm: their norms), through the loss scale, the projection PROJ:
  * (C, E) of LN, and the layer norm (MEAN, RSTD, LN_W) of ROWS.  DPROJ,
- * DLN_W, DLN_B receive the parameters' gradients. */
+ * DLN_W, DLN_B receive the parameters' gradients.  PROJ_ONLY (the layer
+ * norm and everything below it frozen): DPROJ alone. */
 static void
 head_backward(CtModel *m, const float *dfeat, const float *featn, const float *norm,
               const float *ln, const float *proj, float *dproj, const float *rows,
               const float *mean, const float *rstd, const float *ln_w, float *dln_w,
-              float *dln_b, int B, int C, int E)
+              float *dln_b, int B, int C, int E, gboolean proj_only)
 {
   CtScratch *sc = &m->sc;
   ct_zero(sc->dfeat, (size_t) B * E);
   ct_l2norm_backward(sc->dfeat, dfeat, featn, norm, B, E);
   ct_scale(sc->dfeat, m->loss_scale, (size_t) B * E); /* loss scaling */
+  if (proj_only) {
+    ct_matmul_backward_p(m->prec, sc->wr, NULL, dproj, sc->dfeat, ln, proj, B, C, E);
+    return;
+  }
   ct_zero(sc->dln, (size_t) B * C);
   ct_matmul_backward_p(m->prec, sc->wr, sc->dln, dproj, sc->dfeat, ln, proj, B, C, E);
   ct_zero(sc->drow, (size_t) B * C);
   ct_layernorm_backward(sc->drow, dln_w, dln_b, sc->dln, rows, mean, rstd, ln_w, B, C);
+}
+
+/* How far a transformer tower of L blocks runs backward with its N lowest
+ * lock groups frozen (groups.c): FALSE when it runs none at all (N =
+ * L + 2); else *PROJ_ONLY when only the projection's gradient is wanted
+ * (N = L + 1), and the stack's frozen blocks, and *STEM when the stem
+ * takes gradients (N = 0). */
+static gboolean
+tower_extent(int n, int L, CtStack *s, gboolean *proj_only, gboolean *stem)
+{
+  *proj_only = n >= L + 1;
+  *stem = n == 0;
+  s->n_frozen = CLAMP(n - 1, 0, L);
+  return n < L + 2;
 }
 
 void
@@ -109,11 +128,18 @@ ct_vision_backward(CtModel *m, const float *dfeat)
   int E = c->embed_dim;
   int K = a->K, T = K + 1; /* the patches the forward kept */
 
+  gboolean proj_only, stem;
+  if (!tower_extent(m->frozen_groups[0], c->vision_layers, &a->stack, &proj_only, &stem))
+    return;
   head_backward(m, dfeat, a->featn, a->norm, a->ln_post, p->proj, g->proj, a->rows,
                 a->ln_post_mean, a->ln_post_rstd, p->ln_post_w, g->ln_post_w, g->ln_post_b,
-                B, W, E);
+                B, W, E, proj_only);
+  if (proj_only)
+    return;
   rows_grad(sc->dx, &a->stack, sc->drow, a->cls_idx, B, W);
   ct_stack_backward(&a->stack, sc, B);
+  if (!stem)
+    return;
   /* dx now holds d ln_pre output; dA receives d x0 */
   ct_zero(sc->dA, (size_t) B * T * W);
   ct_layernorm_backward(sc->dA, g->ln_pre_w, g->ln_pre_b, sc->dx, a->x0, a->ln_pre_mean,
@@ -165,9 +191,15 @@ ct_text_backward(CtModel *m, const float *dfeat)
   int B = a->B;
   int T = a->stack.Tr, C = c->transformer_width, E = c->embed_dim;
 
+  gboolean proj_only, stem;
+  if (!tower_extent(m->frozen_groups[1], c->transformer_layers, &a->stack, &proj_only, &stem))
+    return;
   head_backward(m, dfeat, a->featn, a->norm, a->ln_f, p->proj, g->proj, a->rows, a->ln_f_mean,
-                a->ln_f_rstd, p->ln_f_w, g->ln_f_w, g->ln_f_b, B, C, E);
+                a->ln_f_rstd, p->ln_f_w, g->ln_f_w, g->ln_f_b, B, C, E, proj_only);
+  if (proj_only)
+    return;
   rows_grad(sc->dx, &a->stack, sc->drow, a->eot, B, C);
   ct_stack_backward(&a->stack, sc, B);
-  ct_token_embed_backward(g->wte, g->wpe, sc->dx, a->tokens, B, T, C);
+  if (stem)
+    ct_token_embed_backward(g->wte, g->wpe, sc->dx, a->tokens, B, T, C);
 }

@@ -300,11 +300,13 @@ ct_stack_backward(CtStack *s, CtScratch *sc, int B)
 {
   int half = prec_of(s) != CT_PRECISION_FP32;
   for (int k = s->nseg - 1; k >= 0; k--) {
+    int l0 = k * s->seglen, j_stop = MAX(s->n_frozen - l0, 0);
+    if (j_stop >= seg_len(s, k))
+      break; /* this segment and those below it are frozen: no recomputation */
     const CtActStore *st = s->store;
     if (st->holder != s || st->seg != k || st->gen != s->gen)
       run_segment(s, sc, k, B); /* checkpointing: recompute the segment */
-    int l0 = k * s->seglen;
-    for (int j = seg_len(s, k) - 1; j >= 0; j--) {
+    for (int j = seg_len(s, k) - 1; j >= j_stop; j--) {
       float *x = j == 0 ? seg_input(s, k)
                  : half ? sc->xa
                         : (float *) (void *) slot_map(s, slot_at(s, j), 0).x;

@@ -500,6 +500,25 @@ ct_run_resolve(const CtRunOptions *o, char **yaml, GError **error)
   return rc;
 }
 
+/* --print-lr-groups: a model of the recipe's config for one sample, as
+ * the optimizer only needs its tensors */
+static int
+build_bare_model(Run *run, GError **error)
+{
+  return (run->model = ct_model_new(&run->sec.model.cfg, 1, error)) ? 0 : 1;
+}
+
+int
+ct_run_lr_groups(const CtRunOptions *o, char **text, GError **error)
+{
+  static const Stage stages[] = { load_recipe, build_bare_model, build_optimizer };
+  Run run = { 0 };
+  int rc = run_stages(o, stages, G_N_ELEMENTS(stages), &run, error);
+  *text = rc == 0 && run.opt ? ct_optim_describe_groups(run.opt) : NULL;
+  run_clear(&run, rc, error);
+  return rc;
+}
+
 static int
 load_data_sections(Run *run, GError **error)
 {

@@ -38,6 +38,12 @@ CT_API int ct_run_fit(const CtRunOptions *options, GError **error);
  * status as ct_run_fit's. */
 CT_API int ct_run_resolve(const CtRunOptions *options, char **yaml, GError **error);
 
+/* `cliptrain fit RECIPE --print-lr-groups`: the optimizer's parameter
+ * groups as the recipe builds them (ct_optim_describe_groups), without
+ * data or training: OPTIONS' recipe and sets are read.  *TEXT (transfer
+ * full) on success; the exit status as ct_run_fit's. */
+CT_API int ct_run_lr_groups(const CtRunOptions *options, char **text, GError **error);
+
 /* `cliptrain eval` (run-eval.c): the recipe's validation set through the
  * weights in MODEL_PATH (a weights file or a training state) with the
  * recipe's metrics and the callbacks that take part in validation (not

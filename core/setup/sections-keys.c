@@ -10,7 +10,7 @@
 
 #include <string.h>
 
-#define WIDTH 30 /* "optimizer.lock_image_unlocked" */
+#define WIDTH 36 /* "optimizer.lock_image_freeze_bn_stats" */
 
 /* KEY's value in DEFAULTS (key, value pairs), or NULL. */
 static const char *

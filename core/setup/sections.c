@@ -123,11 +123,15 @@ static const CtSectionKey optimizer_keys[] = {
   O(no_decay, "no_decay", CT_PARAM_LIST, NULL, "tensors without weight decay (globs)", 0, 0, NULL),
   O(lr_mult, "lr_mult", CT_PARAM_MAP, "{}", "glob -> learning-rate factor (later globs win)", 0, 0, NULL),
   O(freeze, "freeze", CT_PARAM_LIST, "[]", "tensors never updated (globs)", 0, 0, NULL),
-  O(lock_image, "lock_image", CT_PARAM_BOOL, "false", "freeze the image tower (open_clip's lock-image)", 0, 0, NULL),
+  O(lock_image, "lock_image", CT_PARAM_BOOL, "false", "freeze the image tower (open_clip's lock-image); or {unlocked_groups: N, freeze_bn_stats: B}, written as the two keys below", 0, 0, NULL),
   O(lock_image_unlocked, "lock_image_unlocked", CT_PARAM_INT, "0", "with lock_image: last blocks left trainable", 0, 1e6, NULL),
-  O(lock_text, "lock_text", CT_PARAM_BOOL, "false", "freeze the text tower (lock-text)", 0, 0, NULL),
+  O(lock_image_unlocked_groups, "lock_image_unlocked_groups", CT_PARAM_INT, "0", "with lock_image: top lock groups left trainable (open_clip's --lock-image-unlocked-groups; 0: none)", 0, 1e6, NULL),
+  O(lock_image_freeze_bn_stats, "lock_image_freeze_bn_stats", CT_PARAM_BOOL, "false", "with lock_image: a ResNet's locked groups' BatchNorm in eval mode (--lock-image-freeze-bn-stats)", 0, 0, NULL),
+  O(lock_text, "lock_text", CT_PARAM_BOOL, "false", "freeze the text tower (lock-text); or {unlocked_layers: N}, written as the key below", 0, 0, NULL),
   O(lock_text_unlocked, "lock_text_unlocked", CT_PARAM_INT, "0", "with lock_text: last blocks left trainable", 0, 1e6, NULL),
+  O(lock_text_unlocked_layers, "lock_text_unlocked_layers", CT_PARAM_INT, "0", "with lock_text: top lock groups left trainable (open_clip's --lock-text-unlocked-layers; 0: none)", 0, 1e6, NULL),
   O(lock_norms, "lock_norms", CT_PARAM_BOOL, "false", "keep a locked tower's layer norms trainable", 0, 0, NULL),
+  O(layer_decay, "layer_decay", CT_PARAM_MAP, "{}", "tower (image, text) -> layer-wise lr decay in (0, 1]: lr * decay^(blocks above)", 0, 0, NULL),
   O(state_precision, "state_precision", CT_PARAM_STRING, "fp32",
     "moments stored as fp32, or bf16 (half the memory, stochastic rounding)", 0, 0, "fp32|bf16"),
   O(step_in_backward, "step_in_backward", CT_PARAM_STRING, "auto",
@@ -307,9 +311,67 @@ read_top(CtRecipe *r, CtSections *s, GError **error)
   return TRUE;
 }
 
+/* optimizer.lock_image / lock_text written as a mapping (open_clip's
+ * options by their names): checked against SCHEMA, then written as
+ * KEY: true and the flat keys FLAT (one per SCHEMA entry, in order), at
+ * the positions the values had.  A flat key given beside the mapping is
+ * an error: the two would say it twice. */
+static gboolean
+lock_mapping(CtRecipe *r, CtRNode *opt, const char *key, const CtParamSpec *schema,
+             const char *const *flat, GError **error)
+{
+  CtRNode *node = ct_rnode_get(opt, key);
+  if (!node || ct_rnode_kind(node) != CT_RNODE_MAPPING)
+    return TRUE; /* a boolean: the section's check reads it */
+  g_autofree char *context = g_strdup_printf("optimizer.%s", key);
+  if (!ct_recipe_check(r, node, context, schema, error))
+    return FALSE;
+  for (size_t i = 0; schema[i].name; i++) {
+    CtRNode *given = ct_rnode_get(opt, flat[i]);
+    if (given)
+      return ct_recipe_error(error, ct_rnode_where(given),
+                             "optimizer.%s: given twice, here and as %s.%s", flat[i], context,
+                             schema[i].name);
+  }
+  g_autofree char *where = g_strdup(ct_rnode_where(node));
+  for (size_t i = 0; schema[i].name; i++) {
+    CtRNode *v = ct_rnode_get(node, schema[i].name);
+    ct_rnode_set_scalar(r, opt, flat[i], ct_rnode_scalar(v), ct_rnode_where(v));
+  }
+  ct_rnode_set_scalar(r, opt, key, "true", where);
+  return TRUE;
+}
+
+static gboolean
+lock_mappings(CtRecipe *r, GError **error)
+{
+  CtRNode *opt = ct_rnode_get(ct_recipe_root(r), "optimizer");
+  if (!opt || ct_rnode_kind(opt) != CT_RNODE_MAPPING)
+    return TRUE;
+  static const CtParamSpec image[] = {
+    CT_PARAM("unlocked_groups", CT_PARAM_INT, "0", "top lock groups left trainable", 0, 1e6,
+             NULL),
+    CT_PARAM("freeze_bn_stats", CT_PARAM_BOOL, "false",
+             "a ResNet's locked BatchNorm layers in eval mode", 0, 0, NULL),
+    CT_PARAM_END,
+  };
+  static const char *const image_flat[] = { "lock_image_unlocked_groups",
+                                            "lock_image_freeze_bn_stats" };
+  static const CtParamSpec text[] = {
+    CT_PARAM("unlocked_layers", CT_PARAM_INT, "0", "top lock groups left trainable", 0, 1e6,
+             NULL),
+    CT_PARAM_END,
+  };
+  static const char *const text_flat[] = { "lock_text_unlocked_layers" };
+  return lock_mapping(r, opt, "lock_image", image, image_flat, error) &&
+         lock_mapping(r, opt, "lock_text", text, text_flat, error);
+}
+
 static gboolean
 read_optimizer(CtRecipe *r, CtSections *s, GError **error)
 {
+  if (!lock_mappings(r, error))
+    return FALSE;
   g_auto(GStrv) defaults = ct_sections_optimizer_defaults(ct_section_peek(r, "optimizer", "name",
                                                                           NULL));
   return ct_section_read(r, "optimizer", optimizer_keys, (const char *const *) defaults,

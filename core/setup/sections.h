@@ -65,10 +65,14 @@ typedef struct {
   CtRecipeList lr_mult;  /* MAP: glob -> factor (text) */
   CtRecipeList freeze;   /* globs */
   gboolean lock_image;
-  int lock_image_unlocked;
+  int lock_image_unlocked;        /* blocks */
+  int lock_image_unlocked_groups; /* open_clip's groups */
+  gboolean lock_image_freeze_bn_stats;
   gboolean lock_text;
-  int lock_text_unlocked;
+  int lock_text_unlocked;         /* blocks */
+  int lock_text_unlocked_layers;  /* open_clip's groups */
   gboolean lock_norms;
+  CtRecipeList layer_decay;       /* MAP: tower -> decay (text) */
   char *state_precision; /* fp32|bf16 */
   char *step_in_backward; /* auto|true|false */
 } CtOptimizerSection;

@@ -66,7 +66,8 @@ struct CtOptimizer {
   size_t n_params;
   gboolean *frozen;  /* (n_tensors) */
   gboolean *decay;   /* (n_tensors) */
-  double *lr_mult;   /* (n_tensors) */
+  double *lr_mult;   /* (n_tensors) set by globs */
+  double *layer_scale; /* (n_tensors) layer-wise decay: decay^depth, 1 by default */
   int64_t *steps;    /* (n_tensors) each tensor's t */
   gboolean *ahead;   /* (n_tensors) stepped by ct_optimizer_step_range() in this step */
   GHashTable *index; /* tensor name (borrowed from the model) -> 1 + index */
@@ -133,11 +134,13 @@ ct_optimizer_new(CtModel *model, const char *kind, GError **error)
   opt->frozen = g_new0(gboolean, opt->n_tensors);
   opt->decay = g_new0(gboolean, opt->n_tensors);
   opt->lr_mult = g_new(double, opt->n_tensors);
+  opt->layer_scale = g_new(double, opt->n_tensors);
   opt->steps = g_new0(int64_t, opt->n_tensors);
   opt->ahead = g_new0(gboolean, opt->n_tensors);
   opt->index = g_hash_table_new(g_str_hash, g_str_equal);
   for (size_t i = 0; i < opt->n_tensors; i++) {
     opt->lr_mult[i] = 1.0;
+    opt->layer_scale[i] = 1.0;
     g_hash_table_insert(opt->index, (gpointer) ct_model_tensor(model, i)->name,
                         GSIZE_TO_POINTER(i + 1));
   }
@@ -155,6 +158,7 @@ ct_optimizer_free(CtOptimizer *opt)
   g_free(opt->frozen);
   g_free(opt->decay);
   g_free(opt->lr_mult);
+  g_free(opt->layer_scale);
   g_free(opt->steps);
   g_free(opt->ahead);
   g_hash_table_unref(opt->index);
@@ -311,39 +315,55 @@ ct_optimizer_unfreeze(CtOptimizer *opt, const char *glob)
   return set_frozen(opt, glob, FALSE);
 }
 
-/* open_clip's lock groups of a tower with L blocks: 0 the stem, 1 + k block
- * k for k < L - 1, L the last block with the final LayerNorm, L + 1 the
- * projection.  -1 for a tensor outside the tower. */
-static int
-lock_group(const char *name, gboolean image, int L)
+/* The tower's index for TOWER ("image", "text") and its lock-group count,
+ * or FALSE with an error naming WHAT. */
+static gboolean
+tower_groups(const CtOptimizer *opt, const char *tower, const char *what, int *G,
+             GError **error)
 {
-  const char *rest = name;
-  if (image) {
-    if (!g_str_has_prefix(name, "visual."))
-      return -1;
-    rest = name + strlen("visual.");
-    if (strcmp(rest, "proj") == 0)
-      return L + 1;
-    if (g_str_has_prefix(rest, "ln_post."))
-      return L;
-  } else {
-    if (strcmp(name, "text_projection") == 0)
-      return L + 1;
-    if (g_str_has_prefix(name, "ln_final."))
-      return L;
-    if (strcmp(name, "token_embedding.weight") == 0 || strcmp(name, "positional_embedding") == 0)
-      return 0;
-    if (!g_str_has_prefix(name, "transformer."))
-      return -1;
+  *G = ct_model_n_lock_groups(opt->model, tower);
+  if (*G < 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "cannot %s tower '%s': the towers are 'image' and 'text'", what,
+                tower ? tower : "(null)");
+    return FALSE;
   }
-  if (g_str_has_prefix(rest, "transformer.resblocks.")) {
-    const char *num = rest + strlen("transformer.resblocks.");
-    char *end = NULL;
-    guint64 k = g_ascii_strtoull(num, &end, 10);
-    if (end != num && *end == '.' && k < (guint64) L)
-      return (int) k + 1; /* the last block, k = L - 1, is in group L */
+  return TRUE;
+}
+
+/* Group of tensor I when it lies in TOWER, else -1. */
+static int
+group_in(const CtOptimizer *opt, size_t i, const char *tower)
+{
+  const char *t;
+  int g = ct_model_lock_group(opt->model, i, &t);
+  return t && strcmp(t, tower) == 0 ? g : -1;
+}
+
+gboolean
+ct_optimizer_lock_groups(CtOptimizer *opt, const char *tower, int unlocked_groups,
+                         gboolean unlock_norms, GError **error)
+{
+  g_return_val_if_fail(opt != NULL, FALSE);
+  int G;
+  if (!tower_groups(opt, tower, "lock", &G, error))
+    return FALSE;
+  if (unlocked_groups < 0) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "cannot lock the %s tower with %d unlocked groups", tower, unlocked_groups);
+    return FALSE;
   }
-  return 0;
+  /* open_clip unlocks groups[-N:]; N = 0 locks every group */
+  int first_unlocked = unlocked_groups == 0 ? G : MAX(G - unlocked_groups, 0);
+  for (size_t i = 0; i < opt->n_tensors; i++) {
+    int g = group_in(opt, i, tower);
+    if (g < 0 || g >= first_unlocked)
+      continue;
+    if (unlock_norms && g_pattern_match_simple("*ln_*", ct_model_tensor(opt->model, i)->name))
+      continue;
+    opt->frozen[i] = TRUE;
+  }
+  return TRUE;
 }
 
 gboolean
@@ -351,43 +371,65 @@ ct_optimizer_lock_tower(CtOptimizer *opt, const char *tower, int unlocked_last_b
                         gboolean unlock_norms, GError **error)
 {
   g_return_val_if_fail(opt != NULL, FALSE);
-  gboolean image;
-  if (g_strcmp0(tower, "image") == 0)
-    image = TRUE;
-  else if (g_strcmp0(tower, "text") == 0)
-    image = FALSE;
-  else {
-    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
-                "cannot lock tower '%s': the towers are 'image' and 'text'",
-                tower ? tower : "(null)");
+  int G;
+  if (!tower_groups(opt, tower, "lock", &G, error))
     return FALSE;
-  }
   if (unlocked_last_blocks < 0) {
     g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
                 "cannot lock the %s tower with %d unlocked blocks", tower,
                 unlocked_last_blocks);
     return FALSE;
   }
-  const CtConfig *cfg = ct_model_config(opt->model);
-  if (image && ct_config_is_resnet(cfg) && unlocked_last_blocks > 0) {
-    /* open_clip groups a ResNet by stem, layer1..4 and attnpool; not done */
+  if (strcmp(tower, "image") == 0 && ct_config_is_resnet(ct_model_config(opt->model)) &&
+      unlocked_last_blocks > 0) {
     g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
                 "cannot lock the image tower with %d unlocked blocks: a ResNet image tower "
-                "locks whole (lock_image_unlocked 0)", unlocked_last_blocks);
+                "has no blocks to count, but groups (lock_image: {unlocked_groups: N})",
+                unlocked_last_blocks);
     return FALSE;
   }
-  int L = image ? cfg->vision_layers : cfg->transformer_layers;
-  /* open_clip unlocks groups[-(N + 1):], i.e. every group >= L + 1 - N */
-  int64_t first_unlocked = unlocked_last_blocks == 0 ? INT64_MAX
-                                                     : (int64_t) L + 1 - unlocked_last_blocks;
+  /* N blocks are open_clip's N + 1 groups: its last group is the projection alone */
+  int groups = unlocked_last_blocks == 0 ? 0 : MIN(unlocked_last_blocks, G - 1) + 1;
+  return ct_optimizer_lock_groups(opt, tower, groups, unlock_norms, error);
+}
+
+int
+ct_optimizer_frozen_groups(const CtOptimizer *opt, const char *tower)
+{
+  g_return_val_if_fail(opt != NULL, -1);
+  int G = ct_model_n_lock_groups(opt->model, tower);
+  if (G < 0)
+    return -1;
+  /* the lowest group holding a tensor that trains */
+  int lowest = G;
   for (size_t i = 0; i < opt->n_tensors; i++) {
-    const char *name = ct_model_tensor(opt->model, i)->name;
-    int g = lock_group(name, image, L);
-    if (g < 0 || g >= first_unlocked)
-      continue;
-    if (unlock_norms && g_pattern_match_simple("*ln_*", name))
-      continue;
-    opt->frozen[i] = TRUE;
+    int g = group_in(opt, i, tower);
+    if (g >= 0 && !opt->frozen[i])
+      lowest = MIN(lowest, g);
+  }
+  return lowest;
+}
+
+gboolean
+ct_optimizer_set_layer_decay(CtOptimizer *opt, const char *tower, double decay,
+                             GError **error)
+{
+  g_return_val_if_fail(opt != NULL, FALSE);
+  int G;
+  if (!tower_groups(opt, tower, "decay the learning rate of", &G, error))
+    return FALSE;
+  if (!(decay > 0 && decay <= 1)) {
+    g_set_error(error, CT_ERROR, CT_ERROR_INVALID,
+                "layer decay %g of the %s tower is out of range (0, 1]", decay, tower);
+    return FALSE;
+  }
+  /* depth: the blocks above a group; G - 2 blocks (or a ResNet's 4
+   * stages), and the last block shares the top's full rate */
+  int D = G - 2;
+  for (size_t i = 0; i < opt->n_tensors; i++) {
+    int g = group_in(opt, i, tower);
+    if (g >= 0)
+      opt->layer_scale[i] = pow(decay, MAX(D - g, 0));
   }
   return TRUE;
 }
@@ -420,7 +462,14 @@ double
 ct_optimizer_lr_mult(const CtOptimizer *opt, size_t i)
 {
   g_return_val_if_fail(i < opt->n_tensors, NAN);
-  return opt->lr_mult[i];
+  return opt->lr_mult[i] * opt->layer_scale[i];
+}
+
+double
+ct_optimizer_layer_scale(const CtOptimizer *opt, size_t i)
+{
+  g_return_val_if_fail(i < opt->n_tensors, NAN);
+  return opt->layer_scale[i];
 }
 
 int64_t
@@ -793,7 +842,7 @@ step_tensor(CtOptimizer *opt, size_t ti, int64_t step, const float *grads, size_
   const double *hp = opt->hp;
   const CtParamInfo *info = ct_model_tensor(opt->model, ti);
   int64_t t = ++opt->steps[ti];
-  double lr = hp[H_LR] * opt->lr_mult[ti];
+  double lr = hp[H_LR] * (opt->lr_mult[ti] * opt->layer_scale[ti]);
   float decay = opt->decay[ti] ? (float) (1.0 - lr * hp[H_WD]) : 1.0f;
   /* the part of the tensor in the shard: [lo, hi) of the flat layout */
   size_t lo = MAX(info->offset, opt->shard_off);

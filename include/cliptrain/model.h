@@ -305,6 +305,38 @@ CT_API float ct_model_loss_scale(const CtModel *model);
 typedef void (*CtBackwardHook)(void *data, size_t offset, size_t n);
 CT_API void ct_model_set_backward_hook(CtModel *model, CtBackwardHook hook, void *data);
 
+/* ---- lock groups: open_clip's LiT locking, layer-wise lr decay ----
+ * TOWER is "image" or "text".  A transformer tower of L blocks has L + 2
+ * groups, bottom first: 0 its stem (conv1, class and positional
+ * embeddings, ln_pre; or token and positional embeddings), 1 + k block k
+ * for k < L - 1, L the last block with the final LayerNorm (ln_post,
+ * ln_final), L + 1 the projection (visual.proj, text_projection), as
+ * open_clip's lock() groups them.  A ResNet image tower has 6: the stem
+ * (conv1..3, bn1..3), layer1 .. layer4, the attention pool.
+ * The number of groups of TOWER, or -1 for another name. */
+CT_API int ct_model_n_lock_groups(const CtModel *model, const char *tower);
+/* The group of tensor I (indexing ct_model_tensor()) within its tower,
+ * whose name goes to *TOWER (may be NULL); -1 (and NULL) for a tensor in
+ * neither tower (logit_scale). */
+CT_API int ct_model_lock_group(const CtModel *model, size_t i, const char **tower);
+/* Freeze TOWER's N lowest groups (0 to its group count): backward then
+ * stops below the lowest group left, computing no gradient of any kind
+ * for the N groups, whose parameter gradients stay as they are (zero after
+ * ct_model_zero_grad); N the whole count runs no backward in the tower.
+ * The gradients of the groups left are those of a full backward, bit for
+ * bit.  With activation checkpointing frozen segments are not
+ * recomputed; the backward hook is not called for frozen blocks.  Set it
+ * before a forward: the backward that follows uses it.  0 by default.  Fails (CT_ERROR_INVALID) on another TOWER or N out of range. */
+CT_API gboolean ct_model_set_frozen_groups(CtModel *model, const char *tower, int n,
+                                           GError **error);
+CT_API int ct_model_frozen_groups(const CtModel *model, const char *tower);
+/* open_clip's freeze_bn_stats (FrozenBatchNorm2d): in training mode too,
+ * the BatchNorm layers of a ResNet's frozen groups normalise with their
+ * running statistics and leave them alone, as in eval mode; the other
+ * groups' train as usual.  Off by default; nothing for a ViT. */
+CT_API void ct_model_set_freeze_bn_stats(CtModel *model, gboolean on);
+CT_API gboolean ct_model_freeze_bn_stats(const CtModel *model);
+
 /* TRUE when tensor GOT has parameter WANT's shape (a scalar may be [] or
  * [1]). */
 CT_API gboolean ct_param_shape_matches(const CtParamInfo *want, const CtTensorInfo *got);

@@ -104,23 +104,43 @@ CT_API size_t ct_optimizer_set_lr_mult(CtOptimizer *opt, const char *glob, doubl
 CT_API size_t ct_optimizer_freeze(CtOptimizer *opt, const char *glob);
 CT_API size_t ct_optimizer_unfreeze(CtOptimizer *opt, const char *glob);
 
-/* open_clip's --lock-image / --lock-text.  TOWER "image" is every tensor
- * named "visual.*"; "text" is token_embedding.weight, positional_embedding,
- * transformer.*, ln_final.* and text_projection.  The tower is frozen
- * except, when UNLOCKED_LAST_BLOCKS = N > 0, its last N residual blocks
- * together with its final LayerNorm (ln_post / ln_final) and projection
- * (visual.proj / text_projection), as open_clip's lock() leaves them; N at
- * least the tower's number of blocks + 1 leaves the whole tower trainable
- * (its stem: conv1, class and positional embeddings, ln_pre / token and
- * positional embeddings).  In open_clip's terms N is
- * --lock-image-unlocked-groups / --lock-text-unlocked-layers minus 1 (its
- * last group is the projection alone).  With UNLOCK_NORMS every LayerNorm
- * of the tower stays trainable too (HF text towers' freeze_layer_norm =
- * False).  Only freezes: tensors it leaves trainable keep their state.
- * Fails (CT_ERROR_INVALID) on another TOWER or N < 0. */
+/* open_clip's --lock-image / --lock-text with
+ * --lock-image-unlocked-groups / --lock-text-unlocked-layers: freeze
+ * TOWER's ("image" or "text") lock groups (ct_model_n_lock_groups: the
+ * stem, the blocks, the last block with the final LayerNorm, the
+ * projection; a ResNet's stem, layer1..4, attention pool) but its top
+ * UNLOCKED_GROUPS; 0 freezes the whole tower, the group count or more
+ * nothing.  With UNLOCK_NORMS every LayerNorm of the tower stays trainable
+ * (HF text towers' freeze_layer_norm = False).  Only freezes: tensors it
+ * leaves trainable keep their state.  Fails (CT_ERROR_INVALID) on another
+ * TOWER or N < 0. */
+CT_API gboolean ct_optimizer_lock_groups(CtOptimizer *opt, const char *tower,
+                                         int unlocked_groups, gboolean unlock_norms,
+                                         GError **error);
+/* The same counting residual blocks (optimizer.lock_image_unlocked):
+ * UNLOCKED_LAST_BLOCKS = N > 0 leaves the last N blocks trainable with the
+ * final LayerNorm and the projection, i.e. N + 1 groups; N at least the
+ * tower's number of blocks + 1 leaves it all trainable.  A ResNet image
+ * tower has no blocks to count: N > 0 fails for it (CT_ERROR_INVALID). */
 CT_API gboolean ct_optimizer_lock_tower(CtOptimizer *opt, const char *tower,
                                         int unlocked_last_blocks, gboolean unlock_norms,
                                         GError **error);
+/* TOWER's lock groups, from the bottom, whose every tensor is frozen: what
+ * ct_model_set_frozen_groups() may skip in backward.  -1 for another
+ * TOWER. */
+CT_API int ct_optimizer_frozen_groups(const CtOptimizer *opt, const char *tower);
+
+/* Layer-wise learning-rate decay (BEiT, open_clip's layer_decay): every
+ * tensor of TOWER's lock group g takes lr * DECAY^(D - g), where D is the
+ * tower's number of blocks (a ResNet: 4, its stages): block k of L gets
+ * DECAY^(L - 1 - k), the stem DECAY^L, and the last block, the final
+ * LayerNorm and the projection the full lr, as do tensors outside the
+ * towers (logit_scale).  Multiplies with ct_optimizer_set_lr_mult()'s
+ * factors, in either order; a later call for the same tower replaces its
+ * decay.  DECAY in (0, 1]; fails (CT_ERROR_INVALID) otherwise or on
+ * another TOWER. */
+CT_API gboolean ct_optimizer_set_layer_decay(CtOptimizer *opt, const char *tower, double decay,
+                                             GError **error);
 
 /* Number of parameters (elements, not tensors) that are not frozen. */
 CT_API size_t ct_optimizer_n_trainable(const CtOptimizer *opt);
@@ -128,7 +148,10 @@ CT_API size_t ct_optimizer_n_trainable(const CtOptimizer *opt);
 /* Per tensor, I indexing ct_model_tensor(): */
 CT_API gboolean ct_optimizer_is_frozen(const CtOptimizer *opt, size_t i);
 CT_API gboolean ct_optimizer_decays(const CtOptimizer *opt, size_t i);
+/* The tensor's lr factor: its lr_mult times its layer-decay scale. */
 CT_API double ct_optimizer_lr_mult(const CtOptimizer *opt, size_t i);
+/* The layer-decay part alone (1 without ct_optimizer_set_layer_decay). */
+CT_API double ct_optimizer_layer_scale(const CtOptimizer *opt, size_t i);
 /* Steps that tensor I has taken (its t in the bias corrections). */
 CT_API int64_t ct_optimizer_tensor_steps(const CtOptimizer *opt, size_t i);
 

@@ -24,6 +24,8 @@ cli_tests += %reldir%/doc-snippets.sh
 cli_tests += %reldir%/resnet-fit.sh
 # SigLIP's loss: logit_bias saved and loaded, init, resume, 2 ranks with MPI
 cli_tests += %reldir%/siglip.sh
+# LiT-style locking and layer-wise lr decay from a recipe; --print-lr-groups
+cli_tests += %reldir%/lock.sh
 # core/'s folders include and call only downwards
 cli_tests += %reldir%/check-layers.sh
 # run folders, paths, resume and failures, from a user's side

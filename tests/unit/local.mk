@@ -22,6 +22,8 @@ unit_tests = \
 unit_tests += %reldir%/test-metrics
 # the general optimizer and the schedules
 unit_tests += %reldir%/test-optimizer
+# LiT-style locking: frozen groups run no backward
+unit_tests += %reldir%/test-lock
 # the distributed sampler and the loss of a rank's rows, without MPI
 unit_tests += %reldir%/test-shard
 # SigLIP's sigmoid loss: definition, finite differences, chunks, ranks

@@ -602,6 +602,166 @@ test_lock_text(void)
   ct_model_free(m);
 }
 
+/* open_clip's unlocked groups, ResNet included, and the groups the model
+ * may skip */
+static void
+test_lock_groups(void)
+{
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("rn", &cfg, NULL));
+  CtModel *m = ct_model_new(&cfg, 1, NULL);
+  g_assert_nonnull(m);
+  CtOptimizer *opt = new_opt(m, "adamw");
+  GError *error = NULL;
+  /* the block-counting form has nothing to count in a ResNet */
+  g_assert_false(ct_optimizer_lock_tower(opt, "image", 1, FALSE, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
+  g_assert_nonnull(strstr(error->message, "unlocked_groups"));
+  g_clear_error(&error);
+  g_assert_cmpint(ct_optimizer_frozen_groups(opt, "image"), ==, 0);
+  /* 2 groups unlocked: layer4 and the attention pool */
+  g_assert_true(ct_optimizer_lock_groups(opt, "image", 2, FALSE, &error));
+  g_assert_no_error(error);
+  const struct {
+    const char *name;
+    gboolean frozen;
+  } rn[] = {
+    { "visual.conv1.weight", TRUE },          { "visual.bn2.bias", TRUE },
+    { "visual.layer1.0.conv1.weight", TRUE }, { "visual.layer3.0.downsample.1.weight", TRUE },
+    { "visual.layer4.0.conv2.weight", FALSE }, { "visual.attnpool.c_proj.bias", FALSE },
+    { "token_embedding.weight", FALSE },      { "logit_scale", FALSE },
+  };
+  for (size_t i = 0; i < G_N_ELEMENTS(rn); i++) {
+    size_t k = ct_model_find(m, rn[i].name) - ct_model_tensor(m, 0);
+    if (ct_optimizer_is_frozen(opt, k) != rn[i].frozen)
+      g_error("%s should %s", rn[i].name, rn[i].frozen ? "be locked" : "train");
+  }
+  g_assert_cmpint(ct_optimizer_frozen_groups(opt, "image"), ==, 4);
+  g_assert_cmpint(ct_optimizer_frozen_groups(opt, "text"), ==, 0);
+  g_assert_cmpint(ct_optimizer_frozen_groups(opt, "audio"), ==, -1);
+  /* a glob that thaws one tensor of a group lowers what may be skipped */
+  g_assert_cmpuint(ct_optimizer_unfreeze(opt, "visual.layer2.0.bn1.bias"), ==, 1);
+  g_assert_cmpint(ct_optimizer_frozen_groups(opt, "image"), ==, 2);
+  g_assert_false(ct_optimizer_lock_groups(opt, "image", -1, FALSE, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
+  g_clear_error(&error);
+  ct_optimizer_free(opt);
+
+  /* ViT: unlocked_groups N is the block form's N - 1; 0 locks it all */
+  ct_model_free(m);
+  m = tiny_model(5);
+  for (int n = 0; n <= 5; n++) {
+    CtOptimizer *a = new_opt(m, "adamw"), *b = new_opt(m, "adamw");
+    g_assert_true(ct_optimizer_lock_groups(a, "text", n, FALSE, NULL));
+    g_assert_true(ct_optimizer_lock_tower(b, "text", n <= 1 ? 0 : n - 1,
+                                          FALSE, NULL));
+    if (n != 1) /* one group is the projection alone, which blocks cannot say */
+      for (size_t i = 0; i < ct_model_n_tensors(m); i++)
+        g_assert_cmpint(ct_optimizer_is_frozen(a, i), ==, ct_optimizer_is_frozen(b, i));
+    int G = ct_model_n_lock_groups(m, "text");
+    g_assert_cmpint(ct_optimizer_frozen_groups(a, "text"), ==, n == 0 ? G : MAX(G - n, 0));
+    ct_optimizer_free(a);
+    ct_optimizer_free(b);
+  }
+  ct_model_free(m);
+}
+
+/* Layer decay: block k of L takes lr * d^(L - 1 - k), the stem d^L, the
+ * last block, the final norm, the projection and logit_scale the full lr;
+ * multiplied with lr_mult; an SGD step moves each by that lr. */
+static void
+test_layer_decay(void)
+{
+  CtConfig cfg;
+  g_assert_true(ct_config_preset("tiny", &cfg, NULL));
+  cfg.vision_layers = 4;
+  CtModel *m = ct_model_new(&cfg, 1, NULL);
+  ct_model_init_weights(m, 3);
+  CtOptimizer *opt = new_opt(m, "sgd");
+  set_hyper(opt, "mom", 0.0);
+  set_hyper(opt, "wd", 0.0);
+  set_hyper(opt, "lr", 0.1);
+  GError *error = NULL;
+  g_assert_cmpuint(ct_optimizer_set_lr_mult(opt, "visual.transformer.resblocks.1.*", 2.0), >, 0);
+  g_assert_true(ct_optimizer_set_layer_decay(opt, "image", 0.5, &error));
+  g_assert_true(ct_optimizer_set_layer_decay(opt, "text", 0.8, &error));
+  g_assert_no_error(error);
+  const struct {
+    const char *name;
+    double mult;
+  } want[] = {
+    { "visual.conv1.weight", pow(0.5, 4) },
+    { "visual.class_embedding", pow(0.5, 4) },
+    { "visual.ln_pre.bias", pow(0.5, 4) },
+    { "visual.transformer.resblocks.0.attn.in_proj_weight", pow(0.5, 3) },
+    { "visual.transformer.resblocks.1.mlp.c_fc.weight", 2.0 * pow(0.5, 2) }, /* x lr_mult */
+    { "visual.transformer.resblocks.2.ln_1.bias", 0.5 },
+    { "visual.transformer.resblocks.3.mlp.c_proj.weight", 1.0 },
+    { "visual.ln_post.weight", 1.0 },
+    { "visual.proj", 1.0 },
+    { "token_embedding.weight", pow(0.8, 2) },
+    { "positional_embedding", pow(0.8, 2) },
+    { "transformer.resblocks.0.attn.out_proj.weight", 0.8 },
+    { "transformer.resblocks.1.attn.out_proj.weight", 1.0 },
+    { "ln_final.bias", 1.0 },
+    { "text_projection", 1.0 },
+    { "logit_scale", 1.0 },
+  };
+  memset(ct_model_grads(m), 0, ct_model_n_params(m) * sizeof(float));
+  float before[G_N_ELEMENTS(want)];
+  for (size_t k = 0; k < G_N_ELEMENTS(want); k++) {
+    size_t i = ct_model_find(m, want[k].name) - ct_model_tensor(m, 0);
+    g_assert_cmpfloat_with_epsilon(ct_optimizer_lr_mult(opt, i), want[k].mult, 1e-15);
+    before[k] = param_ptr(m, want[k].name)[0];
+    grad_ptr(m, want[k].name)[0] = 0.25f;
+  }
+  ct_optimizer_step(opt);
+  for (size_t k = 0; k < G_N_ELEMENTS(want); k++) {
+    double moved = before[k] - param_ptr(m, want[k].name)[0];
+    if (fabs(moved - 0.1 * want[k].mult * 0.25) > 1e-7)
+      g_error("%s moved by %g, expected %g", want[k].name, moved, 0.1 * want[k].mult * 0.25);
+  }
+  /* lr_mult set afterwards still multiplies; a new decay replaces the old */
+  size_t i = ct_model_find(m, "visual.conv1.weight") - ct_model_tensor(m, 0);
+  ct_optimizer_set_lr_mult(opt, "visual.conv1.weight", 3.0);
+  g_assert_cmpfloat_with_epsilon(ct_optimizer_lr_mult(opt, i), 3.0 / 16, 1e-15);
+  g_assert_true(ct_optimizer_set_layer_decay(opt, "image", 1.0, NULL));
+  g_assert_cmpfloat(ct_optimizer_lr_mult(opt, i), ==, 3.0);
+  g_assert_cmpfloat(ct_optimizer_layer_scale(opt, i), ==, 1.0);
+  for (size_t b = 0; b < 4; b++) {
+    double bad[] = { 0.0, -0.5, 1.5, NAN };
+    g_assert_false(ct_optimizer_set_layer_decay(opt, "image", bad[b], &error));
+    g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
+    g_clear_error(&error);
+  }
+  g_assert_false(ct_optimizer_set_layer_decay(opt, "audio", 0.5, &error));
+  g_assert_error(error, CT_ERROR, CT_ERROR_INVALID);
+  g_clear_error(&error);
+  ct_optimizer_free(opt);
+
+  /* a ResNet: its 4 stages are the blocks */
+  g_assert_true(ct_config_preset("rn", &cfg, NULL));
+  ct_model_free(m);
+  m = ct_model_new(&cfg, 1, NULL);
+  opt = new_opt(m, "adamw");
+  g_assert_true(ct_optimizer_set_layer_decay(opt, "image", 0.5, NULL));
+  const struct {
+    const char *name;
+    double mult;
+  } rn[] = {
+    { "visual.bn1.weight", 1.0 / 16 },        { "visual.layer1.0.conv1.weight", 1.0 / 8 },
+    { "visual.layer2.0.bn3.bias", 1.0 / 4 },  { "visual.layer3.0.conv2.weight", 1.0 / 2 },
+    { "visual.layer4.0.conv3.weight", 1.0 }, { "visual.attnpool.q_proj.weight", 1.0 },
+    { "text_projection", 1.0 },
+  };
+  for (size_t k = 0; k < G_N_ELEMENTS(rn); k++) {
+    size_t t = ct_model_find(m, rn[k].name) - ct_model_tensor(m, 0);
+    g_assert_cmpfloat(ct_optimizer_lr_mult(opt, t), ==, rn[k].mult);
+  }
+  ct_optimizer_free(opt);
+  ct_model_free(m);
+}
+
 /* ---------------------------------------------------------------- state */
 
 /* Steps S0 .. S1 - 1 of a fixed training: gradients fill_grads(s), lr and
@@ -1288,6 +1448,8 @@ main(int argc, char **argv)
   g_test_add_func("/optimizer/freeze", test_freeze);
   g_test_add_func("/optimizer/lock-image", test_lock_image);
   g_test_add_func("/optimizer/lock-text", test_lock_text);
+  g_test_add_func("/optimizer/lock-groups", test_lock_groups);
+  g_test_add_func("/optimizer/layer-decay", test_layer_decay);
   g_test_add_func("/optimizer/save-load", test_save_load);
   g_test_add_func("/optimizer/load-errors", test_load_errors);
   g_test_add_func("/optimizer/state-bf16", test_state_bf16);
