@@ -22,6 +22,8 @@
 
 #include "train/learner-private.h"
 #include "base/gemm.h"
+#include "model/model-config-private.h"
+#include "model/model-private.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -129,7 +131,16 @@ ct_learner_mfu(CtLearner *L)
   }
   if (p->sgemm_rate <= 0)
     return NAN;
-  return p->flops_per_sample * (p->ema_n / p->ema_s) / p->sgemm_rate;
+  /* under patch dropout the image tower runs on the kept tokens: the
+   * model's FLOPs are those of the shorter sequence (unmasked_tuning may
+   * turn it off during the fit, so this follows the current value) */
+  double flops = p->flops_per_sample, pd = ct_model_patch_dropout(L->model);
+  const CtConfig *c = ct_model_config(L->model);
+  if (pd > 0) {
+    int G = c->image_resolution / c->vision_patch_size;
+    flops -= ct_config_patch_dropout_saving(c, 1, ct_patch_dropout_count(G * G, pd), FALSE);
+  }
+  return flops * (p->ema_n / p->ema_s) / p->sgemm_rate;
 }
 
 double

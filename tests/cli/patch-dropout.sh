@@ -3,7 +3,9 @@
 # training, 0 equals a recipe without the key, a run stopped and resumed
 # draws the same patches as one never stopped (bit-identical weights), a
 # fine-tune from its weights may turn it off, and bad values or a ResNet
-# tower are refused in one line; bench --patch-dropout.  Prints TAP.
+# tower are refused in one line; bench --patch-dropout; the unmasked_tuning
+# callback turns it off at its step, resumes exactly either side of the
+# switch, and refuses a model without patch dropout.  Prints TAP.
 . "$(dirname "$0")/tap.sh"
 losses() { sed 's/,"time":[^,}]*//' "$1/metrics.jsonl"; }
 
@@ -19,7 +21,7 @@ callbacks:
 YAML
 sed 's/, patch_dropout: 0.5//' "$tmp/r.yaml" >"$tmp/none.yaml"
 
-echo "1..14"
+echo "1..20"
 that "a run with patch_dropout 0.5" 'run 0 fit "$tmp/r.yaml" --out "$tmp/straight"'
 that "the resolved recipe says it" 'grep -q "patch_dropout: 0.5" "$tmp/straight/recipe.yaml"'
 that "the same run again: the same weights, bit for bit" \
@@ -47,4 +49,18 @@ that "and fit writes no run folder for it" \
 that "bench --patch-dropout 0.75 runs the tower on fewer tokens" \
   'run 0 bench -p tiny -b 4 -s 1 -t 1 --patch-dropout 0.75 && grep -q "\"patch_dropout\":0.75" "$tmp/out"'
 that "bench --patch-dropout 1 is bad usage" 'run 2 bench -p tiny -b 4 -s 1 --patch-dropout 1'
+# unmasked_tuning: 6 steps an epoch, 12 in all; pct 0.5 switches at step 6
+ut="callbacks+={unmasked_tuning: {pct: 0.5}}"
+that "unmasked_tuning turns patch dropout off at step 6 of 12, and says so" \
+  'run 0 fit "$tmp/r.yaml" --set "$ut" --out "$tmp/ut" && grep -q "unmasked_tuning: patch dropout off from training step 6$" "$tmp/out" "$tmp/err"'
+that "... which changes training from both ends" \
+  '! cmp -s "$tmp/ut/final.safetensors" "$tmp/straight/final.safetensors" && ! "$builddir/tests/unit/st-diff" "$tmp/none/final.safetensors" "$tmp/ut/final.safetensors" "" 0 >/dev/null 2>&1'
+that "stopped before the switch and resumed: the same weights bit for bit" \
+  'run 0 fit "$tmp/r.yaml" --set "$ut" --stop-after 3 --out "$tmp/ut3" && run 0 fit --resume "$tmp/ut3" && cmp -s "$tmp/ut/final.safetensors" "$tmp/ut3/final.safetensors"'
+that "stopped after the switch and resumed: the same weights bit for bit" \
+  'run 0 fit "$tmp/r.yaml" --set "$ut" --stop-after 8 --out "$tmp/ut8" && run 0 fit --resume "$tmp/ut8" && cmp -s "$tmp/ut/final.safetensors" "$tmp/ut8/final.safetensors"'
+that "pct 1 trains every step on every token: the run without patch dropout, bit for bit" \
+  'run 0 fit "$tmp/r.yaml" --set "callbacks+={unmasked_tuning: {pct: 1}}" --out "$tmp/ut1" && "$builddir/tests/unit/st-diff" "$tmp/none/final.safetensors" "$tmp/ut1/final.safetensors" "" 0 >/dev/null'
+that "unmasked_tuning without patch dropout is refused in one line" \
+  'run 1 fit "$tmp/none.yaml" --set "$ut" --out "$tmp/utn" && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "unmasked_tuning.*the model trains without patch dropout" "$tmp/err"'
 exit $fail
