@@ -192,6 +192,17 @@ build_data(Run *run, GError **error)
   return 0;
 }
 
+/* The parameters the callbacks add to the model (a SigLIP loss's
+ * logit_bias): CtModelExtras flags. */
+static uint32_t
+callback_extras(const Run *run)
+{
+  uint32_t extras = 0;
+  for (guint i = 0; run->cbs && i < run->cbs->len; i++)
+    extras |= ct_plugin_desc_model_extras(((CtCallback *) g_ptr_array_index(run->cbs, i))->desc);
+  return extras;
+}
+
 /* The model at the batch size (--max-batch-size picks it first), with its
  * initial weights: a model.init of another config is a bad recipe. */
 static int
@@ -202,10 +213,8 @@ build_model(Run *run, GError **error)
       !pick_batch(run->recipe, &run->sec, run->precision, &run->data, run->o->max_batch_budget,
                   run->in_backward, error))
     return 2;
-  uint32_t extras = 0; /* the parameters the callbacks need (a SigLIP loss's logit_bias) */
-  for (guint i = 0; i < run->cbs->len; i++)
-    extras |= ct_plugin_desc_model_extras(((CtCallback *) g_ptr_array_index(run->cbs, i))->desc);
-  if (!(run->model = ct_model_new_extras(&ms->cfg, run->sec.data.batch_size, extras, error)))
+  if (!(run->model = ct_model_new_extras(&ms->cfg, run->sec.data.batch_size,
+                                         callback_extras(run), error)))
     return 1;
   if (ms->checkpoint &&
       !ct_model_set_memory(run->model, CT_PRECISION_FP32, ms->checkpoint_nchunks, error))
@@ -500,18 +509,22 @@ ct_run_resolve(const CtRunOptions *o, char **yaml, GError **error)
   return rc;
 }
 
-/* --print-lr-groups: a model of the recipe's config for one sample, as
- * the optimizer only needs its tensors */
+/* --print-lr-groups: a model of the recipe's config for one sample, with
+ * the parameters its callbacks add, as the optimizer only needs its
+ * tensors */
 static int
 build_bare_model(Run *run, GError **error)
 {
-  return (run->model = ct_model_new(&run->sec.model.cfg, 1, error)) ? 0 : 1;
+  return (run->model = ct_model_new_extras(&run->sec.model.cfg, 1, callback_extras(run), error))
+           ? 0
+           : 1;
 }
 
 int
 ct_run_lr_groups(const CtRunOptions *o, char **text, GError **error)
 {
-  static const Stage stages[] = { load_recipe, build_bare_model, build_optimizer };
+  static const Stage stages[] = { load_recipe, load_callbacks, build_bare_model,
+                                  build_optimizer };
   Run run = { 0 };
   int rc = run_stages(o, stages, G_N_ELEMENTS(stages), &run, error);
   *text = rc == 0 && run.opt ? ct_optim_describe_groups(run.opt) : NULL;

@@ -27,7 +27,7 @@ YAML
 # row GROUP: the --print-lr-groups rows of GROUP (a fixed string)
 row() { awk -v g="$1" '$1 == g' "$tmp/out"; }
 
-echo "1..28"
+echo "1..30"
 check "fit --print-lr-groups exits 0" 0 "$ct" fit "$tmp/lock.yaml" --print-lr-groups --out "$tmp/none"
 that "... without a run folder" '[ ! -e "$tmp/none" ]'
 expect "... a header with the optimizer and lr" "$tmp/out" '^# adamw, lr 0.001, weight decay 0.2'
@@ -45,6 +45,9 @@ that "... text: only the projection trains (1 group unlocked)" \
 that "... the text stem at 0.8^2" 'row text.stem | grep -q "^text.stem  *0.64 "'
 that "... logit_scale at the full lr" 'row logit_scale | grep -q "^logit_scale  *1  *0.001 .* trains$"'
 expect "... backward skips the locked groups" "$tmp/out" 'skips the lowest 2 image groups and the lowest 3 text groups'
+check "--print-lr-groups with siglip_trainer" 0 "$ct" fit "$tmp/lock.yaml" --print-lr-groups \
+  --set 'callbacks=[siglip_trainer]'
+that "... lists the logit_bias it adds, at the full lr" 'row logit_bias | grep -q "^logit_bias  *1  *0.001  *0  *1  *1  trains$"'
 
 check "a ResNet locks by stages, with freeze_bn_stats" 0 "$ct" fit "$tmp/base.yaml" --print-lr-groups \
   --set model.preset=rn --set 'optimizer.lock_image={unlocked_groups: 2, freeze_bn_stats: true}'
