@@ -86,7 +86,7 @@ ct_batchnorm_forward(float *out, float *mean, float *rstd, float *run_mean, floa
                      const float *in, const float *w, const float *b, int N, int C,
                      int training)
 {
-  CT_PROF_BEGIN(CT_PROF_LAYERNORM);
+  CT_PROF_BEGIN(CT_PROF_BATCHNORM);
   BnCtx x = { .out = out, .mean = mean, .rstd = rstd, .run_mean = run_mean,
               .run_var = run_var, .in = in, .w = w, .b = b, .N = N, .C = C,
               .training = training };
@@ -145,7 +145,7 @@ ct_batchnorm_backward(float *din, float *dw, float *db, const float *dout, const
                       const float *mean, const float *rstd, const float *w, int N, int C,
                       int training)
 {
-  CT_PROF_BEGIN(CT_PROF_LAYERNORM);
+  CT_PROF_BEGIN(CT_PROF_BATCHNORM);
   BnCtx x = { .din = din, .dw = dw, .db = db, .dout = dout, .in = in, .mean = (float *) mean,
               .rstd = (float *) rstd, .w = w, .N = N, .C = C, .training = training };
   ct_parallel_for((size_t) C, MAX(1, 4096 / MAX(N, 1)), bn_backward_range, &x);

@@ -134,36 +134,80 @@ im2col(const CtConv *cv, float *col, const float *in, int nb)
   ct_parallel_for(rows, 64, im2col_rows, &x);
 }
 
+/* COL = the chunk's im2col (a copy of its rows when pointwise), rounded
+ * at half precision. */
+static void
+fill_col(CtPrecision prec, const CtConv *cv, float *col, const float *in, int nb)
+{
+  CT_PROF_BEGIN(CT_PROF_IM2COL);
+  size_t n = (size_t) nb * cv->Ho * cv->Wo * cv->C * cv->K * cv->K;
+  if (is_pointwise(cv))
+    memcpy(col, in, sizeof(float) * n);
+  else
+    im2col(cv, col, in, nb);
+  ct_round(prec, col, n);
+  CT_PROF_END();
+}
+
+/* The weight rounded into WR at half precision (the weight itself at
+ * float32). */
+static const float *
+round_weight(CtPrecision prec, float *wr, const float *w, const CtConv *cv)
+{
+  if (prec == CT_PRECISION_FP32)
+    return w;
+  CT_PROF_BEGIN(CT_PROF_CONV_FWD);
+  ct_round_copy(prec, wr, w, (size_t) cv->OC * cv->C * cv->K * cv->K);
+  CT_PROF_END();
+  return wr;
+}
+
 void
 ct_conv2d_forward(CtPrecision prec, float *out, float *col, float *wr, const float *in,
                   const float *w, const CtConv *cv, int B)
 {
-  CT_PROF_BEGIN(CT_PROF_GEMM);
   int ckk = cv->C * cv->K * cv->K, HoWo = cv->Ho * cv->Wo;
-  const float *wp = w;
-  if (prec != CT_PRECISION_FP32) {
-    ct_round_copy(prec, wr, w, (size_t) cv->OC * ckk);
-    wp = wr;
-  }
+  const float *wp = round_weight(prec, wr, w, cv);
   if (is_pointwise(cv) && prec == CT_PRECISION_FP32) {
-    ct_linear_forward(out, in, wp, NULL, B * HoWo, ckk, cv->OC);
-    CT_PROF_END();
+    PROF(CT_PROF_CONV_FWD, ct_linear_forward(out, in, wp, NULL, B * HoWo, ckk, cv->OC));
     return;
   }
   int chunk = ct_conv_chunk(cv, B);
   size_t in_n = (size_t) cv->C * cv->H * cv->W;
   for (int b0 = 0; b0 < B; b0 += chunk) {
     int nb = MIN(chunk, B - b0);
-    size_t rows = (size_t) nb * HoWo;
-    if (is_pointwise(cv))
-      memcpy(col, in + b0 * in_n, sizeof(float) * rows * ckk);
-    else
-      im2col(cv, col, in + b0 * in_n, nb);
-    ct_round(prec, col, rows * ckk);
-    ct_linear_forward(out + (size_t) b0 * HoWo * cv->OC, col, wp, NULL, (int) rows, ckk,
-                      cv->OC);
+    int rows = nb * HoWo;
+    fill_col(prec, cv, col, in + b0 * in_n, nb);
+    PROF(CT_PROF_CONV_FWD,
+         ct_linear_forward(out + (size_t) b0 * HoWo * cv->OC, col, wp, NULL, rows, ckk, cv->OC));
   }
-  ct_round(prec, out, (size_t) B * HoWo * cv->OC);
+  PROF(CT_PROF_CONV_FWD, ct_round(prec, out, (size_t) B * HoWo * cv->OC));
+}
+
+/* dcol = dout @ w and dw += dout^T @ col for one chunk of ROWS rows:
+ * side by side in one call (two products of one thread each run at a
+ * thread's full rate), or, when profiling, one after the other so that
+ * each is timed in its own kind; the bits are the same. */
+static void
+products_backward(float *dcol, float *dw, const float *d, const float *col, const float *wp,
+                  int rows, int ckk, int OC)
+{
+  if (dcol && dw && !ct_prof_on) {
+    ct_linear_backward(dcol, dw, NULL, d, col, wp, rows, ckk, OC);
+    return;
+  }
+  if (dw)
+    PROF(CT_PROF_CONV_BWD_WEIGHTS, ct_linear_backward(NULL, dw, NULL, d, col, wp, rows, ckk, OC));
+  if (dcol)
+    PROF(CT_PROF_CONV_BWD_DATA, ct_linear_backward(dcol, NULL, NULL, d, NULL, wp, rows, ckk, OC));
+}
+
+static void
+col2im(const CtConv *cv, float *din, const float *dcol, int nb)
+{
+  CT_PROF_BEGIN(CT_PROF_IM2COL);
+  ColCtx x = { .cv = cv, .din = din, .dcol = dcol };
+  ct_parallel_for((size_t) nb * cv->H, 4, col2im_rows, &x);
   CT_PROF_END();
 }
 
@@ -171,17 +215,13 @@ void
 ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, float *dcol, float *wr,
                    float *dout, const float *in, const float *w, const CtConv *cv, int B)
 {
-  CT_PROF_BEGIN(CT_PROF_GEMM);
   int ckk = cv->C * cv->K * cv->K, HoWo = cv->Ho * cv->Wo;
-  const float *wp = w;
-  if (prec != CT_PRECISION_FP32) {
-    ct_round(prec, dout, (size_t) B * HoWo * cv->OC);
-    ct_round_copy(prec, wr, w, (size_t) cv->OC * ckk);
-    wp = wr;
-  }
+  if (prec != CT_PRECISION_FP32)
+    PROF(CT_PROF_CONV_BWD_DATA, ct_round(prec, dout, (size_t) B * HoWo * cv->OC));
+  const float *wp = round_weight(prec, wr, w, cv);
   if (is_pointwise(cv) && prec == CT_PRECISION_FP32) {
-    ct_linear_backward(din, dw, NULL, dout, in, wp, B * HoWo, ckk, cv->OC);
-    CT_PROF_END();
+    /* the input rows are the im2col matrix, din's rows the dcol rows */
+    products_backward(din, dw, dout, in, wp, B * HoWo, ckk, cv->OC);
     return;
   }
   int chunk = ct_conv_chunk(cv, B);
@@ -190,34 +230,17 @@ ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, float *d
     int nb = MIN(chunk, B - b0);
     size_t rows = (size_t) nb * HoWo;
     const float *d = dout + (size_t) b0 * HoWo * cv->OC;
-    if (dw) {
-      if (is_pointwise(cv))
-        memcpy(col, in + b0 * in_n, sizeof(float) * rows * ckk);
-      else
-        im2col(cv, col, in + b0 * in_n, nb);
-      ct_round(prec, col, rows * ckk);
-      ct_linear_backward(NULL, dw, NULL, d, col, wp, (int) rows, ckk, cv->OC);
-    }
+    if (dw)
+      fill_col(prec, cv, col, in + b0 * in_n, nb);
+    if (din)
+      PROF(CT_PROF_CONV_BWD_DATA, memset(dcol, 0, sizeof(float) * rows * ckk));
+    products_backward(din ? dcol : NULL, dw, d, col, wp, (int) rows, ckk, cv->OC);
     if (!din)
       continue;
-    if (is_pointwise(cv)) {
-      /* din rows are the dcol rows: accumulate straight into them */
-      float *di = din + b0 * in_n;
-      if (prec == CT_PRECISION_FP32) {
-        ct_linear_backward(di, NULL, NULL, d, NULL, wp, (int) rows, ckk, cv->OC);
-      } else {
-        memset(dcol, 0, sizeof(float) * rows * ckk);
-        ct_linear_backward(dcol, NULL, NULL, d, NULL, wp, (int) rows, ckk, cv->OC);
-        ct_round(prec, dcol, rows * ckk);
-        ct_add_inplace(di, dcol, rows * ckk);
-      }
-      continue;
-    }
-    memset(dcol, 0, sizeof(float) * rows * ckk);
-    ct_linear_backward(dcol, NULL, NULL, d, NULL, wp, (int) rows, ckk, cv->OC);
-    ct_round(prec, dcol, rows * ckk);
-    ColCtx x = { .cv = cv, .din = din + b0 * in_n, .dcol = dcol };
-    ct_parallel_for((size_t) nb * cv->H, 4, col2im_rows, &x);
+    PROF(CT_PROF_CONV_BWD_DATA, ct_round(prec, dcol, rows * ckk));
+    if (is_pointwise(cv)) /* din rows are the dcol rows */
+      PROF(CT_PROF_IM2COL, ct_add_inplace(din + b0 * in_n, dcol, rows * ckk));
+    else
+      col2im(cv, din + b0 * in_n, dcol, nb);
   }
-  CT_PROF_END();
 }

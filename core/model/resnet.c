@@ -20,6 +20,7 @@
 
 #include "model/model-private.h"
 #include "kernels/ops.h"
+#include "base/profile-private.h"
 
 #include <string.h>
 
@@ -132,7 +133,8 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
   for (int k = 0; k < rn->nseg; k++)
     run_segment(m, k, 1);
 
-  /* attention pool */
+  /* attention pool, one profiled region */
+  CT_PROF_BEGIN(CT_PROF_ATTNPOOL);
   ct_poolattn_tokens_forward(rn->X, rn->out, p->pos, B, HW, C);
   for (int b = 0; b < B; b++)
     memcpy(rn->q0 + (size_t) b * C, rn->X + (size_t) b * T * C, sizeof(float) * C);
@@ -141,6 +143,7 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
   ct_linear_forward_p(prec, rn->wr, rn->v, rn->X, p->v_w, p->v_b, B * T, C, C);
   ct_poolattn_forward(rn->o, rn->att, rn->q, rn->k, rn->v, B, T, C, rn->H, prec);
   ct_linear_forward_p(prec, rn->wr, m->va.feat, rn->o, p->c_w, p->c_b, B, C, E);
+  CT_PROF_END();
   ct_l2norm_forward(m->va.featn, m->va.norm, m->va.feat, B, E);
 }
 
@@ -221,26 +224,30 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
   ct_l2norm_backward(sc->dfeat, dfeat, m->va.featn, m->va.norm, B, E);
   ct_scale(sc->dfeat, m->loss_scale, (size_t) B * E); /* loss scaling */
 
-  /* attention pool */
-  memset(rn->dO, 0, sizeof(float) * B * C);
-  ct_linear_backward_p(prec, rn->wr, rn->dO, g->c_w, g->c_b, sc->dfeat, rn->o, p->c_w, B, C, E);
-  memset(rn->dq, 0, sizeof(float) * B * C);
-  memset(rn->dk, 0, sizeof(float) * B * T * C);
-  memset(rn->dv, 0, sizeof(float) * B * T * C);
-  ct_poolattn_backward(rn->dq, rn->dk, rn->dv, rn->dO, rn->q, rn->k, rn->v, rn->att, B, T, C, rn->H,
-                       prec);
-  memset(rn->dX, 0, sizeof(float) * B * T * C);
-  ct_linear_backward_p(prec, rn->wr, rn->dX, g->k_w, g->k_b, rn->dk, rn->X, p->k_w, B * T, C, C);
-  memset(rn->dk, 0, sizeof(float) * B * T * C); /* free now: v's input gradient */
-  ct_linear_backward_p(prec, rn->wr, rn->dk, g->v_w, g->v_b, rn->dv, rn->X, p->v_w, B * T, C, C);
-  ct_add_inplace(rn->dX, rn->dk, (size_t) B * T * C);
-  memset(rn->dq0, 0, sizeof(float) * B * C);
-  ct_linear_backward_p(prec, rn->wr, rn->dq0, g->q_w, g->q_b, rn->dq, rn->q0, p->q_w, B, C, C);
-  for (int b = 0; b < B; b++)
-    ct_add_inplace(rn->dX + (size_t) b * T * C, rn->dq0 + (size_t) b * C, C);
+  /* attention pool, one profiled region */
   float *dy = rn->g[0], *dx = rn->g[1];
-  memset(dy, 0, sizeof(float) * B * HW * C);
-  ct_poolattn_tokens_backward(dy, g->pos, rn->dX, B, HW, C);
+  {
+    CT_PROF_BEGIN(CT_PROF_ATTNPOOL);
+    memset(rn->dO, 0, sizeof(float) * B * C);
+    ct_linear_backward_p(prec, rn->wr, rn->dO, g->c_w, g->c_b, sc->dfeat, rn->o, p->c_w, B, C, E);
+    memset(rn->dq, 0, sizeof(float) * B * C);
+    memset(rn->dk, 0, sizeof(float) * B * T * C);
+    memset(rn->dv, 0, sizeof(float) * B * T * C);
+    ct_poolattn_backward(rn->dq, rn->dk, rn->dv, rn->dO, rn->q, rn->k, rn->v, rn->att, B, T, C,
+                         rn->H, prec);
+    memset(rn->dX, 0, sizeof(float) * B * T * C);
+    ct_linear_backward_p(prec, rn->wr, rn->dX, g->k_w, g->k_b, rn->dk, rn->X, p->k_w, B * T, C, C);
+    memset(rn->dk, 0, sizeof(float) * B * T * C); /* free now: v's input gradient */
+    ct_linear_backward_p(prec, rn->wr, rn->dk, g->v_w, g->v_b, rn->dv, rn->X, p->v_w, B * T, C, C);
+    ct_add_inplace(rn->dX, rn->dk, (size_t) B * T * C);
+    memset(rn->dq0, 0, sizeof(float) * B * C);
+    ct_linear_backward_p(prec, rn->wr, rn->dq0, g->q_w, g->q_b, rn->dq, rn->q0, p->q_w, B, C, C);
+    for (int b = 0; b < B; b++)
+      ct_add_inplace(rn->dX + (size_t) b * T * C, rn->dq0 + (size_t) b * C, C);
+    memset(dy, 0, sizeof(float) * B * HW * C);
+    ct_poolattn_tokens_backward(dy, g->pos, rn->dX, B, HW, C);
+    CT_PROF_END();
+  }
 
   /* layer4 .. layer1, segment by segment */
   for (int k = rn->nseg - 1; k >= 0; k--) {
