@@ -240,23 +240,25 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   size_t col = MAX(ct_conv_col_floats(&rn->scv1, B, prec),
                    MAX(ct_conv_col_floats(&rn->scv2, B, prec),
                        ct_conv_col_floats(&rn->scv3, B, prec)));
-  size_t wmax = MAX((size_t) C * C, (size_t) rn->E * C);
-  wmax = MAX(wmax, (size_t) W * (W / 2) * 9);
-  size_t maps = stem * W, tmp = 0;
+  /* wr: the rounded weights of the pool's products at bf16/fp16, and the
+   * convolutions' own needs */
+  size_t wr = prec != CT_PRECISION_FP32 ? MAX((size_t) C * C, (size_t) rn->E * C) : 0;
+  const CtConv *scv[3] = { &rn->scv1, &rn->scv2, &rn->scv3 };
+  for (int j = 0; j < 3; j++)
+    wr = MAX(wr, ct_conv_wr_floats(scv[j], prec));
+  size_t maps = stem * W;
   for (int i = 0; i < L; i++) {
     const CtBottleneck *b = &rn->blocks[i];
     const CtConv *cv[4] = { &b->cv1, &b->cv2, &b->cv3, &b->cvd };
     for (int j = 0; j < 4; j++) {
       col = MAX(col, ct_conv_col_floats(cv[j], B, prec));
-      wmax = MAX(wmax, (size_t) cv[j]->OC * cv[j]->C * cv[j]->K * cv[j]->K);
+      wr = MAX(wr, ct_conv_wr_floats(cv[j], prec));
     }
     maps = MAX(maps, map_floats(b, B));
-    tmp = MAX(tmp, (size_t) B * b->Ho * b->Wo * 4 * b->P);
   }
   rn->col = ct_arena_take(a, col);
   rn->dcol = ct_arena_take(a, col);
-  rn->wr = prec != CT_PRECISION_FP32 ? ct_arena_take(a, wmax) : NULL;
-  rn->fwd_tmp = ct_arena_take(a, tmp);
+  rn->wr = wr ? ct_arena_take(a, wr) : NULL;
   for (int j = 0; j < 4; j++)
     rn->g[j] = ct_arena_take(a, maps);
   rn->dX = ct_arena_take(a, BT * C);

@@ -96,8 +96,8 @@ typedef struct {
   float *o;                   /* (B, C) attention output, before c_proj */
   /* work space */
   float *col, *dcol;          /* (largest im2col) */
-  float *wr;                  /* (largest weight) rounded weight at bf16/fp16 */
-  float *fwd_tmp;             /* (largest map) the downsample's BN output */
+  float *wr;                  /* (largest ct_conv_wr_floats, and the pool's rounded
+                               * weights at bf16/fp16) */
   float *g[4];                /* (largest map) gradients in backward */
   float *dX, *dk, *dv;        /* (B*T, C) */
   float *dq, *dq0, *dO;       /* (B, C) */

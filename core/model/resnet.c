@@ -8,6 +8,9 @@
  *   attnpool: tokens [mean ; map] + pos, token 0's query against all
  *     tokens, c_proj; then L2 normalisation.
  *
+ * Each BatchNorm runs in one pass with what follows it: the ReLU, and in
+ * a block's last one the shortcut added before the ReLU (the downsample's
+ * BN adds bn3's output); its backward applies the ReLU's mask itself.
  * BatchNorm runs in the model's mode (ct_model_set_training).  With
  * activation checkpointing the blocks are cut into segments; only each
  * segment's input is kept and backward recomputes the segment's forward
@@ -24,24 +27,27 @@
 
 #include <string.h>
 
-/* BN forward in the pass's mode; UPDATE: move the running statistics
- * (training mode, not a recomputation). */
+/* out = relu(BN(in) + res) (res NULL: nothing added; the ReLU when RELU)
+ * in the pass's mode; UPDATE: move the running statistics (training mode,
+ * not a recomputation). */
 static void
 bn_fwd(const CtResNet *rn, int update, float *out, float *stats, int C, const CtBnBuffers *buf,
-       const CtBnParams *p, const float *in, size_t N)
+       const CtBnParams *p, const float *in, const float *res, int relu, size_t N)
 {
   int tr = rn->training;
-  ct_batchnorm_forward(out, stats, stats + C, !tr || update ? buf->mean : NULL,
-                       !tr || update ? buf->var : NULL, in, p->w, p->b, (int) N, C, tr);
+  ct_batchnorm_relu_forward(out, stats, stats + C, !tr || update ? buf->mean : NULL,
+                            !tr || update ? buf->var : NULL, in, p->w, p->b, res, relu, (int) N,
+                            C, tr);
 }
 
+/* din = the gradient through BN (and the ReLU after it when RELU). */
 static void
 bn_bwd(const CtResNet *rn, float *din, const CtBnParams *g, const float *dout, const float *in,
-       const float *stats, const CtBnParams *p, size_t N, int C)
+       const float *stats, const CtBnParams *p, int relu, size_t N, int C)
 {
   memset(din, 0, sizeof(float) * N * C);
-  ct_batchnorm_backward(din, g->w, g->b, dout, in, stats, stats + C, p->w, (int) N, C,
-                        rn->training);
+  ct_batchnorm_relu_backward(din, g->w, g->b, dout, in, stats, stats + C, p->w, p->b, relu,
+                             (int) N, C, rn->training);
 }
 
 static void
@@ -71,25 +77,22 @@ block_forward(CtModel *m, CtBottleneck *b, int B, int update)
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo;
   int P = b->P;
   conv_fwd(m, b->c1, b->x, b->p.conv1_w, &b->cv1, B);
-  bn_fwd(rn, update, b->r1, b->stats, P, &b->b1, &b->p.bn1, b->c1, N);
-  ct_relu_forward(b->r1, b->r1, N * P);
+  bn_fwd(rn, update, b->r1, b->stats, P, &b->b1, &b->p.bn1, b->c1, NULL, 1, N);
   conv_fwd(m, b->c2, b->r1, b->p.conv2_w, &b->cv2, B);
-  bn_fwd(rn, update, b->r2, b->stats + 2 * P, P, &b->b2, &b->p.bn2, b->c2, N);
-  ct_relu_forward(b->r2, b->r2, N * P);
+  bn_fwd(rn, update, b->r2, b->stats + 2 * P, P, &b->b2, &b->p.bn2, b->c2, NULL, 1, N);
   if (b->s > 1)
     ct_avgpool_forward(b->p2, b->r2, B, b->H, b->W, P, b->s);
   conv_fwd(m, b->c3, b->p2, b->p.conv3_w, &b->cv3, B);
-  bn_fwd(rn, update, b->y, b->stats + 4 * P, 4 * P, &b->b3, &b->p.bn3, b->c3, No);
   if (b->ds) {
+    /* y = bn3(c3), then y = relu(bn_ds(cd) + y) */
+    bn_fwd(rn, update, b->y, b->stats + 4 * P, 4 * P, &b->b3, &b->p.bn3, b->c3, NULL, 0, No);
     if (b->s > 1)
       ct_avgpool_forward(b->px, b->x, B, b->H, b->W, b->Cin, b->s);
     conv_fwd(m, b->cd, b->px, b->p.ds_w, &b->cvd, B);
-    bn_fwd(rn, update, rn->fwd_tmp, b->stats + 12 * P, 4 * P, &b->bd, &b->p.ds_bn, b->cd, No);
-    ct_add_inplace(b->y, rn->fwd_tmp, No * 4 * P);
+    bn_fwd(rn, update, b->y, b->stats + 12 * P, 4 * P, &b->bd, &b->p.ds_bn, b->cd, b->y, 1, No);
   } else {
-    ct_add_inplace(b->y, b->x, No * 4 * P);
+    bn_fwd(rn, update, b->y, b->stats + 4 * P, 4 * P, &b->b3, &b->p.bn3, b->c3, b->x, 1, No);
   }
-  ct_relu_forward(b->y, b->y, No * 4 * P);
 }
 
 static void
@@ -119,14 +122,11 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
   /* stem */
   memcpy(rn->img, images, sizeof(float) * B * 3 * rn->R * rn->R);
   conv_fwd(m, rn->s1c, rn->img, p->conv1_w, &rn->scv1, B);
-  bn_fwd(rn, 1, rn->s1r, rn->sstats, W / 2, &rn->sb1, &p->bn1, rn->s1c, stem);
-  ct_relu_forward(rn->s1r, rn->s1r, stem * (W / 2));
+  bn_fwd(rn, 1, rn->s1r, rn->sstats, W / 2, &rn->sb1, &p->bn1, rn->s1c, NULL, 1, stem);
   conv_fwd(m, rn->s2c, rn->s1r, p->conv2_w, &rn->scv2, B);
-  bn_fwd(rn, 1, rn->s2r, rn->sstats + W, W / 2, &rn->sb2, &p->bn2, rn->s2c, stem);
-  ct_relu_forward(rn->s2r, rn->s2r, stem * (W / 2));
+  bn_fwd(rn, 1, rn->s2r, rn->sstats + W, W / 2, &rn->sb2, &p->bn2, rn->s2c, NULL, 1, stem);
   conv_fwd(m, rn->s3c, rn->s2r, p->conv3_w, &rn->scv3, B);
-  bn_fwd(rn, 1, rn->s3r, rn->sstats + 2 * W, W, &rn->sb3, &p->bn3, rn->s3c, stem);
-  ct_relu_forward(rn->s3r, rn->s3r, stem * W);
+  bn_fwd(rn, 1, rn->s3r, rn->sstats + 2 * W, W, &rn->sb3, &p->bn3, rn->s3c, NULL, 1, stem);
   ct_avgpool_forward(rn->stem_out, rn->s3r, B, (int) R2, (int) R2, W, 2);
 
   /* layer1 .. layer4 */
@@ -170,8 +170,8 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
                             { h->ds_w ? h->ds_bn.w + d : NULL, h->ds_w ? h->ds_bn.b + d : NULL } };
   CtBottleneckParams *g = &gs;
   ct_relu_backward(dy, b->y, No * 4 * P);
-  /* main branch, backwards */
-  bn_bwd(rn, t1, &g->bn3, dy, b->c3, b->stats + 4 * P, &b->p.bn3, No, 4 * P);
+  /* main branch, backwards (the ReLUs after bn2 and bn1 inside their backward) */
+  bn_bwd(rn, t1, &g->bn3, dy, b->c3, b->stats + 4 * P, &b->p.bn3, 0, No, 4 * P);
   conv_bwd(m, t2, 0, g->conv3_w, t1, b->p2, b->p.conv3_w, &b->cv3, B);
   float *dr2 = t2, *free1 = t1;
   if (b->s > 1) {
@@ -180,15 +180,13 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
     dr2 = t1;
     free1 = t2;
   }
-  ct_relu_backward(dr2, b->r2, N * P);
-  bn_bwd(rn, free1, &g->bn2, dr2, b->c2, b->stats + 2 * P, &b->p.bn2, N, P);
+  bn_bwd(rn, free1, &g->bn2, dr2, b->c2, b->stats + 2 * P, &b->p.bn2, 1, N, P);
   conv_bwd(m, dr2, 0, g->conv2_w, free1, b->r1, b->p.conv2_w, &b->cv2, B);
-  ct_relu_backward(dr2, b->r1, N * P);
-  bn_bwd(rn, free1, &g->bn1, dr2, b->c1, b->stats, &b->p.bn1, N, P);
+  bn_bwd(rn, free1, &g->bn1, dr2, b->c1, b->stats, &b->p.bn1, 1, N, P);
   conv_bwd(m, dx, 0, g->conv1_w, free1, b->x, b->p.conv1_w, &b->cv1, B);
   /* shortcut */
   if (b->ds) {
-    bn_bwd(rn, t1, &g->ds_bn, dy, b->cd, b->stats + 12 * P, &b->p.ds_bn, No, 4 * P);
+    bn_bwd(rn, t1, &g->ds_bn, dy, b->cd, b->stats + 12 * P, &b->p.ds_bn, 0, No, 4 * P);
     if (b->s > 1) {
       conv_bwd(m, t2, 0, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
       ct_avgpool_backward(dx, t2, B, b->H, b->W, b->Cin, b->s);
@@ -266,13 +264,10 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
   float *t1 = dx, *t2 = rn->g[2];
   memset(t1, 0, sizeof(float) * stem * W);
   ct_avgpool_backward(t1, dy, B, (int) R2, (int) R2, W, 2);
-  ct_relu_backward(t1, rn->s3r, stem * W);
-  bn_bwd(rn, t2, &g->bn3, t1, rn->s3c, rn->sstats + 2 * W, &p->bn3, stem, W);
+  bn_bwd(rn, t2, &g->bn3, t1, rn->s3c, rn->sstats + 2 * W, &p->bn3, 1, stem, W);
   conv_bwd(m, t1, 0, g->conv3_w, t2, rn->s2r, p->conv3_w, &rn->scv3, B);
-  ct_relu_backward(t1, rn->s2r, stem * (W / 2));
-  bn_bwd(rn, t2, &g->bn2, t1, rn->s2c, rn->sstats + W, &p->bn2, stem, W / 2);
+  bn_bwd(rn, t2, &g->bn2, t1, rn->s2c, rn->sstats + W, &p->bn2, 1, stem, W / 2);
   conv_bwd(m, t1, 0, g->conv2_w, t2, rn->s1r, p->conv2_w, &rn->scv2, B);
-  ct_relu_backward(t1, rn->s1r, stem * (W / 2));
-  bn_bwd(rn, t2, &g->bn1, t1, rn->s1c, rn->sstats, &p->bn1, stem, W / 2);
+  bn_bwd(rn, t2, &g->bn1, t1, rn->s1c, rn->sstats, &p->bn1, 1, stem, W / 2);
   conv_bwd(m, NULL, 0, g->conv1_w, t2, rn->img, p->conv1_w, &rn->scv1, B);
 }
