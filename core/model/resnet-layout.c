@@ -139,20 +139,54 @@ ct_resnet_layout(CtLayout *lo, CtModel *m)
 
 /* ---------------------------------------------------------------- arena */
 
-/* Block b's activations for B images from A; Y is where its output goes
- * (NULL: from A too). */
-static void
-carve_block(CtArena *a, CtBottleneck *b, int B, float *y)
+/* Floats of block b's 16-bit codes (CtBottleneck.h) for B images. */
+static size_t
+packed_floats(const CtBottleneck *b, int B)
 {
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
-  b->c1 = ct_arena_take(a, N * P);
-  b->r1 = ct_arena_take(a, N * P);
-  b->c2 = ct_arena_take(a, N * P);
-  b->r2 = ct_arena_take(a, N * P);
-  b->p2 = b->s > 1 ? ct_arena_take(a, No * P) : b->r2;
-  b->c3 = ct_arena_take(a, No * 4 * P);
-  b->px = b->ds && b->s > 1 ? ct_arena_take(a, No * b->Cin) : b->x;
-  b->cd = b->ds ? ct_arena_take(a, No * 4 * P) : NULL;
+  size_t n = 3 * N * P + (b->s > 1 ? No * P : N * P) + No * 4 * P;
+  if (b->ds)
+    n += (b->s > 1 ? No * b->Cin : 0) + No * 4 * P;
+  return (n + 1) / 2;
+}
+
+/* Floats of the work area that block b's float32 tensors take (as
+ * carve_block takes them) for B images. */
+static size_t
+work_floats(const CtBottleneck *b, int B)
+{
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
+  CtArena t = { NULL, 0 };
+  for (int i = 0; i < 4; i++)
+    ct_arena_take(&t, N * P); /* c1, r1, c2, r2 */
+  if (b->s > 1)
+    ct_arena_take(&t, No * P);
+  ct_arena_take(&t, No * 4 * P);
+  if (b->ds && b->s > 1)
+    ct_arena_take(&t, No * b->Cin);
+  if (b->ds)
+    ct_arena_take(&t, No * 4 * P);
+  return t.used;
+}
+
+/* Block b's activations for B images from A; Y is where its output goes
+ * (NULL: from A too).  HALF: the tensors kept as 16-bit codes live in the
+ * shared float32 work area WORK (NULL while A only sizes). */
+static void
+carve_block(CtArena *a, int half, float *work, CtBottleneck *b, int B, float *y)
+{
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
+  CtArena wa = { work, 0 };
+  CtArena *t = half ? &wa : a; /* where the codable tensors go */
+  b->c1 = ct_arena_take(t, N * P);
+  b->r1 = ct_arena_take(t, N * P);
+  b->c2 = ct_arena_take(t, N * P);
+  b->r2 = ct_arena_take(t, N * P);
+  b->p2 = b->s > 1 ? ct_arena_take(t, No * P) : b->r2;
+  b->c3 = ct_arena_take(t, No * 4 * P);
+  b->px = b->ds && b->s > 1 ? ct_arena_take(t, No * b->Cin) : b->x;
+  b->cd = b->ds ? ct_arena_take(t, No * 4 * P) : NULL;
+  b->h = half ? (uint16_t *) (void *) ct_arena_take(a, packed_floats(b, B)) : NULL;
   b->y = y ? y : ct_arena_take(a, No * 4 * P);
   b->stats = ct_arena_take(a, 2 * 10 * P);
 }
@@ -160,11 +194,11 @@ carve_block(CtArena *a, CtBottleneck *b, int B, float *y)
 /* Blocks [i0, i1) of a segment, from A; their input and last output are
  * set already. */
 static void
-carve_segment(CtArena *a, CtResNet *rn, int i0, int i1, int B, float *out)
+carve_segment(CtArena *a, int half, float *work, CtResNet *rn, int i0, int i1, int B, float *out)
 {
   for (int i = i0; i < i1; i++) {
     CtBottleneck *b = &rn->blocks[i];
-    carve_block(a, b, B, i + 1 == i1 ? out : NULL);
+    carve_block(a, half, work, b, B, i + 1 == i1 ? out : NULL);
     if (i + 1 < i1)
       rn->blocks[i + 1].x = b->y;
   }
@@ -206,15 +240,25 @@ ct_resnet_carve(CtArena *a, CtModel *m)
     CtBottleneck *b = &rn->blocks[k * rn->seglen];
     b->x = ct_arena_take(a, (size_t) B * b->H * b->W * b->Cin);
   }
+  /* bf16/fp16: the work area, as large as the largest block's tensors */
+  float *work = NULL;
+  int half = prec != CT_PRECISION_FP32;
+  if (half) {
+    size_t wn = 0;
+    for (int i = 0; i < L; i++)
+      wn = MAX(wn, work_floats(&rn->blocks[i], B));
+    work = ct_arena_take(a, wn);
+  }
+  rn->work = work;
   if (rn->nseg == 1) {
-    carve_segment(a, rn, 0, L, B, rn->out);
+    carve_segment(a, half, work, rn, 0, L, B, rn->out);
   } else {
     /* one region that each segment's activations take in turn */
     size_t region = 0;
     for (int k = 0; k < rn->nseg; k++) {
       int i0 = k * rn->seglen, i1 = MIN(L, i0 + rn->seglen);
       CtArena sz = { NULL, 0 };
-      carve_segment(&sz, rn, i0, i1, B, rn->out);
+      carve_segment(&sz, half, work, rn, i0, i1, B, rn->out);
       region = MAX(region, sz.used);
     }
     float *base = ct_arena_take(a, region);
@@ -222,7 +266,7 @@ ct_resnet_carve(CtArena *a, CtModel *m)
       int i0 = k * rn->seglen, i1 = MIN(L, i0 + rn->seglen);
       float *out = i1 < L ? rn->blocks[i1].x : rn->out;
       CtArena sub = { base, 0 };
-      carve_segment(&sub, rn, i0, i1, B, out);
+      carve_segment(&sub, half, work, rn, i0, i1, B, out);
     }
   }
 

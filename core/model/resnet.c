@@ -95,13 +95,43 @@ block_forward(CtModel *m, CtBottleneck *b, int B, int update)
   }
 }
 
+/* bf16/fp16: block b's tensors from the work area into its 16-bit codes
+ * (PACK), or back. */
+static void
+move_block(CtModel *m, CtBottleneck *b, int B, int pack)
+{
+  if (!b->h)
+    return;
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
+  struct {
+    float *x;
+    size_t n;
+  } t[] = {
+    { b->c1, N * P },
+    { b->r1, N * P },
+    { b->c2, N * P },
+    { b->s > 1 ? b->p2 : b->r2, b->s > 1 ? No * P : N * P },
+    { b->c3, No * 4 * P },
+    { b->px, b->ds && b->s > 1 ? No * b->Cin : 0 },
+    { b->cd, b->ds ? No * 4 * P : 0 },
+  };
+  uint16_t *h = b->h;
+  for (gsize i = 0; i < G_N_ELEMENTS(t); i++) {
+    if (t[i].n)
+      ct_lowp_move16(m->prec, h, t[i].x, t[i].n, pack);
+    h += t[i].n;
+  }
+}
+
 static void
 run_segment(CtModel *m, int k, int update)
 {
   CtResNet *rn = &m->rn;
   int i0 = k * rn->seglen, i1 = MIN(rn->nblocks, i0 + rn->seglen);
-  for (int i = i0; i < i1; i++)
+  for (int i = i0; i < i1; i++) {
     block_forward(m, &rn->blocks[i], rn->B, update);
+    move_block(m, &rn->blocks[i], rn->B, 1);
+  }
   rn->held_seg = k;
   rn->held_gen = rn->gen;
 }
@@ -253,6 +283,7 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
       run_segment(m, k, 0); /* checkpointing: recompute it */
     int i0 = k * rn->seglen, i1 = MIN(rn->nblocks, i0 + rn->seglen);
     for (int i = i1 - 1; i >= i0; i--) {
+      move_block(m, &rn->blocks[i], B, 0);
       block_backward(m, &rn->blocks[i], B, dy, dx, rn->g[2], rn->g[3]);
       float *t = dy;
       dy = dx;
