@@ -64,7 +64,7 @@ d8_of(F8 a)
 typedef struct {
   float *out, *mean, *rstd, *run_mean, *run_var, *din, *dw, *db;
   const float *in, *w, *b, *dout, *res;
-  int N, C, training, relu;
+  int N, C, training, relu, apply; /* apply: mean and rstd given */
 } BnCtx;
 
 /* The scale a and shift k of channels [cb, cb + nc): out = x a + k.  The
@@ -165,7 +165,9 @@ bn_forward_range(void *vctx, size_t c0, size_t c1, int thread)
   const BnCtx *x = vctx;
   for (size_t cb = c0; cb < c1; cb += CB) {
     size_t ce = MIN(cb + CB, c1), nc = ce - cb;
-    if (x->training) {
+    if (x->apply) {
+      /* the statistics are given */
+    } else if (x->training) {
       bn_stats(x, cb, nc);
     } else {
       for (size_t c = cb; c < ce; c++) {
@@ -188,6 +190,17 @@ ct_batchnorm_relu_forward(float *out, float *mean, float *rstd, float *run_mean,
   BnCtx x = { .out = out, .mean = mean, .rstd = rstd, .run_mean = run_mean,
               .run_var = run_var, .in = in, .w = w, .b = b, .res = res, .N = N, .C = C,
               .training = training, .relu = relu };
+  ct_parallel_for((size_t) C, MAX(1, 4096 / MAX(N, 1)), bn_forward_range, &x);
+  CT_PROF_END();
+}
+
+void
+ct_batchnorm_relu_apply(float *out, const float *mean, const float *rstd, const float *in,
+                        const float *w, const float *b, int relu, int N, int C)
+{
+  CT_PROF_BEGIN(CT_PROF_BATCHNORM);
+  BnCtx x = { .out = out, .mean = (float *) mean, .rstd = (float *) rstd, .in = in, .w = w,
+              .b = b, .N = N, .C = C, .relu = relu, .apply = 1 };
   ct_parallel_for((size_t) C, MAX(1, 4096 / MAX(N, 1)), bn_forward_range, &x);
   CT_PROF_END();
 }

@@ -144,7 +144,7 @@ static size_t
 packed_floats(const CtBottleneck *b, int B)
 {
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
-  size_t n = 3 * N * P + (b->s > 1 ? No * P : N * P) + No * 4 * P;
+  size_t n = 2 * N * P + (b->s > 1 ? No * P : 0) + No * 4 * P;
   if (b->ds)
     n += (b->s > 1 ? No * b->Cin : 0) + No * 4 * P;
   return (n + 1) / 2;
@@ -157,8 +157,8 @@ work_floats(const CtBottleneck *b, int B)
 {
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
   CtArena t = { NULL, 0 };
-  for (int i = 0; i < 4; i++)
-    ct_arena_take(&t, N * P); /* c1, r1, c2, r2 */
+  ct_arena_take(&t, N * P); /* c1 */
+  ct_arena_take(&t, N * P); /* c2 */
   if (b->s > 1)
     ct_arena_take(&t, No * P);
   ct_arena_take(&t, No * 4 * P);
@@ -170,18 +170,19 @@ work_floats(const CtBottleneck *b, int B)
 }
 
 /* Block b's activations for B images from A; Y is where its output goes
- * (NULL: from A too).  HALF: the tensors kept as 16-bit codes live in the
- * shared float32 work area WORK (NULL while A only sizes). */
+ * (NULL: from A too).  R1 and r2 are RBUF, which all blocks share.  HALF:
+ * the tensors kept as 16-bit codes live in the shared float32 work area
+ * WORK (NULL while A only sizes). */
 static void
-carve_block(CtArena *a, int half, float *work, CtBottleneck *b, int B, float *y)
+carve_block(CtArena *a, int half, float *work, float *rbuf, CtBottleneck *b, int B, float *y)
 {
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
   CtArena wa = { work, 0 };
   CtArena *t = half ? &wa : a; /* where the codable tensors go */
   b->c1 = ct_arena_take(t, N * P);
-  b->r1 = ct_arena_take(t, N * P);
+  b->r1 = rbuf;
   b->c2 = ct_arena_take(t, N * P);
-  b->r2 = ct_arena_take(t, N * P);
+  b->r2 = rbuf;
   b->p2 = b->s > 1 ? ct_arena_take(t, No * P) : b->r2;
   b->c3 = ct_arena_take(t, No * 4 * P);
   b->px = b->ds && b->s > 1 ? ct_arena_take(t, No * b->Cin) : b->x;
@@ -194,11 +195,12 @@ carve_block(CtArena *a, int half, float *work, CtBottleneck *b, int B, float *y)
 /* Blocks [i0, i1) of a segment, from A; their input and last output are
  * set already. */
 static void
-carve_segment(CtArena *a, int half, float *work, CtResNet *rn, int i0, int i1, int B, float *out)
+carve_segment(CtArena *a, int half, float *work, float *rbuf, CtResNet *rn, int i0, int i1,
+              int B, float *out)
 {
   for (int i = i0; i < i1; i++) {
     CtBottleneck *b = &rn->blocks[i];
-    carve_block(a, half, work, b, B, i + 1 == i1 ? out : NULL);
+    carve_block(a, half, work, rbuf, b, B, i + 1 == i1 ? out : NULL);
     if (i + 1 < i1)
       rn->blocks[i + 1].x = b->y;
   }
@@ -220,11 +222,8 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   size_t R2 = rn->scv1.Ho, stem = (size_t) B * R2 * R2;
   rn->img = ct_arena_take(a, (size_t) B * 3 * rn->R * rn->R);
   rn->s1c = ct_arena_take(a, stem * (W / 2));
-  rn->s1r = ct_arena_take(a, stem * (W / 2));
   rn->s2c = ct_arena_take(a, stem * (W / 2));
-  rn->s2r = ct_arena_take(a, stem * (W / 2));
   rn->s3c = ct_arena_take(a, stem * W);
-  rn->s3r = ct_arena_take(a, stem * W);
   rn->sstats = ct_arena_take(a, 2 * 2 * (size_t) W);
   rn->stem_out = ct_arena_take(a, (size_t) B * (R2 / 2) * (R2 / 2) * W);
   rn->out = ct_arena_take(a, (size_t) B * rn->S * rn->S * C);
@@ -250,15 +249,22 @@ ct_resnet_carve(CtArena *a, CtModel *m)
     work = ct_arena_take(a, wn);
   }
   rn->work = work;
+  /* r1 and r2 of every block: never kept, backward recomputes them */
+  size_t rn_floats = 0;
+  for (int i = 0; i < L; i++) {
+    const CtBottleneck *b = &rn->blocks[i];
+    rn_floats = MAX(rn_floats, (size_t) B * b->H * b->W * b->P);
+  }
+  float *rbuf = ct_arena_take(a, rn_floats);
   if (rn->nseg == 1) {
-    carve_segment(a, half, work, rn, 0, L, B, rn->out);
+    carve_segment(a, half, work, rbuf, rn, 0, L, B, rn->out);
   } else {
     /* one region that each segment's activations take in turn */
     size_t region = 0;
     for (int k = 0; k < rn->nseg; k++) {
       int i0 = k * rn->seglen, i1 = MIN(L, i0 + rn->seglen);
       CtArena sz = { NULL, 0 };
-      carve_segment(&sz, half, work, rn, i0, i1, B, rn->out);
+      carve_segment(&sz, half, work, rbuf, rn, i0, i1, B, rn->out);
       region = MAX(region, sz.used);
     }
     float *base = ct_arena_take(a, region);
@@ -266,7 +272,7 @@ ct_resnet_carve(CtArena *a, CtModel *m)
       int i0 = k * rn->seglen, i1 = MIN(L, i0 + rn->seglen);
       float *out = i1 < L ? rn->blocks[i1].x : rn->out;
       CtArena sub = { base, 0 };
-      carve_segment(&sub, half, work, rn, i0, i1, B, out);
+      carve_segment(&sub, half, work, rbuf, rn, i0, i1, B, out);
     }
   }
 
@@ -305,6 +311,9 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   rn->wr = wr ? ct_arena_take(a, wr) : NULL;
   for (int j = 0; j < 4; j++)
     rn->g[j] = ct_arena_take(a, maps);
+  /* the stem's ReLU outputs are never kept: they live in g[3] (free in
+   * the forward, and in the stem's backward, which recomputes them) */
+  rn->s1r = rn->s2r = rn->s3r = rn->g[3];
   rn->dX = ct_arena_take(a, BT * C);
   rn->dk = ct_arena_take(a, BT * C);
   rn->dv = ct_arena_take(a, BT * C);

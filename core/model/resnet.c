@@ -40,6 +40,14 @@ bn_fwd(const CtResNet *rn, int update, float *out, float *stats, int C, const Ct
                             C, tr);
 }
 
+/* out = relu(BN(in)) again, bit for bit, from the statistics the forward
+ * saved (STATS: mean then rstd, C each). */
+static void
+relu_again(float *out, const float *stats, int C, const CtBnParams *p, const float *in, size_t N)
+{
+  ct_batchnorm_relu_apply(out, stats, stats + C, in, p->w, p->b, 1, (int) N, C);
+}
+
 /* din = the gradient through BN (and the ReLU after it when RELU). */
 static void
 bn_bwd(const CtResNet *rn, float *din, const CtBnParams *g, const float *dout, const float *in,
@@ -108,9 +116,8 @@ move_block(CtModel *m, CtBottleneck *b, int B, int pack)
     size_t n;
   } t[] = {
     { b->c1, N * P },
-    { b->r1, N * P },
     { b->c2, N * P },
-    { b->s > 1 ? b->p2 : b->r2, b->s > 1 ? No * P : N * P },
+    { b->p2, b->s > 1 ? No * P : 0 },
     { b->c3, No * 4 * P },
     { b->px, b->ds && b->s > 1 ? No * b->Cin : 0 },
     { b->cd, b->ds ? No * 4 * P : 0 },
@@ -202,6 +209,8 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
   ct_relu_backward(dy, b->y, No * 4 * P);
   /* main branch, backwards (the ReLUs after bn2 and bn1 inside their backward) */
   bn_bwd(rn, t1, &g->bn3, dy, b->c3, b->stats + 4 * P, &b->p.bn3, 0, No, 4 * P);
+  if (b->s == 1) /* p2 is r2 */
+    relu_again(b->r2, b->stats + 2 * P, P, &b->p.bn2, b->c2, N);
   conv_bwd(m, t2, 0, g->conv3_w, t1, b->p2, b->p.conv3_w, &b->cv3, B);
   float *dr2 = t2, *free1 = t1;
   if (b->s > 1) {
@@ -211,6 +220,7 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
     free1 = t2;
   }
   bn_bwd(rn, free1, &g->bn2, dr2, b->c2, b->stats + 2 * P, &b->p.bn2, 1, N, P);
+  relu_again(b->r1, b->stats, P, &b->p.bn1, b->c1, N);
   conv_bwd(m, dr2, 0, g->conv2_w, free1, b->r1, b->p.conv2_w, &b->cv2, B);
   bn_bwd(rn, free1, &g->bn1, dr2, b->c1, b->stats, &b->p.bn1, 1, N, P);
   conv_bwd(m, dx, 0, g->conv1_w, free1, b->x, b->p.conv1_w, &b->cv1, B);
@@ -296,8 +306,10 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
   memset(t1, 0, sizeof(float) * stem * W);
   ct_avgpool_backward(t1, dy, B, (int) R2, (int) R2, W, 2);
   bn_bwd(rn, t2, &g->bn3, t1, rn->s3c, rn->sstats + 2 * W, &p->bn3, 1, stem, W);
+  relu_again(rn->s2r, rn->sstats + W, W / 2, &p->bn2, rn->s2c, stem);
   conv_bwd(m, t1, 0, g->conv3_w, t2, rn->s2r, p->conv3_w, &rn->scv3, B);
   bn_bwd(rn, t2, &g->bn2, t1, rn->s2c, rn->sstats + W, &p->bn2, 1, stem, W / 2);
+  relu_again(rn->s1r, rn->sstats, W / 2, &p->bn1, rn->s1c, stem);
   conv_bwd(m, t1, 0, g->conv2_w, t2, rn->s1r, p->conv2_w, &rn->scv2, B);
   bn_bwd(rn, t2, &g->bn1, t1, rn->s1c, rn->sstats, &p->bn1, 1, stem, W / 2);
   conv_bwd(m, NULL, 0, g->conv1_w, t2, rn->img, p->conv1_w, &rn->scv1, B);
