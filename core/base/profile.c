@@ -12,6 +12,8 @@ static double t_open; /* when the open region began */
 
 static const char *const names[CT_PROF_N] = {
   "gemm", "attention", "layernorm", "gelu", "embed", "elementwise", "loss", "optimizer",
+  "conv_fwd", "conv_bwd_data", "conv_bwd_weights", "im2col", "batchnorm", "relu", "pool",
+  "attnpool",
 };
 
 static double

@@ -46,7 +46,7 @@ void
 ct_poolattn_forward(float *out, float *att, const float *q, const float *k, const float *v,
                     int B, int T, int C, int H, CtPrecision prec)
 {
-  CT_PROF_BEGIN(CT_PROF_ATTENTION);
+  CT_PROF_BEGIN(CT_PROF_ATTNPOOL);
   PoolAttJob j = { .out = out, .att = att, .q = q, .k = k, .v = v, .T = T, .C = C, .H = H,
                    .prec = prec };
   ct_parallel_for((size_t) B * H, 1, fwd_range, &j);
@@ -86,7 +86,7 @@ ct_poolattn_backward(float *dq, float *dk, float *dv, const float *dout, const f
                      const float *k, const float *v, const float *att, int B, int T, int C,
                      int H, CtPrecision prec)
 {
-  CT_PROF_BEGIN(CT_PROF_ATTENTION);
+  CT_PROF_BEGIN(CT_PROF_ATTNPOOL);
   PoolAttJob j = { .dq = dq, .dk = dk, .dv = dv, .dout = dout, .q = q, .k = k, .v = v,
                    .att = (float *) att, .T = T, .C = C, .H = H, .prec = prec };
   ct_parallel_for((size_t) B * H, 1, bwd_range, &j);
@@ -98,7 +98,7 @@ ct_poolattn_backward(float *dq, float *dk, float *dv, const float *dout, const f
 void
 ct_poolattn_tokens_forward(float *X, const float *x, const float *pos, int B, int HW, int C)
 {
-  CT_PROF_BEGIN(CT_PROF_EMBED);
+  CT_PROF_BEGIN(CT_PROF_ATTNPOOL);
   int T = HW + 1;
   for (int b = 0; b < B; b++) {
     float *X0 = X + (size_t) b * T * C;
@@ -120,7 +120,7 @@ ct_poolattn_tokens_forward(float *X, const float *x, const float *pos, int B, in
 void
 ct_poolattn_tokens_backward(float *dx, float *dpos, const float *dX, int B, int HW, int C)
 {
-  CT_PROF_BEGIN(CT_PROF_EMBED);
+  CT_PROF_BEGIN(CT_PROF_ATTNPOOL);
   int T = HW + 1;
   for (int b = 0; b < B; b++) {
     const float *d = dX + (size_t) b * T * C;

@@ -194,7 +194,8 @@ void ct_l2norm_backward(float *din, const float *dout, const float *out, const f
 
 /* A convolution's shapes: input (B, H, W, C) rows, or (B, C, H, W) when
  * nchw (the images); weight (OC, C, K, K) as nn.Conv2d's, no bias;
- * output (B, Ho, Wo, OC) rows.  ct_conv2d_forward and _backward: [gemm] */
+ * output (B, Ho, Wo, OC) rows.  ct_conv2d_forward and _backward:
+ * [conv_fwd], [conv_bwd_data], [conv_bwd_weights], [im2col] */
 typedef struct {
   int C, H, W, OC, K, stride, pad, nchw;
   int Ho, Wo;
@@ -211,8 +212,12 @@ int ct_conv_chunk(const CtConv *cv, int B);
 /* Floats of the im2col scratch (and of the same-sized dcol scratch) for a
  * batch of B at PREC; 0 when none is needed. */
 size_t ct_conv_col_floats(const CtConv *cv, int B, CtPrecision prec);
+/* Floats of the weight scratch wr: the weight permuted to (OC, K, K, C)
+ * and its gradient when K > 1, the rounded weight at bf16/fp16; 0 when
+ * none is needed. */
+size_t ct_conv_wr_floats(const CtConv *cv, CtPrecision prec);
 /* out: (B*Ho*Wo, OC) = conv(in); col: ct_conv_col_floats() scratch;
- * wr: (OC*C*K*K) scratch for the rounded weight (bf16/fp16 only);
+ * wr: ct_conv_wr_floats() scratch (NULL when 0);
  * in: (B*H*W, C) or (B, C, H, W); w: (OC, C, K, K).  At bf16/fp16 the
  * operands and the result are rounded (lowp.c's rule); IN is not
  * changed (the rounding happens in the im2col copy). */
@@ -225,13 +230,13 @@ void ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, flo
                         float *wr, float *dout, const float *in, const float *w,
                         const CtConv *cv, int B);
 
-/* ---- average pooling, kernel = stride = s (nn.AvgPool2d(s)) [elementwise] ---- */
+/* ---- average pooling, kernel = stride = s (nn.AvgPool2d(s)) [pool] ---- */
 /* out: (B, H/s, W/s, C) rows; in: (B, H, W, C) rows; remainders dropped */
 void ct_avgpool_forward(float *out, const float *in, int B, int H, int W, int C, int s);
 /* din: (B, H, W, C) +=; dout: (B, H/s, W/s, C) */
 void ct_avgpool_backward(float *din, const float *dout, int B, int H, int W, int C, int s);
 
-/* ---- BatchNorm2d over rows (N, C), eps 1e-5, momentum 0.1 [layernorm] ----
+/* ---- BatchNorm2d over rows (N, C), eps 1e-5, momentum 0.1 [batchnorm] ----
  * out: (N, C); mean, rstd: (C) saved for backward (the batch's when
  * TRAINING, else the running ones'); run_mean, run_var: (C) running
  * statistics: read in eval mode, updated in training mode (unbiased
@@ -245,8 +250,26 @@ void ct_batchnorm_forward(float *out, float *mean, float *rstd, float *run_mean,
 void ct_batchnorm_backward(float *din, float *dw, float *db, const float *dout,
                            const float *in, const float *mean, const float *rstd,
                            const float *w, int N, int C, int training);
+/* The same with what follows it in one pass: out = relu(bn(in) + res),
+ * res: (N, C) or NULL (nothing added), the ReLU only when RELU; OUT may
+ * be RES. */
+void ct_batchnorm_relu_forward(float *out, float *mean, float *rstd, float *run_mean,
+                               float *run_var, const float *in, const float *w, const float *b,
+                               const float *res, int relu, int N, int C, int training);
+/* out = [relu](bn(in)) with the statistics MEAN and RSTD a forward saved:
+ * the bits of that forward's output, for recomputing it in backward. */
+void ct_batchnorm_relu_apply(float *out, const float *mean, const float *rstd, const float *in,
+                             const float *w, const float *b, int relu, int N, int C);
+/* The backward of ct_batchnorm_relu_forward without res: with RELU, DOUT
+ * is masked where bn(in) <= 0, recomputed from in, the statistics, w and b
+ * (the forward's operations, so the same mask); b may be NULL without
+ * RELU. */
+void ct_batchnorm_relu_backward(float *din, float *dw, float *db, const float *dout,
+                                const float *in, const float *mean, const float *rstd,
+                                const float *w, const float *b, int relu, int N, int C,
+                                int training);
 
-/* ---- ReLU [elementwise] ---- */
+/* ---- ReLU [relu] ---- */
 /* out, in: (n); out may equal in */
 void ct_relu_forward(float *out, const float *in, size_t n);
 /* d: (n) in place: d = d where out > 0, else 0 (out: the forward output) */
@@ -255,7 +278,7 @@ void ct_relu_backward(float *d, const float *out, size_t n);
 /* ---- AttentionPool2d's attention: one query per image ----
  * q: (B, C) token 0's query; k, v: (B, T, C); H heads of D = C / H;
  * out: (B, C); att: (B, H, T) probabilities, saved.  T <= 1024.
- * [attention]; the tokens, ct_poolattn_tokens_*: [embed] */
+ * [attnpool], the tokens ct_poolattn_tokens_* as well */
 void ct_poolattn_forward(float *out, float *att, const float *q, const float *k, const float *v,
                          int B, int T, int C, int H, CtPrecision prec);
 /* dq: (B, C) +=; dk, dv: (B, T, C) +=; dout: (B, C) */

@@ -45,7 +45,7 @@ pool_rows(void *vctx, size_t i0, size_t i1, int thread)
 void
 ct_avgpool_forward(float *out, const float *in, int B, int H, int W, int C, int s)
 {
-  CT_PROF_BEGIN(CT_PROF_ELEMENTWISE);
+  CT_PROF_BEGIN(CT_PROF_POOL);
   PoolCtx x = { out, in, H, W, C, s };
   ct_parallel_for((size_t) B * (H / s), 2, pool_rows, &x);
   CT_PROF_END();
@@ -80,7 +80,7 @@ unpool_rows(void *vctx, size_t i0, size_t i1, int thread)
 void
 ct_avgpool_backward(float *din, const float *dout, int B, int H, int W, int C, int s)
 {
-  CT_PROF_BEGIN(CT_PROF_ELEMENTWISE);
+  CT_PROF_BEGIN(CT_PROF_POOL);
   UnpoolCtx x = { din, dout, H, W, C, s };
   ct_parallel_for((size_t) B * H, 2, unpool_rows, &x);
   CT_PROF_END();

@@ -23,7 +23,7 @@ relu_range(void *vctx, size_t i0, size_t i1, int thread)
 void
 ct_relu_forward(float *out, const float *in, size_t n)
 {
-  CT_PROF_BEGIN(CT_PROF_ELEMENTWISE);
+  CT_PROF_BEGIN(CT_PROF_RELU);
   ReluCtx x = { out, in };
   ct_parallel_for(n, 1 << 14, relu_range, &x);
   CT_PROF_END();
@@ -41,7 +41,7 @@ relu_mask_range(void *vctx, size_t i0, size_t i1, int thread)
 void
 ct_relu_backward(float *d, const float *out, size_t n)
 {
-  CT_PROF_BEGIN(CT_PROF_ELEMENTWISE);
+  CT_PROF_BEGIN(CT_PROF_RELU);
   ReluCtx x = { d, out };
   ct_parallel_for(n, 1 << 14, relu_mask_range, &x);
   CT_PROF_END();

@@ -139,20 +139,55 @@ ct_resnet_layout(CtLayout *lo, CtModel *m)
 
 /* ---------------------------------------------------------------- arena */
 
-/* Block b's activations for B images from A; Y is where its output goes
- * (NULL: from A too). */
-static void
-carve_block(CtArena *a, CtBottleneck *b, int B, float *y)
+/* Floats of block b's 16-bit codes (CtBottleneck.h) for B images. */
+static size_t
+packed_floats(const CtBottleneck *b, int B)
 {
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
-  b->c1 = ct_arena_take(a, N * P);
-  b->r1 = ct_arena_take(a, N * P);
-  b->c2 = ct_arena_take(a, N * P);
-  b->r2 = ct_arena_take(a, N * P);
-  b->p2 = b->s > 1 ? ct_arena_take(a, No * P) : b->r2;
-  b->c3 = ct_arena_take(a, No * 4 * P);
-  b->px = b->ds && b->s > 1 ? ct_arena_take(a, No * b->Cin) : b->x;
-  b->cd = b->ds ? ct_arena_take(a, No * 4 * P) : NULL;
+  size_t n = 2 * N * P + (b->s > 1 ? No * P : 0) + No * 4 * P;
+  if (b->ds)
+    n += (b->s > 1 ? No * b->Cin : 0) + No * 4 * P;
+  return (n + 1) / 2;
+}
+
+/* Floats of the work area that block b's float32 tensors take (as
+ * carve_block takes them) for B images. */
+static size_t
+work_floats(const CtBottleneck *b, int B)
+{
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
+  CtArena t = { NULL, 0 };
+  ct_arena_take(&t, N * P); /* c1 */
+  ct_arena_take(&t, N * P); /* c2 */
+  if (b->s > 1)
+    ct_arena_take(&t, No * P);
+  ct_arena_take(&t, No * 4 * P);
+  if (b->ds && b->s > 1)
+    ct_arena_take(&t, No * b->Cin);
+  if (b->ds)
+    ct_arena_take(&t, No * 4 * P);
+  return t.used;
+}
+
+/* Block b's activations for B images from A; Y is where its output goes
+ * (NULL: from A too).  R1 and r2 are RBUF, which all blocks share.  HALF:
+ * the tensors kept as 16-bit codes live in the shared float32 work area
+ * WORK (NULL while A only sizes). */
+static void
+carve_block(CtArena *a, int half, float *work, float *rbuf, CtBottleneck *b, int B, float *y)
+{
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
+  CtArena wa = { work, 0 };
+  CtArena *t = half ? &wa : a; /* where the codable tensors go */
+  b->c1 = ct_arena_take(t, N * P);
+  b->r1 = rbuf;
+  b->c2 = ct_arena_take(t, N * P);
+  b->r2 = rbuf;
+  b->p2 = b->s > 1 ? ct_arena_take(t, No * P) : b->r2;
+  b->c3 = ct_arena_take(t, No * 4 * P);
+  b->px = b->ds && b->s > 1 ? ct_arena_take(t, No * b->Cin) : b->x;
+  b->cd = b->ds ? ct_arena_take(t, No * 4 * P) : NULL;
+  b->h = half ? (uint16_t *) (void *) ct_arena_take(a, packed_floats(b, B)) : NULL;
   b->y = y ? y : ct_arena_take(a, No * 4 * P);
   b->stats = ct_arena_take(a, 2 * 10 * P);
 }
@@ -160,11 +195,12 @@ carve_block(CtArena *a, CtBottleneck *b, int B, float *y)
 /* Blocks [i0, i1) of a segment, from A; their input and last output are
  * set already. */
 static void
-carve_segment(CtArena *a, CtResNet *rn, int i0, int i1, int B, float *out)
+carve_segment(CtArena *a, int half, float *work, float *rbuf, CtResNet *rn, int i0, int i1,
+              int B, float *out)
 {
   for (int i = i0; i < i1; i++) {
     CtBottleneck *b = &rn->blocks[i];
-    carve_block(a, b, B, i + 1 == i1 ? out : NULL);
+    carve_block(a, half, work, rbuf, b, B, i + 1 == i1 ? out : NULL);
     if (i + 1 < i1)
       rn->blocks[i + 1].x = b->y;
   }
@@ -186,11 +222,8 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   size_t R2 = rn->scv1.Ho, stem = (size_t) B * R2 * R2;
   rn->img = ct_arena_take(a, (size_t) B * 3 * rn->R * rn->R);
   rn->s1c = ct_arena_take(a, stem * (W / 2));
-  rn->s1r = ct_arena_take(a, stem * (W / 2));
   rn->s2c = ct_arena_take(a, stem * (W / 2));
-  rn->s2r = ct_arena_take(a, stem * (W / 2));
   rn->s3c = ct_arena_take(a, stem * W);
-  rn->s3r = ct_arena_take(a, stem * W);
   rn->sstats = ct_arena_take(a, 2 * 2 * (size_t) W);
   rn->stem_out = ct_arena_take(a, (size_t) B * (R2 / 2) * (R2 / 2) * W);
   rn->out = ct_arena_take(a, (size_t) B * rn->S * rn->S * C);
@@ -206,15 +239,32 @@ ct_resnet_carve(CtArena *a, CtModel *m)
     CtBottleneck *b = &rn->blocks[k * rn->seglen];
     b->x = ct_arena_take(a, (size_t) B * b->H * b->W * b->Cin);
   }
+  /* bf16/fp16: the work area, as large as the largest block's tensors */
+  float *work = NULL;
+  int half = prec != CT_PRECISION_FP32;
+  if (half) {
+    size_t wn = 0;
+    for (int i = 0; i < L; i++)
+      wn = MAX(wn, work_floats(&rn->blocks[i], B));
+    work = ct_arena_take(a, wn);
+  }
+  rn->work = work;
+  /* r1 and r2 of every block: never kept, backward recomputes them */
+  size_t rn_floats = 0;
+  for (int i = 0; i < L; i++) {
+    const CtBottleneck *b = &rn->blocks[i];
+    rn_floats = MAX(rn_floats, (size_t) B * b->H * b->W * b->P);
+  }
+  float *rbuf = ct_arena_take(a, rn_floats);
   if (rn->nseg == 1) {
-    carve_segment(a, rn, 0, L, B, rn->out);
+    carve_segment(a, half, work, rbuf, rn, 0, L, B, rn->out);
   } else {
     /* one region that each segment's activations take in turn */
     size_t region = 0;
     for (int k = 0; k < rn->nseg; k++) {
       int i0 = k * rn->seglen, i1 = MIN(L, i0 + rn->seglen);
       CtArena sz = { NULL, 0 };
-      carve_segment(&sz, rn, i0, i1, B, rn->out);
+      carve_segment(&sz, half, work, rbuf, rn, i0, i1, B, rn->out);
       region = MAX(region, sz.used);
     }
     float *base = ct_arena_take(a, region);
@@ -222,7 +272,7 @@ ct_resnet_carve(CtArena *a, CtModel *m)
       int i0 = k * rn->seglen, i1 = MIN(L, i0 + rn->seglen);
       float *out = i1 < L ? rn->blocks[i1].x : rn->out;
       CtArena sub = { base, 0 };
-      carve_segment(&sub, rn, i0, i1, B, out);
+      carve_segment(&sub, half, work, rbuf, rn, i0, i1, B, out);
     }
   }
 
@@ -240,25 +290,30 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   size_t col = MAX(ct_conv_col_floats(&rn->scv1, B, prec),
                    MAX(ct_conv_col_floats(&rn->scv2, B, prec),
                        ct_conv_col_floats(&rn->scv3, B, prec)));
-  size_t wmax = MAX((size_t) C * C, (size_t) rn->E * C);
-  wmax = MAX(wmax, (size_t) W * (W / 2) * 9);
-  size_t maps = stem * W, tmp = 0;
+  /* wr: the rounded weights of the pool's products at bf16/fp16, and the
+   * convolutions' own needs */
+  size_t wr = prec != CT_PRECISION_FP32 ? MAX((size_t) C * C, (size_t) rn->E * C) : 0;
+  const CtConv *scv[3] = { &rn->scv1, &rn->scv2, &rn->scv3 };
+  for (int j = 0; j < 3; j++)
+    wr = MAX(wr, ct_conv_wr_floats(scv[j], prec));
+  size_t maps = stem * W;
   for (int i = 0; i < L; i++) {
     const CtBottleneck *b = &rn->blocks[i];
     const CtConv *cv[4] = { &b->cv1, &b->cv2, &b->cv3, &b->cvd };
     for (int j = 0; j < 4; j++) {
       col = MAX(col, ct_conv_col_floats(cv[j], B, prec));
-      wmax = MAX(wmax, (size_t) cv[j]->OC * cv[j]->C * cv[j]->K * cv[j]->K);
+      wr = MAX(wr, ct_conv_wr_floats(cv[j], prec));
     }
     maps = MAX(maps, map_floats(b, B));
-    tmp = MAX(tmp, (size_t) B * b->Ho * b->Wo * 4 * b->P);
   }
   rn->col = ct_arena_take(a, col);
   rn->dcol = ct_arena_take(a, col);
-  rn->wr = prec != CT_PRECISION_FP32 ? ct_arena_take(a, wmax) : NULL;
-  rn->fwd_tmp = ct_arena_take(a, tmp);
+  rn->wr = wr ? ct_arena_take(a, wr) : NULL;
   for (int j = 0; j < 4; j++)
     rn->g[j] = ct_arena_take(a, maps);
+  /* the stem's ReLU outputs are never kept: they live in g[3] (free in
+   * the forward, and in the stem's backward, which recomputes them) */
+  rn->s1r = rn->s2r = rn->s3r = rn->g[3];
   rn->dX = ct_arena_take(a, BT * C);
   rn->dk = ct_arena_take(a, BT * C);
   rn->dv = ct_arena_take(a, BT * C);

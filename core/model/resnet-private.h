@@ -47,6 +47,13 @@ typedef struct {
   float *cd;         /* (B*Ho*Wo, 4P) downsample conv output, or NULL */
   float *y;          /* (B*Ho*Wo, 4P) relu(bn3(c3) + shortcut) */
   float *stats;      /* (2 * (P + P + 4P + 4P)) mean and rstd of bn1, bn2, bn3, downsample */
+  /* at bf16/fp16: c1 .. cd above (not x, y) are views into one float32
+   * work area that all blocks share, and the block keeps them here as
+   * 16-bit codes: c1, r1, c2, then r2 (s == 1) or p2 (s > 1), c3, px (a
+   * downsample with s > 1), cd.  Each of them is rounded before any use
+   * in backward (a convolution's output, or its input), so keeping the
+   * codes loses nothing; NULL at float32 */
+  uint16_t *h;
 } CtBottleneck;
 
 /* The stem's and the attention pool's tensors (views). */
@@ -100,8 +107,9 @@ typedef struct {
   float *o;                   /* (B, C) attention output, before c_proj */
   /* work space */
   float *col, *dcol;          /* (largest im2col) */
-  float *wr;                  /* (largest weight) rounded weight at bf16/fp16 */
-  float *fwd_tmp;             /* (largest map) the downsample's BN output */
+  float *work;                /* bf16/fp16: one block's float32 tensors (CtBottleneck.h) */
+  float *wr;                  /* (largest ct_conv_wr_floats, and the pool's rounded
+                               * weights at bf16/fp16) */
   float *g[4];                /* (largest map) gradients in backward */
   float *dX, *dk, *dv;        /* (B*T, C) */
   float *dq, *dq0, *dO;       /* (B, C) */

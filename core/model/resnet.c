@@ -8,6 +8,9 @@
  *   attnpool: tokens [mean ; map] + pos, token 0's query against all
  *     tokens, c_proj; then L2 normalisation.
  *
+ * Each BatchNorm runs in one pass with what follows it: the ReLU, and in
+ * a block's last one the shortcut added before the ReLU (the downsample's
+ * BN adds bn3's output); its backward applies the ReLU's mask itself.
  * BatchNorm runs in the model's mode (ct_model_set_training).  With
  * activation checkpointing the blocks are cut into segments; only each
  * segment's input is kept and backward recomputes the segment's forward
@@ -20,27 +23,39 @@
 
 #include "model/model-private.h"
 #include "kernels/ops.h"
+#include "base/profile-private.h"
 
 #include <string.h>
 
-/* BN forward in mode TR (the pass's, or eval for a group whose statistics
- * are frozen); UPDATE: move the running statistics (training mode, not a
+/* out = relu(BN(in) + res) (res NULL: nothing added; the ReLU when RELU)
+ * in mode TR (the pass's, or eval for a group whose statistics are
+ * frozen); UPDATE: move the running statistics (training mode, not a
  * recomputation). */
 static void
 bn_fwd(int tr, int update, float *out, float *stats, int C, const CtBnBuffers *buf,
-       const CtBnParams *p, const float *in, size_t N)
+       const CtBnParams *p, const float *in, const float *res, int relu, size_t N)
 {
-  ct_batchnorm_forward(out, stats, stats + C, !tr || update ? buf->mean : NULL,
-                       !tr || update ? buf->var : NULL, in, p->w, p->b, (int) N, C, tr);
+  ct_batchnorm_relu_forward(out, stats, stats + C, !tr || update ? buf->mean : NULL,
+                            !tr || update ? buf->var : NULL, in, p->w, p->b, res, relu, (int) N,
+                            C, tr);
 }
 
+/* out = relu(BN(in)) again, bit for bit, from the statistics the forward
+ * saved (STATS: mean then rstd, C each). */
+static void
+relu_again(float *out, const float *stats, int C, const CtBnParams *p, const float *in, size_t N)
+{
+  ct_batchnorm_relu_apply(out, stats, stats + C, in, p->w, p->b, 1, (int) N, C);
+}
+
+/* din = the gradient through BN (and the ReLU after it when RELU). */
 static void
 bn_bwd(const CtResNet *rn, float *din, const CtBnParams *g, const float *dout, const float *in,
-       const float *stats, const CtBnParams *p, size_t N, int C)
+       const float *stats, const CtBnParams *p, int relu, size_t N, int C)
 {
   memset(din, 0, sizeof(float) * N * C);
-  ct_batchnorm_backward(din, g->w, g->b, dout, in, stats, stats + C, p->w, (int) N, C,
-                        rn->training);
+  ct_batchnorm_relu_backward(din, g->w, g->b, dout, in, stats, stats + C, p->w, p->b, relu,
+                             (int) N, C, rn->training);
 }
 
 static void
@@ -88,25 +103,49 @@ block_forward(CtModel *m, CtBottleneck *b, int B, int update, int tr)
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo;
   int P = b->P;
   conv_fwd(m, b->c1, b->x, b->p.conv1_w, &b->cv1, B);
-  bn_fwd(tr, update, b->r1, b->stats, P, &b->b1, &b->p.bn1, b->c1, N);
-  ct_relu_forward(b->r1, b->r1, N * P);
+  bn_fwd(tr, update, b->r1, b->stats, P, &b->b1, &b->p.bn1, b->c1, NULL, 1, N);
   conv_fwd(m, b->c2, b->r1, b->p.conv2_w, &b->cv2, B);
-  bn_fwd(tr, update, b->r2, b->stats + 2 * P, P, &b->b2, &b->p.bn2, b->c2, N);
-  ct_relu_forward(b->r2, b->r2, N * P);
+  bn_fwd(tr, update, b->r2, b->stats + 2 * P, P, &b->b2, &b->p.bn2, b->c2, NULL, 1, N);
   if (b->s > 1)
     ct_avgpool_forward(b->p2, b->r2, B, b->H, b->W, P, b->s);
   conv_fwd(m, b->c3, b->p2, b->p.conv3_w, &b->cv3, B);
-  bn_fwd(tr, update, b->y, b->stats + 4 * P, 4 * P, &b->b3, &b->p.bn3, b->c3, No);
   if (b->ds) {
+    /* y = bn3(c3), then y = relu(bn_ds(cd) + y) */
+    bn_fwd(tr, update, b->y, b->stats + 4 * P, 4 * P, &b->b3, &b->p.bn3, b->c3, NULL, 0, No);
     if (b->s > 1)
       ct_avgpool_forward(b->px, b->x, B, b->H, b->W, b->Cin, b->s);
     conv_fwd(m, b->cd, b->px, b->p.ds_w, &b->cvd, B);
-    bn_fwd(tr, update, rn->fwd_tmp, b->stats + 12 * P, 4 * P, &b->bd, &b->p.ds_bn, b->cd, No);
-    ct_add_inplace(b->y, rn->fwd_tmp, No * 4 * P);
+    bn_fwd(tr, update, b->y, b->stats + 12 * P, 4 * P, &b->bd, &b->p.ds_bn, b->cd, b->y, 1, No);
   } else {
-    ct_add_inplace(b->y, b->x, No * 4 * P);
+    bn_fwd(tr, update, b->y, b->stats + 4 * P, 4 * P, &b->b3, &b->p.bn3, b->c3, b->x, 1, No);
   }
-  ct_relu_forward(b->y, b->y, No * 4 * P);
+}
+
+/* bf16/fp16: block b's tensors from the work area into its 16-bit codes
+ * (PACK), or back. */
+static void
+move_block(CtModel *m, CtBottleneck *b, int B, int pack)
+{
+  if (!b->h)
+    return;
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
+  struct {
+    float *x;
+    size_t n;
+  } t[] = {
+    { b->c1, N * P },
+    { b->c2, N * P },
+    { b->p2, b->s > 1 ? No * P : 0 },
+    { b->c3, No * 4 * P },
+    { b->px, b->ds && b->s > 1 ? No * b->Cin : 0 },
+    { b->cd, b->ds ? No * 4 * P : 0 },
+  };
+  uint16_t *h = b->h;
+  for (gsize i = 0; i < G_N_ELEMENTS(t); i++) {
+    if (t[i].n)
+      ct_lowp_move16(m->prec, h, t[i].x, t[i].n, pack);
+    h += t[i].n;
+  }
 }
 
 static void
@@ -114,8 +153,10 @@ run_segment(CtModel *m, int k, int update)
 {
   CtResNet *rn = &m->rn;
   int i0 = k * rn->seglen, i1 = MIN(rn->nblocks, i0 + rn->seglen);
-  for (int i = i0; i < i1; i++)
+  for (int i = i0; i < i1; i++) {
     block_forward(m, &rn->blocks[i], rn->B, update, rn->training && i >= rn->bn_eval_blocks);
+    move_block(m, &rn->blocks[i], rn->B, 1);
+  }
   rn->held_seg = k;
   rn->held_gen = rn->gen;
 }
@@ -138,21 +179,19 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
   /* stem */
   memcpy(rn->img, images, sizeof(float) * B * 3 * rn->R * rn->R);
   conv_fwd(m, rn->s1c, rn->img, p->conv1_w, &rn->scv1, B);
-  bn_fwd(str, 1, rn->s1r, rn->sstats, W / 2, &rn->sb1, &p->bn1, rn->s1c, stem);
-  ct_relu_forward(rn->s1r, rn->s1r, stem * (W / 2));
+  bn_fwd(str, 1, rn->s1r, rn->sstats, W / 2, &rn->sb1, &p->bn1, rn->s1c, NULL, 1, stem);
   conv_fwd(m, rn->s2c, rn->s1r, p->conv2_w, &rn->scv2, B);
-  bn_fwd(str, 1, rn->s2r, rn->sstats + W, W / 2, &rn->sb2, &p->bn2, rn->s2c, stem);
-  ct_relu_forward(rn->s2r, rn->s2r, stem * (W / 2));
+  bn_fwd(str, 1, rn->s2r, rn->sstats + W, W / 2, &rn->sb2, &p->bn2, rn->s2c, NULL, 1, stem);
   conv_fwd(m, rn->s3c, rn->s2r, p->conv3_w, &rn->scv3, B);
-  bn_fwd(str, 1, rn->s3r, rn->sstats + 2 * W, W, &rn->sb3, &p->bn3, rn->s3c, stem);
-  ct_relu_forward(rn->s3r, rn->s3r, stem * W);
+  bn_fwd(str, 1, rn->s3r, rn->sstats + 2 * W, W, &rn->sb3, &p->bn3, rn->s3c, NULL, 1, stem);
   ct_avgpool_forward(rn->stem_out, rn->s3r, B, (int) R2, (int) R2, W, 2);
 
   /* layer1 .. layer4 */
   for (int k = 0; k < rn->nseg; k++)
     run_segment(m, k, 1);
 
-  /* attention pool */
+  /* attention pool, one profiled region */
+  CT_PROF_BEGIN(CT_PROF_ATTNPOOL);
   ct_poolattn_tokens_forward(rn->X, rn->out, p->pos, B, HW, C);
   for (int b = 0; b < B; b++)
     memcpy(rn->q0 + (size_t) b * C, rn->X + (size_t) b * T * C, sizeof(float) * C);
@@ -161,6 +200,7 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
   ct_linear_forward_p(prec, rn->wr, rn->v, rn->X, p->v_w, p->v_b, B * T, C, C);
   ct_poolattn_forward(rn->o, rn->att, rn->q, rn->k, rn->v, B, T, C, rn->H, prec);
   ct_linear_forward_p(prec, rn->wr, m->va.feat, rn->o, p->c_w, p->c_b, B, C, E);
+  CT_PROF_END();
   ct_l2norm_forward(m->va.featn, m->va.norm, m->va.feat, B, E);
 }
 
@@ -188,8 +228,10 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
                             { h->ds_w ? h->ds_bn.w + d : NULL, h->ds_w ? h->ds_bn.b + d : NULL } };
   CtBottleneckParams *g = &gs;
   ct_relu_backward(dy, b->y, No * 4 * P);
-  /* main branch, backwards */
-  bn_bwd(rn, t1, &g->bn3, dy, b->c3, b->stats + 4 * P, &b->p.bn3, No, 4 * P);
+  /* main branch, backwards (the ReLUs after bn2 and bn1 inside their backward) */
+  bn_bwd(rn, t1, &g->bn3, dy, b->c3, b->stats + 4 * P, &b->p.bn3, 0, No, 4 * P);
+  if (b->s == 1) /* p2 is r2 */
+    relu_again(b->r2, b->stats + 2 * P, P, &b->p.bn2, b->c2, N);
   conv_bwd(m, t2, 0, g->conv3_w, t1, b->p2, b->p.conv3_w, &b->cv3, B);
   float *dr2 = t2, *free1 = t1;
   if (b->s > 1) {
@@ -198,15 +240,14 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
     dr2 = t1;
     free1 = t2;
   }
-  ct_relu_backward(dr2, b->r2, N * P);
-  bn_bwd(rn, free1, &g->bn2, dr2, b->c2, b->stats + 2 * P, &b->p.bn2, N, P);
+  bn_bwd(rn, free1, &g->bn2, dr2, b->c2, b->stats + 2 * P, &b->p.bn2, 1, N, P);
+  relu_again(b->r1, b->stats, P, &b->p.bn1, b->c1, N);
   conv_bwd(m, dr2, 0, g->conv2_w, free1, b->r1, b->p.conv2_w, &b->cv2, B);
-  ct_relu_backward(dr2, b->r1, N * P);
-  bn_bwd(rn, free1, &g->bn1, dr2, b->c1, b->stats, &b->p.bn1, N, P);
+  bn_bwd(rn, free1, &g->bn1, dr2, b->c1, b->stats, &b->p.bn1, 1, N, P);
   conv_bwd(m, dx, 0, g->conv1_w, free1, b->x, b->p.conv1_w, &b->cv1, B);
   /* shortcut */
   if (b->ds) {
-    bn_bwd(rn, t1, &g->ds_bn, dy, b->cd, b->stats + 12 * P, &b->p.ds_bn, No, 4 * P);
+    bn_bwd(rn, t1, &g->ds_bn, dy, b->cd, b->stats + 12 * P, &b->p.ds_bn, 0, No, 4 * P);
     if (!dx) {
       conv_bwd(m, NULL, 0, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
     } else if (b->s > 1) {
@@ -247,26 +288,30 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
   ct_l2norm_backward(sc->dfeat, dfeat, m->va.featn, m->va.norm, B, E);
   ct_scale(sc->dfeat, m->loss_scale, (size_t) B * E); /* loss scaling */
 
-  /* attention pool */
-  memset(rn->dO, 0, sizeof(float) * B * C);
-  ct_linear_backward_p(prec, rn->wr, rn->dO, g->c_w, g->c_b, sc->dfeat, rn->o, p->c_w, B, C, E);
-  memset(rn->dq, 0, sizeof(float) * B * C);
-  memset(rn->dk, 0, sizeof(float) * B * T * C);
-  memset(rn->dv, 0, sizeof(float) * B * T * C);
-  ct_poolattn_backward(rn->dq, rn->dk, rn->dv, rn->dO, rn->q, rn->k, rn->v, rn->att, B, T, C, rn->H,
-                       prec);
-  memset(rn->dX, 0, sizeof(float) * B * T * C);
-  ct_linear_backward_p(prec, rn->wr, rn->dX, g->k_w, g->k_b, rn->dk, rn->X, p->k_w, B * T, C, C);
-  memset(rn->dk, 0, sizeof(float) * B * T * C); /* free now: v's input gradient */
-  ct_linear_backward_p(prec, rn->wr, rn->dk, g->v_w, g->v_b, rn->dv, rn->X, p->v_w, B * T, C, C);
-  ct_add_inplace(rn->dX, rn->dk, (size_t) B * T * C);
-  memset(rn->dq0, 0, sizeof(float) * B * C);
-  ct_linear_backward_p(prec, rn->wr, rn->dq0, g->q_w, g->q_b, rn->dq, rn->q0, p->q_w, B, C, C);
-  for (int b = 0; b < B; b++)
-    ct_add_inplace(rn->dX + (size_t) b * T * C, rn->dq0 + (size_t) b * C, C);
+  /* attention pool, one profiled region */
   float *dy = rn->g[0], *dx = rn->g[1];
-  memset(dy, 0, sizeof(float) * B * HW * C);
-  ct_poolattn_tokens_backward(dy, g->pos, rn->dX, B, HW, C);
+  {
+    CT_PROF_BEGIN(CT_PROF_ATTNPOOL);
+    memset(rn->dO, 0, sizeof(float) * B * C);
+    ct_linear_backward_p(prec, rn->wr, rn->dO, g->c_w, g->c_b, sc->dfeat, rn->o, p->c_w, B, C, E);
+    memset(rn->dq, 0, sizeof(float) * B * C);
+    memset(rn->dk, 0, sizeof(float) * B * T * C);
+    memset(rn->dv, 0, sizeof(float) * B * T * C);
+    ct_poolattn_backward(rn->dq, rn->dk, rn->dv, rn->dO, rn->q, rn->k, rn->v, rn->att, B, T, C,
+                         rn->H, prec);
+    memset(rn->dX, 0, sizeof(float) * B * T * C);
+    ct_linear_backward_p(prec, rn->wr, rn->dX, g->k_w, g->k_b, rn->dk, rn->X, p->k_w, B * T, C, C);
+    memset(rn->dk, 0, sizeof(float) * B * T * C); /* free now: v's input gradient */
+    ct_linear_backward_p(prec, rn->wr, rn->dk, g->v_w, g->v_b, rn->dv, rn->X, p->v_w, B * T, C, C);
+    ct_add_inplace(rn->dX, rn->dk, (size_t) B * T * C);
+    memset(rn->dq0, 0, sizeof(float) * B * C);
+    ct_linear_backward_p(prec, rn->wr, rn->dq0, g->q_w, g->q_b, rn->dq, rn->q0, p->q_w, B, C, C);
+    for (int b = 0; b < B; b++)
+      ct_add_inplace(rn->dX + (size_t) b * T * C, rn->dq0 + (size_t) b * C, C);
+    memset(dy, 0, sizeof(float) * B * HW * C);
+    ct_poolattn_tokens_backward(dy, g->pos, rn->dX, B, HW, C);
+    CT_PROF_END();
+  }
 
   /* layer4 .. layer1, segment by segment, down to the frozen blocks */
   for (int k = rn->nseg - 1; k >= 0; k--) {
@@ -279,6 +324,7 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
       /* the lowest block that runs: no input gradient when nothing below
        * wants it */
       gboolean last = i == rn->frozen_blocks && n_frozen >= 1;
+      move_block(m, &rn->blocks[i], B, 0);
       block_backward(m, &rn->blocks[i], B, dy, last ? NULL : dx, rn->g[2], rn->g[3]);
       float *t = dy;
       dy = dx;
@@ -292,13 +338,12 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
   float *t1 = dx, *t2 = rn->g[2];
   memset(t1, 0, sizeof(float) * stem * W);
   ct_avgpool_backward(t1, dy, B, (int) R2, (int) R2, W, 2);
-  ct_relu_backward(t1, rn->s3r, stem * W);
-  bn_bwd(rn, t2, &g->bn3, t1, rn->s3c, rn->sstats + 2 * W, &p->bn3, stem, W);
+  bn_bwd(rn, t2, &g->bn3, t1, rn->s3c, rn->sstats + 2 * W, &p->bn3, 1, stem, W);
+  relu_again(rn->s2r, rn->sstats + W, W / 2, &p->bn2, rn->s2c, stem);
   conv_bwd(m, t1, 0, g->conv3_w, t2, rn->s2r, p->conv3_w, &rn->scv3, B);
-  ct_relu_backward(t1, rn->s2r, stem * (W / 2));
-  bn_bwd(rn, t2, &g->bn2, t1, rn->s2c, rn->sstats + W, &p->bn2, stem, W / 2);
+  bn_bwd(rn, t2, &g->bn2, t1, rn->s2c, rn->sstats + W, &p->bn2, 1, stem, W / 2);
+  relu_again(rn->s1r, rn->sstats, W / 2, &p->bn1, rn->s1c, stem);
   conv_bwd(m, t1, 0, g->conv2_w, t2, rn->s1r, p->conv2_w, &rn->scv2, B);
-  ct_relu_backward(t1, rn->s1r, stem * (W / 2));
-  bn_bwd(rn, t2, &g->bn1, t1, rn->s1c, rn->sstats, &p->bn1, stem, W / 2);
+  bn_bwd(rn, t2, &g->bn1, t1, rn->s1c, rn->sstats, &p->bn1, 1, stem, W / 2);
   conv_bwd(m, NULL, 0, g->conv1_w, t2, rn->img, p->conv1_w, &rn->scv1, B);
 }

@@ -20,6 +20,15 @@ typedef enum {
   CT_PROF_ELEMENTWISE, /* residual adds, clears, L2 norm, half-precision packing */
   CT_PROF_LOSS,
   CT_PROF_OPTIMIZER,
+  /* the ResNet tower's own kinds */
+  CT_PROF_CONV_FWD,         /* convolution products, forward */
+  CT_PROF_CONV_BWD_DATA,    /* convolution products, input gradient */
+  CT_PROF_CONV_BWD_WEIGHTS, /* convolution products, weight gradient */
+  CT_PROF_IM2COL,           /* im2col and col2im */
+  CT_PROF_BATCHNORM,        /* BatchNorm, with the ReLU fused into it */
+  CT_PROF_RELU,             /* ReLU not fused into a BatchNorm */
+  CT_PROF_POOL,             /* average pooling */
+  CT_PROF_ATTNPOOL,         /* the attention pool: tokens, projections, attention */
   CT_PROF_N
 } CtProfKind;
 

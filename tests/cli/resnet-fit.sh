@@ -3,7 +3,8 @@
 # trains in seconds; the resolved recipe holds the stages; a run stopped
 # mid-epoch and resumed ends with the same weights and running statistics,
 # bit for bit, as a run never stopped (the training state holds the
-# buffers); checkpointing and bf16 train; init and bench know the presets.
+# buffers); checkpointing and bf16 train; init and bench know the presets;
+# bench --profile times the ResNet's own kinds of work.
 # Prints TAP.
 . "$(dirname "$0")/tap.sh"
 losses() { sed 's/,"time":[^,}]*//' "$1/metrics.jsonl"; }
@@ -19,7 +20,7 @@ callbacks:
   - save_model: {at_end: true, fname: final}
 YAML
 
-echo "1..9"
+echo "1..10"
 that "a tiny ResNet recipe trains" 'run 0 fit "$tmp/rn.yaml" --out "$tmp/a" && [ -s "$tmp/a/final.safetensors" ]'
 that "the resolved recipe holds the 4 stages and their sum" 'grep -q "vision_stage2: 2" "$tmp/a/recipe.yaml" && grep -q "vision_layers: 5" "$tmp/a/recipe.yaml" && grep -q "vision_patch_size: 0" "$tmp/a/recipe.yaml"'
 that "the weights hold the running statistics" 'grep -aq "visual.layer2.1.bn2.running_var" "$tmp/a/final.safetensors"'
@@ -29,4 +30,11 @@ that "with activation checkpointing: the same losses, bit for bit" 'run 0 fit "$
 that "a list of 3 stages is refused, naming the key" '! run 0 fit "$tmp/rn.yaml" --set "model.vision_layers=[1, 1, 1]" --out "$tmp/d" && grep -q "vision_layers" "$tmp/err"'
 that "init --preset rn writes OpenAI-named weights" 'run 0 init --preset rn --out "$tmp/w.safetensors" && grep -aq "visual.attnpool.q_proj.weight" "$tmp/w.safetensors" && grep -aq "visual.layer1.0.downsample.1.running_var" "$tmp/w.safetensors"'
 that "bench --preset rn runs" 'run 0 bench --preset rn --batch 4 --steps 1 --threads 1 && grep -q "\"preset\":\"rn\"" "$tmp/out"'
+# every ResNet kind of work has a time in bench --profile's profile_ms
+rn_kinds() {
+  for k in conv_fwd conv_bwd_data conv_bwd_weights im2col batchnorm relu pool attnpool; do
+    grep -q "\"profile_ms\":{[^}]*\"$k\":[0-9.]*[1-9]" "$1" || { echo "no time for $k" >>"$tmp/err"; return 1; }
+  done
+}
+that "bench --profile times the ResNet's kinds of work" 'run 0 bench --preset rn --batch 4 --steps 1 --threads 1 --profile && rn_kinds "$tmp/out"'
 exit $fail

@@ -675,6 +675,19 @@ run_embed(gconstpointer data)
   case_free(c);
 }
 
+/* Appends to BYTES the pattern of relu(bn(c)) (C channels, N rows): the
+ * model keeps c and the statistics, and recomputes the ReLU's output. */
+static void
+append_pattern(GByteArray *bytes, const float *c, const float *stats, int C,
+               const CtBnParams *p, size_t N)
+{
+  float *r = g_new(float, N * C);
+  ct_batchnorm_relu_apply(r, stats, stats + C, c, p->w, p->b, 1, (int) N, C);
+  for (size_t i = 0; i < N * C; i++)
+    g_byte_array_append(bytes, (const guint8[]) { r[i] > 0 }, 1);
+  g_free(r);
+}
+
 /* --dump-masks: each ResNet ReLU's pattern after a training forward. */
 static void
 write_masks(const char *path, const char *out)
@@ -689,19 +702,18 @@ write_masks(const char *path, const char *out)
   size_t R2 = rn->scv1.Ho, stem = (size_t) c->B * R2 * R2;
   GByteArray *bytes = g_byte_array_new();
   /* module order: the stem's relu1-3, then each block's relu1-3 */
-  const float *maps[3] = { rn->s1r, rn->s2r, rn->s3r };
-  size_t sizes[3] = { stem * (rn->W / 2), stem * (rn->W / 2), stem * rn->W };
-  for (int k = 0; k < 3; k++)
-    for (size_t i = 0; i < sizes[k]; i++)
-      g_byte_array_append(bytes, (const guint8[]) { maps[k][i] > 0 }, 1);
+  const CtResNetParams *sp = &rn->sp[0];
+  int W = rn->W;
+  append_pattern(bytes, rn->s1c, rn->sstats, W / 2, &sp->bn1, stem);
+  append_pattern(bytes, rn->s2c, rn->sstats + W, W / 2, &sp->bn2, stem);
+  append_pattern(bytes, rn->s3c, rn->sstats + 2 * W, W, &sp->bn3, stem);
   for (int i = 0; i < rn->nblocks; i++) {
     const CtBottleneck *b = &rn->blocks[i];
     size_t N = (size_t) c->B * b->H * b->W, No = (size_t) c->B * b->Ho * b->Wo;
-    const float *bm[3] = { b->r1, b->r2, b->y };
-    size_t bn[3] = { N * b->P, N * b->P, No * 4 * b->P };
-    for (int k = 0; k < 3; k++)
-      for (size_t j = 0; j < bn[k]; j++)
-        g_byte_array_append(bytes, (const guint8[]) { bm[k][j] > 0 }, 1);
+    append_pattern(bytes, b->c1, b->stats, b->P, &b->p.bn1, N);
+    append_pattern(bytes, b->c2, b->stats + 2 * b->P, b->P, &b->p.bn2, N);
+    for (size_t j = 0; j < No * 4 * b->P; j++)
+      g_byte_array_append(bytes, (const guint8[]) { b->y[j] > 0 }, 1);
   }
   if (!g_file_set_contents(out, (const char *) bytes->data, bytes->len, &error))
     g_error("%s", error->message);

@@ -75,7 +75,7 @@ check_conv(int B, int C, int H, int W, int OC, int K, int stride, int pad, int n
   c.y = g_new(float, ny);
   c.col = g_new(float, ncol);
   c.dcol = g_new(float, ncol);
-  c.wr = g_new(float, nw);
+  c.wr = g_new(float, MAX(ct_conv_wr_floats(&c.cv, c.prec), 1));
   conv_loss(&c);
   g_autofree double *ref = g_new(double, ny);
   naive_conv(ref, &c);
@@ -126,7 +126,7 @@ test_conv_chunks(void)
   c.w = ct_test_randn(&rng, nw, 0.1);
   c.y = g_new(float, ny);
   c.col = g_new(float, ct_conv_col_floats(&cv, c.B, c.prec));
-  c.wr = NULL;
+  c.wr = g_new(float, ct_conv_wr_floats(&cv, c.prec));
   ct_conv2d_forward(c.prec, c.y, c.col, c.wr, c.x, c.w, &cv, c.B);
   g_autofree double *ref = g_new(double, ny);
   naive_conv(ref, &c);
@@ -134,7 +134,7 @@ test_conv_chunks(void)
   for (size_t i = 0; i < ny; i++)
     err = fmax(err, fabs(ref[i] - c.y[i]));
   g_assert_cmpfloat(err, <, 1e-4);
-  g_free(c.x), g_free(c.w), g_free(c.y), g_free(c.col);
+  g_free(c.x), g_free(c.w), g_free(c.y), g_free(c.col), g_free(c.wr);
 }
 
 /* ------------------------------------------------------------ avgpool */
@@ -316,6 +316,62 @@ test_relu(void)
   g_free(c.x), g_free(c.y), g_free(c.r), g_free(d);
 }
 
+/* ------------------------------------------------------------ fused BN + ReLU */
+
+/* BatchNorm with the residual and the ReLU fused into it gives the bits of
+ * the three kernels one after the other, and its backward with ReLU's
+ * mask those of ct_relu_backward then ct_batchnorm_backward; C 70 covers
+ * whole vectors and a tail, at 1 and 2 threads. */
+static void
+test_bn_relu_fused(void)
+{
+  int N = 37, C = 70;
+  size_t n = (size_t) N * C;
+  float *x = ct_test_randn(&rng, n, 2), *res = ct_test_randn(&rng, n, 1);
+  float *w = ct_test_randn(&rng, C, 1), *b = ct_test_randn(&rng, C, 1);
+  float *g = ct_test_randn(&rng, n, 1);
+  float mean[70], rstd[70], m2[70], r2[70];
+  for (int t = 1; t <= 2; t++) {
+    ct_set_num_threads(t);
+    for (int training = 0; training < 2; training++) {
+      float rm[70] = { 0 }, rv[70], rm2[70] = { 0 }, rv2[70];
+      for (int c = 0; c < C; c++)
+        rv[c] = rv2[c] = 1.0f + 0.1f * c;
+      float *ya = g_new(float, n), *yb = g_new(float, n);
+      /* unfused: bn, add, relu */
+      ct_batchnorm_forward(ya, mean, rstd, rm, rv, x, w, b, N, C, training);
+      ct_add_inplace(ya, res, n);
+      ct_relu_forward(ya, ya, n);
+      /* fused, OUT = RES */
+      memcpy(yb, res, sizeof(float) * n);
+      ct_batchnorm_relu_forward(yb, m2, r2, rm2, rv2, x, w, b, yb, 1, N, C, training);
+      g_assert_cmpmem(ya, sizeof(float) * n, yb, sizeof(float) * n);
+      g_assert_cmpmem(mean, sizeof mean, m2, sizeof m2);
+      g_assert_cmpmem(rstd, sizeof rstd, r2, sizeof r2);
+      g_assert_cmpmem(rm, sizeof rm, rm2, sizeof rm2);
+      g_assert_cmpmem(rv, sizeof rv, rv2, sizeof rv2);
+      /* the ReLU alone: backward with the mask against relu_backward then bn */
+      float *rmr = training ? NULL : rm, *rvr = training ? NULL : rv; /* eval reads them */
+      ct_batchnorm_forward(ya, mean, rstd, rmr, rvr, x, w, b, N, C, training);
+      ct_relu_forward(ya, ya, n);
+      ct_batchnorm_relu_forward(yb, m2, r2, rmr, rvr, x, w, b, NULL, 1, N, C, training);
+      g_assert_cmpmem(ya, sizeof(float) * n, yb, sizeof(float) * n);
+      float *d = g_memdup2(g, sizeof(float) * n);
+      float *dxa = g_new0(float, n), *dxb = g_new0(float, n);
+      float dwa[70] = { 0 }, dba[70] = { 0 }, dwb[70] = { 0 }, dbb[70] = { 0 };
+      ct_relu_backward(d, ya, n);
+      ct_batchnorm_backward(dxa, dwa, dba, d, x, mean, rstd, w, N, C, training);
+      ct_batchnorm_relu_backward(dxb, dwb, dbb, g, x, mean, rstd, w, b, 1, N, C, training);
+      g_assert_cmpmem(dxa, sizeof(float) * n, dxb, sizeof(float) * n);
+      g_assert_cmpmem(dwa, sizeof dwa, dwb, sizeof dwb);
+      g_assert_cmpmem(dba, sizeof dba, dbb, sizeof dbb);
+      g_free(ya), g_free(yb), g_free(d), g_free(dxa), g_free(dxb);
+    }
+  }
+  ct_set_num_threads(2);
+  g_free(x), g_free(res), g_free(w), g_free(b), g_free(g);
+}
+
 /* ------------------------------------------------------------ attention pool */
 
 typedef struct {
@@ -401,7 +457,7 @@ test_thread_invariance(void)
   int N = 4 * 9 * 9, C = 40, B = 4;
   float *x = ct_test_randn(&rng, (size_t) N * C, 1), *w = ct_test_randn(&rng, C, 1);
   float *b = ct_test_randn(&rng, C, 1);
-  float *out[2], *din[2], *dw[2], *pool[2], *dpool[2], *conv[2], *dconv[2];
+  float *out[2], *din[2], *dw[2], *pool[2], *dpool[2], *conv[2], *dconv[2], *dcw[2];
   float *g = ct_test_randn(&rng, (size_t) N * C, 1);
   float *cw = ct_test_randn(&rng, (size_t) 6 * C * 9, 0.1);
   CtConv cv;
@@ -410,6 +466,7 @@ test_thread_invariance(void)
   float *gy = ct_test_randn(&rng, ny, 1);
   size_t ncol = ct_conv_col_floats(&cv, B, CT_PRECISION_FP32);
   float *col = g_new(float, ncol), *dcol = g_new(float, ncol);
+  float *wr = g_new(float, ct_conv_wr_floats(&cv, CT_PRECISION_FP32));
   for (int t = 0; t < 2; t++) {
     ct_set_num_threads(t + 1);
     float mean[40], rstd[40], rm[40] = { 0 }, rv[40] = { 0 };
@@ -424,9 +481,10 @@ test_thread_invariance(void)
     ct_avgpool_backward(dpool[t], pool[t], B, 9, 9, C, 3);
     conv[t] = g_new(float, ny);
     dconv[t] = g_new0(float, (size_t) N * C);
-    ct_conv2d_forward(CT_PRECISION_FP32, conv[t], col, NULL, x, cw, &cv, B);
+    ct_conv2d_forward(CT_PRECISION_FP32, conv[t], col, wr, x, cw, &cv, B);
     float *d = g_memdup2(gy, sizeof(float) * ny);
-    ct_conv2d_backward(CT_PRECISION_FP32, dconv[t], NULL, col, dcol, NULL, d, x, cw, &cv, B);
+    dcw[t] = g_new0(float, (size_t) 6 * C * 9);
+    ct_conv2d_backward(CT_PRECISION_FP32, dconv[t], dcw[t], col, dcol, wr, d, x, cw, &cv, B);
     g_free(d);
   }
   ct_set_num_threads(2);
@@ -437,10 +495,12 @@ test_thread_invariance(void)
   g_assert_cmpmem(dpool[0], sizeof(float) * N * C, dpool[1], sizeof(float) * N * C);
   g_assert_cmpmem(conv[0], sizeof(float) * ny, conv[1], sizeof(float) * ny);
   g_assert_cmpmem(dconv[0], sizeof(float) * N * C, dconv[1], sizeof(float) * N * C);
+  g_assert_cmpmem(dcw[0], sizeof(float) * 6 * C * 9, dcw[1], sizeof(float) * 6 * C * 9);
   for (int t = 0; t < 2; t++)
     g_free(out[t]), g_free(din[t]), g_free(dw[t]), g_free(pool[t]), g_free(dpool[t]),
-      g_free(conv[t]), g_free(dconv[t]);
+      g_free(conv[t]), g_free(dconv[t]), g_free(dcw[t]);
   g_free(x), g_free(w), g_free(b), g_free(g), g_free(cw), g_free(gy), g_free(col), g_free(dcol);
+  g_free(wr);
 }
 
 int
@@ -455,6 +515,7 @@ main(int argc, char **argv)
   g_test_add_func("/ops-resnet/batchnorm-eval", test_batchnorm_eval);
   g_test_add_func("/ops-resnet/batchnorm-statistics", test_batchnorm_stats);
   g_test_add_func("/ops-resnet/relu", test_relu);
+  g_test_add_func("/ops-resnet/batchnorm-relu-fused", test_bn_relu_fused);
   g_test_add_func("/ops-resnet/attention-pool", test_attnpool);
   g_test_add_func("/ops-resnet/thread-invariance", test_thread_invariance);
   return g_test_run();
