@@ -99,7 +99,6 @@ frozen_extent(CtModel *m)
 static void
 block_forward(CtModel *m, CtBottleneck *b, int B, int update, int tr)
 {
-  CtResNet *rn = &m->rn;
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo;
   int P = b->P;
   conv_fwd(m, b->c1, b->x, b->p.conv1_w, &b->cv1, B);
