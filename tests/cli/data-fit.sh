@@ -34,7 +34,7 @@ data:
   batch_size: 4
 YAML
 
-echo "1..21"
+echo "1..23"
 that "an image folder trains" 'run 0 fit "$tmp/folder.yaml" --out "$tmp/a"'
 that "the learned vocabulary is saved with the run" '[ -s "$tmp/a/vocab.txt" ] && head -1 "$tmp/a/vocab.txt" | grep -q "^#version"'
 that "the checkpoint carries the learned vocabulary and the recipe" \
@@ -104,8 +104,14 @@ if [ -f "$fm/t10k-images-idx3-ubyte.gz" ]; then
     'run 0 fit "$srcdir/recipes/fashion_mnist.yaml" --set data.n_train=256 --set data.n_valid=128 --set fit.epochs=1 --out "$tmp/n"'
   that "its loader reports images per second" \
     'run 0 bench --loader "$srcdir/recipes/fashion_mnist.yaml" --loader-batches 20 && grep -q "\"images_per_s\"" "$tmp/out"'
+  that "the fast recipe trains with SigLIP and patch dropout, then turns dropout off halfway" \
+    'run 0 fit "$srcdir/recipes/fashion_mnist_fast.yaml" --set data.n_train=256 --set data.n_valid=128 --set fit.epochs=2 --out "$tmp/fast" && grep -q "unmasked_tuning: patch dropout off from training step 4$" "$tmp/out" "$tmp/err"'
+  that "... its model has SigLIP's logit_bias" \
+    'grep -q logit_bias "$tmp/fast/model.safetensors"'
 else
   skip "Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)"
+  skip "Fashion-MNIST is not installed"
+  skip "Fashion-MNIST is not installed"
   skip "Fashion-MNIST is not installed"
 fi
 exit $fail
