@@ -221,9 +221,17 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   CtPrecision prec = m->prec;
   size_t R2 = rn->scv1.Ho, stem = (size_t) B * R2 * R2;
   rn->img = ct_arena_take(a, (size_t) B * 3 * rn->R * rn->R);
-  rn->s1c = ct_arena_take(a, stem * (W / 2));
-  rn->s2c = ct_arena_take(a, stem * (W / 2));
-  rn->s3c = ct_arena_take(a, stem * W);
+  int half = prec != CT_PRECISION_FP32;
+  /* the stem's BN inputs: float32 in the arena, or (bf16/fp16) 16-bit
+   * codes here and float32 views into the work area, set below */
+  if (half) {
+    rn->sh = (uint16_t *) (void *) ct_arena_take(a, stem * W); /* 2 W codes a pixel */
+  } else {
+    rn->sh = NULL;
+    rn->s1c = ct_arena_take(a, stem * (W / 2));
+    rn->s2c = ct_arena_take(a, stem * (W / 2));
+    rn->s3c = ct_arena_take(a, stem * W);
+  }
   rn->sstats = ct_arena_take(a, 2 * 2 * (size_t) W);
   rn->stem_out = ct_arena_take(a, (size_t) B * (R2 / 2) * (R2 / 2) * W);
   rn->out = ct_arena_take(a, (size_t) B * rn->S * rn->S * C);
@@ -239,14 +247,19 @@ ct_resnet_carve(CtArena *a, CtModel *m)
     CtBottleneck *b = &rn->blocks[k * rn->seglen];
     b->x = ct_arena_take(a, (size_t) B * b->H * b->W * b->Cin);
   }
-  /* bf16/fp16: the work area, as large as the largest block's tensors */
+  /* bf16/fp16: the work area, as large as the largest block's tensors
+   * or the stem's three BN inputs */
   float *work = NULL;
-  int half = prec != CT_PRECISION_FP32;
   if (half) {
-    size_t wn = 0;
+    size_t wn = 2 * stem * W;
     for (int i = 0; i < L; i++)
       wn = MAX(wn, work_floats(&rn->blocks[i], B));
     work = ct_arena_take(a, wn);
+    if (work) { /* NULL while the arena only sizes */
+      rn->s1c = work;
+      rn->s2c = work + stem * (W / 2);
+      rn->s3c = work + stem * W;
+    }
   }
   rn->work = work;
   /* r1 and r2 of every block: never kept, backward recomputes them */

@@ -97,6 +97,10 @@ typedef struct {
   float *s2c, *s2r;           /* (B*R/2*R/2, W/2) */
   float *s3c, *s3r;           /* (B*R/2*R/2, W) */
   float *sstats;              /* (2 * (W/2 + W/2 + W)) stem BN mean and rstd */
+  /* at bf16/fp16: s1c, s2c, s3c (each rounded: a convolution's output)
+   * are views into the work area, and the stem keeps them here as 16-bit
+   * codes, in that order; NULL at float32 */
+  uint16_t *sh;
   float *stem_out;            /* (B*R/4*R/4, W) avgpool(s3r): layer1.0's input */
   float *out;                 /* (B*S*S, 4*8W = C) layer4's output */
   float *X;                   /* (B, T, C) pool tokens: [mean ; out] + pos */
@@ -107,7 +111,8 @@ typedef struct {
   float *o;                   /* (B, C) attention output, before c_proj */
   /* work space */
   float *col, *dcol;          /* (largest im2col) */
-  float *work;                /* bf16/fp16: one block's float32 tensors (CtBottleneck.h) */
+  float *work;                /* bf16/fp16: one block's float32 tensors (CtBottleneck.h),
+                               * or the stem's s1c, s2c, s3c */
   float *wr;                  /* (largest ct_conv_wr_floats, and the pool's rounded
                                * weights at bf16/fp16) */
   float *g[4];                /* (largest map) gradients in backward */

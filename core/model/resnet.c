@@ -18,7 +18,9 @@
  * left alone), so gradients are bit-identical.  The stem and the pool
  * always keep their activations.  At bf16/fp16 the convolutions' and the
  * pool's products see rounded operands; BN, ReLU and pooling stay
- * float32, and the activations are kept in float32. */
+ * float32.  The tensors that backward reads after a rounding (the
+ * convolutions' outputs and inputs, in the blocks and the stem) are kept
+ * as 16-bit codes, the residual stream (block outputs) in float32. */
 #include "config.h"
 
 #include "model/model-private.h"
@@ -147,6 +149,23 @@ move_block(CtModel *m, CtBottleneck *b, int B, int pack)
   }
 }
 
+/* bf16/fp16: the stem's BN inputs from the work area into their 16-bit
+ * codes (PACK), or back. */
+static void
+move_stem(CtModel *m, int B, int pack)
+{
+  CtResNet *rn = &m->rn;
+  if (!rn->sh)
+    return;
+  size_t R2 = rn->scv1.Ho, stem = (size_t) B * R2 * R2, W = rn->W;
+  uint16_t *h = rn->sh;
+  ct_lowp_move16(m->prec, h, rn->s1c, stem * (W / 2), pack);
+  h += stem * (W / 2);
+  ct_lowp_move16(m->prec, h, rn->s2c, stem * (W / 2), pack);
+  h += stem * (W / 2);
+  ct_lowp_move16(m->prec, h, rn->s3c, stem * W, pack);
+}
+
 static void
 run_segment(CtModel *m, int k, int update)
 {
@@ -184,6 +203,7 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
   conv_fwd(m, rn->s3c, rn->s2r, p->conv3_w, &rn->scv3, B);
   bn_fwd(str, 1, rn->s3r, rn->sstats + 2 * W, W, &rn->sb3, &p->bn3, rn->s3c, NULL, 1, stem);
   ct_avgpool_forward(rn->stem_out, rn->s3r, B, (int) R2, (int) R2, W, 2);
+  move_stem(m, B, 1); /* the blocks take the work area next */
 
   /* layer1 .. layer4 */
   for (int k = 0; k < rn->nseg; k++)
@@ -335,6 +355,7 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
     return; /* the stem is frozen */
   /* stem, backwards; dy: gradient w.r.t. stem_out */
   float *t1 = dx, *t2 = rn->g[2];
+  move_stem(m, B, 0);
   memset(t1, 0, sizeof(float) * stem * W);
   ct_avgpool_backward(t1, dy, B, (int) R2, (int) R2, W, 2);
   bn_bwd(rn, t2, &g->bn3, t1, rn->s3c, rn->sstats + 2 * W, &p->bn3, 1, stem, W);
