@@ -54,6 +54,17 @@ typedef struct {
    * in backward (a convolution's output, or its input), so keeping the
    * codes loses nothing; NULL at float32 */
   uint16_t *h;
+  /* at bf16/fp16, a block whose output is not kept in float32 (all but a
+   * segment's last): y lives in a float32 buffer (g[2] or g[3], free in
+   * the forward) until the next block has read it, then the block keeps it
+   * as 16-bit codes and ReLU's mask as bits.  The forward's residual add
+   * reads the float32 y; backward reads y only as the next block's
+   * convolution input (rounded there: the codes lose nothing) and through
+   * the mask.  NULL when y is kept */
+  uint16_t *yh;      /* (B*Ho*Wo*4P) */
+  uint8_t *ym;       /* (B*Ho*Wo*4P bits) y > 0 */
+  uint16_t *xh;      /* x's codes: the block below's yh, or NULL */
+  float *xb;         /* x in backward: decoded from xh into the work area, or x */
 } CtBottleneck;
 
 /* The stem's and the attention pool's tensors (views). */
