@@ -216,7 +216,11 @@ carve_segment(CtArena *a, int half, float *work, float *rbuf, CtResNet *rn, int 
   rn->blocks[i0].xh = NULL; /* a segment's input is kept in float32 */
   for (int i = i0; i < i1; i++) {
     CtBottleneck *b = &rn->blocks[i];
-    carve_block(a, half, work, rbuf, b, B, i + 1 == i1 ? out : NULL, rn->g[2 + i % 2]);
+    /* the float32 homes of the outputs kept as codes, in turn: g[2], and
+     * the one of g[0] and g[1] that holds no gradient while backward
+     * recomputes the segment (after the L - i1 blocks above it) */
+    float *yb = i % 2 ? rn->g[(rn->nblocks - i1 + 1) % 2] : rn->g[2];
+    carve_block(a, half, work, rbuf, b, B, i + 1 == i1 ? out : NULL, yb);
     if (i + 1 < i1) {
       rn->blocks[i + 1].x = b->y;
       rn->blocks[i + 1].xh = b->yh;
@@ -229,6 +233,16 @@ map_floats(const CtBottleneck *b, int B)
 {
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo;
   return MAX(MAX(N * b->P, N * b->Cin), No * 4 * b->P);
+}
+
+/* The floats block b's backward puts in its second scratch buffer (T2 of
+ * block_backward): gradients w.r.t. r2 or p2, and the downsample's input
+ * gradient before its pooling. */
+static size_t
+scratch_floats(const CtBottleneck *b, int B)
+{
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo;
+  return MAX(N * b->P, b->ds && b->s > 1 ? No * b->Cin : 0);
 }
 
 void
@@ -265,15 +279,17 @@ ct_resnet_carve(CtArena *a, CtModel *m)
     CtBottleneck *b = &rn->blocks[k * rn->seglen];
     b->x = ct_arena_take(a, (size_t) B * b->H * b->W * b->Cin);
   }
-  /* the backward's gradient buffers; g[2] and g[3] are free in the
-   * forward of the blocks (and in a recomputation, between two blocks'
-   * backward): at bf16/fp16 they hold the blocks' float32 outputs in
-   * turn */
-  size_t maps = stem * W;
-  for (int i = 0; i < L; i++)
+  /* the backward's gradient buffers: g[0], g[1] and g[2] as large as the
+   * largest map, g[3] as the largest that it holds (scratch_floats, and
+   * the stem's recomputed s1r and s2r) */
+  size_t maps = stem * W, g3 = stem * (W / 2);
+  for (int i = 0; i < L; i++) {
     maps = MAX(maps, map_floats(&rn->blocks[i], B));
-  for (int j = 0; j < 4; j++)
+    g3 = MAX(g3, scratch_floats(&rn->blocks[i], B));
+  }
+  for (int j = 0; j < 3; j++)
     rn->g[j] = ct_arena_take(a, maps);
+  rn->g[3] = ct_arena_take(a, g3);
   /* bf16/fp16: the work area, as large as the largest block's tensors
    * or the stem's three BN inputs */
   float *work = NULL;
@@ -347,9 +363,11 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   rn->col = ct_arena_take(a, col);
   rn->dcol = ct_arena_take(a, col);
   rn->wr = wr ? ct_arena_take(a, wr) : NULL;
-  /* the stem's ReLU outputs are never kept: they live in g[3] (free in
-   * the forward, and in the stem's backward, which recomputes them) */
-  rn->s1r = rn->s2r = rn->s3r = rn->g[3];
+  /* the stem's ReLU outputs are never kept: s1r and s2r live in g[3],
+   * s3r in g[0] (free in the forward; the stem's backward recomputes s1r
+   * and s2r only) */
+  rn->s1r = rn->s2r = rn->g[3];
+  rn->s3r = rn->g[0];
   rn->dX = ct_arena_take(a, BT * C);
   rn->dk = ct_arena_take(a, BT * C);
   rn->dv = ct_arena_take(a, BT * C);

@@ -55,7 +55,7 @@ typedef struct {
    * codes loses nothing; NULL at float32 */
   uint16_t *h;
   /* at bf16/fp16, a block whose output is not kept in float32 (all but a
-   * segment's last): y lives in a float32 buffer (g[2] or g[3], free in
+   * segment's last): y lives in a float32 buffer (g[2] or g[0|1], free in
    * the forward) until the next block has read it, then the block keeps it
    * as 16-bit codes and ReLU's mask as bits.  The forward's residual add
    * reads the float32 y; backward reads y only as the next block's
@@ -126,7 +126,9 @@ typedef struct {
                                * or the stem's s1c, s2c, s3c */
   float *wr;                  /* (largest ct_conv_wr_floats, and the pool's rounded
                                * weights at bf16/fp16) */
-  float *g[4];                /* (largest map) gradients in backward */
+  float *g[4];                /* gradients in backward: [0..2] (largest map),
+                               * [3] (the largest T2 of block_backward, or
+                               * (B*R/2*R/2, W/2)) */
   float *dX, *dk, *dv;        /* (B*T, C) */
   float *dq, *dq0, *dO;       /* (B, C) */
 } CtResNet;
