@@ -274,6 +274,11 @@ void ct_batchnorm_relu_backward(float *din, float *dw, float *db, const float *d
 void ct_relu_forward(float *out, const float *in, size_t n);
 /* d: (n) in place: d = d where out > 0, else 0 (out: the forward output) */
 void ct_relu_backward(float *d, const float *out, size_t n);
+/* ReLU's mask kept as bits: bits: ((n + 7) / 8 bytes), bit i % 8 of byte
+ * i / 8 = out[i] > 0 (out: (n)); then d: (n) in place = d where the bit is
+ * set, else 0, the same bits as ct_relu_backward on OUT. */
+void ct_relu_mask_bits(uint8_t *bits, const float *out, size_t n);
+void ct_relu_backward_bits(float *d, const uint8_t *bits, size_t n);
 
 /* ---- AttentionPool2d's attention: one query per image ----
  * q: (B, C) token 0's query; k, v: (B, T, C); H heads of D = C / H;

@@ -153,7 +153,7 @@ packed_floats(const CtBottleneck *b, int B)
 /* Floats of the work area that block b's float32 tensors take (as
  * carve_block takes them) for B images. */
 static size_t
-work_floats(const CtBottleneck *b, int B)
+work_floats(const CtBottleneck *b, int B, int xcoded)
 {
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
   CtArena t = { NULL, 0 };
@@ -166,15 +166,19 @@ work_floats(const CtBottleneck *b, int B)
     ct_arena_take(&t, No * b->Cin);
   if (b->ds)
     ct_arena_take(&t, No * 4 * P);
+  if (xcoded)
+    ct_arena_take(&t, N * b->Cin);
   return t.used;
 }
 
 /* Block b's activations for B images from A; Y is where its output goes
  * (NULL: from A too).  R1 and r2 are RBUF, which all blocks share.  HALF:
  * the tensors kept as 16-bit codes live in the shared float32 work area
- * WORK (NULL while A only sizes). */
+ * WORK (NULL while A only sizes), and an output not given (Y NULL) in YB
+ * while it is float32 (b->xh set by the caller). */
 static void
-carve_block(CtArena *a, int half, float *work, float *rbuf, CtBottleneck *b, int B, float *y)
+carve_block(CtArena *a, int half, float *work, float *rbuf, CtBottleneck *b, int B, float *y,
+            float *yb)
 {
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
   CtArena wa = { work, 0 };
@@ -187,8 +191,19 @@ carve_block(CtArena *a, int half, float *work, float *rbuf, CtBottleneck *b, int
   b->c3 = ct_arena_take(t, No * 4 * P);
   b->px = b->ds && b->s > 1 ? ct_arena_take(t, No * b->Cin) : b->x;
   b->cd = b->ds ? ct_arena_take(t, No * 4 * P) : NULL;
+  b->xb = b->xh ? ct_arena_take(t, N * b->Cin) : b->x;
   b->h = half ? (uint16_t *) (void *) ct_arena_take(a, packed_floats(b, B)) : NULL;
-  b->y = y ? y : ct_arena_take(a, No * 4 * P);
+  b->yh = NULL;
+  b->ym = NULL;
+  if (y) {
+    b->y = y;
+  } else if (half) {
+    b->y = yb;
+    b->yh = (uint16_t *) (void *) ct_arena_take(a, (No * 4 * P + 1) / 2);
+    b->ym = (uint8_t *) (void *) ct_arena_take(a, (No * 4 * P + 31) / 32);
+  } else {
+    b->y = ct_arena_take(a, No * 4 * P);
+  }
   b->stats = ct_arena_take(a, 2 * 10 * P);
 }
 
@@ -198,11 +213,18 @@ static void
 carve_segment(CtArena *a, int half, float *work, float *rbuf, CtResNet *rn, int i0, int i1,
               int B, float *out)
 {
+  rn->blocks[i0].xh = NULL; /* a segment's input is kept in float32 */
   for (int i = i0; i < i1; i++) {
     CtBottleneck *b = &rn->blocks[i];
-    carve_block(a, half, work, rbuf, b, B, i + 1 == i1 ? out : NULL);
-    if (i + 1 < i1)
+    /* the float32 homes of the outputs kept as codes, in turn: g[2], and
+     * the one of g[0] and g[1] that holds no gradient while backward
+     * recomputes the segment (after the L - i1 blocks above it) */
+    float *yb = i % 2 ? rn->g[(rn->nblocks - i1 + 1) % 2] : rn->g[2];
+    carve_block(a, half, work, rbuf, b, B, i + 1 == i1 ? out : NULL, yb);
+    if (i + 1 < i1) {
       rn->blocks[i + 1].x = b->y;
+      rn->blocks[i + 1].xh = b->yh;
+    }
   }
 }
 
@@ -213,6 +235,16 @@ map_floats(const CtBottleneck *b, int B)
   return MAX(MAX(N * b->P, N * b->Cin), No * 4 * b->P);
 }
 
+/* The floats block b's backward puts in its second scratch buffer (T2 of
+ * block_backward): gradients w.r.t. r2 or p2, and the downsample's input
+ * gradient before its pooling. */
+static size_t
+scratch_floats(const CtBottleneck *b, int B)
+{
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo;
+  return MAX(N * b->P, b->ds && b->s > 1 ? No * b->Cin : 0);
+}
+
 void
 ct_resnet_carve(CtArena *a, CtModel *m)
 {
@@ -221,9 +253,17 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   CtPrecision prec = m->prec;
   size_t R2 = rn->scv1.Ho, stem = (size_t) B * R2 * R2;
   rn->img = ct_arena_take(a, (size_t) B * 3 * rn->R * rn->R);
-  rn->s1c = ct_arena_take(a, stem * (W / 2));
-  rn->s2c = ct_arena_take(a, stem * (W / 2));
-  rn->s3c = ct_arena_take(a, stem * W);
+  int half = prec != CT_PRECISION_FP32;
+  /* the stem's BN inputs: float32 in the arena, or (bf16/fp16) 16-bit
+   * codes here and float32 views into the work area, set below */
+  if (half) {
+    rn->sh = (uint16_t *) (void *) ct_arena_take(a, stem * W); /* 2 W codes a pixel */
+  } else {
+    rn->sh = NULL;
+    rn->s1c = ct_arena_take(a, stem * (W / 2));
+    rn->s2c = ct_arena_take(a, stem * (W / 2));
+    rn->s3c = ct_arena_take(a, stem * W);
+  }
   rn->sstats = ct_arena_take(a, 2 * 2 * (size_t) W);
   rn->stem_out = ct_arena_take(a, (size_t) B * (R2 / 2) * (R2 / 2) * W);
   rn->out = ct_arena_take(a, (size_t) B * rn->S * rn->S * C);
@@ -239,14 +279,30 @@ ct_resnet_carve(CtArena *a, CtModel *m)
     CtBottleneck *b = &rn->blocks[k * rn->seglen];
     b->x = ct_arena_take(a, (size_t) B * b->H * b->W * b->Cin);
   }
-  /* bf16/fp16: the work area, as large as the largest block's tensors */
+  /* the backward's gradient buffers: g[0], g[1] and g[2] as large as the
+   * largest map, g[3] as the largest that it holds (scratch_floats, and
+   * the stem's recomputed s1r and s2r) */
+  size_t maps = stem * W, g3 = stem * (W / 2);
+  for (int i = 0; i < L; i++) {
+    maps = MAX(maps, map_floats(&rn->blocks[i], B));
+    g3 = MAX(g3, scratch_floats(&rn->blocks[i], B));
+  }
+  for (int j = 0; j < 3; j++)
+    rn->g[j] = ct_arena_take(a, maps);
+  rn->g[3] = ct_arena_take(a, g3);
+  /* bf16/fp16: the work area, as large as the largest block's tensors
+   * or the stem's three BN inputs */
   float *work = NULL;
-  int half = prec != CT_PRECISION_FP32;
   if (half) {
-    size_t wn = 0;
+    size_t wn = 2 * stem * W;
     for (int i = 0; i < L; i++)
-      wn = MAX(wn, work_floats(&rn->blocks[i], B));
+      wn = MAX(wn, work_floats(&rn->blocks[i], B, i % rn->seglen != 0));
     work = ct_arena_take(a, wn);
+    if (work) { /* NULL while the arena only sizes */
+      rn->s1c = work;
+      rn->s2c = work + stem * (W / 2);
+      rn->s3c = work + stem * W;
+    }
   }
   rn->work = work;
   /* r1 and r2 of every block: never kept, backward recomputes them */
@@ -296,7 +352,6 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   const CtConv *scv[3] = { &rn->scv1, &rn->scv2, &rn->scv3 };
   for (int j = 0; j < 3; j++)
     wr = MAX(wr, ct_conv_wr_floats(scv[j], prec));
-  size_t maps = stem * W;
   for (int i = 0; i < L; i++) {
     const CtBottleneck *b = &rn->blocks[i];
     const CtConv *cv[4] = { &b->cv1, &b->cv2, &b->cv3, &b->cvd };
@@ -304,16 +359,15 @@ ct_resnet_carve(CtArena *a, CtModel *m)
       col = MAX(col, ct_conv_col_floats(cv[j], B, prec));
       wr = MAX(wr, ct_conv_wr_floats(cv[j], prec));
     }
-    maps = MAX(maps, map_floats(b, B));
   }
   rn->col = ct_arena_take(a, col);
   rn->dcol = ct_arena_take(a, col);
   rn->wr = wr ? ct_arena_take(a, wr) : NULL;
-  for (int j = 0; j < 4; j++)
-    rn->g[j] = ct_arena_take(a, maps);
-  /* the stem's ReLU outputs are never kept: they live in g[3] (free in
-   * the forward, and in the stem's backward, which recomputes them) */
-  rn->s1r = rn->s2r = rn->s3r = rn->g[3];
+  /* the stem's ReLU outputs are never kept: s1r and s2r live in g[3],
+   * s3r in g[0] (free in the forward; the stem's backward recomputes s1r
+   * and s2r only) */
+  rn->s1r = rn->s2r = rn->g[3];
+  rn->s3r = rn->g[0];
   rn->dX = ct_arena_take(a, BT * C);
   rn->dk = ct_arena_take(a, BT * C);
   rn->dv = ct_arena_take(a, BT * C);

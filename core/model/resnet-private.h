@@ -54,6 +54,17 @@ typedef struct {
    * in backward (a convolution's output, or its input), so keeping the
    * codes loses nothing; NULL at float32 */
   uint16_t *h;
+  /* at bf16/fp16, a block whose output is not kept in float32 (all but a
+   * segment's last): y lives in a float32 buffer (g[2] or g[0|1], free in
+   * the forward) until the next block has read it, then the block keeps it
+   * as 16-bit codes and ReLU's mask as bits.  The forward's residual add
+   * reads the float32 y; backward reads y only as the next block's
+   * convolution input (rounded there: the codes lose nothing) and through
+   * the mask.  NULL when y is kept */
+  uint16_t *yh;      /* (B*Ho*Wo*4P) */
+  uint8_t *ym;       /* (B*Ho*Wo*4P bits) y > 0 */
+  uint16_t *xh;      /* x's codes: the block below's yh, or NULL */
+  float *xb;         /* x in backward: decoded from xh into the work area, or x */
 } CtBottleneck;
 
 /* The stem's and the attention pool's tensors (views). */
@@ -97,6 +108,10 @@ typedef struct {
   float *s2c, *s2r;           /* (B*R/2*R/2, W/2) */
   float *s3c, *s3r;           /* (B*R/2*R/2, W) */
   float *sstats;              /* (2 * (W/2 + W/2 + W)) stem BN mean and rstd */
+  /* at bf16/fp16: s1c, s2c, s3c (each rounded: a convolution's output)
+   * are views into the work area, and the stem keeps them here as 16-bit
+   * codes, in that order; NULL at float32 */
+  uint16_t *sh;
   float *stem_out;            /* (B*R/4*R/4, W) avgpool(s3r): layer1.0's input */
   float *out;                 /* (B*S*S, 4*8W = C) layer4's output */
   float *X;                   /* (B, T, C) pool tokens: [mean ; out] + pos */
@@ -107,10 +122,13 @@ typedef struct {
   float *o;                   /* (B, C) attention output, before c_proj */
   /* work space */
   float *col, *dcol;          /* (largest im2col) */
-  float *work;                /* bf16/fp16: one block's float32 tensors (CtBottleneck.h) */
+  float *work;                /* bf16/fp16: one block's float32 tensors (CtBottleneck.h),
+                               * or the stem's s1c, s2c, s3c */
   float *wr;                  /* (largest ct_conv_wr_floats, and the pool's rounded
                                * weights at bf16/fp16) */
-  float *g[4];                /* (largest map) gradients in backward */
+  float *g[4];                /* gradients in backward: [0..2] (largest map),
+                               * [3] (the largest T2 of block_backward, or
+                               * (B*R/2*R/2, W/2)) */
   float *dX, *dk, *dv;        /* (B*T, C) */
   float *dq, *dq0, *dO;       /* (B, C) */
 } CtResNet;

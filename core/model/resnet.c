@@ -18,7 +18,12 @@
  * left alone), so gradients are bit-identical.  The stem and the pool
  * always keep their activations.  At bf16/fp16 the convolutions' and the
  * pool's products see rounded operands; BN, ReLU and pooling stay
- * float32, and the activations are kept in float32. */
+ * float32.  The tensors that backward reads after a rounding (the
+ * convolutions' outputs and inputs, in the blocks and the stem) are kept
+ * as 16-bit codes; so are the block outputs but a segment's last, once
+ * the next block has added them as its residual in float32 (backward
+ * reads them as a convolution input and through ReLU's mask, kept as
+ * bits). */
 #include "config.h"
 
 #include "model/model-private.h"
@@ -145,6 +150,37 @@ move_block(CtModel *m, CtBottleneck *b, int B, int pack)
       ct_lowp_move16(m->prec, h, t[i].x, t[i].n, pack);
     h += t[i].n;
   }
+  if (!pack && b->xh) /* the input, which the block below keeps as codes */
+    ct_lowp_move16(m->prec, b->xh, b->xb, N * b->Cin, 0);
+}
+
+/* bf16/fp16: block b's output into its codes and ReLU's mask, once the
+ * next block has read it (no-op when the output is kept in float32). */
+static void
+pack_output(CtModel *m, CtBottleneck *b, int B)
+{
+  if (!b->yh)
+    return;
+  size_t n = (size_t) B * b->Ho * b->Wo * 4 * b->P;
+  ct_lowp_move16(m->prec, b->yh, b->y, n, 1);
+  ct_relu_mask_bits(b->ym, b->y, n);
+}
+
+/* bf16/fp16: the stem's BN inputs from the work area into their 16-bit
+ * codes (PACK), or back. */
+static void
+move_stem(CtModel *m, int B, int pack)
+{
+  CtResNet *rn = &m->rn;
+  if (!rn->sh)
+    return;
+  size_t R2 = rn->scv1.Ho, stem = (size_t) B * R2 * R2, W = rn->W;
+  uint16_t *h = rn->sh;
+  ct_lowp_move16(m->prec, h, rn->s1c, stem * (W / 2), pack);
+  h += stem * (W / 2);
+  ct_lowp_move16(m->prec, h, rn->s2c, stem * (W / 2), pack);
+  h += stem * (W / 2);
+  ct_lowp_move16(m->prec, h, rn->s3c, stem * W, pack);
 }
 
 static void
@@ -155,6 +191,8 @@ run_segment(CtModel *m, int k, int update)
   for (int i = i0; i < i1; i++) {
     block_forward(m, &rn->blocks[i], rn->B, update, rn->training && i >= rn->bn_eval_blocks);
     move_block(m, &rn->blocks[i], rn->B, 1);
+    if (i > i0) /* block i has read the output below it */
+      pack_output(m, &rn->blocks[i - 1], rn->B);
   }
   rn->held_seg = k;
   rn->held_gen = rn->gen;
@@ -184,6 +222,7 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
   conv_fwd(m, rn->s3c, rn->s2r, p->conv3_w, &rn->scv3, B);
   bn_fwd(str, 1, rn->s3r, rn->sstats + 2 * W, W, &rn->sb3, &p->bn3, rn->s3c, NULL, 1, stem);
   ct_avgpool_forward(rn->stem_out, rn->s3r, B, (int) R2, (int) R2, W, 2);
+  move_stem(m, B, 1); /* the blocks take the work area next */
 
   /* layer1 .. layer4 */
   for (int k = 0; k < rn->nseg; k++)
@@ -226,7 +265,12 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
                             h->ds_w ? h->ds_w + d : NULL,
                             { h->ds_w ? h->ds_bn.w + d : NULL, h->ds_w ? h->ds_bn.b + d : NULL } };
   CtBottleneckParams *g = &gs;
-  ct_relu_backward(dy, b->y, No * 4 * P);
+  if (b->yh)
+    ct_relu_backward_bits(dy, b->ym, No * 4 * P);
+  else
+    ct_relu_backward(dy, b->y, No * 4 * P);
+  /* the input as backward reads it: float32 or decoded from codes */
+  const float *x = b->xb, *px = b->ds && b->s > 1 ? b->px : x;
   /* main branch, backwards (the ReLUs after bn2 and bn1 inside their backward) */
   bn_bwd(rn, t1, &g->bn3, dy, b->c3, b->stats + 4 * P, &b->p.bn3, 0, No, 4 * P);
   if (b->s == 1) /* p2 is r2 */
@@ -243,17 +287,17 @@ block_backward(CtModel *m, CtBottleneck *b, int B, float *dy, float *dx, float *
   relu_again(b->r1, b->stats, P, &b->p.bn1, b->c1, N);
   conv_bwd(m, dr2, 0, g->conv2_w, free1, b->r1, b->p.conv2_w, &b->cv2, B);
   bn_bwd(rn, free1, &g->bn1, dr2, b->c1, b->stats, &b->p.bn1, 1, N, P);
-  conv_bwd(m, dx, 0, g->conv1_w, free1, b->x, b->p.conv1_w, &b->cv1, B);
+  conv_bwd(m, dx, 0, g->conv1_w, free1, x, b->p.conv1_w, &b->cv1, B);
   /* shortcut */
   if (b->ds) {
     bn_bwd(rn, t1, &g->ds_bn, dy, b->cd, b->stats + 12 * P, &b->p.ds_bn, 0, No, 4 * P);
     if (!dx) {
-      conv_bwd(m, NULL, 0, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
+      conv_bwd(m, NULL, 0, g->ds_w, t1, px, b->p.ds_w, &b->cvd, B);
     } else if (b->s > 1) {
-      conv_bwd(m, t2, 0, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
+      conv_bwd(m, t2, 0, g->ds_w, t1, px, b->p.ds_w, &b->cvd, B);
       ct_avgpool_backward(dx, t2, B, b->H, b->W, b->Cin, b->s);
     } else {
-      conv_bwd(m, dx, 1, g->ds_w, t1, b->px, b->p.ds_w, &b->cvd, B);
+      conv_bwd(m, dx, 1, g->ds_w, t1, px, b->p.ds_w, &b->cvd, B);
     }
   } else if (dx) {
     ct_add_inplace(dx, dy, No * 4 * P);
@@ -335,6 +379,7 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
     return; /* the stem is frozen */
   /* stem, backwards; dy: gradient w.r.t. stem_out */
   float *t1 = dx, *t2 = rn->g[2];
+  move_stem(m, B, 0);
   memset(t1, 0, sizeof(float) * stem * W);
   ct_avgpool_backward(t1, dy, B, (int) R2, (int) R2, W, 2);
   bn_bwd(rn, t2, &g->bn3, t1, rn->s3c, rn->sstats + 2 * W, &p->bn3, 1, stem, W);

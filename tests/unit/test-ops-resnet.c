@@ -316,6 +316,35 @@ test_relu(void)
   g_free(c.x), g_free(c.y), g_free(c.r), g_free(d);
 }
 
+/* ReLU's mask kept as bits gives ct_relu_backward's bits: zeros, negative
+ * zeros, negatives, a denormal and a length that is no multiple of 8 (or
+ * of a thread's share), at 1 and 2 threads. */
+static void
+test_relu_bits(void)
+{
+  size_t n = 70003;
+  float *y = ct_test_randn(&rng, n, 1), *g = ct_test_randn(&rng, n, 1);
+  for (size_t i = 0; i < n; i += 7)
+    y[i] = 0.0f;
+  for (size_t i = 3; i < n; i += 11)
+    y[i] = -0.0f;
+  y[5] = 1e-40f; /* denormal: its bit is set, as y > 0 says */
+  uint8_t *bits = g_malloc((n + 7) / 8);
+  float *ref = g_memdup2(g, sizeof(float) * n), *d = g_new(float, n);
+  ct_relu_backward(ref, y, n);
+  for (int t = 1; t <= 2; t++) {
+    ct_set_num_threads(t);
+    memset(bits, 0xa5, (n + 7) / 8);
+    ct_relu_mask_bits(bits, y, n);
+    memcpy(d, g, sizeof(float) * n);
+    ct_relu_backward_bits(d, bits, n);
+    g_assert_cmpmem(d, sizeof(float) * n, ref, sizeof(float) * n);
+  }
+  g_assert_true(bits[0] & (1u << 5));
+  ct_set_num_threads(2);
+  g_free(y), g_free(g), g_free(bits), g_free(ref), g_free(d);
+}
+
 /* ------------------------------------------------------------ fused BN + ReLU */
 
 /* BatchNorm with the residual and the ReLU fused into it gives the bits of
@@ -515,6 +544,7 @@ main(int argc, char **argv)
   g_test_add_func("/ops-resnet/batchnorm-eval", test_batchnorm_eval);
   g_test_add_func("/ops-resnet/batchnorm-statistics", test_batchnorm_stats);
   g_test_add_func("/ops-resnet/relu", test_relu);
+  g_test_add_func("/ops-resnet/relu-bits", test_relu_bits);
   g_test_add_func("/ops-resnet/batchnorm-relu-fused", test_bn_relu_fused);
   g_test_add_func("/ops-resnet/attention-pool", test_attnpool);
   g_test_add_func("/ops-resnet/thread-invariance", test_thread_invariance);
