@@ -169,20 +169,7 @@ test_init(void)
 static void
 make_batch(const CtConfig *c, int B, float **images, int32_t **tokens)
 {
-  CtRng rng;
-  ct_rng_init(&rng, 5);
-  size_t n = (size_t) B * 3 * c->image_resolution * c->image_resolution;
-  *images = g_new(float, n);
-  ct_rng_normal_fill(&rng, *images, n, 1);
-  *tokens = g_new0(int32_t, (size_t) B * c->context_length);
-  for (int b = 0; b < B; b++) {
-    int32_t *row = *tokens + (size_t) b * c->context_length;
-    int len = 3 + b % (c->context_length - 2);
-    row[0] = c->vocab_size - 2;
-    for (int t = 1; t < len - 1; t++)
-      row[t] = 1 + (int32_t) ct_rng_below(&rng, c->vocab_size - 3);
-    row[len - 1] = c->vocab_size - 1;
-  }
+  ct_test_make_batch(c, B, 5, 3, 1, c->context_length - 2, images, tokens);
 }
 
 /* Three AdamW steps; returns the losses. */

@@ -4,6 +4,8 @@
  * Parity with PyTorch is tests/torch/patch-dropout.sh. */
 #include "config.h"
 
+#include "test-util.h"
+
 #include <cliptrain/loss.h>
 #include <cliptrain/model.h>
 #include <cliptrain/optimizer.h>
@@ -34,38 +36,9 @@ tiny(int B, double p, uint64_t seed)
 static void
 make_batch(const CtConfig *c, int B, float **images, int32_t **tokens)
 {
-  CtRng rng;
-  ct_rng_init(&rng, 3);
-  size_t n = (size_t) B * 3 * c->image_resolution * c->image_resolution;
-  *images = g_new(float, n);
-  ct_rng_normal_fill(&rng, *images, n, 1);
-  *tokens = g_new0(int32_t, (size_t) B * c->context_length);
-  for (int b = 0; b < B; b++) {
-    int32_t *row = *tokens + (size_t) b * c->context_length;
-    int len = 3 + (5 * b) % (c->context_length - 2);
-    row[0] = c->vocab_size - 2;
-    for (int t = 1; t < len - 1; t++)
-      row[t] = 1 + (int32_t) ct_rng_below(&rng, c->vocab_size - 3);
-    row[len - 1] = c->vocab_size - 1;
-  }
+  ct_test_make_batch(c, B, 3, 3, 5, c->context_length - 2, images, tokens);
 }
 
-/* One forward and backward of the CLIP loss; the gradients stay in M. */
-static double
-loss_and_grads(CtModel *m, const float *images, const int32_t *tokens, int B)
-{
-  int E = ct_model_config(m)->embed_dim;
-  g_autofree float *logits = g_new(float, B * B), *scr = g_new(float, B * B);
-  g_autofree float *di = g_new(float, B * E), *dt = g_new(float, B * E);
-  g_assert_true(ct_model_forward(m, images, tokens, B, NULL));
-  float ds;
-  double loss = ct_clip_loss(logits, di, dt, &ds, scr, ct_model_image_features(m),
-                             ct_model_text_features(m), *ct_model_logit_scale(m), B, E);
-  ct_model_zero_grad(m);
-  ct_model_backward(m, di, dt);
-  ct_model_grads(m)[ct_model_find(m, "logit_scale")->offset] += ds * ct_model_loss_scale(m);
-  return loss;
-}
 
 static void
 test_count(void)
@@ -141,9 +114,9 @@ test_deterministic(void)
   ct_model_set_patch_dropout_key(a, 3);
   ct_model_set_patch_dropout_key(b, 3);
   ct_model_set_patch_dropout_key(c, 3);
-  double la = loss_and_grads(a, images, tokens, B);
-  double lb = loss_and_grads(b, images, tokens, B);
-  loss_and_grads(c, images, tokens, B);
+  double la = ct_test_clip_loss_and_grads(a, images, tokens, B);
+  double lb = ct_test_clip_loss_and_grads(b, images, tokens, B);
+  ct_test_clip_loss_and_grads(c, images, tokens, B);
   const int *pa = ct_model_kept_patches(a, &ka), *pb = ct_model_kept_patches(b, &kb);
   const int *pc = ct_model_kept_patches(c, &kc);
   g_assert_cmpint(ka, ==, 8);
@@ -180,21 +153,21 @@ test_eval_all(void)
   make_batch(ct_model_config(ref), B, &images, &tokens);
   size_t n = ct_model_n_params(ref);
   int E = ct_model_config(ref)->embed_dim, k;
-  double lr = loss_and_grads(ref, images, tokens, B);
+  double lr = ct_test_clip_loss_and_grads(ref, images, tokens, B);
   ct_model_set_training(m, FALSE);
-  double lm = loss_and_grads(m, images, tokens, B);
+  double lm = ct_test_clip_loss_and_grads(m, images, tokens, B);
   g_assert_null(ct_model_kept_patches(m, &k));
   g_assert_cmpint(k, ==, 16);
   g_assert_cmpfloat(lr, ==, lm);
   g_assert_cmpmem(ct_model_image_features(ref), B * E * 4, ct_model_image_features(m), B * E * 4);
   g_assert_cmpmem(ct_model_grads(ref), n * 4, ct_model_grads(m), n * 4);
   ct_model_set_patch_dropout_key(z, 5);
-  double lz = loss_and_grads(z, images, tokens, B);
+  double lz = ct_test_clip_loss_and_grads(z, images, tokens, B);
   g_assert_cmpfloat(lr, ==, lz);
   g_assert_cmpmem(ct_model_grads(ref), n * 4, ct_model_grads(z), n * 4);
   /* back to training mode: fewer tokens, other features */
   ct_model_set_training(m, TRUE);
-  double lt = loss_and_grads(m, images, tokens, B);
+  double lt = ct_test_clip_loss_and_grads(m, images, tokens, B);
   g_assert_nonnull(ct_model_kept_patches(m, &k));
   g_assert_cmpint(k, ==, 4);
   g_assert_cmpfloat(lt, !=, lr);
@@ -275,8 +248,8 @@ test_memory_options(gconstpointer data)
   for (int step = 0; step < 2; step++) {
     ct_model_set_patch_dropout_key(r, step);
     ct_model_set_patch_dropout_key(m, step);
-    double la = loss_and_grads(r, images, tokens, B);
-    double lb = loss_and_grads(m, images, tokens, B);
+    double la = ct_test_clip_loss_and_grads(r, images, tokens, B);
+    double lb = ct_test_clip_loss_and_grads(m, images, tokens, B);
     g_assert_cmpfloat(la, ==, lb);
     g_assert_cmpmem(ct_model_grads(r), n * 4, ct_model_grads(m), n * 4);
     ct_optimizer_step(or);
@@ -290,9 +263,9 @@ test_memory_options(gconstpointer data)
   CtModel *u = tiny(B, 0.5, 5), *f = tiny(B, 0.5, 5), *h = tiny(B, 0.5, 5);
   g_assert_true(ct_model_set_memory(h, prec, 0, NULL));
   ct_model_set_prune_readout(u, FALSE);
-  double lf = loss_and_grads(f, images, tokens, B);
-  double lu = loss_and_grads(u, images, tokens, B);
-  double lh = loss_and_grads(h, images, tokens, B);
+  double lf = ct_test_clip_loss_and_grads(f, images, tokens, B);
+  double lu = ct_test_clip_loss_and_grads(u, images, tokens, B);
+  double lh = ct_test_clip_loss_and_grads(h, images, tokens, B);
   g_assert_cmpfloat(fabs(lf - lu), <, 1e-5);
   g_assert_cmpfloat(fabs(lf - lh), <, prec == CT_PRECISION_FP32 ? 1e-12 : 2e-2);
   double num = 0, den = 0, numh = 0;

@@ -2,6 +2,8 @@
  * scaling, and activation checkpointing's bit-identical gradients. */
 #include "config.h"
 
+#include "test-util.h"
+
 #include <cliptrain/cliptrain.h>
 
 #include "base/parallel.h"
@@ -145,39 +147,9 @@ model3(int B)
 static void
 make_batch(const CtConfig *c, int B, float **images, int32_t **tokens)
 {
-  CtRng rng;
-  ct_rng_init(&rng, 3);
-  size_t n = (size_t) B * 3 * c->image_resolution * c->image_resolution;
-  *images = g_new(float, n);
-  ct_rng_normal_fill(&rng, *images, n, 1);
-  *tokens = g_new0(int32_t, (size_t) B * c->context_length);
-  for (int b = 0; b < B; b++) {
-    int32_t *row = *tokens + (size_t) b * c->context_length;
-    int len = 3 + (5 * b) % (c->context_length - 2);
-    row[0] = c->vocab_size - 2;
-    for (int t = 1; t < len - 1; t++)
-      row[t] = 1 + (int32_t) ct_rng_below(&rng, c->vocab_size - 3);
-    row[len - 1] = c->vocab_size - 1;
-  }
+  ct_test_make_batch(c, B, 3, 3, 5, c->context_length - 2, images, tokens);
 }
 
-/* One forward and backward of the CLIP loss; returns the loss.  The
- * gradients are left in the model. */
-static double
-loss_and_grads(CtModel *m, const float *images, const int32_t *tokens, int B)
-{
-  int E = ct_model_config(m)->embed_dim;
-  g_autofree float *logits = g_new(float, B * B), *scr = g_new(float, B * B);
-  g_autofree float *di = g_new(float, B * E), *dt = g_new(float, B * E);
-  g_assert_true(ct_model_forward(m, images, tokens, B, NULL));
-  float ds;
-  double loss = ct_clip_loss(logits, di, dt, &ds, scr, ct_model_image_features(m),
-                             ct_model_text_features(m), *ct_model_logit_scale(m), B, E);
-  ct_model_zero_grad(m);
-  ct_model_backward(m, di, dt);
-  ct_model_grads(m)[ct_model_find(m, "logit_scale")->offset] += ds * ct_model_loss_scale(m);
-  return loss;
-}
 
 /* Checkpointing with 1, 2 and 3 chunks gives the same loss and the same
  * gradients, bit for bit, as keeping everything, at each precision; over
@@ -204,8 +176,8 @@ test_checkpoint_identical(gconstpointer data)
     g_assert_true(ct_model_set_memory(r, prec, 0, NULL));
     CtOptimizer *om = ct_optimizer_new(m, "adamw", NULL), *or = ct_optimizer_new(r, "adamw", NULL);
     for (int step = 0; step < 2; step++) {
-      double la = loss_and_grads(r, images, tokens, B);
-      double lb = loss_and_grads(m, images, tokens, B);
+      double la = ct_test_clip_loss_and_grads(r, images, tokens, B);
+      double lb = ct_test_clip_loss_and_grads(m, images, tokens, B);
       g_assert_cmpfloat(la, ==, lb);
       g_assert_cmpmem(ct_model_grads(r), n * 4, ct_model_grads(m), n * 4);
       ct_optimizer_step(or);
@@ -245,8 +217,8 @@ test_half_close(gconstpointer data)
   make_batch(ct_model_config(ref), B, &images, &tokens);
   g_assert_true(ct_model_set_memory(m, prec, 0, NULL));
   g_assert_cmpint(ct_model_precision(m), ==, prec);
-  double l32 = loss_and_grads(ref, images, tokens, B);
-  double lh = loss_and_grads(m, images, tokens, B);
+  double l32 = ct_test_clip_loss_and_grads(ref, images, tokens, B);
+  double lh = ct_test_clip_loss_and_grads(m, images, tokens, B);
   size_t n = ct_model_n_params(ref);
   double dg = rel_diff(ct_model_grads(m), ct_model_grads(ref), n);
   double df = rel_diff(ct_model_image_features(m), ct_model_image_features(ref),
@@ -280,11 +252,11 @@ test_loss_scale(void)
   for (int p = 0; p < 2; p++) {
     g_assert_true(ct_model_set_memory(m, precs[p], 0, NULL));
     ct_model_set_loss_scale(m, 1.0f);
-    loss_and_grads(m, images, tokens, B);
+    ct_test_clip_loss_and_grads(m, images, tokens, B);
     g_autofree float *g1 = g_memdup2(ct_model_grads(m), n * 4);
     ct_model_set_loss_scale(m, 1024.0f);
     g_assert_cmpfloat(ct_model_loss_scale(m), ==, 1024.0f);
-    loss_and_grads(m, images, tokens, B);
+    ct_test_clip_loss_and_grads(m, images, tokens, B);
     const float *g2 = ct_model_grads(m);
     for (size_t i = 0; i < n; i++)
       if (g2[i] != g1[i] * 1024.0f)
@@ -293,7 +265,7 @@ test_loss_scale(void)
   }
   g_assert_true(ct_model_set_memory(m, CT_PRECISION_FP16, 0, NULL));
   ct_model_set_loss_scale(m, 0x1p40f);
-  loss_and_grads(m, images, tokens, B);
+  ct_test_clip_loss_and_grads(m, images, tokens, B);
   gboolean nonfinite = FALSE;
   for (size_t i = 0; i < n && !nonfinite; i++)
     nonfinite = !isfinite(ct_model_grads(m)[i]);
@@ -372,7 +344,7 @@ test_threads_identical(void)
     ct_model_init_weights(m, 11);
     if (threads == 1)
       make_batch(ct_model_config(m), B, &images, &tokens);
-    double loss = loss_and_grads(m, images, tokens, B);
+    double loss = ct_test_clip_loss_and_grads(m, images, tokens, B);
     n = ct_model_n_params(m);
     if (!ref) {
       ref = g_memdup2(ct_model_grads(m), n * 4);

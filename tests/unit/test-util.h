@@ -2,6 +2,7 @@
 #ifndef CT_TEST_UTIL_H
 #define CT_TEST_UTIL_H
 
+#include <cliptrain/loss.h>
 #include <cliptrain/model.h>
 #include <cliptrain/rng.h>
 
@@ -128,6 +129,52 @@ ct_test_check_grad(const char *what, float *x, const float *analytic, size_t n, 
                        (double) analytic[at], num[at]);
   g_assert_true(maxnum > 0 || n == 0); /* a check over all-zero gradients proves nothing */
   g_free(num);
+}
+
+/* A batch for config C: *IMAGES (B, 3, R, R) standard normal noise and
+ * *TOKENS (B, context_length) captions of start token, random ids and end
+ * token, caption b LEN0 + (STRIDE * b) % SPAN tokens long; both drawn from
+ * SEED.  (transfer full): g_free both. */
+static inline void
+ct_test_make_batch(const CtConfig *c, int B, uint64_t seed, int len0, int stride, int span,
+                   float **images, int32_t **tokens)
+{
+  CtRng rng;
+  ct_rng_init(&rng, seed);
+  size_t n = (size_t) B * 3 * c->image_resolution * c->image_resolution;
+  *images = g_new(float, n);
+  ct_rng_normal_fill(&rng, *images, n, 1);
+  *tokens = g_new0(int32_t, (size_t) B * c->context_length);
+  for (int b = 0; b < B; b++) {
+    int32_t *row = *tokens + (size_t) b * c->context_length;
+    int len = len0 + (stride * b) % span;
+    row[0] = c->vocab_size - 2;
+    for (int t = 1; t < len - 1; t++)
+      row[t] = 1 + (int32_t) ct_rng_below(&rng, c->vocab_size - 3);
+    row[len - 1] = c->vocab_size - 1;
+  }
+}
+
+/* One forward and backward of the CLIP loss over B samples; returns the
+ * loss.  The gradients (logit_scale's included) are left in M. */
+static inline double
+ct_test_clip_loss_and_grads(CtModel *m, const float *images, const int32_t *tokens, int B)
+{
+  int E = ct_model_config(m)->embed_dim;
+  float *logits = g_new(float, B * B), *scr = g_new(float, B * B);
+  float *di = g_new(float, B * E), *dt = g_new(float, B * E);
+  g_assert_true(ct_model_forward(m, images, tokens, B, NULL));
+  float ds;
+  double loss = ct_clip_loss(logits, di, dt, &ds, scr, ct_model_image_features(m),
+                             ct_model_text_features(m), *ct_model_logit_scale(m), B, E);
+  ct_model_zero_grad(m);
+  ct_model_backward(m, di, dt);
+  ct_model_grads(m)[ct_model_find(m, "logit_scale")->offset] += ds * ct_model_loss_scale(m);
+  g_free(logits);
+  g_free(scr);
+  g_free(di);
+  g_free(dt);
+  return loss;
 }
 
 #endif
