@@ -102,19 +102,9 @@ sed -e 's/batch_size: 16/batch_size: 8/' \
 if [ "${CT_HAVE_MPI:-no}" != yes ] || [ -z "${CT_MPIEXEC:-}" ] || ! command -v "$CT_MPIEXEC" >/dev/null; then
   skip "no MPI build or no mpiexec"; skip "no MPI build or no mpiexec"; skip "no MPI build or no mpiexec"
 else
-  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  export OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM
+  mpi_env
   CLIPTRAIN_PLUGIN_PATH="$builddir/plugins/.libs"
   export CLIPTRAIN_PLUGIN_PATH
-  if [ -n "${ASAN_OPTIONS:-}" ]; then # as mpi.sh: Open MPI's own leaks suppressed
-    cat "$srcdir/tests/lsan.supp" "$srcdir/tests/lsan-mpi.supp" >"$tmp/lsan.supp"
-    ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"
-    LSAN_OPTIONS="suppressions=$tmp/lsan.supp:print_suppressions=0"
-    OMPI_MCA_mca_base_component_disable_dlclose=1
-    export ASAN_OPTIONS LSAN_OPTIONS OMPI_MCA_mca_base_component_disable_dlclose
-  fi
-  over=
-  "$CT_MPIEXEC" --version 2>/dev/null | grep -q 'Open MPI' && over=--oversubscribe
   that "a locked fit on 1 process and on 2 ranks with ddp (zero)" \
     'run 0 fit "$tmp/one.yaml" --out "$tmp/one" && timeout 300 "$CT_MPIEXEC" $over -np 2 "$ct" fit "$tmp/ddp.yaml" --out "$tmp/ddp" >"$tmp/out" 2>"$tmp/err"'
   that "... end with the same parameters within 1e-5" \

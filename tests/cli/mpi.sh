@@ -48,22 +48,9 @@ if [ -z "${CT_MPIEXEC:-}" ] || ! command -v "$CT_MPIEXEC" >/dev/null; then
   exit $fail
 fi
 
-# Open MPI refuses root without these, and needs leave to run 2 ranks on
-# fewer cores; its local launch passes the environment on.
-OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM
-# Under tests/sanitize.sh: Open MPI's own leaks at exit are suppressed
-# by library name (tests/lsan-mpi.supp), which needs full stacks and its
-# components kept loaded; ours are still reported.
-if [ -n "${ASAN_OPTIONS:-}" ]; then
-  cat "$srcdir/tests/lsan.supp" "$srcdir/tests/lsan-mpi.supp" >"$tmp/lsan.supp"
-  ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"
-  LSAN_OPTIONS="suppressions=$tmp/lsan.supp:print_suppressions=0"
-  OMPI_MCA_mca_base_component_disable_dlclose=1
-  export ASAN_OPTIONS LSAN_OPTIONS OMPI_MCA_mca_base_component_disable_dlclose
-fi
-over=
-"$CT_MPIEXEC" --version 2>/dev/null | grep -q 'Open MPI' && over=--oversubscribe
+# Open MPI refuses root without these, needs leave to run 2 ranks on
+# fewer cores, and its leaks are suppressed under the sanitizers (tap.sh)
+mpi_env
 mpi2() { timeout 300 "$CT_MPIEXEC" $over -np 2 "$ct" "$@"; }
 value() { sed -n "$3p" "$tmp/$1/metrics.jsonl" | sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p"; }
 # close DESC RUN_A RUN_B NAME TOL: NAME agrees in every epoch, relatively

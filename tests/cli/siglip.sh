@@ -116,12 +116,9 @@ if [ "${CT_HAVE_MPI:-no}" != yes ] || [ -z "${CT_MPIEXEC:-}" ] || ! command -v "
   for i in 1 2 3; do skip "no MPI build or no mpiexec"; done
   exit $fail
 fi
-OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM
+mpi_env
 CLIPTRAIN_PLUGIN_PATH="$builddir/plugins/.libs"
 export CLIPTRAIN_PLUGIN_PATH
-over=
-"$CT_MPIEXEC" --version 2>/dev/null | grep -q 'Open MPI' && over=--oversubscribe
 sgd="optimizer: {name: sgd, lr: 0.1}"
 recipe one 16 siglip_trainer "$sgd"
 recipe ddp 8 "ddp, {siglip_trainer: {chunk: 3}}" "$sgd"

@@ -62,3 +62,24 @@ run() {
 
 # that DESCRIPTION EXPRESSION: ok when the shell expression succeeds
 that() { if eval "$2"; then ok "$1"; else not_ok "$1" "$tmp/err"; fi; }
+
+# mpi_env: what a test needs before mpiexec: Open MPI may run as root
+# here, and under tests/sanitize.sh Open MPI's own leaks at exit are
+# suppressed by library name (tests/lsan-mpi.supp), which needs full
+# stacks and its components kept loaded; ours are still reported.  Sets
+# `over` to --oversubscribe for Open MPI (the tests run 2 ranks on any
+# number of cores).
+mpi_env() {
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  export OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM
+  if [ -n "${ASAN_OPTIONS:-}" ]; then
+    cat "$srcdir/tests/lsan.supp" "$srcdir/tests/lsan-mpi.supp" >"$tmp/lsan.supp"
+    ASAN_OPTIONS="$ASAN_OPTIONS:fast_unwind_on_malloc=0"
+    LSAN_OPTIONS="suppressions=$tmp/lsan.supp:print_suppressions=0"
+    OMPI_MCA_mca_base_component_disable_dlclose=1
+    export ASAN_OPTIONS LSAN_OPTIONS OMPI_MCA_mca_base_component_disable_dlclose
+  fi
+  over=
+  "$CT_MPIEXEC" --version 2>/dev/null | grep -q 'Open MPI' && over=--oversubscribe
+  return 0
+}
