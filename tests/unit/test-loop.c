@@ -456,18 +456,29 @@ accumulated_grads(int batch, const CtPluginDescriptor *accum, double pdrop, int 
   return g.grads;
 }
 
-static void
-test_grad_accumulation(void)
+/* The built grad_accumulation plugin, or NULL with the test skipped
+ * when CT_BUILDDIR (the build tree) is not set. */
+static const CtPluginDescriptor *
+open_grad_accumulation(void)
 {
   const char *dir = g_getenv("CT_BUILDDIR");
   if (!dir) {
     g_test_skip("CT_BUILDDIR is not set");
-    return;
+    return NULL;
   }
   g_autofree char *path = g_build_filename(dir, "plugins", ".libs", "grad_accumulation.so", NULL);
   GError *error = NULL;
   const CtPluginDescriptor *accum = ct_plugin_open(path, &error);
   g_assert_no_error(error);
+  return accum;
+}
+
+static void
+test_grad_accumulation(void)
+{
+  const CtPluginDescriptor *accum = open_grad_accumulation();
+  if (!accum)
+    return;
   int s1, s4;
   g_autofree float *full = accumulated_grads(32, NULL, 0, &s1);
   g_autofree float *acc = accumulated_grads(8, accum, 0, &s4);
@@ -538,15 +549,9 @@ accumulated_by_hand(double pdrop)
 static void
 test_grad_accumulation_patch_dropout(void)
 {
-  const char *dir = g_getenv("CT_BUILDDIR");
-  if (!dir) {
-    g_test_skip("CT_BUILDDIR is not set");
+  const CtPluginDescriptor *accum = open_grad_accumulation();
+  if (!accum)
     return;
-  }
-  g_autofree char *path = g_build_filename(dir, "plugins", ".libs", "grad_accumulation.so", NULL);
-  GError *error = NULL;
-  const CtPluginDescriptor *accum = ct_plugin_open(path, &error);
-  g_assert_no_error(error);
   int s4;
   g_autofree float *acc = accumulated_grads(8, accum, 0.5, &s4);
   g_autofree float *ref = accumulated_by_hand(0.5);
