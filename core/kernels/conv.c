@@ -17,6 +17,7 @@
  * add whole rows of C channels, which the compiler vectorises. */
 #include "config.h"
 
+#include "base/gemm.h"
 #include "kernels/ops.h"
 #include "base/parallel.h"
 #include "base/profile-private.h"
@@ -39,10 +40,30 @@ is_pointwise(const CtConv *cv)
   return cv->K == 1 && cv->stride == 1 && cv->pad == 0 && !cv->nchw;
 }
 
+/* TRUE when backward computes din as a convolution of dout (stride 1,
+ * "same" padding, K > 1): din = conv(dout, w flipped, pad K-1-pad), an
+ * im2col of dout and one product of depth K*K*OC, in place of a product
+ * of depth OC into a K*K times larger dcol, its clearing and col2im's
+ * scattered adds. */
+static int
+is_same_stride1(const CtConv *cv)
+{
+  return cv->K > 1 && cv->stride == 1 && 2 * cv->pad == cv->K - 1 && !cv->nchw;
+}
+
+/* Columns of an im2col row: C*K*K, or the larger of that and OC*K*K when
+ * the same buffers hold dout's im2col in backward. */
+static size_t
+col_width(const CtConv *cv)
+{
+  int c = is_same_stride1(cv) ? MAX(cv->C, cv->OC) : cv->C;
+  return (size_t) c * cv->K * cv->K;
+}
+
 int
 ct_conv_chunk(const CtConv *cv, int B)
 {
-  size_t per = (size_t) cv->Ho * cv->Wo * cv->C * cv->K * cv->K;
+  size_t per = (size_t) cv->Ho * cv->Wo * col_width(cv);
   size_t n = CT_CONV_COL_BUDGET / (per ? per : 1);
   return (int) MAX(1, MIN((size_t) B, n));
 }
@@ -61,7 +82,7 @@ ct_conv_col_floats(const CtConv *cv, int B, CtPrecision prec)
 {
   if (is_pointwise(cv) && prec == CT_PRECISION_FP32)
     return 0;
-  return (size_t) ct_conv_chunk(cv, B) * cv->Ho * cv->Wo * cv->C * cv->K * cv->K;
+  return (size_t) ct_conv_chunk(cv, B) * cv->Ho * cv->Wo * col_width(cv);
 }
 
 typedef struct {
@@ -178,6 +199,22 @@ prepare_weight(CtProfKind kind, CtPrecision prec, float *wr, const float *w, con
   return wr;
 }
 
+/* The weight of din's convolution (is_same_stride1): wt (C, K, K, OC),
+ * wt[c, ky, kx, o] = w[o, c, K-1-ky, K-1-kx], rounded at half precision. */
+static const float *
+prepare_weight_t(CtPrecision prec, float *wt, const float *w, const CtConv *cv)
+{
+  CT_PROF_BEGIN(CT_PROF_CONV_BWD_DATA);
+  int C = cv->C, OC = cv->OC, K = cv->K, KK = K * K;
+  for (int o = 0; o < OC; o++)
+    for (int c = 0; c < C; c++)
+      for (int t = 0; t < KK; t++)
+        wt[((size_t) c * KK + (KK - 1 - t)) * OC + o] = w[((size_t) o * C + c) * KK + t];
+  ct_round(prec, wt, (size_t) OC * C * KK);
+  CT_PROF_END();
+  return wt;
+}
+
 /* dw (OC, C, K, K) += the permuted gradient dwp (OC, K, K, C). */
 static void
 unpermute_grad(float *dw, const float *dwp, const CtConv *cv)
@@ -240,6 +277,41 @@ col2im(const CtConv *cv, float *din, const float *dcol, int nb)
   CT_PROF_END();
 }
 
+/* Backward of a same-padded stride-1 convolution (is_same_stride1) with
+ * both gradients: per chunk, col = im2col(in) for dwp += d^T col, and
+ * dcol = im2col(d) through the flipped convolution (C = OC channels in,
+ * C out, pad K-1-pad) for din += dcol wt^T, the two products side by
+ * side.  DWP (OC, K, K, C) as in ct_conv2d_backward; WT: prepare_weight_t. */
+static void
+backward_same(CtPrecision prec, float *din, float *dwp, float *col, float *dcol,
+              const float *wt, const float *dout, const float *in, const CtConv *cv, int B)
+{
+  int KK = cv->K * cv->K, ckk = cv->C * KK, okk = cv->OC * KK, HoWo = cv->Ho * cv->Wo;
+  CtConv flip;
+  ct_conv_init(&flip, cv->OC, cv->Ho, cv->Wo, cv->C, cv->K, 1, cv->K - 1 - cv->pad, 0);
+  int chunk = ct_conv_chunk(cv, B);
+  size_t in_n = (size_t) cv->C * cv->H * cv->W, out_n = (size_t) HoWo * cv->OC;
+  for (int b0 = 0; b0 < B; b0 += chunk) {
+    int nb = MIN(chunk, B - b0);
+    int rows = nb * HoWo; /* = nb*H*W: "same" padding */
+    const float *d = dout + b0 * out_n;
+    float *dx = din + b0 * in_n;
+    fill_col(prec, cv, col, in + b0 * in_n, nb);
+    fill_col(prec, &flip, dcol, d, nb);
+    CtGemm g[2] = {
+      { TRUE, FALSE, cv->OC, ckk, rows, 1.0f, d, cv->OC, col, ckk, 1.0f, dwp, ckk, NULL },
+      { FALSE, TRUE, rows, cv->C, okk, 1.0f, dcol, okk, wt, okk, 1.0f, dx, cv->C, NULL },
+    };
+    if (!ct_prof_on) {
+      ct_sgemm_many(g, 2);
+    } else { /* one after the other, each timed in its own kind */
+      PROF(CT_PROF_CONV_BWD_WEIGHTS, ct_sgemm_many(&g[0], 1));
+      PROF(CT_PROF_CONV_BWD_DATA, ct_sgemm_many(&g[1], 1));
+    }
+    PROF(CT_PROF_CONV_BWD_DATA, ct_round(prec, dx, (size_t) rows * cv->C));
+  }
+}
+
 void
 ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, float *dcol, float *wr,
                    float *dout, const float *in, const float *w, const CtConv *cv, int B)
@@ -247,6 +319,14 @@ ct_conv2d_backward(CtPrecision prec, float *din, float *dw, float *col, float *d
   int ckk = cv->C * cv->K * cv->K, HoWo = cv->Ho * cv->Wo;
   if (prec != CT_PRECISION_FP32)
     PROF(CT_PROF_CONV_BWD_DATA, ct_round(prec, dout, (size_t) B * HoWo * cv->OC));
+  if (din && dw && is_same_stride1(cv)) {
+    /* wr holds the flipped weight, then the permuted gradient */
+    float *dwp = wr + (size_t) cv->OC * ckk;
+    PROF(CT_PROF_CONV_BWD_WEIGHTS, memset(dwp, 0, sizeof(float) * cv->OC * ckk));
+    backward_same(prec, din, dwp, col, dcol, prepare_weight_t(prec, wr, w, cv), dout, in, cv, B);
+    unpermute_grad(dw, dwp, cv);
+    return;
+  }
   const float *wp = prepare_weight(CT_PROF_CONV_BWD_DATA, prec, wr, w, cv);
   if (is_pointwise(cv) && prec == CT_PRECISION_FP32) {
     /* the input rows are the im2col matrix, din's rows the dcol rows */

@@ -286,5 +286,8 @@ void ct_resnet_backward(CtModel *m, const float *dfeat);
 /* A Bottleneck's gradient count: its tensors are contiguous, from
  * conv1.weight to its last BatchNorm's bias. */
 size_t ct_bottleneck_grads_n(const CtBottleneck *b);
+/* The attention pool's gradients, from its positional embedding to
+ * c_proj's bias (placed as a block's: ct_model_block_grads). */
+size_t ct_resnet_pool_grads_n(const CtResNet *rn);
 
 #endif

@@ -608,7 +608,7 @@ ct_model_ready_grads(CtModel *m)
 }
 
 /* The most gradients of any residual block: a transformer block of either
- * tower, or a ResNet Bottleneck. */
+ * tower, a ResNet Bottleneck, or the ResNet's attention pool. */
 static size_t
 largest_block(const CtModel *m)
 {
@@ -619,6 +619,8 @@ largest_block(const CtModel *m)
       most = MAX(most, ct_block_grads_n(&st[t]->g[i], st[t]->C));
   for (int i = 0; i < m->rn.nblocks; i++)
     most = MAX(most, ct_bottleneck_grads_n(&m->rn.blocks[i]));
+  if (m->rn.nblocks > 0)
+    most = MAX(most, ct_resnet_pool_grads_n(&m->rn));
   return most;
 }
 

@@ -255,12 +255,13 @@ test_hook(void)
     g_assert_true(ct_model_set_frozen_groups(m, "image", fi, NULL));
     g_assert_true(ct_model_set_frozen_groups(m, "text", 3, NULL));
     g_free(backward_grads(m, images, tokens, NULL));
-    /* the blocks hooked: image blocks 1, 2 (ViT) or layer3.0, layer4.0;
-     * text block 2 */
+    /* the blocks hooked: image blocks 1, 2 (ViT) or the attention pool,
+     * layer4.0, layer3.0; text block 2 */
     const char *const want_vit[] = { "visual.transformer.resblocks.2.attn.in_proj_weight",
                                      "visual.transformer.resblocks.1.attn.in_proj_weight",
                                      "transformer.resblocks.2.attn.in_proj_weight", NULL };
-    const char *const want_rn[] = { "visual.layer4.0.conv1.weight",
+    const char *const want_rn[] = { "visual.attnpool.positional_embedding",
+                                    "visual.layer4.0.conv1.weight",
                                     "visual.layer3.0.conv1.weight",
                                     "transformer.resblocks.2.attn.in_proj_weight", NULL };
     const char *const *want = resnet ? want_rn : want_vit;

@@ -61,6 +61,33 @@ naive_conv(double *y, const ConvCtx *c)
         }
 }
 
+/* Both gradients by the definition, in double, for dout = c->r: dx
+ * (rows, NHWC) and dw (OC, C, K, K). */
+static void
+naive_conv_backward(double *dx, double *dw, const ConvCtx *c)
+{
+  const CtConv *cv = &c->cv;
+  memset(dx, 0, sizeof(double) * c->B * cv->H * cv->W * cv->C);
+  memset(dw, 0, sizeof(double) * cv->OC * cv->C * cv->K * cv->K);
+  for (int b = 0; b < c->B; b++)
+    for (int oy = 0; oy < cv->Ho; oy++)
+      for (int ox = 0; ox < cv->Wo; ox++)
+        for (int o = 0; o < cv->OC; o++) {
+          double g = c->r[(((size_t) b * cv->Ho + oy) * cv->Wo + ox) * cv->OC + o];
+          for (int ci = 0; ci < cv->C; ci++)
+            for (int ky = 0; ky < cv->K; ky++)
+              for (int kx = 0; kx < cv->K; kx++) {
+                int iy = oy * cv->stride - cv->pad + ky, ix = ox * cv->stride - cv->pad + kx;
+                if (iy < 0 || iy >= cv->H || ix < 0 || ix >= cv->W)
+                  continue;
+                size_t xi = (((size_t) b * cv->H + iy) * cv->W + ix) * cv->C + ci;
+                size_t wi = (((size_t) o * cv->C + ci) * cv->K + ky) * cv->K + kx;
+                dx[xi] += g * c->w[wi];
+                dw[wi] += g * c->x[xi];
+              }
+        }
+}
+
 static void
 check_conv(int B, int C, int H, int W, int OC, int K, int stride, int pad, int nchw)
 {
@@ -110,16 +137,20 @@ test_conv(void)
   check_conv(1, 2, 9, 7, 3, 5, 3, 2, 0);  /* 5x5, stride 3, pad 2 */
   check_conv(2, 3, 6, 6, 2, 2, 2, 0, 0);  /* even kernel, no padding */
   check_conv(2, 2, 5, 5, 3, 3, 1, 0, 1);  /* valid 3x3 on images */
+  /* same padding, stride 1: din as the flipped convolution of dout */
+  check_conv(2, 5, 6, 7, 3, 3, 1, 1, 0);  /* more channels in than out */
+  check_conv(2, 2, 7, 6, 3, 5, 1, 2, 0);  /* 5x5 */
+  check_conv(1, 3, 4, 5, 2, 3, 1, 0, 0);  /* 3x3 valid: not "same", col2im */
 }
 
 /* A batch larger than one im2col chunk gives the same values as the
- * naive convolution (the chunk loop is covered). */
+ * naive convolution, forward and backward (the chunk loops are covered). */
 static void
 test_conv_chunks(void)
 {
   CtConv cv;
   ct_conv_init(&cv, 64, 96, 96, 2, 3, 1, 1, 0);
-  g_assert_cmpint(ct_conv_chunk(&cv, 8), <, 8);
+  g_assert_cmpint(ct_conv_chunk(&cv, 3), <, 3);
   ConvCtx c = { .B = 3, .prec = CT_PRECISION_FP32, .cv = cv };
   size_t nx = (size_t) c.B * 64 * 96 * 96, nw = (size_t) 2 * 64 * 9, ny = (size_t) c.B * 96 * 96 * 2;
   c.x = ct_test_randn(&rng, nx, 1);
@@ -134,6 +165,21 @@ test_conv_chunks(void)
   for (size_t i = 0; i < ny; i++)
     err = fmax(err, fabs(ref[i] - c.y[i]));
   g_assert_cmpfloat(err, <, 1e-4);
+  /* backward, chunk by chunk, against the definition */
+  c.r = ct_test_randn(&rng, ny, 1);
+  c.dcol = g_new(float, ct_conv_col_floats(&cv, c.B, c.prec));
+  float *dx = g_new0(float, nx), *dw = g_new0(float, nw), *d = g_memdup2(c.r, sizeof(float) * ny);
+  ct_conv2d_backward(c.prec, dx, dw, c.col, c.dcol, c.wr, d, c.x, c.w, &cv, c.B);
+  g_autofree double *rdx = g_new(double, nx), *rdw = g_new(double, nw);
+  naive_conv_backward(rdx, rdw, &c);
+  double ex = 0, ew = 0;
+  for (size_t i = 0; i < nx; i++)
+    ex = fmax(ex, fabs(rdx[i] - dx[i]));
+  for (size_t i = 0; i < nw; i++)
+    ew = fmax(ew, fabs(rdw[i] - dw[i]) / (1 + fabs(rdw[i])));
+  g_assert_cmpfloat(ex, <, 1e-4);
+  g_assert_cmpfloat(ew, <, 1e-4);
+  g_free(dx), g_free(dw), g_free(d), g_free(c.r), g_free(c.dcol);
   g_free(c.x), g_free(c.w), g_free(c.y), g_free(c.col), g_free(c.wr);
 }
 
@@ -525,6 +571,27 @@ test_thread_invariance(void)
   g_assert_cmpmem(conv[0], sizeof(float) * ny, conv[1], sizeof(float) * ny);
   g_assert_cmpmem(dconv[0], sizeof(float) * N * C, dconv[1], sizeof(float) * N * C);
   g_assert_cmpmem(dcw[0], sizeof(float) * 6 * C * 9, dcw[1], sizeof(float) * 6 * C * 9);
+  /* a same-padded stride-1 convolution (backward's flipped convolution) */
+  CtConv cs;
+  ct_conv_init(&cs, C, 9, 9, 6, 3, 1, 1, 0);
+  size_t ns = (size_t) N * 6, nsc = ct_conv_col_floats(&cs, B, CT_PRECISION_FP32);
+  float *gs = ct_test_randn(&rng, ns, 1), *scol = g_new(float, nsc), *sdcol = g_new(float, nsc);
+  float *swr = g_new(float, ct_conv_wr_floats(&cs, CT_PRECISION_FP32));
+  float *sdx[2], *sdw[2];
+  for (int t = 0; t < 2; t++) {
+    ct_set_num_threads(t + 1);
+    float *d = g_memdup2(gs, sizeof(float) * ns);
+    sdx[t] = g_new0(float, (size_t) N * C);
+    sdw[t] = g_new0(float, (size_t) 6 * C * 9);
+    ct_conv2d_backward(CT_PRECISION_FP32, sdx[t], sdw[t], scol, sdcol, swr, d, x, cw, &cs, B);
+    g_free(d);
+  }
+  ct_set_num_threads(2);
+  g_assert_cmpmem(sdx[0], sizeof(float) * N * C, sdx[1], sizeof(float) * N * C);
+  g_assert_cmpmem(sdw[0], sizeof(float) * 6 * C * 9, sdw[1], sizeof(float) * 6 * C * 9);
+  for (int t = 0; t < 2; t++)
+    g_free(sdx[t]), g_free(sdw[t]);
+  g_free(gs), g_free(scol), g_free(sdcol), g_free(swr);
   for (int t = 0; t < 2; t++)
     g_free(out[t]), g_free(din[t]), g_free(dw[t]), g_free(pool[t]), g_free(dpool[t]),
       g_free(conv[t]), g_free(dconv[t]), g_free(dcw[t]);

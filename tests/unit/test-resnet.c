@@ -495,8 +495,8 @@ test_checkpointing_precision(void)
   g_assert_cmpfloat(extra[1], <=, 0.75 * extra[0]);
 }
 
-/* The hook reports each Bottleneck's tensors once, when they are final;
- * together with the other tensors they cover every parameter. */
+/* The hook reports each Bottleneck's tensors, and the attention pool's,
+ * once, when they are final; ranges are whole tensors. */
 static void
 test_hook(void)
 {
@@ -512,9 +512,9 @@ test_hook(void)
                   g_ptr_array_new_with_free_func(g_free) };
     ct_model_set_backward_hook(m, hook, &h);
     g_autofree float *g = grads_of(m, images, tokens, B);
-    /* 6 Bottlenecks and 1 text block */
-    g_assert_cmpuint(h.ranges->len / 2, ==, 6 + 1);
-    guint blocks = 0;
+    /* 6 Bottlenecks, the attention pool and 1 text block */
+    g_assert_cmpuint(h.ranges->len / 2, ==, 6 + 1 + 1);
+    guint blocks = 0, pools = 0;
     for (guint i = 0; i < h.ranges->len; i += 2) {
       size_t off = g_array_index(h.ranges, size_t, i), n = g_array_index(h.ranges, size_t, i + 1);
       /* final when reported */
@@ -526,12 +526,19 @@ test_hook(void)
         if (p->offset == off && strstr(p->name, "visual.layer") &&
             g_str_has_suffix(p->name, ".conv1.weight"))
           blocks++;
+        /* the pool: its positional embedding to c_proj's bias */
+        if (p->offset == off && !strcmp(p->name, "visual.attnpool.positional_embedding")) {
+          pools++;
+          g_assert_cmpuint(off + n, ==, ct_model_find(m, "visual.attnpool.c_proj.bias")->offset +
+                                            ct_model_find(m, "visual.attnpool.c_proj.bias")->numel);
+        }
         gboolean in = p->offset >= off && p->offset < off + n;
         if (in)
           g_assert_cmpuint(p->offset + p->numel, <=, off + n);
       }
     }
     g_assert_cmpuint(blocks, ==, 6);
+    g_assert_cmpuint(pools, ==, 1);
     g_array_free(h.ranges, TRUE);
     g_ptr_array_free(h.snaps, TRUE);
     ct_model_free(m);
