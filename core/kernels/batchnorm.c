@@ -196,11 +196,12 @@ ct_batchnorm_relu_forward(float *out, float *mean, float *rstd, float *run_mean,
 
 void
 ct_batchnorm_relu_apply(float *out, const float *mean, const float *rstd, const float *in,
-                        const float *w, const float *b, int relu, int N, int C)
+                        const float *w, const float *b, const float *res, int relu, int N,
+                        int C)
 {
   CT_PROF_BEGIN(CT_PROF_BATCHNORM);
   BnCtx x = { .out = out, .mean = (float *) mean, .rstd = (float *) rstd, .in = in, .w = w,
-              .b = b, .N = N, .C = C, .relu = relu, .apply = 1 };
+              .b = b, .res = res, .N = N, .C = C, .relu = relu, .apply = 1 };
   ct_parallel_for((size_t) C, MAX(1, 4096 / MAX(N, 1)), bn_forward_range, &x);
   CT_PROF_END();
 }

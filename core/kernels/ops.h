@@ -256,10 +256,12 @@ void ct_batchnorm_backward(float *din, float *dw, float *db, const float *dout,
 void ct_batchnorm_relu_forward(float *out, float *mean, float *rstd, float *run_mean,
                                float *run_var, const float *in, const float *w, const float *b,
                                const float *res, int relu, int N, int C, int training);
-/* out = [relu](bn(in)) with the statistics MEAN and RSTD a forward saved:
- * the bits of that forward's output, for recomputing it in backward. */
+/* out = [relu](bn(in) [+ res]) with the statistics MEAN and RSTD a
+ * forward saved: the bits of that forward's output, for recomputing it
+ * in backward; RES as in ct_batchnorm_relu_forward. */
 void ct_batchnorm_relu_apply(float *out, const float *mean, const float *rstd, const float *in,
-                             const float *w, const float *b, int relu, int N, int C);
+                             const float *w, const float *b, const float *res, int relu, int N,
+                             int C);
 /* The backward of ct_batchnorm_relu_forward without res: with RELU, DOUT
  * is masked where bn(in) <= 0, recomputed from in, the statistics, w and b
  * (the forward's operations, so the same mask); b may be NULL without

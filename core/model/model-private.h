@@ -283,6 +283,10 @@ void ct_resnet_carve(CtArena *a, CtModel *m);
 /* resnet.c: features into m->va.feat / featn / norm */
 void ct_resnet_forward(CtModel *m, const float *images, int B);
 void ct_resnet_backward(CtModel *m, const float *dfeat);
+/* Before backward reaches stage K (0..3): the stage's block outputs that
+ * the forward did not keep (CtBottleneck.yr), recomputed, and y pointed
+ * at them.  This overwrites the activations of the stages above K. */
+void ct_resnet_recompute_outputs(CtModel *m, int k);
 /* A Bottleneck's gradient count: its tensors are contiguous, from
  * conv1.weight to its last BatchNorm's bias. */
 size_t ct_bottleneck_grads_n(const CtBottleneck *b);

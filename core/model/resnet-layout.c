@@ -28,8 +28,11 @@ ct_resnet_setup(CtModel *m)
   int R2 = rn->scv1.Ho;
   ct_conv_init(&rn->scv2, W / 2, R2, R2, W / 2, 3, 1, 1, 0);
   ct_conv_init(&rn->scv3, W / 2, R2, R2, W, 3, 1, 1, 0);
-  for (int st = 0; st < 4; st++)
+  for (int st = 0; st < 4; st++) {
+    rn->stage0[st] = rn->nblocks;
     rn->nblocks += c->vision_stages[st];
+  }
+  rn->stage0[4] = rn->nblocks;
   rn->blocks = g_new0(CtBottleneck, rn->nblocks);
   int inplanes = W, H = R2 / 2, i = 0;
   for (int st = 0; st < 4; st++) {
@@ -172,13 +175,14 @@ work_floats(const CtBottleneck *b, int B, int xcoded)
 }
 
 /* Block b's activations for B images from A; Y is where its output goes
- * (NULL: from A too).  R1 and r2 are RBUF, which all blocks share.  HALF:
- * the tensors kept as 16-bit codes live in the shared float32 work area
- * WORK (NULL while A only sizes), and an output not given (Y NULL) in YB
- * while it is float32 (b->xh set by the caller). */
+ * when OWN_Y is FALSE (Y may be NULL then, while A only sizes), from A
+ * too when TRUE.  R1 and r2 are RBUF, which all blocks share.  HALF: the
+ * tensors kept as 16-bit codes live in the shared float32 work area WORK
+ * (NULL while A only sizes), and an output of its own in YB while it is
+ * float32 (b->xh set by the caller). */
 static void
 carve_block(CtArena *a, int half, float *work, float *rbuf, CtBottleneck *b, int B, float *y,
-            float *yb)
+            int own_y, float *yb)
 {
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
   CtArena wa = { work, 0 };
@@ -195,7 +199,7 @@ carve_block(CtArena *a, int half, float *work, float *rbuf, CtBottleneck *b, int
   b->h = half ? (uint16_t *) (void *) ct_arena_take(a, packed_floats(b, B)) : NULL;
   b->yh = NULL;
   b->ym = NULL;
-  if (y) {
+  if (!own_y) {
     b->y = y;
   } else if (half) {
     b->y = yb;
@@ -205,6 +209,26 @@ carve_block(CtArena *a, int half, float *work, float *rbuf, CtBottleneck *b, int
     b->y = ct_arena_take(a, No * 4 * P);
   }
   b->stats = ct_arena_take(a, 2 * 10 * P);
+}
+
+/* The stage block I belongs to. */
+static int
+stage_of(const CtResNet *rn, int i)
+{
+  int k = 0;
+  while (k < 3 && i >= rn->stage0[k + 1])
+    k++;
+  return k;
+}
+
+/* TRUE when block I's output is recomputed in backward rather than kept
+ * (float32, no checkpointing, not its stage's last, its stage not marked
+ * keep_y). */
+static gboolean
+recomputed(const CtResNet *rn, int i, int half)
+{
+  int k = stage_of(rn, i);
+  return !half && rn->nseg == 1 && i + 1 < rn->stage0[k + 1] && !rn->keep_y[k];
 }
 
 /* Blocks [i0, i1) of a segment, from A; their input and last output are
@@ -220,7 +244,12 @@ carve_segment(CtArena *a, int half, float *work, float *rbuf, CtResNet *rn, int 
      * the one of g[0] and g[1] that holds no gradient while backward
      * recomputes the segment (after the L - i1 blocks above it) */
     float *yb = i % 2 ? rn->g[(rn->nblocks - i1 + 1) % 2] : rn->g[2];
-    carve_block(a, half, work, rbuf, b, B, i + 1 == i1 ? out : NULL, yb);
+    float *y = i + 1 == i1 ? out : NULL;
+    if (i + 1 < i1 && recomputed(rn, i, half))
+      y = rn->g[1 + i % 2]; /* g[1] and g[2] in turn, free in the forward */
+    carve_block(a, half, work, rbuf, b, B, y, i + 1 < i1 && !recomputed(rn, i, half), yb);
+    b->yf = b->y;
+    b->yr = NULL;
     if (i + 1 < i1) {
       rn->blocks[i + 1].x = b->y;
       rn->blocks[i + 1].xh = b->yh;
@@ -243,6 +272,83 @@ scratch_floats(const CtBottleneck *b, int B)
 {
   size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo;
   return MAX(N * b->P, b->ds && b->s > 1 ? No * b->Cin : 0);
+}
+
+/* The attention pool's tensors, right after the blocks. */
+static void
+carve_pool(CtArena *a, CtResNet *rn, int B)
+{
+  size_t BT = (size_t) B * rn->T, C = rn->C;
+  rn->X = ct_arena_take(a, BT * C);
+  rn->q0 = ct_arena_take(a, B * C);
+  rn->q = ct_arena_take(a, B * C);
+  rn->k = ct_arena_take(a, BT * C);
+  rn->v = ct_arena_take(a, BT * C);
+  rn->att = ct_arena_take(a, BT * rn->H);
+  rn->o = ct_arena_take(a, B * C);
+}
+
+/* Floats that stage K's recomputed outputs take (all but its last), one
+ * slice each. */
+static size_t
+outputs_floats(const CtResNet *rn, int k, int B)
+{
+  CtArena t = { NULL, 0 };
+  for (int i = rn->stage0[k]; i + 1 < rn->stage0[k + 1]; i++) {
+    const CtBottleneck *b = &rn->blocks[i];
+    ct_arena_take(&t, (size_t) B * b->Ho * b->Wo * 4 * b->P);
+  }
+  return t.used;
+}
+
+/* Backward recomputes stage K's outputs into the span from stage K+1's
+ * first block (the pool's first tensor for the last stage) to the pool's
+ * last tensor: the activations of the stages above and of the pool, which
+ * backward has finished with when it reaches stage K (without
+ * checkpointing the blocks and the pool are carved in that order, one
+ * after the other).  Stage K keeps its outputs (keep_y) where they do not
+ * fit there.  Decided from the last stage down, on a sizing carve: a
+ * stage that keeps its outputs only widens the spans of the stages below
+ * it.  Float32 without checkpointing only (elsewhere every keep_y is
+ * TRUE, and recomputed() FALSE anyway). */
+static void
+plan_recomputed(CtResNet *rn, int B)
+{
+  for (int k = 0; k < 4; k++)
+    rn->keep_y[k] = FALSE;
+  for (int i = 0; i < rn->nblocks; i++)
+    rn->blocks[i].xh = NULL; /* float32: every input as it is */
+  for (int k = 3; k >= 0; k--) {
+    CtArena t = { NULL, 0 };
+    size_t from = 0;
+    for (int i = 0; i < rn->nblocks; i++) {
+      if (i == rn->stage0[k + 1])
+        from = t.used;
+      carve_block(&t, 0, NULL, NULL, &rn->blocks[i], B, NULL,
+                  i + 1 < rn->nblocks && !recomputed(rn, i, 0), NULL);
+    }
+    if (k == 3)
+      from = t.used;
+    carve_pool(&t, rn, B);
+    rn->keep_y[k] = outputs_floats(rn, k, B) > t.used - from;
+  }
+}
+
+/* The yr of every recomputed output (plan_recomputed's spans). */
+static void
+place_recomputed(CtResNet *rn, int B)
+{
+  for (int k = 0; k < 4; k++) {
+    if (rn->keep_y[k])
+      continue;
+    float *from = k < 3 ? rn->blocks[rn->stage0[k + 1]].c1 : rn->X;
+    CtArena t = { from, 0 };
+    for (int i = rn->stage0[k]; i + 1 < rn->stage0[k + 1]; i++) {
+      CtBottleneck *b = &rn->blocks[i];
+      b->yr = ct_arena_take(&t, (size_t) B * b->Ho * b->Wo * 4 * b->P);
+    }
+    g_assert(from + t.used <= rn->o + (size_t) B * rn->C);
+  }
 }
 
 void
@@ -274,6 +380,11 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   rn->seglen = (L + n - 1) / n;
   rn->nseg = (L + rn->seglen - 1) / rn->seglen;
   rn->held_seg = -1;
+  if (!half && rn->nseg == 1)
+    plan_recomputed(rn, B);
+  else
+    for (int k = 0; k < 4; k++)
+      rn->keep_y[k] = TRUE;
   rn->blocks[0].x = rn->stem_out;
   for (int k = 1; k < rn->nseg; k++) { /* kept segment inputs */
     CtBottleneck *b = &rn->blocks[k * rn->seglen];
@@ -332,15 +443,10 @@ ct_resnet_carve(CtArena *a, CtModel *m)
     }
   }
 
-  /* the attention pool */
+  carve_pool(a, rn, B);
+  if (a->base)
+    place_recomputed(rn, B);
   size_t BT = (size_t) B * T;
-  rn->X = ct_arena_take(a, BT * C);
-  rn->q0 = ct_arena_take(a, (size_t) B * C);
-  rn->q = ct_arena_take(a, (size_t) B * C);
-  rn->k = ct_arena_take(a, BT * C);
-  rn->v = ct_arena_take(a, BT * C);
-  rn->att = ct_arena_take(a, BT * rn->H);
-  rn->o = ct_arena_take(a, (size_t) B * C);
 
   /* work space */
   size_t col = MAX(ct_conv_col_floats(&rn->scv1, B, prec),

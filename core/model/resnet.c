@@ -50,7 +50,7 @@ bn_fwd(int tr, int update, float *out, float *stats, int C, const CtBnBuffers *b
 static void
 relu_again(float *out, const float *stats, int C, const CtBnParams *p, const float *in, size_t N)
 {
-  ct_batchnorm_relu_apply(out, stats, stats + C, in, p->w, p->b, 1, (int) N, C);
+  ct_batchnorm_relu_apply(out, stats, stats + C, in, p->w, p->b, NULL, 1, (int) N, C);
 }
 
 /* din = the gradient through BN (and the ReLU after it when RELU). */
@@ -183,6 +183,40 @@ move_stem(CtModel *m, int B, int pack)
   ct_lowp_move16(m->prec, h, rn->s3c, stem * W, pack);
 }
 
+/* Block I's output at Y: where the next block reads it as its input. */
+static void
+set_output(CtResNet *rn, int i, float *y)
+{
+  rn->blocks[i].y = y;
+  rn->blocks[i + 1].x = rn->blocks[i + 1].xb = y;
+}
+
+/* Stage K's outputs that were not kept, recomputed from what the blocks
+ * keep, with the forward's kernel and statistics (the same bits), into
+ * the stages above it, which backward has finished with. */
+void
+ct_resnet_recompute_outputs(CtModel *m, int k)
+{
+  CtResNet *rn = &m->rn;
+  for (int i = rn->stage0[k]; i + 1 < rn->stage0[k + 1]; i++) {
+    CtBottleneck *b = &rn->blocks[i];
+    if (!b->yr)
+      return;
+    size_t No = (size_t) rn->B * b->Ho * b->Wo;
+    int P = b->P;
+    if (b->ds) { /* y = relu(bn_ds(cd) + bn3(c3)), as block_forward */
+      ct_batchnorm_relu_apply(b->yr, b->stats + 4 * P, b->stats + 8 * P, b->c3, b->p.bn3.w,
+                              b->p.bn3.b, NULL, 0, (int) No, 4 * P);
+      ct_batchnorm_relu_apply(b->yr, b->stats + 12 * P, b->stats + 16 * P, b->cd, b->p.ds_bn.w,
+                              b->p.ds_bn.b, b->yr, 1, (int) No, 4 * P);
+    } else {
+      ct_batchnorm_relu_apply(b->yr, b->stats + 4 * P, b->stats + 8 * P, b->c3, b->p.bn3.w,
+                              b->p.bn3.b, b->x, 1, (int) No, 4 * P);
+    }
+    set_output(rn, i, b->yr);
+  }
+}
+
 static void
 run_segment(CtModel *m, int k, int update)
 {
@@ -224,7 +258,11 @@ ct_resnet_forward(CtModel *m, const float *images, int B)
   ct_avgpool_forward(rn->stem_out, rn->s3r, B, (int) R2, (int) R2, W, 2);
   move_stem(m, B, 1); /* the blocks take the work area next */
 
-  /* layer1 .. layer4 */
+  /* layer1 .. layer4; the outputs that backward recomputes live in
+   * their forward homes again */
+  for (int i = 0; i + 1 < rn->nblocks; i++)
+    if (rn->blocks[i].yr)
+      set_output(rn, i, rn->blocks[i].yf);
   for (int k = 0; k < rn->nseg; k++)
     run_segment(m, k, 1);
 
@@ -396,6 +434,9 @@ ct_resnet_backward(CtModel *m, const float *dfeat)
       /* the lowest block that runs: no input gradient when nothing below
        * wants it */
       gboolean last = i == rn->frozen_blocks && n_frozen >= 1;
+      for (int st = 0; st < 4; st++)
+        if (i + 1 == rn->stage0[st + 1] && !rn->keep_y[st])
+          ct_resnet_recompute_outputs(m, st);
       move_block(m, &rn->blocks[i], B, 0);
       block_backward(m, &rn->blocks[i], B, dy, last ? NULL : dx, rn->g[2], rn->g[3]);
       float *t = dy;

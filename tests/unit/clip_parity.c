@@ -682,7 +682,7 @@ append_pattern(GByteArray *bytes, const float *c, const float *stats, int C,
                const CtBnParams *p, size_t N)
 {
   float *r = g_new(float, N * C);
-  ct_batchnorm_relu_apply(r, stats, stats + C, c, p->w, p->b, 1, (int) N, C);
+  ct_batchnorm_relu_apply(r, stats, stats + C, c, p->w, p->b, NULL, 1, (int) N, C);
   for (size_t i = 0; i < N * C; i++)
     g_byte_array_append(bytes, (const guint8[]) { r[i] > 0 }, 1);
   g_free(r);
@@ -707,14 +707,27 @@ write_masks(const char *path, const char *out)
   append_pattern(bytes, rn->s1c, rn->sstats, W / 2, &sp->bn1, stem);
   append_pattern(bytes, rn->s2c, rn->sstats + W, W / 2, &sp->bn2, stem);
   append_pattern(bytes, rn->s3c, rn->sstats + 2 * W, W, &sp->bn3, stem);
-  for (int i = 0; i < rn->nblocks; i++) {
-    const CtBottleneck *b = &rn->blocks[i];
-    size_t N = (size_t) c->B * b->H * b->W, No = (size_t) c->B * b->Ho * b->Wo;
-    append_pattern(bytes, b->c1, b->stats, b->P, &b->p.bn1, N);
-    append_pattern(bytes, b->c2, b->stats + 2 * b->P, b->P, &b->p.bn2, N);
-    for (size_t j = 0; j < No * 4 * b->P; j++)
-      g_byte_array_append(bytes, (const guint8[]) { b->y[j] > 0 }, 1);
+  /* the block outputs that the forward did not keep are recomputed as
+   * backward recomputes them, stage by stage from the last (each stage's
+   * into the stages above it) */
+  GByteArray **blk = g_new0(GByteArray *, rn->nblocks);
+  for (int k = 3; k >= 0; k--) {
+    ct_resnet_recompute_outputs(m, k);
+    for (int i = rn->stage0[k]; i < rn->stage0[k + 1]; i++) {
+      const CtBottleneck *b = &rn->blocks[i];
+      size_t N = (size_t) c->B * b->H * b->W, No = (size_t) c->B * b->Ho * b->Wo;
+      blk[i] = g_byte_array_new();
+      append_pattern(blk[i], b->c1, b->stats, b->P, &b->p.bn1, N);
+      append_pattern(blk[i], b->c2, b->stats + 2 * b->P, b->P, &b->p.bn2, N);
+      for (size_t j = 0; j < No * 4 * b->P; j++)
+        g_byte_array_append(blk[i], (const guint8[]) { b->y[j] > 0 }, 1);
+    }
   }
+  for (int i = 0; i < rn->nblocks; i++) {
+    g_byte_array_append(bytes, blk[i]->data, blk[i]->len);
+    g_byte_array_unref(blk[i]);
+  }
+  g_free(blk);
   if (!g_file_set_contents(out, (const char *) bytes->data, bytes->len, &error))
     g_error("%s", error->message);
   g_byte_array_unref(bytes);
