@@ -44,26 +44,20 @@ is_pointwise(const CtConv *cv)
  * "same" padding, K > 1): din = conv(dout, w flipped, pad K-1-pad), an
  * im2col of dout and one product of depth K*K*OC, in place of a product
  * of depth OC into a K*K times larger dcol, its clearing and col2im's
- * scattered adds. */
+ * scattered adds.  Only where OC <= C, so that dout's im2col fits the
+ * buffers sized for the input's (rn50's stem conv3, 32 -> 64 channels,
+ * gained nothing from it and would have doubled them). */
 static int
 is_same_stride1(const CtConv *cv)
 {
-  return cv->K > 1 && cv->stride == 1 && 2 * cv->pad == cv->K - 1 && !cv->nchw;
-}
-
-/* Columns of an im2col row: C*K*K, or the larger of that and OC*K*K when
- * the same buffers hold dout's im2col in backward. */
-static size_t
-col_width(const CtConv *cv)
-{
-  int c = is_same_stride1(cv) ? MAX(cv->C, cv->OC) : cv->C;
-  return (size_t) c * cv->K * cv->K;
+  return cv->K > 1 && cv->stride == 1 && 2 * cv->pad == cv->K - 1 && !cv->nchw &&
+         cv->OC <= cv->C;
 }
 
 int
 ct_conv_chunk(const CtConv *cv, int B)
 {
-  size_t per = (size_t) cv->Ho * cv->Wo * col_width(cv);
+  size_t per = (size_t) cv->Ho * cv->Wo * cv->C * cv->K * cv->K;
   size_t n = CT_CONV_COL_BUDGET / (per ? per : 1);
   return (int) MAX(1, MIN((size_t) B, n));
 }
@@ -82,7 +76,7 @@ ct_conv_col_floats(const CtConv *cv, int B, CtPrecision prec)
 {
   if (is_pointwise(cv) && prec == CT_PRECISION_FP32)
     return 0;
-  return (size_t) ct_conv_chunk(cv, B) * cv->Ho * cv->Wo * col_width(cv);
+  return (size_t) ct_conv_chunk(cv, B) * cv->Ho * cv->Wo * cv->C * cv->K * cv->K;
 }
 
 typedef struct {

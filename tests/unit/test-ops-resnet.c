@@ -36,16 +36,23 @@ conv_loss(void *p)
   return ct_test_dot(c->y, c->r, (size_t) c->B * c->cv.Ho * c->cv.Wo * c->cv.OC);
 }
 
-/* The convolution by its definition, in double. */
+/* The convolution by its definition, in double, over every output and
+ * tap: Y (NULL to skip) its output; DX (rows, NHWC) and DW (OC, C, K, K)
+ * (NULL to skip) both gradients for dout = c->r (rows input only). */
 static void
-naive_conv(double *y, const ConvCtx *c)
+naive_conv_pass(double *y, double *dx, double *dw, const ConvCtx *c)
 {
   const CtConv *cv = &c->cv;
+  if (dx) {
+    memset(dx, 0, sizeof(double) * c->B * cv->H * cv->W * cv->C);
+    memset(dw, 0, sizeof(double) * cv->OC * cv->C * cv->K * cv->K);
+  }
   for (int b = 0; b < c->B; b++)
     for (int oy = 0; oy < cv->Ho; oy++)
       for (int ox = 0; ox < cv->Wo; ox++)
         for (int o = 0; o < cv->OC; o++) {
-          double s = 0;
+          size_t yi = (((size_t) b * cv->Ho + oy) * cv->Wo + ox) * cv->OC + o;
+          double s = 0, g = dx ? c->r[yi] : 0;
           for (int ci = 0; ci < cv->C; ci++)
             for (int ky = 0; ky < cv->K; ky++)
               for (int kx = 0; kx < cv->K; kx++) {
@@ -54,37 +61,15 @@ naive_conv(double *y, const ConvCtx *c)
                   continue;
                 size_t xi = cv->nchw ? (((size_t) b * cv->C + ci) * cv->H + iy) * cv->W + ix
                                      : (((size_t) b * cv->H + iy) * cv->W + ix) * cv->C + ci;
-                s += (double) c->x[xi] *
-                     c->w[(((size_t) o * cv->C + ci) * cv->K + ky) * cv->K + kx];
-              }
-          y[(((size_t) b * cv->Ho + oy) * cv->Wo + ox) * cv->OC + o] = s;
-        }
-}
-
-/* Both gradients by the definition, in double, for dout = c->r: dx
- * (rows, NHWC) and dw (OC, C, K, K). */
-static void
-naive_conv_backward(double *dx, double *dw, const ConvCtx *c)
-{
-  const CtConv *cv = &c->cv;
-  memset(dx, 0, sizeof(double) * c->B * cv->H * cv->W * cv->C);
-  memset(dw, 0, sizeof(double) * cv->OC * cv->C * cv->K * cv->K);
-  for (int b = 0; b < c->B; b++)
-    for (int oy = 0; oy < cv->Ho; oy++)
-      for (int ox = 0; ox < cv->Wo; ox++)
-        for (int o = 0; o < cv->OC; o++) {
-          double g = c->r[(((size_t) b * cv->Ho + oy) * cv->Wo + ox) * cv->OC + o];
-          for (int ci = 0; ci < cv->C; ci++)
-            for (int ky = 0; ky < cv->K; ky++)
-              for (int kx = 0; kx < cv->K; kx++) {
-                int iy = oy * cv->stride - cv->pad + ky, ix = ox * cv->stride - cv->pad + kx;
-                if (iy < 0 || iy >= cv->H || ix < 0 || ix >= cv->W)
-                  continue;
-                size_t xi = (((size_t) b * cv->H + iy) * cv->W + ix) * cv->C + ci;
                 size_t wi = (((size_t) o * cv->C + ci) * cv->K + ky) * cv->K + kx;
-                dx[xi] += g * c->w[wi];
-                dw[wi] += g * c->x[xi];
+                s += (double) c->x[xi] * c->w[wi];
+                if (dx) {
+                  dx[xi] += g * c->w[wi];
+                  dw[wi] += g * c->x[xi];
+                }
               }
+          if (y)
+            y[yi] = s;
         }
 }
 
@@ -105,7 +90,7 @@ check_conv(int B, int C, int H, int W, int OC, int K, int stride, int pad, int n
   c.wr = g_new(float, MAX(ct_conv_wr_floats(&c.cv, c.prec), 1));
   conv_loss(&c);
   g_autofree double *ref = g_new(double, ny);
-  naive_conv(ref, &c);
+  naive_conv_pass(ref, NULL, NULL, &c);
   double err = 0;
   for (size_t i = 0; i < ny; i++)
     err = fmax(err, fabs(ref[i] - c.y[i]));
@@ -137,9 +122,11 @@ test_conv(void)
   check_conv(1, 2, 9, 7, 3, 5, 3, 2, 0);  /* 5x5, stride 3, pad 2 */
   check_conv(2, 3, 6, 6, 2, 2, 2, 0, 0);  /* even kernel, no padding */
   check_conv(2, 2, 5, 5, 3, 3, 1, 0, 1);  /* valid 3x3 on images */
-  /* same padding, stride 1: din as the flipped convolution of dout */
+  /* same padding, stride 1, OC <= C: din as the flipped convolution of
+   * dout (the first 3x3 case above, 3 -> 4, takes col2im) */
   check_conv(2, 5, 6, 7, 3, 3, 1, 1, 0);  /* more channels in than out */
-  check_conv(2, 2, 7, 6, 3, 5, 1, 2, 0);  /* 5x5 */
+  check_conv(2, 4, 6, 5, 4, 3, 1, 1, 0);  /* as many */
+  check_conv(2, 3, 7, 6, 2, 5, 1, 2, 0);  /* 5x5 */
   check_conv(1, 3, 4, 5, 2, 3, 1, 0, 0);  /* 3x3 valid: not "same", col2im */
 }
 
@@ -160,7 +147,7 @@ test_conv_chunks(void)
   c.wr = g_new(float, ct_conv_wr_floats(&cv, c.prec));
   ct_conv2d_forward(c.prec, c.y, c.col, c.wr, c.x, c.w, &cv, c.B);
   g_autofree double *ref = g_new(double, ny);
-  naive_conv(ref, &c);
+  naive_conv_pass(ref, NULL, NULL, &c);
   double err = 0;
   for (size_t i = 0; i < ny; i++)
     err = fmax(err, fabs(ref[i] - c.y[i]));
@@ -171,7 +158,7 @@ test_conv_chunks(void)
   float *dx = g_new0(float, nx), *dw = g_new0(float, nw), *d = g_memdup2(c.r, sizeof(float) * ny);
   ct_conv2d_backward(c.prec, dx, dw, c.col, c.dcol, c.wr, d, c.x, c.w, &cv, c.B);
   g_autofree double *rdx = g_new(double, nx), *rdw = g_new(double, nw);
-  naive_conv_backward(rdx, rdw, &c);
+  naive_conv_pass(NULL, rdx, rdw, &c);
   double ex = 0, ew = 0;
   for (size_t i = 0; i < nx; i++)
     ex = fmax(ex, fabs(rdx[i] - dx[i]));
