@@ -268,8 +268,9 @@ resnet_walk(const CtConfig *c, double *flops, size_t *params)
   resnet_walk_blocks(c, flops, params, &blocks, &largest);
 }
 
-/* The same, also the parameters of all Bottlenecks (BLOCKS) and of the
- * largest one (LARGEST). */
+/* The same, also the parameters that go through the block scratch under
+ * the step inside backward (BLOCKS: every Bottleneck and the attention
+ * pool) and the most of them at once (LARGEST). */
 static void
 resnet_walk_blocks(const CtConfig *c, double *flops, size_t *params, size_t *blocks,
                    size_t *largest)
@@ -303,7 +304,10 @@ resnet_walk_blocks(const CtConfig *c, double *flops, size_t *params, size_t *blo
   }
   size_t C = 32 * w, T = (size_t) (S * S) + 1, E = c->embed_dim;
   f += 2.0 * C * C + 2.0 * 2 * T * C * C + 2.0 * 2 * T * C + 2.0 * C * E;
-  p += T * C + 3 * (C * C + C) + E * C + E;
+  size_t pool = T * C + 3 * (C * C + C) + E * C + E;
+  p += pool;
+  *blocks += pool;
+  *largest = MAX(*largest, pool);
   *flops = f;
   *params = p;
 }
