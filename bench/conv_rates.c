@@ -132,11 +132,13 @@ main(int argc, char **argv)
     m = ct_model_new(&cfg, 1, &error);
   if (!m) {
     fprintf(stderr, "conv_rates: %s\n", error->message);
+    g_error_free(error);
     return 2;
   }
   const CtResNet *rn = &m->rn;
   if (rn->nblocks == 0) {
     fprintf(stderr, "conv_rates: preset %s has no ResNet tower\n", preset);
+    ct_model_free(m);
     return 2;
   }
   ct_set_num_threads(threads);
