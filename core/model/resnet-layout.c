@@ -222,13 +222,13 @@ stage_of(const CtResNet *rn, int i)
 }
 
 /* TRUE when block I's output is recomputed in backward rather than kept
- * (float32, no checkpointing, not its stage's last, its stage not marked
+ * (no checkpointing, not its stage's last, its stage not marked
  * keep_y). */
 static gboolean
-recomputed(const CtResNet *rn, int i, int half)
+recomputed(const CtResNet *rn, int i)
 {
   int k = stage_of(rn, i);
-  return !half && rn->nseg == 1 && i + 1 < rn->stage0[k + 1] && !rn->keep_y[k];
+  return rn->nseg == 1 && i + 1 < rn->stage0[k + 1] && !rn->keep_y[k];
 }
 
 /* Blocks [i0, i1) of a segment, from A; their input and last output are
@@ -245,9 +245,13 @@ carve_segment(CtArena *a, int half, float *work, float *rbuf, CtResNet *rn, int 
      * recomputes the segment (after the L - i1 blocks above it) */
     float *yb = i % 2 ? rn->g[(rn->nblocks - i1 + 1) % 2] : rn->g[2];
     float *y = i + 1 == i1 ? out : NULL;
-    if (i + 1 < i1 && recomputed(rn, i, half))
-      y = rn->g[1 + i % 2]; /* g[1] and g[2] in turn, free in the forward */
-    carve_block(a, half, work, rbuf, b, B, y, i + 1 < i1 && !recomputed(rn, i, half), yb);
+    if (i + 1 < i1 && recomputed(rn, i))
+      y = yb; /* the same turns as the outputs kept as codes, whose float32
+               * home the next block may read while this one writes */
+    for (int k = 0; k < 4; k++)
+      if (i == rn->stage0[k])
+        rn->stage_at[k] = a->base ? a->base + a->used : NULL;
+    carve_block(a, half, work, rbuf, b, B, y, i + 1 < i1 && !recomputed(rn, i), yb);
     b->yf = b->y;
     b->yr = NULL;
     if (i + 1 < i1) {
@@ -309,23 +313,23 @@ outputs_floats(const CtResNet *rn, int k, int B)
  * after the other).  Stage K keeps its outputs (keep_y) where they do not
  * fit there.  Decided from the last stage down, on a sizing carve: a
  * stage that keeps its outputs only widens the spans of the stages below
- * it.  Float32 without checkpointing only (elsewhere every keep_y is
- * TRUE, and recomputed() FALSE anyway). */
+ * it.  Without checkpointing only (with it every keep_y is TRUE, and
+ * recomputed() FALSE anyway). */
 static void
-plan_recomputed(CtResNet *rn, int B)
+plan_recomputed(CtResNet *rn, int B, int half)
 {
   for (int k = 0; k < 4; k++)
     rn->keep_y[k] = FALSE;
   for (int i = 0; i < rn->nblocks; i++)
-    rn->blocks[i].xh = NULL; /* float32: every input as it is */
+    rn->blocks[i].xh = NULL; /* carve_segment sets them again */
   for (int k = 3; k >= 0; k--) {
     CtArena t = { NULL, 0 };
     size_t from = 0;
     for (int i = 0; i < rn->nblocks; i++) {
       if (i == rn->stage0[k + 1])
         from = t.used;
-      carve_block(&t, 0, NULL, NULL, &rn->blocks[i], B, NULL,
-                  i + 1 < rn->nblocks && !recomputed(rn, i, 0), NULL);
+      carve_block(&t, half, NULL, NULL, &rn->blocks[i], B, NULL,
+                  i + 1 < rn->nblocks && !recomputed(rn, i), NULL);
     }
     if (k == 3)
       from = t.used;
@@ -341,7 +345,7 @@ place_recomputed(CtResNet *rn, int B)
   for (int k = 0; k < 4; k++) {
     if (rn->keep_y[k])
       continue;
-    float *from = k < 3 ? rn->blocks[rn->stage0[k + 1]].c1 : rn->X;
+    float *from = k < 3 ? rn->stage_at[k + 1] : rn->X;
     CtArena t = { from, 0 };
     for (int i = rn->stage0[k]; i + 1 < rn->stage0[k + 1]; i++) {
       CtBottleneck *b = &rn->blocks[i];
@@ -380,8 +384,8 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   rn->seglen = (L + n - 1) / n;
   rn->nseg = (L + rn->seglen - 1) / rn->seglen;
   rn->held_seg = -1;
-  if (!half && rn->nseg == 1)
-    plan_recomputed(rn, B);
+  if (rn->nseg == 1)
+    plan_recomputed(rn, B, half);
   else
     for (int k = 0; k < 4; k++)
       rn->keep_y[k] = TRUE;
@@ -407,7 +411,7 @@ ct_resnet_carve(CtArena *a, CtModel *m)
   if (half) {
     size_t wn = 2 * stem * W;
     for (int i = 0; i < L; i++)
-      wn = MAX(wn, work_floats(&rn->blocks[i], B, i % rn->seglen != 0));
+      wn = MAX(wn, work_floats(&rn->blocks[i], B, i % rn->seglen != 0 && !recomputed(rn, i - 1)));
     work = ct_arena_take(a, wn);
     if (work) { /* NULL while the arena only sizes */
       rn->s1c = work;

@@ -61,12 +61,13 @@ typedef struct {
    * reads the float32 y; backward reads y only as the next block's
    * convolution input (rounded there: the codes lose nothing) and through
    * the mask.  NULL when y is kept */
-  /* at float32 without checkpointing, an output that is not its stage's
-   * last may be recomputed in backward instead of kept: y then lives in
-   * g[1] or g[2] (free in the forward) until the next block has read it,
-   * and backward recomputes it into yr, in the activations of the stages
-   * above, which are dead by then (ct_resnet_outputs); yf is the
-   * forward's home.  yr NULL: y is kept */
+  /* without checkpointing, an output that is not its stage's last may be
+   * recomputed in backward instead of kept (at any precision, in float32):
+   * y then lives in g[1] or g[2] (free in the forward) until the next
+   * block has read it, and backward recomputes it into yr, in the
+   * activations of the stages above, which are dead by then
+   * (ct_resnet_recompute_outputs); yf is the forward's home.  yr NULL: y
+   * is kept */
   float *yf, *yr;
   uint16_t *yh;      /* (B*Ho*Wo*4P) */
   uint8_t *ym;       /* (B*Ho*Wo*4P bits) y > 0 */
@@ -99,6 +100,7 @@ typedef struct {
    * outputs are all kept (FALSE: recomputed in backward, see yr) */
   int stage0[5];
   gboolean keep_y[4];
+  float *stage_at[4];         /* where stage k's first block starts in the arena */
   /* stem and pool parameters: [0] values, [1] gradients */
   CtResNetParams sp[2];
   CtBnBuffers sb1, sb2, sb3;  /* the stem's running statistics */

@@ -202,15 +202,30 @@ ct_resnet_recompute_outputs(CtModel *m, int k)
     CtBottleneck *b = &rn->blocks[i];
     if (!b->yr)
       return;
-    size_t No = (size_t) rn->B * b->Ho * b->Wo;
+    size_t N = (size_t) rn->B * b->H * b->W, No = (size_t) rn->B * b->Ho * b->Wo;
     int P = b->P;
+    /* the BN inputs as float32: the block's own at float32; at bf16/fp16
+     * decoded from its codes (move_block's order), c3 into yr itself
+     * (BatchNorm runs in place) and cd into the work area, free until
+     * backward moves a block in */
+    const float *c3 = b->c3, *cd = b->cd;
+    if (b->h) {
+      size_t at = 2 * N * P + (b->s > 1 ? No * P : 0);
+      ct_lowp_move16(m->prec, b->h + at, b->yr, No * 4 * P, 0);
+      c3 = b->yr;
+      if (b->ds) {
+        at += No * 4 * P + (b->s > 1 ? No * b->Cin : 0);
+        ct_lowp_move16(m->prec, b->h + at, rn->work, No * 4 * P, 0);
+        cd = rn->work;
+      }
+    }
     if (b->ds) { /* y = relu(bn_ds(cd) + bn3(c3)), as block_forward */
-      ct_batchnorm_relu_apply(b->yr, b->stats + 4 * P, b->stats + 8 * P, b->c3, b->p.bn3.w,
+      ct_batchnorm_relu_apply(b->yr, b->stats + 4 * P, b->stats + 8 * P, c3, b->p.bn3.w,
                               b->p.bn3.b, NULL, 0, (int) No, 4 * P);
-      ct_batchnorm_relu_apply(b->yr, b->stats + 12 * P, b->stats + 16 * P, b->cd, b->p.ds_bn.w,
+      ct_batchnorm_relu_apply(b->yr, b->stats + 12 * P, b->stats + 16 * P, cd, b->p.ds_bn.w,
                               b->p.ds_bn.b, b->yr, 1, (int) No, 4 * P);
     } else {
-      ct_batchnorm_relu_apply(b->yr, b->stats + 4 * P, b->stats + 8 * P, b->c3, b->p.bn3.w,
+      ct_batchnorm_relu_apply(b->yr, b->stats + 4 * P, b->stats + 8 * P, c3, b->p.bn3.w,
                               b->p.bn3.b, b->x, 1, (int) No, 4 * P);
     }
     set_output(rn, i, b->yr);

@@ -436,9 +436,9 @@ test_checkpointing_precision(void)
       g_assert_no_error(error);
       g_assert_cmpuint(ct_model_activation_bytes(m), ==,
                        ct_config_activation_bytes(&c, B, prec, chunks[k]));
-      /* float32 without checkpointing: stage 1's and 4's first outputs
-       * are recomputed in backward (the bits compared below) */
-      if (prec == CT_PRECISION_FP32 && chunks[k] == 0)
+      /* without checkpointing stage 1's and 4's first outputs are
+       * recomputed in backward (the bits compared below) */
+      if (chunks[k] == 0)
         g_assert_true(m->rn.blocks[0].yr && m->rn.blocks[4].yr);
       float *g = grads_of(m, images, tokens, B);
       n = ct_model_n_params(m);
@@ -486,11 +486,12 @@ test_checkpointing_precision(void)
   CtConfig r50 = preset("rn50");
   g_assert_cmpuint(ct_config_activation_bytes(&r50, 4, CT_PRECISION_FP32, 4), <,
                    ct_config_activation_bytes(&r50, 4, CT_PRECISION_FP32, 0));
-  /* at float32 rn50 recomputes its block outputs but each stage's last
-   * in backward (4 M floats a sample fewer); bf16 keeps them as 16-bit
-   * codes, as it keeps the stem's and the blocks' BN inputs and pooled
-   * maps: its 15 extra samples (batch 16 less batch 1) take at most 85%
-   * of float32's (84% when written, 72% before float32 recomputed) */
+  /* rn50 recomputes its block outputs but each stage's last in backward
+   * (at bf16 those of the stages whose outputs fit in the dead stages
+   * above: not layer3's), and bf16 keeps the stem's and the blocks' BN
+   * inputs and pooled maps, and the outputs it keeps, as 16-bit codes: its
+   * 15 extra samples (batch 16 less batch 1) take at most 80% of float32's
+   * (78% when written) */
   double extra[2];
   for (int k = 0; k < 2; k++) {
     CtPrecision p = k ? CT_PRECISION_BF16 : CT_PRECISION_FP32;
@@ -499,7 +500,7 @@ test_checkpointing_precision(void)
   }
   g_test_message("rn50, 15 extra samples: fp32 %.1f MiB, bf16 %.1f MiB", extra[0] / 1048576,
                  extra[1] / 1048576);
-  g_assert_cmpfloat(extra[1], <=, 0.85 * extra[0]);
+  g_assert_cmpfloat(extra[1], <=, 0.80 * extra[0]);
 }
 
 /* The hook reports each Bottleneck's tensors, and the attention pool's,
