@@ -2,6 +2,7 @@
  * training step runs it, against the sgemm rate measured in the same run.
  *
  *   bench/conv_rates [--preset rn50] [--batch 16] [--threads 2] [--reps 3]
+ *                    [--layouts]
  *
  * Prints a Markdown table, one row per distinct convolution shape (with
  * how many times the tower has it): the forward (im2col and the product),
@@ -11,7 +12,15 @@
  * stands between the tower's convolutions and the sgemm rate.  Built with
  * `make bench/conv_rates` over libctcore, whose kernels it calls with the
  * model's own convolution descriptors (CtConv of the stem and of every
- * Bottleneck). */
+ * Bottleneck).
+ *
+ * --layouts: instead, for each shape, the matrix products of a training
+ * step alone (forward, input gradient, weight gradient; no im2col) as
+ * cliptrain's rows layout (NHWC: one product over a chunk of samples,
+ * rows = positions) runs them, against the products an NCHW layout would
+ * run (one a sample: out (OC, HW) = W (OC, CKK) x col (CKK, HW), and its
+ * two gradients), on the same operands' sizes: the measurement behind
+ * the layout's choice. */
 #include "config.h"
 
 #include "base/gemm.h"
@@ -101,14 +110,78 @@ time_conv(const Row *r, int B, int reps, double *fwd, double *bwd)
   g_free(col), g_free(dcol), g_free(wr);
 }
 
+/* Seconds of ONE product set (the forward's and both gradients'), the
+ * median of REPS after a warm-up; NCHW: per sample, else per chunk as
+ * ct_conv2d_forward and _backward cut the batch. */
+static double
+time_products(const Row *r, int B, int reps, int nchw)
+{
+  const CtConv *cv = r->cv;
+  int ckk = cv->C * cv->K * cv->K, HW = cv->Ho * cv->Wo, OC = cv->OC;
+  int chunk = nchw ? 1 : ct_conv_chunk(cv, B);
+  size_t rows = (size_t) chunk * HW;
+  float *col = g_new0(float, rows * ckk), *dcol = g_new0(float, rows * ckk); /* (rows, ckk) */
+  float *out = g_new0(float, rows * OC), *w = g_new0(float, (size_t) OC * ckk); /* (OC, ckk) */
+  float *dw = g_new0(float, (size_t) OC * ckk);
+  double *t = g_new(double, reps);
+  for (int i = -1; i < reps; i++) {
+    gint64 t0 = g_get_monotonic_time();
+    for (int b0 = 0; b0 < B; b0 += chunk) {
+      int n = (int) (MIN(chunk, B - b0) * (size_t) HW);
+      if (nchw) { /* out (OC, HW) = w (OC, ckk) col (ckk, HW), and back */
+        ct_sgemm(FALSE, FALSE, OC, n, ckk, 1, w, ckk, col, n, 0, out, n);
+        if (r->din) /* dcol (ckk, HW) = w^T dout */
+          ct_sgemm(TRUE, FALSE, ckk, n, OC, 1, w, ckk, out, n, 0, dcol, n);
+        ct_sgemm(FALSE, TRUE, OC, ckk, n, 1, out, n, col, n, 1, dw, ckk); /* dw += dout col^T */
+      } else { /* out (rows, OC) = col (rows, ckk) w^T, and back */
+        ct_sgemm(FALSE, TRUE, n, OC, ckk, 1, col, ckk, w, ckk, 0, out, OC);
+        if (r->din) /* dcol (rows, ckk) = dout w */
+          ct_sgemm(FALSE, FALSE, n, ckk, OC, 1, out, OC, w, ckk, 0, dcol, ckk);
+        ct_sgemm(TRUE, FALSE, OC, ckk, n, 1, out, OC, col, ckk, 1, dw, ckk); /* dw += dout^T col */
+      }
+    }
+    if (i >= 0)
+      t[i] = (g_get_monotonic_time() - t0) / 1e6;
+  }
+  qsort(t, reps, sizeof *t, cmp_double);
+  double s = t[reps / 2];
+  g_free(t), g_free(col), g_free(dcol), g_free(out), g_free(w), g_free(dw);
+  return s;
+}
+
+static void
+print_layouts(GArray *rows, int B, int reps, double rate)
+{
+  printf("| convolution | × | C → OC | map | k | rows layout ms | %% | NCHW ms | %% |\n");
+  printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  double tr = 0, tn = 0, flop_all = 0;
+  for (guint i = 0; i < rows->len; i++) {
+    const Row *r = &g_array_index(rows, Row, i);
+    const CtConv *cv = r->cv;
+    double flop = 2.0 * B * cv->Ho * cv->Wo * (double) cv->OC * cv->C * cv->K * cv->K;
+    flop *= r->din ? 3 : 2;
+    double a = time_products(r, B, reps, 0), b = time_products(r, B, reps, 1);
+    tr += r->count * a;
+    tn += r->count * b;
+    flop_all += r->count * flop;
+    printf("| %s | %d | %d → %d | %dx%d | %d | %.1f | %.0f | %.1f | %.0f |\n", r->name, r->count,
+           cv->C, cv->OC, cv->H, cv->W, cv->K, a * 1e3, 100 * flop / a / rate, b * 1e3,
+           100 * flop / b / rate);
+  }
+  printf("\nproducts a step: rows layout %.0f ms (%.0f%% of sgemm), NCHW %.0f ms (%.0f%%)\n",
+         tr * 1e3, 100 * flop_all / tr / rate, tn * 1e3, 100 * flop_all / tn / rate);
+}
+
 int
 main(int argc, char **argv)
 {
   const char *preset = "rn50";
-  int B = 16, threads = 2, reps = 3;
+  int B = 16, threads = 2, reps = 3, layouts = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (v && !strcmp(a, "--preset"))
+    if (!strcmp(a, "--layouts"))
+      layouts = 1;
+    else if (v && !strcmp(a, "--preset"))
       preset = v, i++;
     else if (v && !strcmp(a, "--batch"))
       B = atoi(v), i++;
@@ -117,7 +190,8 @@ main(int argc, char **argv)
     else if (v && !strcmp(a, "--reps"))
       reps = atoi(v), i++;
     else {
-      fprintf(stderr, "usage: conv_rates [--preset NAME] [--batch N] [--threads N] [--reps N]\n");
+      fprintf(stderr, "usage: conv_rates [--preset NAME] [--batch N] [--threads N] [--reps N] "
+                      "[--layouts]\n");
       return 2;
     }
   }
@@ -162,6 +236,12 @@ main(int argc, char **argv)
   double rate = ct_sgemm_rate(1.0);
   printf("%s, batch %d, %d threads; sgemm 2048 on the same threads: %.1f GFLOP/s\n\n", preset,
          B, threads, rate / 1e9);
+  if (layouts) {
+    print_layouts(rows, B, reps, rate);
+    g_array_free(rows, TRUE);
+    ct_model_free(m);
+    return 0;
+  }
   printf("| convolution | × | C → OC | map | k, stride | fwd ms | fwd %% | bwd ms | bwd %% "
          "| ms a step | %% of the convolutions' time |\n");
   printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");

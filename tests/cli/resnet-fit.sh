@@ -21,7 +21,7 @@ callbacks:
   - save_model: {at_end: true, fname: final}
 YAML
 
-echo "1..12"
+echo "1..13"
 that "a tiny ResNet recipe trains" 'run 0 fit "$tmp/rn.yaml" --out "$tmp/a" && [ -s "$tmp/a/final.safetensors" ]'
 that "the resolved recipe holds the 4 stages and their sum" 'grep -q "vision_stage2: 2" "$tmp/a/recipe.yaml" && grep -q "vision_layers: 5" "$tmp/a/recipe.yaml" && grep -q "vision_patch_size: 0" "$tmp/a/recipe.yaml"'
 that "the weights hold the running statistics" 'grep -aq "visual.layer2.1.bn2.running_var" "$tmp/a/final.safetensors"'
@@ -41,5 +41,6 @@ that "bench --profile times the ResNet's kinds of work" 'run 0 bench --preset rn
 # bench/conv_rates: a row for each kind of convolution, and the totals
 cr="$CT_BUILDDIR/bench/conv_rates"
 that "bench/conv_rates times every kind of the rn preset's convolutions" '"$cr" --preset rn --batch 2 --threads 1 --reps 1 >"$tmp/cr" 2>"$tmp/err" && rows=$(grep -c "^| visual\." "$tmp/cr") && [ "$rows" -ge 10 ] && grep -q "^all $rows kinds: [0-9]* ms a step for [0-9.]* GFLOP" "$tmp/cr" && grep -q "^| visual.layer1.0.conv2 | 1 | 16 → 16 | 16x16 | 3, 1 |" "$tmp/cr"'
+that "bench/conv_rates --layouts times each kind's products in both layouts" '"$cr" --preset rn --batch 2 --threads 1 --reps 1 --layouts >"$tmp/cr" 2>"$tmp/err" && rows=$(grep -c "^| visual\." "$tmp/cr") && [ "$rows" -ge 10 ] && grep -q "^products a step: rows layout [0-9]* ms ([0-9]*% of sgemm), NCHW [0-9]* ms" "$tmp/cr"'
 that "bench/conv_rates refuses a ViT preset" '! "$cr" --preset tiny >"$tmp/cr" 2>"$tmp/err" && grep -q "no ResNet tower" "$tmp/err"'
 exit $fail
