@@ -292,15 +292,16 @@ carve_pool(CtArena *a, CtResNet *rn, int B)
   rn->o = ct_arena_take(a, B * C);
 }
 
-/* Floats that stage K's recomputed outputs take (all but its last), one
- * slice each. */
+/* Stage K's recomputed outputs (all but its last), one slice each, from
+ * FROM on: their yr (NULL while FROM is, when this only sizes); returns
+ * the floats they take. */
 static size_t
-outputs_floats(const CtResNet *rn, int k, int B)
+place_outputs(CtResNet *rn, int k, int B, float *from)
 {
-  CtArena t = { NULL, 0 };
+  CtArena t = { from, 0 };
   for (int i = rn->stage0[k]; i + 1 < rn->stage0[k + 1]; i++) {
-    const CtBottleneck *b = &rn->blocks[i];
-    ct_arena_take(&t, (size_t) B * b->Ho * b->Wo * 4 * b->P);
+    CtBottleneck *b = &rn->blocks[i];
+    b->yr = ct_arena_take(&t, (size_t) B * b->Ho * b->Wo * 4 * b->P);
   }
   return t.used;
 }
@@ -334,7 +335,7 @@ plan_recomputed(CtResNet *rn, int B, int half)
     if (k == 3)
       from = t.used;
     carve_pool(&t, rn, B);
-    rn->keep_y[k] = outputs_floats(rn, k, B) > t.used - from;
+    rn->keep_y[k] = place_outputs(rn, k, B, NULL) > t.used - from;
   }
 }
 
@@ -346,12 +347,7 @@ place_recomputed(CtResNet *rn, int B)
     if (rn->keep_y[k])
       continue;
     float *from = k < 3 ? rn->stage_at[k + 1] : rn->X;
-    CtArena t = { from, 0 };
-    for (int i = rn->stage0[k]; i + 1 < rn->stage0[k + 1]; i++) {
-      CtBottleneck *b = &rn->blocks[i];
-      b->yr = ct_arena_take(&t, (size_t) B * b->Ho * b->Wo * 4 * b->P);
-    }
-    g_assert(from + t.used <= rn->o + (size_t) B * rn->C);
+    g_assert(from + place_outputs(rn, k, B, from) <= rn->o + (size_t) B * rn->C);
   }
 }
 

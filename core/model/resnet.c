@@ -125,33 +125,56 @@ block_forward(CtModel *m, CtBottleneck *b, int B, int update, int tr)
   }
 }
 
-/* bf16/fp16: block b's tensors from the work area into its 16-bit codes
+/* bf16/fp16: block b's tensors kept as 16-bit codes, in their order in
+ * b->h: each float32 view into the work area and its count (0: none). */
+typedef struct {
+  float *x;
+  size_t n;
+} CtCoded;
+
+enum { CODED_C1, CODED_C2, CODED_P2, CODED_C3, CODED_PX, CODED_CD, N_CODED };
+
+static void
+coded_tensors(const CtBottleneck *b, int B, CtCoded t[N_CODED])
+{
+  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
+  t[CODED_C1] = (CtCoded) { b->c1, N * P };
+  t[CODED_C2] = (CtCoded) { b->c2, N * P };
+  t[CODED_P2] = (CtCoded) { b->p2, b->s > 1 ? No * P : 0 };
+  t[CODED_C3] = (CtCoded) { b->c3, No * 4 * P };
+  t[CODED_PX] = (CtCoded) { b->px, b->ds && b->s > 1 ? No * b->Cin : 0 };
+  t[CODED_CD] = (CtCoded) { b->cd, b->ds ? No * 4 * P : 0 };
+}
+
+/* The codes of b's coded tensor WHICH (CODED_*). */
+static uint16_t *
+codes_of(const CtBottleneck *b, int B, int which)
+{
+  CtCoded t[N_CODED];
+  coded_tensors(b, B, t);
+  uint16_t *h = b->h;
+  for (int i = 0; i < which; i++)
+    h += t[i].n;
+  return h;
+}
+
+/* bf16/fp16: block b's tensors from the work area into their 16-bit codes
  * (PACK), or back. */
 static void
 move_block(CtModel *m, CtBottleneck *b, int B, int pack)
 {
   if (!b->h)
     return;
-  size_t N = (size_t) B * b->H * b->W, No = (size_t) B * b->Ho * b->Wo, P = b->P;
-  struct {
-    float *x;
-    size_t n;
-  } t[] = {
-    { b->c1, N * P },
-    { b->c2, N * P },
-    { b->p2, b->s > 1 ? No * P : 0 },
-    { b->c3, No * 4 * P },
-    { b->px, b->ds && b->s > 1 ? No * b->Cin : 0 },
-    { b->cd, b->ds ? No * 4 * P : 0 },
-  };
+  CtCoded t[N_CODED];
+  coded_tensors(b, B, t);
   uint16_t *h = b->h;
-  for (gsize i = 0; i < G_N_ELEMENTS(t); i++) {
+  for (int i = 0; i < N_CODED; i++) {
     if (t[i].n)
       ct_lowp_move16(m->prec, h, t[i].x, t[i].n, pack);
     h += t[i].n;
   }
   if (!pack && b->xh) /* the input, which the block below keeps as codes */
-    ct_lowp_move16(m->prec, b->xh, b->xb, N * b->Cin, 0);
+    ct_lowp_move16(m->prec, b->xh, b->xb, (size_t) B * b->H * b->W * b->Cin, 0);
 }
 
 /* bf16/fp16: block b's output into its codes and ReLU's mask, once the
@@ -202,20 +225,17 @@ ct_resnet_recompute_outputs(CtModel *m, int k)
     CtBottleneck *b = &rn->blocks[i];
     if (!b->yr)
       return;
-    size_t N = (size_t) rn->B * b->H * b->W, No = (size_t) rn->B * b->Ho * b->Wo;
+    size_t No = (size_t) rn->B * b->Ho * b->Wo;
     int P = b->P;
     /* the BN inputs as float32: the block's own at float32; at bf16/fp16
-     * decoded from its codes (move_block's order), c3 into yr itself
-     * (BatchNorm runs in place) and cd into the work area, free until
-     * backward moves a block in */
+     * decoded from its codes, c3 into yr itself (BatchNorm runs in place)
+     * and cd into the work area, free until backward moves a block in */
     const float *c3 = b->c3, *cd = b->cd;
     if (b->h) {
-      size_t at = 2 * N * P + (b->s > 1 ? No * P : 0);
-      ct_lowp_move16(m->prec, b->h + at, b->yr, No * 4 * P, 0);
+      ct_lowp_move16(m->prec, codes_of(b, rn->B, CODED_C3), b->yr, No * 4 * P, 0);
       c3 = b->yr;
       if (b->ds) {
-        at += No * 4 * P + (b->s > 1 ? No * b->Cin : 0);
-        ct_lowp_move16(m->prec, b->h + at, rn->work, No * 4 * P, 0);
+        ct_lowp_move16(m->prec, codes_of(b, rn->B, CODED_CD), rn->work, No * 4 * P, 0);
         cd = rn->work;
       }
     }
